@@ -1,0 +1,62 @@
+"""Static configuration of one Raft node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftkv.core.types import Index, NodeId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """How one node behaves. Times are in ticks; the driver decides how long a tick is.
+
+    Attributes:
+        node_id: this node's id.
+        peers: the voters (including this node) used when storage holds no
+            membership yet (a brand-new cluster).
+        election_tick: the base election timeout; each timeout is drawn uniformly
+            from ``[election_tick, 2 * election_tick)`` using the injected RNG
+            (paper §5.2). Must be greater than ``heartbeat_tick``.
+        heartbeat_tick: a leader sends heartbeats every this many ticks.
+        pre_vote: run a PreVote round before a real election (dissertation §9.6).
+        check_quorum: a leader that has not heard from a quorum within an election
+            timeout steps down, and a node that heard from a leader within the
+            minimum election timeout ignores vote requests (dissertation §9.6).
+        max_inflight: append messages in flight to one follower before the leader
+            waits for acknowledgements (the pipelining window).
+        max_entries_per_msg: most entries in one AppendEntries.
+        max_size_per_msg: most bytes of entries in one AppendEntries (at least one
+            entry is always sent).
+        max_committed_size_per_ready: most bytes of committed entries handed out
+            in one Ready (at least one entry).
+        applied: the last index the state machine had applied when this node was
+            (re)started; committed entries after it are handed out again.
+    """
+
+    node_id: NodeId
+    peers: tuple[NodeId, ...] = ()
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_inflight: int = 256
+    max_entries_per_msg: int = 256
+    max_size_per_msg: int = 1 << 20
+    max_committed_size_per_ready: int = 16 << 20
+    applied: Index = 0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` if the configuration cannot work."""
+        if not self.node_id:
+            raise ValueError("node_id must be non-empty")
+        if self.heartbeat_tick <= 0:
+            raise ValueError("heartbeat_tick must be positive")
+        if self.election_tick <= self.heartbeat_tick:
+            raise ValueError("election_tick must be greater than heartbeat_tick")
+        if self.max_inflight <= 0:
+            raise ValueError("max_inflight must be positive")
+        if self.max_entries_per_msg <= 0:
+            raise ValueError("max_entries_per_msg must be positive")
+        if self.max_size_per_msg <= 0:
+            raise ValueError("max_size_per_msg must be positive")

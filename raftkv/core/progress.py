@@ -1,0 +1,138 @@
+"""What a leader knows about each follower's log (etcd's ``tracker``).
+
+Rule: :class:`Progress` owns every transition of the replication state of one
+follower; the leader asks it what to send and tells it what was acknowledged.
+
+States:
+
+* PROBE -- the leader does not know where the follower's log matches; it sends
+  one AppendEntries at a time and waits for the answer (or a heartbeat reply).
+* REPLICATE -- the follower is known to match up to ``match``; the leader sends
+  optimistically (``next`` runs ahead of ``match``), bounded by the inflight
+  window (pipelining, dissertation §10.2.1).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+from raftkv.core.types import Index
+
+
+class ProgressState(enum.Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
+
+
+class Inflights:
+    """A bounded FIFO of the last index of each AppendEntries not yet acknowledged."""
+
+    __slots__ = ("capacity", "_queue")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._queue: deque[Index] = deque()
+
+    def add(self, last_index: Index) -> None:
+        self._queue.append(last_index)
+
+    def free_le(self, index: Index) -> None:
+        """Forget every message whose last index is at or below ``index``."""
+        q = self._queue
+        while q and q[0] <= index:
+            q.popleft()
+
+    def full(self) -> bool:
+        return len(self._queue) >= self.capacity
+
+    def count(self) -> int:
+        return len(self._queue)
+
+    def reset(self) -> None:
+        self._queue.clear()
+
+
+class Progress:
+    """Replication progress of one follower, as seen by the leader."""
+
+    __slots__ = ("match", "next", "state", "probe_sent", "recent_active", "inflights")
+
+    def __init__(self, next_index: Index, max_inflight: int) -> None:
+        # Invariant: 0 <= match < next.
+        self.match: Index = 0
+        self.next: Index = next_index
+        self.state = ProgressState.PROBE
+        # Invariant: probe_sent implies state is PROBE; it pauses sending until
+        # a reply (or a heartbeat reply) arrives.
+        self.probe_sent = False
+        # Set on any message from the follower; cleared every election timeout
+        # by CheckQuorum (dissertation §9.6).
+        self.recent_active = False
+        self.inflights = Inflights(max_inflight)
+
+    def __repr__(self) -> str:
+        return (
+            f"Progress(match={self.match}, next={self.next}, state={self.state.value}, "
+            f"inflight={self.inflights.count()})"
+        )
+
+    def become_probe(self) -> None:
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.next = self.match + 1
+        self.inflights.reset()
+
+    def become_replicate(self) -> None:
+        self.state = ProgressState.REPLICATE
+        self.probe_sent = False
+        self.next = self.match + 1
+        self.inflights.reset()
+
+    def is_paused(self) -> bool:
+        """Whether the leader should hold back AppendEntries to this follower."""
+        if self.state is ProgressState.PROBE:
+            return self.probe_sent
+        if self.state is ProgressState.REPLICATE:
+            return self.inflights.full()
+        return True
+
+    def sent_entries(self, last_index: Index | None) -> None:
+        """Record an AppendEntries whose last entry is ``last_index`` (None: no entries)."""
+        if self.state is ProgressState.REPLICATE:
+            if last_index is not None:
+                self.next = last_index + 1
+                self.inflights.add(last_index)
+        elif self.state is ProgressState.PROBE:
+            self.probe_sent = True
+
+    def maybe_update(self, index: Index) -> bool:
+        """Record that the follower matches up to ``index``; False if that is old news."""
+        updated = False
+        if self.match < index:
+            self.match = index
+            updated = True
+            self.probe_sent = False
+        if self.next < index + 1:
+            self.next = index + 1
+        return updated
+
+    def maybe_decr_to(self, rejected: Index, match_hint: Index) -> bool:
+        """Handle a rejection of the append after ``rejected``; False if it is stale.
+
+        ``match_hint`` is the leader's best guess, from the follower's hint, of
+        the last index where the logs may match (fast backtracking, paper §5.3).
+        """
+        if self.state is ProgressState.REPLICATE:
+            # Rejections of appends below what we know to match are stale.
+            if rejected <= self.match:
+                return False
+            self.next = self.match + 1
+            return True
+        # In PROBE only the answer to the last probe counts.
+        if self.next - 1 != rejected:
+            return False
+        self.next = max(min(rejected, match_hint + 1), self.match + 1)
+        self.probe_sent = False
+        return True

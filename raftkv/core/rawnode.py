@@ -1,0 +1,174 @@
+"""The public, single-threaded API of the core.
+
+Rule: :class:`RawNode` turns calls into Raft inputs and collects Raft outputs
+into :class:`~raftkv.core.ready.Ready` batches. It owns no I/O, no clock and no
+threads; the caller ticks it and drives the Ready loop (see ``ready.py``).
+"""
+
+from __future__ import annotations
+
+from raftkv.core.config import Config
+from raftkv.core.errors import RaftError
+from raftkv.core.messages import Message
+from raftkv.core.raft import RandomSource, Raft
+from raftkv.core.ready import Ready
+from raftkv.core.storage import Storage
+from raftkv.core.types import Entry, EntryType, HardState, Index, NodeId, Role, SoftState, Term
+
+
+class RawNode:
+    """A Raft node without I/O.
+
+    Args:
+        config: static configuration.
+        storage: stable storage the driver appends to (read-only for the core).
+        rng: randomness for election timeouts; pass ``random.Random(seed)`` for a
+            reproducible run.
+        raft_class: the protocol implementation; tests pass a subclass with one
+            rule deliberately broken to show that the checkers catch it.
+    """
+
+    __slots__ = ("raft", "_prev_hard_state", "_prev_soft_state", "_ready_in_flight")
+
+    def __init__(
+        self,
+        config: Config,
+        storage: Storage,
+        rng: RandomSource,
+        *,
+        raft_class: type[Raft] = Raft,
+    ) -> None:
+        self.raft = raft_class(config, storage, rng)
+        self._prev_hard_state = self.raft.hard_state()
+        self._prev_soft_state = self.raft.soft_state()
+        self._ready_in_flight = False
+
+    # -- inputs ------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self.raft.tick()
+
+    def step(self, msg: Message) -> None:
+        """Deliver a message from a peer. Messages for another node are ignored."""
+        if msg.to != self.raft.node_id:
+            return
+        self.raft.step(msg)
+
+    def propose(self, data: bytes) -> Index:
+        """Append a command to the log; returns its index (not yet committed).
+
+        Raises:
+            NotLeader: this node is not the leader (``.leader`` says who is).
+        """
+        return self.raft.propose([Entry(term=0, index=0, data=data)])
+
+    def propose_batch(self, commands: list[bytes]) -> Index:
+        """Append several commands at once; returns the index of the last one."""
+        if not commands:
+            raise RaftError("propose_batch needs at least one command")
+        return self.raft.propose(
+            [Entry(term=0, index=0, data=d, type=EntryType.NORMAL) for d in commands]
+        )
+
+    def campaign(self) -> None:
+        """Start an election now (with PreVote first if configured)."""
+        self.raft.hup()
+
+    # -- outputs -----------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        """Whether :meth:`ready` would return a non-empty batch."""
+        if self._ready_in_flight:
+            return False
+        r = self.raft
+        return bool(
+            r.msgs
+            or r.msgs_after_persist
+            or r.pending_broadcast
+            or r.log.unstable.entries
+            or r.log.committed > r.log.applied
+            or r.soft_state() != self._prev_soft_state
+            or r.hard_state() != self._prev_hard_state
+        )
+
+    def ready(self) -> Ready:
+        """Collect the pending work. Call :meth:`advance` before the next ``ready``."""
+        if self._ready_in_flight:
+            raise RaftError("ready() called again before advance()")
+        r = self.raft
+        if r.pending_broadcast and r.role is Role.LEADER:
+            r.broadcast_append()
+        r.pending_broadcast = False
+        hs = r.hard_state()
+        ss = r.soft_state()
+        prev_hs = self._prev_hard_state
+        hard_state = hs if hs != prev_hs else None
+        soft_state = ss if ss != self._prev_soft_state else None
+        entries = tuple(r.log.unstable.entries)
+        committed = tuple(r.log.next_committed_entries(r.config.max_committed_size_per_ready))
+        must_sync = bool(entries) or (
+            hard_state is not None and (hs.term != prev_hs.term or hs.vote != prev_hs.vote)
+        )
+        rd = Ready(
+            soft_state=soft_state,
+            hard_state=hard_state,
+            entries=entries,
+            committed_entries=committed,
+            messages=tuple(r.msgs),
+            messages_after_persist=tuple(r.msgs_after_persist),
+            must_sync=must_sync,
+        )
+        r.msgs = []
+        r.msgs_after_persist = []
+        self._prev_hard_state = hs
+        self._prev_soft_state = ss
+        self._ready_in_flight = True
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """Tell the core that ``rd`` was fully handled (persisted, sent, applied)."""
+        if not self._ready_in_flight:
+            raise RaftError("advance() called without a ready() in flight")
+        self._ready_in_flight = False
+        if rd.entries:
+            last = rd.entries[-1]
+            self.raft.on_persisted(last.index, last.term)
+        if rd.committed_entries:
+            self.raft.log.applied_to(rd.committed_entries[-1].index)
+
+    # -- read-only views ---------------------------------------------------
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.raft.node_id
+
+    @property
+    def term(self) -> Term:
+        return self.raft.term
+
+    @property
+    def role(self) -> Role:
+        return self.raft.role
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self.raft.leader
+
+    @property
+    def commit_index(self) -> Index:
+        return self.raft.log.committed
+
+    @property
+    def applied_index(self) -> Index:
+        return self.raft.log.applied
+
+    @property
+    def last_index(self) -> Index:
+        return self.raft.log.last_index()
+
+    def hard_state(self) -> HardState:
+        return self.raft.hard_state()
+
+    def soft_state(self) -> SoftState:
+        return self.raft.soft_state()

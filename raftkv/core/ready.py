@@ -1,0 +1,81 @@
+"""The batch of work the core hands to its driver.
+
+Rule: a driver handles one :class:`Ready` at a time, in this order:
+
+1. send ``messages`` (they may go out before anything is persisted -- this is
+   what lets a leader write to its own disk in parallel with replication,
+   dissertation §10.2.1);
+2. append ``entries`` to stable storage (replacing any overlapping suffix) and
+   record ``hard_state`` if not ``None``; if ``must_sync``, make both durable;
+3. only then send ``messages_after_persist`` (votes and append acknowledgements
+   promise that state is durable);
+4. apply ``committed_entries`` to the state machine, in order;
+5. call ``advance(ready)``.
+
+Calls to ``step``/``tick``/``propose`` between ``ready()`` and ``advance()`` are
+allowed; ``ready()`` may not be called again until ``advance()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftkv.core.messages import Message, describe_message
+from raftkv.core.types import Entry, HardState, SoftState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    """Work for the driver; see the module docstring for the order."""
+
+    soft_state: SoftState | None
+    """New soft state, or ``None`` if it did not change since the last Ready."""
+    hard_state: HardState | None
+    """New hard state to persist, or ``None`` if it did not change."""
+    entries: tuple[Entry, ...]
+    """Entries to append to stable storage."""
+    committed_entries: tuple[Entry, ...]
+    """Committed entries to apply, in index order."""
+    messages: tuple[Message, ...]
+    """Messages that may be sent immediately."""
+    messages_after_persist: tuple[Message, ...]
+    """Messages that may be sent only once ``hard_state`` and ``entries`` are durable."""
+    must_sync: bool
+    """Whether ``entries``/``hard_state`` must be fsynced before step 3."""
+
+    def is_empty(self) -> bool:
+        return (
+            self.soft_state is None
+            and self.hard_state is None
+            and not self.entries
+            and not self.committed_entries
+            and not self.messages
+            and not self.messages_after_persist
+        )
+
+
+def describe_ready(ready: Ready) -> str:
+    """Stable multi-line text for ``ready``, for golden tests."""
+    lines: list[str] = []
+    if ready.soft_state is not None:
+        ss = ready.soft_state
+        lines.append(f"SoftState role={ss.role.value} leader={ss.leader}")
+    if ready.hard_state is not None:
+        hs = ready.hard_state
+        lines.append(f"HardState term={hs.term} vote={hs.vote} commit={hs.commit}")
+    if ready.entries:
+        lines.append("Entries: " + " ".join(_entry(e) for e in ready.entries))
+    if ready.committed_entries:
+        lines.append("Committed: " + " ".join(_entry(e) for e in ready.committed_entries))
+    for m in ready.messages:
+        lines.append("Send: " + describe_message(m))
+    for m in ready.messages_after_persist:
+        lines.append("SendAfterPersist: " + describe_message(m))
+    if ready.must_sync:
+        lines.append("MustSync")
+    return "\n".join(lines)
+
+
+def _entry(e: Entry) -> str:
+    data = e.data.decode("utf-8", "replace") if e.data else ""
+    return f"{e.term}/{e.index}" + (f":{data}" if data else "")

@@ -1,0 +1,63 @@
+"""Entries accepted by the core but not yet persisted by the driver.
+
+Rule: the unstable part always sits at the end of the log; it is handed to the
+driver in a Ready and forgotten (``stable_to``) once the driver says it is durable.
+"""
+
+from __future__ import annotations
+
+from raftkv.core.errors import bug
+from raftkv.core.types import Entry, Index, Term
+
+
+class Unstable:
+    __slots__ = ("offset", "entries")
+
+    def __init__(self, offset: Index) -> None:
+        # Invariant: entries[i].index == offset + i.
+        self.offset: Index = offset
+        self.entries: list[Entry] = []
+
+    def last_index(self) -> Index | None:
+        if self.entries:
+            return self.offset + len(self.entries) - 1
+        return None
+
+    def term(self, index: Index) -> Term | None:
+        """The term at ``index`` if the unstable part holds it."""
+        i = index - self.offset
+        if 0 <= i < len(self.entries):
+            return self.entries[i].term
+        return None
+
+    def stable_to(self, index: Index, term: Term) -> None:
+        """Forget entries up to ``index`` if the entry there still has ``term``.
+
+        A mismatch means the persisted entries were replaced while the driver
+        wrote them; the replacements are still unstable and will be written again.
+        """
+        t = self.term(index)
+        if t is None or t != term:
+            return
+        del self.entries[: index + 1 - self.offset]
+        self.offset = index + 1
+
+    def truncate_and_append(self, entries: list[Entry]) -> None:
+        """Append ``entries``, dropping any unstable entries they replace."""
+        first = entries[0].index
+        end = self.offset + len(self.entries)
+        if first == end:
+            self.entries.extend(entries)
+        elif first <= self.offset:
+            # Replaces everything unstable (and possibly part of stable storage:
+            # the driver's append overwrites that suffix).
+            self.offset = first
+            self.entries = list(entries)
+        else:
+            if first > end:
+                bug(f"unstable append leaves a gap: end {end}, appending {first}")
+            del self.entries[first - self.offset :]
+            self.entries.extend(entries)
+
+    def slice(self, lo: Index, hi: Index) -> list[Entry]:
+        return self.entries[lo - self.offset : hi - self.offset]

@@ -1,0 +1,172 @@
+"""A tiny synchronous driver for core tests: nodes, a message queue, no time.
+
+``Harness.stabilize()`` runs every node's Ready loop (persist to MemoryStorage,
+send, apply, advance) and delivers messages until nothing moves. Messages can be
+dropped or held per link to build the paper's scenarios by hand.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from raftkv.core import (
+    Config,
+    Entry,
+    MemoryStorage,
+    Message,
+    NodeId,
+    Raft,
+    RawNode,
+    Role,
+    describe_message,
+)
+
+
+def nid(i: int | str) -> NodeId:
+    return NodeId(f"n{i}" if isinstance(i, int) else i)
+
+
+class Harness:
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        pre_vote: bool = True,
+        check_quorum: bool = True,
+        election_tick: int = 10,
+        heartbeat_tick: int = 1,
+        raft_class: type[Raft] = Raft,
+        max_inflight: int = 256,
+        max_entries_per_msg: int = 256,
+    ) -> None:
+        self.ids = [nid(i) for i in range(1, n + 1)]
+        self.seed = seed
+        self.raft_class = raft_class
+        self.config_kwargs = dict(
+            pre_vote=pre_vote,
+            check_quorum=check_quorum,
+            election_tick=election_tick,
+            heartbeat_tick=heartbeat_tick,
+            max_inflight=max_inflight,
+            max_entries_per_msg=max_entries_per_msg,
+        )
+        self.storage: dict[NodeId, MemoryStorage] = {}
+        self.nodes: dict[NodeId, RawNode] = {}
+        self.applied: dict[NodeId, list[Entry]] = {}
+        self.queue: list[Message] = []
+        self.dropped_links: set[tuple[NodeId, NodeId]] = set()
+        self.isolated: set[NodeId] = set()
+        self.sent_log: list[str] = []
+        for node_id in self.ids:
+            self.storage[node_id] = MemoryStorage(voters=tuple(self.ids))
+            self.start(node_id)
+
+    def start(self, node_id: NodeId) -> RawNode:
+        cfg = Config(node_id=node_id, peers=tuple(self.ids), **self.config_kwargs)  # type: ignore[arg-type]
+        rng = random.Random(f"{self.seed}/{node_id}/{len(self.sent_log)}")
+        node = RawNode(cfg, self.storage[node_id], rng, raft_class=self.raft_class)
+        self.nodes[node_id] = node
+        self.applied[node_id] = []
+        return node
+
+    def restart(self, node_id: NodeId) -> RawNode:
+        """Crash and restart: volatile state lost, storage kept."""
+        self.queue = [m for m in self.queue if m.to != node_id and m.sender != node_id]
+        return self.start(node_id)
+
+    def raft(self, i: int | str) -> Raft:
+        return self.nodes[nid(i)].raft
+
+    def node(self, i: int | str) -> RawNode:
+        return self.nodes[nid(i)]
+
+    # -- links -------------------------------------------------------------
+
+    def isolate(self, i: int | str) -> None:
+        self.isolated.add(nid(i))
+
+    def heal(self) -> None:
+        self.isolated.clear()
+        self.dropped_links.clear()
+
+    def cut(self, a: int | str, b: int | str) -> None:
+        self.dropped_links.add((nid(a), nid(b)))
+        self.dropped_links.add((nid(b), nid(a)))
+
+    def _blocked(self, m: Message) -> bool:
+        return (
+            m.sender in self.isolated
+            or m.to in self.isolated
+            or (m.sender, m.to) in self.dropped_links
+        )
+
+    # -- driving -----------------------------------------------------------
+
+    def process_ready(self, node_id: NodeId) -> bool:
+        node = self.nodes[node_id]
+        if not node.has_ready():
+            return False
+        rd = node.ready()
+        self.queue.extend(rd.messages)
+        st = self.storage[node_id]
+        if rd.entries:
+            st.append(list(rd.entries))
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+        self.queue.extend(rd.messages_after_persist)
+        self.applied[node_id].extend(rd.committed_entries)
+        node.advance(rd)
+        return True
+
+    def deliver(self, filter_fn: Callable[[Message], bool] | None = None) -> int:
+        """Deliver queued messages once (those passing ``filter_fn``); returns how many."""
+        msgs, self.queue = self.queue, []
+        n = 0
+        for m in msgs:
+            if filter_fn is not None and not filter_fn(m):
+                self.queue.append(m)
+                continue
+            if self._blocked(m) or m.to not in self.nodes:
+                continue
+            self.sent_log.append(describe_message(m))
+            self.nodes[m.to].step(m)
+            n += 1
+        return n
+
+    def stabilize(self, max_rounds: int = 10_000) -> None:
+        for _ in range(max_rounds):
+            moved = False
+            for node_id in self.ids:
+                moved |= self.process_ready(node_id)
+            if self.deliver():
+                moved = True
+            if not moved:
+                return
+        raise AssertionError("did not stabilize")
+
+    def tick(self, i: int | str, n: int = 1) -> None:
+        for _ in range(n):
+            self.nodes[nid(i)].tick()
+
+    def tick_all(self, n: int = 1) -> None:
+        for _ in range(n):
+            for node_id in self.ids:
+                self.nodes[node_id].tick()
+
+    def elect(self, i: int | str) -> None:
+        self.nodes[nid(i)].campaign()
+        self.stabilize()
+        assert self.raft(i).role is Role.LEADER, f"{nid(i)} failed to become leader"
+
+    def propose(self, i: int | str, data: bytes) -> int:
+        idx = self.nodes[nid(i)].propose(data)
+        return idx
+
+    def log_terms(self, i: int | str) -> list[int]:
+        r = self.raft(i)
+        return [e.term for e in r.log.slice(1, r.log.last_index() + 1)]
+
+    def leaders(self) -> list[NodeId]:
+        return [n for n in self.ids if self.nodes[n].role is Role.LEADER]
