@@ -28,7 +28,7 @@ from raftkv.core.messages import (
 )
 from raftkv.core.progress import Progress, ProgressState
 from raftkv.core.quorum import JointConfig, MajorityConfig, VoteResult
-from raftkv.core.raft import RandomSource, Raft
+from raftkv.core.raft import Raft, RandomSource
 from raftkv.core.rawnode import RawNode
 from raftkv.core.ready import Ready, describe_ready
 from raftkv.core.storage import MemoryStorage, Storage

@@ -446,9 +446,7 @@ class Raft:
 
     def append_from_leader(self, msg: AppendEntries) -> Index | None:
         """Consistency check, conflict truncation, append, commit (Figure 2 steps 2-5)."""
-        return self.log.maybe_append(
-            msg.prev_log_index, msg.prev_log_term, msg.commit, msg.entries
-        )
+        return self.log.maybe_append(msg.prev_log_index, msg.prev_log_term, msg.commit, msg.entries)
 
     def handle_heartbeat(self, msg: Heartbeat) -> None:
         # The leader never sends a commit index beyond what we are known to match.
@@ -564,10 +562,14 @@ class Raft:
     def on_persisted(self, index: Index, term: Term) -> None:
         """The driver made entries up to (index, term) durable."""
         self.log.stable_to(index, term)
-        if self.role is Role.LEADER and self.log.term_or_none(index) == term:
-            # Our own acknowledgement counts only once our copy is durable.
-            if self.prs[self.node_id].maybe_update(index) and self.maybe_commit():
-                self.pending_broadcast = True
+        # Our own acknowledgement counts only once our copy is durable.
+        if (
+            self.role is Role.LEADER
+            and self.log.term_or_none(index) == term
+            and self.prs[self.node_id].maybe_update(index)
+            and self.maybe_commit()
+        ):
+            self.pending_broadcast = True
 
     # -- output ------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from raftkv.core.config import Config
 from raftkv.core.errors import RaftError
 from raftkv.core.messages import Message
-from raftkv.core.raft import RandomSource, Raft
+from raftkv.core.raft import Raft, RandomSource
 from raftkv.core.ready import Ready
 from raftkv.core.storage import Storage
 from raftkv.core.types import Entry, EntryType, HardState, Index, NodeId, Role, SoftState, Term

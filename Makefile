@@ -1,0 +1,67 @@
+# raftkv developer tasks (GNU make). Needs only python3 (>= 3.11) and PyPI access.
+#
+#   make run        set up the venv and run a demonstration simulation
+#   make test       set up the venv, lint, type-check and run the fast tests
+
+PY ?= python3
+VENV = .venv
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+.PHONY: help setup run test lint typecheck format pytest test-all sim-long bench clean
+
+help:
+	@echo "make run        set up and run a demonstration simulation"
+	@echo "make test       set up, lint, type-check and run the fast tests"
+	@echo "make lint       ruff check + ruff format --check"
+	@echo "make typecheck  mypy (strict on raftkv/)"
+	@echo "make format     ruff format + ruff check --fix"
+	@echo "make test-all   all tests, including those marked slow"
+	@echo "make sim-long   simulate seeds 1-5000 with all faults"
+	@echo "make bench      simulator throughput benchmark"
+	@echo "make clean      remove the venv, caches and build artifacts"
+
+# The venv is rebuilt whenever pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Until real nodes exist this runs a demonstration simulation;
+# later it will start a local 3-node cluster.
+run: $(STAMP)
+	$(BIN)/raftkv sim --seed 1 --nodes 5 --time 30 --faults all
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -n 2
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -n 2
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+sim-long: $(STAMP)
+	$(BIN)/raftkv sim --seeds 1-5000 --nodes 5 --faults all
+
+bench: $(STAMP)
+	$(BIN)/python bench/sim_throughput.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
