@@ -349,13 +349,13 @@ class Raft:
                 # Tell the stale leader about the newer term so it steps down;
                 # without this a node that bumped its term while isolated could
                 # never be reached by a leader that cannot win a PreVote from it.
-                self.send(
+                self.send_after_persist(
                     AppendEntriesResponse(
                         term=self.term, sender=self.node_id, to=msg.sender, index=0
                     )
                 )
         elif isinstance(msg, RequestVote) and msg.pre_vote:
-            self.send(
+            self.send_after_persist(
                 RequestVoteResponse(
                     term=self.term,
                     sender=self.node_id,
@@ -398,6 +398,12 @@ class Raft:
         elif isinstance(msg, HeartbeatResponse):
             pr.recent_active = True
             pr.probe_sent = False
+            if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+                # Appends in a full window may all have been lost; free a slot so
+                # the next append goes out and, if the follower lacks its
+                # predecessor, its rejection drops us back to probing (§5.3:
+                # the leader retries indefinitely).
+                pr.inflights.free_first_one()
             if pr.match < self.log.last_index():
                 self.send_append(msg.sender, pr)
         elif isinstance(msg, AppendEntries | Heartbeat):

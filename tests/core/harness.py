@@ -11,8 +11,10 @@ import random
 from collections.abc import Callable
 
 from raftkv.core import (
+    AppendEntriesResponse,
     Config,
     Entry,
+    HardState,
     MemoryStorage,
     Message,
     NodeId,
@@ -40,6 +42,8 @@ class Harness:
         raft_class: type[Raft] = Raft,
         max_inflight: int = 256,
         max_entries_per_msg: int = 256,
+        drop_rate: float = 0.0,
+        **extra_config: object,
     ) -> None:
         self.ids = [nid(i) for i in range(1, n + 1)]
         self.seed = seed
@@ -51,6 +55,7 @@ class Harness:
             heartbeat_tick=heartbeat_tick,
             max_inflight=max_inflight,
             max_entries_per_msg=max_entries_per_msg,
+            **extra_config,
         )
         self.storage: dict[NodeId, MemoryStorage] = {}
         self.nodes: dict[NodeId, RawNode] = {}
@@ -59,6 +64,13 @@ class Harness:
         self.dropped_links: set[tuple[NodeId, NodeId]] = set()
         self.isolated: set[NodeId] = set()
         self.sent_log: list[str] = []
+        # Messages for which drop_if returns True are lost in transit.
+        self.drop_if: Callable[[Message], bool] | None = None
+        # Random message loss (for churn tests), from a seeded RNG.
+        self.drop_rate = drop_rate
+        self.net_rng = random.Random(f"net/{seed}")
+        # Every message delivered, as a value (sent_log has their descriptions).
+        self.delivered: list[Message] = []
         for node_id in self.ids:
             self.storage[node_id] = MemoryStorage(voters=tuple(self.ids))
             self.start(node_id)
@@ -130,7 +142,12 @@ class Harness:
                 continue
             if self._blocked(m) or m.to not in self.nodes:
                 continue
+            if self.drop_if is not None and self.drop_if(m):
+                continue
+            if self.drop_rate and self.net_rng.random() < self.drop_rate:
+                continue
             self.sent_log.append(describe_message(m))
+            self.delivered.append(m)
             self.nodes[m.to].step(m)
             n += 1
         return n
@@ -167,6 +184,38 @@ class Harness:
     def log_terms(self, i: int | str) -> list[int]:
         r = self.raft(i)
         return [e.term for e in r.log.slice(1, r.log.last_index() + 1)]
+
+    def load(
+        self,
+        i: int | str,
+        terms: list[int],
+        *,
+        term: int,
+        vote: int | str | None = None,
+        commit: int = 0,
+    ) -> RawNode:
+        """Replace node ``i``'s stable state with a log of ``terms`` and restart it."""
+        node_id = nid(i)
+        st = MemoryStorage(voters=tuple(self.ids))
+        st.append(
+            [Entry(term=t, index=k + 1, data=f"{t}/{k + 1}".encode()) for k, t in enumerate(terms)]
+        )
+        st.set_hard_state(
+            HardState(term=term, vote=None if vote is None else nid(vote), commit=commit)
+        )
+        self.storage[node_id] = st
+        return self.restart(node_id)
+
+    def rejections(self, to: int | str | None = None) -> int:
+        """How many rejecting AppendEntriesResponses were delivered (to the leader ``to``)."""
+        return sum(
+            1
+            for m in self.delivered
+            if isinstance(m, AppendEntriesResponse) and m.reject and (to is None or m.to == nid(to))
+        )
+
+    def stored_terms(self, i: int | str) -> list[int]:
+        return [e.term for e in self.storage[nid(i)].all_entries()]
 
     def leaders(self) -> list[NodeId]:
         return [n for n in self.ids if self.nodes[n].role is Role.LEADER]

@@ -1,0 +1,190 @@
+"""The Ready/advance contract of RawNode (etcd's rawnode; paper Figure 2 persistence)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from raftkv.core import (
+    AppendEntries,
+    Config,
+    Entry,
+    HardState,
+    Heartbeat,
+    MemoryStorage,
+    NotLeader,
+    RaftError,
+    RawNode,
+    RequestVote,
+    Role,
+)
+from tests.core.harness import Harness, nid
+
+N1, N2, N3 = nid(1), nid(2), nid(3)
+IDS = (N1, N2, N3)
+
+
+def fresh(node_id=N2, storage=None, **cfg) -> tuple[RawNode, MemoryStorage]:
+    st = storage or MemoryStorage(voters=IDS)
+    return RawNode(Config(node_id=node_id, peers=IDS, **cfg), st, random.Random(0)), st
+
+
+def handle(node: RawNode, st: MemoryStorage):
+    rd = node.ready()
+    if rd.entries:
+        st.append(list(rd.entries))
+    if rd.hard_state is not None:
+        st.set_hard_state(rd.hard_state)
+    node.advance(rd)
+    return rd
+
+
+def append(term, prev, prev_term, entries, commit):
+    return AppendEntries(
+        term=term,
+        sender=N1,
+        to=N2,
+        prev_log_index=prev,
+        prev_log_term=prev_term,
+        entries=tuple(Entry(term=t, index=i, data=b"d") for t, i in entries),
+        commit=commit,
+    )
+
+
+def test_ready_twice_without_advance_raises():
+    node, _ = fresh()
+    node.step(append(1, 0, 0, [(1, 1)], 0))
+    node.ready()
+    assert not node.has_ready()
+    with pytest.raises(RaftError):
+        node.ready()
+
+
+def test_advance_without_ready_raises():
+    node, _ = fresh()
+    node.step(append(1, 0, 0, [(1, 1)], 0))
+    rd = node.ready()
+    node.advance(rd)
+    with pytest.raises(RaftError):
+        node.advance(rd)
+
+
+def test_fresh_node_has_nothing_ready():
+    node, _ = fresh()
+    assert not node.has_ready()
+
+
+def test_hard_state_only_when_changed_and_must_sync_rules():
+    """Paper Figure 2: term, vote and log must be durable (must_sync) before replies;
+    a change of commit index alone need not be synced."""
+    node, st = fresh()
+    node.step(append(1, 0, 0, [(1, 1), (1, 2)], 0))
+    rd = handle(node, st)
+    assert rd.hard_state == HardState(term=1, vote=None, commit=0)
+    assert rd.must_sync and len(rd.entries) == 2
+    # Commit only: hard state changes, nothing needs syncing.
+    node.step(Heartbeat(term=1, sender=N1, to=N2, commit=2))
+    rd = handle(node, st)
+    assert rd.hard_state == HardState(term=1, vote=None, commit=2)
+    assert not rd.must_sync and rd.entries == ()
+    assert [e.index for e in rd.committed_entries] == [1, 2]
+    # Nothing changed: hard state is None.
+    node.step(Heartbeat(term=1, sender=N1, to=N2, commit=2))
+    rd = handle(node, st)
+    assert rd.hard_state is None and not rd.must_sync and rd.committed_entries == ()
+    # A vote in a new term must be synced.
+    for _ in range(40):
+        node.tick()
+    node.step(RequestVote(term=2, sender=N3, to=N2, last_log_index=2, last_log_term=1))
+    rd = handle(node, st)
+    assert rd.hard_state is not None and rd.hard_state.vote == N3 and rd.must_sync
+
+
+def test_committed_entries_handed_out_once():
+    node, st = fresh()
+    node.step(append(1, 0, 0, [(1, 1), (1, 2), (1, 3)], 2))
+    rd = handle(node, st)
+    assert [e.index for e in rd.committed_entries] == [1, 2]
+    node.step(Heartbeat(term=1, sender=N1, to=N2, commit=3))
+    rd = handle(node, st)
+    assert [e.index for e in rd.committed_entries] == [3]
+    assert node.applied_index == 3
+    assert not node.has_ready() or handle(node, st).committed_entries == ()
+
+
+def test_soft_state_reported_on_change():
+    h = Harness(3)
+    h.node(1).campaign()
+    rd = h.node(1).ready()
+    assert rd.soft_state is not None and rd.soft_state.role is Role.PRE_CANDIDATE
+    h.node(1).advance(rd)
+
+
+def test_restart_keeps_term_vote_and_commit_and_reapplies():
+    """Paper Figure 2: currentTerm/votedFor/log survive restarts; a restarted node does
+    not vote twice in a term, and committed entries are handed out again to a state
+    machine that starts from scratch (applied=0)."""
+    node, st = fresh(check_quorum=False)
+    node.step(append(1, 0, 0, [(1, 1), (1, 2)], 2))
+    handle(node, st)
+    for _ in range(40):
+        node.tick()
+    node.step(RequestVote(term=2, sender=N3, to=N2, last_log_index=2, last_log_term=1))
+    handle(node, st)
+    node2, _ = fresh(storage=st, check_quorum=False)
+    assert (node2.term, node2.hard_state().vote, node2.commit_index) == (2, N3, 2)
+    node2.step(RequestVote(term=2, sender=N1, to=N2, last_log_index=9, last_log_term=2))
+    rd = handle(node2, st)
+    assert rd.hard_state is None  # nothing changed: the vote stays with n3
+    assert [m.granted for m in rd.messages_after_persist] == [False]
+    assert [e.index for e in rd.committed_entries] == [1, 2]
+
+
+def test_restart_with_applied_skips_applied_entries():
+    node, st = fresh()
+    node.step(append(1, 0, 0, [(1, 1), (1, 2), (1, 3)], 3))
+    handle(node, st)
+    node2, _ = fresh(storage=st, applied=2)
+    rd = handle(node2, st)
+    assert [e.index for e in rd.committed_entries] == [3]
+
+
+def test_propose_on_follower_raises_not_leader_with_hint():
+    node, _st = fresh()
+    node.step(Heartbeat(term=1, sender=N1, to=N2, commit=0))
+    with pytest.raises(NotLeader) as info:
+        node.propose(b"x")
+    assert info.value.leader == N1
+
+
+def test_message_for_another_node_ignored():
+    node, _ = fresh()
+    node.step(
+        AppendEntries(
+            term=5, sender=N1, to=N3, prev_log_index=0, prev_log_term=0, entries=(), commit=0
+        )
+    )
+    assert node.term == 0 and not node.has_ready()
+
+
+def test_propose_batch_returns_last_index_and_rejects_empty():
+    h = Harness(3)
+    h.elect(1)
+    assert h.node(1).propose_batch([b"a", b"b", b"c"]) == 4
+    with pytest.raises(RaftError):
+        h.node(1).propose_batch([])
+
+
+def test_step_between_ready_and_advance_is_kept_for_next_ready():
+    """ready.py: calls between ready() and advance() are allowed; their output goes
+    into the next Ready."""
+    node, st = fresh()
+    node.step(append(1, 0, 0, [(1, 1)], 0))
+    rd = node.ready()
+    node.step(append(1, 1, 1, [(1, 2)], 1))
+    st.append(list(rd.entries))
+    node.advance(rd)
+    rd2 = handle(node, st)
+    assert [e.index for e in rd2.entries] == [2]
+    assert [m.index for m in rd2.messages_after_persist] == [2]
