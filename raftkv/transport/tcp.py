@@ -1,0 +1,735 @@
+"""The TCP peer transport: asyncio streams, per-peer queues, batching, handshake.
+
+Rule 1: a slow or dead peer costs bounded memory and blocks nobody. Each peer
+has its own bounded queue (messages *and* approximate bytes); when it is full
+the *oldest* messages are evicted and counted -- Raft re-sends what matters,
+and the newest messages carry the freshest state. Each peer has its own writer
+task, so a stalled socket stalls only that peer.
+
+Rule 2: connections are one-way. Node A sends to B over the connection A
+opened to B, and B sends to A over the one B opened to A (as etcd's streams
+do), so a pair of nodes uses two TCP streams and per-link order is the order
+of one stream. After the handshake the accepting side only reads and the
+connecting side only writes; the connecting side treats any byte or EOF from
+the other end as a closed connection and reconnects with exponential backoff
+with jitter (drawn from an injectable ``random.Random``).
+
+Rule 3: nothing is delivered before the handshake completes, and then only
+messages whose ``sender`` is the authenticated peer and whose ``to`` is this
+node. A frame that fails to decode closes its connection. Bad peers are
+logged once per peer (until a connection to it succeeds), and counted in
+:class:`~raftkv.transport.base.TransportStats`; they never raise.
+
+Handshake (each step one frame; any deviation closes the connection)::
+
+    client -> server  Hello(version, cluster_id, node_id, to, client_nonce)
+    server -> client  Challenge(node_id, server_nonce)  |  Reject(reason)
+    client -> server  Auth(proof_c)
+    server -> client  Welcome(proof_s)                  |  Reject(reason)
+
+    proof_x = HMAC-SHA256(cluster_secret, label_x | cluster_id | client id |
+                          server id | client_nonce | server_nonce)
+
+with distinct labels for the two directions, each part length-prefixed, and
+both sides comparing with :func:`hmac.compare_digest`. The authentication is
+mutual: the server only proves itself to a client that has proved itself.
+Without ``cluster_secret`` proofs are empty and any node that claims a member
+id is accepted. The handshake authenticates the peer at connect time only: it
+neither encrypts nor MACs later frames, so on a hostile network run the
+cluster over TLS tunnels or a private network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import random
+import secrets
+import socket
+import struct
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+from raftkv.core.messages import AppendEntries, Heartbeat, HeartbeatResponse, Message
+from raftkv.core.types import NodeId
+from raftkv.transport.base import Address, OnMessages, TransportStats
+from raftkv.transport.codec import (
+    DEFAULT_MAX_FRAME_SIZE,
+    HEADER_SIZE,
+    NONCE_LEN,
+    PROTOCOL_VERSION,
+    Auth,
+    Challenge,
+    ControlFrame,
+    Hello,
+    Reject,
+    Welcome,
+    decode_batch,
+    decode_control,
+    encode_batch,
+    encode_control,
+    encode_frame,
+    frame_length,
+)
+from raftkv.transport.errors import (
+    AuthenticationError,
+    CodecError,
+    HandshakeError,
+    TransportClosed,
+    TransportError,
+)
+
+__all__ = ["TcpTransport"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_CONTROL_FRAME = 4096
+_MAX_LOG_KEYS = 1024
+_MAX_PENDING_HANDSHAKES = 64
+_CLIENT_LABEL = b"raftkv client proof"
+_SERVER_LABEL = b"raftkv server proof"
+
+
+def _approx_size(msg: Message) -> int:
+    """A cheap upper-ish estimate of a message's encoded size, for queue and batch limits."""
+    if isinstance(msg, AppendEntries):
+        return 64 + sum(len(e.data) + 24 for e in msg.entries)
+    if isinstance(msg, Heartbeat | HeartbeatResponse):
+        return 64 + len(msg.context)
+    return 64
+
+
+def _session_proof(
+    secret: bytes | None,
+    label: bytes,
+    cluster_id: str,
+    client_id: str,
+    server_id: str,
+    client_nonce: bytes,
+    server_nonce: bytes,
+) -> bytes:
+    """HMAC-SHA256 over the length-prefixed session parts; empty without a secret."""
+    if secret is None:
+        return b""
+    parts = (
+        label,
+        cluster_id.encode(),
+        client_id.encode(),
+        server_id.encode(),
+        client_nonce,
+        server_nonce,
+    )
+    message = b"".join(struct.pack(">I", len(p)) + p for p in parts)
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def _set_nodelay(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a stream, giving up on unflushed data after a short grace period."""
+    writer.close()
+    try:
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()
+    except (OSError, TimeoutError):
+        writer.transport.abort()
+
+
+async def _wait_eof(reader: asyncio.StreamReader) -> None:
+    """Return when the accepting side sends anything or closes (it never should send)."""
+    with contextlib.suppress(OSError):
+        await reader.read(1)
+
+
+class _Outbound:
+    """One peer's send side: a bounded queue and the task that drains it."""
+
+    __slots__ = ("node_id", "address", "queue", "queued_bytes", "wake", "task")
+
+    def __init__(self, node_id: NodeId, address: Address) -> None:
+        self.node_id = node_id
+        self.address = address
+        # Invariant: queued_bytes == sum of the sizes in queue.
+        self.queue: deque[tuple[Message, int]] = deque()
+        self.queued_bytes = 0
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class TcpTransport:
+    """A :class:`~raftkv.transport.base.Transport` over TCP (asyncio streams).
+
+    Args:
+        node_id: this node's id.
+        listen: (host, port) to accept peer connections on; port 0 picks a free
+            port, readable from :attr:`port` after :meth:`start`.
+        peers: every other member's (host, port); this node's own id is ignored.
+        on_messages: called on the event loop with each received batch.
+        cluster_secret: shared secret for the HMAC handshake; ``None`` disables
+            authentication (any connection claiming a member id is accepted).
+        cluster_id: must match on both sides; guards against cross-wired clusters.
+        max_queue: per-peer queue bound in messages; the oldest are evicted.
+        max_queue_bytes: per-peer queue bound in approximate bytes.
+        max_batch_messages: most messages written in one frame.
+        max_batch_bytes: approximate byte budget of one frame.
+        max_frame_size: largest frame accepted (checked before reading it) and
+            sent; must not exceed the peers' setting.
+        reconnect_base: first reconnect delay ceiling, in seconds.
+        reconnect_cap: largest reconnect delay ceiling, in seconds.
+        connect_timeout: TCP connect timeout, in seconds.
+        handshake_timeout: the whole handshake's timeout, in seconds.
+        write_timeout: a write that cannot drain this long closes the connection.
+        rng: randomness for backoff jitter (handshake nonces always come from
+            :mod:`secrets`).
+    """
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        listen: Address,
+        peers: Mapping[NodeId, Address],
+        on_messages: OnMessages,
+        *,
+        cluster_secret: bytes | None = None,
+        cluster_id: str = "raftkv",
+        max_queue: int = 4096,
+        max_queue_bytes: int = 64 * 1024 * 1024,
+        max_batch_messages: int = 1024,
+        max_batch_bytes: int = 4 * 1024 * 1024,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        reconnect_base: float = 0.05,
+        reconnect_cap: float = 1.0,
+        connect_timeout: float = 2.0,
+        handshake_timeout: float = 2.0,
+        write_timeout: float = 10.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if min(max_queue, max_queue_bytes, max_batch_messages, max_batch_bytes) < 1:
+            raise ValueError("queue and batch limits must be positive")
+        if not 0 < max_frame_size < 2**32:
+            raise ValueError("max_frame_size must be in 1 .. 2**32 - 1")
+        if cluster_secret is not None and not cluster_secret:
+            raise ValueError("cluster_secret must be non-empty (or None to disable auth)")
+        self._node_id = node_id
+        self._listen = listen
+        self._on_messages = on_messages
+        self._secret = cluster_secret
+        self._cluster_id = cluster_id
+        self._max_queue = max_queue
+        self._max_queue_bytes = max_queue_bytes
+        self._max_batch_messages = max_batch_messages
+        self._max_batch_bytes = max_batch_bytes
+        self._max_frame_size = max_frame_size
+        self._reconnect_base = reconnect_base
+        self._reconnect_cap = reconnect_cap
+        self._connect_timeout = connect_timeout
+        self._handshake_timeout = handshake_timeout
+        self._write_timeout = write_timeout
+        self._rng = rng if rng is not None else random.Random()
+
+        self._stats = TransportStats()
+        self._peers: dict[NodeId, Address] = {}
+        self._outbound: dict[NodeId, _Outbound] = {}
+        # Invariant: at most one live inbound stream per authenticated peer.
+        self._inbound: dict[NodeId, asyncio.StreamWriter] = {}
+        self._inbound_tasks: set[asyncio.Task[None]] = set()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._logged: set[tuple[str, str]] = set()
+        self._server: asyncio.Server | None = None
+        self._port = listen[1]
+        self._started = False
+        self._closed = False
+        self.update_peers(peers)
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._node_id
+
+    @property
+    def stats(self) -> TransportStats:
+        return self._stats
+
+    @property
+    def port(self) -> int:
+        """The listening port (the real one once started, even if 0 was asked for)."""
+        return self._port
+
+    @property
+    def address(self) -> Address:
+        """(host, port) that peers should dial."""
+        return (self._listen[0], self._port)
+
+    @property
+    def peers(self) -> dict[NodeId, Address]:
+        """A copy of the current peer map."""
+        return dict(self._peers)
+
+    def queued(self, peer: NodeId) -> int:
+        """Messages waiting for ``peer`` (0 for an unknown peer)."""
+        out = self._outbound.get(peer)
+        return len(out.queue) if out is not None else 0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Listen, then start one writer task per peer.
+
+        Raises:
+            TransportClosed: the transport was stopped.
+            TransportError: it was already started.
+            OSError: the listening address cannot be bound.
+        """
+        if self._closed:
+            raise TransportClosed(f"transport {self._node_id} was stopped")
+        if self._started:
+            raise TransportError(f"transport {self._node_id} is already started")
+        host, port = self._listen
+        self._server = await asyncio.start_server(self._handle_inbound, host, port)
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        self._started = True
+        for out in self._outbound.values():
+            self._spawn(out)
+        logger.info("%s: listening on %s:%d", self._node_id, host, self._port)
+
+    async def stop(self) -> None:
+        """Stop listening, cancel every task and close every socket. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            self._server.close()
+        tasks: set[asyncio.Task[None]] = set(self._retiring)
+        for out in self._outbound.values():
+            if out.task is not None:
+                tasks.add(out.task)
+        # A connection accepted just before close() starts its handler task on a
+        # later loop iteration; give such handlers a few turns to register.
+        for _ in range(3):
+            tasks |= self._inbound_tasks
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            tasks = set()
+            await asyncio.sleep(0)
+        if self._server is not None:
+            await self._server.wait_closed()
+        logger.info("%s: transport stopped", self._node_id)
+
+    def update_peers(self, peers: Mapping[NodeId, Address]) -> None:
+        """Replace the peer set; queued messages for a peer whose address changed are kept."""
+        new = {p: (str(a[0]), int(a[1])) for p, a in peers.items() if p != self._node_id}
+        for node_id in list(self._outbound):
+            out = self._outbound[node_id]
+            if node_id not in new:
+                del self._outbound[node_id]
+                self._retire(out.task)
+                out.task = None
+            elif new[node_id] != out.address:
+                out.address = new[node_id]
+                self._retire(out.task)
+                out.task = None
+                if self._started and not self._closed:
+                    self._spawn(out)
+        for node_id, address in new.items():
+            if node_id not in self._outbound:
+                out = _Outbound(node_id, address)
+                self._outbound[node_id] = out
+                if self._started and not self._closed:
+                    self._spawn(out)
+        for node_id, writer in list(self._inbound.items()):
+            if node_id not in new:
+                writer.transport.abort()
+        self._peers = new
+
+    # ----------------------------------------------------------------- sending
+
+    def send(self, msgs: Sequence[Message]) -> None:
+        """Queue each message for its ``to`` peer; never blocks.
+
+        Messages to unknown peers are dropped (``dropped_unroutable``); a full
+        queue evicts its oldest messages (``dropped_queue_full``).
+
+        Raises:
+            TransportClosed: the transport was stopped.
+        """
+        if self._closed:
+            raise TransportClosed(f"transport {self._node_id} was stopped")
+        for msg in msgs:
+            out = self._outbound.get(msg.to)
+            if out is None:
+                self._stats.dropped_unroutable += 1
+                self._log_once("unroutable", msg.to, "no peer %s; dropping messages to it", msg.to)
+                continue
+            size = _approx_size(msg)
+            out.queue.append((msg, size))
+            out.queued_bytes += size
+            while len(out.queue) > self._max_queue or (
+                out.queued_bytes > self._max_queue_bytes and len(out.queue) > 1
+            ):
+                _, evicted = out.queue.popleft()
+                out.queued_bytes -= evicted
+                self._stats.dropped_queue_full += 1
+                self._log_once(
+                    "queue-full",
+                    out.node_id,
+                    "queue for %s full; dropping oldest messages",
+                    out.node_id,
+                )
+            out.wake.set()
+
+    def _spawn(self, out: _Outbound) -> None:
+        out.task = asyncio.get_running_loop().create_task(
+            self._run_outbound(out), name=f"raftkv-transport {self._node_id}->{out.node_id}"
+        )
+
+    def _retire(self, task: asyncio.Task[None] | None) -> None:
+        if task is None:
+            return
+        task.cancel()
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _backoff(self, attempt: int) -> float:
+        """Equal-jitter exponential backoff: uniform in [ceiling/2, ceiling]."""
+        ceiling = min(self._reconnect_cap, self._reconnect_base * (1 << min(attempt, 32)))
+        return ceiling / 2 + self._rng.uniform(0.0, ceiling / 2)
+
+    async def _run_outbound(self, out: _Outbound) -> None:
+        """Connect, pump the queue until the connection breaks, back off, repeat."""
+        attempt = 0
+        while True:
+            streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+            try:
+                streams = await self._dial(out)
+            except AuthenticationError as exc:
+                self._stats.auth_failures += 1
+                self._log_once(
+                    "auth-out", out.node_id, "handshake with %s refused: %s", out.node_id, exc
+                )
+            except CodecError as exc:
+                self._stats.decode_errors += 1
+                self._log_once(
+                    "dial", out.node_id, "bad handshake frame from %s: %s", out.node_id, exc
+                )
+            except (OSError, TimeoutError, EOFError, HandshakeError) as exc:
+                self._log_once(
+                    "dial",
+                    out.node_id,
+                    "cannot connect to %s at %s:%d: %r",
+                    out.node_id,
+                    *out.address,
+                    exc,
+                )
+            if streams is None:
+                await asyncio.sleep(self._backoff(attempt))
+                attempt += 1
+                continue
+            reader, writer = streams
+            attempt = 0
+            self._stats.connects += 1
+            self._forget_logged(out.node_id)
+            logger.info("%s: connected to %s at %s:%d", self._node_id, out.node_id, *out.address)
+            try:
+                await self._pump(out, reader, writer)
+            except (OSError, TimeoutError) as exc:
+                self._log_once("lost", out.node_id, "connection to %s lost: %r", out.node_id, exc)
+            finally:
+                await _close_writer(writer)
+            await asyncio.sleep(self._backoff(0))
+
+    async def _dial(self, out: _Outbound) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        host, port = out.address
+        async with asyncio.timeout(self._connect_timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+        try:
+            _set_nodelay(writer)
+            async with asyncio.timeout(self._handshake_timeout):
+                await self._client_handshake(out.node_id, reader, writer)
+        except BaseException:
+            writer.transport.abort()
+            raise
+        return reader, writer
+
+    async def _pump(
+        self, out: _Outbound, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Write everything queued for ``out`` in batches until the stream breaks."""
+        eof = asyncio.get_running_loop().create_task(_wait_eof(reader))
+        eof.add_done_callback(lambda _: out.wake.set())
+        try:
+            while True:
+                if eof.done():
+                    raise ConnectionResetError("the peer closed the connection")
+                if not out.queue:
+                    out.wake.clear()
+                    await out.wake.wait()
+                    continue
+                batch = self._take_batch(out)
+                frames = self._encode_frames(out.node_id, batch)
+                for frame, count in frames:
+                    writer.write(frame)
+                    self._stats.frames_out += 1
+                    self._stats.msgs_out += count
+                if frames:
+                    async with asyncio.timeout(self._write_timeout):
+                        await writer.drain()
+        finally:
+            eof.cancel()
+            await asyncio.wait([eof])
+
+    def _take_batch(self, out: _Outbound) -> list[Message]:
+        batch: list[Message] = []
+        size = 0
+        while out.queue and len(batch) < self._max_batch_messages:
+            msg, msg_size = out.queue[0]
+            if batch and size + msg_size > self._max_batch_bytes:
+                break
+            out.queue.popleft()
+            out.queued_bytes -= msg_size
+            batch.append(msg)
+            size += msg_size
+        return batch
+
+    def _encode_frames(self, peer: NodeId, batch: list[Message]) -> list[tuple[bytes, int]]:
+        """Frames for ``batch``, split in halves until each fits; unencodable messages dropped."""
+        try:
+            payload = encode_batch(batch)
+        except CodecError as exc:
+            if len(batch) == 1:
+                self._stats.dropped_invalid += 1
+                self._log_once(
+                    "invalid", peer, "dropping an unencodable message to %s: %s", peer, exc
+                )
+                return []
+            payload = None
+        if payload is not None and len(payload) <= self._max_frame_size:
+            return [(encode_frame(payload, max_frame_size=self._max_frame_size), len(batch))]
+        if len(batch) == 1:
+            self._stats.dropped_oversize += 1
+            self._log_once("oversize", peer, "dropping a message to %s larger than a frame", peer)
+            return []
+        half = len(batch) // 2
+        return self._encode_frames(peer, batch[:half]) + self._encode_frames(peer, batch[half:])
+
+    async def _client_handshake(
+        self, peer: NodeId, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        client_nonce = secrets.token_bytes(NONCE_LEN)
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            cluster_id=self._cluster_id,
+            node_id=self._node_id,
+            to=peer,
+            nonce=client_nonce,
+        )
+        await _write_control(writer, hello)
+        reply = await _read_control(reader)
+        if isinstance(reply, Reject):
+            raise AuthenticationError(f"refused by {peer}: {reply.reason}")
+        if not isinstance(reply, Challenge) or reply.node_id != peer:
+            raise HandshakeError(f"expected a challenge from {peer}, got {reply!r}")
+        proof = _session_proof(
+            self._secret,
+            _CLIENT_LABEL,
+            self._cluster_id,
+            self._node_id,
+            peer,
+            client_nonce,
+            reply.nonce,
+        )
+        await _write_control(writer, Auth(proof=proof))
+        welcome = await _read_control(reader)
+        if isinstance(welcome, Reject):
+            raise AuthenticationError(f"refused by {peer}: {welcome.reason}")
+        if not isinstance(welcome, Welcome):
+            raise HandshakeError(f"expected a welcome from {peer}, got {welcome!r}")
+        expected = _session_proof(
+            self._secret,
+            _SERVER_LABEL,
+            self._cluster_id,
+            self._node_id,
+            peer,
+            client_nonce,
+            reply.nonce,
+        )
+        if self._secret is not None and not hmac.compare_digest(welcome.proof, expected):
+            raise AuthenticationError(f"{peer} failed to prove the cluster secret")
+
+    # ----------------------------------------------------------------- receiving
+
+    async def _handle_inbound(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inbound_tasks.add(task)
+        peername = writer.get_extra_info("peername")
+        remote = str(peername[0]) if isinstance(peername, tuple) else str(peername)
+        peer: NodeId | None = None
+        try:
+            if self._closed:
+                return
+            if len(self._inbound_tasks) - len(self._inbound) > _MAX_PENDING_HANDSHAKES:
+                self._log_once("busy", remote, "too many pending handshakes; refusing %s", remote)
+                return
+            _set_nodelay(writer)
+            peer = await self._accept(remote, reader, writer)
+            if peer is None:
+                return
+            previous = self._inbound.get(peer)
+            if previous is not None:
+                previous.transport.abort()
+            self._inbound[peer] = writer
+            self._stats.accepts += 1
+            logger.info("%s: accepted %s from %s", self._node_id, peer, remote)
+            await self._read_loop(peer, reader)
+        except OSError as exc:
+            logger.debug("%s: inbound connection from %s failed: %r", self._node_id, remote, exc)
+        except asyncio.CancelledError:
+            # stop() cancels this task, the root of its own task tree that nobody
+            # awaits but asyncio's StreamReaderProtocol, whose done-callback calls
+            # task.exception() and so must not see a cancelled task (Python 3.11).
+            pass
+        finally:
+            if peer is not None and self._inbound.get(peer) is writer:
+                del self._inbound[peer]
+            await _close_writer(writer)
+            self._inbound_tasks.discard(task)
+
+    async def _accept(
+        self, remote: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> NodeId | None:
+        """Run the server side of the handshake; the peer's id, or None if refused."""
+        try:
+            async with asyncio.timeout(self._handshake_timeout):
+                return await self._server_handshake(reader, writer)
+        except AuthenticationError as exc:
+            self._stats.auth_failures += 1
+            self._log_once("auth-in", remote, "refused a connection from %s: %s", remote, exc)
+        except HandshakeError as exc:
+            self._stats.auth_failures += 1
+            self._log_once("auth-in", remote, "bad handshake from %s: %s", remote, exc)
+        except CodecError as exc:
+            self._stats.decode_errors += 1
+            self._log_once("decode-in", remote, "bad handshake frame from %s: %s", remote, exc)
+        except (TimeoutError, EOFError) as exc:
+            logger.debug("%s: handshake with %s did not complete: %r", self._node_id, remote, exc)
+        return None
+
+    async def _server_handshake(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> NodeId:
+        hello = await _read_control(reader)
+        if not isinstance(hello, Hello):
+            raise HandshakeError(f"expected a hello, got {type(hello).__name__}")
+        reason = ""
+        if hello.version != PROTOCOL_VERSION:
+            reason = f"protocol version {hello.version} is not {PROTOCOL_VERSION}"
+        elif hello.cluster_id != self._cluster_id:
+            reason = f"cluster id {hello.cluster_id!r} is not {self._cluster_id!r}"
+        elif hello.to != self._node_id:
+            reason = f"this is {self._node_id}, not {hello.to}"
+        elif hello.node_id not in self._peers:
+            reason = f"{hello.node_id} is not a peer of {self._node_id}"
+        if reason:
+            await _refuse(writer, reason)
+            raise AuthenticationError(f"{hello.node_id}: {reason}")
+        server_nonce = secrets.token_bytes(NONCE_LEN)
+        await _write_control(writer, Challenge(node_id=self._node_id, nonce=server_nonce))
+        auth = await _read_control(reader)
+        if not isinstance(auth, Auth):
+            raise HandshakeError(f"expected auth, got {type(auth).__name__}")
+        args = (self._cluster_id, hello.node_id, self._node_id, hello.nonce, server_nonce)
+        expected = _session_proof(self._secret, _CLIENT_LABEL, *args)
+        if self._secret is not None and not hmac.compare_digest(auth.proof, expected):
+            await _refuse(writer, "authentication failed")
+            raise AuthenticationError(f"{hello.node_id} failed to prove the cluster secret")
+        await _write_control(
+            writer, Welcome(proof=_session_proof(self._secret, _SERVER_LABEL, *args))
+        )
+        return hello.node_id
+
+    async def _read_loop(self, peer: NodeId, reader: asyncio.StreamReader) -> None:
+        """Deliver frames from an authenticated peer until EOF or a bad frame."""
+        while True:
+            try:
+                header = await reader.readexactly(HEADER_SIZE)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    self._bad_frame(peer, "truncated frame header")
+                return
+            try:
+                length = frame_length(header, max_frame_size=self._max_frame_size)
+                payload = await reader.readexactly(length)
+                msgs = decode_batch(payload)
+            except asyncio.IncompleteReadError:
+                self._bad_frame(peer, "truncated frame")
+                return
+            except CodecError as exc:
+                self._bad_frame(peer, str(exc))
+                return
+            self._stats.frames_in += 1
+            good = [m for m in msgs if m.sender == peer and m.to == self._node_id]
+            if len(good) != len(msgs):
+                self._stats.dropped_bad_sender += len(msgs) - len(good)
+                self._log_once(
+                    "bad-sender",
+                    peer,
+                    "dropping messages from %s not sent by it or not to us",
+                    peer,
+                )
+            if not good:
+                continue
+            self._stats.msgs_in += len(good)
+            try:
+                self._on_messages(good)
+            except Exception:
+                logger.exception(
+                    "%s: on_messages failed; closing the link from %s", self._node_id, peer
+                )
+                return
+
+    def _bad_frame(self, peer: NodeId, detail: str) -> None:
+        self._stats.decode_errors += 1
+        self._log_once(
+            "decode", peer, "bad frame from %s, closing its connection: %s", peer, detail
+        )
+
+    # ----------------------------------------------------------------- logging
+
+    def _log_once(self, kind: str, subject: str, msg: str, *args: object) -> None:
+        """Warn about ``subject`` once per ``kind`` until :meth:`_forget_logged`."""
+        key = (kind, subject)
+        if key in self._logged or len(self._logged) >= _MAX_LOG_KEYS:
+            logger.debug("%s: " + msg, self._node_id, *args)
+            return
+        self._logged.add(key)
+        logger.warning("%s: " + msg, self._node_id, *args)
+
+    def _forget_logged(self, subject: str) -> None:
+        self._logged = {key for key in self._logged if key[1] != subject}
+
+
+async def _write_control(writer: asyncio.StreamWriter, frame: ControlFrame) -> None:
+    writer.write(encode_frame(encode_control(frame)))
+    await writer.drain()
+
+
+async def _read_control(reader: asyncio.StreamReader) -> ControlFrame:
+    length = frame_length(await reader.readexactly(HEADER_SIZE), max_frame_size=_MAX_CONTROL_FRAME)
+    return decode_control(await reader.readexactly(length))
+
+
+async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
+    with contextlib.suppress(OSError, CodecError):
+        await _write_control(writer, Reject(reason=reason[:200]))
