@@ -7,6 +7,7 @@ feeds it ticks and messages and carries out the :class:`Ready` it returns.
 
 from __future__ import annotations
 
+from raftkv.core.confchange import ConfChangeError, Membership
 from raftkv.core.config import Config
 from raftkv.core.errors import (
     LogCompacted,
@@ -21,30 +22,58 @@ from raftkv.core.messages import (
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
     describe_message,
 )
 from raftkv.core.progress import Progress, ProgressState
 from raftkv.core.quorum import JointConfig, MajorityConfig, VoteResult
 from raftkv.core.raft import Raft, RandomSource
-from raftkv.core.rawnode import RawNode
+from raftkv.core.rawnode import ProgressStatus, RawNode, Status
 from raftkv.core.ready import Ready, describe_ready
 from raftkv.core.storage import MemoryStorage, Storage
 from raftkv.core.types import (
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeTransition,
+    ConfChangeType,
     ConfState,
     Entry,
     EntryType,
     HardState,
     Index,
     NodeId,
+    ReadState,
     Role,
+    Snapshot,
+    SnapshotMetadata,
     SoftState,
     Term,
 )
 
 __all__ = [
+    "ConfChange",
+    "ConfChangeError",
+    "ConfChangeSingle",
+    "ConfChangeTransition",
+    "ConfChangeType",
+    "InstallSnapshot",
+    "InstallSnapshotResponse",
+    "Membership",
+    "ProgressStatus",
+    "ReadIndex",
+    "ReadIndexResponse",
+    "ReadState",
+    "Snapshot",
+    "SnapshotMetadata",
+    "Status",
+    "TimeoutNow",
     "AppendEntries",
     "AppendEntriesResponse",
     "Config",

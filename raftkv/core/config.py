@@ -32,6 +32,12 @@ class Config:
             in one Ready (at least one entry).
         applied: the last index the state machine had applied when this node was
             (re)started; committed entries after it are handed out again.
+        read_only: how ReadIndex confirms leadership: ``"safe"`` (a heartbeat
+            round acknowledged by a quorum, dissertation §6.4) or ``"lease"``
+            (trust the CheckQuorum lease; needs ``check_quorum`` and bounded
+            clock drift between nodes -- see docs/design.md for the risk).
+        snapshot_chunk_size: bytes of snapshot data per InstallSnapshot message.
+        max_snapshot_chunks_inflight: unacknowledged snapshot chunks per follower.
     """
 
     node_id: NodeId
@@ -45,6 +51,9 @@ class Config:
     max_size_per_msg: int = 1 << 20
     max_committed_size_per_ready: int = 16 << 20
     applied: Index = 0
+    read_only: str = "safe"
+    snapshot_chunk_size: int = 1 << 20
+    max_snapshot_chunks_inflight: int = 4
 
     def validate(self) -> None:
         """Raise ``ValueError`` if the configuration cannot work."""
@@ -60,3 +69,9 @@ class Config:
             raise ValueError("max_entries_per_msg must be positive")
         if self.max_size_per_msg <= 0:
             raise ValueError("max_size_per_msg must be positive")
+        if self.read_only not in ("safe", "lease"):
+            raise ValueError("read_only must be 'safe' or 'lease'")
+        if self.read_only == "lease" and not self.check_quorum:
+            raise ValueError("lease-based reads need check_quorum")
+        if self.snapshot_chunk_size <= 0 or self.max_snapshot_chunks_inflight <= 0:
+            raise ValueError("snapshot chunk size and window must be positive")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from raftkv.core.errors import LogCompacted, LogUnavailable, bug
 from raftkv.core.storage import Storage, limit_size
-from raftkv.core.types import Entry, Index, Term
+from raftkv.core.types import Entry, Index, Snapshot, Term
 from raftkv.core.unstable import Unstable
 
 
@@ -18,8 +18,7 @@ class RaftLog:
     def __init__(self, storage: Storage, applied: Index = 0) -> None:
         self.storage = storage
         first = storage.first_index()
-        last = storage.last_index()
-        self.unstable = Unstable(last + 1)
+        self.unstable = Unstable(storage.last_index() + 1)
         # Invariant: applied <= committed <= last_index().
         self.committed: Index = first - 1
         self.applied: Index = max(applied, first - 1)
@@ -33,6 +32,9 @@ class RaftLog:
     # -- reading -----------------------------------------------------------
 
     def first_index(self) -> Index:
+        first = self.unstable.first_index()
+        if first is not None:
+            return first
         return self.storage.first_index()
 
     def last_index(self) -> Index:
@@ -41,8 +43,21 @@ class RaftLog:
             return last
         return self.storage.last_index()
 
+    def snapshot(self) -> Snapshot:
+        """The newest snapshot: a pending one from the leader, else storage's."""
+        if self.unstable.snapshot is not None:
+            return self.unstable.snapshot
+        return self.storage.snapshot()
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace the log with a leader's snapshot; everything in it is committed (§7)."""
+        self.committed = snapshot.metadata.index
+        self.unstable.restore(snapshot)
+
     def stable_last_index(self) -> Index:
         """The last index known to be durable in storage and still in the log."""
+        if self.unstable.snapshot is not None:
+            return self.unstable.snapshot.metadata.index - 1
         return min(self.storage.last_index(), self.unstable.offset - 1)
 
     def term(self, index: Index) -> Term:
@@ -57,6 +72,8 @@ class RaftLog:
             return t
         if index >= self.unstable.offset:
             raise LogUnavailable(f"index {index} is beyond last index {self.last_index()}")
+        if self.unstable.snapshot is not None:
+            raise LogCompacted(f"index {index} is covered by a pending snapshot")
         return self.storage.term(index)
 
     def term_or_none(self, index: Index) -> Term | None:
@@ -179,12 +196,19 @@ class RaftLog:
         return self.committed > self.applied
 
     def next_committed_entries(self, max_size: int | None) -> list[Entry]:
-        """Committed entries not yet handed out for applying."""
-        if self.committed <= self.applied:
+        """Committed entries not yet handed out for applying (after any pending snapshot)."""
+        lo = max(self.applied + 1, self.first_index())
+        if self.committed < lo:
             return []
-        return self.slice(self.applied + 1, self.committed + 1, max_size)
+        return self.slice(lo, self.committed + 1, max_size)
 
     def applied_to(self, index: Index) -> None:
         if index > self.committed or index < self.applied:
             bug(f"applied index {index} out of range [{self.applied}, {self.committed}]")
         self.applied = index
+
+    def applied_snapshot(self, index: Index) -> None:
+        """The driver installed the snapshot at ``index`` and restored the state machine."""
+        self.unstable.stable_snap_to(index)
+        if index > self.applied:
+            self.applied = index

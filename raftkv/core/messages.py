@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from raftkv.core.types import Entry, Index, NodeId, Term
+from raftkv.core.types import ConfState, Entry, Index, NodeId, Term
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +90,9 @@ class RequestVote:
     last_log_index: Index
     last_log_term: Term
     pre_vote: bool = False
+    transfer: bool = False
+    """Sent because the leader handed over leadership (TimeoutNow, §3.10); voters
+    grant it even while they believe in a current leader."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +106,75 @@ class RequestVoteResponse:
     pre_vote: bool = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstallSnapshot:
+    """Leader -> follower: one chunk of a snapshot (paper §7, Figure 13).
+
+    Chunks are sent in order starting at ``offset`` 0; ``done`` marks the last.
+    ``total`` is the full size of the snapshot data, so a follower can resume.
+    """
+
+    term: Term
+    sender: NodeId
+    to: NodeId
+    snapshot_index: Index
+    snapshot_term: Term
+    conf_state: ConfState
+    offset: int
+    data: bytes
+    done: bool
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstallSnapshotResponse:
+    """Follower -> leader: the follower holds ``offset`` bytes of the snapshot.
+
+    With ``done`` the snapshot is installed and durable, so the follower's log
+    matches the leader's up to ``snapshot_index``. With ``reject`` the follower
+    cannot continue from the chunk it got and the leader restarts from
+    ``offset``.
+    """
+
+    term: Term
+    sender: NodeId
+    to: NodeId
+    snapshot_index: Index
+    offset: int
+    done: bool = False
+    reject: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeoutNow:
+    """Leader -> transfer target: start an election now (dissertation §3.10)."""
+
+    term: Term
+    sender: NodeId
+    to: NodeId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadIndex:
+    """Follower -> leader: ask for a read index for ``context`` (dissertation §6.4)."""
+
+    term: Term
+    sender: NodeId
+    to: NodeId
+    context: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadIndexResponse:
+    """Leader -> follower: reads for ``context`` are safe once ``index`` is applied."""
+
+    term: Term
+    sender: NodeId
+    to: NodeId
+    index: Index
+    context: bytes
+
+
 Message: TypeAlias = (
     AppendEntries
     | AppendEntriesResponse
@@ -110,6 +182,11 @@ Message: TypeAlias = (
     | HeartbeatResponse
     | RequestVote
     | RequestVoteResponse
+    | InstallSnapshot
+    | InstallSnapshotResponse
+    | TimeoutNow
+    | ReadIndex
+    | ReadIndexResponse
 )
 """Any message the core consumes or produces."""
 
@@ -133,6 +210,21 @@ def describe_message(msg: Message) -> str:
         return head
     if isinstance(msg, RequestVote):
         kind = " pre" if msg.pre_vote else ""
+        kind += " transfer" if msg.transfer else ""
         return f"{head}{kind} last={msg.last_log_term}/{msg.last_log_index}"
-    kind = " pre" if msg.pre_vote else ""
-    return f"{head}{kind} {'granted' if msg.granted else 'rejected'}"
+    if isinstance(msg, RequestVoteResponse):
+        kind = " pre" if msg.pre_vote else ""
+        return f"{head}{kind} {'granted' if msg.granted else 'rejected'}"
+    if isinstance(msg, InstallSnapshot):
+        return (
+            f"{head} snapshot={msg.snapshot_term}/{msg.snapshot_index} "
+            f"offset={msg.offset} len={len(msg.data)}{' done' if msg.done else ''}"
+        )
+    if isinstance(msg, InstallSnapshotResponse):
+        flags = (" done" if msg.done else "") + (" reject" if msg.reject else "")
+        return f"{head} snapshot={msg.snapshot_index} offset={msg.offset}{flags}"
+    if isinstance(msg, TimeoutNow):
+        return head
+    if isinstance(msg, ReadIndex):
+        return f"{head} context={msg.context.hex()}"
+    return f"{head} index={msg.index} context={msg.context.hex()}"

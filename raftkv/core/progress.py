@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 
-from raftkv.core.types import Index
+from raftkv.core.types import Index, Snapshot
 
 
 class ProgressState(enum.Enum):
@@ -61,7 +61,18 @@ class Inflights:
 class Progress:
     """Replication progress of one follower, as seen by the leader."""
 
-    __slots__ = ("match", "next", "state", "probe_sent", "recent_active", "inflights")
+    __slots__ = (
+        "match",
+        "next",
+        "state",
+        "probe_sent",
+        "recent_active",
+        "inflights",
+        "pending_snapshot",
+        "snap_sent",
+        "snap_acked",
+        "snap_done_sent",
+    )
 
     def __init__(self, next_index: Index, max_inflight: int) -> None:
         # Invariant: 0 <= match < next.
@@ -75,6 +86,12 @@ class Progress:
         # by CheckQuorum (dissertation §9.6).
         self.recent_active = False
         self.inflights = Inflights(max_inflight)
+        # SNAPSHOT state: the snapshot being sent and how far it got.
+        # Invariant: snap_acked <= snap_sent <= len(pending_snapshot.data).
+        self.pending_snapshot: Snapshot | None = None
+        self.snap_sent = 0
+        self.snap_acked = 0
+        self.snap_done_sent = False
 
     def __repr__(self) -> str:
         return (
@@ -87,12 +104,24 @@ class Progress:
         self.probe_sent = False
         self.next = self.match + 1
         self.inflights.reset()
+        self.pending_snapshot = None
+
+    def become_snapshot(self, snapshot: Snapshot) -> None:
+        """Send ``snapshot`` instead of entries (the follower is behind our first index)."""
+        self.state = ProgressState.SNAPSHOT
+        self.probe_sent = False
+        self.inflights.reset()
+        self.pending_snapshot = snapshot
+        self.snap_sent = 0
+        self.snap_acked = 0
+        self.snap_done_sent = False
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
         self.probe_sent = False
         self.next = self.match + 1
         self.inflights.reset()
+        self.pending_snapshot = None
 
     def is_paused(self) -> bool:
         """Whether the leader should hold back AppendEntries to this follower."""

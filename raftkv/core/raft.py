@@ -11,32 +11,55 @@ subclass :class:`Raft` with one rule broken and check that the simulator's
 checkers notice.
 
 Paper references: Figure 2 (the rules), §5.2 elections, §5.3 replication,
-§5.4.1 election restriction, §5.4.2 committing only current-term entries;
-dissertation §9.6 PreVote and CheckQuorum, §10.2.1 leader's parallel disk write.
+§5.4.1 election restriction, §5.4.2 committing only current-term entries, §7 log
+compaction and InstallSnapshot; dissertation §3.10 leadership transfer, §4
+membership changes, §6.4 ReadIndex, §9.6 PreVote and CheckQuorum, §10.2.1
+leader's parallel disk write.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
+from raftkv.core.confchange import ConfChangeError, Membership, apply_conf_change
 from raftkv.core.config import Config
-from raftkv.core.errors import NotLeader, bug
+from raftkv.core.errors import LogCompacted, NotLeader, ProposalDropped, RaftError, bug
 from raftkv.core.log import RaftLog
 from raftkv.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
 )
 from raftkv.core.progress import Progress, ProgressState
 from raftkv.core.quorum import JointConfig, VoteResult
 from raftkv.core.storage import Storage
-from raftkv.core.types import Entry, HardState, Index, NodeId, Role, SoftState, Term
+from raftkv.core.types import (
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Index,
+    NodeId,
+    ReadState,
+    Role,
+    Snapshot,
+    SnapshotMetadata,
+    SoftState,
+    Term,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +68,29 @@ class RandomSource(Protocol):
     """The only randomness the core uses; ``random.Random`` satisfies it."""
 
     def randrange(self, start: int, stop: int) -> int: ...
+
+
+@dataclass(slots=True)
+class _ReadRequest:
+    """A ReadIndex request waiting for its heartbeat round to be acknowledged."""
+
+    index: Index
+    context: bytes
+    sender: NodeId
+    round: int
+
+
+@dataclass(slots=True)
+class _SnapshotReceiver:
+    """Chunks of a leader's snapshot received so far (follower side)."""
+
+    index: Index
+    term: Term
+    conf_state: ConfState
+    data: bytearray
+
+
+_LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
 
 
 class Raft:
@@ -57,8 +103,14 @@ class Raft:
         self.rng = rng
         self.log = RaftLog(storage, config.applied)
         hard_state, conf_state = storage.initial_state()
-        voters = conf_state.voters or config.peers or (config.node_id,)
-        self.voters = JointConfig.of(tuple(voters))
+        if not conf_state.voters and not conf_state.learners and config.peers:
+            # A brand-new cluster: bootstrap from the configured peers. A node
+            # started with neither (joining an existing cluster) has no voters
+            # and never campaigns until the leader's log or snapshot includes it.
+            conf_state = ConfState(voters=tuple(config.peers))
+        self.membership = Membership.from_conf_state(conf_state)
+        # Invariant: voters is membership.voters (kept as a field for speed).
+        self.voters: JointConfig = self.membership.voters
         self.election_timeout = config.election_tick
         self.heartbeat_timeout = config.heartbeat_tick
 
@@ -78,6 +130,22 @@ class Raft:
         # Set when proposals or commit progress should be broadcast; flushed once
         # per Ready so that a burst of proposals goes out as one AppendEntries.
         self.pending_broadcast = False
+
+        # Leadership transfer (§3.10): the target, while a transfer is under way.
+        self.lead_transferee: NodeId | None = None
+        # Index of the last configuration change proposed; a new one may be
+        # proposed only once it has been applied.
+        self.pending_conf_index: Index = 0
+
+        # ReadIndex (§6.4).
+        self.read_round = 0
+        self.read_round_unsent = False
+        self.read_queue: list[_ReadRequest] = []
+        self.read_acks: dict[int, set[NodeId]] = {}
+        self.reads_awaiting_commit: list[tuple[bytes, NodeId]] = []
+        self.read_states: list[ReadState] = []
+
+        self.snapshot_receiver: _SnapshotReceiver | None = None
 
         # Output, drained by RawNode.ready().
         self.msgs: list[Message] = []
@@ -110,6 +178,14 @@ class Raft:
         """Every other voter, in a deterministic order."""
         return sorted(v for v in self.voters.ids() if v != self.node_id)
 
+    def conf_state(self) -> ConfState:
+        return self.membership.to_conf_state()
+
+    def committed_in_current_term(self) -> bool:
+        """Whether an entry of this term is committed -- the leader then knows the
+        full committed prefix (§8) and may serve reads and change membership."""
+        return self.log.term_or_none(self.log.committed) == self.term
+
     # -- role transitions --------------------------------------------------
 
     def _reset(self, term: Term) -> None:
@@ -125,6 +201,11 @@ class Raft:
         self.votes = {}
         self.prs = {}
         self.pending_broadcast = False
+        self.lead_transferee = None
+        self.read_round_unsent = False
+        self.read_queue = []
+        self.read_acks = {}
+        self.reads_awaiting_commit = []
 
     def become_follower(self, term: Term, leader: NodeId | None) -> None:
         self._reset(term)
@@ -166,10 +247,13 @@ class Raft:
         self._step_role = self._step_leader
         self._tick_role = self._tick_heartbeat
         last = self.log.last_index()
-        for node_id in sorted(self.voters.ids()):
+        for node_id in sorted(self.membership.members() | {self.node_id}):
             pr = Progress(last + 1, self.config.max_inflight)
             pr.recent_active = True
             self.prs[node_id] = pr
+        # Uncommitted configuration changes may sit in our log; allow no new
+        # one until everything up to here is applied.
+        self.pending_conf_index = last
         me = self.prs[self.node_id]
         # Only entries known durable count toward our own acknowledgement.
         me.maybe_update(self.log.stable_last_index())
@@ -186,12 +270,27 @@ class Raft:
             return
         if not self.is_voter(self.node_id):
             return
+        if self._has_unapplied_conf_change():
+            # Our configuration may be about to change; campaigning with the old
+            # one could count the wrong voters.
+            return
         if self.config.pre_vote:
             self.campaign(pre_vote=True)
         else:
             self.campaign(pre_vote=False)
 
-    def campaign(self, *, pre_vote: bool) -> None:
+    def _has_unapplied_conf_change(self) -> bool:
+        log = self.log
+        if log.committed <= log.applied:
+            return False
+        lo = max(log.applied + 1, log.first_index())
+        try:
+            entries = log.slice(lo, log.committed + 1)
+        except LogCompacted:
+            return False
+        return any(e.type is EntryType.CONF_CHANGE for e in entries)
+
+    def campaign(self, *, pre_vote: bool, transfer: bool = False) -> None:
         if pre_vote:
             self.become_pre_candidate()
             vote_term = self.term + 1
@@ -210,6 +309,7 @@ class Raft:
                 last_log_index=last_index,
                 last_log_term=last_term,
                 pre_vote=pre_vote,
+                transfer=transfer,
             )
             if pre_vote:
                 self.msgs.append(msg)
@@ -286,13 +386,16 @@ class Raft:
         self.election_elapsed += 1
         if self.election_elapsed >= self.election_timeout:
             self.election_elapsed = 0
+            if self.lead_transferee is not None:
+                logger.debug("%s aborts transfer to %s", self.node_id, self.lead_transferee)
+                self.lead_transferee = None
             if self.config.check_quorum and not self.check_quorum_active():
                 logger.debug("%s steps down at term %d: quorum inactive", self.node_id, self.term)
                 self.become_follower(self.term, None)
                 return
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
             self.heartbeat_elapsed = 0
-            self.broadcast_heartbeat()
+            self.broadcast_heartbeat(self._take_read_round())
 
     def check_quorum_active(self) -> bool:
         """CheckQuorum: did a quorum talk to us this election timeout? Resets the marks."""
@@ -311,7 +414,7 @@ class Raft:
         """Process one message from a peer (term rules of Figure 2 first)."""
         if msg.term > self.term:
             if isinstance(msg, RequestVote):
-                if self._in_lease():
+                if not msg.transfer and self._in_lease():
                     # CheckQuorum: we heard from a leader within the minimum
                     # election timeout; a disruptive candidate is ignored.
                     return
@@ -322,7 +425,7 @@ class Raft:
             elif isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.granted:
                 # A granted PreVote carries the term we would campaign in.
                 pass
-            elif isinstance(msg, AppendEntries | Heartbeat):
+            elif isinstance(msg, _LEADER_MESSAGES):
                 self.become_follower(msg.term, msg.sender)
             else:
                 self.become_follower(msg.term, None)
@@ -344,7 +447,7 @@ class Raft:
 
     def _step_stale(self, msg: Message) -> None:
         """A message from an older term."""
-        if isinstance(msg, AppendEntries | Heartbeat):
+        if isinstance(msg, _LEADER_MESSAGES):
             if self.config.check_quorum or self.config.pre_vote:
                 # Tell the stale leader about the newer term so it steps down;
                 # without this a node that bumped its term while isolated could
@@ -374,6 +477,14 @@ class Raft:
             self.election_elapsed = 0
             self.leader = msg.sender
             self.handle_heartbeat(msg)
+        elif isinstance(msg, InstallSnapshot):
+            self.election_elapsed = 0
+            self.leader = msg.sender
+            self.handle_install_snapshot(msg)
+        elif isinstance(msg, TimeoutNow):
+            self.handle_timeout_now(msg)
+        elif isinstance(msg, ReadIndexResponse):
+            self.read_states.append(ReadState(msg.index, msg.context))
 
     def _step_candidate(self, msg: Message) -> None:
         if isinstance(msg, AppendEntries):
@@ -382,6 +493,9 @@ class Raft:
         elif isinstance(msg, Heartbeat):
             self.become_follower(msg.term, msg.sender)
             self.handle_heartbeat(msg)
+        elif isinstance(msg, InstallSnapshot):
+            self.become_follower(msg.term, msg.sender)
+            self.handle_install_snapshot(msg)
         elif isinstance(msg, RequestVoteResponse):
             expecting_pre = self.role is Role.PRE_CANDIDATE
             if msg.pre_vote != expecting_pre:
@@ -389,6 +503,9 @@ class Raft:
             self._record_vote(msg.sender, msg.granted, pre_vote=expecting_pre)
 
     def _step_leader(self, msg: Message) -> None:
+        if isinstance(msg, ReadIndex):
+            self.handle_read_index(msg.context, msg.sender)
+            return
         pr = self.prs.get(msg.sender)
         if pr is None:
             return
@@ -404,9 +521,18 @@ class Raft:
                 # predecessor, its rejection drops us back to probing (§5.3:
                 # the leader retries indefinitely).
                 pr.inflights.free_first_one()
-            if pr.match < self.log.last_index():
+            if pr.state is ProgressState.SNAPSHOT:
+                # Chunks (or the final acknowledgement) may have been lost:
+                # resume from what the follower confirmed.
+                self.resend_snapshot(msg.sender, pr)
+            elif pr.match < self.log.last_index():
                 self.send_append(msg.sender, pr)
-        elif isinstance(msg, AppendEntries | Heartbeat):
+            if msg.context:
+                self.handle_read_ack(msg.context, msg.sender)
+        elif isinstance(msg, InstallSnapshotResponse):
+            pr.recent_active = True
+            self.handle_snapshot_response(msg, pr)
+        elif isinstance(msg, _LEADER_MESSAGES):
             logger.warning(
                 "%s: leader at term %d got %s from %s in the same term",
                 self.node_id,
@@ -482,6 +608,8 @@ class Raft:
             pr.become_replicate()
         elif pr.state is ProgressState.REPLICATE:
             pr.inflights.free_le(msg.index)
+        if msg.sender == self.lead_transferee and pr.match == self.log.last_index():
+            self.send_timeout_now(msg.sender)
         if self.maybe_commit():
             # Flushed once per Ready: tells every follower the new commit index.
             self.pending_broadcast = True
@@ -496,14 +624,26 @@ class Raft:
         """Advance the commit index to what a quorum holds, if it is of our term (§5.4.2)."""
         acked = {node_id: pr.match for node_id, pr in self.prs.items()}
         index = self.voters.committed_index(acked)
-        return self.log.maybe_commit(index, self.term)
+        if not self.log.maybe_commit(index, self.term):
+            return False
+        if self.reads_awaiting_commit and self.committed_in_current_term():
+            waiting, self.reads_awaiting_commit = self.reads_awaiting_commit, []
+            for context, sender in waiting:
+                self.handle_read_index(context, sender)
+        return True
 
     def send_append(self, to: NodeId, pr: Progress, *, send_if_empty: bool = True) -> bool:
         """Send the next AppendEntries to ``to`` if its progress allows; True if sent."""
         if pr.is_paused():
             return False
         prev_index = pr.next - 1
-        prev_term = self.log.term(prev_index)
+        try:
+            if prev_index < self.log.first_index() - 1:
+                raise LogCompacted(f"index {prev_index} is compacted")
+            prev_term = self.log.term(prev_index)
+        except LogCompacted:
+            # The follower is behind our first index: send a snapshot (§7).
+            return self.start_snapshot(to, pr)
         entries: list[Entry] = []
         if pr.next <= self.log.last_index():
             hi = min(self.log.last_index() + 1, pr.next + self.config.max_entries_per_msg)
@@ -530,7 +670,7 @@ class Raft:
             if node_id != self.node_id:
                 self.send_append(node_id, pr)
 
-    def broadcast_heartbeat(self) -> None:
+    def broadcast_heartbeat(self, context: bytes = b"") -> None:
         committed = self.log.committed
         for node_id, pr in self.prs.items():
             if node_id != self.node_id:
@@ -540,6 +680,7 @@ class Raft:
                         sender=self.node_id,
                         to=node_id,
                         commit=min(pr.match, committed),
+                        context=context,
                     )
                 )
 
@@ -560,9 +701,12 @@ class Raft:
 
         Raises:
             NotLeader: this node is not the leader.
+            ProposalDropped: a leadership transfer is under way (§3.10).
         """
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
+        if self.lead_transferee is not None:
+            raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
         return self.append_entries(entries)
 
     def on_persisted(self, index: Index, term: Term) -> None:
@@ -575,6 +719,356 @@ class Raft:
             and self.prs[self.node_id].maybe_update(index)
             and self.maybe_commit()
         ):
+            self.pending_broadcast = True
+
+    # -- ReadIndex (dissertation §6.4) --------------------------------------
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a read index for ``context``; the answer is a ReadState.
+
+        Raises:
+            ProposalDropped: no leader is known to forward the request to.
+        """
+        if self.role is Role.LEADER:
+            self.handle_read_index(context, self.node_id)
+        elif self.leader is not None:
+            self.send(
+                ReadIndex(term=self.term, sender=self.node_id, to=self.leader, context=context)
+            )
+        else:
+            raise ProposalDropped("no leader to serve a read index")
+
+    def handle_read_index(self, context: bytes, sender: NodeId) -> None:
+        """Leader side: register a read at the current commit index."""
+        if self.voters.has_quorum({self.node_id}):
+            # A single voter is its own quorum.
+            self._release_read(_ReadRequest(self.log.committed, context, sender, 0))
+            return
+        if not self.committed_in_current_term():
+            # Until an entry of our term commits we may not know the full
+            # committed prefix (§6.4 step 1); answer after the first commit.
+            self.reads_awaiting_commit.append((context, sender))
+            return
+        if self.config.read_only == "lease" and self._in_lease():
+            # Lease-based read (§6.4.1): relies on CheckQuorum and bounded drift.
+            self._release_read(_ReadRequest(self.log.committed, context, sender, 0))
+            return
+        if not self.read_round_unsent:
+            self.read_round += 1
+            self.read_round_unsent = True
+        self.read_queue.append(_ReadRequest(self.log.committed, context, sender, self.read_round))
+
+    def _take_read_round(self) -> bytes:
+        """The context for the next heartbeat: the newest unsent read round, if any."""
+        if not self.read_round_unsent:
+            return b""
+        self.read_round_unsent = False
+        self.read_acks[self.read_round] = {self.node_id}
+        return self.read_round.to_bytes(8, "big")
+
+    def flush_reads(self) -> None:
+        """Send the heartbeat round that confirms leadership for queued reads.
+
+        Every read registered since the last round rides on one round (batched
+        ReadIndex): one broadcast, however many reads arrived.
+        """
+        if self.role is Role.LEADER and self.read_round_unsent:
+            self.broadcast_heartbeat(self._take_read_round())
+
+    def handle_read_ack(self, context: bytes, sender: NodeId) -> None:
+        if len(context) != 8:
+            return
+        round_ = int.from_bytes(context, "big")
+        acks = self.read_acks.get(round_)
+        if acks is None:
+            return
+        acks.add(sender)
+        if not self.voters.has_quorum(acks):
+            return
+        # A quorum still accepted us as leader after these reads arrived.
+        for r in [r for r in self.read_acks if r <= round_]:
+            del self.read_acks[r]
+        ready = [req for req in self.read_queue if req.round <= round_]
+        self.read_queue = [req for req in self.read_queue if req.round > round_]
+        for req in ready:
+            self._release_read(req)
+
+    def _release_read(self, req: _ReadRequest) -> None:
+        if req.sender == self.node_id:
+            self.read_states.append(ReadState(req.index, req.context))
+        else:
+            self.send(
+                ReadIndexResponse(
+                    term=self.term,
+                    sender=self.node_id,
+                    to=req.sender,
+                    index=req.index,
+                    context=req.context,
+                )
+            )
+
+    # -- snapshots (§7) -------------------------------------------------------
+
+    def start_snapshot(self, to: NodeId, pr: Progress) -> bool:
+        """Switch ``to`` to snapshot replication; False if no snapshot is available."""
+        snapshot = self.log.snapshot()
+        if snapshot.is_empty():
+            logger.debug("%s: no snapshot available for %s yet", self.node_id, to)
+            return False
+        pr.become_snapshot(snapshot)
+        self.send_snapshot_chunks(to, pr)
+        return True
+
+    def send_snapshot_chunks(self, to: NodeId, pr: Progress) -> None:
+        """Send chunks of the pending snapshot within the flow-control window."""
+        snapshot = pr.pending_snapshot
+        if snapshot is None:
+            return
+        data = snapshot.data
+        total = len(data)
+        chunk = self.config.snapshot_chunk_size
+        window = chunk * self.config.max_snapshot_chunks_inflight
+        md = snapshot.metadata
+        while pr.snap_sent - pr.snap_acked < window:
+            offset = pr.snap_sent
+            if offset >= total and (total > 0 or pr.snap_done_sent):
+                return
+            piece = data[offset : offset + chunk]
+            done = offset + len(piece) >= total
+            self.send(
+                InstallSnapshot(
+                    term=self.term,
+                    sender=self.node_id,
+                    to=to,
+                    snapshot_index=md.index,
+                    snapshot_term=md.term,
+                    conf_state=md.conf_state,
+                    offset=offset,
+                    data=piece,
+                    done=done,
+                    total=total,
+                )
+            )
+            pr.snap_sent = offset + len(piece)
+            if done:
+                pr.snap_done_sent = True
+                return
+
+    def resend_snapshot(self, to: NodeId, pr: Progress) -> None:
+        """Restart sending from the last acknowledged chunk (lost chunks, §7)."""
+        snapshot = pr.pending_snapshot
+        if snapshot is None:
+            return
+        chunk = self.config.snapshot_chunk_size
+        total = len(snapshot.data)
+        last_chunk = ((total - 1) // chunk) * chunk if total else 0
+        pr.snap_sent = min(pr.snap_acked, last_chunk)
+        pr.snap_done_sent = False
+        self.send_snapshot_chunks(to, pr)
+
+    def handle_snapshot_response(self, msg: InstallSnapshotResponse, pr: Progress) -> None:
+        if msg.done:
+            pr.maybe_update(msg.snapshot_index)
+            if pr.state is ProgressState.SNAPSHOT:
+                pr.become_probe()
+            if msg.sender == self.lead_transferee and pr.match == self.log.last_index():
+                self.send_timeout_now(msg.sender)
+            self.send_append(msg.sender, pr)
+            return
+        snapshot = pr.pending_snapshot
+        if pr.state is not ProgressState.SNAPSHOT or snapshot is None:
+            return
+        if msg.snapshot_index != snapshot.metadata.index:
+            return
+        if msg.reject:
+            pr.snap_acked = msg.offset
+            pr.snap_sent = msg.offset
+            pr.snap_done_sent = False
+        elif msg.offset > pr.snap_acked:
+            pr.snap_acked = msg.offset
+        self.send_snapshot_chunks(msg.sender, pr)
+
+    def handle_install_snapshot(self, msg: InstallSnapshot) -> None:
+        """Follower side of InstallSnapshot: collect chunks, then restore (§7, Figure 13)."""
+        if msg.snapshot_index <= self.log.committed:
+            # We already hold (and committed) everything the snapshot covers.
+            self.snapshot_receiver = None
+            self._reply_snapshot(msg, self.log.committed, done=True)
+            return
+        recv = self.snapshot_receiver
+        if recv is None or (recv.index, recv.term) != (msg.snapshot_index, msg.snapshot_term):
+            if msg.offset != 0:
+                self._reply_snapshot(msg, 0, reject=True)
+                return
+            recv = _SnapshotReceiver(
+                msg.snapshot_index, msg.snapshot_term, msg.conf_state, bytearray()
+            )
+            self.snapshot_receiver = recv
+        have = len(recv.data)
+        if msg.offset != have:
+            # A duplicate (behind us) is acknowledged; a gap asks for a resend.
+            self._reply_snapshot(msg, have, reject=msg.offset > have)
+            return
+        recv.data += msg.data
+        if not msg.done:
+            self._reply_snapshot(msg, len(recv.data))
+            return
+        self.snapshot_receiver = None
+        snapshot = Snapshot(
+            metadata=SnapshotMetadata(index=recv.index, term=recv.term, conf_state=recv.conf_state),
+            data=bytes(recv.data),
+        )
+        if self.restore(snapshot):
+            logger.debug("%s restored snapshot at %d/%d", self.node_id, recv.term, recv.index)
+            self._reply_snapshot(msg, recv.index, done=True)
+        else:
+            self._reply_snapshot(msg, self.log.committed, done=True)
+
+    def _reply_snapshot(
+        self,
+        msg: InstallSnapshot,
+        offset_or_index: int,
+        *,
+        done: bool = False,
+        reject: bool = False,
+    ) -> None:
+        reply = InstallSnapshotResponse(
+            term=self.term,
+            sender=self.node_id,
+            to=msg.sender,
+            snapshot_index=offset_or_index if done else msg.snapshot_index,
+            offset=0 if done else offset_or_index,
+            done=done,
+            reject=reject,
+        )
+        if done:
+            # "Installed" promises the snapshot is durable.
+            self.send_after_persist(reply)
+        else:
+            self.send(reply)
+
+    def restore(self, snapshot: Snapshot) -> bool:
+        """Install a leader's snapshot; False if our log already covers it."""
+        md = snapshot.metadata
+        if md.index <= self.log.committed:
+            return False
+        if self.log.match_term(md.index, md.term):
+            # Our log already matches up to the snapshot: just commit (§7:
+            # "retain log entries following it").
+            self.log.commit_to(md.index)
+            return False
+        self.log.restore(snapshot)
+        self._switch_membership(Membership.from_conf_state(md.conf_state))
+        return True
+
+    # -- leadership transfer (dissertation §3.10) -----------------------------
+
+    def transfer_leadership(self, to: NodeId) -> None:
+        """Hand leadership to ``to``: catch it up, then tell it to campaign.
+
+        Proposals are refused until the transfer completes or is aborted after
+        an election timeout.
+
+        Raises:
+            NotLeader: this node is not the leader.
+            RaftError: ``to`` is not a voter.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if to == self.node_id:
+            return
+        if not self.is_voter(to) or to not in self.prs:
+            raise RaftError(f"cannot transfer leadership to {to}: not a voter")
+        if self.lead_transferee == to:
+            return
+        self.lead_transferee = to
+        self.election_elapsed = 0
+        pr = self.prs[to]
+        if pr.match == self.log.last_index():
+            self.send_timeout_now(to)
+        else:
+            self.send_append(to, pr)
+
+    def send_timeout_now(self, to: NodeId) -> None:
+        self.send(TimeoutNow(term=self.term, sender=self.node_id, to=to))
+
+    def handle_timeout_now(self, msg: TimeoutNow) -> None:
+        if not self.is_voter(self.node_id):
+            return
+        logger.debug("%s campaigns at once: leadership handed over by %s", self.node_id, msg.sender)
+        # Skip PreVote: the leader asked for this election (§3.10).
+        self.campaign(pre_vote=False, transfer=True)
+
+    # -- membership (dissertation §4) -----------------------------------------
+
+    def propose_conf_change(self, cc: ConfChange) -> Index:
+        """Append a configuration change; it takes effect when the driver applies it.
+
+        Raises:
+            NotLeader: this node is not the leader.
+            ProposalDropped: another change is still pending, a transfer is under
+                way, or no entry of this term is committed yet (a new leader must
+                commit one first: the single-server change bug, Ongaro 2015).
+            ConfChangeError: the change does not apply to the current membership.
+        """
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.lead_transferee is not None:
+            raise ProposalDropped("leadership transfer in progress")
+        if not self.committed_in_current_term():
+            raise ProposalDropped("no entry of the current term is committed yet")
+        if self.pending_conf_index > self.log.applied:
+            raise ProposalDropped(
+                f"configuration change at {self.pending_conf_index} is not applied yet"
+            )
+        apply_conf_change(self.membership, cc)  # validate now; raises ConfChangeError
+        index = self.append_entries(
+            [Entry(term=0, index=0, data=cc.encode(), type=EntryType.CONF_CHANGE)]
+        )
+        self.pending_conf_index = index
+        return index
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Make a committed configuration change effective (called while applying)."""
+        try:
+            membership = apply_conf_change(self.membership, cc)
+        except ConfChangeError as exc:
+            logger.warning("%s: ignoring committed configuration change: %s", self.node_id, exc)
+            return self.conf_state()
+        self._switch_membership(membership)
+        if self.role is Role.LEADER and membership.auto_leave and membership.is_joint():
+            # Leave the joint configuration as soon as it is in force (§4.3).
+            index = self.append_entries(
+                [Entry(term=0, index=0, data=ConfChange().encode(), type=EntryType.CONF_CHANGE)]
+            )
+            self.pending_conf_index = index
+        return self.conf_state()
+
+    def _switch_membership(self, membership: Membership) -> None:
+        self.membership = membership
+        self.voters = membership.voters
+        if self.role is not Role.LEADER:
+            return
+        if not self.is_voter(self.node_id):
+            # Removed (or demoted) leader: step down now that the change is
+            # committed; the remaining voters elect a new leader (§4.2.2).
+            logger.debug("%s steps down: no longer a voter", self.node_id)
+            self.become_follower(self.term, None)
+            return
+        members = membership.members() | {self.node_id}
+        last = self.log.last_index()
+        for node_id in sorted(members):
+            if node_id not in self.prs:
+                pr = Progress(last + 1, self.config.max_inflight)
+                pr.recent_active = True
+                self.prs[node_id] = pr
+        for node_id in [n for n in self.prs if n not in members]:
+            del self.prs[node_id]
+        if self.lead_transferee is not None and not self.is_voter(self.lead_transferee):
+            self.lead_transferee = None
+        if self.maybe_commit():
+            self.pending_broadcast = True
+        else:
             self.pending_broadcast = True
 
     # -- output ------------------------------------------------------------

@@ -7,13 +7,54 @@ threads; the caller ticks it and drives the Ready loop (see ``ready.py``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from raftkv.core.config import Config
 from raftkv.core.errors import RaftError
 from raftkv.core.messages import Message
 from raftkv.core.raft import Raft, RandomSource
 from raftkv.core.ready import Ready
 from raftkv.core.storage import Storage
-from raftkv.core.types import Entry, EntryType, HardState, Index, NodeId, Role, SoftState, Term
+from raftkv.core.types import (
+    ConfChange,
+    ConfState,
+    Entry,
+    EntryType,
+    HardState,
+    Index,
+    NodeId,
+    Role,
+    SoftState,
+    Term,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgressStatus:
+    """The leader's view of one member's replication."""
+
+    match: Index
+    next: Index
+    state: str
+    recent_active: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """A point-in-time view of a node, for status endpoints and tests."""
+
+    node_id: NodeId
+    term: Term
+    vote: NodeId | None
+    role: Role
+    leader: NodeId | None
+    commit_index: Index
+    applied_index: Index
+    first_index: Index
+    last_index: Index
+    conf_state: ConfState
+    lead_transferee: NodeId | None
+    progress: dict[NodeId, ProgressStatus] = field(default_factory=dict)
 
 
 class RawNode:
@@ -75,6 +116,66 @@ class RawNode:
         """Start an election now (with PreVote first if configured)."""
         self.raft.hup()
 
+    def read_index(self, context: bytes) -> None:
+        """Request a linearizable read point (dissertation §6.4).
+
+        The answer arrives in a later Ready as ``ReadState(index, context)``:
+        serve the read once the state machine has applied ``index``. Works on
+        followers (the request is forwarded to the leader). Requests that cannot
+        be answered (leadership lost) produce no ReadState; callers time out.
+
+        Raises:
+            ProposalDropped: no leader is known.
+        """
+        self.raft.read_index(context)
+
+    def propose_conf_change(self, cc: ConfChange) -> Index:
+        """Propose a membership change; returns its log index.
+
+        Raises:
+            NotLeader: not the leader.
+            ProposalDropped: a change is pending, a transfer is under way, or no
+                entry of this term is committed yet.
+            ConfChangeError: the change does not apply to the membership.
+        """
+        return self.raft.propose_conf_change(cc)
+
+    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+        """Make a committed change effective; call it when applying its entry."""
+        return self.raft.apply_conf_change(cc)
+
+    def transfer_leadership(self, to: NodeId) -> None:
+        """Hand leadership to ``to`` (dissertation §3.10).
+
+        Raises:
+            NotLeader: not the leader.
+            RaftError: ``to`` is not a voter.
+        """
+        self.raft.transfer_leadership(to)
+
+    def status(self) -> Status:
+        r = self.raft
+        progress = {
+            node_id: ProgressStatus(
+                match=pr.match, next=pr.next, state=pr.state.value, recent_active=pr.recent_active
+            )
+            for node_id, pr in sorted(r.prs.items())
+        }
+        return Status(
+            node_id=r.node_id,
+            term=r.term,
+            vote=r.vote,
+            role=r.role,
+            leader=r.leader,
+            commit_index=r.log.committed,
+            applied_index=r.log.applied,
+            first_index=r.log.first_index(),
+            last_index=r.log.last_index(),
+            conf_state=r.conf_state(),
+            lead_transferee=r.lead_transferee,
+            progress=progress,
+        )
+
     # -- outputs -----------------------------------------------------------
 
     def has_ready(self) -> bool:
@@ -86,6 +187,9 @@ class RawNode:
             r.msgs
             or r.msgs_after_persist
             or r.pending_broadcast
+            or r.read_states
+            or r.read_round_unsent
+            or r.log.unstable.snapshot is not None
             or r.log.unstable.entries
             or r.log.committed > r.log.applied
             or r.soft_state() != self._prev_soft_state
@@ -100,6 +204,7 @@ class RawNode:
         if r.pending_broadcast and r.role is Role.LEADER:
             r.broadcast_append()
         r.pending_broadcast = False
+        r.flush_reads()
         hs = r.hard_state()
         ss = r.soft_state()
         prev_hs = self._prev_hard_state
@@ -117,10 +222,13 @@ class RawNode:
             committed_entries=committed,
             messages=tuple(r.msgs),
             messages_after_persist=tuple(r.msgs_after_persist),
-            must_sync=must_sync,
+            must_sync=must_sync or r.log.unstable.snapshot is not None,
+            snapshot=r.log.unstable.snapshot,
+            read_states=tuple(r.read_states),
         )
         r.msgs = []
         r.msgs_after_persist = []
+        r.read_states = []
         self._prev_hard_state = hs
         self._prev_soft_state = ss
         self._ready_in_flight = True
@@ -131,6 +239,8 @@ class RawNode:
         if not self._ready_in_flight:
             raise RaftError("advance() called without a ready() in flight")
         self._ready_in_flight = False
+        if rd.snapshot is not None:
+            self.raft.log.applied_snapshot(rd.snapshot.metadata.index)
         if rd.entries:
             last = rd.entries[-1]
             self.raft.on_persisted(last.index, last.term)

@@ -5,7 +5,8 @@ Rule: a driver handles one :class:`Ready` at a time, in this order:
 1. send ``messages`` (they may go out before anything is persisted -- this is
    what lets a leader write to its own disk in parallel with replication,
    dissertation §10.2.1);
-2. append ``entries`` to stable storage (replacing any overlapping suffix) and
+2. if ``snapshot`` is set, persist it and restore the state machine from it;
+   append ``entries`` to stable storage (replacing any overlapping suffix) and
    record ``hard_state`` if not ``None``; if ``must_sync``, make both durable;
 3. only then send ``messages_after_persist`` (votes and append acknowledgements
    promise that state is durable);
@@ -21,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raftkv.core.messages import Message, describe_message
-from raftkv.core.types import Entry, HardState, SoftState
+from raftkv.core.types import Entry, HardState, ReadState, Snapshot, SoftState
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +43,11 @@ class Ready:
     """Messages that may be sent only once ``hard_state`` and ``entries`` are durable."""
     must_sync: bool
     """Whether ``entries``/``hard_state`` must be fsynced before step 3."""
+    snapshot: Snapshot | None = None
+    """A snapshot received from the leader: persist it (before ``entries``) and
+    restore the state machine from it before applying ``committed_entries``."""
+    read_states: tuple[ReadState, ...] = ()
+    """Reads that became safe: serve each once the state machine applied its index."""
 
     def is_empty(self) -> bool:
         return (
@@ -51,6 +57,8 @@ class Ready:
             and not self.committed_entries
             and not self.messages
             and not self.messages_after_persist
+            and self.snapshot is None
+            and not self.read_states
         )
 
 
@@ -63,6 +71,11 @@ def describe_ready(ready: Ready) -> str:
     if ready.hard_state is not None:
         hs = ready.hard_state
         lines.append(f"HardState term={hs.term} vote={hs.vote} commit={hs.commit}")
+    if ready.snapshot is not None:
+        md = ready.snapshot.metadata
+        lines.append(
+            f"Snapshot index={md.index} term={md.term} voters={list(md.conf_state.voters)}"
+        )
     if ready.entries:
         lines.append("Entries: " + " ".join(_entry(e) for e in ready.entries))
     if ready.committed_entries:
@@ -71,6 +84,8 @@ def describe_ready(ready: Ready) -> str:
         lines.append("Send: " + describe_message(m))
     for m in ready.messages_after_persist:
         lines.append("SendAfterPersist: " + describe_message(m))
+    for rs in ready.read_states:
+        lines.append(f"ReadState index={rs.index} context={rs.context.hex()}")
     if ready.must_sync:
         lines.append("MustSync")
     return "\n".join(lines)

@@ -11,7 +11,16 @@ from __future__ import annotations
 from typing import Protocol
 
 from raftkv.core.errors import LogCompacted, LogUnavailable, bug
-from raftkv.core.types import ConfState, Entry, HardState, Index, NodeId, Term
+from raftkv.core.types import (
+    ConfState,
+    Entry,
+    HardState,
+    Index,
+    NodeId,
+    Snapshot,
+    SnapshotMetadata,
+    Term,
+)
 
 
 class Storage(Protocol):
@@ -47,6 +56,10 @@ class Storage(Protocol):
         """The index of the last stable entry (``first_index() - 1`` when empty)."""
         ...
 
+    def snapshot(self) -> Snapshot:
+        """The most recent snapshot (an empty ``Snapshot()`` if there is none)."""
+        ...
+
 
 def limit_size(entries: list[Entry], max_size: int | None) -> list[Entry]:
     """The longest prefix of ``entries`` within ``max_size`` bytes, never empty."""
@@ -63,11 +76,12 @@ def limit_size(entries: list[Entry], max_size: int | None) -> list[Entry]:
 class MemoryStorage:
     """An in-memory :class:`Storage` that the driver appends to."""
 
-    __slots__ = ("_hard_state", "_conf_state", "_entries")
+    __slots__ = ("_hard_state", "_conf_state", "_entries", "_snapshot")
 
     def __init__(self, voters: tuple[NodeId, ...] = ()) -> None:
         self._hard_state = HardState()
         self._conf_state = ConfState(voters=tuple(voters))
+        self._snapshot = Snapshot()
         # _entries[0] is a dummy marking the compaction point: its index and term
         # are those of the last compacted entry (0/0 when nothing was compacted).
         # Invariant: _entries[i].index == _entries[0].index + i.
@@ -100,6 +114,9 @@ class MemoryStorage:
     def last_index(self) -> Index:
         return self._entries[0].index + len(self._entries) - 1
 
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
     # -- driver side -------------------------------------------------------
 
     @property
@@ -130,6 +147,53 @@ class MemoryStorage:
             bug(f"append leaves a gap: last index {self.last_index()}, appending {first}")
         del self._entries[first - offset :]
         self._entries.extend(entries)
+
+    def create_snapshot(self, index: Index, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Record a state machine image taken at applied index ``index``.
+
+        Raises:
+            LogCompacted: ``index`` is not newer than the current snapshot.
+            LogUnavailable: ``index`` is beyond the last entry.
+        """
+        if index <= self._snapshot.metadata.index:
+            raise LogCompacted(f"snapshot at {index} is not newer than the current one")
+        if index > self.last_index():
+            raise LogUnavailable(f"snapshot index {index} beyond last index {self.last_index()}")
+        term = self.term(index)
+        self._snapshot = Snapshot(
+            metadata=SnapshotMetadata(index=index, term=term, conf_state=conf_state), data=data
+        )
+        self._conf_state = conf_state
+        return self._snapshot
+
+    def compact(self, index: Index) -> None:
+        """Drop entries up to and including ``index`` (keeping its term as the dummy).
+
+        Raises:
+            LogCompacted: already compacted past ``index``.
+            LogUnavailable: ``index`` is beyond the last entry.
+        """
+        offset = self._entries[0].index
+        if index <= offset:
+            raise LogCompacted(f"index {index} is already compacted")
+        if index > self.last_index():
+            raise LogUnavailable(f"compact index {index} beyond last index {self.last_index()}")
+        i = index - offset
+        dummy = Entry(term=self._entries[i].term, index=index)
+        self._entries = [dummy, *self._entries[i + 1 :]]
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the whole log with ``snapshot`` (a snapshot sent by the leader).
+
+        Raises:
+            LogCompacted: the snapshot is older than the one already held.
+        """
+        md = snapshot.metadata
+        if md.index <= self._snapshot.metadata.index:
+            raise LogCompacted(f"snapshot at {md.index} is out of date")
+        self._snapshot = snapshot
+        self._conf_state = md.conf_state
+        self._entries = [Entry(term=md.term, index=md.index)]
 
     def truncate_after(self, index: Index) -> None:
         """Drop every entry above ``index`` (used by the simulator's crash model)."""

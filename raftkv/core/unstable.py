@@ -7,20 +7,30 @@ driver in a Ready and forgotten (``stable_to``) once the driver says it is durab
 from __future__ import annotations
 
 from raftkv.core.errors import bug
-from raftkv.core.types import Entry, Index, Term
+from raftkv.core.types import Entry, Index, Snapshot, Term
 
 
 class Unstable:
-    __slots__ = ("offset", "entries")
+    __slots__ = ("offset", "entries", "snapshot")
 
     def __init__(self, offset: Index) -> None:
         # Invariant: entries[i].index == offset + i.
         self.offset: Index = offset
         self.entries: list[Entry] = []
+        # A snapshot from the leader not yet persisted by the driver.
+        # Invariant: if set, offset == snapshot.metadata.index + 1.
+        self.snapshot: Snapshot | None = None
+
+    def first_index(self) -> Index | None:
+        if self.snapshot is not None:
+            return self.snapshot.metadata.index + 1
+        return None
 
     def last_index(self) -> Index | None:
         if self.entries:
             return self.offset + len(self.entries) - 1
+        if self.snapshot is not None:
+            return self.snapshot.metadata.index
         return None
 
     def term(self, index: Index) -> Term | None:
@@ -28,7 +38,19 @@ class Unstable:
         i = index - self.offset
         if 0 <= i < len(self.entries):
             return self.entries[i].term
+        if self.snapshot is not None and index == self.snapshot.metadata.index:
+            return self.snapshot.metadata.term
         return None
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace everything with a snapshot from the leader."""
+        self.offset = snapshot.metadata.index + 1
+        self.entries = []
+        self.snapshot = snapshot
+
+    def stable_snap_to(self, index: Index) -> None:
+        if self.snapshot is not None and self.snapshot.metadata.index == index:
+            self.snapshot = None
 
     def stable_to(self, index: Index, term: Term) -> None:
         """Forget entries up to ``index`` if the entry there still has ``term``.

@@ -12,15 +12,19 @@ from collections.abc import Callable
 
 from raftkv.core import (
     AppendEntriesResponse,
+    ConfChange,
     Config,
     Entry,
+    EntryType,
     HardState,
     MemoryStorage,
     Message,
     NodeId,
     Raft,
     RawNode,
+    ReadState,
     Role,
+    Snapshot,
     describe_message,
 )
 
@@ -64,6 +68,8 @@ class Harness:
         self.dropped_links: set[tuple[NodeId, NodeId]] = set()
         self.isolated: set[NodeId] = set()
         self.sent_log: list[str] = []
+        self.read_states: dict[NodeId, list[ReadState]] = {}
+        self.snapshots_installed: dict[NodeId, list[Snapshot]] = {}
         # Messages for which drop_if returns True are lost in transit.
         self.drop_if: Callable[[Message], bool] | None = None
         # Random message loss (for churn tests), from a seeded RNG.
@@ -123,14 +129,50 @@ class Harness:
         rd = node.ready()
         self.queue.extend(rd.messages)
         st = self.storage[node_id]
+        if rd.snapshot is not None:
+            st.apply_snapshot(rd.snapshot)
+            # The "state machine" of the harness is the list of applied entries;
+            # a snapshot replaces it with a marker of what it covers.
+            self.snapshots_installed.setdefault(node_id, []).append(rd.snapshot)
         if rd.entries:
             st.append(list(rd.entries))
         if rd.hard_state is not None:
             st.set_hard_state(rd.hard_state)
         self.queue.extend(rd.messages_after_persist)
-        self.applied[node_id].extend(rd.committed_entries)
+        for e in rd.committed_entries:
+            self.applied[node_id].append(e)
+            if e.type is EntryType.CONF_CHANGE:
+                cs = node.apply_conf_change(ConfChange.decode(e.data))
+                st.set_conf_state(cs)
+        self.read_states.setdefault(node_id, []).extend(rd.read_states)
         node.advance(rd)
         return True
+
+    def add_node(self, i: int | str) -> RawNode:
+        """Start a brand-new, empty node that is not (yet) in anyone's configuration."""
+        node_id = nid(i)
+        if node_id not in self.ids:
+            self.ids.append(node_id)
+        self.storage[node_id] = MemoryStorage(voters=())
+        cfg = Config(node_id=node_id, peers=(), **self.config_kwargs)  # type: ignore[arg-type]
+        node = RawNode(
+            cfg,
+            self.storage[node_id],
+            random.Random(f"{self.seed}/{node_id}"),
+            raft_class=self.raft_class,
+        )
+        self.nodes[node_id] = node
+        self.applied[node_id] = []
+        return node
+
+    def compact(self, i: int | str, index: int) -> None:
+        """Snapshot node i's applied state at ``index`` and drop its log up to there."""
+        node_id = nid(i)
+        st = self.storage[node_id]
+        cs = self.nodes[node_id].raft.conf_state()
+        data = b"|".join(e.data for e in self.applied[node_id] if e.index <= index)
+        st.create_snapshot(index, cs, data)
+        st.compact(index)
 
     def deliver(self, filter_fn: Callable[[Message], bool] | None = None) -> int:
         """Deliver queued messages once (those passing ``filter_fn``); returns how many."""
