@@ -1,0 +1,903 @@
+"""The ``raftkv`` command line.
+
+Rule: the CLI is a thin shell over library functions -- it parses options,
+calls them and prints; it holds no Raft or simulation logic. Wall-clock time,
+processes and files are allowed here (and only here among the layers that use
+the simulator). Commands are added to the :func:`main` group; ``sim`` is the
+first, ``serve`` and friends come later.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, NoReturn
+
+import click
+
+from raftkv.core import Raft
+from raftkv.sim.faults import FAULT_KINDS, parse_faults
+from raftkv.sim.mutants import MUTANTS
+from raftkv.sim.runner import SimConfig, SimResult, format_summary, run_simulation
+from raftkv.sim.trace import timeline_html
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="raftkv", message="%(prog)s %(version)s")
+def main() -> None:
+    """raftkv: Raft consensus and a replicated key/value store, in Python."""
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """Parse ``"7"``, ``"1-500"`` or ``"1,4,10-20"`` into a sorted list of unique seeds.
+
+    Raises:
+        click.BadParameter: on malformed input or an empty/backwards range.
+    """
+    seeds: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                lo_text, hi_text = part.split("-", 1) if not part.startswith("-") else ("", "")
+                lo, hi = int(lo_text), int(hi_text)
+                if hi < lo:
+                    raise click.BadParameter(f"range {part!r} runs backwards")
+                seeds.update(range(lo, hi + 1))
+            else:
+                seeds.add(int(part))
+        except ValueError:
+            raise click.BadParameter(f"not a seed or seed range: {part!r}") from None
+    if not seeds:
+        raise click.BadParameter("no seeds given")
+    return sorted(seeds)
+
+
+def load_raft_class(spec: str | None) -> type[Raft]:
+    """Import ``module:Class`` (a Raft subclass), or return :class:`Raft` for ``None``."""
+    if spec is None:
+        return Raft
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"expected MODULE:CLASS, got {spec!r}")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Raft)):
+        raise click.BadParameter(f"{spec} is not a subclass of raftkv.core.Raft")
+    return cls
+
+
+def _replay_command(config: SimConfig, extra: str | None) -> str:
+    parts = [
+        "raftkv sim",
+        f"--seed {config.seed}",
+        f"--nodes {config.nodes}",
+        f"--time {config.duration:g}",
+        f"--faults {','.join(sorted(config.faults)) or 'none'}",
+        f"--clients {config.clients}",
+        f"--keys {config.keys}",
+    ]
+    default = SimConfig(seed=config.seed)
+    for option, attr in (
+        ("--tick-ms", "tick_ms"),
+        ("--latency-us", "latency_us"),
+        ("--jitter-us", "jitter_us"),
+    ):
+        if getattr(config, attr) != getattr(default, attr):
+            parts.append(f"{option} {getattr(config, attr):g}")
+    if not config.check_linearizability:
+        parts.append("--no-linearizability")
+    if extra is not None:
+        parts.append(extra)
+    parts.append(f"--trace seed-{config.seed}.jsonl")
+    return " ".join(parts)
+
+
+def _run_one(config: SimConfig) -> tuple[SimResult, float]:
+    start = time.perf_counter()
+    result = run_simulation(config)
+    return result, time.perf_counter() - start
+
+
+def _sweep_worker(args: tuple[SimConfig, str | None]) -> tuple[SimResult, float]:
+    config, raft_class = args
+    if raft_class is not None:
+        config = replace(config, raft_class=load_raft_class(raft_class))
+    return _run_one(config)
+
+
+@main.command()
+@click.option("--seed", type=int, default=None, help="Run one simulation with this seed.")
+@click.option(
+    "--seeds",
+    "seeds_spec",
+    default=None,
+    metavar="SPEC",
+    help="Sweep many seeds in parallel: a range '1-500', a list '3,9,12' or a mix '1-10,42'.",
+)
+@click.option(
+    "--nodes", type=click.IntRange(1, 15), default=5, show_default=True, help="Cluster size."
+)
+@click.option(
+    "--time",
+    "duration",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Virtual seconds to simulate (the last few are fault-free so the cluster converges).",
+)
+@click.option(
+    "--faults",
+    default="all",
+    show_default=True,
+    help=f"Comma-separated fault kinds ({', '.join(FAULT_KINDS)}), or 'all', or 'none'.",
+)
+@click.option(
+    "--clients", type=click.IntRange(0, 64), default=4, show_default=True, help="Simulated clients."
+)
+@click.option(
+    "--keys", type=click.IntRange(1, 64), default=4, show_default=True, help="Keys the clients use."
+)
+@click.option(
+    "--tick-ms",
+    type=click.FloatRange(min=0.1),
+    default=100.0,
+    show_default=True,
+    help="Virtual time between ticks (heartbeat every tick, elections after 10-20 ticks).",
+)
+@click.option(
+    "--latency-us",
+    type=click.IntRange(0),
+    default=500,
+    show_default=True,
+    help="Fixed one-way network delay in microseconds.",
+)
+@click.option(
+    "--jitter-us",
+    type=click.IntRange(0),
+    default=300,
+    show_default=True,
+    help="Mean exponential extra network delay in microseconds. Short ticks with long "
+    "delays (e.g. --tick-ms 10 --latency-us 3000 --jitter-us 3000) make elections collide "
+    "far more often.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    default=None,
+    help="Worker processes for --seeds (default: the number of CPUs).",
+)
+@click.option(
+    "--timing", is_flag=True, help="Add wall-clock figures (deliveries per second, run time)."
+)
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write a JSON-lines event trace of the run to this file (single seed only).",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Also render the trace as an HTML timeline (one column per node) to this file.",
+)
+@click.option(
+    "--no-linearizability",
+    is_flag=True,
+    help="Skip the end-of-run linearizability check of the client history.",
+)
+@click.option(
+    "--mutant",
+    type=click.Choice(sorted(MUTANTS)),
+    default=None,
+    help="Run this deliberately broken Raft (raftkv.sim.mutants) on every node; "
+    "a checker should report a violation.",
+)
+@click.option(
+    "--raft-class",
+    default=None,
+    metavar="MODULE:CLASS",
+    help="Run this Raft subclass on every node instead of raftkv.core.Raft (mutation testing).",
+)
+def sim(
+    seed: int | None,
+    seeds_spec: str | None,
+    nodes: int,
+    duration: float,
+    faults: str,
+    clients: int,
+    keys: int,
+    tick_ms: float,
+    latency_us: int,
+    jitter_us: int,
+    jobs: int | None,
+    timing: bool,
+    trace_path: str | None,
+    html_path: str | None,
+    no_linearizability: bool,
+    mutant: str | None,
+    raft_class: str | None,
+) -> None:
+    """Run the deterministic cluster simulator and check Raft's safety properties.
+
+    Every run is a pure function of its seed and options: the summary (without
+    --timing) and the --trace file are byte-identical when a run is repeated.
+    The checkers -- election safety, leader append-only, log matching, leader
+    completeness, state machine safety, durability across crashes, and
+    linearizability of the client history -- run after every event; the run
+    stops at the first violation and the command exits with status 1.
+
+    \b
+    Examples:
+      raftkv sim --seed 7 --nodes 5 --time 60 --faults partition,crash,loss,dup,reorder
+      raftkv sim --seed 7 --trace seed-7.jsonl
+      raftkv sim --seeds 1-500 --faults all --time 30
+      raftkv sim --seeds 1-200 --tick-ms 10 --latency-us 3000 --jitter-us 3000
+    """
+    replay_extra: str | None = None
+    if mutant is not None:
+        if raft_class is not None:
+            raise click.UsageError("give either --mutant or --raft-class, not both")
+        raft_class = f"{MUTANTS[mutant].__module__}:{MUTANTS[mutant].__qualname__}"
+        replay_extra = f"--mutant {mutant}"
+    elif raft_class is not None:
+        replay_extra = f"--raft-class {raft_class}"
+    try:
+        fault_set = parse_faults(faults)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--faults") from None
+    if (seed is None) == (seeds_spec is None):
+        if seed is None and seeds_spec is None:
+            seed = 1
+        else:
+            raise click.UsageError("give either --seed or --seeds, not both")
+    base = SimConfig(
+        seed=seed if seed is not None else 0,
+        nodes=nodes,
+        duration=duration,
+        faults=fault_set,
+        clients=clients,
+        keys=keys,
+        tick_ms=tick_ms,
+        latency_us=latency_us,
+        jitter_us=jitter_us,
+        check_linearizability=not no_linearizability,
+        raft_class=load_raft_class(raft_class),
+    )
+    if seeds_spec is None:
+        _single(base, timing, trace_path, html_path, replay_extra)
+        return
+    if trace_path is not None or html_path is not None:
+        raise click.UsageError("--trace and --html need a single --seed")
+    seeds = parse_seeds(seeds_spec)
+    _sweep(base, seeds, jobs or os.cpu_count() or 1, timing, raft_class, replay_extra)
+
+
+def _single(
+    config: SimConfig,
+    timing: bool,
+    trace_path: str | None,
+    html_path: str | None,
+    replay_extra: str | None,
+) -> None:
+    start = time.perf_counter()
+    if trace_path is not None or html_path is not None:
+        sink = io.StringIO()
+        result = run_simulation(config, trace_sink=sink)
+        wall = time.perf_counter() - start
+        text = sink.getvalue()
+        if trace_path is not None:
+            with open(trace_path, "w", encoding="utf-8") as f:
+                f.write(text)
+        if html_path is not None:
+            with open(html_path, "w", encoding="utf-8") as f:
+                f.write(timeline_html(text.splitlines(), title=f"raftkv sim seed {config.seed}"))
+    else:
+        result = run_simulation(config)
+        wall = time.perf_counter() - start
+    click.echo(format_summary(result, wall_seconds=wall if timing else None))
+    if result.violation is not None:
+        click.echo("replay: " + _replay_command(config, replay_extra), err=True)
+        sys.exit(1)
+
+
+def _sweep(
+    base: SimConfig,
+    seeds: list[int],
+    jobs: int,
+    timing: bool,
+    raft_class: str | None,
+    replay_extra: str | None,
+) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    # Raft subclasses from a --raft-class module are re-imported by name in workers.
+    configs = [(replace(base, seed=s, raft_class=Raft), raft_class) for s in seeds]
+    failures: list[SimResult] = []
+    deliveries = 0
+    events = 0
+    cpu_seconds = 0.0
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]sim sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("sweep", total=len(seeds), failed=0)
+        if jobs == 1:
+            results = (_sweep_worker(c) for c in configs)
+            for result, wall in results:
+                deliveries += result.deliveries
+                events += result.events
+                cpu_seconds += wall
+                if result.violation is not None:
+                    failures.append(result)
+                progress.update(task, advance=1, failed=len(failures))
+        else:
+            ctx = multiprocessing.get_context(
+                "fork" if sys.platform.startswith("linux") else "spawn"
+            )
+            with ctx.Pool(processes=jobs) as pool:
+                for result, wall in pool.imap_unordered(_sweep_worker, configs):
+                    deliveries += result.deliveries
+                    events += result.events
+                    cpu_seconds += wall
+                    if result.violation is not None:
+                        failures.append(result)
+                    progress.update(task, advance=1, failed=len(failures))
+    wall = time.perf_counter() - start
+    failures.sort(key=lambda r: r.config.seed)
+    faults = ",".join(sorted(base.faults)) or "none"
+    click.echo(
+        f"swept {len(seeds)} seeds (nodes={base.nodes} time={base.duration:g}s faults={faults}): "
+        f"{len(seeds) - len(failures)} ok, {len(failures)} failed, {deliveries} deliveries"
+    )
+    if timing:
+        click.echo(
+            f"wall clock {wall:.2f}s with {jobs} jobs; "
+            f"{deliveries / wall if wall else 0:,.0f} deliveries/s overall, "
+            f"{deliveries / cpu_seconds if cpu_seconds else 0:,.0f} per worker-second"
+        )
+    for result in failures:
+        v = result.violation
+        assert v is not None
+        first_line = v.message.splitlines()[0] if v.message else ""
+        click.echo(f"seed {v.seed}: {v.checker} at t={v.time / 1e6:.6f}s: {first_line}")
+        cfg = replace(result.config, raft_class=Raft)
+        click.echo("  replay: " + _replay_command(cfg, replay_extra))
+    if failures:
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- real nodes
+# The commands below run and talk to real processes. Their logic lives in
+# raftkv.server; they import it lazily so `raftkv sim` does not load aiohttp.
+# User mistakes and unreachable clusters print one line (no traceback) and exit 1.
+
+DEFAULT_ENDPOINTS = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@main.command()
+@click.option("--id", "node_id", required=True, envvar="RAFTKV_ID", help="This node's id.")
+@click.option(
+    "--data-dir",
+    required=True,
+    envvar="RAFTKV_DATA_DIR",
+    type=click.Path(file_okay=False),
+    help="Where the WAL and snapshots live.",
+)
+@click.option("--raft-addr", required=True, envvar="RAFTKV_RAFT_ADDR", help="HOST:PORT for peers.")
+@click.option("--api-addr", required=True, envvar="RAFTKV_API_ADDR", help="HOST:PORT for HTTP.")
+@click.option(
+    "--initial-cluster",
+    required=True,
+    envvar="RAFTKV_INITIAL_CLUSTER",
+    help="n1=RAFTHOST:PORT/APIHOST:PORT,n2=... (every bootstrap member, this one included).",
+)
+@click.option(
+    "--heartbeat-interval-ms",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    envvar="RAFTKV_HEARTBEAT_INTERVAL_MS",
+    help="One tick; the leader heartbeats every tick.",
+)
+@click.option(
+    "--election-timeout-ms",
+    type=click.IntRange(2),
+    default=1000,
+    show_default=True,
+    envvar="RAFTKV_ELECTION_TIMEOUT_MS",
+    help="Base election timeout (randomized up to twice this).",
+)
+@click.option(
+    "--no-fsync",
+    is_flag=True,
+    envvar="RAFTKV_NO_FSYNC",
+    help="UNSAFE, for tests/benchmarks only: do not fsync the WAL (a crash can lose "
+    "acknowledged writes).",
+)
+@click.option(
+    "--snapshot-entries",
+    type=click.IntRange(1),
+    default=10000,
+    show_default=True,
+    envvar="RAFTKV_SNAPSHOT_ENTRIES",
+    help="Snapshot the state machine every this many applied entries.",
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(1),
+    default=1 << 20,
+    show_default=True,
+    envvar="RAFTKV_MAX_BODY_BYTES",
+    help="Largest HTTP request body (413 above).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="RAFTKV_LOG_FORMAT",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    envvar="RAFTKV_LOG_LEVEL",
+)
+@click.option(
+    "--cluster-secret",
+    default=None,
+    envvar="RAFTKV_CLUSTER_SECRET",
+    help="Shared secret authenticating peer connections (prefer the env var).",
+)
+def serve(
+    node_id: str,
+    data_dir: str,
+    raft_addr: str,
+    api_addr: str,
+    initial_cluster: str,
+    heartbeat_interval_ms: int,
+    election_timeout_ms: int,
+    no_fsync: bool,
+    snapshot_entries: int,
+    max_body_bytes: int,
+    log_format: str,
+    log_level: str,
+    cluster_secret: str | None,
+) -> None:
+    """Run one raftkv node (Raft peer transport + HTTP API) until SIGTERM/SIGINT.
+
+    Every flag can also come from an environment variable RAFTKV_<FLAG>,
+    e.g. RAFTKV_ID=n1, RAFTKV_INITIAL_CLUSTER=...
+
+    \b
+    Example (one of three):
+      raftkv serve --id n1 --data-dir data/n1 \\
+        --raft-addr 127.0.0.1:7001 --api-addr 127.0.0.1:8001 \\
+        --initial-cluster n1=127.0.0.1:7001/127.0.0.1:8001,n2=127.0.0.1:7002/...,n3=...
+    """
+    import asyncio
+    import signal
+
+    from raftkv.core.errors import RaftKVError
+    from raftkv.core.types import NodeId
+    from raftkv.server.config import ServerConfig, parse_host_port, parse_initial_cluster
+    from raftkv.server.errors import ConfigError
+    from raftkv.server.logging import setup_logging
+
+    try:
+        members = parse_initial_cluster(initial_cluster)
+        config = ServerConfig(
+            node_id=NodeId(node_id),
+            data_dir=data_dir,
+            raft_addr=parse_host_port(raft_addr, what="--raft-addr"),
+            api_addr=parse_host_port(api_addr, what="--api-addr"),
+            initial_cluster=members,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            election_timeout_ms=election_timeout_ms,
+            fsync=not no_fsync,
+            snapshot_entries=snapshot_entries,
+            max_body_bytes=max_body_bytes,
+            log_format=log_format,
+            log_level=log_level.upper(),
+            cluster_secret=cluster_secret.encode() if cluster_secret else None,
+        )
+        config.validate()
+    except ConfigError as exc:
+        _fail(exc.message)
+    setup_logging(node_id, log_format, log_level)
+    if no_fsync:
+        logging.getLogger("raftkv.server").warning(
+            "--no-fsync: UNSAFE, a crash can lose acknowledged writes"
+        )
+
+    async def run() -> None:
+        from raftkv.server.api import serve as serve_node
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_node(config, stop)
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        _fail(f"{node_id}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""))
+    except RaftKVError as exc:
+        _fail(f"{node_id}: {exc}")
+
+
+@main.command()
+@click.option("--nodes", type=click.IntRange(1, 9), default=3, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default="./data",
+    show_default=True,
+    help="Each node uses DATA_DIR/<id>.",
+)
+@click.option(
+    "--base-port",
+    type=click.IntRange(1, 64000),
+    default=7000,
+    show_default=True,
+    help="Raft ports are BASE+1.., API ports BASE+1001.. (7001.. and 8001.. by default).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--heartbeat-interval-ms", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--election-timeout-ms", type=click.IntRange(2), default=1000, show_default=True)
+@click.option("--no-fsync", is_flag=True, help="UNSAFE, for tests/benchmarks only.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text")
+def cluster(
+    nodes: int,
+    data_dir: str,
+    base_port: int,
+    host: str,
+    heartbeat_interval_ms: int,
+    election_timeout_ms: int,
+    no_fsync: bool,
+    log_format: str,
+) -> None:
+    """Start a local cluster of NODES `raftkv serve` processes; Ctrl-C stops them all."""
+    import signal
+    import subprocess
+
+    ids = [f"n{i}" for i in range(1, nodes + 1)]
+    raft = {n: f"{host}:{base_port + i}" for i, n in enumerate(ids, 1)}
+    api = {n: f"{host}:{base_port + 1000 + i}" for i, n in enumerate(ids, 1)}
+    spec = ",".join(f"{n}={raft[n]}/{api[n]}" for n in ids)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    for n in ids:
+        cmd = [
+            sys.executable,
+            "-m",
+            "raftkv.cli",
+            "serve",
+            "--id",
+            n,
+            "--data-dir",
+            os.path.join(data_dir, n),
+            "--raft-addr",
+            raft[n],
+            "--api-addr",
+            api[n],
+            "--initial-cluster",
+            spec,
+            "--heartbeat-interval-ms",
+            str(heartbeat_interval_ms),
+            "--election-timeout-ms",
+            str(election_timeout_ms),
+            "--log-format",
+            log_format,
+        ]
+        if no_fsync:
+            cmd.append("--no-fsync")
+        # Own process group: a terminal's Ctrl-C reaches us, and we stop the nodes.
+        procs[n] = subprocess.Popen(cmd, env=env, start_new_session=True)
+        click.echo(f"{n}: api http://{api[n]}  raft {raft[n]}  data {os.path.join(data_dir, n)}")
+    click.echo(f"endpoints: {','.join('http://' + api[n] for n in ids)}")
+    click.echo("Ctrl-C stops the cluster.")
+    try:
+        while not stopping:
+            time.sleep(0.2)
+            for n, p in procs.items():
+                if p.returncode is None and p.poll() is not None:
+                    click.echo(f"{n} exited with status {p.returncode}", err=True)
+            if all(p.returncode is not None for p in procs.values()):
+                _fail("every node exited")
+    finally:
+        click.echo("stopping the cluster...", err=True)
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for p in procs.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    click.echo("cluster stopped", err=True)
+
+
+class _Http:
+    """A tiny blocking HTTP client over the cluster's endpoints (stdlib only)."""
+
+    def __init__(self, endpoints: str | None, timeout: float) -> None:
+        endpoints = endpoints or DEFAULT_ENDPOINTS
+        self.endpoints = [e.strip().rstrip("/") for e in endpoints.split(",") if e.strip()]
+        self.endpoints = [e if "://" in e else "http://" + e for e in self.endpoints]
+        if not self.endpoints:
+            _fail("no endpoints given")
+        self.timeout = timeout
+
+    def request(
+        self, method: str, path: str, body: object = None, *, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """Try each endpoint until one answers with something other than 503."""
+        import json as _json
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else _json.dumps(body).encode()
+        last: tuple[int, Any] | None = None
+        errors: list[str] = []
+        for _attempt in range(3):
+            for base in self.endpoints:
+                req = urllib.request.Request(base + path, data=data, method=method)
+                req.add_header("Content-Type", "application/json")
+                for k, v in (headers or {}).items():
+                    req.add_header(k, v)
+                try:
+                    with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                        return resp.status, _decode(resp.read())
+                except urllib.error.HTTPError as exc:
+                    status, payload = exc.code, _decode(exc.read())
+                    if status != 503:
+                        return status, payload
+                    last = (status, payload)
+                except (urllib.error.URLError, OSError) as exc:
+                    reason = getattr(exc, "reason", exc)
+                    errors.append(f"{base}: {reason}")
+            time.sleep(0.3)
+        if last is not None:
+            return last
+        _fail("cluster unreachable (" + "; ".join(errors[: len(self.endpoints)]) + ")")
+
+    def request_one(self, method: str, path: str) -> tuple[int, Any]:
+        """One request to the first endpoint; status 0 when it is unreachable."""
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.endpoints[0] + path, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.status, _decode(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, _decode(exc.read())
+        except (urllib.error.URLError, OSError) as exc:
+            return 0, str(getattr(exc, "reason", exc))
+
+
+def _decode(raw: bytes) -> Any:
+    import json as _json
+
+    try:
+        return _json.loads(raw) if raw else None
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def _show(status: int, payload: Any) -> None:
+    import json as _json
+
+    if 200 <= status < 300:
+        click.echo(_json.dumps(payload, indent=2, sort_keys=True))
+        return
+    message = payload.get("error") if isinstance(payload, dict) else payload
+    _fail(f"{message} (HTTP {status})")
+
+
+def _json_arg(text: str, what: str) -> Any:
+    import json as _json
+
+    try:
+        return _json.loads(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"not JSON: {text!r} (quote strings: '\"text\"')", param_hint=what
+        ) from None
+
+
+_endpoints_option = click.option(
+    "--endpoints",
+    envvar="RAFTKV_ENDPOINTS",
+    default=None,
+    help=f"Comma-separated API addresses HOST:PORT (default: {DEFAULT_ENDPOINTS}).",
+)
+_timeout_option = click.option("--timeout", type=float, default=5.0, show_default=True)
+
+
+def _quote(key: str) -> str:
+    from urllib.parse import quote
+
+    return quote(key, safe="")
+
+
+def _client_call(endpoints: str | None, timeout: float, call: Callable[[Any], Any]) -> Any:
+    """Run ``call(client)`` with helper errors turned into one-line messages."""
+    from raftkv.client import Client, ClientError
+
+    try:
+        client = Client(endpoints, deadline=timeout, timeout=min(timeout, 5.0))
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        return call(client)
+    except ClientError as exc:
+        _fail(str(exc))
+
+
+def _show_write(result: Any) -> None:
+    click.echo(f"ok index={result.index} leader={result.leader}")
+
+
+@main.command()
+@click.argument("key")
+@click.argument("value")
+@_endpoints_option
+@_timeout_option
+def put(key: str, value: str, endpoints: str | None, timeout: float) -> None:
+    """Set KEY to the JSON VALUE (e.g. raftkv put x 7, raftkv put s '"text"')."""
+    v = _json_arg(value, "VALUE")
+    _show_write(_client_call(endpoints, timeout, lambda c: c.put(key, v)))
+
+
+@main.command()
+@click.argument("key")
+@click.option("--stale", is_flag=True, help="Serve from the contacted node without a ReadIndex.")
+@_endpoints_option
+@_timeout_option
+def get(key: str, stale: bool, endpoints: str | None, timeout: float) -> None:
+    """Print the JSON value of KEY (linearizable unless --stale)."""
+    import json as _json
+
+    consistency = "stale" if stale else "linearizable"
+    value = _client_call(endpoints, timeout, lambda c: c.get(key, consistency))
+    click.echo(_json.dumps(value))
+
+
+@main.command()
+@click.argument("key")
+@_endpoints_option
+@_timeout_option
+def delete(key: str, endpoints: str | None, timeout: float) -> None:
+    """Delete KEY."""
+    _show_write(_client_call(endpoints, timeout, lambda c: c.delete(key)))
+
+
+@main.command()
+@click.argument("key")
+@click.argument("expect")
+@click.argument("new")
+@_endpoints_option
+@_timeout_option
+def cas(key: str, expect: str, new: str, endpoints: str | None, timeout: float) -> None:
+    """Set KEY to NEW if it holds EXPECT (JSON; null means "absent")."""
+    e, n = _json_arg(expect, "EXPECT"), _json_arg(new, "NEW")
+    _show_write(_client_call(endpoints, timeout, lambda c: c.cas(key, e, n)))
+
+
+@main.command()
+@_endpoints_option
+@_timeout_option
+def status(endpoints: str | None, timeout: float) -> None:
+    """Show every node's status (role, term, leader, indexes)."""
+    import json as _json
+
+    ok = False
+    for base in _Http(endpoints, timeout).endpoints:
+        code, payload = _Http(base, timeout).request_one("GET", "/v1/status")
+        if code == 200 and isinstance(payload, dict):
+            ok = True
+            click.echo(
+                f"{payload['id']:<6} {base:<26} {payload['role']:<10} term={payload['term']} "
+                f"leader={payload['leader']} commit={payload['commit_index']} "
+                f"applied={payload['applied_index']}"
+            )
+        else:
+            click.echo(f"{'?':<6} {base:<26} unreachable: {_json.dumps(payload)}")
+    if not ok:
+        _fail("cluster unreachable")
+
+
+@main.group()
+def members() -> None:
+    """List, add or remove cluster members."""
+
+
+@members.command("list")
+@_endpoints_option
+@_timeout_option
+def members_list(endpoints: str | None, timeout: float) -> None:
+    """Show the replicated address book and the voters/learners."""
+    _show(*_Http(endpoints, timeout).request("GET", "/v1/members"))
+
+
+@members.command("add")
+@click.argument("node_id")
+@click.option("--raft-addr", required=True, help="HOST:PORT of the new node's peer transport.")
+@click.option("--api-addr", required=True, help="HOST:PORT of the new node's HTTP API.")
+@click.option("--learner", is_flag=True, help="Add as a non-voting learner.")
+@_endpoints_option
+@_timeout_option
+def members_add(
+    node_id: str,
+    raft_addr: str,
+    api_addr: str,
+    learner: bool,
+    endpoints: str | None,
+    timeout: float,
+) -> None:
+    """Add NODE_ID (start it with `raftkv serve` listing the current members + itself)."""
+    body = {"id": node_id, "raft_addr": raft_addr, "api_addr": api_addr, "learner": learner}
+    _show(*_Http(endpoints, timeout).request("POST", "/v1/members", body))
+
+
+@members.command("remove")
+@click.argument("node_id")
+@_endpoints_option
+@_timeout_option
+def members_remove(node_id: str, endpoints: str | None, timeout: float) -> None:
+    """Remove NODE_ID from the cluster."""
+    _show(*_Http(endpoints, timeout).request("DELETE", f"/v1/members/{_quote(node_id)}"))
+
+
+@main.command("transfer-leader")
+@click.argument("node_id")
+@_endpoints_option
+@_timeout_option
+def transfer_leader(node_id: str, endpoints: str | None, timeout: float) -> None:
+    """Hand leadership to NODE_ID."""
+    _show(*_Http(endpoints, timeout).request("POST", "/v1/leader/transfer", {"to": node_id}))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

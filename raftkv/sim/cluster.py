@@ -1,0 +1,477 @@
+"""N Raft nodes driven through their Ready loops over the simulated network and disks.
+
+Rule: the cluster is the only driver of the cores and follows the Ready contract
+(``raftkv.core.ready``) to the letter: send ``messages`` at once, write entries
+and hard state to the disk, and only after the fsync completes send
+``messages_after_persist``, apply ``committed_entries`` and ``advance()``. Every
+input (tick, message, proposal) is followed by an observation for the checkers
+and, if no Ready is in flight, by the next Ready. Everything happens on the
+virtual clock; events at one instant run in scheduling order, and anything that
+iterates over nodes does so in sorted id order.
+
+A crash drops a node's volatile state -- its RawNode, state machine, pending
+client requests, the in-flight Ready and unsynced disk writes. A restart builds a
+new RawNode from the durable disk with ``applied=0``, so committed entries are
+re-delivered and the state machine is rebuilt from scratch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from raftkv.core import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Config,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    NodeId,
+    NotLeader,
+    ProposalDropped,
+    Raft,
+    RawNode,
+    Ready,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+    describe_message,
+)
+from raftkv.sim.clock import Clock, Micros
+from raftkv.sim.disk import SimDisk
+from raftkv.sim.invariants import Invariants
+from raftkv.sim.kv import Command, KVStateMachine, Result
+from raftkv.sim.network import Handler, Network
+from raftkv.sim.trace import Tracer
+from raftkv.sim.workload import ClientReply, ClientRequest
+
+_KINDS: dict[type, str] = {
+    AppendEntries: "AppendEntries",
+    AppendEntriesResponse: "AppendEntriesResponse",
+    Heartbeat: "Heartbeat",
+    HeartbeatResponse: "HeartbeatResponse",
+    RequestVote: "RequestVote",
+    RequestVoteResponse: "RequestVoteResponse",
+}
+
+
+def message_kind(msg: object) -> str:
+    """The counter name of a payload: its class, with PreVote split from RequestVote."""
+    kind = _KINDS.get(type(msg))
+    if kind is None:
+        return type(msg).__name__
+    if (kind == "RequestVote" or kind == "RequestVoteResponse") and msg.pre_vote:  # type: ignore[attr-defined]
+        return "PreVote" if kind == "RequestVote" else "PreVoteResponse"
+    return kind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterParams:
+    """Timing and protocol options of a simulated cluster.
+
+    Attributes:
+        tick_us: virtual time between two ticks of a node (each node gets a
+            random phase offset).
+        election_tick: ``Config.election_tick``.
+        heartbeat_tick: ``Config.heartbeat_tick``.
+        pre_vote: ``Config.pre_vote``.
+        check_quorum: ``Config.check_quorum``.
+        fsync_min_us: shortest fsync.
+        fsync_max_us: longest fsync (uniform in between).
+    """
+
+    tick_us: Micros = 100_000
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    fsync_min_us: Micros = 200
+    fsync_max_us: Micros = 2_000
+
+
+class SimNode:
+    """One node's volatile state plus its disk. ``raw is None`` while crashed."""
+
+    __slots__ = (
+        "node_id",
+        "disk",
+        "rng",
+        "raw",
+        "kv",
+        "inflight",
+        "pending",
+        "generation",
+        "role",
+        "term",
+    )
+
+    def __init__(self, node_id: NodeId, disk: SimDisk, rng: random.Random) -> None:
+        self.node_id = node_id
+        self.disk = disk
+        self.rng = rng
+        self.raw: RawNode | None = None
+        self.kv = KVStateMachine()
+        self.inflight: Ready | None = None
+        # (client_id, request_id) -> client endpoint, for requests this node proposed.
+        self.pending: dict[tuple[int, int], str] = {}
+        # Incremented at every crash; callbacks from an older incarnation are ignored.
+        self.generation = 0
+        self.role: Role | None = None
+        self.term = 0
+
+    @property
+    def up(self) -> bool:
+        return self.raw is not None
+
+
+class Cluster:
+    """Drives N nodes; see the module docstring.
+
+    Args:
+        seed: the run's seed (node RNGs derive from it).
+        node_ids: the voters.
+        clock: the simulation clock.
+        network: carries node and client messages.
+        invariants: the checkers, told about every observation.
+        params: timing and protocol options.
+        raft_class: the Raft implementation to run on every node (tests pass
+            mutants with a rule broken on purpose).
+        tracer: an optional trace sink.
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        node_ids: tuple[NodeId, ...],
+        clock: Clock,
+        network: Network,
+        invariants: Invariants,
+        params: ClusterParams | None = None,
+        raft_class: type[Raft] = Raft,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.node_ids = tuple(sorted(node_ids))
+        self.clock = clock
+        self.network = network
+        self.invariants = invariants
+        self.params = params if params is not None else ClusterParams()
+        self.raft_class = raft_class
+        self.tracer = tracer
+        self._fsync_rng = random.Random(f"{seed}/fsync")
+        self._phase_rng = random.Random(f"{seed}/phase")
+        self.nodes: dict[NodeId, SimNode] = {}
+        for nid in self.node_ids:
+            self.nodes[nid] = SimNode(
+                nid, SimDisk(self.node_ids), random.Random(f"{seed}/node/{nid}")
+            )
+            network.register(nid, self._make_handler(nid))
+        self.stats: Counter[str] = Counter()
+        self.max_commit = 0
+        self._decode_cache: dict[bytes, Command] = {}
+        self.first_applied: dict[tuple[int, int], tuple[Micros, Result]] = {}
+        """(client_id, request_id) -> first time any node applied it, and its result."""
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Boot every node and start its tick timer at a random phase."""
+        for nid in self.node_ids:
+            self._boot(self.nodes[nid])
+        for nid in self.node_ids:
+            self.clock.call_later(self._phase_rng.randrange(self.params.tick_us), self._tick, nid)
+
+    def _config(self, nid: NodeId) -> Config:
+        p = self.params
+        return Config(
+            node_id=nid,
+            peers=self.node_ids,
+            election_tick=p.election_tick,
+            heartbeat_tick=p.heartbeat_tick,
+            pre_vote=p.pre_vote,
+            check_quorum=p.check_quorum,
+            applied=0,
+        )
+
+    def _boot(self, node: SimNode) -> None:
+        node.raw = RawNode(
+            self._config(node.node_id), node.disk.storage, node.rng, raft_class=self.raft_class
+        )
+        node.kv = KVStateMachine(self._decode_cache)
+        node.inflight = None
+        node.pending = {}
+        node.role = None
+        node.term = 0
+        self.network.down.discard(node.node_id)
+        self._after_input(node)
+
+    def crash(self, nid: NodeId) -> bool:
+        """Crash ``nid`` (no-op returning ``False`` if it is already down)."""
+        node = self.nodes[nid]
+        if node.raw is None:
+            return False
+        node.generation += 1
+        node.raw = None
+        node.inflight = None
+        node.pending = {}
+        node.role = None
+        self.network.down.add(nid)
+        node.disk.crash()
+        self.stats["crashes"] += 1
+        if self.tracer is not None:
+            hs = node.disk.durable_hard_state
+            self.tracer.emit(
+                self.clock.now,
+                "crash",
+                nid,
+                durable_last=node.disk.durable_last_index,
+                term=hs.term,
+                commit=hs.commit,
+            )
+        self.invariants.on_crash(nid, {n: self.nodes[n].disk for n in self.node_ids})
+        return True
+
+    def restart(self, nid: NodeId) -> bool:
+        """Restart a crashed ``nid`` from its durable disk (``False`` if it is up)."""
+        node = self.nodes[nid]
+        if node.raw is not None:
+            return False
+        self.stats["restarts"] += 1
+        if self.tracer is not None:
+            self.tracer.emit(self.clock.now, "restart", nid)
+        self.invariants.on_restart(nid, node.disk)
+        self._boot(node)
+        return True
+
+    def up_nodes(self) -> list[NodeId]:
+        return [n for n in self.node_ids if self.nodes[n].raw is not None]
+
+    def leader(self) -> NodeId | None:
+        """The up node that believes it leads the highest term, if any."""
+        best: NodeId | None = None
+        best_term = -1
+        for nid in self.node_ids:
+            raw = self.nodes[nid].raw
+            if raw is not None and raw.role is Role.LEADER and raw.term > best_term:
+                best, best_term = nid, raw.term
+        return best
+
+    # -- inputs --------------------------------------------------------------
+
+    def _tick(self, nid: NodeId) -> None:
+        self.clock.call_later(self.params.tick_us, self._tick, nid)
+        node = self.nodes[nid]
+        raw = node.raw
+        if raw is None:
+            return
+        raw.tick()
+        self._after_input(node)
+
+    def _make_handler(self, nid: NodeId) -> Handler:
+        node_ref = self.nodes
+
+        def handle(src: str, payload: object) -> None:
+            # The hot path: _after_input inlined.
+            node = node_ref[nid]
+            raw = node.raw
+            if raw is None:
+                return
+            if type(payload) is ClientRequest:
+                self._on_client_request(node, raw, src, payload)
+            else:
+                raw.step(payload)  # type: ignore[arg-type]
+            role = raw.role
+            if role is not node.role or raw.term != node.term:
+                self._role_changed(node, raw, role)
+            if node.inflight is None:
+                self._pump(node)
+
+        return handle
+
+    def _on_client_request(self, node: SimNode, raw: RawNode, src: str, req: ClientRequest) -> None:
+        try:
+            raw.propose(req.data)
+        except NotLeader as exc:
+            self._reply(
+                node,
+                src,
+                ClientReply(
+                    client_id=req.client_id, request_id=req.request_id, ok=False, leader=exc.leader
+                ),
+            )
+            return
+        except ProposalDropped:
+            self._reply(
+                node,
+                src,
+                ClientReply(
+                    client_id=req.client_id, request_id=req.request_id, ok=False, leader=raw.leader
+                ),
+            )
+            return
+        node.pending[(req.client_id, req.request_id)] = src
+        self.stats["proposals"] += 1
+
+    def _reply(self, node: SimNode, dst: str, reply: ClientReply) -> None:
+        self.network.send(node.node_id, dst, reply, "ClientReply", duplicate=False)
+
+    # -- the Ready loop ------------------------------------------------------
+
+    def _after_input(self, node: SimNode) -> None:
+        raw = node.raw
+        assert raw is not None
+        role = raw.role
+        if role is not node.role or raw.term != node.term:
+            self._role_changed(node, raw, role)
+        if node.inflight is None:
+            self._pump(node)
+
+    def _role_changed(self, node: SimNode, raw: RawNode, role: Role) -> None:
+        if role is not node.role:
+            if role is Role.CANDIDATE:
+                self.stats["elections_started"] += 1
+            elif role is Role.PRE_CANDIDATE:
+                self.stats["pre_campaigns"] += 1
+            elif role is Role.LEADER:
+                self.stats["elections_won"] += 1
+        node.role = role
+        node.term = raw.term
+        if self.tracer is not None:
+            self.tracer.emit(
+                self.clock.now,
+                "role",
+                node.node_id,
+                role=role.value,
+                term=raw.term,
+                leader=raw.leader,
+            )
+        self.invariants.on_role(node.node_id, raw.term, role)
+
+    def _pump(self, node: SimNode) -> None:
+        raw = node.raw
+        assert raw is not None
+        nid = node.node_id
+        send = self.network.send
+        while raw.has_ready():
+            rd = raw.ready()
+            if rd.snapshot is not None:
+                # The simulator never compacts, so no leader should need to send one.
+                raise AssertionError(f"{nid} received a snapshot, but no storage was compacted")
+            hs = rd.hard_state
+            self.invariants.on_ready(
+                nid, raw.term, raw.role, rd.entries, None if hs is None else hs.commit
+            )
+            if hs is not None and hs.commit > self.max_commit:
+                self.max_commit = hs.commit
+            if self.tracer is not None:
+                self._trace_ready(nid, rd)
+            for m in rd.messages:
+                send(nid, m.to, m, message_kind(m))
+            if rd.entries or hs is not None:
+                node.disk.write(hs, rd.entries)
+            if rd.must_sync:
+                node.inflight = rd
+                p = self.params
+                delay = p.fsync_min_us + self._fsync_rng.randrange(
+                    p.fsync_max_us - p.fsync_min_us + 1
+                )
+                self.clock.call_later(
+                    delay, self._fsync_done, node, node.generation, node.disk.begin_fsync(), rd
+                )
+                return
+            self._finish(node, raw, rd)
+
+    def _fsync_done(
+        self, node: SimNode, generation: int, token: tuple[int, int], rd: Ready
+    ) -> None:
+        if node.generation != generation or node.raw is None:
+            return
+        node.disk.complete_fsync(token)
+        self.stats["fsyncs"] += 1
+        raw = node.raw
+        self._finish(node, raw, rd)
+        node.inflight = None
+        self._after_input(node)
+
+    def _finish(self, node: SimNode, raw: RawNode, rd: Ready) -> None:
+        nid = node.node_id
+        send = self.network.send
+        for m in rd.messages_after_persist:
+            send(nid, m.to, m, message_kind(m))
+        if rd.committed_entries:
+            inv = self.invariants
+            kv = node.kv
+            pending = node.pending
+            first_applied = self.first_applied
+            now = self.clock.now
+            self.stats["applied"] += len(rd.committed_entries)
+            for e in rd.committed_entries:
+                inv.on_apply(nid, e)
+                out = kv.apply(e)
+                if out is None:
+                    continue
+                cmd, result = out
+                key = (cmd.client_id, cmd.request_id)
+                if key not in first_applied:
+                    first_applied[key] = (now, result)
+                if not pending:
+                    continue
+                dst = pending.pop(key, None)
+                if dst is not None:
+                    self._reply(
+                        node,
+                        dst,
+                        ClientReply(
+                            client_id=cmd.client_id,
+                            request_id=cmd.request_id,
+                            ok=True,
+                            output=result.output,
+                            found=result.found,
+                        ),
+                    )
+        raw.advance(rd)
+
+    def _trace_ready(self, nid: NodeId, rd: Ready) -> None:
+        assert self.tracer is not None
+        now = self.clock.now
+        details: dict[str, object] = {}
+        if rd.soft_state is not None:
+            details["role"] = rd.soft_state.role.value
+            details["leader"] = rd.soft_state.leader
+        if rd.hard_state is not None:
+            hs = rd.hard_state
+            details["hard_state"] = [hs.term, hs.vote, hs.commit]
+        if rd.entries:
+            details["entries"] = [f"{e.term}/{e.index}" for e in rd.entries]
+        if rd.committed_entries:
+            details["committed"] = [rd.committed_entries[0].index, rd.committed_entries[-1].index]
+        details["send"] = [describe_message(m) for m in rd.messages]
+        details["send_after_persist"] = [describe_message(m) for m in rd.messages_after_persist]
+        self.tracer.emit(now, "ready", nid, **details)
+
+
+def describe_payload(payload: object) -> str:
+    """A stable one-line description of anything the network carries (for traces)."""
+    if isinstance(
+        payload,
+        (
+            AppendEntries,
+            AppendEntriesResponse,
+            Heartbeat,
+            HeartbeatResponse,
+            RequestVote,
+            RequestVoteResponse,
+        ),
+    ):
+        msg: Message = payload
+        return describe_message(msg)
+    if isinstance(payload, ClientRequest):
+        return f"c{payload.client_id} request {payload.request_id} {payload.data.decode()}"
+    if isinstance(payload, ClientReply):
+        return (
+            f"reply c{payload.client_id}/{payload.request_id} ok={payload.ok} "
+            f"output={payload.output!r} found={payload.found} leader={payload.leader}"
+        )
+    return repr(payload)

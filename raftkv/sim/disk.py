@@ -1,0 +1,142 @@
+"""A simulated disk for one node: buffered writes, slow fsync, crash loses the buffer.
+
+Rule: a write is visible to the node at once (it lands in ``storage``, the
+:class:`~raftkv.core.MemoryStorage` the core reads) but is *durable* only once an
+fsync that began after it completes. The disk keeps a separate copy of the
+durable state -- hard state, entries and their chain hashes -- because an
+unsynced write may have replaced a durable suffix; :meth:`SimDisk.crash` rebuilds
+``storage`` from that copy, so after a crash the node sees exactly what was
+durable, no more and no less.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from raftkv.core.storage import MemoryStorage
+from raftkv.core.types import Entry, HardState, Index, NodeId
+from raftkv.sim.loghash import extend_hashes
+
+
+class SimDisk:
+    """The durable and visible state of one node's storage."""
+
+    __slots__ = (
+        "_voters",
+        "storage",
+        "_durable_hard_state",
+        "_durable_entries",
+        "_durable_hashes",
+        "_unsynced",
+        "_write_seq",
+        "_epoch",
+        "writes",
+        "fsyncs",
+        "crashes",
+        "lost_writes",
+    )
+
+    def __init__(self, voters: tuple[NodeId, ...]) -> None:
+        self._voters = tuple(voters)
+        self.storage = MemoryStorage(voters=self._voters)
+        """What the node reads: durable state plus unsynced writes. Replaced on crash."""
+        self._durable_hard_state = HardState()
+        # Invariant: _durable_entries[i - 1].index == i (no compaction in the sim).
+        self._durable_entries: list[Entry] = []
+        # Invariant: len(_durable_hashes) == len(_durable_entries) + 1.
+        self._durable_hashes: list[int] = [0]
+        # (seq, hard state or None, entries), oldest first; all newer than durable.
+        self._unsynced: deque[tuple[int, HardState | None, tuple[Entry, ...]]] = deque()
+        self._write_seq = 0
+        self._epoch = 0
+        self.writes = 0
+        self.fsyncs = 0
+        self.crashes = 0
+        self.lost_writes = 0
+
+    # -- writes --------------------------------------------------------------
+
+    def write(self, hard_state: HardState | None, entries: tuple[Entry, ...] | list[Entry]) -> None:
+        """Apply a Ready's writes to the visible storage; they are not yet durable."""
+        if not entries and hard_state is None:
+            return
+        ents = tuple(entries)
+        if ents:
+            self.storage.append(ents)
+        if hard_state is not None:
+            self.storage.set_hard_state(hard_state)
+        self._write_seq += 1
+        self.writes += 1
+        self._unsynced.append((self._write_seq, hard_state, ents))
+
+    @property
+    def has_unsynced(self) -> bool:
+        return bool(self._unsynced)
+
+    def begin_fsync(self) -> tuple[int, int]:
+        """Start an fsync covering every write so far; pass the token to :meth:`complete_fsync`."""
+        return (self._epoch, self._write_seq)
+
+    def complete_fsync(self, token: tuple[int, int]) -> bool:
+        """Make the writes covered by ``token`` durable.
+
+        Returns ``False`` (and does nothing) if the disk crashed since the
+        fsync began: that fsync never finished.
+        """
+        epoch, upto = token
+        if epoch != self._epoch:
+            return False
+        self.fsyncs += 1
+        unsynced = self._unsynced
+        while unsynced and unsynced[0][0] <= upto:
+            _, hs, ents = unsynced.popleft()
+            if hs is not None:
+                self._durable_hard_state = hs
+            if ents:
+                first = ents[0].index
+                del self._durable_entries[first - 1 :]
+                self._durable_entries.extend(ents)
+                extend_hashes(self._durable_hashes, ents)
+        return True
+
+    def sync_now(self) -> None:
+        """Make every write so far durable at once (tests and bootstrap)."""
+        self.complete_fsync(self.begin_fsync())
+
+    # -- crash ---------------------------------------------------------------
+
+    def crash(self) -> None:
+        """Lose every unsynced write and rebuild ``storage`` from the durable copy."""
+        self.crashes += 1
+        self.lost_writes += len(self._unsynced)
+        self._unsynced.clear()
+        self._epoch += 1
+        storage = MemoryStorage(voters=self._voters)
+        if self._durable_entries:
+            storage.append(list(self._durable_entries))
+        storage.set_hard_state(self._durable_hard_state)
+        self.storage = storage
+
+    # -- durable view (for checkers) -----------------------------------------
+
+    @property
+    def durable_hard_state(self) -> HardState:
+        return self._durable_hard_state
+
+    @property
+    def durable_last_index(self) -> Index:
+        return len(self._durable_entries)
+
+    def durable_entries(self) -> list[Entry]:
+        """A copy of the durable entries, index 1 first."""
+        return list(self._durable_entries)
+
+    def durable_hash(self, index: Index) -> int | None:
+        """The chain hash of the durable log at ``index``, or ``None`` if it is shorter."""
+        if index < len(self._durable_hashes):
+            return self._durable_hashes[index]
+        return None
+
+    def durable_hashes(self) -> list[int]:
+        """A copy of the durable chain hashes (``[0]`` is the empty prefix)."""
+        return list(self._durable_hashes)

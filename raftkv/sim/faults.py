@@ -1,0 +1,246 @@
+"""Seeded fault schedules and their injection into a running cluster.
+
+Rule: the schedule -- which kinds of fault start and heal when -- is generated
+up front from the faults RNG; choices that depend on the cluster's state at the
+moment a fault starts (who is leader, which node to crash, how to split the
+nodes) are drawn from the same RNG when it fires, which is deterministic because
+events fire in a deterministic order. Each kind has its own lane(s) of
+non-overlapping windows. Every fault ends by ``end_us``, when everything heals
+and crashed nodes restart, leaving a quiet period for the cluster to converge.
+
+Kinds:
+
+* ``partition``: random halves, isolate the current leader, a bridge (one node
+  sees both sides that cannot see each other), or a one-way cut around one node.
+* ``crash``: crash a random node or the leader; restart it when the window
+  ends. Clusters of five or more get ``(n - 1) // 2`` crash lanes.
+* ``loss``, ``dup``, ``reorder``: raise the message drop / duplicate / reorder
+  probability of every link for the window.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from raftkv.core import NodeId
+from raftkv.sim.clock import Micros, seconds
+from raftkv.sim.cluster import Cluster
+from raftkv.sim.trace import Tracer
+
+FAULT_KINDS = ("partition", "crash", "loss", "dup", "reorder")
+"""Every fault kind, in a fixed order."""
+
+PARTITION_VARIANTS = ("halves", "isolate-leader", "bridge", "one-way")
+CRASH_VARIANTS = ("random", "leader")
+
+
+def parse_faults(spec: str) -> frozenset[str]:
+    """Parse ``"partition,crash"``, ``"all"`` or ``"none"`` into a set of kinds.
+
+    Raises:
+        ValueError: on an unknown kind.
+    """
+    spec = spec.strip()
+    if spec in ("", "none"):
+        return frozenset()
+    kinds: set[str] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if part == "all":
+            kinds.update(FAULT_KINDS)
+        elif part in FAULT_KINDS:
+            kinds.add(part)
+        elif part:
+            raise ValueError(
+                f"unknown fault kind {part!r} (choose from {', '.join(FAULT_KINDS)}, all, none)"
+            )
+    return frozenset(kinds)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaultWindow:
+    """One fault: ``kind`` (and ``variant``) active from ``start`` until ``end``.
+
+    ``lane`` tells apart concurrent windows of one kind; ``level`` is the
+    probability for loss/dup/reorder.
+    """
+
+    kind: str
+    lane: int
+    variant: str
+    start: Micros
+    end: Micros
+    level: float = 0.0
+
+
+def generate_schedule(
+    rng: random.Random, kinds: Iterable[str], nodes: int, end_us: Micros
+) -> list[FaultWindow]:
+    """Fault windows for one run, sorted by (start, kind, lane).
+
+    Args:
+        rng: the faults RNG.
+        kinds: fault kinds to use.
+        nodes: the cluster size (decides crash lanes and partition variants).
+        end_us: every window ends at or before this time.
+    """
+    windows: list[FaultWindow] = []
+    for kind in FAULT_KINDS:  # fixed order keeps RNG draws reproducible
+        if kind not in kinds:
+            continue
+        lanes = max(1, (nodes - 1) // 2) if kind == "crash" else 1
+        for lane in range(lanes):
+            t = seconds(0.5) + rng.randrange(seconds(3))
+            while t < end_us:
+                if kind == "partition":
+                    variants = PARTITION_VARIANTS if nodes >= 3 else ("halves", "one-way")
+                    variant = variants[rng.randrange(len(variants))]
+                    length = seconds(0.5) + rng.randrange(seconds(4))
+                    level = 0.0
+                elif kind == "crash":
+                    variant = CRASH_VARIANTS[rng.randrange(len(CRASH_VARIANTS))]
+                    length = seconds(0.2) + rng.randrange(seconds(5))
+                    level = 0.0
+                else:
+                    variant = kind
+                    length = seconds(0.5) + rng.randrange(seconds(4))
+                    top = {"loss": 0.3, "dup": 0.2, "reorder": 0.5}[kind]
+                    level = round(0.01 + rng.random() * top, 3)
+                end = min(t + length, end_us)
+                windows.append(
+                    FaultWindow(
+                        kind=kind, lane=lane, variant=variant, start=t, end=end, level=level
+                    )
+                )
+                t = end + seconds(0.3) + rng.randrange(seconds(4))
+    windows.sort(key=lambda w: (w.start, FAULT_KINDS.index(w.kind), w.lane))
+    return windows
+
+
+class FaultInjector:
+    """Starts and heals the windows of a schedule on a :class:`Cluster`."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        rng: random.Random,
+        schedule: list[FaultWindow],
+        end_us: Micros,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self._cluster = cluster
+        self._rng = rng
+        self.schedule = schedule
+        self._end_us = end_us
+        self._tracer = tracer
+        self._base = cluster.network.params
+        self._crashed: dict[int, NodeId] = {}  # crash lane -> node it crashed
+        self.counts: Counter[str] = Counter()
+        """Faults actually started, by kind (and ``crash-skipped`` etc.)."""
+
+    def install(self) -> None:
+        """Schedule every window's start and end, and the final heal."""
+        clock = self._cluster.clock
+        for w in self.schedule:
+            clock.call_at(w.start, self._start, w)
+            clock.call_at(w.end, self._heal, w)
+        clock.call_at(self._end_us, self.heal_all)
+
+    def _trace(self, what: str, **details: object) -> None:
+        if self._tracer is not None:
+            self._tracer.emit(self._cluster.clock.now, "fault", None, what=what, **details)
+
+    def _start(self, w: FaultWindow) -> None:
+        cluster = self._cluster
+        net = cluster.network
+        rng = self._rng
+        if w.kind == "partition":
+            nodes = list(cluster.node_ids)
+            rng.shuffle(nodes)
+            if w.variant == "halves":
+                half = len(nodes) // 2
+                net.partition([nodes[:half], nodes[half:]])
+                self._trace(
+                    "partition",
+                    variant=w.variant,
+                    groups=[sorted(nodes[:half]), sorted(nodes[half:])],
+                )
+            elif w.variant == "isolate-leader":
+                leader = cluster.leader() or nodes[0]
+                rest = [n for n in nodes if n != leader]
+                net.partition([[leader], rest])
+                self._trace("partition", variant=w.variant, isolated=leader)
+            elif w.variant == "bridge":
+                bridge = nodes[0]
+                rest = nodes[1:]
+                half = len(rest) // 2
+                net.partition([rest[:half], rest[half:]])
+                self._trace(
+                    "partition",
+                    variant=w.variant,
+                    bridge=bridge,
+                    groups=[sorted(rest[:half]), sorted(rest[half:])],
+                )
+            else:
+                node = nodes[0]
+                inbound = rng.random() < 0.5
+                for other in nodes[1:]:
+                    if inbound:
+                        net.block(other, node)
+                    else:
+                        net.block(node, other)
+                self._trace(
+                    "partition",
+                    variant=w.variant,
+                    target=node,
+                    direction="in" if inbound else "out",
+                )
+            self.counts["partition"] += 1
+        elif w.kind == "crash":
+            up = cluster.up_nodes()
+            if len(up) <= 1:
+                self.counts["crash-skipped"] += 1
+                return
+            target = cluster.leader() if w.variant == "leader" else None
+            if target is None:
+                target = up[rng.randrange(len(up))]
+            self._trace("crash", variant=w.variant, target=target)
+            cluster.crash(target)
+            self._crashed[w.lane] = target
+            self.counts["crash"] += 1
+        else:
+            field = {"loss": "drop", "dup": "duplicate", "reorder": "reorder"}[w.kind]
+            net.update_params(**{field: w.level})
+            self._trace(w.kind, level=w.level)
+            self.counts[w.kind] += 1
+
+    def _heal(self, w: FaultWindow) -> None:
+        cluster = self._cluster
+        net = cluster.network
+        if w.kind == "partition":
+            net.heal()
+            self._trace("heal-partition")
+        elif w.kind == "crash":
+            target = self._crashed.pop(w.lane, None)
+            if target is not None:
+                self._trace("restart", target=target)
+                cluster.restart(target)
+        else:
+            field = {"loss": "drop", "dup": "duplicate", "reorder": "reorder"}[w.kind]
+            net.update_params(**{field: getattr(self._base, field)})
+            self._trace("heal-" + w.kind)
+
+    def heal_all(self) -> None:
+        """End every fault: heal the network, restore link parameters, restart nodes."""
+        cluster = self._cluster
+        cluster.network.heal()
+        cluster.network.params = self._base
+        for lane in sorted(self._crashed):
+            cluster.restart(self._crashed[lane])
+        self._crashed.clear()
+        for nid in cluster.node_ids:
+            cluster.restart(nid)
+        self._trace("heal-all")

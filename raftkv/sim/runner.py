@@ -1,0 +1,386 @@
+"""One simulated run: build the world from a seed, run it, check it, summarise it.
+
+Rule: :func:`run_simulation` is a pure function of its :class:`SimConfig` -- no
+wall clock, no global RNG -- so a seed replays a run exactly, and
+:func:`format_summary` is a pure function of the :class:`SimResult`, so two runs
+of one seed print byte-identical summaries. Every RNG is a ``random.Random``
+seeded from ``(seed, purpose)``, which keeps streams independent: adding a
+client does not change the network's draws.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO
+
+from raftkv.core import NodeId, Raft, Role
+from raftkv.sim.clock import Clock, seconds
+from raftkv.sim.cluster import Cluster, ClusterParams, describe_payload
+from raftkv.sim.faults import FaultInjector, generate_schedule
+from raftkv.sim.invariants import CHECKERS, Invariants, InvariantViolation, Violation
+from raftkv.sim.linearizability import Operation, check_history
+from raftkv.sim.network import LinkParams, Network
+from raftkv.sim.trace import Tracer
+from raftkv.sim.workload import Workload
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimConfig:
+    """Everything that determines a run.
+
+    Attributes:
+        seed: the seed every RNG derives from.
+        nodes: cluster size (ids ``n1``..``nN``).
+        duration: virtual seconds to simulate.
+        faults: fault kinds to inject (see :data:`raftkv.sim.faults.FAULT_KINDS`).
+        quiet: virtual seconds at the end with every fault healed.
+        clients: simulated clients.
+        keys: keys the clients use.
+        client_timeout: seconds a client waits before recording ``info``.
+        think_ms: mean pause between a client's operations.
+        latency_us: fixed one-way network delay.
+        jitter_us: mean exponential extra delay.
+        tick_ms: time between two ticks of a node.
+        election_tick: ``Config.election_tick``.
+        heartbeat_tick: ``Config.heartbeat_tick``.
+        pre_vote: ``Config.pre_vote``.
+        check_quorum: ``Config.check_quorum``.
+        fsync_min_us: shortest fsync.
+        fsync_max_us: longest fsync.
+        trace: record a trace and report its sha256.
+        check_linearizability: check the client history at the end.
+        resolve_unknown: before checking, settle operations the clients never
+            heard back about from what the nodes applied (see
+            :meth:`raftkv.sim.workload.Workload.finish`); otherwise they stay
+            ``info``, which can make the check very slow.
+        raft_class: the Raft implementation run on every node.
+    """
+
+    seed: int
+    nodes: int = 5
+    duration: float = 30.0
+    faults: frozenset[str] = frozenset()
+    quiet: float = 5.0
+    clients: int = 4
+    keys: int = 4
+    client_timeout: float = 1.5
+    think_ms: float = 30.0
+    latency_us: int = 500
+    jitter_us: int = 300
+    tick_ms: float = 100.0
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    fsync_min_us: int = 200
+    fsync_max_us: int = 2_000
+    trace: bool = False
+    check_linearizability: bool = True
+    resolve_unknown: bool = True
+    raft_class: type[Raft] = Raft
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` on a configuration that cannot run."""
+        if self.nodes < 1:
+            raise ValueError("nodes must be at least 1")
+        if self.duration <= 0:
+            raise ValueError("duration must be positive")
+        if self.clients < 0 or self.keys < 1:
+            raise ValueError("clients must be >= 0 and keys >= 1")
+        if not 0 <= self.fsync_min_us <= self.fsync_max_us:
+            raise ValueError("need 0 <= fsync_min_us <= fsync_max_us")
+
+
+@dataclass(slots=True, kw_only=True)
+class SimResult:
+    """What a run did and whether it broke anything. Counters are plain ints/dicts."""
+
+    config: SimConfig
+    violation: Violation | None
+    end_time_us: int
+    events: int
+    messages_sent: dict[str, int] = field(default_factory=dict)
+    messages_delivered: dict[str, int] = field(default_factory=dict)
+    messages_dropped: dict[str, int] = field(default_factory=dict)
+    messages_duplicated: dict[str, int] = field(default_factory=dict)
+    cluster: dict[str, int] = field(default_factory=dict)
+    leaders_per_term: dict[int, str] = field(default_factory=dict)
+    faults: dict[str, int] = field(default_factory=dict)
+    clients: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, int] = field(default_factory=dict)
+    verdicts: dict[str, str] = field(default_factory=dict)
+    commit_index: int = 0
+    final_nodes: dict[str, str] = field(default_factory=dict)
+    converged: bool = False
+    history_size: int = 0
+    history: tuple[Operation, ...] = ()
+    """The client history as checked (see ``SimConfig.resolve_unknown``)."""
+    trace_sha256: str | None = None
+
+    @property
+    def deliveries(self) -> int:
+        """Messages delivered, of every kind."""
+        return sum(self.messages_delivered.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+
+def node_ids(n: int) -> tuple[NodeId, ...]:
+    """``("n1", ..., "nN")``."""
+    return tuple(NodeId(f"n{i}") for i in range(1, n + 1))
+
+
+def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> SimResult:
+    """Run one simulation and check every property.
+
+    Args:
+        config: the run.
+        trace_sink: a text file to write the JSONL trace to (implies tracing).
+
+    Returns:
+        The result; ``result.violation`` is the first broken property, if any.
+    """
+    config.validate()
+    seed = config.seed
+    ids = node_ids(config.nodes)
+    clock = Clock()
+    tracer = Tracer(trace_sink) if (config.trace or trace_sink is not None) else None
+    network = Network(
+        clock,
+        random.Random(f"{seed}/network"),
+        LinkParams(latency_us=config.latency_us, jitter_us=config.jitter_us),
+    )
+    invariants = Invariants(ids, seed, lambda: clock.now)
+    cluster = Cluster(
+        seed=seed,
+        node_ids=ids,
+        clock=clock,
+        network=network,
+        invariants=invariants,
+        params=ClusterParams(
+            tick_us=int(config.tick_ms * 1000),
+            election_tick=config.election_tick,
+            heartbeat_tick=config.heartbeat_tick,
+            pre_vote=config.pre_vote,
+            check_quorum=config.check_quorum,
+            fsync_min_us=config.fsync_min_us,
+            fsync_max_us=config.fsync_max_us,
+        ),
+        raft_class=config.raft_class,
+        tracer=tracer,
+    )
+    end = seconds(config.duration)
+    faults_end = max(0, end - seconds(min(config.quiet, config.duration / 2)))
+    fault_rng = random.Random(f"{seed}/faults")
+    schedule = generate_schedule(fault_rng, config.faults, config.nodes, faults_end)
+    injector = FaultInjector(cluster, fault_rng, schedule, faults_end, tracer)
+    workload = Workload(
+        clock=clock,
+        network=network,
+        rng=random.Random(f"{seed}/workload"),
+        node_ids=ids,
+        clients=config.clients,
+        keys=config.keys,
+        timeout_us=seconds(config.client_timeout),
+        think_us=int(config.think_ms * 1000),
+        stop_at=max(0, end - seconds(config.client_timeout)),
+    )
+    if tracer is not None:
+        network.on_deliver = lambda src, dst, kind, payload: tracer.emit(
+            clock.now, "deliver", dst, src=src, msg=describe_payload(payload)
+        )
+
+    violation: Violation | None = None
+    events = 0
+    try:
+        cluster.start()
+        injector.install()
+        workload.start()
+        events = clock.run_until(end)
+    except InvariantViolation as exc:
+        violation = exc.violation
+    except Exception as exc:  # a crash in the core or driver is a finding too
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        violation = Violation(
+            checker="exception",
+            time=clock.now,
+            message=f"{type(exc).__name__}: {exc}\n" + "".join(tb[-6:]),
+            seed=seed,
+        )
+
+    if config.resolve_unknown:
+        applied = cluster.first_applied
+        history = workload.finish(
+            lambda client_id, request_id: applied.get((client_id, request_id))
+        )
+    else:
+        history = workload.finish()
+    verdicts: dict[str, str] = {}
+    for name in CHECKERS:
+        verdicts[name] = "ok"
+    if violation is None and config.check_linearizability:
+        lin = check_history(history)
+        if lin.ok is False:
+            violation = Violation(
+                checker="linearizability", time=clock.now, message=lin.describe(), seed=seed
+            )
+        elif lin.ok is None:
+            verdicts["linearizability"] = "undecided"
+    elif not config.check_linearizability:
+        verdicts["linearizability"] = "skipped"
+    elif violation is not None:
+        verdicts["linearizability"] = "not run"
+    if violation is not None:
+        verdicts[violation.checker] = "VIOLATED"
+
+    if tracer is not None:
+        if violation is not None:
+            tracer.emit(
+                clock.now, "violation", None, checker=violation.checker, message=violation.message
+            )
+        tracer.emit(clock.now, "end", None)
+
+    final: dict[str, str] = {}
+    commits: set[int] = set()
+    leaders: list[str] = []
+    for nid in ids:
+        node = cluster.nodes[nid]
+        raw = node.raw
+        if raw is None:
+            final[nid] = "down"
+            continue
+        commits.add(raw.commit_index)
+        if raw.role is Role.LEADER:
+            leaders.append(nid)
+        final[nid] = (
+            f"{raw.role.value} term={raw.term} commit={raw.commit_index} "
+            f"applied={node.kv.applied_index} last={raw.last_index}"
+        )
+    converged = (
+        violation is None
+        and len(leaders) == 1
+        and len(commits) == 1
+        and "down" not in final.values()
+    )
+
+    stats: Counter[str] = Counter(cluster.stats)
+    for nid in ids:
+        d = cluster.nodes[nid].disk
+        stats["disk_writes"] += d.writes
+        stats["lost_writes"] += d.lost_writes
+    return SimResult(
+        config=config,
+        violation=violation,
+        end_time_us=clock.now,
+        events=events,
+        messages_sent=dict(network.sent),
+        messages_delivered=dict(network.delivered),
+        messages_dropped=dict(network.dropped),
+        messages_duplicated=dict(network.duplicated),
+        cluster=dict(stats),
+        leaders_per_term=dict(invariants.leaders),
+        faults=dict(injector.counts),
+        clients=dict(workload.status) | {"resolved-" + k: v for k, v in workload.resolved.items()},
+        checks=dict(invariants.checks),
+        verdicts=verdicts,
+        commit_index=invariants.committed_index,
+        final_nodes=final,
+        converged=converged,
+        history_size=len(history),
+        history=tuple(history),
+        trace_sha256=tracer.sha256() if tracer is not None else None,
+    )
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k}={d[k]}" for k in sorted(d)) or "-"
+
+
+def _row(label: str, text: str) -> str:
+    return f"  {label:<18}{text}"
+
+
+def format_summary(result: SimResult, *, wall_seconds: float | None = None) -> str:
+    """A human-readable, deterministic report of ``result``.
+
+    Args:
+        result: the run.
+        wall_seconds: if given, add wall-clock figures (then the text is no
+            longer reproducible).
+    """
+    c = result.config
+    cl = result.cluster
+    cs = result.clients
+    faults = ",".join(sorted(c.faults)) or "none"
+    lines = [
+        f"raftkv sim seed={c.seed} nodes={c.nodes} time={c.duration:g}s faults={faults} "
+        f"clients={c.clients} keys={c.keys}",
+        _row("virtual time", f"{result.end_time_us / 1e6:.3f}s, {result.events} events"),
+        _row(
+            "elections",
+            f"pre-campaigns={cl.get('pre_campaigns', 0)} "
+            f"started={cl.get('elections_started', 0)} won={cl.get('elections_won', 0)} "
+            f"terms-with-leader={len(result.leaders_per_term)}",
+        ),
+    ]
+    if result.leaders_per_term:
+        terms = sorted(result.leaders_per_term)
+        shown = " ".join(f"{t}:{result.leaders_per_term[t]}" for t in terms[-8:])
+        lines.append(_row("leaders by term", ("... " if len(terms) > 8 else "") + shown))
+    lines.append(
+        _row(
+            "log",
+            f"committed={result.commit_index} applied={cl.get('applied', 0)} "
+            f"proposals={cl.get('proposals', 0)} fsyncs={cl.get('fsyncs', 0)} "
+            f"disk-writes={cl.get('disk_writes', 0)} lost-writes={cl.get('lost_writes', 0)}",
+        )
+    )
+    lines.append(
+        _row(
+            "faults",
+            f"{_counts(result.faults)}; crashes={cl.get('crashes', 0)} "
+            f"restarts={cl.get('restarts', 0)}",
+        )
+    )
+    for label, counts in (
+        ("messages sent", result.messages_sent),
+        ("delivered", result.messages_delivered),
+        ("dropped", result.messages_dropped),
+        ("duplicated", result.messages_duplicated),
+    ):
+        lines.append(_row(label, f"{sum(counts.values())}: {_counts(counts)}"))
+    lines.append(
+        _row(
+            "client ops",
+            f"{result.history_size}: ok={cs.get('ok', 0)} fail={cs.get('fail', 0)} "
+            f"info={cs.get('info', 0)} (info resolved: applied={cs.get('resolved-applied', 0)} "
+            f"never-applied={cs.get('resolved-never-applied', 0)})",
+        )
+    )
+    for n, state in result.final_nodes.items():
+        lines.append(_row("final " + n, state))
+    lines.append(_row("converged", "yes" if result.converged else "no"))
+    lines.append(_row("checks", ", ".join(f"{k}={result.checks.get(k, 0)}" for k in CHECKERS[:-1])))
+    lines.append(_row("verdicts", ", ".join(f"{k}={v}" for k, v in result.verdicts.items())))
+    if result.trace_sha256 is not None:
+        lines.append(_row("trace sha256", result.trace_sha256))
+    if wall_seconds is not None:
+        w = wall_seconds if wall_seconds > 0 else 1e-9
+        lines.append(
+            _row(
+                "wall clock",
+                f"{wall_seconds:.3f}s, {result.deliveries / w:,.0f} deliveries/s, "
+                f"{result.events / w:,.0f} events/s, "
+                f"x{result.end_time_us / 1e6 / w:.1f} faster than real time",
+            )
+        )
+    if result.violation is not None:
+        lines.append(result.violation.describe())
+    else:
+        lines.append(_row("result", "OK: no violations"))
+    return "\n".join(lines)

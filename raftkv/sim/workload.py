@@ -1,0 +1,309 @@
+"""Simulated clients that issue KV operations and record a checkable history.
+
+Rule: each client has at most one operation outstanding, and an operation is
+issued exactly once: a timeout records it as ``info`` (outcome unknown) and the
+client moves on with a *new* operation, never a retry of the old one under a new
+name. A reply to anything but the outstanding request is ignored. A definite
+rejection (the node refused before proposing) is ``fail``. Client links lose
+messages like any other but never duplicate them, so a rejected request cannot
+come back to life through a stray copy.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from raftkv.sim.clock import Clock, Micros
+from raftkv.sim.kv import Command, Result
+from raftkv.sim.linearizability import FAIL, INFO, OK, Operation
+from raftkv.sim.network import Endpoint, Network
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientRequest:
+    """Client -> node: propose this command."""
+
+    client_id: int
+    request_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientReply:
+    """Node -> client: the outcome of a request.
+
+    ``ok`` false means a definite rejection (not proposed); ``leader`` is the
+    node's guess of the leader, if any.
+    """
+
+    client_id: int
+    request_id: int
+    ok: bool
+    output: Any = None
+    found: bool = True
+    leader: str | None = None
+
+
+def client_endpoint(client_id: int) -> Endpoint:
+    """The network endpoint of client ``client_id``."""
+    return f"c{client_id}"
+
+
+@dataclass(slots=True)
+class _Pending:
+    op_id: int
+    request_id: int
+    cmd: Command
+    call: Micros
+    node: str
+
+
+_WEIGHTS = (("put", 30), ("get", 35), ("cas", 20), ("delete", 15))
+
+
+class Client:
+    """One simulated client: issue, wait for a reply or a timeout, record, repeat."""
+
+    def __init__(self, client_id: int, workload: Workload) -> None:
+        self.client_id = client_id
+        self.endpoint = client_endpoint(client_id)
+        self._w = workload
+        self._next_request = 0
+        self._pending: _Pending | None = None
+        self._target: str | None = None
+        # The last value this client saw for each key (drives plausible cas).
+        self._known: dict[str, Any] = {}
+
+    def start(self, at: Micros) -> None:
+        self._w.clock.call_at(at, self._issue)
+
+    def _issue(self) -> None:
+        w = self._w
+        if w.clock.now >= w.stop_at or self._pending is not None:
+            return
+        rng = w.rng
+        self._next_request += 1
+        rid = self._next_request
+        roll = rng.randrange(100)
+        kind = "delete"
+        for name, weight in _WEIGHTS:
+            if roll < weight:
+                kind = name
+                break
+            roll -= weight
+        key = w.keys[rng.randrange(len(w.keys))]
+        value: Any = None
+        expect: Any = None
+        if kind in ("put", "cas"):
+            value = self.client_id * 1_000_000 + rid
+        if kind == "cas":
+            if key in self._known and rng.random() < 0.7:
+                expect = self._known[key]
+            elif rng.random() < 0.5:
+                expect = None
+            else:
+                expect = w.last_written.get(key)
+        cmd = Command(
+            client_id=self.client_id, request_id=rid, op=kind, key=key, value=value, expect=expect
+        )
+        node = self._target
+        if node is None or rng.random() < 0.05:
+            node = w.node_ids[rng.randrange(len(w.node_ids))]
+        op_id = w.new_op_id()
+        self._pending = _Pending(op_id, rid, cmd, w.clock.now, node)
+        if value is not None:
+            w.last_written[key] = value
+        w.network.send(
+            self.endpoint,
+            node,
+            ClientRequest(client_id=self.client_id, request_id=rid, data=cmd.encode()),
+            "ClientRequest",
+            duplicate=False,
+        )
+        w.clock.call_later(w.timeout_us, self._timeout, rid)
+
+    def on_reply(self, reply: ClientReply) -> None:
+        p = self._pending
+        if p is None or reply.request_id != p.request_id:
+            return
+        w = self._w
+        self._pending = None
+        cmd = p.cmd
+        if reply.ok:
+            if cmd.op == "get":
+                if reply.found:
+                    self._known[cmd.key] = reply.output
+                else:
+                    self._known.pop(cmd.key, None)
+            elif cmd.op == "put" or (cmd.op == "cas" and reply.output is True):
+                self._known[cmd.key] = cmd.value
+            elif cmd.op == "delete":
+                self._known.pop(cmd.key, None)
+            output = None if cmd.op == "put" else reply.output
+            w.record(p, OK, w.clock.now, output, reply.found)
+            self._target = p.node
+            w.clock.call_later(w.think(), self._issue)
+        else:
+            w.record(p, FAIL, w.clock.now, None, True)
+            self._target = reply.leader if reply.leader in w.node_set else None
+            w.clock.call_later(w.backoff(), self._issue)
+
+    def _timeout(self, request_id: int) -> None:
+        p = self._pending
+        if p is None or p.request_id != request_id:
+            return
+        w = self._w
+        self._pending = None
+        w.record_unknown(p)
+        self._target = None
+        w.clock.call_later(w.think(), self._issue)
+
+    def abandon(self) -> None:
+        """End of run: an outstanding operation's outcome is unknown."""
+        p = self._pending
+        if p is not None:
+            self._pending = None
+            self._w.record_unknown(p)
+
+
+class Workload:
+    """The clients of one run and the history they record.
+
+    Args:
+        clock: the simulation clock.
+        network: the network the clients send on (they register themselves).
+        rng: the workload's own RNG.
+        node_ids: the nodes clients may contact.
+        clients: how many clients.
+        keys: how many keys (named ``k1``...).
+        timeout_us: how long a client waits for a reply.
+        think_us: mean pause between a reply and the next operation.
+        stop_at: no operation is issued at or after this time.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        network: Network,
+        rng: random.Random,
+        node_ids: Sequence[str],
+        clients: int,
+        keys: int,
+        timeout_us: Micros,
+        think_us: Micros,
+        stop_at: Micros,
+    ) -> None:
+        self.clock = clock
+        self.network = network
+        self.rng = rng
+        self.node_ids = tuple(sorted(node_ids))
+        self.node_set = frozenset(self.node_ids)
+        self.keys = tuple(f"k{i}" for i in range(1, keys + 1))
+        self.timeout_us = timeout_us
+        self.think_us = think_us
+        self.stop_at = stop_at
+        self.history: list[Operation] = []
+        self.status: Counter[str] = Counter()
+        """Operations by the status the clients observed."""
+        self.resolved: Counter[str] = Counter()
+        """How :meth:`finish` resolved unknown outcomes."""
+        self._unknown: list[_Pending] = []
+        self.last_written: dict[str, Any] = {}
+        self._op_ids = 0
+        self.clients = [Client(i, self) for i in range(1, clients + 1)]
+        for c in self.clients:
+            network.register(c.endpoint, self._on_message)
+        self._by_endpoint = {c.endpoint: c for c in self.clients}
+
+    def start(self) -> None:
+        """Schedule every client's first operation within the first 100 ms."""
+        for c in self.clients:
+            c.start(self.clock.now + self.rng.randrange(100_000))
+
+    def finish(
+        self, resolve: Callable[[int, int], tuple[Micros, Result] | None] | None = None
+    ) -> list[Operation]:
+        """Close the history and return it.
+
+        Operations whose outcome the client never learned (timeouts, and those
+        still outstanding now) are ``info`` -- unless ``resolve`` is given. The
+        simulator can see what the clients cannot: ``resolve(client_id,
+        request_id)`` returns when the command was *first applied by any node*
+        and its result, or ``None`` if no node ever applied it. An operation
+        never applied had no visible effect, so it becomes ``fail``; one that
+        was applied becomes ``ok`` returning at its first application (which
+        lies after its call, before any reply, and in log order -- a correct
+        cluster's history stays linearizable, and the checker no longer has to
+        guess). ``status`` keeps counting what the clients saw.
+        """
+        for c in self.clients:
+            c.abandon()
+        for p in self._unknown:
+            cmd = p.cmd
+            if resolve is None:
+                self._append(p, INFO, None, None, True)
+                continue
+            outcome = resolve(cmd.client_id, cmd.request_id)
+            if outcome is None:
+                self.resolved["never-applied"] += 1
+                self._append(p, FAIL, None, None, True)
+            else:
+                when, result = outcome
+                self.resolved["applied"] += 1
+                output = None if cmd.op == "put" else result.output
+                self._append(p, OK, max(when, p.call), output, result.found)
+        self._unknown.clear()
+        self.history.sort(key=lambda op: op.op_id)
+        return self.history
+
+    def new_op_id(self) -> int:
+        self._op_ids += 1
+        return self._op_ids
+
+    def think(self) -> Micros:
+        return int(self.rng.expovariate(1.0 / self.think_us)) if self.think_us > 0 else 0
+
+    def backoff(self) -> Micros:
+        return 10_000 + self.rng.randrange(40_000)
+
+    def record_unknown(self, p: _Pending) -> None:
+        """The client gave up on ``p``: its outcome is unknown (``info``)."""
+        self.status[INFO] += 1
+        self._unknown.append(p)
+
+    def record(
+        self, p: _Pending, status: str, ret: Micros | None, output: Any, found: bool
+    ) -> None:
+        self.status[status] += 1
+        self._append(p, status, ret, output, found)
+
+    def _append(
+        self, p: _Pending, status: str, ret: Micros | None, output: Any, found: bool
+    ) -> None:
+        cmd = p.cmd
+        self.history.append(
+            Operation(
+                op_id=p.op_id,
+                client_id=cmd.client_id,
+                key=cmd.key,
+                kind=cmd.op,
+                value=cmd.value,
+                expect=cmd.expect,
+                call=p.call,
+                ret=ret,
+                status=status,
+                output=output if status == OK else None,
+                found=found if status == OK else True,
+            )
+        )
+
+    def _on_message(self, src: str, payload: object) -> None:
+        if isinstance(payload, ClientReply):
+            client = self._by_endpoint.get(client_endpoint(payload.client_id))
+            if client is not None:
+                client.on_reply(payload)
