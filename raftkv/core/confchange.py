@@ -91,6 +91,15 @@ def apply_conf_change(m: Membership, cc: ConfChange) -> Membership:
     if m.is_joint():
         raise ConfChangeError("configuration is joint: leave it before another change")
     outgoing = m.voters.incoming.voters
+    if not outgoing:
+        # Bootstrap: with no voters yet there is no old majority to protect,
+        # so the initial configuration is applied directly.
+        incoming, learners, _ = _apply_singles(set(), set(m.learners), cc.changes, frozenset())
+        if not incoming:
+            raise ConfChangeError("the initial configuration needs at least one voter")
+        return Membership(
+            voters=JointConfig(MajorityConfig(frozenset(incoming))), learners=frozenset(learners)
+        )
     if cc.transition is ConfChangeTransition.AUTO:
         incoming, learners, _ = _apply_singles(
             set(outgoing), set(m.learners), cc.changes, frozenset()

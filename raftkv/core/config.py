@@ -36,6 +36,8 @@ class Config:
             round acknowledged by a quorum, dissertation §6.4) or ``"lease"``
             (trust the CheckQuorum lease; needs ``check_quorum`` and bounded
             clock drift between nodes -- see docs/design.md for the risk).
+        lease_drift_ticks: with lease reads, how many ticks shorter than an
+            election timeout the lease is, to absorb clock-rate differences.
         snapshot_chunk_size: bytes of snapshot data per InstallSnapshot message.
         max_snapshot_chunks_inflight: unacknowledged snapshot chunks per follower.
     """
@@ -52,6 +54,7 @@ class Config:
     max_committed_size_per_ready: int = 16 << 20
     applied: Index = 0
     read_only: str = "safe"
+    lease_drift_ticks: int = 1
     snapshot_chunk_size: int = 1 << 20
     max_snapshot_chunks_inflight: int = 4
 
@@ -73,5 +76,7 @@ class Config:
             raise ValueError("read_only must be 'safe' or 'lease'")
         if self.read_only == "lease" and not self.check_quorum:
             raise ValueError("lease-based reads need check_quorum")
+        if not 0 <= self.lease_drift_ticks < self.election_tick:
+            raise ValueError("lease_drift_ticks must be in [0, election_tick)")
         if self.snapshot_chunk_size <= 0 or self.max_snapshot_chunks_inflight <= 0:
             raise ValueError("snapshot chunk size and window must be positive")

@@ -47,6 +47,8 @@ from raftkv.core.quorum import JointConfig, VoteResult
 from raftkv.core.storage import Storage
 from raftkv.core.types import (
     ConfChange,
+    ConfChangeSingle,
+    ConfChangeType,
     ConfState,
     Entry,
     EntryType,
@@ -103,6 +105,7 @@ class Raft:
         self.rng = rng
         self.log = RaftLog(storage, config.applied)
         hard_state, conf_state = storage.initial_state()
+        stored_voters = conf_state.voters
         if not conf_state.voters and not conf_state.learners and config.peers:
             # A brand-new cluster: bootstrap from the configured peers. A node
             # started with neither (joining an existing cluster) has no voters
@@ -144,8 +147,15 @@ class Raft:
         self.read_acks: dict[int, set[NodeId]] = {}
         self.reads_awaiting_commit: list[tuple[bytes, NodeId]] = []
         self.read_states: list[ReadState] = []
+        # Lease reads (§6.4.1): ticks since this node became leader, the tick
+        # at which each heartbeat round was sent, and the tick before which a
+        # quorum's acknowledgement guarantees no other leader can exist.
+        self.leader_ticks = 0
+        self.round_sent_tick: dict[int, int] = {}
+        self.lease_until = 0
 
         self.snapshot_receiver: _SnapshotReceiver | None = None
+        self.bootstrap_index: Index = 0
 
         # Output, drained by RawNode.ready().
         self.msgs: list[Message] = []
@@ -154,7 +164,15 @@ class Raft:
         self._step_role: Callable[[Message], None] = self._step_follower
         self._tick_role: Callable[[], None] = self._tick_election
 
-        if not hard_state.is_empty():
+        if (
+            config.peers
+            and not stored_voters
+            and hard_state.is_empty()
+            and storage.last_index() == 0
+            and storage.snapshot().is_empty()
+        ):
+            self._bootstrap(config.peers)
+        elif not hard_state.is_empty():
             self.term = hard_state.term
             self.vote = hard_state.vote
             last = self.log.last_index()
@@ -162,6 +180,23 @@ class Raft:
                 bug(f"{self.node_id}: stored commit {hard_state.commit} beyond last index {last}")
             self.log.commit_to(hard_state.commit)
         self.become_follower(self.term, None)
+
+    def _bootstrap(self, peers: tuple[NodeId, ...]) -> None:
+        """Start a brand-new cluster: the initial membership is entry 1 of the log.
+
+        Every founding member writes the same committed entry (term 1, index 1),
+        so a node that joins later learns the founding membership by replaying
+        the log, exactly as it learns every later change (etcd does the same).
+        """
+        cc = ConfChange(
+            changes=tuple(ConfChangeSingle(ConfChangeType.ADD_VOTER, p) for p in sorted(set(peers)))
+        )
+        self.term = 1
+        self.log.append([Entry(term=1, index=1, data=cc.encode(), type=EntryType.CONF_CHANGE)])
+        self.log.commit_to(1)
+        # Already in force (the membership came from the same peers): it does
+        # not block campaigning while it waits to be applied.
+        self.bootstrap_index = 1
 
     # -- state snapshots ---------------------------------------------------
 
@@ -206,6 +241,9 @@ class Raft:
         self.read_queue = []
         self.read_acks = {}
         self.reads_awaiting_commit = []
+        self.leader_ticks = 0
+        self.round_sent_tick = {}
+        self.lease_until = 0
 
     def become_follower(self, term: Term, leader: NodeId | None) -> None:
         self._reset(term)
@@ -283,7 +321,9 @@ class Raft:
         log = self.log
         if log.committed <= log.applied:
             return False
-        lo = max(log.applied + 1, log.first_index())
+        lo = max(log.applied + 1, log.first_index(), self.bootstrap_index + 1)
+        if lo > log.committed:
+            return False
         try:
             entries = log.slice(lo, log.committed + 1)
         except LogCompacted:
@@ -384,6 +424,7 @@ class Raft:
     def _tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        self.leader_ticks += 1
         if self.election_elapsed >= self.election_timeout:
             self.election_elapsed = 0
             if self.lead_transferee is not None:
@@ -395,6 +436,10 @@ class Raft:
                 return
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
             self.heartbeat_elapsed = 0
+            if self.config.read_only == "lease" and not self.read_round_unsent:
+                # Every heartbeat is a round, so acknowledgements extend the lease.
+                self.read_round += 1
+                self.read_round_unsent = True
             self.broadcast_heartbeat(self._take_read_round())
 
     def check_quorum_active(self) -> bool:
@@ -749,8 +794,14 @@ class Raft:
             # committed prefix (§6.4 step 1); answer after the first commit.
             self.reads_awaiting_commit.append((context, sender))
             return
-        if self.config.read_only == "lease" and self._in_lease():
-            # Lease-based read (§6.4.1): relies on CheckQuorum and bounded drift.
+        if (
+            self.config.read_only == "lease"
+            and self.lead_transferee is None
+            and self.leader_ticks < self.lease_until
+        ):
+            # Lease-based read (§6.4.1): a quorum acknowledged a heartbeat sent
+            # less than an election timeout ago, and each of those voters ignores
+            # candidates for an election timeout after hearing from us.
             self._release_read(_ReadRequest(self.log.committed, context, sender, 0))
             return
         if not self.read_round_unsent:
@@ -764,6 +815,7 @@ class Raft:
             return b""
         self.read_round_unsent = False
         self.read_acks[self.read_round] = {self.node_id}
+        self.round_sent_tick[self.read_round] = self.leader_ticks
         return self.read_round.to_bytes(8, "big")
 
     def flush_reads(self) -> None:
@@ -786,8 +838,12 @@ class Raft:
         if not self.voters.has_quorum(acks):
             return
         # A quorum still accepted us as leader after these reads arrived.
+        sent = self.round_sent_tick.get(round_, 0)
+        lease = sent + self.election_timeout - self.config.lease_drift_ticks
+        self.lease_until = max(self.lease_until, lease)
         for r in [r for r in self.read_acks if r <= round_]:
             del self.read_acks[r]
+            self.round_sent_tick.pop(r, None)
         ready = [req for req in self.read_queue if req.round <= round_]
         self.read_queue = [req for req in self.read_queue if req.round > round_]
         for req in ready:

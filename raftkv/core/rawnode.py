@@ -80,7 +80,8 @@ class RawNode:
         raft_class: type[Raft] = Raft,
     ) -> None:
         self.raft = raft_class(config, storage, rng)
-        self._prev_hard_state = self.raft.hard_state()
+        # What storage holds; a bootstrapped node's first Ready persists more.
+        self._prev_hard_state = storage.initial_state()[0]
         self._prev_soft_state = self.raft.soft_state()
         self._ready_in_flight = False
 

@@ -14,6 +14,7 @@ from raftkv.core import (
     AppendEntriesResponse,
     ConfChange,
     Config,
+    ConfState,
     Entry,
     EntryType,
     HardState,
@@ -44,6 +45,7 @@ class Harness:
         election_tick: int = 10,
         heartbeat_tick: int = 1,
         raft_class: type[Raft] = Raft,
+        bootstrap: bool = False,
         max_inflight: int = 256,
         max_entries_per_msg: int = 256,
         drop_rate: float = 0.0,
@@ -52,6 +54,11 @@ class Harness:
         self.ids = [nid(i) for i in range(1, n + 1)]
         self.seed = seed
         self.raft_class = raft_class
+        # bootstrap=False: storage starts with the membership (as if restored
+        # from a snapshot), so logs start empty and the first leader's term is 1.
+        # bootstrap=True: nodes start empty with Config.peers and write the
+        # founding membership as log entry 1, as real clusters do.
+        self.bootstrap = bootstrap
         self.config_kwargs = dict(
             pre_vote=pre_vote,
             check_quorum=check_quorum,
@@ -70,6 +77,8 @@ class Harness:
         self.sent_log: list[str] = []
         self.read_states: dict[NodeId, list[ReadState]] = {}
         self.snapshots_installed: dict[NodeId, list[Snapshot]] = {}
+        # Every ConfState a node switched to by applying a CONF_CHANGE entry.
+        self.conf_history: dict[NodeId, list[ConfState]] = {}
         # Messages for which drop_if returns True are lost in transit.
         self.drop_if: Callable[[Message], bool] | None = None
         # Random message loss (for churn tests), from a seeded RNG.
@@ -78,11 +87,12 @@ class Harness:
         # Every message delivered, as a value (sent_log has their descriptions).
         self.delivered: list[Message] = []
         for node_id in self.ids:
-            self.storage[node_id] = MemoryStorage(voters=tuple(self.ids))
+            self.storage[node_id] = MemoryStorage(voters=() if bootstrap else tuple(self.ids))
             self.start(node_id)
 
     def start(self, node_id: NodeId) -> RawNode:
-        cfg = Config(node_id=node_id, peers=tuple(self.ids), **self.config_kwargs)  # type: ignore[arg-type]
+        peers = tuple(self.ids) if self.bootstrap else ()
+        cfg = Config(node_id=node_id, peers=peers, **self.config_kwargs)  # type: ignore[arg-type]
         rng = random.Random(f"{self.seed}/{node_id}/{len(self.sent_log)}")
         node = RawNode(cfg, self.storage[node_id], rng, raft_class=self.raft_class)
         self.nodes[node_id] = node
@@ -144,6 +154,7 @@ class Harness:
             if e.type is EntryType.CONF_CHANGE:
                 cs = node.apply_conf_change(ConfChange.decode(e.data))
                 st.set_conf_state(cs)
+                self.conf_history.setdefault(node_id, []).append(cs)
         self.read_states.setdefault(node_id, []).extend(rd.read_states)
         node.advance(rd)
         return True

@@ -1,0 +1,298 @@
+"""InstallSnapshot: chunked, flow-controlled and resumable (paper §7, Figure 13).
+
+A leader whose log no longer holds the entries a follower needs sends its
+snapshot instead, in chunks of ``snapshot_chunk_size`` bytes with at most
+``max_snapshot_chunks_inflight`` unacknowledged; the follower replaces its log
+with the snapshot (paper §7: "the follower discards its entire log") unless its
+log already covers it, and replication continues after the snapshot's index.
+"""
+
+from __future__ import annotations
+
+import random
+
+from raftkv.core import (
+    Config,
+    ConfState,
+    Entry,
+    HardState,
+    HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    MemoryStorage,
+    ProgressState,
+    Raft,
+)
+from tests.core.harness import Harness, nid
+
+N1, N2, N3 = (nid(i) for i in range(1, 4))
+CHUNK = 5
+WINDOW = 2
+SNAP_INDEX = 8
+
+
+def chunks_to(h: Harness, to, since: int = 0) -> list[InstallSnapshot]:
+    return [m for m in h.delivered[since:] if isinstance(m, InstallSnapshot) and m.to == to]
+
+
+def lagging_follower() -> Harness:
+    """n3 misses entries 2..11; n1 snapshots at 8 and compacts its log there."""
+    h = Harness(3, snapshot_chunk_size=CHUNK, max_snapshot_chunks_inflight=WINDOW)
+    h.elect(1)
+    h.isolate(3)
+    for k in range(10):
+        h.propose(1, b"v%02d" % k)
+    h.stabilize()
+    assert h.raft(1).log.committed == 11
+    h.compact(1, SNAP_INDEX)
+    assert h.raft(1).log.first_index() == SNAP_INDEX + 1
+    h.heal()
+    return h
+
+
+def leader_snapshot(h: Harness) -> bytes:
+    data = h.storage[N1].snapshot().data
+    assert len(data) == 28 and len(data) % CHUNK  # the last chunk is short
+    return data
+
+
+def assert_converged(h: Harness) -> None:
+    l1, l3 = h.raft(1).log, h.raft(3).log
+    assert l3.committed == l1.committed and l3.last_index() == l1.last_index()
+    assert l3.slice(SNAP_INDEX + 1, l3.last_index() + 1) == l1.slice(
+        SNAP_INDEX + 1, l1.last_index() + 1
+    )
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def test_follower_behind_first_index_gets_chunks_within_the_window():
+    """§7: a follower behind the compacted log gets the snapshot, in chunks of
+    snapshot_chunk_size, never more than max_snapshot_chunks_inflight ahead of
+    what it acknowledged."""
+    h = lagging_follower()
+    data = leader_snapshot(h)
+    h.tick(1)  # heartbeat: n3's reply reveals it is behind
+    h.stabilize()
+
+    chunks = chunks_to(h, N3)
+    assert [c.offset for c in chunks] == list(range(0, len(data), CHUNK))
+    assert [len(c.data) for c in chunks] == [CHUNK] * 5 + [len(data) % CHUNK]
+    assert [c.done for c in chunks] == [False] * 5 + [True]
+    assert all(c.snapshot_index == SNAP_INDEX and c.total == len(data) for c in chunks)
+    assert b"".join(c.data for c in chunks) == data
+
+    # Flow control, replayed in delivery order: sent-but-unacknowledged bytes.
+    acked = outstanding = peak = 0
+    for m in h.delivered:
+        if isinstance(m, InstallSnapshotResponse) and m.sender == N3 and not m.done:
+            acked = max(acked, m.offset)
+        elif isinstance(m, InstallSnapshot) and m.to == N3:
+            outstanding = m.offset + len(m.data) - acked
+            peak = max(peak, outstanding)
+            assert outstanding <= WINDOW * CHUNK, f"chunk at {m.offset} exceeds the window"
+    assert peak == WINDOW * CHUNK  # the window is used, not just respected
+
+
+def test_first_burst_is_exactly_the_window():
+    """§7 with flow control: the leader stops after max_snapshot_chunks_inflight chunks."""
+    h = lagging_follower()
+    h.tick(1)
+    # Run until the leader has decided to send the snapshot, without delivering it.
+    for _ in range(10):
+        h.process_ready(N1)
+        if any(isinstance(m, InstallSnapshot) for m in h.queue):
+            break
+        h.deliver()
+        h.process_ready(N3)
+        h.deliver()
+    burst = [m for m in h.queue if isinstance(m, InstallSnapshot)]
+    assert [(m.offset, len(m.data)) for m in burst] == [(0, CHUNK), (CHUNK, CHUNK)]
+    assert h.raft(1).prs[N3].state is ProgressState.SNAPSHOT
+
+
+def test_lost_chunks_are_resent_from_the_acknowledged_offset_after_a_heartbeat():
+    """§7 (resumable): when in-flight chunks are lost the leader resumes, on the
+    follower's next heartbeat reply, from the last acknowledged offset -- not
+    from the beginning."""
+    h = lagging_follower()
+    data = leader_snapshot(h)
+    lost: set[int] = set()
+
+    def drop(m) -> bool:
+        in_flight = (2 * CHUNK, 3 * CHUNK)
+        if isinstance(m, InstallSnapshot) and m.offset in in_flight and m.offset not in lost:
+            lost.add(m.offset)
+            return True
+        return False
+
+    h.drop_if = drop
+    h.tick(1)
+    h.stabilize()
+    assert lost == {2 * CHUNK, 3 * CHUNK}
+    assert h.snapshots_installed.get(N3) is None  # stuck: the window is full
+    pr = h.raft(1).prs[N3]
+    assert pr.state is ProgressState.SNAPSHOT and pr.snap_acked == 2 * CHUNK
+
+    mark = len(h.delivered)
+    h.tick(1)
+    h.stabilize()
+    hb_reply = next(
+        i
+        for i, m in enumerate(h.delivered[mark:])
+        if isinstance(m, HeartbeatResponse) and m.sender == N3
+    )
+    resent = chunks_to(h, N3, mark + hb_reply)
+    assert resent[0].offset == 2 * CHUNK
+    assert all(c.offset >= 2 * CHUNK for c in resent)
+    assert [s.data for s in h.snapshots_installed[N3]] == [data]
+    assert_converged(h)
+
+
+def test_follower_restarting_mid_transfer_gets_the_transfer_restarted():
+    """§7: chunks live in the follower's memory; after a restart it rejects a
+    chunk it cannot continue, and the leader starts again from offset 0."""
+    h = lagging_follower()
+    data = leader_snapshot(h)
+    h.drop_if = lambda m: isinstance(m, InstallSnapshot) and m.offset >= 3 * CHUNK
+    h.tick(1)
+    h.stabilize()
+    assert h.raft(3).snapshot_receiver is not None
+    assert len(h.raft(3).snapshot_receiver.data) == 3 * CHUNK
+
+    h.restart(N3)
+    h.drop_if = None
+    mark = len(h.delivered)
+    h.tick(1)
+    h.stabilize()
+    after = h.delivered[mark:]
+    rejects = [
+        m for m in after if isinstance(m, InstallSnapshotResponse) and m.reject and m.sender == N3
+    ]
+    assert rejects and all(m.offset == 0 for m in rejects)
+    offsets = [c.offset for c in chunks_to(h, N3, mark)]
+    assert offsets[0] == 3 * CHUNK  # the leader first tried to resume ...
+    restarted = offsets[offsets.index(0) :]  # ... then started over
+    assert sorted(set(restarted)) == list(range(0, len(data), CHUNK))
+    assert [s.data for s in h.snapshots_installed[N3]] == [data]
+    assert_converged(h)
+
+
+# --------------------------------------------------------------------------- receiving
+
+
+def follower(terms: list[int] = (), commit: int = 0) -> Raft:
+    ids = (N1, N2, N3)
+    st = MemoryStorage(voters=ids)
+    st.append([Entry(term=t, index=k + 1, data=b"x") for k, t in enumerate(terms)])
+    st.set_hard_state(HardState(term=max(terms, default=0), commit=commit))
+    return Raft(Config(node_id=N2, peers=ids), st, random.Random(0))
+
+
+def chunk(offset: int, data: bytes, *, done: bool = False, index: int = 10, total: int = 12):
+    return InstallSnapshot(
+        term=1,
+        sender=N1,
+        to=N2,
+        snapshot_index=index,
+        snapshot_term=1,
+        conf_state=ConfState(voters=(N1, N2, N3)),
+        offset=offset,
+        data=data,
+        done=done,
+        total=total,
+    )
+
+
+def replies(r: Raft) -> list[InstallSnapshotResponse]:
+    out = [m for m in r.msgs + r.msgs_after_persist if isinstance(m, InstallSnapshotResponse)]
+    r.msgs, r.msgs_after_persist = [], []
+    return out
+
+
+def test_out_of_order_chunk_is_rejected_with_the_held_offset():
+    """§7 (Figure 13, offset): a chunk beyond what the follower holds is rejected
+    with the offset it holds; a duplicate is acknowledged and not appended twice."""
+    r = follower()
+    r.step(chunk(0, b"abcd"))
+    [ok] = replies(r)
+    assert (ok.offset, ok.reject, ok.done) == (4, False, False)
+
+    r.step(chunk(8, b"ijkl", done=True))
+    [gap] = replies(r)
+    assert (gap.offset, gap.reject, gap.done) == (4, True, False)
+
+    r.step(chunk(0, b"abcd"))
+    [dup] = replies(r)
+    assert (dup.offset, dup.reject) == (4, False)
+
+    r.step(chunk(4, b"efgh"))
+    r.step(chunk(8, b"ijkl", done=True))
+    *_, done = replies(r)
+    assert done.done and done.snapshot_index == 10
+    snap = r.log.unstable.snapshot
+    assert snap is not None and snap.data == b"abcdefghijkl"
+    assert r.log.committed == 10 and r.log.last_index() == 10
+
+
+def test_chunk_of_an_unknown_snapshot_not_at_offset_zero_is_rejected():
+    """§7 (Figure 13: "create new snapshot file if first chunk"): a transfer can
+    only begin at offset 0."""
+    r = follower()
+    r.step(chunk(4, b"efgh"))
+    [rej] = replies(r)
+    assert (rej.offset, rej.reject) == (0, True)
+    assert r.snapshot_receiver is None
+
+
+def test_snapshot_older_than_the_commit_index_is_acknowledged_without_restoring():
+    """§7: a snapshot describing a prefix the follower already committed changes
+    nothing; the follower reports its commit index."""
+    r = follower([1, 1, 1, 1, 1], commit=5)
+    r.step(chunk(0, b"old", done=True, index=3, total=3))
+    [ack] = replies(r)
+    assert ack.done and not ack.reject and ack.snapshot_index == 5
+    assert r.log.unstable.snapshot is None
+    assert r.log.last_index() == 5 and r.log.committed == 5
+
+
+def test_snapshot_matching_the_log_keeps_the_entries_after_it():
+    """§7: "If existing log entry has same index and term as snapshot's last
+    included entry, retain log entries following it"."""
+    r = follower([1, 1, 1, 1, 1, 1], commit=2)
+    r.step(chunk(0, b"s", done=True, index=4, total=1))
+    [ack] = replies(r)
+    assert ack.done
+    assert r.log.unstable.snapshot is None
+    assert r.log.last_index() == 6 and r.log.committed == 4
+
+
+def test_installed_snapshot_appears_once_in_ready_and_later_entries_apply():
+    """§7: the follower's state machine is reset from the snapshot exactly once
+    (Ready.snapshot), then the entries after it are applied, and the logs converge."""
+    h = lagging_follower()
+    data = leader_snapshot(h)
+    applied_before = [e.index for e in h.applied[N3]]
+    h.tick(1)
+    h.stabilize()
+    [snap] = h.snapshots_installed[N3]
+    assert snap.metadata.index == SNAP_INDEX and snap.metadata.term == 1 and snap.data == data
+    assert snap.metadata.conf_state.voters == (N1, N2, N3)
+    applied_after = [e.index for e in h.applied[N3]][len(applied_before) :]
+    assert applied_after == list(range(SNAP_INDEX + 1, 12))
+    assert h.storage[N3].snapshot() == snap
+    assert h.node(3).status().first_index == SNAP_INDEX + 1
+    assert_converged(h)
+
+    # The follower keeps replicating from the log; the snapshot is not handed out again.
+    for k in range(3):
+        h.propose(1, b"after%d" % k)
+    h.stabilize()
+    h.tick_all(2)
+    h.stabilize()
+    assert len(h.snapshots_installed[N3]) == 1
+    assert [e.index for e in h.applied[N3]][-3:] == [12, 13, 14]
+    assert [e.data for e in h.applied[N3]][-3:] == [b"after0", b"after1", b"after2"]
+    assert h.raft(1).prs[N3].state is ProgressState.REPLICATE
+    assert_converged(h)
