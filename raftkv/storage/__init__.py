@@ -1,4 +1,4 @@
-"""Durable storage for real nodes: the write-ahead log and the core's Storage over it.
+"""Durable storage for real nodes: WAL, snapshot files, and the core's Storage over them.
 
 Rule: this package imports :mod:`raftkv.core` and nothing else of raftkv; it owns
 every file a node writes for Raft (DESIGN.md "Dependency direction").
@@ -7,7 +7,8 @@ every file a node writes for Raft (DESIGN.md "Dependency direction").
 from __future__ import annotations
 
 from raftkv.storage.disk_storage import DiskStorage
-from raftkv.storage.errors import CorruptLogError, StorageError
+from raftkv.storage.errors import CorruptLogError, CorruptSnapshotError, StorageError
+from raftkv.storage.snapshot import SnapshotFile, SnapshotStore
 from raftkv.storage.wal import WAL, Recovered, SnapshotMarker
 
 __all__ = [
@@ -15,6 +16,9 @@ __all__ = [
     "WAL",
     "Recovered",
     "SnapshotMarker",
+    "SnapshotStore",
+    "SnapshotFile",
     "StorageError",
     "CorruptLogError",
+    "CorruptSnapshotError",
 ]

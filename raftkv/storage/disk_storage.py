@@ -1,56 +1,118 @@
-"""The core's :class:`~raftkv.core.storage.Storage`, made durable by a WAL.
+"""The core's :class:`~raftkv.core.storage.Storage`, made durable by a WAL and snapshot files.
 
-Rule: the WAL is the truth and memory is a cache of it. :meth:`DiskStorage.save`
-writes to the WAL before it changes the in-memory log, and the in-memory log is
-rebuilt from the WAL alone on :meth:`DiskStorage.open`. Reads (``entries``,
-``term``, ``first_index``, ``last_index``) never touch the disk and behave
-exactly like :class:`~raftkv.core.storage.MemoryStorage`, errors included.
+Rule: the disk is the truth and memory is a cache of it. Every mutating method
+writes (and, where it says so, syncs) before it changes the in-memory state,
+which :meth:`DiskStorage.open` rebuilds from the disk alone. Reads
+(``entries``, ``term``, ``first_index``, ``last_index``, ``snapshot``) never
+touch the disk and behave exactly like :class:`~raftkv.core.storage.MemoryStorage`,
+errors included.
 
-The WAL lives in ``{data_dir}/wal``; snapshot files will live beside it.
-Membership (:class:`~raftkv.core.types.ConfState`) is not persisted yet: it is
-the ``voters`` given to :meth:`DiskStorage.open`, until snapshots record it.
+Layout: the WAL lives in ``{data_dir}/wal`` and snapshot files in
+``{data_dir}/snap`` (:mod:`raftkv.storage.snapshot`).
+
+Snapshots and the WAL
+---------------------
+Two indexes matter: the *snapshot* index (the newest snapshot file) and the
+*compaction point* (the WAL's snapshot marker; entries at or below it are gone
+from the log). Invariant: compaction point <= snapshot index -- :meth:`compact`
+refuses to drop entries no snapshot holds -- so ``first_index()`` is the
+compaction point + 1, which is the snapshot index + 1 right after
+:meth:`apply_snapshot` and lower after ``create_snapshot(i)`` + ``compact(i - keep)``.
+
+- :meth:`create_snapshot` saves the file durably; the log is unchanged. The
+  entry at the snapshot's index is durable in the WAL with the same term, which
+  is how recovery recognises the file as committed.
+- :meth:`apply_snapshot` saves the file durably FIRST, then appends a WAL marker
+  with ``keep_entries=False`` (and the hard state with ``commit`` raised to the
+  snapshot index) and syncs: the marker is the commit point of the install.
+- :meth:`compact` appends a marker with ``keep_entries=True``, syncs, and
+  releases WAL segments that hold only compacted entries.
+
+Recovery (:meth:`open`) replays the WAL, then takes the newest snapshot file
+that is consistent with it: its index equals the marker's (same term), or its
+entry is in the recovered log with the same term. A newer file that is neither
+is an install interrupted before its marker was durable -- never acknowledged
+-- and is deleted with a warning. If the recovered ``commit`` is below the
+snapshot's index (possible only after a crash inside :meth:`apply_snapshot`),
+it is raised to it: leaders send only committed snapshots. A damaged file raises
+:class:`~raftkv.storage.CorruptSnapshotError`; a WAL compacted past every
+snapshot file (files deleted or lost) raises :class:`~raftkv.storage.StorageError`
+naming the directory. Nothing is dropped silently.
+
+Membership (:class:`~raftkv.core.types.ConfState`) is persisted only inside
+snapshots: :meth:`initial_state` returns the latest snapshot's, or the
+bootstrap ``voters`` given to :meth:`open` when there is no snapshot; the core
+re-derives later changes from the conf-change entries after the snapshot.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from raftkv.core.errors import LogCompacted, LogUnavailable, bug
 from raftkv.core.storage import limit_size
-from raftkv.core.types import ConfState, Entry, HardState, Index, NodeId, Term
-from raftkv.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, SnapshotMarker
+from raftkv.core.types import (
+    ConfState,
+    Entry,
+    HardState,
+    Index,
+    NodeId,
+    Snapshot,
+    SnapshotMetadata,
+    Term,
+)
+from raftkv.storage.errors import StorageError
+from raftkv.storage.snapshot import DEFAULT_RETAIN, SnapshotStore
+from raftkv.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, Recovered, SnapshotMarker
 
-__all__ = ["DiskStorage", "WAL_DIR_NAME"]
+__all__ = ["DiskStorage", "WAL_DIR_NAME", "SNAP_DIR_NAME"]
+
+logger = logging.getLogger(__name__)
 
 WAL_DIR_NAME = "wal"
+SNAP_DIR_NAME = "snap"
 
 
 class DiskStorage:
     """A durable :class:`~raftkv.core.storage.Storage`. Create with :meth:`open`."""
 
-    __slots__ = ("_wal", "_hard_state", "_conf_state", "_entries")
+    __slots__ = (
+        "_wal",
+        "_snapshots",
+        "_hard_state",
+        "_bootstrap_conf_state",
+        "_snapshot",
+        "_entries",
+    )
 
     def __init__(
         self,
         wal: WAL,
+        snapshots: SnapshotStore,
         hard_state: HardState,
         conf_state: ConfState,
-        snapshot: SnapshotMarker | None,
+        snapshot: Snapshot,
+        marker: SnapshotMarker | None,
         entries: Sequence[Entry],
     ) -> None:
         """Private: use :meth:`DiskStorage.open`."""
         self._wal = wal
+        self._snapshots = snapshots
         self._hard_state = hard_state
-        self._conf_state = conf_state
+        self._bootstrap_conf_state = conf_state
+        # Invariant: _snapshot.metadata.index >= _entries[0].index (see module docstring).
+        self._snapshot = snapshot
         # As in MemoryStorage: _entries[0] is a dummy for the compaction point,
-        # with the index and term of the last entry a snapshot holds (0/0 if none).
+        # with the index and term of the last compacted entry (0/0 if none).
         # Invariant: _entries[i].index == _entries[0].index + i.
         base = Entry(term=0, index=0)
-        if snapshot is not None:
-            base = Entry(term=snapshot.term, index=snapshot.index)
+        if marker is not None:
+            base = Entry(term=marker.term, index=marker.index)
         self._entries: list[Entry] = [base, *entries]
 
     @classmethod
@@ -61,26 +123,46 @@ class DiskStorage:
         fsync: bool = True,
         voters: Sequence[NodeId] = (),
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        retain_snapshots: int = DEFAULT_RETAIN,
     ) -> DiskStorage:
         """Open (creating if needed) the storage in ``data_dir`` and recover it.
 
         Args:
-            data_dir: the node's data directory; the WAL is ``data_dir/wal``.
+            data_dir: the node's data directory (``wal/`` and ``snap/`` inside).
             fsync: sync writes. ``False`` is UNSAFE (tests/benchmarks only).
-            voters: the bootstrap membership reported by :meth:`initial_state`.
+            voters: the bootstrap membership reported by :meth:`initial_state`
+                while there is no snapshot.
             segment_bytes: WAL segment size.
+            retain_snapshots: how many snapshot files to keep (>= 1).
 
         Raises:
             CorruptLogError: the WAL is damaged before its tail.
-            StorageError: the directory is in use by another process.
+            CorruptSnapshotError: a snapshot file is damaged.
+            StorageError: the directory is in use by another process, or the
+                WAL is compacted past every snapshot file.
         """
         wal, recovered = WAL.open(
             Path(data_dir) / WAL_DIR_NAME, fsync=fsync, segment_bytes=segment_bytes
         )
+        try:
+            snapshots = SnapshotStore(
+                Path(data_dir) / SNAP_DIR_NAME, fsync=fsync, retain=retain_snapshots
+            )
+            snapshot = _recover_snapshot(Path(data_dir), snapshots, recovered)
+        except BaseException:
+            wal.close()
+            raise
+        hard_state = recovered.hard_state
+        if hard_state.commit < snapshot.metadata.index:
+            # Only after a crash inside apply_snapshot: a leader sends only
+            # committed snapshots, so its index is known committed.
+            hard_state = dataclasses.replace(hard_state, commit=snapshot.metadata.index)
         return cls(
             wal,
-            recovered.hard_state,
+            snapshots,
+            hard_state,
             ConfState(voters=tuple(voters)),
+            snapshot,
             recovered.snapshot,
             recovered.entries,
         )
@@ -88,7 +170,9 @@ class DiskStorage:
     # -- Storage ---------------------------------------------------------------
 
     def initial_state(self) -> tuple[HardState, ConfState]:
-        return self._hard_state, self._conf_state
+        if self._snapshot.is_empty():
+            return self._hard_state, self._bootstrap_conf_state
+        return self._hard_state, self._snapshot.metadata.conf_state
 
     def entries(self, lo: Index, hi: Index, max_size: int | None = None) -> list[Entry]:
         offset = self._entries[0].index
@@ -111,6 +195,9 @@ class DiskStorage:
 
     def last_index(self) -> Index:
         return self._entries[0].index + len(self._entries) - 1
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
 
     # -- driver side -------------------------------------------------------------
 
@@ -157,28 +244,103 @@ class DiskStorage:
         if sync:
             self._wal.sync()
 
-    def compact(self, index: Index) -> None:
-        """Log compaction hook: entries up to ``index`` are now held by a snapshot.
+    def create_snapshot(self, index: Index, conf_state: ConfState, data: bytes) -> Snapshot:
+        """Save a state machine image taken at applied index ``index``, durably.
 
-        Writes a snapshot marker (durably), drops those entries from memory, and
-        deletes WAL segments that hold only such entries. The caller must have
-        made the snapshot itself durable first, and ``index`` should be applied.
+        The log is unchanged; call :meth:`compact` afterwards to drop a prefix.
+        Retention deletes snapshot files beyond the newest ``retain_snapshots``.
+
+        Returns:
+            The new snapshot, now also :meth:`snapshot`.
+
+        Raises:
+            LogCompacted: ``index`` is not newer than the current snapshot.
+            LogUnavailable: ``index`` is beyond the last index.
+            StorageError: an I/O error (the previous snapshot stays current).
+        """
+        if index <= self._snapshot.metadata.index:
+            raise LogCompacted(
+                f"snapshot at {index} is not newer than the current one "
+                f"({self._snapshot.metadata.index})"
+            )
+        if index > self.last_index():
+            raise LogUnavailable(f"snapshot index {index} is beyond last index {self.last_index()}")
+        snapshot = Snapshot(
+            metadata=SnapshotMetadata(index=index, term=self.term(index), conf_state=conf_state),
+            data=bytes(data),
+        )
+        self._snapshots.save(snapshot)
+        self._snapshot = snapshot
+        return snapshot
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        """Install a snapshot sent by the leader: it replaces the whole log.
+
+        Saves the snapshot file durably, then appends a WAL marker
+        (``keep_entries=False``) and the hard state with ``commit`` raised to at
+        least the snapshot index (the core commits a snapshot it restores; this
+        keeps a crash before the next :meth:`save` from leaving the durable
+        commit below the log's start), and syncs. Afterwards the log is empty
+        with its dummy at the snapshot's index and term, as in etcd's
+        ``MemoryStorage.ApplySnapshot``; term and vote are unchanged.
+
+        Raises:
+            LogCompacted: ``snapshot`` is not newer than the current one.
+            StorageError: an I/O error; the storage is then unusable if it
+                happened in the WAL.
+        """
+        md = snapshot.metadata
+        if md.index <= self._snapshot.metadata.index:
+            raise LogCompacted(
+                f"snapshot at {md.index} is out of date (current {self._snapshot.metadata.index})"
+            )
+        self._snapshots.save(snapshot, purge=False)
+        marker = SnapshotMarker(index=md.index, term=md.term, keep_entries=False)
+        hard_state = self._hard_state
+        if hard_state.commit < md.index:
+            hard_state = dataclasses.replace(hard_state, commit=md.index)
+        self._wal.append((), hard_state, snapshot=marker)
+        self._wal.sync()
+        self._hard_state = hard_state
+        self._snapshot = snapshot
+        self._entries = [Entry(term=md.term, index=md.index)]
+        self._snapshots.purge()
+        self._wal.release_before(md.index + 1)
+
+    def compact(self, index: Index) -> None:
+        """Log compaction: drop the entries up to ``index``, which a snapshot holds.
+
+        Writes a snapshot marker (``keep_entries=True``) durably, drops those
+        entries from memory, and deletes WAL segments that hold only such
+        entries. Typically ``compact(snapshot index - entries kept for slow
+        followers)`` after :meth:`create_snapshot`.
 
         Raises:
             LogCompacted: ``index`` is already compacted.
             LogUnavailable: ``index`` is beyond the last index.
+            StorageError: ``index`` is beyond the current snapshot's index
+                (those entries would be lost), or an I/O error.
         """
         offset = self._entries[0].index
         if index <= offset:
             raise LogCompacted(f"index {index} is compacted (first index {offset + 1})")
         if index > self.last_index():
             raise LogUnavailable(f"index {index} is beyond last index {self.last_index()}")
+        if index > self._snapshot.metadata.index:
+            raise StorageError(
+                f"cannot compact up to {index}: the latest snapshot only covers "
+                f"up to {self._snapshot.metadata.index}"
+            )
         marker = SnapshotMarker(index=index, term=self.term(index), keep_entries=True)
         self._wal.append((), None, snapshot=marker)
         self._wal.sync()
         base = Entry(term=marker.term, index=marker.index)
         self._entries = [base, *self._entries[index - offset + 1 :]]
         self._wal.release_before(index + 1)
+
+    @property
+    def snapshot_store(self) -> SnapshotStore:
+        return self._snapshots
 
     def close(self) -> None:
         """Close the WAL (without syncing: sync with ``save(..., sync=True)``)."""
@@ -193,3 +355,38 @@ class DiskStorage:
     def all_entries(self) -> list[Entry]:
         """Every stored entry after the compaction point (for checkers and tests)."""
         return self._entries[1:]
+
+
+def _recover_snapshot(data_dir: Path, store: SnapshotStore, recovered: Recovered) -> Snapshot:
+    """The newest snapshot file consistent with the recovered WAL (module docstring)."""
+    marker = recovered.snapshot
+    m_index = marker.index if marker is not None else 0
+    entries = recovered.entries  # Invariant (WAL): entries[i].index == m_index + 1 + i
+    for f in reversed(store.files()):
+        snapshot = store.load(f.path)
+        md = snapshot.metadata
+        if md.index < m_index:
+            break
+        if md.index == m_index:
+            assert marker is not None
+            if md.term != marker.term:
+                raise StorageError(
+                    f"data directory {data_dir}: snapshot {f.path} has term {md.term} but the "
+                    f"WAL's snapshot marker at index {m_index} has term {marker.term}"
+                )
+            return snapshot
+        offset = md.index - m_index - 1
+        if offset < len(entries) and entries[offset].term == md.term:
+            return snapshot
+        # Saved by an apply_snapshot that crashed before its WAL marker was durable.
+        logger.warning(
+            "removing snapshot %s: the WAL does not reference it (an interrupted install)",
+            f.path,
+        )
+        store.remove(f.path)
+    if m_index > 0:
+        raise StorageError(
+            f"data directory {data_dir}: the WAL is compacted up to index {m_index} but no "
+            f"snapshot file in {store.directory} covers it (snapshot files missing?)"
+        )
+    return Snapshot()

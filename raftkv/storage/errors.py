@@ -1,7 +1,8 @@
 """Errors raised by durable storage.
 
 Rule: anything that means "the bytes on disk cannot be trusted" raises
-:class:`CorruptLogError`, naming the file and byte offset; nothing in
+:class:`CorruptLogError` (a WAL record, naming the file and byte offset) or
+:class:`CorruptSnapshotError` (a snapshot file, naming it); nothing in
 :mod:`raftkv.storage` ever drops acknowledged data silently. Misuse of the API
 (releasing segments no snapshot covers, using a closed log, a second process on
 the same directory) raises :class:`StorageError`.
@@ -35,3 +36,20 @@ class CorruptLogError(StorageError):
 
     def __reduce__(self) -> tuple[type[CorruptLogError], tuple[str, int, str]]:
         return (type(self), (self.path, self.offset, self.reason))
+
+
+class CorruptSnapshotError(StorageError):
+    """A snapshot file that fails verification (it is never skipped silently).
+
+    Attributes:
+        path: the snapshot file.
+        reason: what was wrong with it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"corrupt snapshot file {self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type[CorruptSnapshotError], tuple[str, str]]:
+        return (type(self), (self.path, self.reason))

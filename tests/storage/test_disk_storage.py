@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -12,21 +13,14 @@ from hypothesis import strategies as st
 
 from raftkv.core.errors import LogCompacted, LogUnavailable
 from raftkv.core.storage import MemoryStorage
-from raftkv.core.types import ConfState, Entry, HardState, NodeId
-from raftkv.storage import DiskStorage
+from raftkv.core.types import ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMetadata
+from raftkv.storage import DiskStorage, StorageError
 
 N1, N2, N3 = NodeId("n1"), NodeId("n2"), NodeId("n3")
 
 
 def ents(lo: int, hi: int, term: int = 1) -> list[Entry]:
     return [Entry(term=term, index=i, data=f"e{i}".encode()) for i in range(lo, hi)]
-
-
-def compact_reference(mem: MemoryStorage, index: int) -> None:
-    """etcd's MemoryStorage.Compact, which our MemoryStorage does not have (yet)."""
-    offset = mem._entries[0].index
-    term = mem.term(index)
-    mem._entries = [Entry(term=term, index=index), *mem._entries[index - offset + 1 :]]
 
 
 def outcome(fn, *args):
@@ -39,7 +33,8 @@ def outcome(fn, *args):
 def assert_same(disk: DiskStorage, mem: MemoryStorage) -> None:
     assert disk.first_index() == mem.first_index()
     assert disk.last_index() == mem.last_index()
-    assert disk.initial_state()[0] == mem.hard_state
+    assert disk.initial_state() == mem.initial_state()
+    assert disk.snapshot() == mem.snapshot()
     top = mem.last_index() + 3
     for index in range(-1, top):
         assert outcome(disk.term, index) == outcome(mem.term, index), index
@@ -60,27 +55,46 @@ save_op = st.tuples(
     st.booleans(),  # sync
 )
 reopen_op = st.tuples(st.just("reopen"), st.sampled_from([64, 256, 1 << 20]))
-compact_op = st.tuples(st.just("compact"), st.integers(0, 8))  # how far back from last
+compact_op = st.tuples(st.just("compact"), st.integers(0, 8))  # how far back from the snapshot
+snap_op = st.tuples(st.just("snap"), st.integers(0, 8), st.sampled_from([(N1,), (N1, N2)]))
+apply_op = st.tuples(st.just("apply"), st.integers(1, 12), st.integers(0, 2))  # ahead, term bump
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.one_of(save_op, save_op, reopen_op, compact_op), max_size=25))
+def has_snapshot_ops() -> bool:
+    return all(
+        hasattr(MemoryStorage, name) for name in ("create_snapshot", "apply_snapshot", "compact")
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(save_op, save_op, save_op, reopen_op, compact_op, snap_op, apply_op),
+        max_size=30,
+    )
+)
 def test_disk_storage_matches_memory_storage(ops) -> None:
+    if not has_snapshot_ops():
+        ops = [op for op in ops if op[0] in ("save", "reopen")]
     with tempfile.TemporaryDirectory() as tmp:
         disk = DiskStorage.open(tmp, fsync=False, voters=(N1, N2, N3), segment_bytes=256)
         mem = MemoryStorage(voters=(N1, N2, N3))
         try:
             for op in ops:
+                snap_index = mem.snapshot().metadata.index
                 if op[0] == "save":
                     _, back, n, term, hard, sync = op
-                    start = max(0, mem.last_index() + 1 - back) or 1
+                    # Entries up to a snapshot are committed: never overwritten.
+                    start = max(mem.first_index(), mem.last_index() + 1 - back, snap_index + 1)
                     batch = [
                         Entry(term=term, index=i, data=f"{term}:{i}".encode())
                         for i in range(start, start + n)
                     ]
                     hard_state = None
                     if hard is not None:
-                        hard_state = HardState(term=hard[0], vote=hard[1], commit=hard[0])
+                        # The core's commit never falls below its snapshot's index.
+                        commit = max(hard[0], snap_index)
+                        hard_state = HardState(term=hard[0], vote=hard[1], commit=commit)
                     disk.save(batch, hard_state, sync)
                     mem.append(batch)
                     if hard_state is not None:
@@ -90,17 +104,45 @@ def test_disk_storage_matches_memory_storage(ops) -> None:
                     disk = DiskStorage.open(
                         tmp, fsync=False, voters=(N1, N2, N3), segment_bytes=op[1]
                     )
-                else:
-                    index = mem.last_index() - op[1]
+                elif op[0] == "compact":
+                    index = snap_index - op[1]
                     if index < mem.first_index():
                         continue
                     disk.compact(index)
-                    compact_reference(mem, index)
+                    mem.compact(index)
+                elif op[0] == "snap":
+                    index = mem.last_index() - op[1]
+                    if index <= snap_index:
+                        continue
+                    # The driver snapshots applied, hence committed, entries.
+                    if mem.hard_state.commit < index:
+                        committed = dataclasses.replace(mem.hard_state, commit=index)
+                        disk.save([], committed, sync=True)
+                        mem.set_hard_state(committed)
+                    data = f"state@{index}".encode()
+                    conf_state = ConfState(voters=op[2])
+                    assert disk.create_snapshot(index, conf_state, data) == mem.create_snapshot(
+                        index, conf_state, data
+                    )
+                else:
+                    index = max(snap_index, mem.last_index() - 4) + op[1]
+                    term = max(mem.term(mem.last_index()), mem.hard_state.term) + op[2]
+                    snapshot = Snapshot(
+                        metadata=SnapshotMetadata(
+                            index=index, term=term, conf_state=ConfState(voters=(N2, N3))
+                        ),
+                        data=f"leader@{index}".encode(),
+                    )
+                    disk.apply_snapshot(snapshot)
+                    mem.apply_snapshot(snapshot)
+                    # What the driver's next save() would do anyway: the core commits
+                    # a snapshot it restores; DiskStorage records that at once.
+                    if mem.hard_state.commit < index:
+                        mem.set_hard_state(dataclasses.replace(mem.hard_state, commit=index))
                 assert_same(disk, mem)
             disk.close()
             disk = DiskStorage.open(tmp, fsync=False, voters=(N1, N2, N3))
             assert_same(disk, mem)
-            assert disk.initial_state()[1] == ConfState(voters=(N1, N2, N3))
         finally:
             disk.close()
 
@@ -121,10 +163,15 @@ def test_save_and_reopen(tmp_path: Path) -> None:
 
 def test_compaction_survives_reopen_and_releases_segments(tmp_path: Path) -> None:
     disk = DiskStorage.open(tmp_path, fsync=False, segment_bytes=128)
-    disk.save([], HardState(term=3, vote=N2), sync=True)
     for i in range(1, 31):
         disk.save(ents(i, i + 1, term=3), None, sync=True)
+    disk.save([], HardState(term=3, vote=N2, commit=30), sync=True)
     segments_before = len(disk.wal.segment_paths)
+    with pytest.raises(StorageError, match="snapshot"):
+        disk.compact(20)  # no snapshot holds these entries yet
+    disk.create_snapshot(25, ConfState(voters=(N2,)), b"image")
+    with pytest.raises(StorageError, match="snapshot only covers"):
+        disk.compact(26)
     disk.compact(20)
     assert len(disk.wal.segment_paths) < segments_before
     assert (disk.first_index(), disk.last_index()) == (21, 30)
@@ -137,7 +184,11 @@ def test_compaction_survives_reopen_and_releases_segments(tmp_path: Path) -> Non
     disk.close()
 
     with DiskStorage.open(tmp_path, fsync=False) as disk:
-        assert disk.initial_state()[0] == HardState(term=3, vote=N2)
+        assert disk.initial_state() == (
+            HardState(term=3, vote=N2, commit=30),
+            ConfState(voters=(N2,)),
+        )
+        assert disk.snapshot().metadata.index == 25
         assert (disk.first_index(), disk.last_index()) == (21, 30)
         assert disk.term(20) == 3
         with pytest.raises(LogCompacted):
