@@ -40,11 +40,16 @@ from raftkv.core.messages import (
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
 )
-from raftkv.core.types import Entry, EntryType, NodeId
+from raftkv.core.types import ConfState, Entry, EntryType, NodeId
 from raftkv.transport.errors import CodecError, FrameTooLarge
 
 __all__ = [
@@ -227,6 +232,47 @@ def _entries(name: str) -> _Field:
     return _Field(name, _dec_entries, _enc_entries)
 
 
+MAX_MEMBERS: Final = 1024
+"""Most node ids in one list of a membership (ConfState)."""
+
+
+def _dec_node_list(value: object, name: str) -> tuple[NodeId, ...]:
+    if type(value) is not list or len(value) > MAX_MEMBERS:
+        raise _fail(name, f"an array of at most {MAX_MEMBERS} node ids", value)
+    return tuple(_dec_node(v, f"{name}[{i}]") for i, v in enumerate(value))
+
+
+def _dec_conf_state(value: object, name: str) -> ConfState:
+    if type(value) is not list or len(value) != 5:
+        raise _fail(name, "[voters, learners, voters_outgoing, learners_next, auto_leave]", value)
+    voters, learners, outgoing, learners_next, auto_leave = value
+    return ConfState(
+        voters=_dec_node_list(voters, f"{name}.voters"),
+        learners=_dec_node_list(learners, f"{name}.learners"),
+        voters_outgoing=_dec_node_list(outgoing, f"{name}.voters_outgoing"),
+        learners_next=_dec_node_list(learners_next, f"{name}.learners_next"),
+        auto_leave=_dec_bool(auto_leave, f"{name}.auto_leave"),
+    )
+
+
+def _enc_conf_state(value: object) -> object:
+    if type(value) is not ConfState:
+        raise _fail("conf_state", "a ConfState", value)
+    out: list[object] = [
+        list(value.voters),
+        list(value.learners),
+        list(value.voters_outgoing),
+        list(value.learners_next),
+        value.auto_leave,
+    ]
+    _dec_conf_state(out, "conf_state")  # anything that encodes also decodes
+    return out
+
+
+def _conf_state(name: str) -> _Field:
+    return _Field(name, _dec_conf_state, _enc_conf_state)
+
+
 # --------------------------------------------------------------------------- kinds
 
 
@@ -273,8 +319,7 @@ def _message(code: int, cls: type, *fields: _Field) -> _Kind:
     return _Kind(code, cls, _HEAD + fields)
 
 
-# One row per message kind; codes are permanent. The next kinds will be e.g.
-# `_message(7, TimeoutNow)` and `_message(8, InstallSnapshot, _uint(...), ...)`.
+# One row per message kind; codes are permanent.
 _MESSAGE_KINDS: Final[tuple[_Kind, ...]] = (
     _message(
         1,
@@ -294,8 +339,37 @@ _MESSAGE_KINDS: Final[tuple[_Kind, ...]] = (
     ),
     _message(3, Heartbeat, _uint("commit"), _bytes("context", MAX_CONTEXT_LEN)),
     _message(4, HeartbeatResponse, _bytes("context", MAX_CONTEXT_LEN)),
-    _message(5, RequestVote, _uint("last_log_index"), _uint("last_log_term"), _bool("pre_vote")),
+    _message(
+        5,
+        RequestVote,
+        _uint("last_log_index"),
+        _uint("last_log_term"),
+        _bool("pre_vote"),
+        _bool("transfer"),
+    ),
     _message(6, RequestVoteResponse, _bool("granted"), _bool("pre_vote")),
+    _message(7, TimeoutNow),
+    _message(
+        8,
+        InstallSnapshot,
+        _uint("snapshot_index"),
+        _uint("snapshot_term"),
+        _conf_state("conf_state"),
+        _uint("offset"),
+        _bytes("data", DEFAULT_MAX_FRAME_SIZE),
+        _bool("done"),
+        _uint("total"),
+    ),
+    _message(
+        9,
+        InstallSnapshotResponse,
+        _uint("snapshot_index"),
+        _uint("offset"),
+        _bool("done"),
+        _bool("reject"),
+    ),
+    _message(10, ReadIndex, _bytes("context", MAX_CONTEXT_LEN)),
+    _message(11, ReadIndexResponse, _uint("index"), _bytes("context", MAX_CONTEXT_LEN)),
 )
 
 

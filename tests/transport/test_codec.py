@@ -16,11 +16,16 @@ from raftkv.core.messages import (
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
+    TimeoutNow,
 )
-from raftkv.core.types import Entry, EntryType, NodeId
+from raftkv.core.types import ConfState, Entry, EntryType, NodeId
 from raftkv.transport import codec
 from raftkv.transport.codec import (
     MAX_CONTEXT_LEN,
@@ -44,6 +49,15 @@ U64 = 2**64 - 1
 uints = st.one_of(st.integers(0, 1000), st.integers(0, U64))
 node_ids = st.text(min_size=1, max_size=12).map(NodeId)
 contexts = st.binary(max_size=64)
+node_lists = st.lists(node_ids, max_size=4).map(tuple)
+conf_states = st.builds(
+    ConfState,
+    voters=node_lists,
+    learners=node_lists,
+    voters_outgoing=node_lists,
+    learners_next=node_lists,
+    auto_leave=st.booleans(),
+)
 entries = st.builds(
     Entry,
     term=uints,
@@ -87,6 +101,7 @@ MESSAGE_STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
         last_log_index=uints,
         last_log_term=uints,
         pre_vote=st.booleans(),
+        transfer=st.booleans(),
     ),
     RequestVoteResponse: st.builds(
         RequestVoteResponse,
@@ -95,6 +110,34 @@ MESSAGE_STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
         to=node_ids,
         granted=st.booleans(),
         pre_vote=st.booleans(),
+    ),
+    TimeoutNow: st.builds(TimeoutNow, term=uints, sender=node_ids, to=node_ids),
+    InstallSnapshot: st.builds(
+        InstallSnapshot,
+        term=uints,
+        sender=node_ids,
+        to=node_ids,
+        snapshot_index=uints,
+        snapshot_term=uints,
+        conf_state=conf_states,
+        offset=uints,
+        data=st.binary(max_size=64),
+        done=st.booleans(),
+        total=uints,
+    ),
+    InstallSnapshotResponse: st.builds(
+        InstallSnapshotResponse,
+        term=uints,
+        sender=node_ids,
+        to=node_ids,
+        snapshot_index=uints,
+        offset=uints,
+        done=st.booleans(),
+        reject=st.booleans(),
+    ),
+    ReadIndex: st.builds(ReadIndex, term=uints, sender=node_ids, to=node_ids, context=contexts),
+    ReadIndexResponse: st.builds(
+        ReadIndexResponse, term=uints, sender=node_ids, to=node_ids, index=uints, context=contexts
     ),
 }
 messages = st.one_of(*MESSAGE_STRATEGIES.values())
