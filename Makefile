@@ -1,6 +1,6 @@
 # raftkv developer tasks (GNU make). Needs only python3 (>= 3.11) and PyPI access.
 #
-#   make run        set up the venv and run a demonstration simulation
+#   make run        set up the venv and start a local 3-node cluster
 #   make test       set up the venv, lint, type-check and run the fast tests
 
 PY ?= python3
@@ -13,7 +13,7 @@ STAMP = $(VENV)/.installed
 .PHONY: help setup run test lint typecheck format pytest test-all sim-long bench clean
 
 help:
-	@echo "make run        set up and run a demonstration simulation"
+	@echo "make run        set up and start a local 3-node cluster (Ctrl-C stops it)"
 	@echo "make test       set up, lint, type-check and run the fast tests"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make typecheck  mypy (strict on raftkv/)"
@@ -32,10 +32,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Until real nodes exist this runs a demonstration simulation;
-# later it will start a local 3-node cluster.
+# Start a local 3-node cluster (API on 127.0.0.1:8001-8003); Ctrl-C stops it.
 run: $(STAMP)
-	$(BIN)/raftkv sim --seed 1 --nodes 5 --time 30 --faults all
+	$(BIN)/python run.py
 
 test: lint typecheck pytest
 

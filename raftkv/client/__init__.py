@@ -1,0 +1,60 @@
+"""Python clients for the raftkv HTTP API.
+
+Rule: ``import raftkv.client`` needs only the standard library (``send.py`` runs
+without third-party packages); :class:`AsyncClient` (aiohttp) is imported lazily
+on first access. The client imports nothing of the server.
+
+Example::
+
+    from raftkv.client import Client
+
+    kv = Client(["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"])
+    kv.put("x", {"n": 1})
+    kv.get("x")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from raftkv.client._sansio import DEFAULT_ENDPOINTS, ENDPOINTS_ENV, parse_endpoints
+from raftkv.client.client import Client, ReadResult, WriteResult
+from raftkv.client.errors import (
+    BadRequest,
+    ClientError,
+    Conflict,
+    JSONValue,
+    NotFound,
+    OutcomeUnknown,
+    ServerError,
+    Unavailable,
+)
+
+if TYPE_CHECKING:
+    from raftkv.client.aio import AsyncClient
+
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "WriteResult",
+    "ReadResult",
+    "JSONValue",
+    "DEFAULT_ENDPOINTS",
+    "ENDPOINTS_ENV",
+    "parse_endpoints",
+    "ClientError",
+    "BadRequest",
+    "NotFound",
+    "Conflict",
+    "Unavailable",
+    "OutcomeUnknown",
+    "ServerError",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name == "AsyncClient":
+        from raftkv.client.aio import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

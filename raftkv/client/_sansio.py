@@ -1,0 +1,508 @@
+"""The client's decisions, without I/O: requests, answers, leader routing, retries.
+
+Rules:
+
+1. Nothing here opens a socket or sleeps; :class:`~raftkv.client.client.Client`
+   and :class:`~raftkv.client.aio.AsyncClient` pump a :class:`RetryState` and do
+   the I/O themselves, so both clients behave identically.
+2. A failure is *not sent* (connection refused: always safe to retry) or *maybe
+   sent* (timeout or dropped connection after the request left, or HTTP 504/502:
+   the outcome is unknown). A write is retried in both cases with the *same*
+   ``Idempotency-Key``, which makes the server apply it at most once.
+3. Leader hints (the ``leader`` field of error bodies) are node ids or
+   ``host:port`` API addresses. Node ids are resolved through what
+   ``GET /v1/status`` reported (``id`` and ``members``); an unresolvable hint just
+   moves on to the next endpoint -- followers forward to the leader anyway.
+4. Idempotency keys follow the dissertation's one-outstanding-request-per-session
+   model (§6.3): concurrent writes from one client use different *lanes*
+   (``CLIENT.LANE/SEQ``), so a later sequence number never overtakes an earlier
+   one within a session.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import quote
+
+from raftkv.client.errors import (
+    BadRequest,
+    ClientError,
+    Conflict,
+    JSONValue,
+    NotFound,
+    OutcomeUnknown,
+    ServerError,
+    Unavailable,
+)
+
+DEFAULT_ENDPOINTS: Final = ("127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003")
+"""The API addresses of ``raftkv cluster --nodes 3``."""
+ENDPOINTS_ENV: Final = "RAFTKV_ENDPOINTS"
+"""Environment variable with comma-separated endpoints, used when none are given."""
+
+CONSISTENCY_LEVELS: Final = ("linearizable", "stale")
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+
+def parse_endpoints(spec: str | Sequence[str] | None = None) -> tuple[str, ...]:
+    """Normalize endpoints to ``host:port`` strings.
+
+    Args:
+        spec: comma/space separated text, a sequence, or ``None`` for
+            ``$RAFTKV_ENDPOINTS`` or else :data:`DEFAULT_ENDPOINTS`. An
+            ``http://`` prefix and a trailing ``/`` are accepted.
+
+    Raises:
+        ValueError: an endpoint is not ``host:port``, or there are none.
+    """
+    if spec is None:
+        spec = os.environ.get(ENDPOINTS_ENV) or ",".join(DEFAULT_ENDPOINTS)
+    parts = spec.replace(",", " ").split() if isinstance(spec, str) else list(spec)
+    endpoints: list[str] = []
+    for part in parts:
+        text = part.strip().removeprefix("http://").rstrip("/")
+        split_host_port(text)
+        if text not in endpoints:
+            endpoints.append(text)
+    if not endpoints:
+        raise ValueError("no endpoints given")
+    return tuple(endpoints)
+
+
+def split_host_port(endpoint: str) -> tuple[str, int]:
+    """``"h:p"`` or ``"[v6]:p"`` to ``(host, port)``.
+
+    Raises:
+        ValueError: if it is not one.
+    """
+    host, sep, port_text = endpoint.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"endpoint must be HOST:PORT, not {endpoint!r}")
+    return host, int(port_text)
+
+
+class Router:
+    """Which endpoint to try next: sticky on success, follows leader hints.
+
+    Args:
+        endpoints: known API addresses (``host:port``), tried in order.
+    """
+
+    def __init__(self, endpoints: Sequence[str]) -> None:
+        self._endpoints = list(endpoints)
+        # Invariant: 0 <= _current < len(_endpoints).
+        self._current = 0
+        self._ids: dict[str, str] = {}  # node id -> API address, from /v1/status
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(self._endpoints)
+
+    def current(self) -> str:
+        return self._endpoints[self._current]
+
+    def failed(self, endpoint: str) -> None:
+        """``endpoint`` did not serve the request: move on to the next one."""
+        if endpoint == self.current():
+            self._current = (self._current + 1) % len(self._endpoints)
+
+    def hint(self, leader: str | None, endpoint: str) -> None:
+        """``endpoint`` declined and named ``leader`` (a node id or address, or none)."""
+        address = self.resolve(leader) if leader else None
+        if address is None or address == endpoint:
+            self.failed(endpoint)
+            return
+        if address not in self._endpoints:
+            self._endpoints.append(address)
+        self._current = self._endpoints.index(address)
+
+    def resolve(self, leader: str) -> str | None:
+        """The API address of ``leader`` (node id or address), if known."""
+        if leader in self._ids:
+            return self._ids[leader]
+        text = leader.removeprefix("http://").rstrip("/")
+        try:
+            split_host_port(text)
+        except ValueError:
+            return None
+        return text
+
+    def node_id(self, endpoint: str) -> str | None:
+        """The node id serving ``endpoint``, if a status answer said so."""
+        for node_id, address in sorted(self._ids.items()):
+            if address == endpoint:
+                return node_id
+        return None
+
+    def learn(self, status: dict[str, JSONValue], endpoint: str) -> None:
+        """Record node ids and API addresses from a ``GET /v1/status`` answer.
+
+        Accepts ``members`` as ``{id: "host:port" | {"api_addr": ...}}`` or as a
+        list of ``{"id": ..., "api_addr": ...}``.
+        """
+        node_id = status.get("id")
+        if isinstance(node_id, str):
+            self._ids[node_id] = endpoint
+        members = status.get("members")
+        items: list[tuple[object, object]] = []
+        if isinstance(members, dict):
+            items = list(members.items())
+        elif isinstance(members, list):
+            items = [(m.get("id") or m.get("node_id"), m) for m in members if isinstance(m, dict)]
+        for member_id, info in items:
+            address = info.get("api_addr") or info.get("api") if isinstance(info, dict) else info
+            if isinstance(member_id, str) and isinstance(address, str):
+                resolved = self.resolve(address)
+                if resolved is not None and member_id not in self._ids:
+                    self._ids[member_id] = resolved
+
+
+# ----------------------------------------------------------------------------- sessions
+
+
+class SessionLanes:
+    """Idempotency keys: one sequence per lane, one outstanding write per lane.
+
+    Not thread-safe; the synchronous client holds a lock around it.
+    """
+
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        self._free: list[int] = []
+        self._seqs: list[int] = []  # last seq issued, per lane
+
+    def acquire(self) -> int:
+        """A lane with no write outstanding."""
+        if self._free:
+            return self._free.pop()
+        self._seqs.append(0)
+        return len(self._seqs) - 1
+
+    def next_key(self, lane: int) -> str:
+        """The ``Idempotency-Key`` for the next logical write on ``lane``."""
+        self._seqs[lane] += 1
+        return f"{self.client_id}.{lane}/{self._seqs[lane]}"
+
+    def release(self, lane: int) -> None:
+        self._free.append(lane)
+
+
+def new_client_id(rng: random.Random | None = None) -> str:
+    """A random client id (64 bits of hex)."""
+    if rng is not None:
+        return f"{rng.getrandbits(64):016x}"
+    return os.urandom(8).hex()
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """One logical request, sent (possibly many times) to some endpoint.
+
+    Attributes:
+        op: what the caller asked for, for messages (``put``, ``get``, ...).
+        method: HTTP method.
+        path: the URL path and query, already quoted.
+        body: JSON bytes or ``None``.
+        key: the key acted on, if any (for messages and errors).
+        write: whether the outcome of a lost answer is unknown (writes).
+        idempotency_key: ``CLIENT/SEQ`` sent with every attempt, for writes.
+    """
+
+    op: str
+    method: str
+    path: str
+    body: bytes | None = None
+    key: str | None = None
+    write: bool = False
+    idempotency_key: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self.body is not None:
+            headers["Content-Type"] = "application/json"
+        if self.idempotency_key is not None:
+            headers["Idempotency-Key"] = self.idempotency_key
+        return headers
+
+    def describe(self) -> str:
+        return f"{self.op} {self.key!r}" if self.key is not None else self.op
+
+
+def kv_path(key: str) -> str:
+    """``/v1/kv/{key}`` with the key quoted (``/`` included).
+
+    Raises:
+        BadRequest: the key is not a non-empty string.
+    """
+    if not isinstance(key, str) or not key:
+        raise BadRequest(f"key must be a non-empty string, not {key!r}")
+    try:
+        return "/v1/kv/" + quote(key, safe="")
+    except UnicodeEncodeError:
+        raise BadRequest(f"key {key!r} is not valid Unicode") from None
+
+
+def json_body(value: object, what: str) -> bytes:
+    """Encode ``value`` as JSON bytes.
+
+    Raises:
+        BadRequest: ``value`` is not JSON (NaN, sets, bytes, ...).
+    """
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise BadRequest(f"{what}: not a JSON value: {exc}") from None
+
+
+def put_request(key: str, value: JSONValue, idempotency_key: str) -> Request:
+    return Request(
+        op="put",
+        method="PUT",
+        path=kv_path(key),
+        body=json_body(value, f"put {key!r}"),
+        key=key,
+        write=True,
+        idempotency_key=idempotency_key,
+    )
+
+
+def get_request(key: str, consistency: str) -> Request:
+    if consistency not in CONSISTENCY_LEVELS:
+        raise ValueError(f"consistency must be one of {CONSISTENCY_LEVELS}, not {consistency!r}")
+    path = kv_path(key) + ("?consistency=stale" if consistency == "stale" else "")
+    return Request(op="get", method="GET", path=path, key=key)
+
+
+def delete_request(key: str, idempotency_key: str) -> Request:
+    return Request(
+        op="delete",
+        method="DELETE",
+        path=kv_path(key),
+        key=key,
+        write=True,
+        idempotency_key=idempotency_key,
+    )
+
+
+def cas_request(key: str, expect: JSONValue, value: JSONValue, idempotency_key: str) -> Request:
+    return Request(
+        op="cas",
+        method="POST",
+        path=kv_path(key) + "/cas",
+        body=json_body({"expect": expect, "value": value}, f"cas {key!r}"),
+        key=key,
+        write=True,
+        idempotency_key=idempotency_key,
+    )
+
+
+def multi_put_request(pairs: dict[str, JSONValue], idempotency_key: str) -> Request:
+    if not isinstance(pairs, dict):
+        raise BadRequest(f"multi_put needs a dict of key to value, not {type(pairs).__name__}")
+    for key in pairs:
+        kv_path(key)
+    return Request(
+        op="multi_put",
+        method="POST",
+        path="/v1/kv",
+        body=json_body(pairs, "multi_put"),
+        write=True,
+        idempotency_key=idempotency_key,
+    )
+
+
+def status_request() -> Request:
+    return Request(op="status", method="GET", path="/v1/status")
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """An answer that did not settle the request: try again (maybe elsewhere)."""
+
+    reason: str
+    leader: str | None = None
+    unknown: bool = False
+
+
+def _parse_body(raw: bytes) -> tuple[dict[str, JSONValue], str]:
+    """The JSON object in ``raw`` (or ``{}``) and a short message for errors."""
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        return body, str(error) if error is not None else ""
+    text = raw[:200].decode("utf-8", "replace").strip()
+    return {}, text
+
+
+def interpret(request: Request, status: int, raw: bytes) -> dict[str, JSONValue] | Retry:
+    """Turn one HTTP answer into a result, a :class:`Retry`, or an exception.
+
+    Raises:
+        BadRequest, NotFound, Conflict, ServerError: final answers.
+    """
+    body, message = _parse_body(raw)
+    what = request.describe()
+    leader = body.get("leader")
+    hint = leader if isinstance(leader, str) and leader else None
+    if 200 <= status < 300:
+        return body
+    if status == 503:
+        return Retry(f"503 {message or 'unavailable'}", hint)
+    if status in (502, 504):
+        return Retry(f"{status} {message or 'outcome unknown'}", hint, unknown=request.write)
+    if status == 404 and request.key is not None:
+        raise NotFound(f"{what}: not found", key=request.key)
+    if status == 409 and request.key is not None:
+        current = body.get("current")
+        found = body.get("found")
+        detail = f" (current value: {json.dumps(current)})" if "current" in body else ""
+        raise Conflict(
+            f"{what}: {message or 'conflict'}{detail}",
+            key=request.key,
+            current=current,
+            found=found if isinstance(found, bool) else None,
+        )
+    if status in (400, 404, 405, 409, 411, 413, 414, 415, 422):
+        raise BadRequest(f"{what}: HTTP {status} {message}".rstrip())
+    raise ServerError(f"{what}: HTTP {status} {message}".rstrip(), status=status)
+
+
+# ----------------------------------------------------------------------------- retries
+
+
+def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: uniform in ``[d/2, d]``, ``d = initial * 2**attempt``."""
+    delay = min(maximum, initial * 2.0 ** min(attempt, 30))
+    return delay / 2 + rng.random() * delay / 2
+
+
+@dataclass(slots=True, kw_only=True)
+class RetryPolicy:
+    """How long and how often to retry.
+
+    Attributes:
+        deadline: total seconds one call may take, retries included.
+        timeout: seconds for one attempt (connect + answer).
+        backoff_initial: first pause between rounds over the endpoints.
+        backoff_max: longest pause.
+    """
+
+    deadline: float = 10.0
+    timeout: float = 5.0
+    backoff_initial: float = 0.05
+    backoff_max: float = 1.0
+
+
+@dataclass(slots=True, kw_only=True)
+class RetryState:
+    """The retry loop of one request, as data; the clients perform the I/O.
+
+    Usage: ``endpoint = next_endpoint()``, send with ``attempt_timeout()``, report
+    ``not_sent``/``maybe_sent``/``answered``; on no result, wait ``pause()``
+    seconds (it raises when the deadline has passed) and go again.
+    """
+
+    request: Request
+    router: Router
+    policy: RetryPolicy
+    clock: Callable[[], float]
+    rng: random.Random
+    deadline_at: float = 0.0
+    unknown: bool = False
+    last_error: str = "no attempt made"
+    rounds: int = 0
+    tried: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.deadline_at = self.clock() + self.policy.deadline
+
+    def next_endpoint(self) -> str:
+        endpoint = self.router.current()
+        self.tried.add(endpoint)
+        return endpoint
+
+    def attempt_timeout(self) -> float:
+        # An attempt shorter than this cannot succeed on a busy machine; the
+        # deadline may be overrun by at most this much.
+        return max(0.1, min(self.policy.timeout, self.deadline_at - self.clock()))
+
+    def not_sent(self, endpoint: str, exc: BaseException) -> None:
+        self.last_error = f"{endpoint}: {_describe(exc)}"
+        self.router.failed(endpoint)
+
+    def maybe_sent(self, endpoint: str, exc: BaseException) -> None:
+        self.last_error = f"{endpoint}: {_describe(exc)}"
+        self.unknown |= self.request.write
+        self.router.failed(endpoint)
+
+    def answered(self, endpoint: str, status: int, raw: bytes) -> dict[str, JSONValue] | None:
+        """The result, or ``None`` to retry. Raises final errors (see :func:`interpret`)."""
+        verdict = interpret(self.request, status, raw)
+        if not isinstance(verdict, Retry):
+            return verdict
+        self.last_error = f"{endpoint}: {verdict.reason}"
+        self.unknown |= verdict.unknown
+        self.router.hint(verdict.leader, endpoint)
+        return None
+
+    def pause(self) -> float:
+        """Seconds to wait before the next attempt (0 if an untried endpoint is next).
+
+        Raises:
+            Unavailable: the deadline has passed (:class:`OutcomeUnknown` if a
+                write may have been applied).
+        """
+        remaining = self.deadline_at - self.clock()
+        if remaining <= 0:
+            raise self.give_up()
+        if self.router.current() not in self.tried:
+            return 0.0
+        self.tried.clear()
+        delay = backoff_delay(
+            self.rounds,
+            initial=self.policy.backoff_initial,
+            maximum=self.policy.backoff_max,
+            rng=self.rng,
+        )
+        self.rounds += 1
+        return min(delay, remaining)
+
+    def give_up(self) -> ClientError:
+        what = self.request.describe()
+        seconds = f"{self.policy.deadline:g}s"
+        if self.unknown:
+            return OutcomeUnknown(
+                f"{what}: outcome unknown after {seconds} (it may have been applied, "
+                f"at most once); last error: {self.last_error}"
+            )
+        return Unavailable(
+            f"{what}: no node answered within {seconds}; last error: {self.last_error}"
+        )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return text

@@ -1,0 +1,87 @@
+"""Errors raised by the raftkv clients.
+
+Rule: every failure a caller can see is a :class:`ClientError` with a one-line
+message naming the operation, the key and the cause. Misuse that is detected
+before anything is sent (an empty key, a value that is not JSON) is a
+:class:`BadRequest` too, so callers need one ``except``. The client package is
+standard-library only and independent of the server, so these errors do not
+derive from :class:`raftkv.core.errors.RaftKVError`.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+__all__ = [
+    "JSONValue",
+    "ClientError",
+    "BadRequest",
+    "NotFound",
+    "Conflict",
+    "Unavailable",
+    "OutcomeUnknown",
+    "ServerError",
+]
+
+JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
+
+
+class ClientError(Exception):
+    """Root of the errors raised by :mod:`raftkv.client`."""
+
+
+class BadRequest(ClientError):
+    """The request is invalid (HTTP 400/413, or rejected before sending). Do not retry."""
+
+
+class NotFound(ClientError):
+    """The key does not exist (HTTP 404).
+
+    Attributes:
+        key: the key that was not found.
+    """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class Conflict(ClientError):
+    """A compare-and-set found a different current value (HTTP 409).
+
+    Attributes:
+        key: the key of the compare-and-set.
+        current: the current value, if the server reported it (``None`` if absent
+            or not reported).
+        found: whether the key exists, if the server reported it.
+    """
+
+    def __init__(
+        self, message: str, *, key: str, current: JSONValue = None, found: bool | None = None
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.current = current
+        self.found = found
+
+
+class Unavailable(ClientError):
+    """No node answered successfully before the deadline (no leader, unreachable).
+
+    The request had no effect, unless it is an :class:`OutcomeUnknown`.
+    """
+
+
+class OutcomeUnknown(Unavailable):
+    """A write was sent but its outcome is unknown (HTTP 504 or a dropped
+    connection), and retrying with the same idempotency key did not settle it
+    before the deadline. It may or may not have been applied, at most once.
+    """
+
+
+class ServerError(ClientError):
+    """The server answered with an unexpected status (e.g. 500)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status

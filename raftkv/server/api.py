@@ -1,0 +1,453 @@
+"""The HTTP API of one node (aiohttp): KV routes, status, health, members, metrics.
+
+Rule 1: every answer is JSON, errors included (``{"error": ..., "leader": ...}``);
+a middleware turns aiohttp's own HTML errors (404, 405, 413) and runtime errors
+into JSON with the status codes of DESIGN.md's "Black-box contract": 503 means
+nothing happened (safe to retry), 504 means the outcome is unknown.
+
+Rule 2: a node that is not the leader forwards writes -- and linearizable reads
+when the core cannot serve them locally -- to the leader it knows, over one
+persistent client session, preserving the ``Idempotency-Key``. A forwarded
+request is never forwarded again (``X-Raftkv-Forwarded``), so leadership churn
+cannot make requests loop. Commands are built on the leader, which stamps the
+log time (``time_ms``) the state machine uses for session expiry.
+
+Rule 3: request validation (JSON, keys, body shape, size) happens on the node
+that received the request, before any forwarding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from raftkv.core.types import NodeId
+from raftkv.server.config import Member, ServerConfig
+from raftkv.server.errors import BadRequest, ConfigError, NoLeader, OutcomeUnknown, ServerError
+from raftkv.server.kv import (
+    ABSENT,
+    ERR_CONFLICT,
+    ERR_INVALID_COMMAND,
+    ERR_NOT_FOUND,
+    ERR_STALE_SEQUENCE,
+    Cas,
+    Command,
+    Delete,
+    InvalidCommand,
+    KVResult,
+    KVStateMachine,
+    MultiPut,
+    Put,
+    Session,
+    check_key,
+    encode_command,
+    parse_idempotency_key,
+)
+from raftkv.server.metrics import CONTENT_TYPE
+from raftkv.server.node import RaftNode
+
+__all__ = ["ApiServer", "build_app", "FORWARDED_HEADER"]
+
+logger = logging.getLogger(__name__)
+
+FORWARDED_HEADER = "X-Raftkv-Forwarded"
+_NODE_KEY: web.AppKey[RaftNode] = web.AppKey("node", RaftNode)
+_HTTP_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return _json(status, {"error": message, **extra})
+
+
+# ----------------------------------------------------------------------------- middleware
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = request.app[_NODE_KEY]
+    route = (
+        request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
+    )
+    try:
+        response = await handler(request)
+    except ServerError as exc:
+        body: dict[str, Any] = {"error": exc.message}
+        if exc.status == 503 or exc.leader is not None:
+            body["leader"] = exc.leader
+        response = _json(exc.status, body)
+    except InvalidCommand as exc:
+        response = _error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {}
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            headers["Allow"] = ",".join(sorted(exc.allowed_methods))
+        message = {
+            404: "no such route",
+            405: f"method {request.method} not allowed",
+            413: "request body too large",
+        }.get(exc.status, exc.reason.lower())
+        response = _json(exc.status, {"error": message}, headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("unhandled error serving %s %s", request.method, request.path)
+        response = _error(500, "internal error")
+    node.metrics.http(route, response.status)
+    return response
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def _read_json(request: web.Request, max_bytes: int) -> Any:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=request.content_length)
+    raw = await request.read()  # raises HTTPRequestEntityTooLarge beyond client_max_size
+    if not raw.strip():
+        raise BadRequest("request body must be JSON")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"bad JSON: {exc}") from None
+
+
+def _key(request: web.Request) -> str:
+    try:
+        return check_key(request.match_info["key"])
+    except InvalidCommand as exc:
+        raise BadRequest(f"bad key: {exc}") from None
+
+
+def _session(request: web.Request) -> Session | None:
+    header = request.headers.get("Idempotency-Key")
+    if header is None:
+        return None
+    try:
+        client_id, seq = parse_idempotency_key(header)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return Session(client_id=client_id, seq=seq)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _result_response(result: object, *, key: str | None, leader: str) -> web.Response:
+    """Map a :class:`KVResult` of a write (applied on ``leader``) to the HTTP answer."""
+    if not isinstance(result, KVResult):
+        return _json(200, {"ok": True, "result": result, "leader": leader})
+    if result.ok:
+        return _json(200, {"ok": True, "index": result.index, "leader": leader})
+    error = result.error or "failed"
+    if error == ERR_NOT_FOUND:
+        return _json(404, {"error": error, "key": key, "index": result.index})
+    if error == ERR_CONFLICT:
+        body: dict[str, Any] = {"error": error, "key": key, "index": result.index}
+        body["found"] = result.found
+        body["current"] = result.current
+        return _json(409, body)
+    if error == ERR_STALE_SEQUENCE:
+        return _json(409, {"error": error, "index": result.index})
+    if error.startswith(ERR_INVALID_COMMAND):
+        return _json(400, {"error": error})
+    return _json(500, {"error": error})
+
+
+# ----------------------------------------------------------------------------- the API
+
+
+class _Api:
+    """Route handlers; one instance per node."""
+
+    def __init__(self, node: RaftNode, config: ServerConfig) -> None:
+        self.node = node
+        self.config = config
+        self.http: aiohttp.ClientSession | None = None
+
+    # -- forwarding ----------------------------------------------------------
+
+    async def _forward(
+        self, request: web.Request, leader: NodeId | None, body: bytes
+    ) -> web.Response:
+        """Send ``request`` to the leader and relay its answer."""
+        member = self.node.members.get(leader) if leader is not None else None
+        if leader is None or member is None or leader == self.node.node_id:
+            return _json(503, {"error": "no leader", "leader": None})
+        if request.headers.get(FORWARDED_HEADER):
+            # Already forwarded once: the sender's view was stale; let the client retry.
+            return _json(503, {"error": "not the leader", "leader": leader})
+        assert self.http is not None
+        headers = {FORWARDED_HEADER: self.node.node_id, "Content-Type": "application/json"}
+        if "Idempotency-Key" in request.headers:
+            headers["Idempotency-Key"] = request.headers["Idempotency-Key"]
+        url = member.api_url() + request.rel_url.path_qs
+        is_write = request.method != "GET"
+        timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s + 1.0)
+        try:
+            async with self.http.request(
+                request.method, url, data=body, headers=headers, timeout=timeout
+            ) as resp:
+                payload = await resp.read()
+                return web.Response(
+                    status=resp.status,
+                    body=payload,
+                    content_type="application/json",
+                    headers={"X-Raftkv-Leader": leader},
+                )
+        except aiohttp.ClientConnectorError:
+            return _json(503, {"error": "leader unreachable", "leader": leader})
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if is_write:
+                raise OutcomeUnknown(f"lost contact with the leader: {exc}") from None
+            return _json(503, {"error": f"lost contact with the leader: {exc}", "leader": leader})
+
+    async def _write(
+        self, request: web.Request, body: bytes, build: Callable[[int], Command], key: str | None
+    ) -> web.Response:
+        """Validate on this node, then propose on the leader (forwarding if needed)."""
+        command = build(_now_ms())  # validates now, even if forwarded
+        node = self.node
+        if not node.is_leader:
+            return await self._forward(request, node.leader, body)
+        try:
+            result = await node.propose(encode_command(command))
+        except NoLeader as exc:
+            if exc.leader is not None and exc.leader != node.node_id:
+                return await self._forward(request, NodeId(exc.leader), body)
+            raise
+        return _result_response(result, key=key, leader=node.node_id)
+
+    # -- KV routes -----------------------------------------------------------
+
+    async def put(self, request: web.Request) -> web.Response:
+        key = _key(request)
+        value = await _read_json(request, self.config.max_body_bytes)
+        session = _session(request)
+        body = await request.read()
+        return await self._write(
+            request, body, lambda t: Put(key=key, value=value, time_ms=t, session=session), key
+        )
+
+    async def delete(self, request: web.Request) -> web.Response:
+        key = _key(request)
+        session = _session(request)
+        return await self._write(
+            request, b"", lambda t: Delete(key=key, time_ms=t, session=session), key
+        )
+
+    async def cas(self, request: web.Request) -> web.Response:
+        key = _key(request)
+        obj = await _read_json(request, self.config.max_body_bytes)
+        if not isinstance(obj, dict) or "value" not in obj or "expect" not in obj:
+            raise BadRequest('cas body must be {"expect": value or null, "value": value}')
+        expect = ABSENT if obj["expect"] is None else obj["expect"]
+        session = _session(request)
+        body = await request.read()
+        return await self._write(
+            request,
+            body,
+            lambda t: Cas(key=key, expect=expect, value=obj["value"], time_ms=t, session=session),
+            key,
+        )
+
+    async def multi_put(self, request: web.Request) -> web.Response:
+        obj = await _read_json(request, self.config.max_body_bytes)
+        if not isinstance(obj, dict):
+            raise BadRequest("body must be a JSON object of key/value pairs")
+        if not obj:
+            raise BadRequest("body must hold at least one pair")
+        session = _session(request)
+        body = await request.read()
+        return await self._write(
+            request, body, lambda t: MultiPut(pairs=obj, time_ms=t, session=session), None
+        )
+
+    async def get(self, request: web.Request) -> web.Response:
+        key = _key(request)
+        consistency = request.query.get("consistency", "linearizable")
+        if consistency not in ("linearizable", "stale"):
+            raise BadRequest("consistency must be linearizable or stale")
+        node = self.node
+        sm = node.state_machine
+        if not isinstance(sm, KVStateMachine):
+            raise BadRequest("this node does not run the KV state machine")
+        if consistency == "linearizable":
+            try:
+                await node.read_barrier()
+            except NoLeader as exc:
+                if exc.leader is not None and exc.leader != node.node_id:
+                    return await self._forward(request, NodeId(exc.leader), b"")
+                raise
+        result = sm.read(key)
+        if not result.found:
+            return _json(404, {"error": ERR_NOT_FOUND, "key": key, "index": result.index})
+        return _json(200, {"key": key, "value": result.value, "index": result.index})
+
+    # -- cluster routes ------------------------------------------------------
+
+    async def status(self, request: web.Request) -> web.Response:
+        return _json(200, self.node.status().to_json())
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        resp = web.Response(body=self.node.metrics.render())
+        resp.headers["Content-Type"] = CONTENT_TYPE
+        return resp
+
+    async def live(self, request: web.Request) -> web.Response:
+        if self.node.is_live():
+            return _json(200, {"status": "live"})
+        return _json(503, {"error": "not live"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        node = self.node
+        if node.is_ready():
+            return _json(200, {"status": "ready", "leader": node.leader})
+        return _json(503, {"error": "not ready", "leader": node.leader})
+
+    async def members(self, request: web.Request) -> web.Response:
+        st = self.node.status()
+        return _json(
+            200,
+            {
+                "members": st.members,
+                "voters": list(st.voters),
+                "learners": list(st.learners),
+                "leader": st.leader,
+            },
+        )
+
+    async def add_member(self, request: web.Request) -> web.Response:
+        obj = await _read_json(request, self.config.max_body_bytes)
+        if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
+            raise BadRequest('body must be {"id", "raft_addr", "api_addr", "learner": bool}')
+        try:
+            member = Member.from_json(obj)
+        except ConfigError as exc:
+            raise BadRequest(exc.message) from None
+        learner = obj.get("learner", False)
+        if not isinstance(learner, bool):
+            raise BadRequest("learner must be true or false")
+        node = self.node
+        if not node.is_leader:
+            return await self._forward(request, node.leader, await request.read())
+        result = await node.add_member(NodeId(obj["id"]), member, learner=learner)
+        return _json(200, {"ok": True, "result": result})
+
+    async def remove_member(self, request: web.Request) -> web.Response:
+        node_id = request.match_info["node_id"]
+        node = self.node
+        if not node.is_leader:
+            return await self._forward(request, node.leader, b"")
+        result = await node.remove_member(NodeId(node_id))
+        return _json(200, {"ok": True, "result": result})
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        obj = await _read_json(request, self.config.max_body_bytes)
+        if not isinstance(obj, dict) or not isinstance(obj.get("to"), str):
+            raise BadRequest('body must be {"to": node id}')
+        node = self.node
+        if obj["to"] not in node.members:
+            raise BadRequest(f"unknown member {obj['to']!r}")
+        if not node.is_leader:
+            return await self._forward(request, node.leader, await request.read())
+        leader = await node.transfer_leadership(NodeId(obj["to"]))
+        return _json(200, {"ok": True, "leader": leader})
+
+
+def build_app(node: RaftNode, config: ServerConfig) -> web.Application:
+    """The aiohttp application serving ``node``."""
+    api = _Api(node, config)
+    app = web.Application(middlewares=[_errors_middleware], client_max_size=config.max_body_bytes)
+    app[_NODE_KEY] = node
+
+    async def _session_ctx(app: web.Application) -> Any:
+        api.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
+        )
+        app[_HTTP_KEY] = api.http
+        yield
+        await api.http.close()
+
+    app.cleanup_ctx.append(_session_ctx)
+    r = app.router
+    r.add_put("/v1/kv/{key}", api.put)
+    r.add_get("/v1/kv/{key}", api.get, allow_head=False)
+    r.add_delete("/v1/kv/{key}", api.delete)
+    r.add_post("/v1/kv/{key}/cas", api.cas)
+    r.add_post("/v1/kv", api.multi_put)
+    r.add_get("/v1/status", api.status, allow_head=False)
+    r.add_get("/metrics", api.metrics, allow_head=False)
+    r.add_get("/v1/health/live", api.live, allow_head=False)
+    r.add_get("/v1/health/ready", api.ready, allow_head=False)
+    r.add_get("/v1/members", api.members, allow_head=False)
+    r.add_post("/v1/members", api.add_member)
+    r.add_delete("/v1/members/{node_id}", api.remove_member)
+    r.add_post("/v1/leader/transfer", api.transfer)
+    return app
+
+
+class ApiServer:
+    """Runs :func:`build_app` on ``config.api_addr`` (port 0 picks a free port)."""
+
+    def __init__(self, node: RaftNode, config: ServerConfig) -> None:
+        self.node = node
+        self.config = config
+        self._runner: web.AppRunner | None = None
+        self.port = config.api_addr[1]
+
+    async def start(self) -> None:
+        app = build_app(self.node, self.config)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = self.config.api_addr
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
+        logger.info("http api listening", extra={"fields": {"addr": f"{host}:{self.port}"}})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
+    """Run one node and its API until ``stop`` is set (SIGTERM/SIGINT in ``raftkv serve``)."""
+    node = RaftNode(config)
+    await node.start()
+    api = ApiServer(node, config)
+    try:
+        await api.start()
+    except OSError:
+        await node.stop(transfer=False)
+        raise
+    try:
+        if stop is None:
+            stop = asyncio.Event()
+        await stop.wait()
+    finally:
+        logger.info("shutting down")
+        await node.stop()
+        await api.stop()

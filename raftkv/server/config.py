@@ -1,0 +1,200 @@
+"""Static configuration of one real node, and ``--initial-cluster`` parsing.
+
+Rule: parsing is pure and raises :class:`~raftkv.server.errors.ConfigError`
+with a one-line message naming the offending part; nothing here opens files
+or sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raftkv.core.types import NodeId
+from raftkv.server.errors import ConfigError
+
+__all__ = [
+    "HostPort",
+    "Member",
+    "ServerConfig",
+    "parse_host_port",
+    "parse_initial_cluster",
+    "format_initial_cluster",
+]
+
+HostPort = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """Where one member listens: its peer (Raft) address and its HTTP API address."""
+
+    raft: HostPort
+    api: HostPort
+
+    def api_url(self) -> str:
+        host = self.api[0]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.api[1]}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"raft_addr": format_host_port(self.raft), "api_addr": format_host_port(self.api)}
+
+    @staticmethod
+    def from_json(obj: object) -> Member:
+        """Parse ``{"raft_addr": "h:p", "api_addr": "h:p"}``.
+
+        Raises:
+            ConfigError: a field is missing or malformed.
+        """
+        if not isinstance(obj, dict):
+            raise ConfigError("member must be an object with raft_addr and api_addr")
+        raft, api = obj.get("raft_addr"), obj.get("api_addr")
+        if not isinstance(raft, str) or not isinstance(api, str):
+            raise ConfigError("member needs string fields raft_addr and api_addr")
+        return Member(
+            parse_host_port(raft, what="raft_addr"), parse_host_port(api, what="api_addr")
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    """Everything ``raftkv serve`` needs.
+
+    Attributes:
+        node_id: this node's id (a key of ``initial_cluster``).
+        data_dir: where the WAL and snapshots live.
+        raft_addr: (host, port) the peer transport listens on.
+        api_addr: (host, port) the HTTP API listens on.
+        initial_cluster: the bootstrap members, used when the data dir is new.
+        heartbeat_interval_ms: one core tick; the leader heartbeats every tick.
+        election_timeout_ms: the base election timeout (a multiple of the tick).
+        fsync: make every Ready durable before acknowledging. ``False`` is UNSAFE.
+        snapshot_entries: snapshot the state machine every this many applied entries.
+        max_body_bytes: largest HTTP request body accepted (413 above it).
+        request_timeout_s: how long a write or linearizable read may wait.
+        log_format: ``text`` or ``json`` (JSON lines).
+        log_level: a :mod:`logging` level name.
+        cluster_secret: optional shared secret for the peer handshake.
+    """
+
+    node_id: NodeId
+    data_dir: str
+    raft_addr: HostPort
+    api_addr: HostPort
+    initial_cluster: dict[NodeId, Member] = field(default_factory=dict)
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    fsync: bool = True
+    snapshot_entries: int = 10000
+    max_body_bytes: int = 1 << 20
+    request_timeout_s: float = 5.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    cluster_secret: bytes | None = None
+
+    @property
+    def election_tick(self) -> int:
+        return max(2, self.election_timeout_ms // self.heartbeat_interval_ms)
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` if the configuration cannot work."""
+        if not self.node_id:
+            raise ConfigError("--id must be non-empty")
+        if self.heartbeat_interval_ms <= 0:
+            raise ConfigError("--heartbeat-interval-ms must be positive")
+        if self.election_timeout_ms < 2 * self.heartbeat_interval_ms:
+            raise ConfigError(
+                "--election-timeout-ms must be at least twice --heartbeat-interval-ms "
+                f"(got {self.election_timeout_ms} and {self.heartbeat_interval_ms})"
+            )
+        if self.initial_cluster and self.node_id not in self.initial_cluster:
+            raise ConfigError(
+                f"--id {self.node_id} is not in --initial-cluster "
+                f"({', '.join(sorted(self.initial_cluster))})"
+            )
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("--log-format must be text or json")
+        if self.snapshot_entries <= 0:
+            raise ConfigError("snapshot_entries must be positive")
+        if self.max_body_bytes <= 0:
+            raise ConfigError("max_body_bytes must be positive")
+
+
+def format_host_port(addr: HostPort) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_host_port(text: str, *, what: str = "address") -> HostPort:
+    """Parse ``HOST:PORT`` (or ``[v6]:PORT``).
+
+    Raises:
+        ConfigError: not of that form, or the port is out of range.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ConfigError(f"{what}: expected [HOST]:PORT, got {text!r}")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    if not host:
+        raise ConfigError(f"{what}: missing host in {text!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{what}: port {port_text!r} is not a number in {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what}: port {port} out of range in {text!r}")
+    return host, port
+
+
+def parse_initial_cluster(spec: str) -> dict[NodeId, Member]:
+    """Parse ``n1=RAFTHOST:PORT/APIHOST:PORT,n2=...``.
+
+    Raises:
+        ConfigError: malformed, empty, or a duplicate id or address.
+    """
+    members: dict[NodeId, Member] = {}
+    seen: set[HostPort] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        node, eq, addrs = part.partition("=")
+        node = node.strip()
+        if not eq or not node:
+            raise ConfigError(
+                f"--initial-cluster: expected ID=RAFTHOST:PORT/APIHOST:PORT, got {part!r}"
+            )
+        raft_text, slash, api_text = addrs.partition("/")
+        if not slash:
+            raise ConfigError(
+                f"--initial-cluster: {node} needs RAFTHOST:PORT/APIHOST:PORT, got {addrs!r}"
+            )
+        if node in members:
+            raise ConfigError(f"--initial-cluster: duplicate id {node!r}")
+        raft = parse_host_port(raft_text, what=f"--initial-cluster {node} raft address")
+        api = parse_host_port(api_text, what=f"--initial-cluster {node} api address")
+        for addr in (raft, api):
+            if addr in seen:
+                raise ConfigError(
+                    f"--initial-cluster: address {format_host_port(addr)} is used twice"
+                )
+            seen.add(addr)
+        members[NodeId(node)] = Member(raft, api)
+    if not members:
+        raise ConfigError("--initial-cluster is empty")
+    return members
+
+
+def format_initial_cluster(members: dict[NodeId, Member]) -> str:
+    """The inverse of :func:`parse_initial_cluster`."""
+    return ",".join(
+        f"{n}={format_host_port(m.raft)}/{format_host_port(m.api)}"
+        for n, m in sorted(members.items())
+    )

@@ -1,0 +1,84 @@
+"""Errors of the node runtime, each mapped to one HTTP answer at the API boundary.
+
+Rule: the runtime raises these; ``api.py`` translates them to status codes
+(DESIGN.md "Black-box contract"): 503 = nothing happened, safe to retry;
+504 = the outcome is unknown. Nothing else in the server decides status codes.
+"""
+
+from __future__ import annotations
+
+from raftkv.core.errors import RaftKVError
+
+__all__ = [
+    "ServerError",
+    "ConfigError",
+    "NoLeader",
+    "ProposalLost",
+    "OutcomeUnknown",
+    "ReadTimeout",
+    "NodeStopped",
+    "Unsupported",
+    "BadRequest",
+]
+
+
+class ServerError(RaftKVError):
+    """Root of the runtime's errors; ``status`` is the HTTP status it maps to."""
+
+    status = 500
+
+    def __init__(self, message: str, *, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.leader = leader
+
+
+class ConfigError(ServerError):
+    """A bad flag or ``--initial-cluster`` value (a user mistake, shown in one line)."""
+
+    status = 400
+
+
+class BadRequest(ServerError):
+    """The request is malformed (bad JSON, bad key, bad body shape)."""
+
+    status = 400
+
+
+class NoLeader(ServerError):
+    """No leader is known right now; nothing was proposed. Safe to retry."""
+
+    status = 503
+
+
+class ProposalLost(ServerError):
+    """The proposal was appended but overwritten by a new leader: it was NOT applied.
+
+    Safe to retry (and with an Idempotency-Key it is safe regardless).
+    """
+
+    status = 503
+
+
+class OutcomeUnknown(ServerError):
+    """A write timed out: it may or may not be applied."""
+
+    status = 504
+
+
+class ReadTimeout(ServerError):
+    """A linearizable read could not be confirmed in time (nothing changed)."""
+
+    status = 503
+
+
+class NodeStopped(ServerError):
+    """The node is shutting down."""
+
+    status = 503
+
+
+class Unsupported(ServerError):
+    """The core does not offer this operation yet."""
+
+    status = 501

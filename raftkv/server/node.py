@@ -1,0 +1,847 @@
+"""The node runtime: an asyncio driver around one :class:`~raftkv.core.RawNode`.
+
+Rule 1: the core is a field pumped by the runtime (STYLE.md, encode/httpcore).
+Every call into the core -- ``tick``, ``step``, ``propose``, ``read_index``,
+``ready``, ``advance`` -- happens synchronously on the event loop's thread; the
+only ``await`` inside a Ready is the WAL sync, run in a thread executor so the
+loop keeps stepping messages (the core allows step/tick/propose between
+``ready()`` and ``advance()``). Nothing else touches storage off the loop.
+
+Rule 2: one Ready at a time, in the order of ``raftkv.core.ready``: send
+``messages``; install ``snapshot``; append entries and hard state (one sync
+when ``must_sync``); send ``messages_after_persist``; apply committed entries
+and resolve the futures of the proposals they carry; note ``read_states``;
+``advance``. Everything proposed while a sync runs lands in the next Ready,
+which is group commit for free.
+
+Rule 3: a proposal is identified by the (term, index) the core gave it. If the
+entry applied at that index has another term, the proposal was overwritten by
+a new leader and is failed with :class:`~raftkv.server.errors.ProposalLost`
+(retryable); a proposal that does not apply in time fails with
+:class:`~raftkv.server.errors.OutcomeUnknown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from raftkv.core.config import Config
+from raftkv.core.errors import NotLeader, ProposalDropped, RaftError
+from raftkv.core.messages import InstallSnapshot, Message
+from raftkv.core.rawnode import RawNode
+from raftkv.core.ready import Ready
+from raftkv.core.types import (
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    Index,
+    NodeId,
+    Role,
+    Term,
+)
+from raftkv.server.config import Member, ServerConfig
+from raftkv.server.errors import (
+    BadRequest,
+    NodeStopped,
+    NoLeader,
+    OutcomeUnknown,
+    ProposalLost,
+    ReadTimeout,
+    ServerError,
+)
+from raftkv.server.metrics import NodeMetrics
+from raftkv.server.statemachine import StateMachine
+from raftkv.storage.disk_storage import DiskStorage
+from raftkv.transport.base import InMemoryHub, Transport
+from raftkv.transport.codec import encode_batch
+from raftkv.transport.errors import CodecError
+from raftkv.transport.tcp import TcpTransport
+
+__all__ = ["RaftNode", "StateMachine", "NodeStatus"]
+
+logger = logging.getLogger(__name__)
+
+_MEMBERS_FILE = "members.json"
+_SNAPSHOT_FILE = "state.snap"
+
+
+def default_state_machine() -> StateMachine:
+    """The KV state machine of :mod:`raftkv.server.kv`."""
+    from raftkv.server.kv import KVStateMachine
+
+    sm: StateMachine = KVStateMachine()
+    return sm
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStatus:
+    """A consistent view of the node for ``GET /v1/status``."""
+
+    node_id: NodeId
+    role: str
+    term: Term
+    leader: NodeId | None
+    commit_index: Index
+    applied_index: Index
+    last_index: Index
+    members: dict[str, dict[str, str]]
+    voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...]
+    progress: dict[str, dict[str, Any]] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.node_id,
+            "role": self.role,
+            "term": self.term,
+            "leader": self.leader,
+            "commit_index": self.commit_index,
+            "applied_index": self.applied_index,
+            "last_index": self.last_index,
+            "members": self.members,
+            "voters": list(self.voters),
+            "learners": list(self.learners),
+            "progress": self.progress,
+        }
+
+
+class _Proposal:
+    __slots__ = ("term", "future", "started")
+
+    def __init__(self, term: Term, future: asyncio.Future[object]) -> None:
+        self.term = term
+        self.future = future
+        self.started = time.perf_counter()
+
+
+def _encode_snapshot_data(members: dict[NodeId, Member], sm_data: bytes) -> bytes:
+    """The bytes of a snapshot: the address book and the state machine image."""
+    return bytes(
+        msgpack.packb(
+            {
+                "v": 1,
+                "members": {n: m.to_json() for n, m in sorted(members.items())},
+                "sm": sm_data,
+            },
+            use_bin_type=True,
+        )
+    )
+
+
+def _decode_snapshot_data(data: bytes) -> tuple[dict[NodeId, Member], bytes]:
+    obj = msgpack.unpackb(data, raw=False)
+    if not isinstance(obj, dict) or obj.get("v") != 1:
+        raise ValueError("unknown snapshot envelope")
+    members = {NodeId(n): Member.from_json(m) for n, m in obj["members"].items()}
+    return members, bytes(obj["sm"])
+
+
+class RaftNode:
+    """One replica: core + storage + transport + state machine, on asyncio.
+
+    Args:
+        config: the node's configuration.
+        state_machine: what committed commands are applied to; default: the KV store.
+        hub: run over this in-memory hub instead of TCP (in-process tests).
+        rng: randomness for election timeouts (default: seeded from the OS).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        state_machine: StateMachine | None = None,
+        *,
+        hub: InMemoryHub | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.node_id = config.node_id
+        self.state_machine = state_machine if state_machine is not None else default_state_machine()
+        self.metrics = NodeMetrics(config.node_id)
+        self._hub = hub
+        self._rng = rng if rng is not None else random.Random()
+        self._data_dir = Path(config.data_dir)
+        self._storage: DiskStorage | None = None
+        self._raw: RawNode | None = None
+        self._transport: Transport | None = None
+        self.members: dict[NodeId, Member] = dict(config.initial_cluster)
+        self._conf_state: ConfState = ConfState(voters=tuple(sorted(self.members)))
+
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._started = False
+        self._accepting = False
+        self._driver_done: asyncio.Future[None] | None = None
+
+        # Invariant: every key is an index proposed on this node not yet applied.
+        self._proposals: dict[Index, _Proposal] = {}
+        # Read contexts waiting for their ReadState.
+        self._reads: dict[bytes, asyncio.Future[Index]] = {}
+        self._read_seq = itertools.count(1)
+        # (index, future) waiting for applied >= index.
+        self._apply_waiters: list[tuple[Index, asyncio.Future[None]]] = []
+        self._applied: Index = 0
+        self._can_send_snapshots = False
+        self._snapshot_index: Index = 0
+        self._leader: NodeId | None = None
+        self._role: Role = Role.FOLLOWER
+        # Commit index seen when the current leader became known (readiness).
+        self._ready_mark: Index | None = None
+        # Serve linearizable reads on followers with ReadIndex (the core forwards
+        # it to the leader); off: followers hand reads to the leader's API.
+        self.read_index_local = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Recover from the data dir, start the transport, the ticker and the drive loop."""
+        if self._started:
+            raise ServerError("node already started")
+        self._started = True
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._load_members()
+        voters = tuple(sorted(self.config.initial_cluster or self.members))
+        self._storage = DiskStorage.open(self._data_dir, fsync=self.config.fsync, voters=voters)
+        applied = self._restore_snapshot()
+        core_config = Config(
+            node_id=self.node_id,
+            peers=voters,
+            election_tick=self.config.election_tick,
+            heartbeat_tick=1,
+            pre_vote=True,
+            check_quorum=True,
+            applied=applied,
+        )
+        self._raw = RawNode(core_config, self._storage, self._rng)
+        self._applied = applied
+        self._transport = self._make_transport()
+        self._can_send_snapshots = self._snapshots_on_the_wire()
+        await self._transport.start()
+        loop = asyncio.get_running_loop()
+        self._driver_done = loop.create_future()
+        self._tasks = [
+            asyncio.create_task(self._drive(), name=f"raftkv-drive-{self.node_id}"),
+            asyncio.create_task(self._ticker(), name=f"raftkv-tick-{self.node_id}"),
+        ]
+        self._accepting = True
+        logger.info(
+            "node started",
+            extra={
+                "fields": {
+                    "term": self._raw.term,
+                    "applied": applied,
+                    "last_index": self._raw.last_index,
+                    "members": ",".join(sorted(self.members)),
+                }
+            },
+        )
+
+    def _snapshots_on_the_wire(self) -> bool:
+        """Whether the peer transport can carry InstallSnapshot (the codec may lag the core)."""
+        if self._hub is not None:
+            return True
+        try:
+            encode_batch(
+                [
+                    InstallSnapshot(
+                        term=1,
+                        sender=self.node_id,
+                        to=self.node_id,
+                        snapshot_index=1,
+                        snapshot_term=1,
+                        conf_state=ConfState(voters=(self.node_id,)),
+                        offset=0,
+                        data=b"",
+                        done=True,
+                    )
+                ]
+            )
+        except CodecError:
+            logger.warning("the transport cannot send snapshots: log compaction is disabled")
+            return False
+        return True
+
+    def _make_transport(self) -> Transport:
+        peers = {n: m.raft for n, m in self.members.items() if n != self.node_id}
+        if self._hub is not None:
+            t: Transport = self._hub.transport(self.node_id, self._on_messages, peers=None)
+            return t
+        return TcpTransport(
+            self.node_id,
+            self.config.raft_addr,
+            peers,
+            self._on_messages,
+            cluster_secret=self.config.cluster_secret,
+        )
+
+    async def stop(self, *, transfer: bool = True) -> None:
+        """Stop gracefully: refuse new requests, hand over leadership, flush, close."""
+        if not self._started or self._stopping:
+            return
+        self._accepting = False
+        if transfer and self._raw is not None and self._raw.role is Role.LEADER:
+            await self._handover()
+        self._stopping = True
+        self._wake.set()
+        if self._driver_done is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._driver_done), 5.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._transport is not None:
+            await self._transport.stop()
+        self._fail_all(NodeStopped("node is shutting down"))
+        if self._storage is not None:
+            self._storage.close()
+        logger.info("node stopped")
+
+    async def _handover(self) -> None:
+        """Transfer leadership to the most caught-up follower and wait briefly."""
+        raw = self._raw
+        assert raw is not None
+        target = self._best_follower()
+        if target is None:
+            return
+        logger.info("transferring leadership before stopping", extra={"fields": {"to": target}})
+        try:
+            raw.transfer_leadership(target)
+        except RaftError as exc:
+            logger.info("leadership transfer refused: %s", exc)
+            return
+        self._wake.set()
+        deadline = time.monotonic() + self.config.election_timeout_ms / 1000
+        while time.monotonic() < deadline and raw.role is Role.LEADER:
+            await asyncio.sleep(self.config.heartbeat_interval_ms / 2000)
+
+    def _best_follower(self) -> NodeId | None:
+        progress = self._progress()
+        if progress:
+            voters = set(self._conf_state.voters) or set(self.members)
+            candidates = [
+                (p.get("match", 0), n)
+                for n, p in progress.items()
+                if n != self.node_id and n in voters
+            ]
+            if candidates:
+                return NodeId(max(candidates)[1])
+        others = sorted(n for n in self.members if n != self.node_id)
+        return others[0] if others else None
+
+    def _fail_all(self, exc: ServerError) -> None:
+        for p in self._proposals.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+        self._proposals.clear()
+        for f in self._reads.values():
+            if not f.done():
+                f.set_exception(exc)
+        self._reads.clear()
+        for _, w in self._apply_waiters:
+            if not w.done():
+                w.set_exception(exc)
+        self._apply_waiters.clear()
+
+    # ------------------------------------------------------------------ inputs
+
+    def _on_messages(self, msgs: list[Message]) -> None:
+        raw = self._raw
+        if raw is None or self._stopping:
+            return
+        for msg in msgs:
+            self.metrics.received(type(msg).__name__)
+            try:
+                raw.step(msg)
+            except RaftError as exc:
+                logger.debug("dropped %s: %s", type(msg).__name__, exc)
+        self._wake.set()
+
+    async def _ticker(self) -> None:
+        interval = self.config.heartbeat_interval_ms / 1000
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + interval
+        while not self._stopping:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += interval
+            # After a long stall (GC, paused process) do not tick in a burst.
+            if loop.time() - next_at > 5 * interval:
+                next_at = loop.time() + interval
+            assert self._raw is not None
+            self._raw.tick()
+            self._wake.set()
+
+    # ------------------------------------------------------------------ drive loop
+
+    async def _drive(self) -> None:
+        raw = self._raw
+        assert raw is not None and self._driver_done is not None
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                if not raw.has_ready():
+                    await self._wake.wait()
+                    continue
+                await self._handle_ready(raw.ready())
+        except Exception:
+            logger.exception("drive loop crashed; the node stops serving")
+            self._accepting = False
+            self._stopping = True
+            self._fail_all(NodeStopped("node failed"))
+            raise
+        finally:
+            if not self._driver_done.done():
+                self._driver_done.set_result(None)
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        raw = self._raw
+        storage = self._storage
+        assert raw is not None and storage is not None
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+        self._send(rd.messages)
+        if rd.snapshot is not None and not rd.snapshot.is_empty():
+            self._install_snapshot(rd)
+        if rd.entries or rd.hard_state is not None:
+            storage.save(rd.entries, rd.hard_state, sync=False)
+            if rd.entries:
+                self.metrics.ready_entries.observe(len(rd.entries))
+            if rd.must_sync and self.config.fsync:
+                start = time.perf_counter()
+                await asyncio.get_running_loop().run_in_executor(None, storage.wal.sync)
+                self.metrics.fsync_seconds.observe(time.perf_counter() - start)
+        self._send(rd.messages_after_persist)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.context, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
+        raw.advance(rd)
+        self._update_gauges()
+        self._wake_appliers()
+        self._maybe_snapshot()
+
+    def _send(self, msgs: tuple[Message, ...]) -> None:
+        if not msgs or self._transport is None:
+            return
+        for m in msgs:
+            self.metrics.sent(type(m).__name__)
+        try:
+            self._transport.send(msgs)
+        except Exception as exc:  # a closed transport during shutdown
+            logger.debug("send failed: %s", exc)
+
+    def _on_soft_state(self, leader: NodeId | None, role: Role) -> None:
+        if role is Role.CANDIDATE and self._role is not Role.CANDIDATE:
+            self.metrics.elections.inc()
+        if leader != self._leader:
+            self.metrics.leader_changes.inc()
+            logger.info(
+                "leader changed",
+                extra={"fields": {"leader": leader, "role": role.value, "term": self.term}},
+            )
+            assert self._raw is not None
+            self._ready_mark = self._raw.commit_index if leader is not None else None
+        self._leader = leader
+        self._role = role
+        self.metrics.set_role(role.value)
+
+    def _update_gauges(self) -> None:
+        raw = self._raw
+        assert raw is not None
+        self.metrics.term.set(raw.term)
+        self.metrics.commit_index.set(raw.commit_index)
+        self.metrics.applied_index.set(self._applied)
+        self.metrics.last_index.set(raw.last_index)
+
+    # ------------------------------------------------------------------ apply
+
+    def _apply(self, entries: tuple[Entry, ...]) -> None:
+        for e in entries:
+            if e.index <= self._applied:
+                continue  # already in the restored snapshot
+            result: object = None
+            if e.type is EntryType.CONF_CHANGE:
+                result = self._apply_conf_change(e)
+            elif e.data:
+                # An exception here is a state machine bug: it stops the node
+                # (statemachine.py), rather than letting replicas diverge.
+                result = self.state_machine.apply(e.index, e.data)
+            self._applied = e.index
+            p = self._proposals.pop(e.index, None)
+            if p is None or p.future.done():
+                continue
+            if p.term != e.term:
+                self.metrics.failed("lost")
+                p.future.set_exception(
+                    ProposalLost("the proposal was overwritten by a new leader; retry")
+                )
+            else:
+                p.future.set_result(result)
+        # Proposals at or below the applied index that never matched are lost.
+        for idx in [i for i in self._proposals if i <= self._applied]:
+            p = self._proposals.pop(idx)
+            if not p.future.done():
+                p.future.set_exception(ProposalLost("the proposal was not applied; retry"))
+
+    def _wake_appliers(self) -> None:
+        if not self._apply_waiters:
+            return
+        keep = []
+        for idx, fut in self._apply_waiters:
+            if fut.done():
+                continue
+            if idx <= self._applied:
+                fut.set_result(None)
+            else:
+                keep.append((idx, fut))
+        self._apply_waiters = keep
+
+    def _apply_conf_change(self, e: Entry) -> object:
+        raw = self._raw
+        assert raw is not None
+        try:
+            cc = ConfChange.decode(e.data)
+        except ValueError:
+            logger.error("undecodable conf change at index %d", e.index)
+            return None
+        try:
+            self._conf_state = raw.apply_conf_change(cc)
+        except RaftError as exc:
+            # Refused the same way on every replica (it was validated when proposed).
+            logger.error("conf change at index %d not applied: %s", e.index, exc)
+            return {"error": str(exc)}
+        addrs: dict[str, Any] = {}
+        if cc.context:
+            with contextlib.suppress(ValueError):
+                obj = json.loads(cc.context)
+                if isinstance(obj, dict):
+                    addrs = obj
+        for change in cc.changes:
+            if change.type is ConfChangeType.REMOVE_NODE:
+                self.members.pop(change.node_id, None)
+            else:
+                info = addrs.get(change.node_id, addrs)
+                with contextlib.suppress(ServerError):
+                    self.members[change.node_id] = Member.from_json(info)
+        self._save_members()
+        if self._transport is not None:
+            self._transport.update_peers(
+                {n: m.raft for n, m in self.members.items() if n != self.node_id}
+            )
+        logger.info(
+            "membership changed",
+            extra={
+                "fields": {
+                    "index": e.index,
+                    "voters": ",".join(self._conf_state.voters),
+                    "learners": ",".join(self._conf_state.learners),
+                }
+            },
+        )
+        return {
+            "voters": list(self._conf_state.voters),
+            "learners": list(self._conf_state.learners),
+        }
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _maybe_snapshot(self) -> None:
+        """Snapshot the state machine and compact the log every ``snapshot_entries``."""
+        storage = self._storage
+        if storage is None or self._applied - self._snapshot_index < self.config.snapshot_entries:
+            return
+        assert self._raw is not None
+        index = self._applied
+        data = _encode_snapshot_data(self.members, self.state_machine.snapshot())
+        storage.create_snapshot(index, self._raw.status().conf_state, data)
+        # Keep a tail so slightly lagging followers catch up from the log. Without
+        # InstallSnapshot on the wire, a follower behind the compaction point
+        # could never catch up: then keep the whole log.
+        keep = min(1000, self.config.snapshot_entries // 2)
+        if self._can_send_snapshots and index - keep > storage.first_index():
+            storage.compact(index - keep)
+        self._snapshot_index = index
+        self.metrics.snapshots.inc()
+        logger.info("snapshot taken", extra={"fields": {"index": index}})
+
+    def _restore_snapshot(self) -> Index:
+        """Restore the state machine from storage's latest snapshot; return its index."""
+        assert self._storage is not None
+        snap = self._storage.snapshot()
+        if snap.is_empty():
+            return 0
+        members, sm_data = _decode_snapshot_data(snap.data)
+        self.state_machine.restore(sm_data)
+        self.members.update(members)
+        self._conf_state = snap.metadata.conf_state
+        self._snapshot_index = snap.metadata.index
+        logger.info("restored snapshot", extra={"fields": {"index": snap.metadata.index}})
+        return snap.metadata.index
+
+    def _install_snapshot(self, rd: Ready) -> None:
+        snap = rd.snapshot
+        storage = self._storage
+        assert snap is not None and storage is not None
+        storage.apply_snapshot(snap)
+        members, sm_data = _decode_snapshot_data(snap.data)
+        self.state_machine.restore(sm_data)
+        self.members = members
+        self._save_members()
+        self._conf_state = snap.metadata.conf_state
+        self._applied = snap.metadata.index
+        self._snapshot_index = snap.metadata.index
+        if self._transport is not None:
+            self._transport.update_peers(
+                {n: m.raft for n, m in self.members.items() if n != self.node_id}
+            )
+        logger.info("installed snapshot", extra={"fields": {"index": snap.metadata.index}})
+
+    # ------------------------------------------------------------------ address book
+
+    def _load_members(self) -> None:
+        path = self._data_dir / _MEMBERS_FILE
+        if not path.exists():
+            return
+        try:
+            obj = json.loads(path.read_text())
+            self.members = {NodeId(n): Member.from_json(m) for n, m in obj["members"].items()}
+        except (ValueError, KeyError, ServerError) as exc:
+            logger.warning("ignoring unreadable %s: %s", path, exc)
+
+    def _save_members(self) -> None:
+        path = self._data_dir / _MEMBERS_FILE
+        tmp = path.with_suffix(".tmp")
+        text = json.dumps({"members": {n: m.to_json() for n, m in sorted(self.members.items())}})
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            if self.config.fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ requests
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
+    def term(self) -> Term:
+        return self._raw.term if self._raw is not None else 0
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self._raw.leader if self._raw is not None else None
+
+    @property
+    def is_leader(self) -> bool:
+        return self._raw is not None and self._raw.role is Role.LEADER
+
+    @property
+    def applied_index(self) -> Index:
+        return self._applied
+
+    def leader_member(self) -> Member | None:
+        leader = self.leader
+        return self.members.get(leader) if leader is not None else None
+
+    def _check_accepting(self) -> RawNode:
+        if not self._accepting or self._raw is None:
+            raise NodeStopped("node is not serving")
+        return self._raw
+
+    async def propose(self, command: bytes, *, timeout: float | None = None) -> object:
+        """Replicate ``command`` and return the state machine's result for it.
+
+        Raises:
+            NoLeader: this node is not the leader (``.leader`` names the one it knows).
+            ProposalLost: a new leader overwrote the entry; it was not applied.
+            OutcomeUnknown: no answer within ``timeout``.
+        """
+        raw = self._check_accepting()
+        if not command:
+            raise ServerError("empty commands are reserved for no-ops")
+        try:
+            index = raw.propose(command)
+        except NotLeader as exc:
+            raise NoLeader("not the leader", leader=exc.leader) from exc
+        except ProposalDropped as exc:
+            self.metrics.failed("dropped")
+            raise NoLeader(f"proposal dropped: {exc}", leader=raw.leader) from exc
+        return await self._await_proposal(index, raw.term, timeout)
+
+    async def _await_proposal(self, index: Index, term: Term, timeout: float | None) -> object:
+        self.metrics.proposals.inc()
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._proposals[index] = _Proposal(term, fut)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(fut),
+                timeout if timeout is not None else self.config.request_timeout_s,
+            )
+        except TimeoutError:
+            self.metrics.failed("timeout")
+            raise OutcomeUnknown("timed out waiting for the write to commit") from None
+
+    async def read_barrier(self, *, timeout: float | None = None) -> Index:
+        """Wait until a linearizable read may be served locally; return the read index.
+
+        Uses ReadIndex (dissertation §6.4) when the core offers it (on followers
+        too); otherwise the leader commits an empty entry and reads after it.
+
+        Raises:
+            NoLeader: no leader known (or, without ReadIndex, this is not the leader).
+            ReadTimeout: the read index was not confirmed in time.
+        """
+        raw = self._check_accepting()
+        timeout = timeout if timeout is not None else self.config.request_timeout_s
+        deadline = time.monotonic() + timeout
+        if raw.leader is None:
+            raise NoLeader("no leader")
+        if self.read_index_local or raw.role is Role.LEADER:
+            ctx = f"{self.node_id}:{next(self._read_seq)}:{self._rng.getrandbits(32)}".encode()
+            fut: asyncio.Future[Index] = asyncio.get_running_loop().create_future()
+            self._reads[ctx] = fut
+            try:
+                raw.read_index(ctx)
+            except ProposalDropped as exc:
+                self._reads.pop(ctx, None)
+                raise NoLeader(f"read dropped: {exc}", leader=raw.leader) from exc
+            self._wake.set()
+            try:
+                index = await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise ReadTimeout("timed out confirming leadership for a read") from None
+            finally:
+                self._reads.pop(ctx, None)
+        else:
+            # Followers hand linearizable reads to the leader (the API forwards).
+            raise NoLeader("not the leader", leader=raw.leader)
+        await self.wait_applied(index, timeout=max(0.0, deadline - time.monotonic()))
+        return index
+
+    async def wait_applied(self, index: Index, *, timeout: float) -> None:
+        """Wait until the state machine applied ``index``."""
+        if self._applied >= index:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._apply_waiters.append((index, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise ReadTimeout("timed out waiting for the state machine to catch up") from None
+
+    # ------------------------------------------------------------------ membership
+
+    async def add_member(self, node_id: NodeId, member: Member, *, learner: bool) -> object:
+        """Propose adding ``node_id`` (its addresses travel in the change's context)."""
+        kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
+        context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
+        return await self._propose_conf_change(
+            ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
+        )
+
+    async def remove_member(self, node_id: NodeId) -> object:
+        return await self._propose_conf_change(
+            ConfChange(changes=(ConfChangeSingle(ConfChangeType.REMOVE_NODE, node_id),))
+        )
+
+    async def _propose_conf_change(self, cc: ConfChange) -> object:
+        raw = self._check_accepting()
+        try:
+            index = raw.propose_conf_change(cc)
+        except NotLeader as exc:
+            raise NoLeader("not the leader", leader=exc.leader) from exc
+        except ProposalDropped as exc:
+            raise NoLeader(f"membership change refused: {exc}", leader=raw.leader) from exc
+        except RaftError as exc:  # ConfChangeError: does not apply to the membership
+            raise BadRequest(f"membership change refused: {exc}") from exc
+        return await self._await_proposal(index, raw.term, None)
+
+    async def transfer_leadership(
+        self, to: NodeId, *, timeout: float | None = None
+    ) -> NodeId | None:
+        """Ask the leader (this node) to hand over to ``to``; wait for a new leader."""
+        raw = self._check_accepting()
+        if raw.role is not Role.LEADER:
+            raise NoLeader("not the leader", leader=raw.leader)
+        if to == self.node_id:
+            return to
+        try:
+            raw.transfer_leadership(to)
+        except NotLeader as exc:
+            raise NoLeader("not the leader", leader=exc.leader) from exc
+        except RaftError as exc:
+            raise BadRequest(f"transfer refused: {exc}") from exc
+        self._wake.set()
+        limit = timeout if timeout is not None else 2 * self.config.election_timeout_ms / 1000
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if raw.leader == to:
+                return to
+            await asyncio.sleep(self.config.heartbeat_interval_ms / 4000)
+        raise OutcomeUnknown(f"leadership did not move to {to} in time")
+
+    # ------------------------------------------------------------------ views
+
+    def _progress(self) -> dict[str, dict[str, Any]] | None:
+        raw = self._raw
+        if raw is None or raw.role is not Role.LEADER:
+            return None
+        return {
+            n: {"match": pr.match, "next": pr.next, "state": pr.state}
+            for n, pr in raw.status().progress.items()
+        }
+
+    def status(self) -> NodeStatus:
+        raw = self._raw
+        if raw is None:
+            raise NodeStopped("node not started")
+        conf = raw.status().conf_state
+        voters = conf.voters or tuple(sorted(self.members))
+        return NodeStatus(
+            node_id=self.node_id,
+            role=raw.role.value,
+            term=raw.term,
+            leader=raw.leader,
+            commit_index=raw.commit_index,
+            applied_index=self._applied,
+            last_index=raw.last_index,
+            members={n: m.to_json() for n, m in sorted(self.members.items())},
+            voters=voters,
+            learners=conf.learners,
+            progress=self._progress(),
+        )
+
+    def is_live(self) -> bool:
+        return (
+            self._started
+            and not self._stopping
+            and self._driver_done is not None
+            and not self._driver_done.done()
+        )
+
+    def is_ready(self) -> bool:
+        """Knows a leader and has applied what was committed when it learned of it."""
+        if not self.is_live() or not self._accepting or self.leader is None:
+            return False
+        return self._ready_mark is not None and self._applied >= self._ready_mark

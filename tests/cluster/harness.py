@@ -1,0 +1,288 @@
+"""Helpers that run raftkv nodes for tests: in-process (InMemoryHub) and as real processes.
+
+Rule: every helper cleans up what it started (tasks, sockets, processes), so
+tests pass under ``filterwarnings = error``. Ports are free loopback ports
+picked at random by the OS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raftkv.core.types import NodeId
+from raftkv.server.api import ApiServer
+from raftkv.server.config import Member, ServerConfig, format_initial_cluster
+from raftkv.server.node import RaftNode
+from raftkv.transport.base import InMemoryHub
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (held open until all are picked)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def member_map(n: int) -> dict[NodeId, Member]:
+    ports = free_ports(2 * n)
+    return {
+        NodeId(f"n{i + 1}"): Member(("127.0.0.1", ports[2 * i]), ("127.0.0.1", ports[2 * i + 1]))
+        for i in range(n)
+    }
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+@dataclass
+class InProcCluster:
+    """N nodes in one event loop over an :class:`InMemoryHub`, each with its HTTP API."""
+
+    data_dir: Path
+    n: int = 3
+    heartbeat_ms: int = 20
+    election_ms: int = 200
+    snapshot_entries: int = 10000
+    hub: InMemoryHub = field(default_factory=InMemoryHub)
+    members: dict[NodeId, Member] = field(default_factory=dict)
+    nodes: dict[NodeId, RaftNode] = field(default_factory=dict)
+    apis: dict[NodeId, ApiServer] = field(default_factory=dict)
+
+    def config(self, node_id: NodeId) -> ServerConfig:
+        m = self.members[node_id]
+        return ServerConfig(
+            node_id=node_id,
+            data_dir=str(self.data_dir / node_id),
+            raft_addr=m.raft,
+            api_addr=m.api,
+            initial_cluster=dict(self.members),
+            heartbeat_interval_ms=self.heartbeat_ms,
+            election_timeout_ms=self.election_ms,
+            fsync=False,
+            request_timeout_s=2.0,
+            snapshot_entries=self.snapshot_entries,
+        )
+
+    async def start(self) -> None:
+        self.members = member_map(self.n)
+        for node_id in self.members:
+            await self.start_node(node_id)
+
+    async def start_node(self, node_id: NodeId) -> None:
+        cfg = self.config(node_id)
+        node = RaftNode(cfg, hub=self.hub)
+        await node.start()
+        api = ApiServer(node, cfg)
+        await api.start()
+        self.nodes[node_id] = node
+        self.apis[node_id] = api
+
+    async def stop_node(self, node_id: NodeId) -> None:
+        node = self.nodes.pop(node_id)
+        api = self.apis.pop(node_id)
+        await node.stop(transfer=False)
+        await api.stop()
+
+    async def stop(self) -> None:
+        for node_id in list(self.nodes):
+            await self.stop_node(node_id)
+
+    def url(self, node_id: NodeId) -> str:
+        return self.members[node_id].api_url()
+
+    async def leader(self, timeout: float = 5.0) -> NodeId:
+        """The leader all running nodes agree on."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leaders = {n.leader for n in self.nodes.values()}
+            leader = next(iter(leaders))
+            if len(leaders) == 1 and leader is not None and self.nodes[leader].is_leader:
+                return leader
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"no leader agreed on: {[n.leader for n in self.nodes.values()]}")
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, Any]:
+    """One blocking request; returns (status, decoded JSON or text); status 0 if unreachable."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            payload = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        payload = exc.read()
+        status = exc.code
+        exc.close()
+    except (urllib.error.URLError, OSError):
+        return 0, None
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, payload.decode("utf-8", "replace")
+
+
+@dataclass
+class ProcCluster:
+    """N ``raftkv serve`` subprocesses on loopback."""
+
+    data_dir: Path
+    n: int = 3
+    heartbeat_ms: int = 50
+    election_ms: int = 500
+    fsync: bool = True
+    members: dict[NodeId, Member] = field(default_factory=dict)
+    procs: dict[NodeId, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            self.members = member_map(self.n)
+
+    def command(self, node_id: NodeId) -> list[str]:
+        m = self.members[node_id]
+        cmd = [
+            sys.executable,
+            "-m",
+            "raftkv.cli",
+            "serve",
+            "--id",
+            node_id,
+            "--data-dir",
+            str(self.data_dir / node_id),
+            "--raft-addr",
+            f"{m.raft[0]}:{m.raft[1]}",
+            "--api-addr",
+            f"{m.api[0]}:{m.api[1]}",
+            "--initial-cluster",
+            format_initial_cluster(self.members),
+            "--heartbeat-interval-ms",
+            str(self.heartbeat_ms),
+            "--election-timeout-ms",
+            str(self.election_ms),
+            "--log-level",
+            "WARNING",
+        ]
+        if not self.fsync:
+            cmd.append("--no-fsync")
+        return cmd
+
+    def start_node(self, node_id: NodeId) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        log = open(self.data_dir / f"{node_id}.log", "ab")  # noqa: SIM115
+        self.procs[node_id] = subprocess.Popen(
+            self.command(node_id), env=env, stdout=log, stderr=log, cwd=REPO_ROOT
+        )
+        log.close()
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for node_id in self.members:
+            self.start_node(node_id)
+
+    def kill(self, node_id: NodeId) -> None:
+        p = self.procs.pop(node_id)
+        p.kill()
+        p.wait()
+
+    def terminate(self, node_id: NodeId, timeout: float = 10.0) -> int:
+        p = self.procs.pop(node_id)
+        p.send_signal(signal.SIGTERM)
+        try:
+            return p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise
+
+    def stop(self) -> None:
+        for node_id in list(self.procs):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.terminate(node_id)
+
+    def url(self, node_id: NodeId) -> str:
+        return self.members[node_id].api_url()
+
+    def status(self, node_id: NodeId) -> dict[str, Any] | None:
+        code, payload = http("GET", self.url(node_id) + "/v1/status", timeout=1.0)
+        return payload if code == 200 else None
+
+    def wait_leader(self, timeout: float = 30.0, among: list[NodeId] | None = None) -> NodeId:
+        """Wait until the running nodes agree on a leader that is among them."""
+        ids = among if among is not None else list(self.procs)
+        deadline = time.monotonic() + timeout
+        last: list[Any] = []
+        while time.monotonic() < deadline:
+            sts = [self.status(n) for n in ids]
+            last = sts
+            if all(s is not None for s in sts):
+                leaders = {s["leader"] for s in sts if s is not None}
+                if len(leaders) == 1:
+                    leader = next(iter(leaders))
+                    if leader in ids:
+                        return NodeId(leader)
+            time.sleep(0.05)
+        raise AssertionError(f"no agreed leader among {ids}: {last}")
+
+    def logs(self) -> str:
+        out = []
+        for node_id in self.members:
+            path = self.data_dir / f"{node_id}.log"
+            if path.exists():
+                out.append(f"--- {node_id}\n" + path.read_text(errors="replace")[-4000:])
+        return "\n".join(out)
+
+
+@contextlib.contextmanager
+def proc_cluster(data_dir: Path, **kwargs: Any) -> Iterator[ProcCluster]:
+    c = ProcCluster(data_dir, **kwargs)
+    c.start()
+    try:
+        yield c
+    finally:
+        for p in c.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in c.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
