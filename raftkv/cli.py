@@ -414,7 +414,19 @@ def _fail(message: str) -> NoReturn:
     "--initial-cluster",
     required=True,
     envvar="RAFTKV_INITIAL_CLUSTER",
-    help="n1=RAFTHOST:PORT/APIHOST:PORT,n2=... (every bootstrap member, this one included).",
+    help="n1=RAFTHOST:PORT/APIHOST:PORT,n2=... With 'new': every founding member, this one "
+    "included. With 'existing': the current members plus this one (their addresses). "
+    "Read only when the data dir is empty.",
+)
+@click.option(
+    "--initial-cluster-state",
+    type=click.Choice(["new", "existing"]),
+    default="new",
+    show_default=True,
+    envvar="RAFTKV_INITIAL_CLUSTER_STATE",
+    help="'new': found a cluster from --initial-cluster. 'existing': join a running "
+    "cluster after `raftkv members add` (learns the membership from the leader). "
+    "Ignored when the data dir already holds state: the node restarts from it.",
 )
 @click.option(
     "--heartbeat-interval-ms",
@@ -481,6 +493,7 @@ def serve(
     raft_addr: str,
     api_addr: str,
     initial_cluster: str,
+    initial_cluster_state: str,
     heartbeat_interval_ms: int,
     election_timeout_ms: int,
     no_fsync: bool,
@@ -495,11 +508,20 @@ def serve(
     Every flag can also come from an environment variable RAFTKV_<FLAG>,
     e.g. RAFTKV_ID=n1, RAFTKV_INITIAL_CLUSTER=...
 
+    A data dir that already holds state restarts from it; --initial-cluster and
+    --initial-cluster-state matter only on the very first start.
+
     \b
-    Example (one of three):
+    Example (one of three founding members):
       raftkv serve --id n1 --data-dir data/n1 \\
         --raft-addr 127.0.0.1:7001 --api-addr 127.0.0.1:8001 \\
         --initial-cluster n1=127.0.0.1:7001/127.0.0.1:8001,n2=127.0.0.1:7002/...,n3=...
+    \b
+    Adding n4 to a running cluster:
+      raftkv members add n4 --raft-addr 127.0.0.1:7004 --api-addr 127.0.0.1:8004
+      raftkv serve --id n4 --data-dir data/n4 --initial-cluster-state existing \\
+        --raft-addr 127.0.0.1:7004 --api-addr 127.0.0.1:8004 \\
+        --initial-cluster n1=...,n2=...,n3=...,n4=127.0.0.1:7004/127.0.0.1:8004
     """
     import asyncio
     import signal
@@ -518,6 +540,7 @@ def serve(
             raft_addr=parse_host_port(raft_addr, what="--raft-addr"),
             api_addr=parse_host_port(api_addr, what="--api-addr"),
             initial_cluster=members,
+            initial_cluster_state=initial_cluster_state,
             heartbeat_interval_ms=heartbeat_interval_ms,
             election_timeout_ms=election_timeout_ms,
             fsync=not no_fsync,
@@ -876,9 +899,22 @@ def members_add(
     endpoints: str | None,
     timeout: float,
 ) -> None:
-    """Add NODE_ID (start it with `raftkv serve` listing the current members + itself)."""
+    """Add NODE_ID, then start it with `raftkv serve --initial-cluster-state existing`.
+
+    Its --initial-cluster lists the current members plus itself. Add large or
+    slow-to-catch-up nodes as --learner first, then `raftkv members promote`.
+    """
     body = {"id": node_id, "raft_addr": raft_addr, "api_addr": api_addr, "learner": learner}
     _show(*_Http(endpoints, timeout).request("POST", "/v1/members", body))
+
+
+@members.command("promote")
+@click.argument("node_id")
+@_endpoints_option
+@_timeout_option
+def members_promote(node_id: str, endpoints: str | None, timeout: float) -> None:
+    """Make the learner NODE_ID a voter (refused until it has caught up)."""
+    _show(*_Http(endpoints, timeout).request("POST", f"/v1/members/{_quote(node_id)}/promote"))
 
 
 @members.command("remove")

@@ -296,8 +296,11 @@ class _Api:
                 await node.read_barrier()
             except NoLeader as exc:
                 if exc.leader is not None and exc.leader != node.node_id:
+                    node.metrics.read("forwarded")
                     return await self._forward(request, NodeId(exc.leader), b"")
                 raise
+        else:
+            node.metrics.read("stale")
         result = sm.read(key)
         if not result.found:
             return _json(404, {"error": ERR_NOT_FOUND, "key": key, "index": result.index})
@@ -353,6 +356,14 @@ class _Api:
         result = await node.add_member(NodeId(obj["id"]), member, learner=learner)
         return _json(200, {"ok": True, "result": result})
 
+    async def promote_member(self, request: web.Request) -> web.Response:
+        node_id = request.match_info["node_id"]
+        node = self.node
+        if not node.is_leader:
+            return await self._forward(request, node.leader, b"")
+        result = await node.promote_member(NodeId(node_id))
+        return _json(200, {"ok": True, "result": result})
+
     async def remove_member(self, request: web.Request) -> web.Response:
         node_id = request.match_info["node_id"]
         node = self.node
@@ -402,6 +413,7 @@ def build_app(node: RaftNode, config: ServerConfig) -> web.Application:
     r.add_get("/v1/members", api.members, allow_head=False)
     r.add_post("/v1/members", api.add_member)
     r.add_delete("/v1/members/{node_id}", api.remove_member)
+    r.add_post("/v1/members/{node_id}/promote", api.promote_member)
     r.add_post("/v1/leader/transfer", api.transfer)
     return app
 

@@ -7,6 +7,7 @@ or sockets.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from raftkv.core.types import NodeId
@@ -14,6 +15,7 @@ from raftkv.server.errors import ConfigError
 
 __all__ = [
     "HostPort",
+    "INITIAL_CLUSTER_STATES",
     "Member",
     "ServerConfig",
     "parse_host_port",
@@ -22,6 +24,11 @@ __all__ = [
 ]
 
 HostPort = tuple[str, int]
+
+INITIAL_CLUSTER_STATES = ("new", "existing")
+
+# Node ids appear in URLs (/v1/members/{id}), logs and metric labels.
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +73,13 @@ class ServerConfig:
         data_dir: where the WAL and snapshots live.
         raft_addr: (host, port) the peer transport listens on.
         api_addr: (host, port) the HTTP API listens on.
-        initial_cluster: the bootstrap members, used when the data dir is new.
+        initial_cluster: the founding members (``new``) or the current members
+            plus this node (``existing``); read only when the data dir is empty,
+            except as a fallback address book.
+        initial_cluster_state: ``new`` founds a cluster from ``initial_cluster``
+            (the membership becomes log entry 1); ``existing`` joins a running
+            cluster that already lists this node (``raftkv members add``).
+            Ignored when the data dir holds state: the node restarts from it.
         heartbeat_interval_ms: one core tick; the leader heartbeats every tick.
         election_timeout_ms: the base election timeout (a multiple of the tick).
         fsync: make every Ready durable before acknowledging. ``False`` is UNSAFE.
@@ -83,6 +96,7 @@ class ServerConfig:
     raft_addr: HostPort
     api_addr: HostPort
     initial_cluster: dict[NodeId, Member] = field(default_factory=dict)
+    initial_cluster_state: str = "new"
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
     fsync: bool = True
@@ -112,6 +126,11 @@ class ServerConfig:
             raise ConfigError(
                 f"--id {self.node_id} is not in --initial-cluster "
                 f"({', '.join(sorted(self.initial_cluster))})"
+            )
+        if self.initial_cluster_state not in INITIAL_CLUSTER_STATES:
+            raise ConfigError(
+                f"--initial-cluster-state must be new or existing, "
+                f"got {self.initial_cluster_state!r}"
             )
         if self.log_format not in ("text", "json"):
             raise ConfigError("--log-format must be text or json")
@@ -175,6 +194,11 @@ def parse_initial_cluster(spec: str) -> dict[NodeId, Member]:
         if not slash:
             raise ConfigError(
                 f"--initial-cluster: {node} needs RAFTHOST:PORT/APIHOST:PORT, got {addrs!r}"
+            )
+        if not _NODE_ID.fullmatch(node):
+            raise ConfigError(
+                f"--initial-cluster: bad id {node!r} (letters, digits, '.', '_', '-'; "
+                "at most 63 characters)"
             )
         if node in members:
             raise ConfigError(f"--initial-cluster: duplicate id {node!r}")

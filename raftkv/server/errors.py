@@ -19,6 +19,7 @@ __all__ = [
     "NodeStopped",
     "Unsupported",
     "BadRequest",
+    "LearnerNotReady",
 ]
 
 
@@ -82,3 +83,9 @@ class Unsupported(ServerError):
     """The core does not offer this operation yet."""
 
     status = 501
+
+
+class LearnerNotReady(ServerError):
+    """A learner cannot be promoted yet: its log is too far behind (retry later)."""
+
+    status = 409

@@ -85,6 +85,19 @@ class NodeMetrics:
         self.snapshots = Counter(
             "raftkv_snapshots", "Snapshots taken of the state machine.", ["node"], registry=r
         ).labels(**labels)
+        self.snapshots_installed = Counter(
+            "raftkv_snapshots_installed",
+            "Snapshots received from a leader (InstallSnapshot) and installed.",
+            ["node"],
+            registry=r,
+        ).labels(**labels)
+        self._reads = Counter(
+            "raftkv_reads",
+            "Reads served, by how: read_index_leader / read_index_follower "
+            "(linearizable, ReadIndex), forwarded (to the leader's API), stale.",
+            ["node", "path"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "raftkv_http_requests",
             "HTTP requests by route and status.",
@@ -107,6 +120,9 @@ class NodeMetrics:
 
     def failed(self, reason: str) -> None:
         self.proposals_failed.labels(node=self._node, reason=reason).inc()
+
+    def read(self, path: str) -> None:
+        self._reads.labels(node=self._node, path=path).inc()
 
     def http(self, route: str, status: int) -> None:
         self.http_requests.labels(node=self._node, route=route, status=str(status)).inc()

@@ -39,7 +39,7 @@ import msgpack
 
 from raftkv.core.config import Config
 from raftkv.core.errors import NotLeader, ProposalDropped, RaftError
-from raftkv.core.messages import InstallSnapshot, Message
+from raftkv.core.messages import Message
 from raftkv.core.rawnode import RawNode
 from raftkv.core.ready import Ready
 from raftkv.core.types import (
@@ -57,6 +57,7 @@ from raftkv.core.types import (
 from raftkv.server.config import Member, ServerConfig
 from raftkv.server.errors import (
     BadRequest,
+    LearnerNotReady,
     NodeStopped,
     NoLeader,
     OutcomeUnknown,
@@ -68,8 +69,6 @@ from raftkv.server.metrics import NodeMetrics
 from raftkv.server.statemachine import StateMachine
 from raftkv.storage.disk_storage import DiskStorage
 from raftkv.transport.base import InMemoryHub, Transport
-from raftkv.transport.codec import encode_batch
-from raftkv.transport.errors import CodecError
 from raftkv.transport.tcp import TcpTransport
 
 __all__ = ["RaftNode", "StateMachine", "NodeStatus"]
@@ -78,6 +77,12 @@ logger = logging.getLogger(__name__)
 
 _MEMBERS_FILE = "members.json"
 _SNAPSHOT_FILE = "state.snap"
+
+
+def _is_empty(storage: DiskStorage) -> bool:
+    """No hard state, no entries, no snapshot: a data dir that never ran."""
+    hard_state, _ = storage.initial_state()
+    return hard_state.is_empty() and storage.last_index() == 0 and storage.snapshot().is_empty()
 
 
 def default_state_machine() -> StateMachine:
@@ -181,7 +186,7 @@ class RaftNode:
         self._raw: RawNode | None = None
         self._transport: Transport | None = None
         self.members: dict[NodeId, Member] = dict(config.initial_cluster)
-        self._conf_state: ConfState = ConfState(voters=tuple(sorted(self.members)))
+        self._conf_state: ConfState = ConfState()
 
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -198,31 +203,44 @@ class RaftNode:
         # (index, future) waiting for applied >= index.
         self._apply_waiters: list[tuple[Index, asyncio.Future[None]]] = []
         self._applied: Index = 0
-        self._can_send_snapshots = False
         self._snapshot_index: Index = 0
         self._leader: NodeId | None = None
         self._role: Role = Role.FOLLOWER
         # Commit index seen when the current leader became known (readiness).
         self._ready_mark: Index | None = None
-        # Serve linearizable reads on followers with ReadIndex (the core forwards
-        # it to the leader); off: followers hand reads to the leader's API.
-        self.read_index_local = False
+        # Serve linearizable reads on followers with ReadIndex (the core asks the
+        # leader for the read index; dissertation §6.4); off: followers hand
+        # linearizable reads to the leader's API.
+        self.read_index_local = True
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Recover from the data dir, start the transport, the ticker and the drive loop."""
+        """Recover from the data dir, start the transport, the ticker and the drive loop.
+
+        A data dir with state (a WAL or a snapshot) restarts from it: the
+        membership comes from the snapshot and the log, the addresses from
+        ``members.json``, and the ``initial_cluster*`` settings are ignored. An
+        empty data dir either founds a cluster (``new``: the founding
+        membership becomes log entry 1, written identically by every founding
+        member) or joins one (``existing``: ``initial_cluster`` is only an
+        address book; no membership, and no campaigning, until the leader's
+        log or snapshot includes this node).
+        """
         if self._started:
             raise ServerError("node already started")
         self._started = True
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._load_members()
-        voters = tuple(sorted(self.config.initial_cluster or self.members))
-        self._storage = DiskStorage.open(self._data_dir, fsync=self.config.fsync, voters=voters)
+        self._storage = self._open_storage()
+        fresh = _is_empty(self._storage)
+        peers: tuple[NodeId, ...] = ()
+        if fresh and self.config.initial_cluster_state == "new":
+            peers = tuple(sorted(self.config.initial_cluster))
         applied = self._restore_snapshot()
         core_config = Config(
             node_id=self.node_id,
-            peers=voters,
+            peers=peers,
             election_tick=self.config.election_tick,
             heartbeat_tick=1,
             pre_vote=True,
@@ -230,9 +248,9 @@ class RaftNode:
             applied=applied,
         )
         self._raw = RawNode(core_config, self._storage, self._rng)
+        self._conf_state = self._raw.status().conf_state
         self._applied = applied
         self._transport = self._make_transport()
-        self._can_send_snapshots = self._snapshots_on_the_wire()
         await self._transport.start()
         loop = asyncio.get_running_loop()
         self._driver_done = loop.create_future()
@@ -241,8 +259,13 @@ class RaftNode:
             asyncio.create_task(self._ticker(), name=f"raftkv-tick-{self.node_id}"),
         ]
         self._accepting = True
+        if fresh:
+            how = "founding a new cluster" if peers else "joining an existing cluster"
+        else:
+            how = "restarting from the data dir"
         logger.info(
-            "node started",
+            "node started: %s",
+            how,
             extra={
                 "fields": {
                     "term": self._raw.term,
@@ -253,30 +276,30 @@ class RaftNode:
             },
         )
 
-    def _snapshots_on_the_wire(self) -> bool:
-        """Whether the peer transport can carry InstallSnapshot (the codec may lag the core)."""
-        if self._hub is not None:
-            return True
-        try:
-            encode_batch(
-                [
-                    InstallSnapshot(
-                        term=1,
-                        sender=self.node_id,
-                        to=self.node_id,
-                        snapshot_index=1,
-                        snapshot_term=1,
-                        conf_state=ConfState(voters=(self.node_id,)),
-                        offset=0,
-                        data=b"",
-                        done=True,
-                    )
-                ]
-            )
-        except CodecError:
-            logger.warning("the transport cannot send snapshots: log compaction is disabled")
-            return False
-        return True
+    def _open_storage(self) -> DiskStorage:
+        """Open the WAL and snapshots; the membership lives in the log, not in storage.
+
+        Data dirs written before the founding membership moved into the log
+        (no snapshot, and entry 1 exists but is not a configuration change)
+        are reopened with their address book as storage's bootstrap voters,
+        as before. A joiner's log starts at a snapshot or at the founding
+        entry, so it never looks like one.
+        """
+        storage = DiskStorage.open(self._data_dir, fsync=self.config.fsync)
+        if _is_empty(storage) or not storage.snapshot().is_empty():
+            return storage
+        if storage.first_index() != 1 or storage.last_index() == 0:
+            return storage
+        first = storage.entries(1, 2)
+        if first and first[0].type is EntryType.CONF_CHANGE:
+            return storage
+        voters = tuple(sorted(self.members or self.config.initial_cluster))
+        logger.warning(
+            "data dir predates log-based bootstrap: voters from the address book",
+            extra={"fields": {"voters": ",".join(voters)}},
+        )
+        storage.close()
+        return DiskStorage.open(self._data_dir, fsync=self.config.fsync, voters=voters)
 
     def _make_transport(self) -> Transport:
         peers = {n: m.raft for n, m in self.members.items() if n != self.node_id}
@@ -314,7 +337,12 @@ class RaftNode:
         logger.info("node stopped")
 
     async def _handover(self) -> None:
-        """Transfer leadership to the most caught-up follower and wait briefly."""
+        """Hand leadership to the most caught-up follower before stopping (§3.10).
+
+        Waits (at most one election timeout) until another node leads, so the
+        cluster does not sit out an election timeout, then (at most one more)
+        for this node's pending proposals to resolve under the new leader.
+        """
         raw = self._raw
         assert raw is not None
         target = self._best_follower()
@@ -327,28 +355,41 @@ class RaftNode:
             logger.info("leadership transfer refused: %s", exc)
             return
         self._wake.set()
-        deadline = time.monotonic() + self.config.election_timeout_ms / 1000
-        while time.monotonic() < deadline and raw.role is Role.LEADER:
-            await asyncio.sleep(self.config.heartbeat_interval_ms / 2000)
+        poll = self.config.heartbeat_interval_ms / 4000
+        timeout = self.config.election_timeout_ms / 1000
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (
+            raw.role is Role.LEADER or raw.leader in (None, self.node_id)
+        ):
+            await asyncio.sleep(poll)
+        if raw.role is Role.LEADER:
+            logger.warning("leadership transfer did not complete; stopping anyway")
+            return
+        logger.info("leadership handed over", extra={"fields": {"leader": raw.leader}})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._proposals:
+            await asyncio.sleep(poll)
 
     def _best_follower(self) -> NodeId | None:
-        progress = self._progress()
-        if progress:
-            voters = set(self._conf_state.voters) or set(self.members)
-            candidates = [
-                (p.get("match", 0), n)
-                for n, p in progress.items()
-                if n != self.node_id and n in voters
-            ]
-            if candidates:
-                return NodeId(max(candidates)[1])
-        others = sorted(n for n in self.members if n != self.node_id)
-        return others[0] if others else None
+        """The voter to hand over to: replicating and recently active, then highest match."""
+        raw = self._raw
+        if raw is None or raw.role is not Role.LEADER:
+            return None
+        status = raw.status()
+        voters = set(status.conf_state.voters)
+        candidates = [
+            (p.state == "replicate", p.recent_active, p.match, n)
+            for n, p in status.progress.items()
+            if n != self.node_id and n in voters
+        ]
+        return NodeId(max(candidates)[3]) if candidates else None
 
     def _fail_all(self, exc: ServerError) -> None:
+        # A pending proposal may still commit: its outcome is unknown (504), not 503.
+        unknown = OutcomeUnknown(f"{exc.message}; the write may or may not be applied")
         for p in self._proposals.values():
             if not p.future.done():
-                p.future.set_exception(exc)
+                p.future.set_exception(unknown)
         self._proposals.clear()
         for f in self._reads.values():
             if not f.done():
@@ -572,11 +613,10 @@ class RaftNode:
         index = self._applied
         data = _encode_snapshot_data(self.members, self.state_machine.snapshot())
         storage.create_snapshot(index, self._raw.status().conf_state, data)
-        # Keep a tail so slightly lagging followers catch up from the log. Without
-        # InstallSnapshot on the wire, a follower behind the compaction point
-        # could never catch up: then keep the whole log.
+        # Keep a tail so slightly lagging followers catch up from the log;
+        # followers behind the compaction point get an InstallSnapshot.
         keep = min(1000, self.config.snapshot_entries // 2)
-        if self._can_send_snapshots and index - keep > storage.first_index():
+        if index - keep > storage.first_index():
             storage.compact(index - keep)
         self._snapshot_index = index
         self.metrics.snapshots.inc()
@@ -612,6 +652,7 @@ class RaftNode:
             self._transport.update_peers(
                 {n: m.raft for n, m in self.members.items() if n != self.node_id}
             )
+        self.metrics.snapshots_installed.inc()
         logger.info("installed snapshot", extra={"fields": {"index": snap.metadata.index}})
 
     # ------------------------------------------------------------------ address book
@@ -718,6 +759,7 @@ class RaftNode:
         if raw.leader is None:
             raise NoLeader("no leader")
         if self.read_index_local or raw.role is Role.LEADER:
+            path = "read_index_leader" if raw.role is Role.LEADER else "read_index_follower"
             ctx = f"{self.node_id}:{next(self._read_seq)}:{self._rng.getrandbits(32)}".encode()
             fut: asyncio.Future[Index] = asyncio.get_running_loop().create_future()
             self._reads[ctx] = fut
@@ -733,6 +775,7 @@ class RaftNode:
                 raise ReadTimeout("timed out confirming leadership for a read") from None
             finally:
                 self._reads.pop(ctx, None)
+            self.metrics.read(path)
         else:
             # Followers hand linearizable reads to the leader (the API forwards).
             raise NoLeader("not the leader", leader=raw.leader)
@@ -758,6 +801,35 @@ class RaftNode:
         context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
         return await self._propose_conf_change(
             ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
+        )
+
+    async def promote_member(self, node_id: NodeId) -> object:
+        """Propose making the learner ``node_id`` a voter, once it has caught up.
+
+        Raises:
+            BadRequest: ``node_id`` is not a learner.
+            LearnerNotReady: its log is too far behind the leader's (retry later).
+        """
+        raw = self._check_accepting()
+        if raw.role is not Role.LEADER:
+            raise NoLeader("not the leader", leader=raw.leader)
+        status = raw.status()
+        if node_id not in status.conf_state.learners:
+            raise BadRequest(f"{node_id} is not a learner")
+        match = status.progress[node_id].match if node_id in status.progress else 0
+        # etcd's rule: a learner may vote once it holds 90% of the leader's log.
+        if match < raw.last_index * 0.9:
+            raise LearnerNotReady(
+                f"learner {node_id} is not caught up yet (match {match} of {raw.last_index})"
+            )
+        member = self.members.get(node_id)
+        context = (
+            json.dumps({node_id: member.to_json()}, sort_keys=True).encode() if member else b""
+        )
+        return await self._propose_conf_change(
+            ConfChange(
+                changes=(ConfChangeSingle(ConfChangeType.ADD_VOTER, node_id),), context=context
+            )
         )
 
     async def remove_member(self, node_id: NodeId) -> object:
@@ -817,7 +889,7 @@ class RaftNode:
         if raw is None:
             raise NodeStopped("node not started")
         conf = raw.status().conf_state
-        voters = conf.voters or tuple(sorted(self.members))
+        voters = tuple(sorted({*conf.voters, *conf.voters_outgoing}))
         return NodeStatus(
             node_id=self.node_id,
             role=raw.role.value,

@@ -71,7 +71,7 @@ class InProcCluster:
     nodes: dict[NodeId, RaftNode] = field(default_factory=dict)
     apis: dict[NodeId, ApiServer] = field(default_factory=dict)
 
-    def config(self, node_id: NodeId) -> ServerConfig:
+    def config(self, node_id: NodeId, state: str = "new") -> ServerConfig:
         m = self.members[node_id]
         return ServerConfig(
             node_id=node_id,
@@ -79,6 +79,7 @@ class InProcCluster:
             raft_addr=m.raft,
             api_addr=m.api,
             initial_cluster=dict(self.members),
+            initial_cluster_state=state,
             heartbeat_interval_ms=self.heartbeat_ms,
             election_timeout_ms=self.election_ms,
             fsync=False,
@@ -91,8 +92,8 @@ class InProcCluster:
         for node_id in self.members:
             await self.start_node(node_id)
 
-    async def start_node(self, node_id: NodeId) -> None:
-        cfg = self.config(node_id)
+    async def start_node(self, node_id: NodeId, state: str = "new") -> None:
+        cfg = self.config(node_id, state)
         node = RaftNode(cfg, hub=self.hub)
         await node.start()
         api = ApiServer(node, cfg)
@@ -168,6 +169,7 @@ class ProcCluster:
     heartbeat_ms: int = 50
     election_ms: int = 500
     fsync: bool = True
+    snapshot_entries: int | None = None
     members: dict[NodeId, Member] = field(default_factory=dict)
     procs: dict[NodeId, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -175,7 +177,7 @@ class ProcCluster:
         if not self.members:
             self.members = member_map(self.n)
 
-    def command(self, node_id: NodeId) -> list[str]:
+    def command(self, node_id: NodeId, state: str = "new") -> list[str]:
         m = self.members[node_id]
         cmd = [
             sys.executable,
@@ -196,19 +198,23 @@ class ProcCluster:
             str(self.heartbeat_ms),
             "--election-timeout-ms",
             str(self.election_ms),
+            "--initial-cluster-state",
+            state,
             "--log-level",
             "WARNING",
         ]
+        if self.snapshot_entries is not None:
+            cmd += ["--snapshot-entries", str(self.snapshot_entries)]
         if not self.fsync:
             cmd.append("--no-fsync")
         return cmd
 
-    def start_node(self, node_id: NodeId) -> None:
+    def start_node(self, node_id: NodeId, state: str = "new") -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT)
         log = open(self.data_dir / f"{node_id}.log", "ab")  # noqa: SIM115
         self.procs[node_id] = subprocess.Popen(
-            self.command(node_id), env=env, stdout=log, stderr=log, cwd=REPO_ROOT
+            self.command(node_id, state), env=env, stdout=log, stderr=log, cwd=REPO_ROOT
         )
         log.close()
 
@@ -260,6 +266,33 @@ class ProcCluster:
                         return NodeId(leader)
             time.sleep(0.05)
         raise AssertionError(f"no agreed leader among {ids}: {last}")
+
+    def metric(self, node_id: NodeId, name: str, **labels: str) -> float:
+        """One sample of ``node_id``'s /metrics (0 when absent)."""
+        code, text = http("GET", self.url(node_id) + "/metrics", timeout=2.0)
+        assert code == 200 and isinstance(text, str), (code, text)
+        want = {"node": node_id, **labels}
+        for line in text.splitlines():
+            if not line.startswith(name + "{"):
+                continue
+            label_text, _, value = line[len(name) + 1 :].rpartition("} ")
+            got = dict(part.split("=", 1) for part in label_text.split(",") if "=" in part)
+            if {k: v.strip('"') for k, v in got.items()} == want:
+                return float(value)
+        return 0.0
+
+    def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run ``raftkv ARGS --endpoints <every member's API>``."""
+        endpoints = ",".join(f"{m.api[0]}:{m.api[1]}" for m in self.members.values())
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        return subprocess.run(
+            [sys.executable, "-m", "raftkv.cli", *args, "--endpoints", endpoints],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_ROOT,
+        )
 
     def logs(self) -> str:
         out = []

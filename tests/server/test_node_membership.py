@@ -7,8 +7,10 @@ from pathlib import Path
 
 import aiohttp
 
+from raftkv.core.types import NodeId
+from raftkv.server.config import Member
 from raftkv.server.kv import Put, encode_command
-from tests.cluster.harness import InProcCluster
+from tests.cluster.harness import InProcCluster, free_ports
 
 
 def run(coro):
@@ -56,6 +58,101 @@ def test_remove_member_then_writes_continue(tmp_path: Path) -> None:
                     assert r.status == 200, await r.text()
                 async with s.post(f"{c.url(leader)}/v1/members", json={"id": "x"}) as r:
                     assert r.status == 400
+        finally:
+            await c.stop()
+
+    run(main())
+
+
+def test_add_learner_then_promote(tmp_path: Path) -> None:
+    """A new node joins as a learner (``existing``), catches up, then becomes a voter."""
+
+    async def main() -> None:
+        c = InProcCluster(tmp_path, snapshot_entries=20)
+        await c.start()
+        try:
+            leader = await c.leader()
+            for i in range(50):
+                await c.nodes[leader].propose(encode_command(Put(key=f"k{i}", value=i, time_ms=1)))
+            new = NodeId("n4")
+            ports = free_ports(2)
+            c.members[new] = Member(("127.0.0.1", ports[0]), ("127.0.0.1", ports[1]))
+            body = {
+                "id": new,
+                "raft_addr": f"127.0.0.1:{ports[0]}",
+                "api_addr": f"127.0.0.1:{ports[1]}",
+                "learner": True,
+            }
+            follower = next(n for n in c.nodes if n != leader)
+            async with aiohttp.ClientSession() as s:
+                # Sent to a follower: forwarded to the leader.
+                async with s.post(f"{c.url(follower)}/v1/members", json=body) as r:
+                    assert r.status == 200, await r.text()
+                    assert (await r.json())["result"]["learners"] == [new]
+                # Not a learner: promotion is refused.
+                async with s.post(f"{c.url(leader)}/v1/members/{follower}/promote") as r:
+                    assert r.status == 400, await r.text()
+                # The learner is down, so far behind: promotion must wait.
+                async with s.post(f"{c.url(leader)}/v1/members/{new}/promote") as r:
+                    assert r.status == 409, await r.text()
+                    assert "not caught up" in (await r.json())["error"]
+                await c.start_node(new, state="existing")
+                joiner = c.nodes[new]
+                # It never campaigns: no membership until the leader's snapshot/log.
+                assert joiner.status().voters == ()
+                last = c.nodes[leader].status().last_index
+                await joiner.wait_applied(last, timeout=5)
+                installed = joiner.metrics.registry.get_sample_value(
+                    "raftkv_snapshots_installed_total", {"node": new}
+                )
+                assert installed is not None and installed >= 1
+                st = joiner.status()
+                assert new in st.learners and new not in st.voters
+                assert st.role == "follower" and st.leader == leader
+                async with s.get(f"{c.url(new)}/v1/kv/k49?consistency=stale") as r:
+                    assert (await r.json())["value"] == 49
+                async with s.post(f"{c.url(new)}/v1/members/{new}/promote") as r:
+                    assert r.status == 200, await r.text()
+                    result = (await r.json())["result"]
+                    assert new in result["voters"] and result["learners"] == []
+                async with s.get(f"{c.url(leader)}/v1/members") as r:
+                    members = await r.json()
+                assert sorted(members["voters"]) == ["n1", "n2", "n3", "n4"]
+                assert members["members"][new]["api_addr"] == f"127.0.0.1:{ports[1]}"
+            # Four voters, quorum 3: with one founder down, the new voter counts.
+            await c.stop_node(next(n for n in c.nodes if n not in (leader, new)))
+            await c.nodes[leader].propose(encode_command(Put(key="after", value=1, time_ms=1)))
+            await joiner.wait_applied(c.nodes[leader].applied_index, timeout=5)
+            assert joiner.state_machine.read("after").value == 1  # type: ignore[attr-defined]
+        finally:
+            await c.stop()
+
+    run(main())
+
+
+def test_restart_ignores_initial_cluster(tmp_path: Path) -> None:
+    """A non-empty data dir restarts from its log; the founding peers are not re-read."""
+
+    async def main() -> None:
+        c = InProcCluster(tmp_path)
+        await c.start()
+        try:
+            leader = await c.leader()
+            await c.nodes[leader].propose(encode_command(Put(key="a", value=1, time_ms=1)))
+            victim = next(n for n in c.nodes if n != leader)
+            url = f"{c.url(leader)}/v1/members/{victim}"
+            async with aiohttp.ClientSession() as s, s.delete(url) as r:
+                assert r.status == 200, await r.text()
+            other = next(n for n in c.nodes if n not in (leader, victim))
+            await c.stop_node(victim)
+            # Restart `other` with the stale three-node --initial-cluster (and even
+            # "existing"): its membership still comes from the log.
+            await c.stop_node(other)
+            await c.start_node(other, state="existing")
+            restarted = c.nodes[other]
+            await restarted.wait_applied(c.nodes[leader].applied_index, timeout=5)
+            assert sorted(restarted.status().voters) == sorted([leader, other])
+            assert restarted.state_machine.read("a").value == 1  # type: ignore[attr-defined]
         finally:
             await c.stop()
 
