@@ -32,15 +32,19 @@ class RaftLog:
     # -- reading -----------------------------------------------------------
 
     def first_index(self) -> Index:
-        first = self.unstable.first_index()
-        if first is not None:
-            return first
+        # Unstable.first_index() inlined: this is on the replication hot path.
+        snapshot = self.unstable.snapshot
+        if snapshot is not None:
+            return snapshot.metadata.index + 1
         return self.storage.first_index()
 
     def last_index(self) -> Index:
-        last = self.unstable.last_index()
-        if last is not None:
-            return last
+        # Unstable.last_index() inlined: this is on the replication hot path.
+        unstable = self.unstable
+        if unstable.entries:
+            return unstable.offset + len(unstable.entries) - 1
+        if unstable.snapshot is not None:
+            return unstable.snapshot.metadata.index
         return self.storage.last_index()
 
     def snapshot(self) -> Snapshot:
@@ -67,18 +71,39 @@ class RaftLog:
             LogCompacted: ``index`` is below ``first_index() - 1``.
             LogUnavailable: ``index`` is above ``last_index()``.
         """
-        t = self.unstable.term(index)
-        if t is not None:
-            return t
-        if index >= self.unstable.offset:
+        # Unstable.term() inlined, and the order of checks arranged so that
+        # both common cases (unstable entry, stable entry) cost few lookups.
+        unstable = self.unstable
+        i = index - unstable.offset
+        if i >= 0:
+            if i < len(unstable.entries):
+                return unstable.entries[i].term
+            snapshot = unstable.snapshot
+            if snapshot is not None and index == snapshot.metadata.index:
+                return snapshot.metadata.term
             raise LogUnavailable(f"index {index} is beyond last index {self.last_index()}")
-        if self.unstable.snapshot is not None:
+        snapshot = unstable.snapshot
+        if snapshot is not None:
+            if index == snapshot.metadata.index:
+                return snapshot.metadata.term
             raise LogCompacted(f"index {index} is covered by a pending snapshot")
         return self.storage.term(index)
 
     def term_or_none(self, index: Index) -> Term | None:
+        """:meth:`term`, or ``None`` where it would raise (without raising)."""
+        unstable = self.unstable
+        i = index - unstable.offset
+        snapshot = unstable.snapshot
+        if i >= 0:
+            if i < len(unstable.entries):
+                return unstable.entries[i].term
+            if snapshot is not None and index == snapshot.metadata.index:
+                return snapshot.metadata.term
+            return None
+        if snapshot is not None:
+            return snapshot.metadata.term if index == snapshot.metadata.index else None
         try:
-            return self.term(index)
+            return self.storage.term(index)
         except (LogCompacted, LogUnavailable):
             return None
 

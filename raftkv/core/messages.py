@@ -15,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from raftkv.core._frozen import fast_init
 from raftkv.core.types import ConfState, Entry, Index, NodeId, Term
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AppendEntries:
     """Leader -> follower: replicate ``entries`` after (prev_log_index, prev_log_term)."""
@@ -31,6 +33,7 @@ class AppendEntries:
     commit: Index
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AppendEntriesResponse:
     """Follower -> leader.
@@ -51,6 +54,7 @@ class AppendEntriesResponse:
     hint_term: Term = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Heartbeat:
     """Leader -> follower: assert leadership and propagate the commit index.
@@ -66,6 +70,7 @@ class Heartbeat:
     context: bytes = b""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeartbeatResponse:
     """Follower -> leader: the follower is alive and accepts this leader."""
@@ -76,6 +81,7 @@ class HeartbeatResponse:
     context: bytes = b""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestVote:
     """Candidate -> voter (paper §5.2); a PreVote when ``pre_vote`` is true.
@@ -95,6 +101,7 @@ class RequestVote:
     grant it even while they believe in a current leader."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestVoteResponse:
     """Voter -> candidate."""
@@ -106,6 +113,7 @@ class RequestVoteResponse:
     pre_vote: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstallSnapshot:
     """Leader -> follower: one chunk of a snapshot (paper §7, Figure 13).
@@ -126,6 +134,7 @@ class InstallSnapshot:
     total: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstallSnapshotResponse:
     """Follower -> leader: the follower holds ``offset`` bytes of the snapshot.
@@ -145,6 +154,7 @@ class InstallSnapshotResponse:
     reject: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimeoutNow:
     """Leader -> transfer target: start an election now (dissertation §3.10)."""
@@ -154,6 +164,7 @@ class TimeoutNow:
     to: NodeId
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadIndex:
     """Follower -> leader: ask for a read index for ``context`` (dissertation §6.4)."""
@@ -164,6 +175,7 @@ class ReadIndex:
     context: bytes
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadIndexResponse:
     """Leader -> follower: reads for ``context`` are safe once ``index`` is applied."""

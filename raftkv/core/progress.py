@@ -26,6 +26,14 @@ class ProgressState(enum.Enum):
     SNAPSHOT = "snapshot"
 
 
+# The states as module constants: in CPython 3.11 reading an attribute of an
+# Enum class costs several times a global lookup, and these are read for every
+# AppendEntries sent or acknowledged.
+_PROBE = ProgressState.PROBE
+_REPLICATE = ProgressState.REPLICATE
+_SNAPSHOT = ProgressState.SNAPSHOT
+
+
 class Inflights:
     """A bounded FIFO of the last index of each AppendEntries not yet acknowledged."""
 
@@ -78,7 +86,7 @@ class Progress:
         # Invariant: 0 <= match < next.
         self.match: Index = 0
         self.next: Index = next_index
-        self.state = ProgressState.PROBE
+        self.state = _PROBE
         # Invariant: probe_sent implies state is PROBE; it pauses sending until
         # a reply (or a heartbeat reply) arrives.
         self.probe_sent = False
@@ -100,7 +108,7 @@ class Progress:
         )
 
     def become_probe(self) -> None:
-        self.state = ProgressState.PROBE
+        self.state = _PROBE
         self.probe_sent = False
         self.next = self.match + 1
         self.inflights.reset()
@@ -108,7 +116,7 @@ class Progress:
 
     def become_snapshot(self, snapshot: Snapshot) -> None:
         """Send ``snapshot`` instead of entries (the follower is behind our first index)."""
-        self.state = ProgressState.SNAPSHOT
+        self.state = _SNAPSHOT
         self.probe_sent = False
         self.inflights.reset()
         self.pending_snapshot = snapshot
@@ -117,7 +125,7 @@ class Progress:
         self.snap_done_sent = False
 
     def become_replicate(self) -> None:
-        self.state = ProgressState.REPLICATE
+        self.state = _REPLICATE
         self.probe_sent = False
         self.next = self.match + 1
         self.inflights.reset()
@@ -125,19 +133,21 @@ class Progress:
 
     def is_paused(self) -> bool:
         """Whether the leader should hold back AppendEntries to this follower."""
-        if self.state is ProgressState.PROBE:
+        state = self.state
+        if state is _PROBE:
             return self.probe_sent
-        if self.state is ProgressState.REPLICATE:
-            return self.inflights.full()
+        if state is _REPLICATE:
+            inflights = self.inflights
+            return len(inflights._queue) >= inflights.capacity  # Inflights.full(), inlined
         return True
 
     def sent_entries(self, last_index: Index | None) -> None:
         """Record an AppendEntries whose last entry is ``last_index`` (None: no entries)."""
-        if self.state is ProgressState.REPLICATE:
+        if self.state is _REPLICATE:
             if last_index is not None:
                 self.next = last_index + 1
                 self.inflights.add(last_index)
-        elif self.state is ProgressState.PROBE:
+        elif self.state is _PROBE:
             self.probe_sent = True
 
     def maybe_update(self, index: Index) -> bool:
@@ -157,7 +167,7 @@ class Progress:
         ``match_hint`` is the leader's best guess, from the follower's hint, of
         the last index where the logs may match (fast backtracking, paper §5.3).
         """
-        if self.state is ProgressState.REPLICATE:
+        if self.state is _REPLICATE:
             # Rejections of appends below what we know to match are stale.
             if rejected <= self.match:
                 return False

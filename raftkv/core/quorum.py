@@ -39,7 +39,8 @@ class MajorityConfig:
             return _UNBOUNDED
         # Sort acknowledged indexes descending; the majority-th largest is the
         # highest index that a majority has reached.
-        values = sorted((acked.get(v, 0) for v in self.voters), reverse=True)
+        get = acked.get
+        values = sorted([get(v, 0) for v in self.voters], reverse=True)
         return values[n // 2]
 
     def vote_result(self, votes: Mapping[NodeId, bool]) -> VoteResult:

@@ -94,6 +94,14 @@ class _SnapshotReceiver:
 
 _LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
 
+# Enum members read on every message, as module constants: in CPython 3.11 an
+# attribute of an Enum class costs several times a global lookup.
+_LEADER = Role.LEADER
+_PRE_CANDIDATE = Role.PRE_CANDIDATE
+_PROBE = ProgressState.PROBE
+_REPLICATE = ProgressState.REPLICATE
+_SNAPSHOT = ProgressState.SNAPSHOT
+
 
 class Raft:
     """One node's Raft state machine. Use it through :class:`RawNode`."""
@@ -542,7 +550,7 @@ class Raft:
             self.become_follower(msg.term, msg.sender)
             self.handle_install_snapshot(msg)
         elif isinstance(msg, RequestVoteResponse):
-            expecting_pre = self.role is Role.PRE_CANDIDATE
+            expecting_pre = self.role is _PRE_CANDIDATE
             if msg.pre_vote != expecting_pre:
                 return
             self._record_vote(msg.sender, msg.granted, pre_vote=expecting_pre)
@@ -560,13 +568,13 @@ class Raft:
         elif isinstance(msg, HeartbeatResponse):
             pr.recent_active = True
             pr.probe_sent = False
-            if pr.state is ProgressState.REPLICATE and pr.inflights.full():
+            if pr.state is _REPLICATE and pr.inflights.full():
                 # Appends in a full window may all have been lost; free a slot so
                 # the next append goes out and, if the follower lacks its
                 # predecessor, its rejection drops us back to probing (§5.3:
                 # the leader retries indefinitely).
                 pr.inflights.free_first_one()
-            if pr.state is ProgressState.SNAPSHOT:
+            if pr.state is _SNAPSHOT:
                 # Chunks (or the final acknowledgement) may have been lost:
                 # resume from what the follower confirmed.
                 self.resend_snapshot(msg.sender, pr)
@@ -642,16 +650,16 @@ class Raft:
             if msg.hint_term > 0:
                 match_hint, _ = self.log.find_conflict_by_term(msg.hint_index, msg.hint_term)
             if pr.maybe_decr_to(msg.index, match_hint):
-                if pr.state is ProgressState.REPLICATE:
+                if pr.state is _REPLICATE:
                     pr.become_probe()
                 self.send_append(msg.sender, pr)
             return
         was_paused = pr.is_paused()
         if not pr.maybe_update(msg.index):
             return
-        if pr.state is ProgressState.PROBE:
+        if pr.state is _PROBE:
             pr.become_replicate()
-        elif pr.state is ProgressState.REPLICATE:
+        elif pr.state is _REPLICATE:
             pr.inflights.free_le(msg.index)
         if msg.sender == self.lead_transferee and pr.match == self.log.last_index():
             self.send_timeout_now(msg.sender)
@@ -681,18 +689,22 @@ class Raft:
         """Send the next AppendEntries to ``to`` if its progress allows; True if sent."""
         if pr.is_paused():
             return False
-        prev_index = pr.next - 1
+        log = self.log
+        next_index = pr.next
+        prev_index = next_index - 1
         try:
-            if prev_index < self.log.first_index() - 1:
+            if prev_index < log.first_index() - 1:
                 raise LogCompacted(f"index {prev_index} is compacted")
-            prev_term = self.log.term(prev_index)
+            prev_term = log.term(prev_index)
         except LogCompacted:
             # The follower is behind our first index: send a snapshot (§7).
             return self.start_snapshot(to, pr)
         entries: list[Entry] = []
-        if pr.next <= self.log.last_index():
-            hi = min(self.log.last_index() + 1, pr.next + self.config.max_entries_per_msg)
-            entries = self.log.slice(pr.next, hi, self.config.max_size_per_msg)
+        last = log.last_index()
+        if next_index <= last:
+            config = self.config
+            hi = min(last + 1, next_index + config.max_entries_per_msg)
+            entries = log.slice(next_index, hi, config.max_size_per_msg)
         if not entries and not send_if_empty:
             return False
         self.send(
@@ -703,7 +715,7 @@ class Raft:
                 prev_log_index=prev_index,
                 prev_log_term=prev_term,
                 entries=tuple(entries),
-                commit=self.log.committed,
+                commit=log.committed,
             )
         )
         pr.sent_entries(entries[-1].index if entries else None)
@@ -748,7 +760,7 @@ class Raft:
             NotLeader: this node is not the leader.
             ProposalDropped: a leadership transfer is under way (§3.10).
         """
-        if self.role is not Role.LEADER:
+        if self.role is not _LEADER:
             raise NotLeader(self.leader)
         if self.lead_transferee is not None:
             raise ProposalDropped(f"leadership is being transferred to {self.lead_transferee}")
@@ -759,7 +771,7 @@ class Raft:
         self.log.stable_to(index, term)
         # Our own acknowledgement counts only once our copy is durable.
         if (
-            self.role is Role.LEADER
+            self.role is _LEADER
             and self.log.term_or_none(index) == term
             and self.prs[self.node_id].maybe_update(index)
             and self.maybe_commit()
@@ -824,7 +836,7 @@ class Raft:
         Every read registered since the last round rides on one round (batched
         ReadIndex): one broadcast, however many reads arrived.
         """
-        if self.role is Role.LEADER and self.read_round_unsent:
+        if self.role is _LEADER and self.read_round_unsent:
             self.broadcast_heartbeat(self._take_read_round())
 
     def handle_read_ack(self, context: bytes, sender: NodeId) -> None:
@@ -925,7 +937,7 @@ class Raft:
     def handle_snapshot_response(self, msg: InstallSnapshotResponse, pr: Progress) -> None:
         if msg.done:
             pr.maybe_update(msg.snapshot_index)
-            if pr.state is ProgressState.SNAPSHOT:
+            if pr.state is _SNAPSHOT:
                 pr.become_probe()
             if msg.sender == self.lead_transferee and pr.match == self.log.last_index():
                 self.send_timeout_now(msg.sender)

@@ -23,10 +23,14 @@ from raftkv.core.types import (
     HardState,
     Index,
     NodeId,
+    ReadState,
     Role,
     SoftState,
     Term,
 )
+
+# In CPython 3.11 an attribute of an Enum class costs several times a global lookup.
+_LEADER = Role.LEADER
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,54 +188,80 @@ class RawNode:
         if self._ready_in_flight:
             return False
         r = self.raft
-        return bool(
+        if (
             r.msgs
             or r.msgs_after_persist
             or r.pending_broadcast
             or r.read_states
             or r.read_round_unsent
-            or r.log.unstable.snapshot is not None
-            or r.log.unstable.entries
-            or r.log.committed > r.log.applied
-            or r.soft_state() != self._prev_soft_state
-            or r.hard_state() != self._prev_hard_state
-        )
+        ):
+            return True
+        log = r.log
+        unstable = log.unstable
+        if unstable.entries or unstable.snapshot is not None or log.committed > log.applied:
+            return True
+        # Compare the fields of SoftState/HardState rather than building both
+        # after every input: this runs once per input, ready() far less often.
+        ss = self._prev_soft_state
+        if r.role is not ss.role or r.leader != ss.leader:
+            return True
+        hs = self._prev_hard_state
+        return r.term != hs.term or r.vote != hs.vote or log.committed != hs.commit
 
     def ready(self) -> Ready:
         """Collect the pending work. Call :meth:`advance` before the next ``ready``."""
         if self._ready_in_flight:
             raise RaftError("ready() called again before advance()")
         r = self.raft
-        if r.pending_broadcast and r.role is Role.LEADER:
+        if r.pending_broadcast and r.role is _LEADER:
             r.broadcast_append()
         r.pending_broadcast = False
-        r.flush_reads()
-        hs = r.hard_state()
-        ss = r.soft_state()
+        if r.read_round_unsent:
+            r.flush_reads()
+        log = r.log
+        unstable = log.unstable
+        # New SoftState/HardState objects only when a field changed.
+        prev_ss = self._prev_soft_state
+        soft_state: SoftState | None = None
+        if r.role is not prev_ss.role or r.leader != prev_ss.leader:
+            soft_state = self._prev_soft_state = r.soft_state()
         prev_hs = self._prev_hard_state
-        hard_state = hs if hs != prev_hs else None
-        soft_state = ss if ss != self._prev_soft_state else None
-        entries = tuple(r.log.unstable.entries)
-        committed = tuple(r.log.next_committed_entries(r.config.max_committed_size_per_ready))
-        must_sync = bool(entries) or (
-            hard_state is not None and (hs.term != prev_hs.term or hs.vote != prev_hs.vote)
-        )
+        hard_state: HardState | None = None
+        must_sync = False
+        if r.term != prev_hs.term or r.vote != prev_hs.vote:
+            hard_state = self._prev_hard_state = r.hard_state()
+            must_sync = True
+        elif log.committed != prev_hs.commit:
+            hard_state = self._prev_hard_state = r.hard_state()
+        entries = tuple(unstable.entries) if unstable.entries else ()
+        if log.committed > log.applied:
+            committed = tuple(log.next_committed_entries(r.config.max_committed_size_per_ready))
+        else:
+            committed = ()
+        snapshot = unstable.snapshot
+        messages: tuple[Message, ...] = ()
+        if r.msgs:
+            messages = tuple(r.msgs)
+            r.msgs = []
+        after_persist: tuple[Message, ...] = ()
+        if r.msgs_after_persist:
+            after_persist = tuple(r.msgs_after_persist)
+            r.msgs_after_persist = []
+        read_states: tuple[ReadState, ...] = ()
+        if r.read_states:
+            read_states = tuple(r.read_states)
+            r.read_states = []
         rd = Ready(
             soft_state=soft_state,
             hard_state=hard_state,
             entries=entries,
             committed_entries=committed,
-            messages=tuple(r.msgs),
-            messages_after_persist=tuple(r.msgs_after_persist),
-            must_sync=must_sync or r.log.unstable.snapshot is not None,
-            snapshot=r.log.unstable.snapshot,
-            read_states=tuple(r.read_states),
+            messages=messages,
+            messages_after_persist=after_persist,
+            must_sync=must_sync or bool(entries) or snapshot is not None,
+            snapshot=snapshot,
+            read_states=read_states,
         )
-        r.msgs = []
-        r.msgs_after_persist = []
-        r.read_states = []
-        self._prev_hard_state = hs
-        self._prev_soft_state = ss
         self._ready_in_flight = True
         return rd
 

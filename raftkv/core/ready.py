@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raftkv.core._frozen import fast_init
 from raftkv.core.messages import Message, describe_message
 from raftkv.core.types import Entry, HardState, ReadState, Snapshot, SoftState
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ready:
     """Work for the driver; see the module docstring for the order."""

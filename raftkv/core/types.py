@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass
 from typing import NewType, TypeAlias
 
+from raftkv.core._frozen import fast_init
+
 NodeId = NewType("NodeId", str)
 Term: TypeAlias = int
 Index: TypeAlias = int
@@ -33,6 +35,7 @@ class EntryType(enum.Enum):
     """A membership change (reserved for the membership work)."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One log entry (paper Figure 2: "log[]")."""
@@ -47,6 +50,7 @@ class Entry:
         return len(self.data) + 16
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class HardState:
     """State that must be durable before dependent messages leave the node.
@@ -63,6 +67,7 @@ class HardState:
         return self.term == 0 and self.vote is None and self.commit == 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SoftState:
     """Volatile state worth reporting; never persisted."""
@@ -123,6 +128,7 @@ class Snapshot:
         return self.metadata.index == 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ReadState:
     """A linearizable read may be served once the state machine applied ``index``.

@@ -34,6 +34,7 @@ class SimDisk:
         "fsyncs",
         "crashes",
         "lost_writes",
+        "overwrote_durable",
     )
 
     def __init__(self, voters: tuple[NodeId, ...]) -> None:
@@ -48,6 +49,9 @@ class SimDisk:
         # (seq, hard state or None, entries), oldest first; all newer than durable.
         self._unsynced: deque[tuple[int, HardState | None, tuple[Entry, ...]]] = deque()
         self._write_seq = 0
+        # Set when an fsync made an overwrite of durable entries durable; the
+        # cluster clears it after re-checking durability.
+        self.overwrote_durable = False
         self._epoch = 0
         self.writes = 0
         self.fsyncs = 0
@@ -94,6 +98,8 @@ class SimDisk:
                 self._durable_hard_state = hs
             if ents:
                 first = ents[0].index
+                if first - 1 < len(self._durable_entries):
+                    self.overwrote_durable = True
                 del self._durable_entries[first - 1 :]
                 self._durable_entries.extend(ents)
                 extend_hashes(self._durable_hashes, ents)

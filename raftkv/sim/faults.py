@@ -30,8 +30,15 @@ from raftkv.sim.clock import Micros, seconds
 from raftkv.sim.cluster import Cluster
 from raftkv.sim.trace import Tracer
 
-FAULT_KINDS = ("partition", "crash", "loss", "dup", "reorder")
-"""Every fault kind, in a fixed order."""
+FAULT_KINDS = ("partition", "crash", "loss", "dup", "reorder", "stress", "churn")
+"""Every fault kind, in a fixed order. ``stress`` draws a hostile timing and
+batching profile per seed (see :func:`raftkv.sim.runner.draw_profile`) instead
+of scheduling fault windows. ``churn`` crashes each newly elected leader a few
+milliseconds after it wins (before its no-op reaches a majority) and restarts it
+later: the schedule of the paper's Figure 8."""
+
+ALL_KINDS = ("partition", "crash", "loss", "dup", "reorder", "stress")
+"""What ``all`` means (``churn`` is added explicitly while it is new)."""
 
 PARTITION_VARIANTS = ("halves", "isolate-leader", "bridge", "one-way")
 CRASH_VARIANTS = ("random", "leader")
@@ -50,7 +57,7 @@ def parse_faults(spec: str) -> frozenset[str]:
     for part in spec.split(","):
         part = part.strip()
         if part == "all":
-            kinds.update(FAULT_KINDS)
+            kinds.update(ALL_KINDS)
         elif part in FAULT_KINDS:
             kinds.add(part)
         elif part:
@@ -89,7 +96,7 @@ def generate_schedule(
     """
     windows: list[FaultWindow] = []
     for kind in FAULT_KINDS:  # fixed order keeps RNG draws reproducible
-        if kind not in kinds:
+        if kind not in kinds or kind == "stress":  # stress is a profile, not windows
             continue
         lanes = max(1, (nodes - 1) // 2) if kind == "crash" else 1
         for lane in range(lanes):
@@ -103,6 +110,10 @@ def generate_schedule(
                 elif kind == "crash":
                     variant = CRASH_VARIANTS[rng.randrange(len(CRASH_VARIANTS))]
                     length = seconds(0.2) + rng.randrange(seconds(5))
+                    level = 0.0
+                elif kind == "churn":
+                    variant = "new-leader"
+                    length = seconds(1) + rng.randrange(seconds(6))
                     level = 0.0
                 else:
                     variant = kind
@@ -118,6 +129,10 @@ def generate_schedule(
                 t = end + seconds(0.3) + rng.randrange(seconds(4))
     windows.sort(key=lambda w: (w.start, FAULT_KINDS.index(w.kind), w.lane))
     return windows
+
+
+_CHURN_POLL_US = 1_000
+_CHURN_MAX_DELAY_US = 5_000
 
 
 class FaultInjector:
@@ -138,6 +153,7 @@ class FaultInjector:
         self._tracer = tracer
         self._base = cluster.network.params
         self._crashed: dict[int, NodeId] = {}  # crash lane -> node it crashed
+        self._churn_term: dict[int, int] = {}  # churn lane -> last leader term seen
         self.counts: Counter[str] = Counter()
         """Faults actually started, by kind (and ``crash-skipped`` etc.)."""
 
@@ -199,6 +215,11 @@ class FaultInjector:
                     direction="in" if inbound else "out",
                 )
             self.counts["partition"] += 1
+        elif w.kind == "churn":
+            self._churn_term[w.lane] = self._leader_term()
+            self._trace("churn", variant=w.variant)
+            cluster.clock.call_later(_CHURN_POLL_US, self._churn_poll, w)
+            self.counts["churn"] += 1
         elif w.kind == "crash":
             up = cluster.up_nodes()
             if len(up) <= 1:
@@ -217,6 +238,45 @@ class FaultInjector:
             self._trace(w.kind, level=w.level)
             self.counts[w.kind] += 1
 
+    def _leader_term(self) -> int:
+        cluster = self._cluster
+        leader = cluster.leader()
+        if leader is None:
+            return 0
+        raw = cluster.nodes[leader].raw
+        return raw.term if raw is not None else 0
+
+    def _churn_poll(self, w: FaultWindow) -> None:
+        """While a churn window is open, crash every leader soon after it is elected."""
+        cluster = self._cluster
+        now = cluster.clock.now
+        if now >= w.end or w.lane not in self._churn_term:
+            return
+        leader = cluster.leader()
+        term = self._leader_term()
+        if leader is not None and term > self._churn_term[w.lane]:
+            self._churn_term[w.lane] = term
+            down = len(cluster.node_ids) - len(cluster.up_nodes())
+            if down < (len(cluster.node_ids) - 1) // 2:
+                delay = self._rng.randrange(_CHURN_MAX_DELAY_US)
+                cluster.clock.call_later(delay, self._churn_crash, w, leader, term)
+        cluster.clock.call_later(_CHURN_POLL_US, self._churn_poll, w)
+
+    def _churn_crash(self, w: FaultWindow, leader: NodeId, term: int) -> None:
+        cluster = self._cluster
+        raw = cluster.nodes[leader].raw
+        if raw is None or raw.term != term:
+            return
+        self._trace("crash", variant="new-leader", target=leader)
+        cluster.crash(leader)
+        self.counts["crash"] += 1
+        restart_after = seconds(0.2) + self._rng.randrange(seconds(1.5))
+        cluster.clock.call_later(restart_after, self._churn_restart, leader)
+
+    def _churn_restart(self, node: NodeId) -> None:
+        self._trace("restart", target=node)
+        self._cluster.restart(node)
+
     def _heal(self, w: FaultWindow) -> None:
         cluster = self._cluster
         net = cluster.network
@@ -228,6 +288,9 @@ class FaultInjector:
             if target is not None:
                 self._trace("restart", target=target)
                 cluster.restart(target)
+        elif w.kind == "churn":
+            self._churn_term.pop(w.lane, None)
+            self._trace("heal-churn")
         else:
             field = {"loss": "drop", "dup": "duplicate", "reorder": "reorder"}[w.kind]
             net.update_params(**{field: getattr(self._base, field)})

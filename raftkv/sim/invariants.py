@@ -46,6 +46,10 @@ CHECKERS = (
 )
 """Every property the simulator checks, in report order."""
 
+# Read on every Ready; in CPython 3.11 an attribute of an Enum class costs
+# several times a global lookup.
+_LEADER = Role.LEADER
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Violation:
@@ -130,7 +134,7 @@ class Invariants:
 
     def on_role(self, node: NodeId, term: Term, role: Role) -> None:
         """``node``'s role and term right after an input (election safety)."""
-        if role is not Role.LEADER:
+        if role is not _LEADER:
             return
         self.checks["election-safety"] += 1
         leader = self.leaders.setdefault(term, node)
@@ -146,8 +150,9 @@ class Invariants:
         committed entries kept), leadership (election safety, and leader
         completeness when the node leads in a new term), then the commit index.
         """
-        self.on_entries(node, term, role, entries)
-        if role is Role.LEADER:
+        if entries:
+            self.on_entries(node, term, role, entries)
+        if role is _LEADER:
             if self._leading[node] != term:
                 self.on_role(node, term, role)
                 self._check_new_leader(node, term)
@@ -202,7 +207,7 @@ class Invariants:
             new_hashes.append(h)
         new_last = first + len(entries) - 1
         was = self._leading[node]
-        leader_throughout = was is not None and role is Role.LEADER and was == term
+        leader_throughout = was is not None and role is _LEADER and was == term
         if leader_throughout:
             self.checks["leader-append-only"] += 1
         if first <= old_last:
@@ -304,15 +309,23 @@ class Invariants:
 
     def on_crash(self, node: NodeId, disks: dict[NodeId, SimDisk]) -> None:
         """``node`` crashed; ``disks`` hold every node's durable state after the crash."""
-        self.checks["durability"] += 1
         self._leading[node] = None
+        self.check_durability(f"after {node} crashed", disks)
+
+    def on_durable_overwrite(self, node: NodeId, disks: dict[NodeId, SimDisk]) -> None:
+        """``node`` durably replaced part of its log (a follower truncating a suffix)."""
+        self.check_durability(f"after {node} overwrote durable entries", disks)
+
+    def check_durability(self, when: str, disks: dict[NodeId, SimDisk]) -> None:
+        """A majority of durable logs must hold the committed prefix."""
+        self.checks["durability"] += 1
         c = len(self._committed) - 1
         want = self._committed[c]
         holders = sorted(n for n, d in disks.items() if d.durable_hash(c) == want)
         if len(holders) < self._majority:
             self._fail(
                 "durability",
-                f"after {node} crashed, only {holders or 'no nodes'} durably hold the committed "
+                f"{when}, only {holders or 'no nodes'} durably hold the committed "
                 f"prefix up to index {c} (a majority is {self._majority})",
             )
 

@@ -146,18 +146,26 @@ class KVStateMachine:
         data = self.data
         if cmd.op == "put":
             data[cmd.key] = cmd.value
-            return Result(None)
+            return _NO_OUTPUT
         if cmd.op == "get":
             if cmd.key in data:
                 return Result(data[cmd.key], True)
-            return Result(None, False)
+            return _NOT_FOUND
         if cmd.op == "cas":
             current = data.get(cmd.key) if cmd.key in data else None
             present = cmd.key in data
             matches = (not present) if cmd.expect is None else (present and current == cmd.expect)
             if matches:
                 data[cmd.key] = cmd.value
-            return Result(matches)
+            return _TRUE if matches else _FALSE
         existed = cmd.key in data
         data.pop(cmd.key, None)
-        return Result(existed)
+        return _TRUE if existed else _FALSE
+
+
+# Results are immutable values, so the common ones are shared rather than
+# built again for every command on every replica.
+_NO_OUTPUT = Result(None)
+_NOT_FOUND = Result(None, False)
+_TRUE = Result(True)
+_FALSE = Result(False)

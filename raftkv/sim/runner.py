@@ -57,6 +57,8 @@ class SimConfig:
             :meth:`raftkv.sim.workload.Workload.finish`); otherwise they stay
             ``info``, which can make the check very slow.
         raft_class: the Raft implementation run on every node.
+        max_entries_per_msg: ``Config.max_entries_per_msg``.
+        max_inflight: ``Config.max_inflight``.
     """
 
     seed: int
@@ -81,6 +83,8 @@ class SimConfig:
     check_linearizability: bool = True
     resolve_unknown: bool = True
     raft_class: type[Raft] = Raft
+    max_entries_per_msg: int = 256
+    max_inflight: int = 256
 
     def validate(self) -> None:
         """Raise ``ValueError`` on a configuration that cannot run."""
@@ -119,6 +123,8 @@ class SimResult:
     history: tuple[Operation, ...] = ()
     """The client history as checked (see ``SimConfig.resolve_unknown``)."""
     trace_sha256: str | None = None
+    profile: str = "configured"
+    """The timing/batching regime the run used (see :func:`draw_profile`)."""
 
     @property
     def deliveries(self) -> int:
@@ -128,6 +134,62 @@ class SimResult:
     @property
     def ok(self) -> bool:
         return self.violation is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """Timing and batching of one run (after ``stress`` drew its variant)."""
+
+    name: str
+    tick_ms: float
+    latency_us: int
+    jitter_us: int
+    max_entries_per_msg: int
+    max_inflight: int
+
+
+_STRESS_TIMINGS = (
+    # name, tick_ms, latency_us, jitter_us
+    ("tight", 10.0, 3_000, 3_000),
+    ("slow-links", 20.0, 8_000, 6_000),
+    ("fast", 5.0, 300, 200),
+)
+_STRESS_BATCHES = ((1, 1), (1, 256), (2, 4), (8, 2), (256, 1))
+
+
+def draw_profile(config: SimConfig) -> Profile:
+    """The run's timing and batching profile.
+
+    Without ``stress`` it is the configured one. With it, each seed draws one
+    of several regimes: ticks close to the network delay make elections
+    collide (two candidates in one term), and tiny AppendEntries batches or
+    windows split a new leader's catch-up into many round trips, opening the
+    windows in which Figure 8-style bugs and commit-index bugs show. Half the
+    seeds keep the configured timing so ordinary schedules stay covered.
+    """
+    base = Profile(
+        name="configured",
+        tick_ms=config.tick_ms,
+        latency_us=config.latency_us,
+        jitter_us=config.jitter_us,
+        max_entries_per_msg=config.max_entries_per_msg,
+        max_inflight=config.max_inflight,
+    )
+    if "stress" not in config.faults:
+        return base
+    rng = random.Random(f"{config.seed}/profile")
+    name, tick_ms, latency_us, jitter_us = base.name, base.tick_ms, base.latency_us, base.jitter_us
+    if rng.random() < 0.5:
+        name, tick_ms, latency_us, jitter_us = rng.choice(_STRESS_TIMINGS)
+    entries, inflight = rng.choice(_STRESS_BATCHES)
+    return Profile(
+        name=f"{name} entries/msg={entries} inflight={inflight}",
+        tick_ms=tick_ms,
+        latency_us=latency_us,
+        jitter_us=jitter_us,
+        max_entries_per_msg=entries,
+        max_inflight=inflight,
+    )
 
 
 def node_ids(n: int) -> tuple[NodeId, ...]:
@@ -148,12 +210,13 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
     config.validate()
     seed = config.seed
     ids = node_ids(config.nodes)
+    profile = draw_profile(config)
     clock = Clock()
     tracer = Tracer(trace_sink) if (config.trace or trace_sink is not None) else None
     network = Network(
         clock,
         random.Random(f"{seed}/network"),
-        LinkParams(latency_us=config.latency_us, jitter_us=config.jitter_us),
+        LinkParams(latency_us=profile.latency_us, jitter_us=profile.jitter_us),
     )
     invariants = Invariants(ids, seed, lambda: clock.now)
     cluster = Cluster(
@@ -163,13 +226,15 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         network=network,
         invariants=invariants,
         params=ClusterParams(
-            tick_us=int(config.tick_ms * 1000),
+            tick_us=int(profile.tick_ms * 1000),
             election_tick=config.election_tick,
             heartbeat_tick=config.heartbeat_tick,
             pre_vote=config.pre_vote,
             check_quorum=config.check_quorum,
             fsync_min_us=config.fsync_min_us,
             fsync_max_us=config.fsync_max_us,
+            max_entries_per_msg=profile.max_entries_per_msg,
+            max_inflight=profile.max_inflight,
         ),
         raft_class=config.raft_class,
         tracer=tracer,
@@ -274,6 +339,7 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         stats["disk_writes"] += d.writes
         stats["lost_writes"] += d.lost_writes
     return SimResult(
+        profile=profile.name,
         config=config,
         violation=violation,
         end_time_us=clock.now,
@@ -321,6 +387,7 @@ def format_summary(result: SimResult, *, wall_seconds: float | None = None) -> s
         f"raftkv sim seed={c.seed} nodes={c.nodes} time={c.duration:g}s faults={faults} "
         f"clients={c.clients} keys={c.keys}",
         _row("virtual time", f"{result.end_time_us / 1e6:.3f}s, {result.events} events"),
+        _row("profile", result.profile),
         _row(
             "elections",
             f"pre-campaigns={cl.get('pre_campaigns', 0)} "

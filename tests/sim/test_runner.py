@@ -68,7 +68,11 @@ def test_cluster_sizes(nodes: int) -> None:
 def test_each_fault_kind(kind: str) -> None:
     result = run(11, duration=10, faults=parse_faults(kind))
     assert_ok(result)
-    assert result.faults.get(kind, 0) > 0
+    if kind == "stress":
+        # A per-seed timing/batching profile rather than fault windows.
+        assert "entries/msg=" in result.profile
+    else:
+        assert result.faults.get(kind, 0) > 0
     assert result.converged
 
 
@@ -164,24 +168,22 @@ class _AckBeforePersist(Raft):
         self.send(msg)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("mutant", "seed", "checker", "timing"),
-    [
-        (_ElectionRestrictionIgnored, 8, "leader-completeness", {}),
-        (_AckBeforePersist, 3, "durability", {}),
-        (_VoteTwice, 1, "election-safety", STRESS),
-    ],
-)
-def test_mutants_are_caught(
-    mutant: type[Raft], seed: int, checker: str, timing: dict[str, object]
-) -> None:
-    result = run(seed, duration=20 if not timing else 10, faults=ALL, raft_class=mutant, **timing)
-    assert result.violation is not None and result.violation.checker == checker
-    assert "VIOLATED" in result.verdicts.values()
-    assert f"seed {seed}" in format_summary(result)
-
-
 def test_summary_has_no_wall_clock_unless_asked() -> None:
     result = run(5, duration=2)
     assert "wall clock" not in format_summary(result)
     assert "deliveries/s" in format_summary(result, wall_seconds=1.0)
+
+
+SWEEP_FAULTS = parse_faults("all,churn")
+
+
+@pytest.mark.parametrize("chunk", range(10))
+def test_randomized_sweep_300_seeds(chunk: int) -> None:
+    """A few hundred seeds in the default run: 5 nodes, every fault kind, 5 s each.
+
+    ``make sim-long`` (and ``raftkv sim --seeds 1-1000 --faults all``) runs
+    thousands of longer seeds; this bounded slice keeps every ``make test``
+    exploring schedules the unit tests do not.
+    """
+    for seed in range(1000 + chunk * 30, 1000 + (chunk + 1) * 30):
+        assert_ok(run(seed, duration=5, faults=SWEEP_FAULTS))
