@@ -1134,10 +1134,10 @@ class Raft:
             del self.prs[node_id]
         if self.lead_transferee is not None and not self.is_voter(self.lead_transferee):
             self.lead_transferee = None
-        if self.maybe_commit():
-            self.pending_broadcast = True
-        else:
-            self.pending_broadcast = True
+        # The quorum changed: commit what the new configuration allows, and tell
+        # every member (new ones included) the leader's log and commit index.
+        self.maybe_commit()
+        self.pending_broadcast = True
 
     # -- output ------------------------------------------------------------
 
