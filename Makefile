@@ -10,7 +10,8 @@ STAMP = $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run test lint typecheck format pytest test-all sim-long bench clean
+.PHONY: help setup run test lint typecheck format pytest test-all sim-long bench clean jepsen \
+	deploy-check rolling-restart
 
 help:
 	@echo "make run        set up and start a local 3-node cluster (Ctrl-C stops it)"
@@ -21,6 +22,9 @@ help:
 	@echo "make test-all   all tests, including those marked slow"
 	@echo "make sim-long   simulate seeds 1-5000 with all faults"
 	@echo "make bench      simulator throughput benchmark"
+	@echo "make jepsen     fault-test real nodes, 3 then 5 (JEPSEN_SEED, JEPSEN_TIME)"
+	@echo "make deploy-check     lint/validate deploy/ (Dockerfile, compose, Kubernetes)"
+	@echo "make rolling-restart  measure a rolling restart of the StatefulSet pods under load"
 	@echo "make clean      remove the venv, caches and build artifacts"
 
 # The venv is rebuilt whenever pyproject.toml changes.
@@ -60,6 +64,22 @@ sim-long: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/sim_throughput.py
+
+# Offline checks of deploy/ (also run by `make test`, in tests/deploy/).
+deploy-check: $(STAMP)
+	$(BIN)/python deploy/check.py
+
+# Rolling restart of the StatefulSet's pods (as local processes) under client load.
+rolling-restart: $(STAMP)
+	$(BIN)/python deploy/rolling_restart.py --rounds 3 --clients 8
+
+# Jepsen-style fault test of real processes (docs/jepsen.md): 3 nodes, then 5,
+# every fault kind, JEPSEN_TIME seconds each; network namespaces when run as root.
+JEPSEN_SEED ?= $(shell date +%s)
+JEPSEN_TIME ?= 120
+jepsen: $(STAMP)
+	$(BIN)/raftkv jepsen --nodes 3 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED)
+	$(BIN)/raftkv jepsen --nodes 5 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -400,7 +400,13 @@ def _fail(message: str) -> NoReturn:
 
 
 @main.command()
-@click.option("--id", "node_id", required=True, envvar="RAFTKV_ID", help="This node's id.")
+@click.option(
+    "--id",
+    "node_id",
+    default=None,
+    envvar="RAFTKV_ID",
+    help="This node's id (required). With --peers-from-statefulset: the pod name NAME-ORDINAL.",
+)
 @click.option(
     "--data-dir",
     required=True,
@@ -412,21 +418,46 @@ def _fail(message: str) -> NoReturn:
 @click.option("--api-addr", required=True, envvar="RAFTKV_API_ADDR", help="HOST:PORT for HTTP.")
 @click.option(
     "--initial-cluster",
-    required=True,
+    default=None,
     envvar="RAFTKV_INITIAL_CLUSTER",
     help="n1=RAFTHOST:PORT/APIHOST:PORT,n2=... With 'new': every founding member, this one "
     "included. With 'existing': the current members plus this one (their addresses). "
-    "Read only when the data dir is empty.",
+    "Read only when the data dir is empty. Required unless --peers-from-statefulset.",
 )
 @click.option(
     "--initial-cluster-state",
     type=click.Choice(["new", "existing"]),
-    default="new",
-    show_default=True,
+    default=None,
     envvar="RAFTKV_INITIAL_CLUSTER_STATE",
-    help="'new': found a cluster from --initial-cluster. 'existing': join a running "
+    help="'new' (default): found a cluster from --initial-cluster. 'existing': join a running "
     "cluster after `raftkv members add` (learns the membership from the leader). "
-    "Ignored when the data dir already holds state: the node restarts from it.",
+    "Ignored when the data dir already holds state: the node restarts from it. "
+    "With --peers-from-statefulset the default is derived from the ordinal.",
+)
+@click.option(
+    "--peers-from-statefulset",
+    is_flag=True,
+    envvar="RAFTKV_PEERS_FROM_STATEFULSET",
+    help="Derive --initial-cluster (and --initial-cluster-state) from the pod name --id "
+    "NAME-ORDINAL: pods NAME-0..NAME-(SIZE-1) found the cluster, higher ordinals join. "
+    "Peers listen on this node's --raft-addr/--api-addr ports at --peer-host.",
+)
+@click.option(
+    "--peer-host",
+    default="{pod}",
+    show_default=True,
+    envvar="RAFTKV_PEER_HOST",
+    help="With --peers-from-statefulset: pod i's host name; {pod} is NAME-i, {ordinal} is i "
+    "(e.g. {pod}.raftkv-peers.default.svc.cluster.local).",
+)
+@click.option(
+    "--initial-cluster-size",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    envvar="RAFTKV_INITIAL_CLUSTER_SIZE",
+    help="With --peers-from-statefulset: how many pods (ordinals 0..SIZE-1) found the cluster. "
+    "Keep it at the founding size when scaling.",
 )
 @click.option(
     "--heartbeat-interval-ms",
@@ -488,12 +519,15 @@ def _fail(message: str) -> NoReturn:
     help="Shared secret authenticating peer connections (prefer the env var).",
 )
 def serve(
-    node_id: str,
+    node_id: str | None,
     data_dir: str,
     raft_addr: str,
     api_addr: str,
-    initial_cluster: str,
-    initial_cluster_state: str,
+    initial_cluster: str | None,
+    initial_cluster_state: str | None,
+    peers_from_statefulset: bool,
+    peer_host: str,
+    initial_cluster_size: int,
     heartbeat_interval_ms: int,
     election_timeout_ms: int,
     no_fsync: bool,
@@ -517,6 +551,11 @@ def serve(
         --raft-addr 127.0.0.1:7001 --api-addr 127.0.0.1:8001 \\
         --initial-cluster n1=127.0.0.1:7001/127.0.0.1:8001,n2=127.0.0.1:7002/...,n3=...
     \b
+    In a Kubernetes StatefulSet (deploy/k8s), every pod runs the same command:
+      RAFTKV_ID=raftkv-1 RAFTKV_PEERS_FROM_STATEFULSET=1 RAFTKV_INITIAL_CLUSTER_SIZE=3 \\
+      RAFTKV_PEER_HOST={pod}.raftkv-peers.default.svc.cluster.local \\
+      raftkv serve --data-dir /var/lib/raftkv --raft-addr 0.0.0.0:7001 --api-addr 0.0.0.0:8001
+    \b
     Adding n4 to a running cluster:
       raftkv members add n4 --raft-addr 127.0.0.1:7004 --api-addr 127.0.0.1:8004
       raftkv serve --id n4 --data-dir data/n4 --initial-cluster-state existing \\
@@ -528,19 +567,44 @@ def serve(
 
     from raftkv.core.errors import RaftKVError
     from raftkv.core.types import NodeId
-    from raftkv.server.config import ServerConfig, parse_host_port, parse_initial_cluster
+    from raftkv.server.config import (
+        ServerConfig,
+        parse_host_port,
+        parse_initial_cluster,
+        statefulset_initial_cluster,
+    )
     from raftkv.server.errors import ConfigError
     from raftkv.server.logging import setup_logging
 
+    if not node_id:
+        _fail("missing --id (or $RAFTKV_ID)")
     try:
-        members = parse_initial_cluster(initial_cluster)
+        raft = parse_host_port(raft_addr, what="--raft-addr")
+        api = parse_host_port(api_addr, what="--api-addr")
+        if peers_from_statefulset:
+            if initial_cluster:
+                raise ConfigError(
+                    "give either --initial-cluster or --peers-from-statefulset, not both"
+                )
+            members, derived_state = statefulset_initial_cluster(
+                node_id,
+                peer_host=peer_host,
+                initial_cluster_size=initial_cluster_size,
+                raft_port=raft[1],
+                api_port=api[1],
+            )
+            initial_cluster_state = initial_cluster_state or derived_state
+        elif not initial_cluster:
+            raise ConfigError("missing --initial-cluster (or $RAFTKV_INITIAL_CLUSTER)")
+        else:
+            members = parse_initial_cluster(initial_cluster)
         config = ServerConfig(
             node_id=NodeId(node_id),
             data_dir=data_dir,
-            raft_addr=parse_host_port(raft_addr, what="--raft-addr"),
-            api_addr=parse_host_port(api_addr, what="--api-addr"),
+            raft_addr=raft,
+            api_addr=api,
             initial_cluster=members,
-            initial_cluster_state=initial_cluster_state,
+            initial_cluster_state=initial_cluster_state or "new",
             heartbeat_interval_ms=heartbeat_interval_ms,
             election_timeout_ms=election_timeout_ms,
             fsync=not no_fsync,

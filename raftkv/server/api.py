@@ -58,6 +58,9 @@ __all__ = ["ApiServer", "build_app", "FORWARDED_HEADER"]
 logger = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "X-Raftkv-Forwarded"
+# How long /v1/health/ready waits for the ReadIndex round and the catch-up
+# (probes time out after 1 s by default in Kubernetes).
+_READY_TIMEOUT_S = 0.8
 _NODE_KEY: web.AppKey[RaftNode] = web.AppKey("node", RaftNode)
 _HTTP_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 
@@ -322,10 +325,25 @@ class _Api:
         return _json(503, {"error": "not live"})
 
     async def ready(self, request: web.Request) -> web.Response:
+        """Ready = a leader is known *and* this node has caught up with it.
+
+        "Caught up" is checked the way a linearizable read is served: a ReadIndex
+        round (on a follower, the leader confirms its commit index with a quorum
+        heartbeat) and then waiting -- briefly -- until this node applied that
+        index. A node that restarted behind the leader, a leader cut off from
+        its quorum, and a node no leader talks to are all not ready (503).
+        Kubernetes uses this to gate the client Service and rolling updates.
+        """
         node = self.node
-        if node.is_ready():
-            return _json(200, {"status": "ready", "leader": node.leader})
-        return _json(503, {"error": "not ready", "leader": node.leader})
+        if not node.is_ready():
+            error = "not ready: starting, stopping, or no leader known"
+            return _json(503, {"error": error, "leader": node.leader})
+        try:
+            index = await node.read_barrier(timeout=_READY_TIMEOUT_S)
+        except ServerError as exc:
+            return _json(503, {"error": f"not ready: {exc.message}", "leader": node.leader})
+        body = {"status": "ready", "leader": node.leader, "index": index}
+        return _json(200, {**body, "applied": node.applied_index})
 
     async def members(self, request: web.Request) -> web.Response:
         st = self.node.status()

@@ -21,6 +21,8 @@ __all__ = [
     "parse_host_port",
     "parse_initial_cluster",
     "format_initial_cluster",
+    "parse_pod_ordinal",
+    "statefulset_initial_cluster",
 ]
 
 HostPort = tuple[str, int]
@@ -222,3 +224,65 @@ def format_initial_cluster(members: dict[NodeId, Member]) -> str:
         f"{n}={format_host_port(m.raft)}/{format_host_port(m.api)}"
         for n, m in sorted(members.items())
     )
+
+
+# ------------------------------------------------------------------- StatefulSet identities
+
+# A StatefulSet pod is named NAME-ORDINAL (Kubernetes' rule; NAME may contain '-').
+_POD_NAME = re.compile(r"(?P<name>[a-z0-9]([a-z0-9.-]*[a-z0-9])?)-(?P<ordinal>0|[1-9][0-9]*)")
+
+
+def parse_pod_ordinal(pod_name: str) -> tuple[str, int]:
+    """Split a StatefulSet pod name ``NAME-ORDINAL`` into ``(NAME, ORDINAL)``.
+
+    Raises:
+        ConfigError: the name does not end in ``-<ordinal>``.
+    """
+    m = _POD_NAME.fullmatch(pod_name)
+    if m is None:
+        raise ConfigError(
+            f"--peers-from-statefulset: --id {pod_name!r} is not a StatefulSet pod name "
+            "NAME-ORDINAL (set RAFTKV_ID from the pod's metadata.name)"
+        )
+    return m.group("name"), int(m.group("ordinal"))
+
+
+def statefulset_initial_cluster(
+    pod_name: str,
+    *,
+    peer_host: str,
+    initial_cluster_size: int,
+    raft_port: int,
+    api_port: int,
+) -> tuple[dict[NodeId, Member], str]:
+    """The ``--initial-cluster`` and ``--initial-cluster-state`` of StatefulSet pod ``pod_name``.
+
+    Pods ``NAME-0 .. NAME-(initial_cluster_size - 1)`` found the cluster
+    (``new``); they all compute the same founding membership. A pod with a
+    higher ordinal was added by scaling up: it joins (``existing``) and must be
+    added with ``raftkv members add`` (before or after it starts; it waits for
+    the leader either way). Its initial cluster is the founders plus every pod
+    up to itself -- only an address book, since a joiner learns its voters
+    from the leader. Every pod listens on the same ports; ``peer_host`` names
+    pod ``i`` with ``{pod}`` (``NAME-i``) and ``{ordinal}`` (``i``) replaced,
+    e.g. ``{pod}.raftkv-peers.default.svc.cluster.local`` (the headless
+    Service's per-pod DNS name).
+
+    Raises:
+        ConfigError: bad pod name, size or template.
+    """
+    name, ordinal = parse_pod_ordinal(pod_name)
+    if initial_cluster_size < 1:
+        raise ConfigError("--initial-cluster-size must be at least 1")
+    if "{pod}" not in peer_host and "{ordinal}" not in peer_host:
+        raise ConfigError(
+            f"--peer-host {peer_host!r} must contain {{pod}} or {{ordinal}} "
+            "(e.g. {pod}.raftkv-peers.default.svc.cluster.local)"
+        )
+    members: dict[NodeId, Member] = {}
+    for i in range(max(initial_cluster_size, ordinal + 1)):
+        pod = f"{name}-{i}"
+        host = peer_host.replace("{pod}", pod).replace("{ordinal}", str(i))
+        members[NodeId(pod)] = Member((host, raft_port), (host, api_port))
+    state = "new" if ordinal < initial_cluster_size else "existing"
+    return members, state
