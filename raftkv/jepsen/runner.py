@@ -1,0 +1,458 @@
+"""One fault-test run, start to verdict: hosts, nodes, clients, nemesis, heal, check.
+
+Rule: whatever happens -- a violation, an exception, Ctrl-C or SIGTERM -- the
+run ends with every node process gone and every namespace, bridge and
+firewall rule removed. The async body cleans up in ``finally``; the
+synchronous wrapper :func:`run_jepsen` repeats the cleanup without an event
+loop in case the loop itself was torn down.
+
+Phases: set up the network and start the nodes; run the clients and the
+nemesis for ``time`` seconds; heal everything; keep the clients running for
+``recovery`` seconds; stop them; read every key on every node; stop the nodes
+gracefully; read their logs; analyze (:mod:`raftkv.jepsen.analysis`); write
+the results directory::
+
+    RESULTS/<date>-n<N>-seed<S>/
+      summary.txt     what was printed, ending with the verdict line
+      verdict.json    every count and every problem found
+      history.jsonl   the checker's input (raftkv.sim.linearizability format)
+      ops.jsonl       every operation with its attempts, nodes and settlement
+      schedule.json   the fault schedule drawn from the seed
+      faults.jsonl    the faults as applied (wall-clock offsets, targets)
+      logs/nK.log     each node's output, with the harness's markers
+      data/nK/        the data dirs (kept on failure or with --keep-data)
+
+The verdict line is the last line printed::
+
+    linearizable=true durable=true exactly-once=true ops=... ok=... info=... fail=...
+        faults=... seed=... nodes=... net=...     (one line)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raftkv.core.types import NodeId
+from raftkv.jepsen.analysis import NodeLog, Verdict, analyze, read_node_log
+from raftkv.jepsen.nemesis import FAULT_KINDS, Nemesis, make_schedule
+from raftkv.jepsen.net import Network, choose_network
+from raftkv.jepsen.nodes import Cluster
+from raftkv.jepsen.workload import Workload, WorkloadConfig
+from raftkv.sim.linearizability import FAIL, INFO, OK, write_history
+
+__all__ = ["JepsenConfig", "JepsenResult", "run_jepsen"]
+
+EXIT_OK = 0
+EXIT_VIOLATION = 1
+EXIT_UNDECIDED = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JepsenConfig:
+    """Options of one run (``raftkv jepsen --help`` explains each)."""
+
+    seed: int
+    nodes: int = 3
+    time: float = 60.0
+    recovery: float = 5.0
+    faults: tuple[str, ...] = FAULT_KINDS
+    clients: int = 10
+    keys: int = 4
+    key_period: float = 15.0
+    net: str = "auto"
+    results: Path = Path("results/jepsen")
+    heartbeat_ms: int = 50
+    election_ms: int = 500
+    attempt_timeout: float = 1.5
+    op_timeout: float = 5.0
+    stale_reads: bool = False
+    fsync: bool = True
+    keep_data: bool = False
+    max_steps: int = 2_000_000
+
+    def replay_command(self) -> str:
+        parts = [
+            "raftkv jepsen",
+            f"--seed {self.seed}",
+            f"--nodes {self.nodes}",
+            f"--time {self.time:g}",
+            f"--faults {','.join(self.faults) or 'none'}",
+            f"--clients {self.clients}",
+            f"--keys {self.keys}",
+            f"--net {self.net}",
+        ]
+        if self.stale_reads:
+            parts.append("--unsafe-stale-reads")
+        if not self.fsync:
+            parts.append("--no-fsync")
+        return " ".join(parts)
+
+
+@dataclass(slots=True)
+class JepsenResult:
+    """The outcome of :func:`run_jepsen`."""
+
+    exit_code: int
+    summary: str
+    out_dir: Path
+    verdict: Verdict | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    faults_applied: int = 0
+    fault_kinds: dict[str, int] = field(default_factory=dict)
+    net: str = ""
+    slot: int | None = None
+    """The network slot the run used (names and subnet carry it)."""
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+def _out_dir(config: JepsenConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = config.results / f"{stamp}-n{config.nodes}-seed{config.seed}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    path.mkdir(parents=True)
+    return path
+
+
+class _Run:
+    def __init__(self, config: JepsenConfig, out: Callable[[str], None]) -> None:
+        self.config = config
+        self._print = out
+        self.out_dir = _out_dir(config)
+        self.lines: list[str] = []
+        self.t_start = time.monotonic()
+        self.net: Network | None = None
+        self.cluster: Cluster | None = None
+        self.result = JepsenResult(exit_code=EXIT_UNDECIDED, summary="", out_dir=self.out_dir)
+
+    def clock(self) -> float:
+        return time.monotonic() - self.t_start
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+        self._print(line)
+
+    async def main(self) -> JepsenResult:
+        try:
+            return await self._main()
+        finally:
+            await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        if self.cluster is not None:
+            self.cluster.kill_all()
+            await self.cluster.close()
+        if self.net is not None:
+            await self.net.teardown()
+
+    async def _main(self) -> JepsenResult:
+        cfg = self.config
+        node_ids = [NodeId(f"n{i}") for i in range(1, cfg.nodes + 1)]
+        self.say(
+            f"raftkv jepsen seed={cfg.seed} nodes={cfg.nodes} time={cfg.time:g}s "
+            f"recovery={cfg.recovery:g}s faults={','.join(cfg.faults) or 'none'} "
+            f"clients={cfg.clients} keys={cfg.keys}"
+            + (" UNSAFE-STALE-READS" if cfg.stale_reads else "")
+            + ("" if cfg.fsync else " NO-FSYNC")
+        )
+        self.say(f"  results    {self.out_dir}")
+        self.net = net = choose_network(cfg.net)
+        await net.setup(node_ids)
+        self.result.net = net.kind
+        self.result.slot = net.slot
+        self.say(f"  network    {net.description}")
+        self.cluster = cluster = Cluster(
+            net,
+            node_ids,
+            data_root=self.out_dir / "data",
+            log_root=self.out_dir / "logs",
+            heartbeat_ms=cfg.heartbeat_ms,
+            election_ms=cfg.election_ms,
+            fsync=cfg.fsync,
+            clock=self.clock,
+        )
+        for node_id in node_ids:
+            cluster.start(node_id)
+        leader = await cluster.wait_leader(timeout=30.0)
+        if leader is None:
+            raise RuntimeError("no leader elected within 30 s of starting the nodes")
+        self.say(f"  started    {cfg.nodes} nodes, leader {leader} after {self.clock():.1f}s")
+
+        schedule = make_schedule(
+            cfg.seed, node_ids, cfg.time, cfg.faults, election_ms=cfg.election_ms
+        )
+        (self.out_dir / "schedule.json").write_text(
+            json.dumps([f.to_json() for f in schedule], indent=1) + "\n"
+        )
+        self.say(f"  schedule   {len(schedule)} faults drawn from seed {cfg.seed}")
+        workload = Workload(
+            cluster,
+            WorkloadConfig(
+                seed=cfg.seed,
+                clients=cfg.clients,
+                keys=cfg.keys,
+                key_period=cfg.key_period,
+                attempt_timeout=cfg.attempt_timeout,
+                op_timeout=cfg.op_timeout,
+                stale_reads=cfg.stale_reads,
+            ),
+            self.clock,
+        )
+        nemesis = Nemesis(cluster, clock=self.clock, log=self.say, seed=cfg.seed)
+        stop_clients = asyncio.Event()
+        clients = asyncio.create_task(workload.run(stop_clients))
+        progress = asyncio.create_task(self._progress(workload))
+        try:
+            t0 = self.clock()
+            end = t0 + cfg.time
+            await nemesis.run(schedule, t0, end)
+            if self.clock() < end:
+                await asyncio.sleep(end - self.clock())
+            repairs = await nemesis.heal_all()
+            self.say(
+                f"  healed     at t={self.clock():.1f}s"
+                + (f" (repaired: {'; '.join(repairs)})" if repairs else "")
+            )
+            await asyncio.sleep(cfg.recovery)
+            converged = await cluster.wait_converged(node_ids, timeout=30.0)
+            self.say(f"  converged  {'yes' if converged else 'NO'} at t={self.clock():.1f}s")
+        finally:
+            stop_clients.set()
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+            await clients
+        unread = await workload.final_reads(cluster.live())
+        finals = sum(1 for op in workload.ops if op.final and op.status == OK)
+        self.say(
+            f"  final      {finals} reads of {len(workload.keys_used)} keys on "
+            f"{len(cluster.live())} nodes ({unread} unanswered)"
+        )
+        codes = await cluster.shutdown()
+        self.say(f"  stopped    exit statuses {codes}")
+
+        raw_counts = _counts(workload)
+        logs: dict[NodeId, NodeLog] = {}
+        for node_id in node_ids:
+            log = await asyncio.to_thread(read_node_log, node_id, cluster.data_dir(node_id))
+            if log is not None:
+                logs[node_id] = log
+        t_check = time.monotonic()
+        verdict = await asyncio.to_thread(analyze, workload.ops, logs, max_steps=cfg.max_steps)
+        check_s = time.monotonic() - t_check
+        self._write_files(workload, nemesis, verdict)
+        return self._finish(workload, nemesis, verdict, raw_counts, check_s, unread)
+
+    async def _progress(self, workload: Workload) -> None:
+        while True:
+            await asyncio.sleep(10.0)
+            c = _counts(workload)
+            self.say(
+                f"  progress   t={self.clock():.0f}s ops={c['ops']} ok={c['ok']} "
+                f"info={c['info']} fail={c['fail']}"
+            )
+
+    def _write_files(self, workload: Workload, nemesis: Nemesis, verdict: Verdict) -> None:
+        out = self.out_dir
+        write_history(out / "history.jsonl", (op.to_operation() for op in workload.ops))
+        with open(out / "ops.jsonl", "w", encoding="utf-8") as f:
+            for op in workload.ops:
+                f.write(json.dumps(op.to_json(), sort_keys=True) + "\n")
+        with open(out / "faults.jsonl", "w", encoding="utf-8") as f:
+            for applied in nemesis.applied:
+                f.write(json.dumps(applied.to_json(), sort_keys=True) + "\n")
+
+    def _finish(
+        self,
+        workload: Workload,
+        nemesis: Nemesis,
+        verdict: Verdict,
+        raw: dict[str, int],
+        check_s: float,
+        unread: int,
+    ) -> JepsenResult:
+        cfg = self.config
+        rp = verdict.replay
+        kinds: dict[str, int] = {}
+        for applied in nemesis.applied:
+            name = f"{applied.fault.kind}/{applied.fault.shape}"
+            kinds[name] = kinds.get(name, 0) + 1
+        lin = {True: "true", False: "false", None: "unknown"}[verdict.linearizable]
+        self.say(
+            f"  faults     {len(nemesis.applied)} applied: "
+            + (", ".join(f"{k}={v}" for k, v in sorted(kinds.items())) or "none")
+            + f"; node starts={self.cluster.starts if self.cluster else 0}"
+        )
+        self.say(
+            f"  ops        {raw['ops']}: ok={raw['ok']} info={raw['info']} fail={raw['fail']} "
+            f"(writes retried={verdict.retried_writes}; info settled from the log: "
+            f"applied={verdict.resolved_applied} never-applied={verdict.resolved_never})"
+        )
+        attempts = _attempt_counts(workload)
+        self.say(
+            f"  attempts   {attempts['total']} HTTP requests: answered={attempts['answered']} "
+            f"unknown-outcome={attempts['unknown']} (timeouts, dropped connections, 5xx but 503) "
+            f"unavailable={attempts['unavailable']} (503) refused={attempts['refused']}"
+        )
+        self.say(
+            f"  log        commit={rp.commit_index} commands={rp.entries} (from {rp.reference}); "
+            f"idempotency keys executed once={verdict.sessions_executed}, "
+            f"retries answered from the session cache={verdict.dedup_hits}"
+        )
+        check = verdict.check
+        partitions = len(check.partitions) if check is not None else 0
+        self.say(
+            f"  checks     linearizable={lin} ({partitions} keys, {check_s:.1f}s) "
+            f"durable={str(verdict.durable).lower()} (lost={len(verdict.lost)}) "
+            f"exactly-once={str(verdict.exactly_once).lower()} "
+            f"(duplicated={len(verdict.duplicated)}) "
+            f"log-agreement={str(not rp.disagreements).lower()} "
+            f"answers-match-log={str(verdict.consistent).lower()}"
+        )
+        problems = verdict.problems()
+        for line in problems[:120]:
+            self.say("  " + line)
+        if len(problems) > 120:
+            self.say(f"  ... {len(problems) - 120} more lines in problems.txt")
+        if problems:
+            full = verdict.problems(max_lines_per_key=None)
+            (self.out_dir / "problems.txt").write_text("\n".join(full) + "\n")
+        if workload.anomalies:
+            self.say(f"  anomalies  {workload.anomalies[:5]}")
+        if verdict.ok:
+            code = EXIT_OK
+        elif verdict.linearizable is None and verdict.durable and verdict.exactly_once:
+            code = EXIT_UNDECIDED if verdict.consistent else EXIT_VIOLATION
+        else:
+            code = EXIT_VIOLATION
+        if code != EXIT_OK:
+            self.say(f"  replay     {cfg.replay_command()}")
+        elapsed = time.monotonic() - self.t_start
+        self.say(f"  wall time  {elapsed:.1f}s")
+        summary = (
+            f"linearizable={lin} durable={str(verdict.durable).lower()} "
+            f"exactly-once={str(verdict.exactly_once).lower()} ops={raw['ops']} ok={raw['ok']} "
+            f"info={raw['info']} fail={raw['fail']} faults={len(nemesis.applied)} "
+            f"seed={cfg.seed} nodes={cfg.nodes} net={self.result.net}"
+        )
+        self.say(summary)
+        r = self.result
+        r.exit_code, r.summary, r.verdict, r.counts = code, summary, verdict, raw
+        r.faults_applied, r.fault_kinds, r.duration_s = len(nemesis.applied), kinds, elapsed
+        verdict_json: dict[str, Any] = {
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            "summary": summary,
+            "exit_code": code,
+            "linearizable": verdict.linearizable,
+            "durable": verdict.durable,
+            "exactly_once": verdict.exactly_once,
+            "consistent": verdict.consistent,
+            "counts": raw,
+            "attempts": attempts,
+            "unanswered_final_reads": unread,
+            "faults": kinds,
+            "faults_applied": len(nemesis.applied),
+            "net": self.result.net,
+            "commit_index": rp.commit_index,
+            "log_commands": rp.entries,
+            "dedup_hits": verdict.dedup_hits,
+            "retried_writes": verdict.retried_writes,
+            "resolved_applied": verdict.resolved_applied,
+            "resolved_never": verdict.resolved_never,
+            "problems": problems,
+            "anomalies": workload.anomalies,
+            "wall_time_s": round(elapsed, 1),
+            "check_time_s": round(check_s, 1),
+        }
+        (self.out_dir / "verdict.json").write_text(json.dumps(verdict_json, indent=1) + "\n")
+        (self.out_dir / "summary.txt").write_text("\n".join(self.lines) + "\n")
+        if code == EXIT_OK and not cfg.keep_data:
+            shutil.rmtree(self.out_dir / "data", ignore_errors=True)
+        return r
+
+
+def _attempt_counts(workload: Workload) -> dict[str, int]:
+    """Per HTTP request: answered (2xx/4xx), 503, refused, or unknown outcome."""
+    c = {"total": 0, "answered": 0, "unknown": 0, "unavailable": 0, "refused": 0}
+    for op in workload.ops:
+        for a in op.attempts:
+            c["total"] += 1
+            if a.status == 503:
+                c["unavailable"] += 1
+            elif a.error.startswith("refused"):
+                c["refused"] += 1
+            elif a.status == 0 or a.status >= 500:
+                c["unknown"] += 1
+            else:
+                c["answered"] += 1
+    return c
+
+
+def _counts(workload: Workload) -> dict[str, int]:
+    """Counts as the clients saw them (before any settling from the log)."""
+    counts = {"ops": 0, OK: 0, INFO: 0, FAIL: 0}
+    for op in workload.ops:
+        if op.pending:
+            continue
+        counts["ops"] += 1
+        status = INFO if op.resolution else op.status
+        counts[status] += 1
+    return counts
+
+
+def run_jepsen(config: JepsenConfig, out: Callable[[str], None] = print) -> JepsenResult:
+    """Run one test and return its result; never leaves processes or namespaces behind.
+
+    SIGTERM is turned into a cancellation, like Ctrl-C, so cleanup runs.
+    """
+    run = _Run(config, out)
+
+    async def guarded() -> JepsenResult:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await run.main()
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(guarded())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        run.say("  interrupted: nodes stopped, network removed")
+        run.result.exit_code = EXIT_INTERRUPTED
+        run.result.summary = f"interrupted seed={config.seed}"
+        (run.out_dir / "summary.txt").write_text("\n".join(run.lines) + "\n")
+        return run.result
+    except Exception as exc:
+        run.result.error = f"{type(exc).__name__}: {exc}"
+        run.say(f"  error      {run.result.error}")
+        run.result.exit_code = EXIT_UNDECIDED
+        run.result.summary = f"error: {run.result.error} seed={config.seed}"
+        (run.out_dir / "summary.txt").write_text("\n".join(run.lines) + "\n")
+        return run.result
+    finally:
+        # Without a loop (the loop itself failed): kill what is left, remove the hosts.
+        if run.cluster is not None:
+            run.cluster.kill_all()
+        if run.net is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run(run.net.teardown())
+        sys.stdout.flush()

@@ -1,0 +1,392 @@
+"""The Jepsen-style fault test (raftkv/jepsen): its checks on constructed histories, and real runs.
+
+The constructed histories show that each check fails when it should: a lost
+acknowledged write, a write executed twice, a read that disagrees with the log,
+an answer that disagrees with the log, and the settling of unknown outcomes.
+The real runs start ``raftkv serve`` processes in network namespaces (as root;
+else on loopback behind proxies): one short run with every fault kind must pass,
+a run whose clients read with ``?consistency=stale`` under partitions must be
+reported non-linearizable, and an interrupted run must leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raftkv.core.types import Entry, EntryType, NodeId
+from raftkv.jepsen import (
+    FAULT_KINDS,
+    JepsenConfig,
+    NodeLog,
+    analyze,
+    make_schedule,
+    parse_faults,
+    run_jepsen,
+)
+from raftkv.jepsen.net import netns_available, slot_names
+from raftkv.jepsen.workload import Attempt, OpRecord
+from raftkv.server.kv import Cas, Put, Session, encode_command
+from raftkv.sim.linearizability import FAIL, INFO, OK
+from tests.cluster.harness import REPO_ROOT
+
+NODES = [NodeId("n1"), NodeId("n2"), NodeId("n3")]
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_schedule_depends_only_on_the_seed() -> None:
+    a = make_schedule(7, NODES, 60, FAULT_KINDS, election_ms=500)
+    b = make_schedule(7, list(reversed(NODES)), 60, FAULT_KINDS, election_ms=500)
+    c = make_schedule(8, NODES, 60, FAULT_KINDS, election_ms=500)
+    assert [f.to_json() for f in a] == [f.to_json() for f in b]
+    assert [f.to_json() for f in a] != [f.to_json() for f in c]
+    assert a and all(f.at + f.duration <= 60 for f in a)
+    assert all(x.at + x.duration < y.at for x, y in itertools.pairwise(a))
+
+
+def test_schedule_draws_every_kind_and_shape_and_respects_the_selection() -> None:
+    seen = set()
+    for seed in range(40):
+        for f in make_schedule(seed, NODES, 60, FAULT_KINDS, election_ms=500):
+            seen.add((f.kind, f.shape))
+            if f.kind == "pause":
+                assert f.duration > 0.5  # longer than the election timeout
+            if f.kind == "kill" and f.shape == "random":
+                assert len(f.nodes) == 1  # a minority of three
+    assert {k for k, _ in seen} == set(FAULT_KINDS)
+    shapes = {s for k, s in seen if k == "partition"}
+    assert shapes == {"halves", "leader", "bridge", "one-way-in", "one-way-out"}
+    only = make_schedule(3, NODES, 60, ("pause",), election_ms=500)
+    assert only and {f.kind for f in only} == {"pause"}
+    assert make_schedule(3, NODES, 60, (), election_ms=500) == []
+
+
+def test_parse_faults() -> None:
+    assert parse_faults("all") == FAULT_KINDS
+    assert parse_faults("none") == ()
+    assert parse_faults("pause, kill") == ("kill", "pause")
+    with pytest.raises(ValueError, match="unknown fault"):
+        parse_faults("kill,meteor")
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+class _Log:
+    """Builds a committed log of KV commands, as a node's data dir would hold it."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = [Entry(1, 1, b"", EntryType.CONF_CHANGE)]
+
+    def put(self, key: str, value: int, session: str, time_ms: int = 1000) -> int:
+        client, seq = session.split("/")
+        cmd = Put(
+            key=key, value=value, time_ms=time_ms, session=Session(client_id=client, seq=int(seq))
+        )
+        return self._append(encode_command(cmd))
+
+    def cas(self, key: str, expect: int, value: int, session: str) -> int:
+        client, seq = session.split("/")
+        cmd = Cas(
+            key=key,
+            expect=expect,
+            value=value,
+            time_ms=1000,
+            session=Session(client_id=client, seq=int(seq)),
+        )
+        return self._append(encode_command(cmd))
+
+    def _append(self, data: bytes) -> int:
+        index = len(self.entries) + 1
+        self.entries.append(Entry(1, index, data))
+        return index
+
+    def logs(self, nodes: int = 3) -> dict[NodeId, NodeLog]:
+        n = len(self.entries)
+        return {
+            NodeId(f"n{i}"): NodeLog(NodeId(f"n{i}"), n, tuple(self.entries))
+            for i in range(1, nodes + 1)
+        }
+
+
+_ids = iter(range(1_000_000))
+
+
+def _write(
+    kind: str,
+    key: str,
+    value: int,
+    session: str,
+    call: float,
+    ret: float | None,
+    status: str = OK,
+    **kw: object,
+) -> OpRecord:
+    rec = OpRecord(
+        op_id=next(_ids),
+        client=0,
+        kind=kind,
+        key=key,
+        call=call,
+        value=value,
+        session=session,
+        status=status,
+        ret=ret,
+        **kw,
+    )  # type: ignore[arg-type]
+    rec.attempts.append(Attempt("n1", call, ret or call, 200 if status == OK else 0))
+    rec.pending = False
+    return rec
+
+
+def _read(key: str, value: int | None, call: float, ret: float, index: int) -> OpRecord:
+    rec = OpRecord(
+        op_id=next(_ids),
+        client=1,
+        kind="get",
+        key=key,
+        call=call,
+        ret=ret,
+        status=OK,
+        output=value,
+        found=value is not None,
+        index=index,
+    )
+    rec.attempts.append(Attempt("n2", call, ret, 200))
+    rec.pending = False
+    return rec
+
+
+def test_a_correct_history_passes() -> None:
+    log = _Log()
+    i1 = log.put("k", 1, "a/1")
+    i2 = log.cas("k", 1, 2, "a/2")
+    log.put("k", 1, "a/1")  # a retry that reached the log again: answered from the cache
+    ops = [
+        _write("put", "k", 1, "a/1", 0.0, 1.0, index=i1),
+        _write("cas", "k", 2, "a/2", 2.0, 3.0, expect=1, output=True, index=i2),
+        _read("k", 2, 4.0, 5.0, index=i2 + 1),
+    ]
+    v = analyze(ops, log.logs())
+    assert v.ok, v.problems()
+    assert v.dedup_hits == 1 and v.linearizable is True
+
+
+def test_a_lost_acknowledged_write_is_caught() -> None:
+    """The client was told the write committed, but no node's log has it."""
+    log = _Log()
+    i1 = log.put("k", 1, "a/1")
+    ops = [
+        _write("put", "k", 1, "a/1", 0.0, 1.0, index=i1),
+        _write("put", "k", 2, "a/2", 2.0, 3.0, index=i1 + 1),  # acknowledged, never in the log
+        _read("k", 1, 4.0, 5.0, index=i1),  # the final read sees the older value
+    ]
+    v = analyze(ops, log.logs())
+    assert not v.durable and "a/2" in v.lost[0]
+    assert v.linearizable is False  # the read of 1 after put(2) completed
+    assert not v.ok
+
+
+def test_a_write_executed_twice_is_caught() -> None:
+    """A retry applied again after its session expired (11 minutes of log time later)."""
+    log = _Log()
+    i1 = log.put("k", 1, "a/1", time_ms=1000)
+    log.put("other", 5, "b/1", time_ms=1000 + 11 * 60 * 1000)
+    log.put("k", 1, "a/1", time_ms=1000 + 11 * 60 * 1000)
+    ops = [_write("put", "k", 1, "a/1", 0.0, 1.0, index=i1)]
+    v = analyze(ops, log.logs())
+    assert not v.exactly_once and "a/1" in v.duplicated[0]
+
+
+def test_reads_and_answers_are_checked_against_the_log() -> None:
+    log = _Log()
+    i1 = log.put("k", 1, "a/1")
+    i2 = log.cas("k", 1, 2, "a/2")
+    ops = [
+        _write("put", "k", 1, "a/1", 0.0, 1.0, index=i1),
+        # Answered "conflict", but the log's execution of a/2 succeeded.
+        _write("cas", "k", 2, "a/2", 2.0, 3.0, expect=1, output=False, index=i2),
+        # Served at index i1 but returned a value the log never held there.
+        _read("k", 7, 4.0, 5.0, index=i1),
+    ]
+    v = analyze(ops, log.logs())
+    assert v.answer_mismatches and "a/2" in v.answer_mismatches[0]
+    assert v.read_mismatches and "got 7" in v.read_mismatches[0]
+    assert not v.consistent and not v.ok
+
+
+def test_unknown_outcomes_are_settled_from_the_log() -> None:
+    log = _Log()
+    i1 = log.put("k", 1, "a/1")
+    ops = [
+        _write("put", "k", 1, "a/1", 0.0, None, status=INFO),  # in the log: stays info
+        _write("put", "k", 2, "a/2", 2.0, None, status=INFO),  # not in the log: never happened
+        _read("k", 1, 4.0, 5.0, index=i1),
+    ]
+    v = analyze(ops, log.logs())
+    assert v.ok, v.problems()
+    assert (ops[0].status, ops[0].resolution) == (INFO, f"applied@{i1}")
+    assert (ops[1].status, ops[1].resolution) == (FAIL, "never-applied")
+    # A write classified "fail" (every attempt refused or 503) must not be in the log.
+    ops2 = [_write("put", "k", 1, "a/1", 0.0, None, status=FAIL)]
+    v2 = analyze(ops2, log.logs())
+    assert v2.fail_but_applied and not v2.ok
+
+
+def test_nodes_whose_logs_disagree_are_caught() -> None:
+    log = _Log()
+    log.put("k", 1, "a/1")
+    logs = log.logs()
+    bad = list(logs[NodeId("n3")].entries)
+    bad[1] = Entry(2, 2, bad[1].data)
+    logs[NodeId("n3")] = NodeLog(NodeId("n3"), 2, tuple(bad))
+    v = analyze([], logs)
+    assert v.replay.disagreements and "index 2" in v.replay.disagreements[0]
+    assert not v.consistent
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+def _leftovers(slot: int | None) -> list[str]:
+    """Namespaces and links of the run that used ``slot`` that still exist."""
+    if os.geteuid() != 0 or slot is None:
+        return []
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    names = [line.split()[0] for line in ns.splitlines() if line.strip()]
+    names += [line.split(":")[1].strip().split("@")[0] for line in links.splitlines()]
+    return [n for n in names if n.startswith(slot_names(slot))]
+
+
+def _config(tmp_path: Path, **kw: object) -> JepsenConfig:
+    defaults: dict[str, object] = {"results": tmp_path / "results", "recovery": 3.0}
+    defaults.update(kw)
+    return JepsenConfig(**defaults)  # type: ignore[arg-type]
+
+
+@pytest.mark.cluster
+def test_short_run_with_every_fault_kind_passes(tmp_path: Path) -> None:
+    # Seed 1451's 25 s schedule: kill -9, remove/re-add, a bridge partition, a
+    # pause and a rolling restart.
+    config = _config(tmp_path, seed=1451, nodes=3, time=25.0, clients=8)
+    kinds = {f.kind for f in make_schedule(1451, NODES, 25.0, FAULT_KINDS, election_ms=500)}
+    assert kinds == set(FAULT_KINDS)
+    lines: list[str] = []
+    result = run_jepsen(config, out=lines.append)
+    text = "\n".join(lines)
+    assert result.exit_code == 0, text
+    assert result.summary.startswith("linearizable=true durable=true exactly-once=true"), text
+    assert lines[-1] == result.summary
+    assert result.faults_applied >= 4, text
+    assert result.counts["ok"] >= 500, text
+    out = result.out_dir
+    for name in ("summary.txt", "verdict.json", "history.jsonl", "ops.jsonl", "faults.jsonl"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "logs" / "n1.log").exists()
+    assert not (out / "data").exists()  # removed after a pass
+    assert not _leftovers(result.slot)
+
+
+@pytest.mark.cluster
+def test_stale_reads_under_partitions_are_caught(tmp_path: Path) -> None:
+    """Reads served from local state (``?consistency=stale``) are not linearizable.
+
+    Under a partition the isolated side keeps answering reads with its old state
+    while the majority commits new writes; the checker must say so, and the run
+    must exit 1.
+    """
+    config = _config(tmp_path, seed=2, nodes=3, time=15.0, faults=("partition",), stale_reads=True)
+    lines: list[str] = []
+    result = run_jepsen(config, out=lines.append)
+    text = "\n".join(lines)
+    assert result.exit_code == 1, text
+    assert result.summary.startswith("linearizable=false"), text
+    assert result.verdict is not None and result.verdict.check is not None
+    assert result.verdict.check.failures, text
+    # The other checks still pass: the log itself is fine, only the reads are stale.
+    assert result.verdict.durable and result.verdict.exactly_once
+    assert "NOT linearizable" in text
+    assert not _leftovers(result.slot)
+
+
+@pytest.mark.cluster
+def test_interrupted_run_cleans_up(tmp_path: Path) -> None:
+    """SIGTERM in the middle of a run: nodes and namespaces are gone afterwards."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "raftkv.cli",
+            "jepsen",
+            "--seed",
+            "5",
+            "--time",
+            "60",
+            "--results",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    for line in proc.stdout:
+        if "schedule" in line or time.monotonic() > deadline:
+            break
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "interrupted" in out
+    match = re.search(r"bridge rkvj(\d+)br", out)
+    slot = int(match.group(1)) if match else None
+    assert not _leftovers(slot), _leftovers(slot)
+    leftover = subprocess.run(
+        ["pgrep", "-f", f"--data-dir {tmp_path}"], capture_output=True, text=True
+    )
+    assert leftover.stdout.strip() == "", leftover.stdout
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.parametrize("nodes", [3, 5])
+def test_longer_runs(tmp_path: Path, nodes: int) -> None:
+    config = _config(tmp_path, seed=1000 + nodes, nodes=nodes, time=90.0)
+    lines: list[str] = []
+    result = run_jepsen(config, out=lines.append)
+    text = "\n".join(lines)
+    assert result.exit_code == 0, text
+    assert result.faults_applied >= 10, text
+    assert result.counts["ok"] >= 3000, text
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_loopback_fallback_passes(tmp_path: Path) -> None:
+    """The unprivileged mode: 127.x addresses and proxies that cut Raft links."""
+    config = _config(tmp_path, seed=3, nodes=3, time=20.0, net="loopback")
+    lines: list[str] = []
+    result = run_jepsen(config, out=lines.append)
+    text = "\n".join(lines)
+    assert result.exit_code == 0, text
+    assert result.net == "loopback" and "loopback" in text
+    assert result.faults_applied >= 2, text
+
+
+def test_netns_availability_matches_privileges() -> None:
+    if os.geteuid() != 0:
+        assert not netns_available()
