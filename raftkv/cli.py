@@ -93,6 +93,14 @@ def _replay_command(config: SimConfig, extra: str | None) -> str:
     ):
         if getattr(config, attr) != getattr(default, attr):
             parts.append(f"{option} {getattr(config, attr):g}")
+    if config.membership:
+        parts.append("--membership")
+    if config.snapshot_every:
+        parts.append(f"--snapshots {config.snapshot_every}")
+    if config.reads:
+        parts.append("--reads")
+    if config.retries != (2 if config.reads else 0):
+        parts.append(f"--retries {config.retries}")
     if not config.check_linearizability:
         parts.append("--no-linearizability")
     if extra is not None:
@@ -210,6 +218,36 @@ def _sweep_worker(args: tuple[SimConfig, str | None]) -> tuple[SimResult, float]
     metavar="MODULE:CLASS",
     help="Run this Raft subclass on every node instead of raftkv.core.Raft (mutation testing).",
 )
+@click.option(
+    "--membership",
+    is_flag=True,
+    help="A simulated operator adds learners, promotes them, removes voters (the leader too), "
+    "replaces voters in one joint change and transfers leadership while the faults go on.",
+)
+@click.option(
+    "--snapshots",
+    "snapshot_every",
+    type=click.IntRange(0),
+    default=None,
+    flag_value=20,
+    is_flag=False,
+    metavar="[N]",
+    help="Every node snapshots its state machine and compacts its log every N applied "
+    "entries (20 if no N is given), so lagging nodes catch up by InstallSnapshot.",
+)
+@click.option(
+    "--reads",
+    is_flag=True,
+    help="Clients read through ReadIndex (from leaders and followers) and retry timed-out "
+    "writes under the same session request id (see --retries).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0),
+    default=None,
+    help="Times a client resends a timed-out write under the same request id "
+    "[default: 2 with --reads, else 0].",
+)
 def sim(
     seed: int | None,
     seeds_spec: str | None,
@@ -228,6 +266,10 @@ def sim(
     no_linearizability: bool,
     mutant: str | None,
     raft_class: str | None,
+    membership: bool,
+    snapshot_every: int | None,
+    reads: bool,
+    retries: int | None,
 ) -> None:
     """Run the deterministic cluster simulator and check Raft's safety properties.
 
@@ -274,6 +316,10 @@ def sim(
         jitter_us=jitter_us,
         check_linearizability=not no_linearizability,
         raft_class=load_raft_class(raft_class),
+        membership=membership,
+        snapshot_every=snapshot_every or 0,
+        reads=reads,
+        retries=retries if retries is not None else (2 if reads else 0),
     )
     if seeds_spec is None:
         _single(base, timing, trace_path, html_path, replay_extra)

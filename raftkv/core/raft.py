@@ -229,6 +229,23 @@ class Raft:
         full committed prefix (§8) and may serve reads and change membership."""
         return self.log.term_or_none(self.log.committed) == self.term
 
+    def may_serve_reads(self) -> bool:
+        """Whether this leader may hand out a read index yet (§6.4 step 1): only
+        once an entry of its own term has committed, so that it knows the
+        full committed prefix."""
+        return self.committed_in_current_term()
+
+    def may_change_membership(self) -> bool:
+        """Whether this leader may propose a configuration change yet.
+
+        Only once an entry of its own term has committed (the single-server
+        change bug, Ongaro 2015 raft-dev; dissertation §4.1 as corrected). The
+        other half of the guard is :meth:`become_leader` setting
+        ``pending_conf_index`` to its last index, so that configuration
+        entries inherited from earlier terms are applied first.
+        """
+        return self.committed_in_current_term()
+
     # -- role transitions --------------------------------------------------
 
     def _reset(self, term: Term) -> None:
@@ -679,7 +696,7 @@ class Raft:
         index = self.voters.committed_index(acked)
         if not self.log.maybe_commit(index, self.term):
             return False
-        if self.reads_awaiting_commit and self.committed_in_current_term():
+        if self.reads_awaiting_commit and self.may_serve_reads():
             waiting, self.reads_awaiting_commit = self.reads_awaiting_commit, []
             for context, sender in waiting:
                 self.handle_read_index(context, sender)
@@ -801,7 +818,7 @@ class Raft:
             # A single voter is its own quorum.
             self._release_read(_ReadRequest(self.log.committed, context, sender, 0))
             return
-        if not self.committed_in_current_term():
+        if not self.may_serve_reads():
             # Until an entry of our term commits we may not know the full
             # committed prefix (§6.4 step 1); answer after the first commit.
             self.reads_awaiting_commit.append((context, sender))
@@ -1083,7 +1100,7 @@ class Raft:
             raise NotLeader(self.leader)
         if self.lead_transferee is not None:
             raise ProposalDropped("leadership transfer in progress")
-        if not self.committed_in_current_term():
+        if not self.may_change_membership():
             raise ProposalDropped("no entry of the current term is committed yet")
         if self.pending_conf_index > self.log.applied:
             raise ProposalDropped(

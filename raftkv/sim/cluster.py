@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from raftkv.core import (
     AppendEntries,
     AppendEntriesResponse,
+    ConfChange,
     Config,
+    ConfState,
+    EntryType,
     Heartbeat,
     HeartbeatResponse,
     Message,
@@ -61,6 +65,12 @@ _VOTE_KINDS: dict[type, tuple[str, str]] = {
 }
 """Counter names of vote messages: ``[msg.pre_vote]`` picks the PreVote name."""
 
+_CONF_CHANGE = EntryType.CONF_CHANGE
+
+
+def _members(conf: ConfState) -> set[NodeId]:
+    return {*conf.voters, *conf.learners, *conf.voters_outgoing, *conf.learners_next}
+
 
 def message_kind(msg: object) -> str:
     """The counter name of a payload: its class, with PreVote split from RequestVote."""
@@ -88,6 +98,14 @@ class ClusterParams:
         fsync_max_us: longest fsync (uniform in between).
         max_entries_per_msg: ``Config.max_entries_per_msg``.
         max_inflight: ``Config.max_inflight``.
+        snapshot_every: a node snapshots its state machine and compacts its log
+            once it has applied this many entries past its last snapshot (0:
+            never, and a leader never needs InstallSnapshot).
+        snapshot_chunk_size: ``Config.snapshot_chunk_size``.
+        bootstrap_in_log: founding members start with empty disks and write the
+            founding membership as log entry 1 (as real nodes do), so nodes
+            that join later learn it by replaying the log. Otherwise each
+            founding disk starts out holding the membership.
     """
 
     tick_us: Micros = 100_000
@@ -99,6 +117,9 @@ class ClusterParams:
     fsync_max_us: Micros = 2_000
     max_entries_per_msg: int = 256
     max_inflight: int = 256
+    snapshot_every: int = 0
+    snapshot_chunk_size: int = 1 << 20
+    bootstrap_in_log: bool = False
 
 
 class SimNode:
@@ -115,6 +136,9 @@ class SimNode:
         "generation",
         "role",
         "term",
+        "reads",
+        "ready_reads",
+        "retired",
     )
 
     def __init__(self, node_id: NodeId, disk: SimDisk, rng: random.Random) -> None:
@@ -130,6 +154,12 @@ class SimNode:
         self.generation = 0
         self.role: Role | None = None
         self.term = 0
+        # ReadIndex context -> (client endpoint, the get), for reads asked of this node.
+        self.reads: dict[bytes, tuple[str, Command]] = {}
+        # (read index, context) of reads the core released, waiting for the apply.
+        self.ready_reads: list[tuple[int, bytes]] = []
+        # Removed from the cluster and shut down for good (never restarted).
+        self.retired = False
 
     @property
     def up(self) -> bool:
@@ -164,6 +194,8 @@ class Cluster:
         tracer: Tracer | None = None,
     ) -> None:
         self.node_ids = tuple(sorted(node_ids))
+        """The nodes in service: founding members and joiners, minus retired ones."""
+        self.founders = self.node_ids
         self.clock = clock
         self.network = network
         self.invariants = invariants
@@ -173,16 +205,23 @@ class Cluster:
         self._fsync_rng = random.Random(f"{seed}/fsync")
         self._phase_rng = random.Random(f"{seed}/phase")
         self.nodes: dict[NodeId, SimNode] = {}
+        voters = () if self.params.bootstrap_in_log else self.node_ids
         for nid in self.node_ids:
-            self.nodes[nid] = SimNode(
-                nid, SimDisk(self.node_ids), random.Random(f"{seed}/node/{nid}")
-            )
+            self.nodes[nid] = SimNode(nid, SimDisk(voters), random.Random(f"{seed}/node/{nid}"))
             network.register(nid, self._make_handler(nid))
         self.stats: Counter[str] = Counter()
         self.max_commit = 0
         self._decode_cache: dict[bytes, Command] = {}
+        # (index, term) of every snapshot taken -> chain hashes of the prefix it covers.
+        self._snapshot_hashes: dict[tuple[int, int], list[int]] = {}
         self.first_applied: dict[tuple[int, int], tuple[Micros, Result]] = {}
         """(client_id, request_id) -> first time any node applied it, and its result."""
+        self.on_leader: Callable[[NodeId, int], None] | None = None
+        """Called with (node, term) at the instant a node becomes leader, before
+        it sends anything as leader (the churn nemesis uses it)."""
+        self.on_nodes_changed: Callable[[tuple[NodeId, ...]], None] | None = None
+        """Called with the new :attr:`node_ids` when a node joins or retires."""
+        self._seed = seed
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -195,17 +234,49 @@ class Cluster:
                 self._phase_rng.randrange(self.params.tick_us), self._tick, self.nodes[nid]
             )
 
+    def add_node(self, nid: NodeId) -> None:
+        """Start a new, empty node that knows no configuration (it joins by log replay)."""
+        if nid in self.nodes:
+            raise ValueError(f"node {nid} exists already")
+        node = SimNode(nid, SimDisk(()), random.Random(f"{self._seed}/node/{nid}"))
+        self.nodes[nid] = node
+        self.network.register(nid, self._make_handler(nid))
+        self.invariants.add_node(nid)
+        self.node_ids = tuple(sorted((*self.node_ids, nid)))
+        self.stats["nodes_added"] += 1
+        if self.tracer is not None:
+            self.tracer.emit(self.clock.now, "add-node", nid)
+        self._boot(node)
+        self.clock.call_later(self._phase_rng.randrange(self.params.tick_us), self._tick, node)
+        if self.on_nodes_changed is not None:
+            self.on_nodes_changed(self.node_ids)
+
+    def retire(self, nid: NodeId) -> None:
+        """Shut a removed node down for good, as an operator would after removing it."""
+        node = self.nodes[nid]
+        if node.retired:
+            return
+        self.crash(nid)
+        node.retired = True
+        self.node_ids = tuple(n for n in self.node_ids if n != nid)
+        self.stats["nodes_retired"] += 1
+        if self.tracer is not None:
+            self.tracer.emit(self.clock.now, "retire", nid)
+        if self.on_nodes_changed is not None:
+            self.on_nodes_changed(self.node_ids)
+
     def _config(self, nid: NodeId) -> Config:
         p = self.params
         return Config(
             node_id=nid,
-            peers=self.node_ids,
+            peers=self.founders if nid in self.founders else (),
             election_tick=p.election_tick,
             heartbeat_tick=p.heartbeat_tick,
             pre_vote=p.pre_vote,
             check_quorum=p.check_quorum,
             max_entries_per_msg=p.max_entries_per_msg,
             max_inflight=p.max_inflight,
+            snapshot_chunk_size=p.snapshot_chunk_size,
             applied=0,
         )
 
@@ -214,8 +285,15 @@ class Cluster:
             self._config(node.node_id), node.disk.storage, node.rng, raft_class=self.raft_class
         )
         node.kv = KVStateMachine(self._decode_cache)
+        snapshot = node.disk.durable_snapshot
+        if not snapshot.is_empty():
+            node.kv.restore(snapshot.data)
+            md = snapshot.metadata
+            self.invariants.on_config_at(node.node_id, md.index, md.conf_state)
         node.inflight = None
         node.pending = {}
+        node.reads = {}
+        node.ready_reads = []
         node.role = None
         node.term = 0
         self.network.down.discard(node.node_id)
@@ -230,6 +308,8 @@ class Cluster:
         node.raw = None
         node.inflight = None
         node.pending = {}
+        node.reads = {}
+        node.ready_reads = []
         node.role = None
         self.network.down.add(nid)
         node.disk.crash()
@@ -250,7 +330,7 @@ class Cluster:
     def restart(self, nid: NodeId) -> bool:
         """Restart a crashed ``nid`` from its durable disk (``False`` if it is up)."""
         node = self.nodes[nid]
-        if node.raw is not None:
+        if node.raw is not None or node.retired:
             return False
         self.stats["restarts"] += 1
         if self.tracer is not None:
@@ -312,6 +392,25 @@ class Cluster:
         return handle
 
     def _on_client_request(self, node: SimNode, raw: RawNode, src: str, req: ClientRequest) -> None:
+        if req.read:
+            context = f"{req.client_id}/{req.request_id}".encode()
+            try:
+                raw.read_index(context)
+            except ProposalDropped:
+                self._reply(
+                    node,
+                    src,
+                    ClientReply(
+                        client_id=req.client_id,
+                        request_id=req.request_id,
+                        ok=False,
+                        leader=raw.leader,
+                    ),
+                )
+                return
+            node.reads[context] = (src, self._decode(req.data))
+            self.stats["read_index"] += 1
+            return
         try:
             raw.propose(req.data)
         except NotLeader as exc:
@@ -334,6 +433,39 @@ class Cluster:
             return
         node.pending[(req.client_id, req.request_id)] = src
         self.stats["proposals"] += 1
+
+    def _decode(self, data: bytes) -> Command:
+        cmd = self._decode_cache.get(data)
+        if cmd is None:
+            cmd = self._decode_cache[data] = Command.decode(data)
+        return cmd
+
+    def _serve_reads(self, node: SimNode) -> None:
+        """Answer the released reads whose read index the state machine has applied."""
+        applied = node.kv.applied_index
+        waiting: list[tuple[int, bytes]] = []
+        for index, context in node.ready_reads:
+            if index > applied:
+                waiting.append((index, context))
+                continue
+            asked = node.reads.pop(context, None)
+            if asked is None:
+                continue
+            dst, cmd = asked
+            found = cmd.key in node.kv.data
+            self.stats["reads_served"] += 1
+            self._reply(
+                node,
+                dst,
+                ClientReply(
+                    client_id=cmd.client_id,
+                    request_id=cmd.request_id,
+                    ok=True,
+                    output=node.kv.data.get(cmd.key),
+                    found=found,
+                ),
+            )
+        node.ready_reads = waiting
 
     def _reply(self, node: SimNode, dst: str, reply: ClientReply) -> None:
         self.network.send(node.node_id, dst, reply, "ClientReply", duplicate=False)
@@ -370,6 +502,8 @@ class Cluster:
                 leader=raw.leader,
             )
         self.invariants.on_role(node.node_id, raw.term, role)
+        if role is Role.LEADER and self.on_leader is not None:
+            self.on_leader(node.node_id, raw.term)
 
     def _pump(self, node: SimNode, raw: RawNode) -> None:
         """Handle Readys until one must wait for an fsync or none is left.
@@ -384,8 +518,7 @@ class Cluster:
         while True:
             rd = raw.ready()
             if rd.snapshot is not None:
-                # The simulator never compacts, so no leader should need to send one.
-                raise AssertionError(f"{nid} received a snapshot, but no storage was compacted")
+                self._install_snapshot(node, rd)
             hs = rd.hard_state
             invariants.on_ready(nid, r.term, r.role, rd.entries, None if hs is None else hs.commit)
             if hs is not None and hs.commit > self.max_commit:
@@ -409,6 +542,72 @@ class Cluster:
             self._finish(node, raw, rd)
             if not raw.has_ready():
                 return
+
+    def _apply_conf_change(self, node: SimNode, raw: RawNode, index: int, cc: ConfChange) -> None:
+        before = _members(raw.raft.conf_state())
+        conf = raw.apply_conf_change(cc)
+        self.stats["conf_changes_applied"] += 1
+        self.invariants.on_conf(node.node_id, index, conf)
+        if self.tracer is not None:
+            self.tracer.emit(
+                self.clock.now,
+                "conf",
+                node.node_id,
+                index=index,
+                voters=list(conf.voters),
+                learners=list(conf.learners),
+                outgoing=list(conf.voters_outgoing),
+            )
+        # A committed removal: the operator shuts the removed nodes down (after
+        # this Ready -- the applying node may be one of them and still owe
+        # acknowledgements). Whoever applies it first triggers it.
+        for removed in sorted(before - _members(conf)):
+            target = self.nodes.get(removed)
+            if target is not None and not target.retired:
+                self.clock.call_later(0, self._retire_removed, target)
+
+    def _retire_removed(self, node: SimNode) -> None:
+        if not node.retired:
+            self.retire(node.node_id)
+
+    def _install_snapshot(self, node: SimNode, rd: Ready) -> None:
+        """Write a snapshot received from the leader (durable with this Ready's fsync)."""
+        snap = rd.snapshot
+        assert snap is not None
+        md = snap.metadata
+        hashes = self._snapshot_hashes.get((md.index, md.term))
+        if hashes is None:
+            raise AssertionError(f"{node.node_id} received a snapshot nobody took: {md}")
+        self.invariants.on_snapshot(node.node_id, md.index, md.term, hashes)
+        self.invariants.on_config_at(node.node_id, md.index, md.conf_state)
+        node.disk.write_snapshot(snap, hashes)
+        self.stats["snapshots_installed"] += 1
+        if self.tracer is not None:
+            self.tracer.emit(self.clock.now, "install-snapshot", node.node_id, index=md.index)
+
+    def _maybe_take_snapshot(self, node: SimNode, raw: RawNode) -> None:
+        """Snapshot the state machine and compact the log, every ``snapshot_every`` entries."""
+        kv = node.kv
+        disk = node.disk
+        index = kv.applied_index
+        last = disk.storage.snapshot().metadata.index
+        if (
+            index - last < self.params.snapshot_every
+            or index > disk.durable_last_index
+            or last != disk.durable_snapshot.metadata.index
+        ):
+            # Not due; or the applied state is not durable in the log yet; or a
+            # received snapshot is still being written.
+            return
+        data = kv.snapshot()
+        snap = disk.take_snapshot(index, raw.raft.conf_state(), data)
+        self._snapshot_hashes.setdefault(
+            (index, snap.metadata.term), disk.durable_hashes()[: index + 1]
+        )
+        self.invariants.on_state(node.node_id, index, data)
+        self.stats["snapshots_taken"] += 1
+        if self.tracer is not None:
+            self.tracer.emit(self.clock.now, "snapshot", node.node_id, index=index)
 
     def _fsync_done(
         self, node: SimNode, generation: int, token: tuple[int, int], rd: Ready
@@ -434,6 +633,11 @@ class Cluster:
         kinds = _KINDS
         for m in rd.messages_after_persist:
             send(nid, m.to, m, kinds.get(type(m)) or message_kind(m))
+        if rd.read_states:
+            node.ready_reads.extend((rs.index, rs.context) for rs in rd.read_states)
+        if rd.snapshot is not None:
+            node.kv.restore(rd.snapshot.data)
+            self.invariants.on_restore(nid, rd.snapshot.metadata.index, rd.snapshot.data)
         if rd.committed_entries:
             inv = self.invariants
             kv = node.kv
@@ -443,10 +647,17 @@ class Cluster:
             self.stats["applied"] += len(rd.committed_entries)
             for e in rd.committed_entries:
                 inv.on_apply(nid, e)
+                if e.type is _CONF_CHANGE:
+                    kv.apply(e)
+                    self._apply_conf_change(node, raw, e.index, ConfChange.decode(e.data))
+                    continue
+                executed = kv.applied_commands
                 out = kv.apply(e)
                 if out is None:
                     continue
                 cmd, result = out
+                if kv.applied_commands != executed:
+                    inv.on_execute(nid, cmd.client_id, cmd.request_id, e.index)
                 key = (cmd.client_id, cmd.request_id)
                 if key not in first_applied:
                     first_applied[key] = (now, result)
@@ -465,7 +676,11 @@ class Cluster:
                             found=result.found,
                         ),
                     )
+        if node.ready_reads:
+            self._serve_reads(node)
         raw.advance(rd)
+        if self.params.snapshot_every:
+            self._maybe_take_snapshot(node, raw)
 
     def _trace_ready(self, nid: NodeId, rd: Ready) -> None:
         assert self.tracer is not None

@@ -33,12 +33,17 @@ from raftkv.sim.trace import Tracer
 FAULT_KINDS = ("partition", "crash", "loss", "dup", "reorder", "stress", "churn")
 """Every fault kind, in a fixed order. ``stress`` draws a hostile timing and
 batching profile per seed (see :func:`raftkv.sim.runner.draw_profile`) instead
-of scheduling fault windows. ``churn`` crashes each newly elected leader a few
-milliseconds after it wins (before its no-op reaches a majority) and restarts it
-later: the schedule of the paper's Figure 8."""
+of scheduling fault windows. ``churn`` strikes each newly elected leader: either
+it is cut off from every other node at the very instant it wins (its no-op stays
+in its own log only) and the leader cut off before it comes back, or it crashes
+within a few round trips (after its first appends, before they all reach a
+majority) and restarts later, the cut-off leader coming back as it goes down.
+Strung together, these are the schedule of the paper's Figure 8: S1's stale
+entry, S5's stale entry, S1 back as leader replicating its old entry, S1 down
+and S5 back."""
 
-ALL_KINDS = ("partition", "crash", "loss", "dup", "reorder", "stress")
-"""What ``all`` means (``churn`` is added explicitly while it is new)."""
+ALL_KINDS = FAULT_KINDS
+"""What ``all`` means: every kind."""
 
 PARTITION_VARIANTS = ("halves", "isolate-leader", "bridge", "one-way")
 CRASH_VARIANTS = ("random", "leader")
@@ -131,8 +136,8 @@ def generate_schedule(
     return windows
 
 
-_CHURN_POLL_US = 1_000
-_CHURN_MAX_DELAY_US = 5_000
+CHURN_VARIANTS = ("isolate", "crash")
+"""How churn strikes a new leader (see :data:`FAULT_KINDS`)."""
 
 
 class FaultInjector:
@@ -153,7 +158,12 @@ class FaultInjector:
         self._tracer = tracer
         self._base = cluster.network.params
         self._crashed: dict[int, NodeId] = {}  # crash lane -> node it crashed
-        self._churn_term: dict[int, int] = {}  # churn lane -> last leader term seen
+        self._churn_open: set[int] = set()  # churn lanes whose window is open
+        # The leader churn keeps cut off (at most one), and the links it cut.
+        self._churn_isolated: tuple[NodeId, list[NodeId]] | None = None
+        # Leaders churn cut off and let back, who have not been struck since.
+        self._churn_returned: set[NodeId] = set()
+        cluster.on_leader = self._on_leader
         self.counts: Counter[str] = Counter()
         """Faults actually started, by kind (and ``crash-skipped`` etc.)."""
 
@@ -216,10 +226,13 @@ class FaultInjector:
                 )
             self.counts["partition"] += 1
         elif w.kind == "churn":
-            self._churn_term[w.lane] = self._leader_term()
+            self._churn_open.add(w.lane)
             self._trace("churn", variant=w.variant)
-            cluster.clock.call_later(_CHURN_POLL_US, self._churn_poll, w)
             self.counts["churn"] += 1
+            # Start the chain with the leader in office.
+            incumbent = cluster.leader()
+            if incumbent is not None:
+                self._on_leader(incumbent, self._leader_term())
         elif w.kind == "crash":
             up = cluster.up_nodes()
             if len(up) <= 1:
@@ -246,26 +259,61 @@ class FaultInjector:
         raw = cluster.nodes[leader].raw
         return raw.term if raw is not None else 0
 
-    def _churn_poll(self, w: FaultWindow) -> None:
-        """While a churn window is open, crash every leader soon after it is elected."""
-        cluster = self._cluster
-        now = cluster.clock.now
-        if now >= w.end or w.lane not in self._churn_term:
+    def _on_leader(self, leader: NodeId, term: int) -> None:
+        """While a churn window is open, strike every leader the instant it is elected."""
+        if not self._churn_open:
             return
-        leader = cluster.leader()
-        term = self._leader_term()
-        if leader is not None and term > self._churn_term[w.lane]:
-            self._churn_term[w.lane] = term
-            down = len(cluster.node_ids) - len(cluster.up_nodes())
-            if down < (len(cluster.node_ids) - 1) // 2:
-                delay = self._rng.randrange(_CHURN_MAX_DELAY_US)
-                cluster.clock.call_later(delay, self._churn_crash, w, leader, term)
-        cluster.clock.call_later(_CHURN_POLL_US, self._churn_poll, w)
+        cluster = self._cluster
+        rng = self._rng
+        # Figure 8's choreography, three times in four: cut off a fresh leader
+        # (its entries stay local), but crash one that had been cut off and is
+        # back in office replicating its stale entries. Otherwise either.
+        variant = "crash" if leader in self._churn_returned else "isolate"
+        if rng.random() < 0.25:
+            variant = CHURN_VARIANTS[rng.randrange(len(CHURN_VARIANTS))]
+        if variant == "isolate":
+            # The leader cut off before brings its stale entries back, and the
+            # new one is cut off synchronously, before its first Ready: its
+            # no-op (and whatever it appends next) stays in its own log.
+            self._churn_rejoin()
+            self._churn_returned.discard(leader)
+            others = [n for n in cluster.node_ids if n != leader]
+            for other in others:
+                cluster.network.block_both(leader, other)
+            self._churn_isolated = (leader, others)
+            self._trace("churn-isolate", target=leader, term=term)
+            self.counts["churn-isolate"] += 1
+            return
+        # Crash within a few round trips: after its first appends were
+        # acknowledged (one round trip and an fsync), before all of them were.
+        net = cluster.network.params
+        fsync = cluster.params
+        lo = 2 * net.latency_us + fsync.fsync_min_us
+        hi = 6 * (net.latency_us + net.jitter_us) + 2 * fsync.fsync_max_us
+        cluster.clock.call_later(lo + rng.randrange(hi - lo + 1), self._churn_crash, leader, term)
 
-    def _churn_crash(self, w: FaultWindow, leader: NodeId, term: int) -> None:
+    def _churn_rejoin(self) -> None:
+        """Reconnect the leader churn cut off, if any."""
+        if self._churn_isolated is None:
+            return
+        node, others = self._churn_isolated
+        self._churn_isolated = None
+        self._churn_returned.add(node)
+        for other in others:
+            self._cluster.network.unblock_both(node, other)
+        self._trace("churn-rejoin", target=node)
+
+    def _churn_crash(self, leader: NodeId, term: int) -> None:
         cluster = self._cluster
         raw = cluster.nodes[leader].raw
         if raw is None or raw.term != term:
+            return
+        # The leader cut off earlier comes back as this one goes down.
+        self._churn_returned.discard(leader)
+        self._churn_rejoin()
+        down = len(cluster.node_ids) - len(cluster.up_nodes())
+        if down >= (len(cluster.node_ids) - 1) // 2:
+            self.counts["crash-skipped"] += 1
             return
         self._trace("crash", variant="new-leader", target=leader)
         cluster.crash(leader)
@@ -289,7 +337,9 @@ class FaultInjector:
                 self._trace("restart", target=target)
                 cluster.restart(target)
         elif w.kind == "churn":
-            self._churn_term.pop(w.lane, None)
+            self._churn_open.discard(w.lane)
+            if not self._churn_open:
+                self._churn_rejoin()
             self._trace("heal-churn")
         else:
             field = {"loss": "drop", "dup": "duplicate", "reorder": "reorder"}[w.kind]
@@ -299,6 +349,7 @@ class FaultInjector:
     def heal_all(self) -> None:
         """End every fault: heal the network, restore link parameters, restart nodes."""
         cluster = self._cluster
+        self._churn_isolated = None
         cluster.network.heal()
         cluster.network.params = self._base
         for lane in sorted(self._crashed):

@@ -19,9 +19,17 @@ Properties:
   agrees with it; no node overwrites an entry it knows is committed; a node
   never commits beyond the end of its log.
 * ``state-machine-safety``: every node applies, in order, the same entry at each
-  index.
-* ``durability``: at every crash, a majority of the nodes' durable logs still
-  contain the committed prefix.
+  index; every snapshot taken or installed at an index holds the same state.
+* ``durability``: at every crash, a majority of the voters of the newest
+  applied configuration (of each half, when it is joint) still hold the
+  committed prefix in their durable logs.
+* ``membership``: every node that applies the configuration change at an
+  index ends up with the same configuration; a node restarted or restored
+  from a snapshot resumes with the configuration committed at that point, so
+  a committed configuration is never lost.
+* ``at-most-once``: a client command (client id, request id) takes effect at one
+  log index only -- a retried or duplicated command that reaches the log twice
+  is answered from the replicated session table, never executed again (§6.3).
 * ``linearizability`` (checked at the end of a run by the runner).
 """
 
@@ -31,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from raftkv.core.types import Entry, Index, NodeId, Role, Term
+from raftkv.core.types import ConfState, Entry, Index, NodeId, Role, Term
 from raftkv.sim.disk import SimDisk
 from raftkv.sim.loghash import chain
 
@@ -42,6 +50,8 @@ CHECKERS = (
     "leader-completeness",
     "state-machine-safety",
     "durability",
+    "membership",
+    "at-most-once",
     "linearizability",
 )
 """Every property the simulator checks, in report order."""
@@ -94,7 +104,6 @@ class Invariants:
         self._seed = seed
         self._now = now
         self._nodes = tuple(node_ids)
-        self._majority = len(self._nodes) // 2 + 1
         # term -> the leader of that term.
         self.leaders: dict[Term, NodeId] = {}
         # node -> the term it led as of its last Ready, or None.
@@ -110,6 +119,15 @@ class Invariants:
         # node -> last applied index; and (term, data) applied at each index.
         self._applied_index: dict[NodeId, Index] = {n: 0 for n in self._nodes}
         self._applied: list[tuple[Term, bytes]] = [(0, b"")]
+        # (client id, request id) -> the log index where the command took effect.
+        self._executed: dict[tuple[int, int], Index] = {}
+        # index -> the configuration that applying the change there produced.
+        self._confs: dict[Index, ConfState] = {}
+        # The newest applied configuration: (index, voter halves).
+        self._config_index: Index = 0
+        self._config_halves: tuple[frozenset[NodeId], ...] = (frozenset(self._nodes),)
+        # index -> (first node, its state machine image at that index).
+        self._states: dict[Index, tuple[NodeId, bytes]] = {}
         self.checks: Counter[str] = Counter()
         """How many observations each property examined."""
 
@@ -307,6 +325,100 @@ class Invariants:
         else:
             applied.append((entry.term, entry.data))
 
+    def add_node(self, node: NodeId) -> None:
+        """A node joined the simulation (empty, knowing no configuration)."""
+        if node in self._logs:
+            raise ValueError(f"node {node} is known already")
+        self._leading[node] = None
+        self._logs[node] = [0]
+        self._commit[node] = 0
+        self._applied_index[node] = 0
+
+    def on_conf(self, node: NodeId, index: Index, conf: ConfState) -> None:
+        """``node`` applied the configuration change at ``index``; ``conf`` is the result."""
+        self.checks["membership"] += 1
+        first = self._confs.setdefault(index, conf)
+        if first != conf:
+            self._fail(
+                "membership",
+                f"{node} applied the configuration change at {index} and has {conf}, "
+                f"but another node had {first}",
+            )
+        if index > self._config_index:
+            self._config_index = index
+            halves = [frozenset(conf.voters)]
+            if conf.voters_outgoing:
+                halves.append(frozenset(conf.voters_outgoing))
+            self._config_halves = tuple(halves)
+
+    def on_config_at(self, node: NodeId, index: Index, conf: ConfState) -> None:
+        """``node`` (re)starts with configuration ``conf`` from a snapshot at ``index``.
+
+        It must be the configuration in force after applying every change up
+        to ``index``.
+        """
+        self.checks["membership"] += 1
+        changes = [i for i in self._confs if i <= index]
+        if changes:
+            expected = self._confs[max(changes)]
+            if expected != conf:
+                self._fail(
+                    "membership",
+                    f"{node} holds a snapshot at {index} with configuration {conf}, "
+                    f"but the change at {max(changes)} made it {expected}",
+                )
+
+    def on_snapshot(self, node: NodeId, index: Index, term: Term, hashes: Sequence[int]) -> None:
+        """``node`` installs a leader's snapshot at (``index``, ``term``) in place of its log.
+
+        ``hashes`` are the chain hashes of the log prefix the snapshot covers, as
+        held by the node that took it. A snapshot holds only committed state, so
+        it must match the committed prefix; the node's log becomes that prefix.
+        """
+        self.checks["log-matching"] += 1
+        h = hashes[index]
+        known = self._by_index_term.setdefault((index, term), h)
+        if known != h:
+            self._fail(
+                "log-matching",
+                f"{node} installed a snapshot at {term}/{index} whose log differs from "
+                f"another log's entry {term}/{index}",
+            )
+        c = len(self._committed) - 1
+        if index > c or self._committed[index] != h:
+            self._fail(
+                "leader-completeness",
+                f"{node} installed a snapshot at {term}/{index} that is not a prefix of the "
+                f"committed log (committed index {c})",
+            )
+        self._logs[node] = list(hashes[: index + 1])
+
+    def on_restore(self, node: NodeId, index: Index, state: bytes) -> None:
+        """``node``'s state machine was replaced by a snapshot image taken at ``index``."""
+        self.on_state(node, index, state)
+        self._applied_index[node] = index
+
+    def on_state(self, node: NodeId, index: Index, state: bytes) -> None:
+        """``node``'s state machine, having applied exactly up to ``index``, is ``state``."""
+        self.checks["state-machine-safety"] += 1
+        first = self._states.setdefault(index, (node, state))
+        if first[1] != state:
+            self._fail(
+                "state-machine-safety",
+                f"{node}'s state machine at index {index} differs from {first[0]}'s",
+            )
+
+    def on_execute(self, node: NodeId, client_id: int, request_id: int, index: Index) -> None:
+        """``node``'s state machine executed (not deduplicated) a client command at ``index``."""
+        self.checks["at-most-once"] += 1
+        first = self._executed.setdefault((client_id, request_id), index)
+        if first != index:
+            self._fail(
+                "at-most-once",
+                f"{node} executed request {request_id} of client {client_id} at index {index}, "
+                f"but it already took effect at index {first}",
+            )
+
     def on_crash(self, node: NodeId, disks: dict[NodeId, SimDisk]) -> None:
         """``node`` crashed; ``disks`` hold every node's durable state after the crash."""
         self._leading[node] = None
@@ -322,16 +434,25 @@ class Invariants:
         c = len(self._committed) - 1
         want = self._committed[c]
         holders = sorted(n for n, d in disks.items() if d.durable_hash(c) == want)
-        if len(holders) < self._majority:
+        # Safe while every quorum that could elect a leader includes a holder
+        # (who would refuse to vote for a log without the prefix). A voter set
+        # of n has a quorum avoiding the holders when fewer than n - n // 2 of
+        # them hold it (a majority, for odd n); a joint configuration needs a
+        # quorum of each half, so it is unsafe only if both halves have one.
+        halves = self._config_halves
+        short = [v for v in halves if len(v & set(holders)) < len(v) - len(v) // 2]
+        if len(short) == len(halves):
+            voters = short[0]
+            held = sorted(voters & set(holders))
             self._fail(
                 "durability",
-                f"{when}, only {holders or 'no nodes'} durably hold the committed "
-                f"prefix up to index {c} (a majority is {self._majority})",
+                f"{when}, only {held or 'no nodes'} of the voters {sorted(voters)} durably "
+                f"hold the committed prefix up to index {c} (a quorum without them exists)",
             )
 
     def on_restart(self, node: NodeId, disk: SimDisk) -> None:
         """``node`` restarted from ``disk``'s durable state with an empty state machine."""
         self._logs[node] = disk.durable_hashes()
         self._commit[node] = disk.durable_hard_state.commit
-        self._applied_index[node] = 0
+        self._applied_index[node] = disk.durable_snapshot.metadata.index
         self._leading[node] = None

@@ -16,11 +16,18 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from raftkv.core.types import Entry
+from raftkv.core._frozen import fast_init
+from raftkv.core.types import Entry, EntryType
 
 KINDS = ("put", "get", "cas", "delete")
 
+_NORMAL = EntryType.NORMAL
 
+# One encoder for every command: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Command:
     """One client operation as carried in a log entry.
@@ -43,7 +50,7 @@ class Command:
 
     def encode(self) -> bytes:
         """Deterministic bytes for a log entry."""
-        return json.dumps(
+        return _encode(
             {
                 "client_id": self.client_id,
                 "request_id": self.request_id,
@@ -51,9 +58,7 @@ class Command:
                 "key": self.key,
                 "value": self.value,
                 "expect": self.expect,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
+            }
         ).encode()
 
     @staticmethod
@@ -108,6 +113,43 @@ class KVStateMachine:
         self.duplicates = 0
         self._decoded: dict[bytes, Command] = decode_cache if decode_cache is not None else {}
 
+    def snapshot(self) -> bytes:
+        """Deterministic bytes of the whole replicated state: data, sessions, applied index.
+
+        The session table is part of it (§6.3): a node restored from a snapshot
+        must still recognise a retried command as a duplicate.
+        """
+        return _encode(
+            {
+                "applied_index": self.applied_index,
+                "data": self.data,
+                "sessions": [
+                    [cid, rid, r.output, r.found]
+                    for cid, (rid, r) in sorted(self._sessions.items())
+                ],
+            }
+        ).encode()
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a :meth:`snapshot` image.
+
+        Raises:
+            ValueError: ``data`` is not a snapshot image.
+        """
+        try:
+            obj = json.loads(data)
+            applied_index = int(obj["applied_index"])
+            store = dict(obj["data"])
+            sessions = {
+                int(cid): (int(rid), Result(output, bool(found)))
+                for cid, rid, output, found in obj["sessions"]
+            }
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"not a KV snapshot: {exc}") from exc
+        self.data = store
+        self._sessions = sessions
+        self.applied_index = applied_index
+
     def apply(self, entry: Entry) -> tuple[Command, Result] | None:
         """Apply one committed entry.
 
@@ -123,7 +165,7 @@ class KVStateMachine:
         if entry.index != self.applied_index + 1:
             raise ValueError(f"applying index {entry.index} after {self.applied_index}")
         self.applied_index = entry.index
-        if not entry.data:
+        if not entry.data or entry.type is not _NORMAL:
             return None
         cmd = self._decoded.get(entry.data)
         if cmd is None:

@@ -1,7 +1,7 @@
 """Deliberately broken Raft variants ("mutants") that the checkers must catch.
 
-Rule: each mutant breaks exactly one rule of the paper by overriding one method
-of :class:`raftkv.core.Raft`; production code carries no bug switches. The
+Rule: each mutant breaks exactly one rule of the paper by overriding the methods
+of :class:`raftkv.core.Raft` that implement it; production code carries no bug switches. The
 simulator runs a mutant on every node (``raftkv sim --mutant NAME``), and
 ``tests/sim/test_mutants.py`` shows each one is caught within a bounded sweep.
 
@@ -12,7 +12,20 @@ and not the core noticing its own inconsistency.
 
 from __future__ import annotations
 
-from raftkv.core import AppendEntries, Entry, Heartbeat, Index, Message, Raft, RequestVote, Role
+from raftkv.core import (
+    AppendEntries,
+    Entry,
+    Heartbeat,
+    Index,
+    JointConfig,
+    Message,
+    NodeId,
+    Raft,
+    ReadIndexResponse,
+    ReadState,
+    RequestVote,
+    Role,
+)
 
 
 class VotesTwice(Raft):
@@ -107,13 +120,134 @@ class TruncatesMatchingSuffix(Raft):
 
 class CommitsPastMatch(Raft):
     """A follower advances its commit index to the leader's even past the last entry
-    the leader's message proved to match (breaks Figure 2, receiver step 5)."""
+    it knows to match the leader's log (breaks Figure 2, receiver step 5).
+
+    Two routes: an AppendEntries commits up to the follower's *last* index rather
+    than the last entry the message proved to match; and a heartbeat -- which
+    proves no match at all -- carries the leader's whole commit index (instead of
+    ``min(commit, match)``) and the follower commits as far as its own log goes.
+    """
 
     def append_from_leader(self, msg: AppendEntries) -> Index | None:
         last_new = super().append_from_leader(msg)
         if last_new is not None:
             self.log.commit_to(min(msg.commit, self.log.last_index()))
         return last_new
+
+    def broadcast_heartbeat(self, context: bytes = b"") -> None:
+        for node_id in self.prs:
+            if node_id != self.node_id:
+                self.send(
+                    Heartbeat(
+                        term=self.term,
+                        sender=self.node_id,
+                        to=node_id,
+                        commit=self.log.committed,
+                        context=context,
+                    )
+                )
+
+    def handle_heartbeat(self, msg: Heartbeat) -> None:
+        msg = Heartbeat(
+            term=msg.term,
+            sender=msg.sender,
+            to=msg.to,
+            commit=min(msg.commit, self.log.last_index()),
+            context=msg.context,
+        )
+        super().handle_heartbeat(msg)
+
+
+# -- issue 3: membership, reads, PreVote (tests/sim/test_mutants_complete.py) ----
+
+
+class ConfChangeBeforeOwnCommit(Raft):
+    """A new leader proposes a configuration change before an entry of its own
+    term has committed (the single-server change bug: dissertation §4.1, as
+    corrected by Ongaro's 2015 raft-dev post).
+
+    Both halves of the guard go: the explicit own-term check, and the wait for
+    configuration entries inherited from earlier terms (``pending_conf_index``
+    set to the last index on election, as etcd's pendingConfIndex). With
+    configurations taking effect when applied, either half alone keeps a
+    follower that holds the new change informed that the previous one
+    committed; without both, two changes commit at once and a lagging voter can
+    still count with the configuration before both.
+    """
+
+    def may_change_membership(self) -> bool:
+        return True
+
+    def become_leader(self) -> None:
+        super().become_leader()
+        self.pending_conf_index = 0
+
+
+class LocalReadsWithoutQuorum(Raft):
+    """A leader answers reads from its local state at once, without a heartbeat
+    round confirming that a quorum still follows it, so a deposed leader that
+    has not heard of its successor serves stale data (breaks dissertation §6.4
+    step 3). Step 1 (wait for an own-term commit) is kept."""
+
+    def handle_read_index(self, context: bytes, sender: NodeId) -> None:
+        if not self.may_serve_reads():
+            super().handle_read_index(context, sender)  # re-enters here after the commit
+            return
+        if sender == self.node_id:
+            self.read_states.append(ReadState(self.log.committed, context))
+        else:
+            self.send(
+                ReadIndexResponse(
+                    term=self.term,
+                    sender=self.node_id,
+                    to=sender,
+                    index=self.log.committed,
+                    context=context,
+                )
+            )
+
+
+class ReadsBeforeOwnCommit(Raft):
+    """A new leader serves ReadIndex before its no-op commits, at a commit index
+    that may be below a write its predecessor already acknowledged (breaks
+    dissertation §6.4 step 1)."""
+
+    def may_serve_reads(self) -> bool:
+        return True
+
+
+class PreCandidateKeepsLeader(Raft):
+    """A pre-candidate keeps believing in its old leader: it does not clear
+    ``leader`` when it starts a PreVote round (dissertation §9.6; the bug
+    etcd-io/etcd#8334 fixed). A liveness mutant, not a safety one.
+
+    CheckQuorum's lease -- ignore a RequestVote while a leader was heard from
+    less than an election timeout ago -- then also covers the pre-candidate's
+    own election timer, which it has just reset. Two survivors whose timers
+    fire in the same tick ignore each other's PreVotes; neither is refused, so
+    neither redraws its timeout, and they fire together again, forever: the
+    cluster never elects another leader. (Timers that fire apart only delay
+    the election.)
+    """
+
+    def become_pre_candidate(self) -> None:
+        leader = self.leader
+        super().become_pre_candidate()
+        self.leader = leader
+
+
+class IncomingHalfOnlyCommit(Raft):
+    """During joint consensus, commits with a majority of C_new alone (breaks
+    dissertation §4.3: "agreement (for elections and entry commitment) requires
+    separate majorities from both the old and new configurations")."""
+
+    def maybe_commit(self) -> bool:
+        saved = self.voters
+        self.voters = JointConfig(saved.incoming)
+        try:
+            return super().maybe_commit()
+        finally:
+            self.voters = saved
 
 
 MUTANTS: dict[str, type[Raft]] = {
@@ -124,5 +258,10 @@ MUTANTS: dict[str, type[Raft]] = {
     "acks-before-persist": AcksBeforePersist,
     "truncates-matching-suffix": TruncatesMatchingSuffix,
     "commits-past-match": CommitsPastMatch,
+    "conf-change-before-own-commit": ConfChangeBeforeOwnCommit,
+    "local-reads-without-quorum": LocalReadsWithoutQuorum,
+    "reads-before-own-commit": ReadsBeforeOwnCommit,
+    "pre-candidate-keeps-leader": PreCandidateKeepsLeader,
+    "incoming-half-only-commit": IncomingHalfOnlyCommit,
 }
 """Mutants by their command-line name."""

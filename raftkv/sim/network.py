@@ -120,6 +120,11 @@ class Network:
         self.blocked.add((a, b))
         self.blocked.add((b, a))
 
+    def unblock_both(self, a: Endpoint, b: Endpoint) -> None:
+        """Deliver messages between ``a`` and ``b`` again (both directions)."""
+        self.blocked.discard((a, b))
+        self.blocked.discard((b, a))
+
     def partition(self, groups: Iterable[Iterable[Endpoint]]) -> None:
         """Block every link between endpoints of different groups (both ways)."""
         listed = [sorted(g) for g in groups]

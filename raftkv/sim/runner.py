@@ -23,6 +23,7 @@ from raftkv.sim.faults import FaultInjector, generate_schedule
 from raftkv.sim.invariants import CHECKERS, Invariants, InvariantViolation, Violation
 from raftkv.sim.linearizability import Operation, check_history
 from raftkv.sim.network import LinkParams, Network
+from raftkv.sim.operator import Operator
 from raftkv.sim.trace import Tracer
 from raftkv.sim.workload import Workload
 
@@ -59,6 +60,19 @@ class SimConfig:
         raft_class: the Raft implementation run on every node.
         max_entries_per_msg: ``Config.max_entries_per_msg``.
         max_inflight: ``Config.max_inflight``.
+        reads: clients read through ReadIndex (leader or follower) instead of
+            proposing their gets.
+        retries: how often a client sends a timed-out write again under the
+            same request id (the session makes it take effect at most once).
+        snapshot_every: every node snapshots its state machine and compacts its
+            log each time it has applied this many more entries (0: never).
+        snapshot_chunk_size: bytes per InstallSnapshot chunk (small, so a
+            transfer takes several chunks and exercises resumption).
+        membership: a simulated operator adds learners, promotes them, removes
+            voters (the leader too), replaces voters in one joint change and
+            transfers leadership, while the faults go on
+            (:mod:`raftkv.sim.operator`).
+        operator_interval: mean virtual seconds between two operator actions.
     """
 
     seed: int
@@ -85,6 +99,12 @@ class SimConfig:
     raft_class: type[Raft] = Raft
     max_entries_per_msg: int = 256
     max_inflight: int = 256
+    reads: bool = False
+    retries: int = 0
+    snapshot_every: int = 0
+    snapshot_chunk_size: int = 256
+    membership: bool = False
+    operator_interval: float = 1.5
 
     def validate(self) -> None:
         """Raise ``ValueError`` on a configuration that cannot run."""
@@ -96,6 +116,12 @@ class SimConfig:
             raise ValueError("clients must be >= 0 and keys >= 1")
         if not 0 <= self.fsync_min_us <= self.fsync_max_us:
             raise ValueError("need 0 <= fsync_min_us <= fsync_max_us")
+        if self.retries < 0:
+            raise ValueError("retries must be >= 0")
+        if self.operator_interval <= 0:
+            raise ValueError("operator_interval must be positive")
+        if self.snapshot_every < 0 or self.snapshot_chunk_size < 1:
+            raise ValueError("need snapshot_every >= 0 and snapshot_chunk_size >= 1")
 
 
 @dataclass(slots=True, kw_only=True)
@@ -235,6 +261,9 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
             fsync_max_us=config.fsync_max_us,
             max_entries_per_msg=profile.max_entries_per_msg,
             max_inflight=profile.max_inflight,
+            snapshot_every=config.snapshot_every,
+            snapshot_chunk_size=config.snapshot_chunk_size,
+            bootstrap_in_log=config.membership,
         ),
         raft_class=config.raft_class,
         tracer=tracer,
@@ -254,7 +283,19 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         timeout_us=seconds(config.client_timeout),
         think_us=int(config.think_ms * 1000),
         stop_at=max(0, end - seconds(config.client_timeout)),
+        reads=config.reads,
+        retries=config.retries,
     )
+    cluster.on_nodes_changed = workload.set_nodes
+    operator: Operator | None = None
+    if config.membership:
+        operator = Operator(
+            cluster,
+            random.Random(f"{seed}/operator"),
+            interval_us=seconds(config.operator_interval),
+            stop_at=faults_end,
+            tracer=tracer,
+        )
     if tracer is not None:
         network.on_deliver = lambda src, dst, kind, payload: tracer.emit(
             clock.now, "deliver", dst, src=src, msg=describe_payload(payload)
@@ -266,6 +307,8 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         cluster.start()
         injector.install()
         workload.start()
+        if operator is not None:
+            operator.start()
         events = clock.run_until(end)
     except InvariantViolation as exc:
         violation = exc.violation
@@ -313,7 +356,7 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
     final: dict[str, str] = {}
     commits: set[int] = set()
     leaders: list[str] = []
-    for nid in ids:
+    for nid in cluster.node_ids:
         node = cluster.nodes[nid]
         raw = node.raw
         if raw is None:
@@ -334,7 +377,9 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
     )
 
     stats: Counter[str] = Counter(cluster.stats)
-    for nid in ids:
+    if workload.retried:
+        stats["client_retries"] = workload.retried
+    for nid in sorted(cluster.nodes):
         d = cluster.nodes[nid].disk
         stats["disk_writes"] += d.writes
         stats["lost_writes"] += d.lost_writes
@@ -385,7 +430,11 @@ def format_summary(result: SimResult, *, wall_seconds: float | None = None) -> s
     faults = ",".join(sorted(c.faults)) or "none"
     lines = [
         f"raftkv sim seed={c.seed} nodes={c.nodes} time={c.duration:g}s faults={faults} "
-        f"clients={c.clients} keys={c.keys}",
+        f"clients={c.clients} keys={c.keys}"
+        + (" membership" if c.membership else "")
+        + (f" snapshots={c.snapshot_every}" if c.snapshot_every else "")
+        + (f" reads retries={c.retries}" if c.reads else "")
+        + (f" retries={c.retries}" if c.retries and not c.reads else ""),
         _row("virtual time", f"{result.end_time_us / 1e6:.3f}s, {result.events} events"),
         _row("profile", result.profile),
         _row(
@@ -414,6 +463,39 @@ def format_summary(result: SimResult, *, wall_seconds: float | None = None) -> s
             f"restarts={cl.get('restarts', 0)}",
         )
     )
+    if c.membership:
+        lines.append(
+            _row(
+                "membership",
+                f"changes-applied={cl.get('conf_changes_applied', 0)} "
+                f"nodes-added={cl.get('nodes_added', 0)} retired={cl.get('nodes_retired', 0)}; "
+                "operator: "
+                + (
+                    ", ".join(
+                        f"{k[len('operator_') :].replace('_', '-')}={cl[k]}"
+                        for k in sorted(cl)
+                        if k.startswith("operator_")
+                    )
+                    or "-"
+                ),
+            )
+        )
+    if c.snapshot_every:
+        lines.append(
+            _row(
+                "snapshots",
+                f"taken={cl.get('snapshots_taken', 0)} "
+                f"installed={cl.get('snapshots_installed', 0)}",
+            )
+        )
+    if c.reads or c.retries:
+        lines.append(
+            _row(
+                "reads",
+                f"read-index={cl.get('read_index', 0)} served={cl.get('reads_served', 0)} "
+                f"write-retries={cl.get('client_retries', 0)}",
+            )
+        )
     for label, counts in (
         ("messages sent", result.messages_sent),
         ("delivered", result.messages_delivered),

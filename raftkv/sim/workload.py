@@ -1,12 +1,21 @@
 """Simulated clients that issue KV operations and record a checkable history.
 
-Rule: each client has at most one operation outstanding, and an operation is
-issued exactly once: a timeout records it as ``info`` (outcome unknown) and the
-client moves on with a *new* operation, never a retry of the old one under a new
-name. A reply to anything but the outstanding request is ignored. A definite
-rejection (the node refused before proposing) is ``fail``. Client links lose
-messages like any other but never duplicate them, so a rejected request cannot
-come back to life through a stray copy.
+Rule: each client has at most one operation outstanding. By default an
+operation is sent exactly once: a timeout records it as ``info`` (outcome
+unknown) and the client moves on with a *new* operation. With ``retries`` a
+timed-out write is sent again -- to another node, under the *same* request id,
+as a real client with a session does (dissertation §6.3) -- and the replicated
+session table must make it take effect at most once; once an attempt may have
+been proposed, a later rejection no longer proves the operation failed, so it
+is retried or recorded as ``info``, never ``fail``. A reply to anything but the
+outstanding request is ignored. A definite rejection of a first attempt (the
+node refused before proposing) is ``fail``. Client links lose messages like any
+other but never duplicate them, so a rejected request cannot come back to life
+through a stray copy.
+
+With ``reads`` a ``get`` is not proposed: it asks the node for a ReadIndex
+(dissertation §6.4; followers forward it to the leader) and is answered from
+the node's state machine once that has applied the read index.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ class ClientRequest:
     client_id: int
     request_id: int
     data: bytes
+    read: bool = False
+    """Serve this ``get`` through ReadIndex instead of proposing it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +71,7 @@ class _Pending:
     cmd: Command
     call: Micros
     node: str
+    attempts: int = 1
 
 
 _WEIGHTS = (("put", 30), ("get", 35), ("cas", 20), ("delete", 15))
@@ -117,14 +129,38 @@ class Client:
         self._pending = _Pending(op_id, rid, cmd, w.clock.now, node)
         if value is not None:
             w.last_written[key] = value
+        self._send(self._pending)
+
+    def _send(self, p: _Pending) -> None:
+        w = self._w
+        cmd = p.cmd
         w.network.send(
             self.endpoint,
-            node,
-            ClientRequest(client_id=self.client_id, request_id=rid, data=cmd.encode()),
+            p.node,
+            ClientRequest(
+                client_id=self.client_id,
+                request_id=p.request_id,
+                data=cmd.encode(),
+                read=w.reads and cmd.op == "get",
+            ),
             "ClientRequest",
             duplicate=False,
         )
-        w.clock.call_later(w.timeout_us, self._timeout, rid)
+        w.clock.call_later(w.timeout_us, self._timeout, p.request_id, p.attempts)
+
+    def _retry(self, p: _Pending, node: str | None) -> bool:
+        """Send ``p`` again (same request id) if it may; ``False`` when out of retries."""
+        w = self._w
+        if p.attempts > w.retries or w.clock.now >= w.stop_at:
+            return False
+        if node is None or node == p.node:
+            others = [n for n in w.node_ids if n != p.node] or list(w.node_ids)
+            node = others[w.rng.randrange(len(others))]
+        p.attempts += 1
+        p.node = node
+        w.retried += 1
+        self._send(p)
+        return True
 
     def on_reply(self, reply: ClientReply) -> None:
         p = self._pending
@@ -147,16 +183,27 @@ class Client:
             w.record(p, OK, w.clock.now, output, reply.found)
             self._target = p.node
             w.clock.call_later(w.think(), self._issue)
+        elif p.attempts > 1 and cmd.op != "get":
+            # An earlier attempt may still be in some log: not a definite failure.
+            leader = reply.leader if reply.leader in w.node_set else None
+            self._pending = p
+            if not self._retry(p, leader):
+                self._pending = None
+                w.record_unknown(p)
+                self._target = None
+                w.clock.call_later(w.think(), self._issue)
         else:
             w.record(p, FAIL, w.clock.now, None, True)
             self._target = reply.leader if reply.leader in w.node_set else None
             w.clock.call_later(w.backoff(), self._issue)
 
-    def _timeout(self, request_id: int) -> None:
+    def _timeout(self, request_id: int, attempt: int = 1) -> None:
         p = self._pending
-        if p is None or p.request_id != request_id:
+        if p is None or p.request_id != request_id or p.attempts != attempt:
             return
         w = self._w
+        if p.cmd.op != "get" and self._retry(p, None):
+            return
         self._pending = None
         w.record_unknown(p)
         self._target = None
@@ -183,6 +230,9 @@ class Workload:
         timeout_us: how long a client waits for a reply.
         think_us: mean pause between a reply and the next operation.
         stop_at: no operation is issued at or after this time.
+        reads: serve ``get`` through ReadIndex instead of the log.
+        retries: how many times a timed-out write is sent again under the
+            same request id (0: never).
     """
 
     def __init__(
@@ -197,6 +247,8 @@ class Workload:
         timeout_us: Micros,
         think_us: Micros,
         stop_at: Micros,
+        reads: bool = False,
+        retries: int = 0,
     ) -> None:
         self.clock = clock
         self.network = network
@@ -207,6 +259,10 @@ class Workload:
         self.timeout_us = timeout_us
         self.think_us = think_us
         self.stop_at = stop_at
+        self.reads = reads
+        self.retries = retries
+        self.retried = 0
+        """Requests sent again after a timeout or an ambiguous rejection."""
         self.history: list[Operation] = []
         self.status: Counter[str] = Counter()
         """Operations by the status the clients observed."""
@@ -219,6 +275,11 @@ class Workload:
         for c in self.clients:
             network.register(c.endpoint, self._on_message)
         self._by_endpoint = {c.endpoint: c for c in self.clients}
+
+    def set_nodes(self, node_ids: Sequence[str]) -> None:
+        """The nodes clients may contact changed (a node joined or was retired)."""
+        self.node_ids = tuple(sorted(node_ids))
+        self.node_set = frozenset(self.node_ids)
 
     def start(self) -> None:
         """Schedule every client's first operation within the first 100 ms."""

@@ -20,12 +20,12 @@ from raftkv.core import (
     ConfChangeTransition,
     ConfChangeType,
     EntryType,
-    JointConfig,
     ProposalDropped,
     Raft,
     RequestVote,
     Role,
 )
+from raftkv.sim.mutants import IncomingHalfOnlyCommit
 from tests.core.harness import Harness, nid
 
 N1, N2, N3, N4, N5 = (nid(i) for i in range(1, 6))
@@ -237,18 +237,6 @@ def test_joint_explicit_stays_joint_until_an_empty_change():
         assert not cs.is_joint() and cs.voters == (N1, N2, N3, N4)
 
 
-class IncomingHalfOnlyCommit(Raft):
-    """Broken §4.3: commits with a majority of C_new alone during joint consensus."""
-
-    def maybe_commit(self) -> bool:
-        saved = self.voters
-        self.voters = JointConfig(saved.incoming)
-        try:
-            return super().maybe_commit()
-        finally:
-            self.voters = saved
-
-
 def replace_two_voters_jointly(raft_class: type[Raft]) -> tuple[Harness, int]:
     """C_old = {n1,n2,n3}, C_new = {n1,n4,n5}; stay joint, then lose n2 and n3
     and propose. Returns the harness and the proposal's index."""
@@ -290,7 +278,10 @@ def test_joint_commit_needs_majorities_of_both_configurations():
 
 def test_commit_with_incoming_majority_only_is_caught():
     """§4.3 matters: the broken subclass commits with C_new alone, which C_old
-    never agreed to (the test above would fail against it)."""
+    never agreed to (the test above would fail against it). That this loses a
+    committed entry, caught by the simulator's checkers, is
+    tests/sim/test_mutants_complete.py::
+    test_mutant_incoming_half_only_commit_is_caught_by_leader_completeness."""
     h, idx = replace_two_voters_jointly(IncomingHalfOnlyCommit)
     assert h.raft(1).log.committed >= idx
 

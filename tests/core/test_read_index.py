@@ -24,6 +24,7 @@ from raftkv.core import (
     ReadState,
     Role,
 )
+from raftkv.sim.mutants import ReadsBeforeOwnCommit
 from tests.core.harness import Harness, nid
 
 N1, N2, N3 = (nid(i) for i in range(1, 4))
@@ -124,13 +125,6 @@ def test_reads_between_two_readys_share_one_heartbeat_round():
 # --------------------------------------------------------------------------- §6.4 step 1
 
 
-class ReadsBeforeOwnCommit(Raft):
-    """Broken §6.4 step 1: a new leader serves reads before its no-op commits."""
-
-    def committed_in_current_term(self) -> bool:
-        return True
-
-
 def new_leader_with_stale_commit(raft_class: type[Raft]) -> tuple[Harness, int]:
     """n1 commits write w and acknowledges it, but dies before telling anyone
     the new commit index; n2 (holding w) wins term 2 and its no-op is held back.
@@ -175,7 +169,9 @@ def test_new_leader_defers_reads_until_its_noop_commits():
 
 def test_skipping_own_term_commit_rule_reads_below_acknowledged_write():
     """§6.4 step 1 matters: without it the read index is below a write that was
-    already acknowledged, so the read could miss it (not linearizable)."""
+    already acknowledged, so the read could miss it (not linearizable; the
+    history-checked version is tests/sim/test_mutants_complete.py::
+    test_mutant_reads_before_own_commit_is_caught_by_linearizability)."""
     h, w = new_leader_with_stale_commit(ReadsBeforeOwnCommit)
     h.node(2).read_index(b"r")
     h.stabilize()

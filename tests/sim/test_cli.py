@@ -142,3 +142,33 @@ def test_mutant_option_is_caught_and_replayable() -> None:
     assert result.exit_code == 1
     assert "VIOLATION" in result.output
     assert "--mutant leader-overwrites-log" in result.output
+
+
+def test_membership_snapshots_reads_flags_reach_the_run_and_the_replay_command() -> None:
+    args = ["sim", "--seed", "4", "--time", "6", "--membership", "--snapshots", "--reads"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    header = result.output.splitlines()[0]
+    assert header.endswith("membership snapshots=20 reads retries=2"), header
+    # A sweep failure's replay line carries the same options (a mutant forces one).
+    args = [
+        "sim",
+        "--seeds",
+        "1-3",
+        "--jobs",
+        "1",
+        "--time",
+        "6",
+        "--mutant",
+        "votes-twice",
+        "--membership",
+        "--snapshots",
+        "7",
+        "--reads",
+        "--retries",
+        "1",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    replay = next(line for line in result.output.splitlines() if "replay:" in line)
+    assert "--membership --snapshots 7 --reads --retries 1" in replay, replay

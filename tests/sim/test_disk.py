@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from raftkv.core import Entry, HardState, NodeId
+import pytest
+
+from raftkv.core import ConfState, Entry, HardState, NodeId
 from raftkv.sim.disk import SimDisk
 from raftkv.sim.loghash import chain, extend_hashes
 
@@ -72,3 +74,55 @@ def test_crash_after_everything_synced_loses_nothing() -> None:
     disk.crash()
     assert (disk.storage.hard_state, disk.storage.all_entries()) == before
     assert disk.lost_writes == 0
+
+
+# -- snapshots ------------------------------------------------------------------
+
+
+def _synced(disk: SimDisk, entries: tuple[Entry, ...]) -> None:
+    disk.write(HardState(term=entries[-1].term, commit=entries[-1].index), entries)
+    disk.sync_now()
+
+
+def test_own_snapshot_is_durable_at_once_and_compacts_both_logs() -> None:
+    disk = SimDisk(VOTERS)
+    _synced(disk, ents(1, 1, 6))
+    hashes = disk.durable_hashes()
+    snap = disk.take_snapshot(4, ConfState(voters=VOTERS), b"state@4")
+    assert snap.metadata.index == 4 and snap.metadata.term == 1
+    assert disk.storage.first_index() == 5 and disk.durable_last_index == 6
+    assert [e.index for e in disk.durable_entries()] == [5, 6]
+    # The chain hashes still cover the compacted prefix.
+    assert disk.durable_hashes() == hashes
+    disk.crash()
+    assert disk.storage.snapshot().data == b"state@4"
+    assert disk.storage.first_index() == 5 and disk.storage.last_index() == 6
+    assert disk.storage.entries(5, 7) == list(ents(1, 5, 6))
+
+
+def test_own_snapshot_must_cover_only_durable_entries() -> None:
+    disk = SimDisk(VOTERS)
+    _synced(disk, ents(1, 1, 3))
+    disk.write(None, ents(1, 4, 5))  # visible, not durable
+    with pytest.raises(ValueError, match="beyond durable"):
+        disk.take_snapshot(5, ConfState(voters=VOTERS), b"")
+
+
+def test_received_snapshot_is_lost_on_crash_until_fsynced() -> None:
+    disk = SimDisk(VOTERS)
+    _synced(disk, ents(1, 1, 2))
+    leader = SimDisk(VOTERS)
+    _synced(leader, ents(1, 1, 8))
+    snap = leader.take_snapshot(8, ConfState(voters=VOTERS), b"state@8")
+    disk.write_snapshot(snap, leader.durable_hashes()[:9])
+    assert disk.storage.first_index() == 9  # visible at once
+    disk.crash()
+    assert disk.storage.last_index() == 2 and disk.durable_snapshot.is_empty()
+    disk.write_snapshot(snap, leader.durable_hashes()[:9])
+    disk.write(None, ents(1, 9, 9))
+    disk.sync_now()
+    assert disk.durable_snapshot == snap and disk.durable_last_index == 9
+    assert disk.durable_hash(8) == leader.durable_hash(8)
+    disk.crash()
+    assert disk.storage.first_index() == 9 and disk.storage.last_index() == 9
+    assert disk.storage.initial_state()[1] == ConfState(voters=VOTERS)

@@ -10,9 +10,10 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from raftkv.core import Entry, HardState, NodeId, Role
+from raftkv.core import ConfState, Entry, HardState, NodeId, Role
 from raftkv.sim.disk import SimDisk
 from raftkv.sim.invariants import Invariants, InvariantViolation
+from raftkv.sim.loghash import extend_hashes
 
 N1, N2, N3 = NodeId("n1"), NodeId("n2"), NodeId("n3")
 NODES = (N1, N2, N3)
@@ -192,3 +193,94 @@ def test_restart_resets_the_tracked_log_to_the_durable_one() -> None:
     # The lost entries 2..3 may come back different, and applying restarts at 1.
     i.on_ready(N1, 2, Role.FOLLOWER, [e(2, 2)], None)
     i.on_apply(N1, e(1, 1))
+
+
+# -- issue 3: sessions, snapshots, membership -------------------------------------
+
+
+def test_at_most_once_same_index_is_fine_another_index_is_not() -> None:
+    i = inv()
+    i.on_execute(N1, 7, 1, index=5)
+    i.on_execute(N2, 7, 1, index=5)  # every replica executes it at the same index
+    with violated("at-most-once"):
+        i.on_execute(N3, 7, 1, index=9)  # a retry executed a second time
+
+
+def test_state_at_one_index_must_agree() -> None:
+    i = inv()
+    i.on_state(N1, 10, b"state-a")
+    i.on_state(N2, 10, b"state-a")
+    with violated("state-machine-safety"):
+        i.on_restore(N3, 10, b"state-b")
+
+
+def _committed(i: Invariants, n: int) -> list[int]:
+    entries = [e(1, k) for k in range(1, n + 1)]
+    i.on_ready(N1, 1, Role.LEADER, entries, n)
+    hashes = [0]
+    extend_hashes(hashes, entries)
+    return hashes
+
+
+def test_installed_snapshot_must_be_a_committed_prefix() -> None:
+    i = inv()
+    hashes = _committed(i, 4)
+    i.on_snapshot(N3, 3, 1, hashes)  # fine: within the committed prefix
+    i.on_ready(N3, 1, Role.FOLLOWER, [e(1, 4)], 4)  # entries continue after it
+    other = [0]
+    extend_hashes(other, [e(1, 1), e(1, 2), e(2, 3)])
+    with violated("leader-completeness"):
+        i.on_snapshot(N2, 3, 2, other)
+
+
+def test_snapshot_beyond_the_committed_index_is_caught() -> None:
+    i = inv()
+    hashes = _committed(i, 2)
+    extend_hashes(hashes, [e(1, 3)])
+    with violated("leader-completeness"):
+        i.on_snapshot(N2, 3, 1, hashes)
+
+
+def test_membership_same_change_same_result() -> None:
+    i = inv()
+    conf = ConfState(voters=(N1, N2, N3))
+    i.on_conf(N1, 5, conf)
+    i.on_conf(N2, 5, conf)
+    with violated("membership"):
+        i.on_conf(N3, 5, ConfState(voters=(N1, N2)))
+
+
+def test_membership_snapshot_must_carry_the_committed_configuration() -> None:
+    i = inv()
+    i.on_conf(N1, 5, ConfState(voters=(N1, N2)))
+    i.on_config_at(N3, 7, ConfState(voters=(N1, N2)))
+    with violated("membership"):
+        i.on_config_at(N3, 8, ConfState(voters=(N1, N2, N3)))
+
+
+def test_durability_follows_the_newest_configuration() -> None:
+    n4 = NodeId("n4")
+    i = Invariants((*NODES, n4), seed=1, now=lambda: 0)
+    i.on_ready(N1, 1, Role.LEADER, [e(1, 1), e(1, 2)], 2)
+    full, short = _disk([e(1, 1), e(1, 2)]), _disk([e(1, 1)])
+    # Four voters: two holders leave no quorum of three without one.
+    i.on_conf(N1, 1, ConfState(voters=(N1, N2, N3, n4)))
+    i.on_crash(N3, {N1: full, N2: full, N3: short, n4: short})
+    # Down to three voters {n2, n3, n4}: one holder is not enough.
+    i.on_conf(N1, 2, ConfState(voters=(N2, N3, n4)))
+    with violated("durability"):
+        i.on_crash(N3, {N1: full, N2: full, N3: short, n4: short})
+
+
+def test_durability_joint_configuration_needs_one_safe_half() -> None:
+    n4, n5 = NodeId("n4"), NodeId("n5")
+    i = Invariants((*NODES, n4, n5), seed=1, now=lambda: 0)
+    i.on_ready(N1, 1, Role.LEADER, [e(1, 1)], 1)
+    full, empty = _disk([e(1, 1)]), SimDisk(NODES)
+    # Joint {n1,n2,n3} (outgoing) and {n3,n4,n5} (incoming); n1, n2 hold it.
+    i.on_conf(N1, 1, ConfState(voters=(N3, n4, n5), voters_outgoing=(N1, N2, N3)))
+    disks = {N1: full, N2: full, N3: empty, n4: empty, n5: empty}
+    i.on_crash(N3, disks)  # every joint quorum needs two of n1..n3: one holds it
+    disks[N2] = empty
+    with violated("durability"):
+        i.on_crash(N3, disks)

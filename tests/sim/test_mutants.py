@@ -89,17 +89,43 @@ def test_mutant_truncates_matching_suffix_is_caught() -> None:
     )
 
 
-def test_mutant_commits_past_match_is_caught_by_state_machine_safety() -> None:
+def test_mutant_commits_past_match_is_caught() -> None:
     """Figure 2 receiver step 5: commit = min(leaderCommit, index of last *new* entry).
 
+    Caught in the sweep through heartbeats: they prove no match, so a follower
+    told the leader's whole commit index commits its own stale suffix.
+    """
+    assert_caught(
+        "commits-past-match",
+        {"leader-completeness", "state-machine-safety", "durability", "log-matching"},
+    )
+
+
+def test_mutant_commits_previous_term_is_caught() -> None:
+    """§5.4.2, Figure 8: committing a previous-term entry by counting replicas.
+
+    Caught in the sweep thanks to the ``churn`` fault, which strings together
+    Figure 8's schedule: leaders cut off with entries nobody else has, one of
+    them back in office replicating its old entries, crashed before its own
+    entry reaches a majority, and the other back to win the next election.
+    """
+    assert_caught(
+        "commits-previous-term",
+        {"leader-completeness", "state-machine-safety", "durability", "log-matching"},
+    )
+
+
+def test_mutant_commits_past_match_via_append_entries_in_a_constructed_scenario() -> None:
+    """The AppendEntries half of ``commits-past-match``, which sweeps never reach.
+
     The precondition -- a follower accepting an AppendEntries whose entries all
-    match while its log continues with stale entries the leader does not have --
-    never arises in the simulator: fast backtracking lands the leader's probe
-    exactly on the first divergent entry, so the first AppendEntries a follower
-    accepts either truncates its stale suffix or ends past it. We therefore
-    deliver, directly, a message a leader of term 3 may send (its next index
-    for the follower at 2, one entry per message) and feed what the nodes
-    apply to the simulator's State Machine Safety checker.
+    match while its log continues with stale entries the leader does not have
+    -- never arises in the simulator: fast backtracking lands the leader's
+    probe exactly on the first divergent entry, so the first AppendEntries a
+    follower accepts either truncates its stale suffix or ends past it. We
+    therefore deliver, directly, a message a leader of term 3 may send (its
+    next index for the follower at 2, one entry per message) and feed what the
+    nodes apply to the simulator's State Machine Safety checker.
     """
 
     def run(raft_class: type[Raft]) -> Violation | None:
@@ -137,11 +163,9 @@ def test_mutant_commits_past_match_is_caught_by_state_machine_safety() -> None:
 
 
 def test_mutant_commits_previous_term_is_caught_in_figure8() -> None:
-    """§5.4.2, Figure 8: committing a previous-term entry by counting replicas.
+    """§5.4.2, Figure 8, replayed exactly (the sweep above finds it by chance).
 
-    The schedule that exposes it is the paper's Figure 8, and random sweeps
-    rarely produce it (a new leader's no-op usually travels in the same
-    AppendEntries as the old entry). We replay the figure exactly -- (c) S1,
+    We replay the figure exactly -- (c) S1,
     leader of term 4, has its term-2 entry on a majority but its own no-op only
     locally; (d) S1 crashes and S5 is elected with a term-3 entry at index 2 --
     and feed what every node applies to the simulator's State Machine Safety

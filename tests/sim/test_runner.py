@@ -174,7 +174,7 @@ def test_summary_has_no_wall_clock_unless_asked() -> None:
     assert "deliveries/s" in format_summary(result, wall_seconds=1.0)
 
 
-SWEEP_FAULTS = parse_faults("all,churn")
+SWEEP_FAULTS = parse_faults("all")
 
 
 @pytest.mark.parametrize("chunk", range(10))
