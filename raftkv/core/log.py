@@ -13,7 +13,7 @@ from raftkv.core.unstable import Unstable
 
 
 class RaftLog:
-    __slots__ = ("storage", "unstable", "committed", "applied")
+    __slots__ = ("storage", "unstable", "committed", "applied", "applying")
 
     def __init__(self, storage: Storage, applied: Index = 0) -> None:
         self.storage = storage
@@ -22,6 +22,9 @@ class RaftLog:
         # Invariant: applied <= committed <= last_index().
         self.committed: Index = first - 1
         self.applied: Index = max(applied, first - 1)
+        # The last committed index handed to the driver for applying; above
+        # ``applied`` while a Ready carrying committed entries is in flight.
+        self.applying: Index = self.applied
 
     def __repr__(self) -> str:
         return (

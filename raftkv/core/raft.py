@@ -994,6 +994,14 @@ class Raft:
             # A duplicate (behind us) is acknowledged; a gap asks for a resend.
             self._reply_snapshot(msg, have, reject=msg.offset > have)
             return
+        if msg.done and self.log.applying > self.log.applied:
+            # The driver is still applying committed entries we handed out
+            # (a Ready is in flight). Restoring now would switch the state and
+            # membership under them -- a configuration change among them would
+            # then apply to the snapshot's membership. Acknowledge all but this
+            # last chunk: the leader sends it again after its next heartbeat.
+            self._reply_snapshot(msg, have)
+            return
         recv.data += msg.data
         if not msg.done:
             self._reply_snapshot(msg, len(recv.data))

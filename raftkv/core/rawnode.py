@@ -236,6 +236,8 @@ class RawNode:
         entries = tuple(unstable.entries) if unstable.entries else ()
         if log.committed > log.applied:
             committed = tuple(log.next_committed_entries(r.config.max_committed_size_per_ready))
+            if committed:
+                log.applying = committed[-1].index
         else:
             committed = ()
         snapshot = unstable.snapshot

@@ -296,3 +296,82 @@ def test_installed_snapshot_appears_once_in_ready_and_later_entries_apply():
     assert [e.data for e in h.applied[N3]][-3:] == [b"after0", b"after1", b"after2"]
     assert h.raft(1).prs[N3].state is ProgressState.REPLICATE
     assert_converged(h)
+
+
+# ------------------------------------------------- snapshot during an apply in flight
+
+
+def test_snapshot_waits_for_committed_entries_the_driver_is_still_applying() -> None:
+    """A snapshot's last chunk is not installed while a Ready's committed entries
+    are being applied: restoring would switch the membership under them, and a
+    configuration change among them would then apply to the snapshot's
+    membership (found by the simulator, ``--membership --snapshots``, seed 720).
+    The follower acknowledges all but the last chunk; the leader sends it again
+    after a heartbeat, and by then the entries are applied.
+    """
+    from raftkv.core import (
+        AppendEntries,
+        ConfChange,
+        ConfChangeSingle,
+        ConfChangeType,
+        EntryType,
+        RawNode,
+        Snapshot,
+        SnapshotMetadata,
+    )
+
+    n4 = nid(4)
+    raw = RawNode(
+        Config(node_id=N2, peers=(N1, N2, N3)),
+        MemoryStorage(voters=(N1, N2, N3)),
+        random.Random(1),
+    )
+    add_n4 = ConfChange(changes=(ConfChangeSingle(ConfChangeType.ADD_LEARNER, n4),))
+    raw.step(
+        AppendEntries(
+            term=1,
+            sender=N1,
+            to=N2,
+            prev_log_index=0,
+            prev_log_term=0,
+            entries=(
+                Entry(term=1, index=1, data=b""),
+                Entry(term=1, index=2, data=add_n4.encode(), type=EntryType.CONF_CHANGE),
+            ),
+            commit=2,
+        )
+    )
+    rd = raw.ready()
+    assert [e.index for e in rd.committed_entries] == [1, 2]
+    # While the driver persists and applies that Ready, the whole snapshot
+    # arrives: at index 10 the leader had removed n4 again.
+    snap_conf = ConfState(voters=(N1, N2, N3))
+    last_chunk = InstallSnapshot(
+        term=1,
+        sender=N1,
+        to=N2,
+        snapshot_index=10,
+        snapshot_term=1,
+        conf_state=snap_conf,
+        offset=0,
+        data=b"state@10",
+        done=True,
+        total=8,
+    )
+    raw.step(last_chunk)
+    assert raw.raft.conf_state().learners == ()  # still the membership before entry 2
+    conf = raw.apply_conf_change(add_n4)  # the driver applies entry 2...
+    assert conf.learners == (n4,)
+    raw.advance(rd)  # ...and finishes the Ready
+    rd = raw.ready()
+    assert rd.snapshot is None
+    (reply,) = [m for m in rd.messages if isinstance(m, InstallSnapshotResponse)]
+    assert not reply.done and not reply.reject and reply.offset == 0
+    raw.advance(rd)
+    # The leader's heartbeat-driven resend of the last chunk is installed now.
+    raw.step(last_chunk)
+    rd = raw.ready()
+    assert rd.snapshot == Snapshot(
+        metadata=SnapshotMetadata(index=10, term=1, conf_state=snap_conf), data=b"state@10"
+    )
+    assert raw.raft.conf_state() == snap_conf
