@@ -11,7 +11,7 @@ STAMP = $(VENV)/.installed
 .DEFAULT_GOAL := help
 
 .PHONY: help setup run test lint typecheck format pytest test-all sim-long bench clean jepsen \
-	deploy-check rolling-restart
+	deploy-check rolling-restart browser screenshots
 
 help:
 	@echo "make run        set up and start a local 3-node cluster (Ctrl-C stops it)"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-all   all tests, including those marked slow"
 	@echo "make sim-long   simulate seeds 1-5000 with all faults"
 	@echo "make bench      simulator throughput benchmark"
+	@echo "make screenshots  regenerate docs/img/*.png (timeline pages in headless Chromium)"
 	@echo "make jepsen     fault-test real nodes, 3 then 5 (JEPSEN_SEED, JEPSEN_TIME)"
 	@echo "make deploy-check     lint/validate deploy/ (Dockerfile, compose, Kubernetes)"
 	@echo "make rolling-restart  measure a rolling restart of the StatefulSet pods under load"
@@ -40,7 +41,7 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python run.py
 
-test: lint typecheck pytest
+test: lint typecheck browser pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -72,6 +73,27 @@ deploy-check: $(STAMP)
 # Rolling restart of the StatefulSet's pods (as local processes) under client load.
 rolling-restart: $(STAMP)
 	$(BIN)/python deploy/rolling_restart.py --rounds 3 --clients 8
+
+# Headless Chromium for the browser tests: Debian's package, installed when we
+# are root with apt-get (as in CI); otherwise those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's chromium for the browser tests"; \
+			apt-get install -y -q chromium >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+			echo "could not install chromium: browser tests will skip"; \
+		else echo "no chromium and not root: browser tests will skip"; fi; }
+
+# The README's pictures: timelines of a failing mutant seed and of a run with
+# membership changes, snapshots and reads, rendered by headless Chromium.
+SHOT = chromium --headless --no-sandbox --disable-gpu --hide-scrollbars
+screenshots: $(STAMP) browser
+	mkdir -p docs/img
+	-$(BIN)/raftkv sim --seed 1 --nodes 5 --time 10 --mutant votes-twice --trace /tmp/raftkv-votes-twice.html
+	$(SHOT) --window-size=1400,560 --screenshot=docs/img/timeline-violation.png file:///tmp/raftkv-votes-twice.html
+	$(BIN)/raftkv sim --seed 4 --nodes 5 --time 30 --membership --snapshots --reads --trace /tmp/raftkv-complete.html
+	$(SHOT) --window-size=1400,560 --screenshot=docs/img/timeline-membership.png file:///tmp/raftkv-complete.html
 
 # Jepsen-style fault test of real processes (docs/jepsen.md): 3 nodes, then 5,
 # every fault kind, JEPSEN_TIME seconds each; network namespaces when run as root.

@@ -26,7 +26,7 @@ from raftkv.core import Raft
 from raftkv.sim.faults import FAULT_KINDS, parse_faults
 from raftkv.sim.mutants import MUTANTS
 from raftkv.sim.runner import SimConfig, SimResult, format_summary, run_simulation
-from raftkv.sim.trace import timeline_html
+from raftkv.viz.timeline import timeline_page
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -191,14 +191,17 @@ def _sweep_worker(args: tuple[SimConfig, str | None]) -> tuple[SimResult, float]
     "trace_path",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="Write a JSON-lines event trace of the run to this file (single seed only).",
+    help="Write a JSON-lines event trace of the run to this file (single seed only); "
+    "a name ending in .html gets the timeline page instead (see --html).",
 )
 @click.option(
     "--html",
     "html_path",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="Also render the trace as an HTML timeline (one column per node) to this file.",
+    help="Also write a self-contained HTML timeline of the run to this file: one lane per "
+    "node (role, term, log length, commit index), faults, elections, messages, the "
+    "violation; zoom, pan, click for every node's log at that instant.",
 )
 @click.option(
     "--no-linearizability",
@@ -343,12 +346,16 @@ def _single(
         result = run_simulation(config, trace_sink=sink)
         wall = time.perf_counter() - start
         text = sink.getvalue()
+        title = f"raftkv sim seed {config.seed}"
+        if trace_path is not None and trace_path.endswith((".html", ".htm")):
+            # `--trace run.html`: the timeline page instead of JSON lines.
+            html_path, trace_path = trace_path, None
         if trace_path is not None:
             with open(trace_path, "w", encoding="utf-8") as f:
                 f.write(text)
         if html_path is not None:
             with open(html_path, "w", encoding="utf-8") as f:
-                f.write(timeline_html(text.splitlines(), title=f"raftkv sim seed {config.seed}"))
+                f.write(timeline_page(text.splitlines(), title=title))
     else:
         result = run_simulation(config)
         wall = time.perf_counter() - start

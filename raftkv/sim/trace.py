@@ -4,15 +4,13 @@ Rule: a trace line is a pure function of the simulated run -- virtual time, even
 kind, node and details, serialised with sorted keys -- so two runs of one seed
 produce byte-identical traces and equal :meth:`Tracer.sha256` digests. Tracing is
 off by default (the cluster checks ``tracer is None`` before building details).
-:func:`timeline_html` turns a trace into a per-node HTML timeline.
+:mod:`raftkv.viz.timeline` turns a trace into an HTML timeline.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
 import json
-from collections.abc import Iterable
 from typing import IO, Any
 
 
@@ -57,41 +55,3 @@ def trace_sha256(lines: list[str]) -> str:
         h.update(line.rstrip("\n").encode())
         h.update(b"\n")
     return h.hexdigest()
-
-
-def timeline_html(lines: Iterable[str], *, title: str = "raftkv simulation trace") -> str:
-    """Render JSONL trace lines as a self-contained HTML timeline.
-
-    One row per event, one column per node (events without a node, such as
-    faults, span the row), in trace order. Role changes, crashes and
-    violations are highlighted.
-    """
-    records = [json.loads(line) for line in lines if line.strip()]
-    nodes = sorted({str(r["node"]) for r in records if r.get("node") is not None})
-    col = {n: i for i, n in enumerate(nodes)}
-    css = (
-        "body{font:12px monospace}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ddd;padding:2px 4px;vertical-align:top}"
-        ".role{background:#ffe9a8}.crash,.restart{background:#f8c4c4}"
-        ".fault{background:#d6e4ff}.violation{background:#ff6b6b;font-weight:bold}"
-    )
-    out = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{css}</style></head><body><h3>{html.escape(title)}</h3><table>",
-        "<tr><th>t (s)</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in nodes) + "</tr>",
-    ]
-    for r in records:
-        kind = str(r.get("kind", ""))
-        details = {k: v for k, v in r.items() if k not in ("t", "kind", "node")}
-        text = html.escape(f"{kind} {json.dumps(details, sort_keys=True)}")
-        cls = html.escape(kind)
-        t = f"<td>{int(r.get('t', 0)) / 1e6:.6f}</td>"
-        node = r.get("node")
-        if node is None or str(node) not in col:
-            out.append(f"<tr>{t}<td class='{cls}' colspan='{max(1, len(nodes))}'>{text}</td></tr>")
-        else:
-            cells = ["<td></td>"] * len(nodes)
-            cells[col[str(node)]] = f"<td class='{cls}'>{text}</td>"
-            out.append(f"<tr>{t}{''.join(cells)}</tr>")
-    out.append("</table></body></html>")
-    return "\n".join(out)
