@@ -10,8 +10,8 @@ STAMP = $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run test lint typecheck format pytest test-all sim-long bench clean jepsen \
-	deploy-check rolling-restart browser screenshots
+.PHONY: help setup run test lint typecheck format pytest test-all sim-long bench bench-kv clean jepsen \
+	deploy-check rolling-restart fuzz browser screenshots
 
 help:
 	@echo "make run        set up and start a local 3-node cluster (Ctrl-C stops it)"
@@ -22,7 +22,9 @@ help:
 	@echo "make test-all   all tests, including those marked slow"
 	@echo "make sim-long   simulate seeds 1-5000 with all faults"
 	@echo "make bench      simulator throughput benchmark"
+	@echo "make bench-kv   KV throughput/latency, raftkv vs etcd side by side (docs/benchmarks.md)"
 	@echo "make screenshots  regenerate docs/img/*.png (timeline pages in headless Chromium)"
+	@echo "make fuzz       long fuzz runs of every decoder (FUZZ_EXAMPLES, FUZZ_SECONDS)"
 	@echo "make jepsen     fault-test real nodes, 3 then 5 (JEPSEN_SEED, JEPSEN_TIME)"
 	@echo "make deploy-check     lint/validate deploy/ (Dockerfile, compose, Kubernetes)"
 	@echo "make rolling-restart  measure a rolling restart of the StatefulSet pods under load"
@@ -32,7 +34,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,fast]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -66,6 +68,11 @@ sim-long: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/sim_throughput.py
 
+# raftkv vs etcd (if installed: apt-get install etcd-server), side by side, one run.
+bench-kv: $(STAMP)
+	$(BIN)/python bench/kv_bench.py --systems raftkv$$(command -v etcd >/dev/null && echo ,etcd) \
+		--ops put,get --concurrency 1,64,256 --repeat 3 --duration 10 --failover 5
+
 # Offline checks of deploy/ (also run by `make test`, in tests/deploy/).
 deploy-check: $(STAMP)
 	$(BIN)/python deploy/check.py
@@ -73,6 +80,14 @@ deploy-check: $(STAMP)
 # Rolling restart of the StatefulSet's pods (as local processes) under client load.
 rolling-restart: $(STAMP)
 	$(BIN)/python deploy/rolling_restart.py --rounds 3 --clients 8
+
+# Jepsen-style fault test of real processes (docs/jepsen.md): 3 nodes, then 5,
+# every fault kind, JEPSEN_TIME seconds each; network namespaces when run as root.
+JEPSEN_SEED ?= $(shell date +%s)
+JEPSEN_TIME ?= 120
+jepsen: $(STAMP)
+	$(BIN)/raftkv jepsen --nodes 3 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED)
+	$(BIN)/raftkv jepsen --nodes 5 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED)
 
 # Headless Chromium for the browser tests: Debian's package, installed when we
 # are root with apt-get (as in CI); otherwise those tests skip and say why.
@@ -95,13 +110,24 @@ screenshots: $(STAMP) browser
 	$(BIN)/raftkv sim --seed 4 --nodes 5 --time 30 --membership --snapshots --reads --trace /tmp/raftkv-complete.html
 	$(SHOT) --window-size=1400,560 --screenshot=docs/img/timeline-membership.png file:///tmp/raftkv-complete.html
 
-# Jepsen-style fault test of real processes (docs/jepsen.md): 3 nodes, then 5,
-# every fault kind, JEPSEN_TIME seconds each; network namespaces when run as root.
-JEPSEN_SEED ?= $(shell date +%s)
-JEPSEN_TIME ?= 120
-jepsen: $(STAMP)
-	$(BIN)/raftkv jepsen --nodes 3 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED)
-	$(BIN)/raftkv jepsen --nodes 5 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED)
+# Long fuzzing (docs/security.md): the hypothesis fuzz tests with many more
+# examples, then, if atheris is installed (pip install atheris), coverage-guided
+# runs of each decoder; a crash leaves its input in crash-* files.
+FUZZ_EXAMPLES ?= 5000
+FUZZ_SECONDS ?= 120
+fuzz: $(STAMP)
+	RAFTKV_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -n 2 \
+		tests/security/test_fuzz_codec.py tests/security/test_fuzz_storage.py \
+		tests/security/test_fuzz_http.py
+	@if $(BIN)/python -c "import atheris" 2>/dev/null; then \
+		for target in codec wal snapshot kv; do \
+			echo "atheris: $$target for $(FUZZ_SECONDS)s"; \
+			PYTHONPATH=. $(BIN)/python tests/security/atheris_fuzz.py $$target \
+				-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 || exit 1; \
+		done; \
+	else \
+		echo "atheris not installed: skipped the coverage-guided runs (pip install atheris)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

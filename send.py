@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,8 +25,10 @@ from raftkv.client import (
     ENDPOINTS_ENV,
     Client,
     ClientError,
+    make_ssl_context,
     parse_endpoints,
 )
+from raftkv.client._sansio import wants_https
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +53,30 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="give up after this many seconds, retries included (default: 10)",
     )
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=os.environ.get("RAFTKV_TOKEN"),
+        help="bearer token for a cluster with --client-token-file (default: $RAFTKV_TOKEN)",
+    )
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        default=os.environ.get("RAFTKV_CA_FILE"),
+        help="CA certificate to verify the nodes with; turns on HTTPS (default: $RAFTKV_CA_FILE)",
+    )
+    parser.add_argument(
+        "--cert-file",
+        metavar="PEM",
+        default=os.environ.get("RAFTKV_CERT_FILE"),
+        help="client certificate for --tls-api-client-auth (default: $RAFTKV_CERT_FILE)",
+    )
+    parser.add_argument(
+        "--key-file",
+        metavar="PEM",
+        default=os.environ.get("RAFTKV_KEY_FILE"),
+        help="private key of --cert-file (default: $RAFTKV_KEY_FILE)",
+    )
     return parser
 
 
@@ -71,11 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("the JSON object is empty: nothing to send")
     if args.timeout <= 0:
         return _fail("--timeout must be positive")
+    auth = {
+        "token": args.token,
+        "ca_file": args.ca_file,
+        "cert_file": args.cert_file,
+        "key_file": args.key_file,
+    }
     try:
         endpoints = parse_endpoints(args.endpoints)
+        if wants_https(args.endpoints):
+            auth["ssl_context"] = make_ssl_context(args.ca_file, args.cert_file, args.key_file)
+        client = Client(endpoints, deadline=args.timeout, timeout=min(5.0, args.timeout), **auth)
     except ValueError as exc:
         return _fail(str(exc))
-    client = Client(endpoints, deadline=args.timeout, timeout=min(5.0, args.timeout))
     try:
         result = client.multi_put(pairs)
     except ClientError as exc:
@@ -83,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     leader = result.leader
     if leader is None:
         try:
-            probe = Client([result.endpoint], deadline=min(2.0, args.timeout), timeout=1.0)
+            probe = Client([result.endpoint], deadline=min(2.0, args.timeout), timeout=1.0, **auth)
             status = probe.status()
             answer = status.get("leader")
             leader = answer if isinstance(answer, str) and answer else None

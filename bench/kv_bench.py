@@ -11,8 +11,18 @@ reads with ReadIndex). Prints ops/s, p50 and p99 latency per point, and appends
 one JSON line per point (date, machine, commit, options) to
 bench/results/kv_bench.jsonl.
 
-Usage: python bench/kv_bench.py [--duration 10] [--concurrency 1,16,64] [--ops put,get]
-       [--keys 10000] [--value-size 100] [--nodes 3] [--data-dir DIR] [--no-fsync]
+With ``--systems raftkv,etcd`` it then starts a local etcd cluster (the
+``etcd`` binary on PATH, e.g. Debian's etcd-server; same node count, same
+heartbeat/election settings, fsync on) and drives it with the same load
+generator through etcd's v3 JSON gateway (``POST /v3/kv/put`` and
+``/v3/kv/range`` with base64 keys and values; ranges are linearizable unless
+``--stale``), back to back, so the two are compared in one run. ``--failover N``
+also kills the leader with SIGKILL N times per system and measures how long
+until the first write succeeds (see :func:`measure_failover`).
+
+Usage: python bench/kv_bench.py [--systems raftkv,etcd] [--duration 10]
+       [--concurrency 1,16,64] [--ops put,get] [--keys 10000] [--value-size 100]
+       [--nodes 3] [--data-dir DIR] [--no-fsync] [--failover N]
 
 The data dir must be on the disk you care about (tmpfs makes fsync free); the
 client runs in this one process, so on a small machine it shares the CPUs with
@@ -23,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
 import datetime
 import json
 import os
@@ -43,9 +55,10 @@ import aiohttp
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "kv_bench.jsonl"
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-# --------------------------------------------------------------------------- cluster
+# --------------------------------------------------------------------------- clusters
 
 
 def _free_ports(n: int) -> list[int]:
@@ -61,17 +74,29 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _key(i: int) -> str:
+    return f"key{i:06d}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 @dataclass
 class Cluster:
-    """N ``raftkv serve`` processes on loopback."""
+    """N local processes of one system on loopback; subclasses say how to run and talk to them."""
 
     root: Path
     nodes: int
     fsync: bool
     heartbeat_ms: int
     election_ms: int
+    name: str = "raftkv"
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api: dict[str, str] = field(default_factory=dict)
+    cmds: dict[str, list[str]] = field(default_factory=dict)
+
+    # -- processes
 
     def start(self) -> None:
         ports = _free_ports(2 * self.nodes)
@@ -79,7 +104,6 @@ class Cluster:
         raft = {n: f"127.0.0.1:{ports[2 * i]}" for i, n in enumerate(ids)}
         self.api = {n: f"127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(ids)}
         spec = ",".join(f"{n}={raft[n]}/{self.api[n]}" for n in ids)
-        env = dict(os.environ, PYTHONPATH=str(REPO))
         for n in ids:
             cmd = [
                 sys.executable, "-m", "raftkv.cli", "serve",
@@ -94,11 +118,21 @@ class Cluster:
             ]  # fmt: skip
             if not self.fsync:
                 cmd.append("--no-fsync")
-            with open(self.root / f"{n}.log", "ab") as log:
-                self.procs[n] = subprocess.Popen(cmd, env=env, stdout=log, stderr=log, cwd=REPO)
+            self.cmds[n] = cmd
+            self.spawn(n)
+
+    def spawn(self, n: str) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        with open(self.root / f"{n}.log", "ab") as log:
+            self.procs[n] = subprocess.Popen(
+                self.cmds[n], env=env, stdout=log, stderr=log, cwd=REPO
+            )
 
     def urls(self) -> list[str]:
         return [f"http://{a}" for a in self.api.values()]
+
+    def url(self, n: str) -> str:
+        return f"http://{self.api[n]}"
 
     def stop(self) -> None:
         for p in self.procs.values():
@@ -111,13 +145,157 @@ class Cluster:
                 p.kill()
                 p.wait()
 
-    def check_alive(self) -> None:
-        dead = [n for n, p in self.procs.items() if p.poll() is not None]
+    def kill(self, n: str) -> None:
+        self.procs[n].kill()  # SIGKILL: no handover, no flush
+        self.procs[n].wait()
+
+    def check_alive(self, allow: set[str] | frozenset[str] = frozenset()) -> None:
+        dead = [n for n, p in self.procs.items() if p.poll() is not None and n not in allow]
         if dead:
             logs = "\n".join(
                 (self.root / f"{n}.log").read_text(errors="replace")[-2000:] for n in dead
             )
-            raise SystemExit(f"node(s) {', '.join(dead)} exited:\n{logs}")
+            raise SystemExit(f"{self.name} node(s) {', '.join(dead)} exited:\n{logs}")
+
+    # -- protocol
+
+    async def healthy(self, session: aiohttp.ClientSession, n: str) -> bool:
+        async with session.get(self.url(n) + "/v1/health/ready") as r:
+            return r.status == 200
+
+    async def leader(self, session: aiohttp.ClientSession) -> str | None:
+        for n in self.api:
+            if self.procs[n].poll() is not None:
+                continue
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(self.url(n) + "/v1/status") as r:
+                    if r.status == 200 and (await r.json())["role"] == "leader":
+                        return n
+        return None
+
+    def put_request(self, base: str, key: str, value: bytes) -> tuple[str, str, bytes]:
+        return "PUT", f"{base}/v1/kv/{key}", value
+
+    def get_request(self, base: str, key: str, stale: bool) -> tuple[str, str, bytes]:
+        return "GET", f"{base}/v1/kv/{key}" + ("?consistency=stale" if stale else ""), b""
+
+    def ok(self, op: str, status: int) -> bool:
+        return status == 200 or (op == "get" and status == 404)
+
+    async def preload(self, session: aiohttp.ClientSession, keys: int, value: bytes) -> None:
+        urls = self.urls()
+        obj = json.loads(value)
+        batch = max(1, min(200, (256 << 10) // len(value)))  # bodies well under 1 MiB
+        for lo in range(0, keys, batch):
+            body = {_key(i): obj for i in range(lo, min(keys, lo + batch))}
+            for attempt in range(50):
+                async with session.post(urls[attempt % len(urls)] + "/v1/kv", json=body) as r:
+                    await r.read()
+                    if r.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+            else:
+                raise SystemExit("preload failed")
+
+    def version(self) -> str:
+        return _commit()[:12]
+
+
+@dataclass
+class EtcdCluster(Cluster):
+    """N ``etcd`` processes (v3 JSON gateway on the client port), fsync always on."""
+
+    name: str = "etcd"
+    binary: str = "etcd"
+
+    def start(self) -> None:
+        ports = _free_ports(2 * self.nodes)
+        ids = [f"e{i + 1}" for i in range(self.nodes)]
+        peer = {n: f"http://127.0.0.1:{ports[2 * i]}" for i, n in enumerate(ids)}
+        self.api = {n: f"127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(ids)}
+        spec = ",".join(f"{n}={peer[n]}" for n in ids)
+        for n in ids:
+            self.cmds[n] = [
+                self.binary,
+                "--name", n,
+                "--data-dir", str(self.root / n),
+                "--listen-peer-urls", peer[n],
+                "--initial-advertise-peer-urls", peer[n],
+                "--listen-client-urls", f"http://{self.api[n]}",
+                "--advertise-client-urls", f"http://{self.api[n]}",
+                "--initial-cluster", spec,
+                "--initial-cluster-state", "new",
+                "--initial-cluster-token", f"kvbench-{self.root.name}",
+                "--heartbeat-interval", str(self.heartbeat_ms),
+                "--election-timeout", str(self.election_ms),
+                "--logger", "zap",
+                "--log-level", "warn",
+            ]  # fmt: skip
+            self.spawn(n)
+
+    def spawn(self, n: str) -> None:
+        with open(self.root / f"{n}.log", "ab") as log:
+            self.procs[n] = subprocess.Popen(self.cmds[n], stdout=log, stderr=log)
+
+    async def healthy(self, session: aiohttp.ClientSession, n: str) -> bool:
+        # /health is true once this member has a leader and can serve a linearizable read.
+        async with session.get(self.url(n) + "/health") as r:
+            return r.status == 200 and json.loads(await r.read()).get("health") == "true"
+
+    async def leader(self, session: aiohttp.ClientSession) -> str | None:
+        for n in self.api:
+            if self.procs[n].poll() is not None:
+                continue
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.post(self.url(n) + "/v3/maintenance/status", json={}) as r:
+                    if r.status != 200:
+                        continue
+                    st = json.loads(await r.read())
+                    if st.get("leader") and st["leader"] == st["header"]["member_id"]:
+                        return n
+        return None
+
+    def put_request(self, base: str, key: str, value: bytes) -> tuple[str, str, bytes]:
+        body = b'{"key":"%s","value":"%s"}' % (_b64(key.encode()).encode(), _b64(value).encode())
+        return "POST", f"{base}/v3/kv/put", body
+
+    def get_request(self, base: str, key: str, stale: bool) -> tuple[str, str, bytes]:
+        body = {"key": _b64(key.encode())}
+        if stale:
+            body["serializable"] = True  # type: ignore[assignment]
+        return "POST", f"{base}/v3/kv/range", json.dumps(body).encode()
+
+    def ok(self, op: str, status: int) -> bool:
+        return status == 200
+
+    async def preload(self, session: aiohttp.ClientSession, keys: int, value: bytes) -> None:
+        urls = self.urls()
+        # etcd's default --max-txn-ops is 128, and its request limit about 1.5 MiB.
+        batch = max(1, min(100, (256 << 10) // len(value)))
+        for lo in range(0, keys, batch):
+            ops = [
+                {"requestPut": {"key": _b64(_key(i).encode()), "value": _b64(value)}}
+                for i in range(lo, min(keys, lo + batch))
+            ]
+            for attempt in range(50):
+                async with session.post(
+                    urls[attempt % len(urls)] + "/v3/kv/txn", json={"success": ops}
+                ) as r:
+                    await r.read()
+                    if r.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+            else:
+                raise SystemExit("etcd preload failed")
+
+    def version(self) -> str:
+        try:
+            out = subprocess.run(
+                [self.binary, "--version"], capture_output=True, text=True, check=True
+            ).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+        return out.splitlines()[0].split(":", 1)[-1].strip() if out else "unknown"
 
 
 async def _wait_ready(session: aiohttp.ClientSession, cluster: Cluster, timeout: float) -> None:
@@ -125,16 +303,13 @@ async def _wait_ready(session: aiohttp.ClientSession, cluster: Cluster, timeout:
     while time.monotonic() < deadline:
         cluster.check_alive()
         ok = 0
-        for url in cluster.urls():
-            try:
-                async with session.get(url + "/v1/health/ready") as r:
-                    ok += r.status == 200
-            except aiohttp.ClientError:
-                pass
+        for n in cluster.api:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                ok += await cluster.healthy(session, n)
         if ok == len(cluster.procs):
             return
         await asyncio.sleep(0.1)
-    raise SystemExit("the cluster did not become ready")
+    raise SystemExit(f"the {cluster.name} cluster did not become ready")
 
 
 # --------------------------------------------------------------------------- load
@@ -167,51 +342,37 @@ class Point:
         }
 
 
-def _key(i: int) -> str:
-    return f"key{i:06d}"
-
-
-async def _preload(session: aiohttp.ClientSession, urls: list[str], keys: int, value: str) -> None:
-    batch = 200
-    for lo in range(0, keys, batch):
-        body = {_key(i): value for i in range(lo, min(keys, lo + batch))}
-        for attempt in range(50):
-            async with session.post(urls[attempt % len(urls)] + "/v1/kv", json=body) as r:
-                await r.read()
-                if r.status == 200:
-                    break
-            await asyncio.sleep(0.05)
-        else:
-            raise SystemExit("preload failed")
-
-
 async def _worker(
     session: aiohttp.ClientSession,
-    urls: list[str],
+    cluster: Cluster,
     point: Point,
     keys: int,
     payload: bytes,
     rng: random.Random,
     stop_at: float,
     record_from: float,
+    stale: bool,
 ) -> None:
+    urls = cluster.urls()
     n = rng.randrange(len(urls))
     headers = {"Content-Type": "application/json"}
+    op = point.op
     while True:
         now = time.perf_counter()
         if now >= stop_at:
             return
         n = (n + 1) % len(urls)
-        url = f"{urls[n]}/v1/kv/{_key(rng.randrange(keys))}"
+        key = _key(rng.randrange(keys))
+        if op == "put":
+            method, url, body = cluster.put_request(urls[n], key, payload)
+        else:
+            method, url, body = cluster.get_request(urls[n], key, stale)
         try:
-            if point.op == "put":
-                async with session.put(url, data=payload, headers=headers) as r:
-                    await r.read()
-                    ok = r.status == 200
-            else:
-                async with session.get(url) as r:
-                    await r.read()
-                    ok = r.status in (200, 404)
+            async with session.request(
+                method, url, data=body or None, headers=headers if body else None
+            ) as r:
+                await r.read()
+                ok = cluster.ok(op, r.status)
             status = str(r.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             ok, status = False, type(exc).__name__
@@ -225,12 +386,12 @@ async def _worker(
             await asyncio.sleep(0.01)  # no leader for a moment: do not spin
 
 
-async def _progress(point: Point, start: float, warmup: float, duration: float) -> None:
+async def _progress(label: str, point: Point, start: float, warmup: float, duration: float) -> None:
     while True:
         elapsed = time.perf_counter() - start
         phase = "warmup" if elapsed < warmup else f"{elapsed - warmup:4.1f}/{duration:g}s"
         sys.stderr.write(
-            f"\r  {point.op:>3} c={point.concurrency:<3} {phase:>10}  "
+            f"\r  {label:>6} {point.op:>3} c={point.concurrency:<3} {phase:>10}  "
             f"{len(point.latencies):>8} ops  {sum(point.errors.values()):>5} errors"
         )
         sys.stderr.flush()
@@ -239,7 +400,7 @@ async def _progress(point: Point, start: float, warmup: float, duration: float) 
 
 async def run_point(
     session: aiohttp.ClientSession,
-    urls: list[str],
+    cluster: Cluster,
     op: str,
     concurrency: int,
     *,
@@ -248,24 +409,119 @@ async def run_point(
     keys: int,
     payload: bytes,
     seed: int,
+    stale: bool = False,
 ) -> Point:
     point = Point(op, concurrency)
     start = time.perf_counter()
     record_from = start + warmup
     stop_at = record_from + duration
-    ticker = asyncio.create_task(_progress(point, start, warmup, duration))
+    ticker = asyncio.create_task(_progress(cluster.name, point, start, warmup, duration))
     workers = [
         _worker(
-            session, urls, point, keys, payload, random.Random(seed * 1000 + w), stop_at,
-            record_from,
+            session, cluster, point, keys, payload, random.Random(seed * 1000 + w), stop_at,
+            record_from, stale,
         )
         for w in range(concurrency)
     ]  # fmt: skip
     await asyncio.gather(*workers)
     ticker.cancel()
     point.seconds = time.perf_counter() - record_from
-    sys.stderr.write("\r" + " " * 72 + "\r")
+    sys.stderr.write("\r" + " " * 80 + "\r")
     return point
+
+
+# --------------------------------------------------------------------------- failover
+
+
+async def _attempt(
+    session: aiohttp.ClientSession, cluster: Cluster, n: str, key: str, payload: bytes
+) -> float | None:
+    """One put to node ``n``; the perf_counter time it succeeded, or None."""
+    method, url, body = cluster.put_request(cluster.url(n), key, payload)
+    try:
+        async with session.request(
+            method, url, data=body, headers=_JSON_HEADERS, timeout=aiohttp.ClientTimeout(total=10)
+        ) as r:
+            await r.read()
+            if cluster.ok("put", r.status):
+                return time.perf_counter()
+    except (aiohttp.ClientError, TimeoutError):
+        pass
+    return None
+
+
+async def _first_write(
+    session: aiohttp.ClientSession,
+    cluster: Cluster,
+    nodes: list[str],
+    payload: bytes,
+    keys: int,
+    rng: random.Random,
+) -> float:
+    """Start a put to each of ``nodes`` every 20 ms; the time the first one succeeded."""
+    pending: set[asyncio.Task[float | None]] = set()
+    try:
+        while True:
+            for n in nodes:
+                key = _key(rng.randrange(keys))
+                pending.add(asyncio.create_task(_attempt(session, cluster, n, key, payload)))
+            done, pending = await asyncio.wait(pending, timeout=0.02)
+            ok = [r for r in (t.result() for t in done) if r is not None]
+            if ok:
+                return min(ok)
+    finally:
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def measure_failover(
+    session: aiohttp.ClientSession,
+    cluster: Cluster,
+    *,
+    payload: bytes,
+    keys: int,
+    trials: int,
+) -> list[float]:
+    """Kill the leader with SIGKILL ``trials`` times; seconds until the first write succeeds.
+
+    In each trial the client starts a put on every surviving node every 20 ms
+    (each may wait up to 10 s), so neither a request stuck on the dead leader
+    nor a client timeout decides the result. The clock starts when the kill
+    returns and stops when the first put sent after the kill succeeds. The
+    killed node is then restarted from its data dir and the cluster is left to
+    become healthy before the next trial.
+    """
+    results: list[float] = []
+    rng = random.Random(7)
+    for trial in range(trials):
+        await _wait_ready(session, cluster, 60)
+        leader = None
+        for _ in range(100):
+            leader = await cluster.leader(session)
+            if leader is not None:
+                break
+            await asyncio.sleep(0.1)
+        if leader is None:
+            raise SystemExit(f"{cluster.name}: no leader before failover trial {trial + 1}")
+        await asyncio.sleep(0.5)  # a steady heartbeat rhythm, as in production
+        survivors = [n for n in cluster.api if n != leader]
+        cluster.kill(leader)
+        killed_at = time.perf_counter()
+        try:
+            took = (
+                await asyncio.wait_for(
+                    _first_write(session, cluster, survivors, payload, keys, rng), 30
+                )
+                - killed_at
+            )
+        except TimeoutError:
+            took = float("inf")
+        results.append(took)
+        sys.stderr.write(f"  {cluster.name}: kill -9 {leader} -> first write after {took:.3f} s\n")
+        cluster.spawn(leader)
+    await _wait_ready(session, cluster, 60)
+    return results
 
 
 # --------------------------------------------------------------------------- context
@@ -326,69 +582,128 @@ def _machine(data_dir: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main
 
 
+def _make_cluster(system: str, root: Path, args: argparse.Namespace) -> Cluster:
+    if system == "raftkv":
+        return Cluster(
+            root / "raftkv", args.nodes, not args.no_fsync, args.heartbeat_ms, args.election_ms
+        )
+    if system == "etcd":
+        binary = shutil.which(args.etcd)
+        if binary is None:
+            raise SystemExit(f"etcd not found ({args.etcd}); install etcd-server or drop it")
+        return EtcdCluster(
+            root / "etcd", args.nodes, True, args.heartbeat_ms, args.election_ms, binary=binary
+        )
+    raise SystemExit(f"unknown system {system!r}")
+
+
 async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="raftkv-kvbench-", dir=args.data_dir))
-    cluster = Cluster(root, args.nodes, not args.no_fsync, args.heartbeat_ms, args.election_ms)
+    clusters = [_make_cluster(system, root, args) for system in args.systems]
     rows: list[dict[str, Any]] = []
     machine = _machine(root)
     commit = _commit()
     print(
-        f"raftkv kv_bench: {args.nodes} nodes, fsync={'off' if args.no_fsync else 'on'}, "
-        f"data in {root} ({machine['data_fs']}), {machine['cpus']} CPUs, commit {commit[:12]}",
+        f"kv_bench: {', '.join(args.systems)}; {args.nodes} nodes each, "
+        f"fsync={'off' if args.no_fsync else 'on'}, data in {root} ({machine['data_fs']}), "
+        f"{machine['cpus']} CPUs, commit {commit[:12]}, load average {os.getloadavg()[0]:.2f}",
         file=sys.stderr,
     )
-    cluster.start()
+    value = "x" * max(0, args.value_size - 2)  # a JSON string of value_size bytes
+    payload = json.dumps(value).encode()
+    base = {
+        "bench": "kv_bench",
+        "commit": commit,
+        "machine": machine,
+        "nodes": args.nodes,
+        "keys": args.keys,
+        "value_bytes": len(payload),
+        "heartbeat_ms": args.heartbeat_ms,
+        "election_ms": args.election_ms,
+        "warmup_s": args.warmup,
+    }
     try:
         timeout = aiohttp.ClientTimeout(total=30)
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            await _wait_ready(session, cluster, 60)
-            value = "x" * max(0, args.value_size - 2)  # a JSON string of value_size bytes
-            payload = json.dumps(value).encode()
-            print(f"preloading {args.keys} keys...", file=sys.stderr)
-            await _preload(session, cluster.urls(), args.keys, value)
+            for cluster in clusters:
+                cluster.root.mkdir(parents=True)
+                cluster.start()
+                await _wait_ready(session, cluster, 60)
+                print(f"{cluster.name}: preloading {args.keys} keys...", file=sys.stderr)
+                await cluster.preload(session, args.keys, payload)
+            # Interleaved: each point runs on every system in turn, so slow drift
+            # in the machine's load hits all of them alike.
             for op in args.ops:
                 for concurrency in args.concurrency:
-                    cluster.check_alive()
-                    point = await run_point(
-                        session,
-                        cluster.urls(),
-                        op,
-                        concurrency,
-                        duration=args.duration,
-                        warmup=args.warmup,
-                        keys=args.keys,
-                        payload=payload,
-                        seed=args.seed,
+                    for rep in range(args.repeat):
+                        for cluster in clusters:
+                            cluster.check_alive()
+                            load_before = os.getloadavg()[0]
+                            point = await run_point(
+                                session,
+                                cluster,
+                                "get" if op == "stale" else op,
+                                concurrency,
+                                duration=args.duration,
+                                warmup=args.warmup,
+                                keys=args.keys,
+                                payload=payload,
+                                seed=args.seed,
+                                stale=op == "stale",
+                            )
+                            s = point.summary()
+                            s["op"] = op
+                            errors = sum(s["errors"].values())
+                            print(
+                                f"{cluster.name:>6} {op:>5}  c={concurrency:<4} "
+                                f"{s['ops_per_s']:>9.1f} ops/s  "
+                                f"p50 {s['p50_ms']:>8.2f} ms  p99 {s['p99_ms']:>8.2f} ms"
+                                + (f"  errors {s['errors']}" if errors else ""),
+                                file=sys.stderr,
+                            )
+                            rows.append(
+                                {
+                                    **base,
+                                    "system": cluster.name,
+                                    "version": cluster.version(),
+                                    "fsync": cluster.fsync,
+                                    "date": datetime.datetime.now(datetime.UTC).isoformat(
+                                        timespec="seconds"
+                                    ),
+                                    "loadavg_1m_before": round(load_before, 2),
+                                    "loadavg_1m_after": round(os.getloadavg()[0], 2),
+                                    "repeat": rep,
+                                    **s,
+                                }
+                            )
+            if args.failover:
+                for cluster in clusters:
+                    load_before = os.getloadavg()[0]
+                    times = await measure_failover(
+                        session, cluster, payload=payload, keys=args.keys, trials=args.failover
                     )
-                    s = point.summary()
-                    errors = sum(s["errors"].values())
-                    print(
-                        f"{op:>4}  c={concurrency:<4} {s['ops_per_s']:>9.1f} ops/s  "
-                        f"p50 {s['p50_ms']:>8.2f} ms  p99 {s['p99_ms']:>8.2f} ms"
-                        + (f"  errors {s['errors']}" if errors else ""),
-                        file=sys.stderr,
-                    )
+                    ordered = sorted(times)
                     rows.append(
                         {
-                            "bench": "kv_bench",
+                            **base,
+                            "system": cluster.name,
+                            "version": cluster.version(),
+                            "fsync": cluster.fsync,
                             "date": datetime.datetime.now(datetime.UTC).isoformat(
                                 timespec="seconds"
                             ),
-                            "commit": commit,
-                            "machine": machine,
-                            "nodes": args.nodes,
-                            "fsync": not args.no_fsync,
-                            "keys": args.keys,
-                            "value_bytes": len(payload),
-                            "heartbeat_ms": args.heartbeat_ms,
-                            "election_ms": args.election_ms,
-                            "warmup_s": args.warmup,
-                            **s,
+                            "loadavg_1m_before": round(load_before, 2),
+                            "loadavg_1m_after": round(os.getloadavg()[0], 2),
+                            "op": "failover",
+                            "trials_s": [round(t, 3) for t in times],
+                            "median_s": round(ordered[len(ordered) // 2], 3),
+                            "max_s": round(ordered[-1], 3),
                         }
                     )
     finally:
-        cluster.stop()
+        for cluster in clusters:
+            cluster.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     return rows
@@ -398,15 +713,78 @@ def _csv_ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _csv(text: str) -> list[str]:
+    return [o.strip() for o in text.split(",") if o.strip()]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """One line per (op, concurrency): each system's ops/s, p50, p99, and raftkv/other ratios.
+
+    With several runs of a point (``--repeat``) each cell shows the run of
+    median throughput.
+    """
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    points = list(dict.fromkeys((r["op"], r.get("concurrency")) for r in rows))
+    runs: dict[tuple[str, str, int | None], list[dict[str, Any]]] = {}
+    for row in rows:
+        runs.setdefault((row["system"], row["op"], row.get("concurrency")), []).append(row)
+    # With --repeat, each cell shows the run of median throughput.
+    by: dict[tuple[str, str, int | None], dict[str, Any] | None] = {
+        k: sorted(v, key=lambda r: float(r.get("ops_per_s", 0.0)))[len(v) // 2]
+        for k, v in runs.items()
+    }
+    head = ["op", "conc"]
+    for sy in systems:
+        head += [f"{sy} ops/s", f"{sy} p50 ms", f"{sy} p99 ms"]
+    others = [sy for sy in systems if sy != "raftkv"]
+    if "raftkv" in systems:
+        head += [f"ops ratio raftkv/{sy}" for sy in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for op, conc in points:
+        if op == "failover":
+            cells = ["leader kill -9 → first write", ""]
+            for sy in systems:
+                r = by.get((sy, op, conc))
+                cells += [f"median {r['median_s']:.3f} s" if r else "", "", ""]
+            if "raftkv" in systems:
+                cells += [""] * len(others)
+        else:
+            cells = [op, str(conc)]
+            for sy in systems:
+                r = by.get((sy, op, conc))
+                cells += (
+                    [f"{r['ops_per_s']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.1f}"]
+                    if r
+                    else ["", "", ""]
+                )
+            if "raftkv" in systems:
+                mine = by.get(("raftkv", op, conc))
+                for sy in others:
+                    theirs = by.get((sy, op, conc))
+                    ok = mine and theirs and theirs["ops_per_s"]
+                    cells.append(
+                        f"{mine['ops_per_s'] / theirs['ops_per_s']:.2f}×"  # type: ignore[index]
+                        if ok
+                        else ""
+                    )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--systems",
+        type=_csv,
+        default=["raftkv"],
+        help="comma-separated: raftkv, etcd (each its own cluster, driven in turn)",
+    )
+    parser.add_argument("--etcd", default="etcd", help="the etcd binary")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds first")
     parser.add_argument("--concurrency", type=_csv_ints, default=[1, 16, 64])
     parser.add_argument(
-        "--ops",
-        type=lambda t: [o.strip() for o in t.split(",") if o.strip()],
-        default=["put", "get"],
+        "--ops", type=_csv, default=["put", "get"], help="put, get (linearizable), stale"
     )
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--value-size", type=int, default=100, help="bytes of JSON per value")
@@ -414,22 +792,21 @@ def main() -> None:
     parser.add_argument("--heartbeat-ms", type=int, default=100)
     parser.add_argument("--election-ms", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--failover", type=int, default=0, help="leader kill trials per system")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of each point per system (table: median)"
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="parent of the temp dir")
     parser.add_argument("--no-fsync", action="store_true", help="UNSAFE mode, for comparison")
     parser.add_argument("--keep", action="store_true", help="keep the data dir and node logs")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines appended here")
     parser.add_argument("--no-record", action="store_true", help="do not append results")
     args = parser.parse_args()
-    if any(op not in ("put", "get") for op in args.ops):
-        parser.error("--ops takes put and/or get")
+    if any(op not in ("put", "get", "stale") for op in args.ops):
+        parser.error("--ops takes put, get and/or stale")
     rows = asyncio.run(amain(args))
     print()
-    print(f"{'op':<4} {'conc':>5} {'ops/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
-    for r in rows:
-        print(
-            f"{r['op']:<4} {r['concurrency']:>5} {r['ops_per_s']:>10.1f} "
-            f"{r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {sum(r['errors'].values()):>7}"
-        )
+    print(markdown_table(rows))
     if not args.no_record:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         with open(args.results, "a", encoding="utf-8") as f:

@@ -569,7 +569,94 @@ def _fail(message: str) -> NoReturn:
     "--cluster-secret",
     default=None,
     envvar="RAFTKV_CLUSTER_SECRET",
-    help="Shared secret authenticating peer connections (prefer the env var).",
+    help="Shared secret authenticating peer connections (prefer --cluster-secret-file).",
+)
+@click.option(
+    "--cluster-secret-file",
+    default=None,
+    envvar="RAFTKV_CLUSTER_SECRET_FILE",
+    type=click.Path(dir_okay=False),
+    help="File holding the cluster secret (at least 16 bytes; `openssl rand -hex 32`). "
+    "Peers prove it with HMAC-SHA256 over fresh nonces before any Raft message is accepted. "
+    "Default: no peer authentication (trusted networks only; docs/security.md).",
+)
+@click.option(
+    "--tls-cert",
+    default=None,
+    envvar="RAFTKV_TLS_CERT",
+    type=click.Path(dir_okay=False),
+    help="This node's certificate (PEM). With --tls-key and --tls-ca: mutual TLS between "
+    "peers, HTTPS on the API. Its subjectAltName must name the hosts of its addresses.",
+)
+@click.option(
+    "--tls-key",
+    default=None,
+    envvar="RAFTKV_TLS_KEY",
+    type=click.Path(dir_okay=False),
+    help="The private key of --tls-cert (PEM).",
+)
+@click.option(
+    "--tls-ca",
+    default=None,
+    envvar="RAFTKV_TLS_CA",
+    type=click.Path(dir_okay=False),
+    help="CA certificate(s) (PEM) that sign the members' (and clients') certificates.",
+)
+@click.option(
+    "--tls-api-client-auth",
+    is_flag=True,
+    envvar="RAFTKV_TLS_API_CLIENT_AUTH",
+    help="Also require a client certificate signed by --tls-ca on the HTTP API.",
+)
+@click.option(
+    "--client-token-file",
+    default=None,
+    envvar="RAFTKV_CLIENT_TOKEN_FILE",
+    type=click.Path(dir_okay=False),
+    help="Require bearer tokens on the HTTP API (but health probes): lines 'ro|rw TOKEN "
+    "[NAME]'; ro tokens may only read. 401 without a known token, 403 for ro on a write.",
+)
+@click.option(
+    "--max-key-bytes",
+    type=click.IntRange(1, 1024),
+    default=1024,
+    show_default=True,
+    envvar="RAFTKV_MAX_KEY_BYTES",
+    help="Longest key, in bytes of UTF-8 (400 above).",
+)
+@click.option(
+    "--max-value-bytes",
+    type=click.IntRange(1),
+    default=1 << 20,
+    show_default=True,
+    envvar="RAFTKV_MAX_VALUE_BYTES",
+    help="Largest value, as JSON bytes (413 above).",
+)
+@click.option(
+    "--max-multi-put-pairs",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    envvar="RAFTKV_MAX_MULTI_PUT_PAIRS",
+    help="Most pairs in one multi-put (413 above).",
+)
+@click.option(
+    "--max-concurrent-requests",
+    type=click.IntRange(1),
+    default=1024,
+    show_default=True,
+    envvar="RAFTKV_MAX_CONCURRENT_REQUESTS",
+    help="HTTP requests in flight on this node (503 above). Each connection is served "
+    "one request at a time.",
+)
+@click.option(
+    "--max-peer-frame-bytes",
+    type=click.IntRange(1 << 21, 2**32 - 1),
+    default=64 << 20,
+    show_default=True,
+    envvar="RAFTKV_MAX_PEER_FRAME_BYTES",
+    help="Largest frame accepted from a peer, checked before it is read (the connection is "
+    "closed above). Must be the same on every member.",
 )
 def serve(
     node_id: str | None,
@@ -589,6 +676,17 @@ def serve(
     log_format: str,
     log_level: str,
     cluster_secret: str | None,
+    cluster_secret_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+    tls_api_client_auth: bool,
+    client_token_file: str | None,
+    max_key_bytes: int,
+    max_value_bytes: int,
+    max_multi_put_pairs: int,
+    max_concurrent_requests: int,
+    max_peer_frame_bytes: int,
 ) -> None:
     """Run one raftkv node (Raft peer transport + HTTP API) until SIGTERM/SIGINT.
 
@@ -628,6 +726,11 @@ def serve(
     )
     from raftkv.server.errors import ConfigError
     from raftkv.server.logging import setup_logging
+    from raftkv.server.security import (
+        read_secret_file,
+        read_token_file,
+        secret_file_is_exposed,
+    )
 
     if not node_id:
         _fail("missing --id (or $RAFTKV_ID)")
@@ -651,6 +754,12 @@ def serve(
             raise ConfigError("missing --initial-cluster (or $RAFTKV_INITIAL_CLUSTER)")
         else:
             members = parse_initial_cluster(initial_cluster)
+        if cluster_secret and cluster_secret_file:
+            raise ConfigError("give either --cluster-secret or --cluster-secret-file, not both")
+        secret = cluster_secret.encode() if cluster_secret else None
+        if cluster_secret_file:
+            secret = read_secret_file(cluster_secret_file)
+        tokens = read_token_file(client_token_file) if client_token_file else None
         config = ServerConfig(
             node_id=NodeId(node_id),
             data_dir=data_dir,
@@ -665,12 +774,29 @@ def serve(
             max_body_bytes=max_body_bytes,
             log_format=log_format,
             log_level=log_level.upper(),
-            cluster_secret=cluster_secret.encode() if cluster_secret else None,
+            cluster_secret=secret,
+            tls_cert_file=tls_cert,
+            tls_key_file=tls_key,
+            tls_ca_file=tls_ca,
+            tls_api_client_auth=tls_api_client_auth,
+            client_tokens=tokens,
+            max_key_bytes=max_key_bytes,
+            max_value_bytes=max_value_bytes,
+            max_multi_put_pairs=max_multi_put_pairs,
+            max_concurrent_requests=max_concurrent_requests,
+            max_peer_frame_bytes=max_peer_frame_bytes,
         )
         config.validate()
+        if config.tls:
+            # Load the certificates now: a mistake is one line, not a traceback at start.
+            from raftkv.server.security import api_ssl_contexts, peer_ssl_contexts
+
+            peer_ssl_contexts(config)
+            api_ssl_contexts(config)
     except ConfigError as exc:
         _fail(exc.message)
     setup_logging(node_id, log_format, log_level)
+    _warn_exposed(config, cluster_secret_file, client_token_file, secret_file_is_exposed)
     if no_fsync:
         logging.getLogger("raftkv.server").warning(
             "--no-fsync: UNSAFE, a crash can lose acknowledged writes"
@@ -685,12 +811,38 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         await serve_node(config, stop)
 
+    from raftkv.server.api import run_event_loop
+
     try:
-        asyncio.run(run())
+        run_event_loop(run())
     except OSError as exc:
         _fail(f"{node_id}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""))
     except RaftKVError as exc:
         _fail(f"{node_id}: {exc}")
+
+
+def _warn_exposed(
+    config: Any,
+    secret_file: str | None,
+    token_file: str | None,
+    exposed: Callable[[str], bool],
+) -> None:
+    """Warn about open ports without protection, and about readable secret files."""
+    log = logging.getLogger("raftkv.server")
+    loopback = ("127.", "localhost", "::1")
+    if not config.raft_addr[0].startswith(loopback) and config.cluster_secret is None:
+        log.warning(
+            "peer port %s:%d accepts any peer: no --cluster-secret-file (docs/security.md)",
+            *config.raft_addr,
+        )
+    if not config.api_addr[0].startswith(loopback) and config.client_tokens is None:
+        log.warning(
+            "HTTP API %s:%d serves anyone: no --client-token-file (docs/security.md)",
+            *config.api_addr,
+        )
+    for path in (secret_file, token_file):
+        if path and exposed(path):
+            log.warning("%s is readable by group or others; chmod 600 it", path)
 
 
 @main.command()
@@ -801,12 +953,23 @@ class _Http:
     """A tiny blocking HTTP client over the cluster's endpoints (stdlib only)."""
 
     def __init__(self, endpoints: str | None, timeout: float) -> None:
+        from raftkv.client import make_ssl_context
+
         endpoints = endpoints or DEFAULT_ENDPOINTS
+        auth = _auth()
+        self.ssl = None
+        if auth["ca_file"] or auth["cert_file"] or "https://" in endpoints:
+            try:
+                self.ssl = make_ssl_context(auth["ca_file"], auth["cert_file"], auth["key_file"])
+            except ValueError as exc:
+                _fail(str(exc))
+        scheme = "https://" if self.ssl is not None else "http://"
         self.endpoints = [e.strip().rstrip("/") for e in endpoints.split(",") if e.strip()]
-        self.endpoints = [e if "://" in e else "http://" + e for e in self.endpoints]
+        self.endpoints = [e if "://" in e else scheme + e for e in self.endpoints]
         if not self.endpoints:
             _fail("no endpoints given")
         self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {auth['token']}"} if auth["token"] else {}
 
     def request(
         self, method: str, path: str, body: object = None, *, headers: dict[str, str] | None = None
@@ -823,10 +986,12 @@ class _Http:
             for base in self.endpoints:
                 req = urllib.request.Request(base + path, data=data, method=method)
                 req.add_header("Content-Type", "application/json")
-                for k, v in (headers or {}).items():
+                for k, v in {**self.headers, **(headers or {})}.items():
                     req.add_header(k, v)
                 try:
-                    with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    with urllib.request.urlopen(
+                        req, timeout=self.timeout, context=self.ssl
+                    ) as resp:
                         return resp.status, _decode(resp.read())
                 except urllib.error.HTTPError as exc:
                     status, payload = exc.code, _decode(exc.read())
@@ -846,9 +1011,9 @@ class _Http:
         import urllib.error
         import urllib.request
 
-        req = urllib.request.Request(self.endpoints[0] + path, method=method)
+        req = urllib.request.Request(self.endpoints[0] + path, method=method, headers=self.headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as resp:
                 return resp.status, _decode(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _decode(exc.read())
@@ -886,13 +1051,78 @@ def _json_arg(text: str, what: str) -> Any:
         ) from None
 
 
-_endpoints_option = click.option(
+_endpoints_flag = click.option(
     "--endpoints",
     envvar="RAFTKV_ENDPOINTS",
     default=None,
-    help=f"Comma-separated API addresses HOST:PORT (default: {DEFAULT_ENDPOINTS}).",
+    help=f"Comma-separated API addresses HOST:PORT or https://HOST:PORT "
+    f"(default: {DEFAULT_ENDPOINTS}).",
 )
+
+
+def _endpoints_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--endpoints plus the credentials options (every client command takes both)."""
+    return _endpoints_flag(_auth_options(f))
+
+
 _timeout_option = click.option("--timeout", type=float, default=5.0, show_default=True)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"raftkv.{param.name}"] = value
+    return value
+
+
+def _auth_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--token/--ca-file/--cert-file/--key-file, kept in the click context's meta."""
+    for opt in reversed(
+        [
+            click.option(
+                "--token",
+                envvar="RAFTKV_TOKEN",
+                default=None,
+                expose_value=False,
+                callback=_remember,
+                help="Bearer token for a cluster with --client-token-file (prefer the env var).",
+            ),
+            click.option(
+                "--ca-file",
+                envvar="RAFTKV_CA_FILE",
+                default=None,
+                expose_value=False,
+                callback=_remember,
+                help="CA certificate to verify the nodes with; turns on HTTPS "
+                "(as does an https:// endpoint).",
+            ),
+            click.option(
+                "--cert-file",
+                envvar="RAFTKV_CERT_FILE",
+                default=None,
+                expose_value=False,
+                callback=_remember,
+                help="Client certificate (PEM), for nodes with --tls-api-client-auth.",
+            ),
+            click.option(
+                "--key-file",
+                envvar="RAFTKV_KEY_FILE",
+                default=None,
+                expose_value=False,
+                callback=_remember,
+                help="Private key of --cert-file (PEM).",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _auth() -> dict[str, Any]:
+    """The --token/--ca-file/--cert-file/--key-file of the running command."""
+    ctx = click.get_current_context(silent=True)
+    meta = ctx.meta if ctx is not None else {}
+    return {
+        name: meta.get(f"raftkv.{name}") for name in ("token", "ca_file", "cert_file", "key_file")
+    }
 
 
 def _quote(key: str) -> str:
@@ -906,7 +1136,7 @@ def _client_call(endpoints: str | None, timeout: float, call: Callable[[Any], An
     from raftkv.client import Client, ClientError
 
     try:
-        client = Client(endpoints, deadline=timeout, timeout=min(timeout, 5.0))
+        client = Client(endpoints, deadline=timeout, timeout=min(timeout, 5.0), **_auth())
     except ValueError as exc:
         _fail(str(exc))
     try:

@@ -17,9 +17,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from raftkv.client._sansio import DEFAULT_ENDPOINTS, ENDPOINTS_ENV, parse_endpoints
+from raftkv.client._sansio import (
+    DEFAULT_ENDPOINTS,
+    ENDPOINTS_ENV,
+    make_ssl_context,
+    parse_endpoints,
+)
 from raftkv.client.client import Client, ReadResult, WriteResult
 from raftkv.client.errors import (
+    AuthError,
     BadRequest,
     ClientError,
     Conflict,
@@ -42,6 +48,7 @@ __all__ = [
     "DEFAULT_ENDPOINTS",
     "ENDPOINTS_ENV",
     "parse_endpoints",
+    "make_ssl_context",
     "ClientError",
     "BadRequest",
     "NotFound",
@@ -49,6 +56,7 @@ __all__ = [
     "Unavailable",
     "OutcomeUnknown",
     "ServerError",
+    "AuthError",
 ]
 
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote
 
 from raftkv.client.errors import (
+    AuthError,
     BadRequest,
     ClientError,
     Conflict,
@@ -58,7 +60,8 @@ def parse_endpoints(spec: str | Sequence[str] | None = None) -> tuple[str, ...]:
     Args:
         spec: comma/space separated text, a sequence, or ``None`` for
             ``$RAFTKV_ENDPOINTS`` or else :data:`DEFAULT_ENDPOINTS`. An
-            ``http://`` prefix and a trailing ``/`` are accepted.
+            ``http://`` or ``https://`` prefix and a trailing ``/`` are accepted
+            (the scheme is the client's: see :func:`wants_https`).
 
     Raises:
         ValueError: an endpoint is not ``host:port``, or there are none.
@@ -68,13 +71,39 @@ def parse_endpoints(spec: str | Sequence[str] | None = None) -> tuple[str, ...]:
     parts = spec.replace(",", " ").split() if isinstance(spec, str) else list(spec)
     endpoints: list[str] = []
     for part in parts:
-        text = part.strip().removeprefix("http://").rstrip("/")
+        text = part.strip().removeprefix("http://").removeprefix("https://").rstrip("/")
         split_host_port(text)
         if text not in endpoints:
             endpoints.append(text)
     if not endpoints:
         raise ValueError("no endpoints given")
     return tuple(endpoints)
+
+
+def wants_https(spec: str | Sequence[str] | None = None) -> bool:
+    """Whether any endpoint of ``spec`` (as for :func:`parse_endpoints`) says ``https://``."""
+    if spec is None:
+        spec = os.environ.get(ENDPOINTS_ENV) or ""
+    parts = spec.replace(",", " ").split() if isinstance(spec, str) else list(spec)
+    return any(part.strip().startswith("https://") for part in parts)
+
+
+def make_ssl_context(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
+    """A TLS client context: verify the server against ``ca_file`` (default: the
+    system's CAs), host name included; present ``cert_file``/``key_file`` if given.
+
+    Raises:
+        ValueError: a file is unreadable or invalid.
+    """
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+        if cert_file is not None:
+            ctx.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"TLS files ({ca_file}, {cert_file}, {key_file}): {exc}") from None
+    return ctx
 
 
 def split_host_port(endpoint: str) -> tuple[str, int]:
@@ -219,6 +248,7 @@ class Request:
         key: the key acted on, if any (for messages and errors).
         write: whether the outcome of a lost answer is unknown (writes).
         idempotency_key: ``CLIENT/SEQ`` sent with every attempt, for writes.
+        token: bearer token sent as ``Authorization`` (``--client-token-file``).
     """
 
     op: str
@@ -228,9 +258,12 @@ class Request:
     key: str | None = None
     write: bool = False
     idempotency_key: str | None = None
+    token: str | None = None
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
         if self.body is not None:
             headers["Content-Type"] = "application/json"
         if self.idempotency_key is not None:
@@ -365,6 +398,8 @@ def interpret(request: Request, status: int, raw: bytes) -> dict[str, JSONValue]
     hint = leader if isinstance(leader, str) and leader else None
     if 200 <= status < 300:
         return body
+    if status in (401, 403):
+        raise AuthError(f"{what}: HTTP {status} {message}".rstrip(), status=status)
     if status == 503:
         return Retry(f"503 {message or 'unavailable'}", hint)
     if status in (502, 504):

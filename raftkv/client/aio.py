@@ -16,7 +16,9 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -33,14 +35,16 @@ from raftkv.client._sansio import (
     cas_request,
     delete_request,
     get_request,
+    make_ssl_context,
     multi_put_request,
     new_client_id,
     parse_endpoints,
     put_request,
     status_request,
+    wants_https,
 )
 from raftkv.client.client import ReadResult, WriteResult, _index
-from raftkv.client.errors import JSONValue
+from raftkv.client.errors import AuthError, JSONValue
 
 __all__ = ["AsyncClient"]
 
@@ -65,8 +69,18 @@ class AsyncClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         session: aiohttp.ClientSession | None = None,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._router = Router(parse_endpoints(endpoints))
+        self._token = token or None
+        if ssl_context is None and (ca_file or cert_file or wants_https(endpoints)):
+            ssl_context = make_ssl_context(ca_file, cert_file, key_file)
+        self._ssl = ssl_context
+        self._scheme = "https" if ssl_context is not None else "http"
         self._policy = RetryPolicy(
             deadline=deadline,
             timeout=timeout,
@@ -156,13 +170,17 @@ class AsyncClient:
 
     async def _call(self, request: Request, router: Router) -> tuple[dict[str, JSONValue], str]:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl else True)
+            )
+        if self._token is not None:
+            request = dataclasses.replace(request, token=self._token)
         state = RetryState(
             request=request, router=router, policy=self._policy, clock=self._clock, rng=self._rng
         )
         while True:
             endpoint = state.next_endpoint()
-            url = URL(f"http://{endpoint}{request.path}", encoded=True)
+            url = URL(f"{self._scheme}://{endpoint}{request.path}", encoded=True)
             timeout = aiohttp.ClientTimeout(total=state.attempt_timeout())
             try:
                 async with self._session.request(
@@ -174,6 +192,10 @@ class AsyncClient:
                     allow_redirects=False,
                 ) as answer:
                     status, raw = answer.status, await answer.read()
+            except aiohttp.ClientSSLError as exc:  # a certificate that does not verify: final
+                raise AuthError(
+                    f"{request.describe()}: TLS with {endpoint}: {exc}", status=0
+                ) from exc
             except aiohttp.ClientConnectorError as exc:  # nothing was sent
                 state.not_sent(endpoint, exc)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:

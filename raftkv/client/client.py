@@ -20,8 +20,10 @@ asyncio client lives in :mod:`raftkv.client.aio`.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,14 +38,16 @@ from raftkv.client._sansio import (
     cas_request,
     delete_request,
     get_request,
+    make_ssl_context,
     multi_put_request,
     new_client_id,
     parse_endpoints,
     put_request,
     split_host_port,
     status_request,
+    wants_https,
 )
-from raftkv.client.errors import JSONValue
+from raftkv.client.errors import AuthError, JSONValue
 
 __all__ = ["Client", "WriteResult", "ReadResult"]
 
@@ -94,9 +98,15 @@ class Client:
         rng: source of jitter and of the default client id.
         sleep: how to wait (tests inject a fake).
         clock: monotonic seconds (tests inject a fake).
+        token: bearer token for a cluster with ``--client-token-file``.
+        ca_file: CA certificate(s) to verify the nodes' certificates with; turns
+            on HTTPS (as does an ``https://`` endpoint).
+        cert_file: client certificate, for nodes with ``--tls-api-client-auth``.
+        key_file: the client certificate's private key.
+        ssl_context: a ready TLS context instead of the three files.
 
     Raises:
-        ValueError: an endpoint is not ``host:port``.
+        ValueError: an endpoint is not ``host:port``, or a TLS file is invalid.
     """
 
     def __init__(
@@ -111,8 +121,17 @@ class Client:
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._router = Router(parse_endpoints(endpoints))
+        self._token = token or None
+        if ssl_context is None and (ca_file or cert_file or wants_https(endpoints)):
+            ssl_context = make_ssl_context(ca_file, cert_file, key_file)
+        self._ssl = ssl_context
         self._policy = RetryPolicy(
             deadline=deadline,
             timeout=timeout,
@@ -206,6 +225,8 @@ class Client:
         )
 
     def _call(self, request: Request, router: Router) -> tuple[dict[str, JSONValue], str]:
+        if self._token is not None:
+            request = dataclasses.replace(request, token=self._token)
         state = RetryState(
             request=request, router=router, policy=self._policy, clock=self._clock, rng=self._rng
         )
@@ -227,16 +248,28 @@ class Client:
 
     def _send(self, endpoint: str, request: Request, timeout: float) -> tuple[int, bytes]:
         host, port = split_host_port(endpoint)
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn: http.client.HTTPConnection
+        if self._ssl is not None:
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
             try:
                 conn.connect()
+            except ssl.SSLError as exc:  # a certificate that does not verify: final
+                raise AuthError(
+                    f"{request.describe()}: TLS with {endpoint}: {exc}", status=0
+                ) from exc
             except OSError as exc:
                 raise _NotSent from exc
             try:
                 conn.request(request.method, request.path, request.body, request.headers())
                 answer = conn.getresponse()
                 return answer.status, answer.read()
+            except ssl.SSLError as exc:  # TLS 1.3: the server refused our certificate
+                raise AuthError(
+                    f"{request.describe()}: TLS with {endpoint}: {exc}", status=0
+                ) from exc
             except (OSError, http.client.HTTPException) as exc:
                 raise _MaybeSent from exc
         finally:

@@ -21,6 +21,7 @@ __all__ = [
     "Unavailable",
     "OutcomeUnknown",
     "ServerError",
+    "AuthError",
 ]
 
 JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
@@ -81,6 +82,20 @@ class OutcomeUnknown(Unavailable):
 
 class ServerError(ClientError):
     """The server answered with an unexpected status (e.g. 500)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthError(ClientError):
+    """Refused for lack of credentials: HTTP 401 (no or unknown token), 403 (a
+    read-only token on a write), or a TLS failure (the server's certificate did not
+    verify, or the server wants a client certificate). Not retried.
+
+    Attributes:
+        status: the HTTP status, or 0 for a TLS failure.
+    """
 
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)

@@ -14,15 +14,23 @@ log time (``time_ms``) the state machine uses for session expiry.
 
 Rule 3: request validation (JSON, keys, body shape, size) happens on the node
 that received the request, before any forwarding.
+
+Rule 4: a guard in front of every route (but the health probes) refuses, before
+any work: requests beyond ``--max-concurrent-requests`` (503), and -- with
+``--client-token-file`` -- requests without a known bearer token (401) or with a
+read-only token on a write (403). A request forwarded over HTTP carries the
+client's ``Authorization`` header, so the leader checks it again (docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -30,7 +38,14 @@ from aiohttp import web
 
 from raftkv.core.types import NodeId
 from raftkv.server.config import Member, ServerConfig
-from raftkv.server.errors import BadRequest, ConfigError, NoLeader, OutcomeUnknown, ServerError
+from raftkv.server.errors import (
+    BadRequest,
+    ConfigError,
+    NoLeader,
+    OutcomeUnknown,
+    ServerError,
+    TooLarge,
+)
 from raftkv.server.kv import (
     ABSENT,
     ERR_CONFLICT,
@@ -40,6 +55,7 @@ from raftkv.server.kv import (
     Cas,
     Command,
     Delete,
+    Get,
     InvalidCommand,
     KVResult,
     KVStateMachine,
@@ -47,11 +63,13 @@ from raftkv.server.kv import (
     Put,
     Session,
     check_key,
+    decode_command,
     encode_command,
     parse_idempotency_key,
 )
 from raftkv.server.metrics import CONTENT_TYPE
 from raftkv.server.node import RaftNode
+from raftkv.server.security import api_ssl_contexts
 
 __all__ = ["ApiServer", "build_app", "FORWARDED_HEADER"]
 
@@ -62,6 +80,10 @@ FORWARDED_HEADER = "X-Raftkv-Forwarded"
 # (probes time out after 1 s by default in Kubernetes).
 _READY_TIMEOUT_S = 0.8
 _NODE_KEY: web.AppKey[RaftNode] = web.AppKey("node", RaftNode)
+_CONFIG_KEY: web.AppKey[ServerConfig] = web.AppKey("config", ServerConfig)
+# Routes served without a token and outside the concurrency limit (probes).
+_UNGUARDED = frozenset({"/v1/health/live", "/v1/health/ready"})
+_MAX_LOGGED_REFUSALS = 256
 _HTTP_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -114,6 +136,50 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+class _Guard:
+    """The concurrency limit and bearer-token check of Rule 4 (one per app)."""
+
+    def __init__(self, node: RaftNode, config: ServerConfig) -> None:
+        self.node = node
+        self.config = config
+        self.inflight = 0
+        self._logged: set[tuple[str, str]] = set()
+
+    def _refuse(self, request: web.Request, status: int, reason: str, message: str) -> web.Response:
+        self.node.metrics.refused(reason)
+        remote = request.remote or "?"
+        key = (reason, remote)
+        if key not in self._logged and len(self._logged) < _MAX_LOGGED_REFUSALS:
+            self._logged.add(key)
+            logger.warning(
+                "refused %s %s from %s: %s", request.method, request.path, remote, message
+            )
+        headers = {"WWW-Authenticate": 'Bearer realm="raftkv"'} if status == 401 else None
+        return _json(status, {"error": message}, headers)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in _UNGUARDED:
+            return await handler(request)
+        tokens = self.config.client_tokens
+        if tokens is not None:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return self._refuse(request, 401, "unauthenticated", "missing bearer token")
+            entry = tokens.lookup(token.strip())
+            if entry is None:
+                return self._refuse(request, 401, "unauthenticated", "invalid token")
+            if request.method not in ("GET", "HEAD") and not entry.can_write:
+                return self._refuse(request, 403, "forbidden", "this token is read-only")
+        if self.inflight >= self.config.max_concurrent_requests:
+            return self._refuse(request, 503, "overloaded", "too many requests in flight")
+        self.inflight += 1
+        try:
+            return await handler(request)
+        finally:
+            self.inflight -= 1
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -131,13 +197,32 @@ async def _read_json(request: web.Request, max_bytes: int) -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"bad JSON: {exc}") from None
+    except RecursionError:  # json's C decoder on a deeply nested body (fuzz finding)
+        raise BadRequest("bad JSON: nested too deeply") from None
+
+
+def _check_value_size(value: Any, raw_size: int, limit: int, what: str) -> None:
+    """413 if ``value`` encodes to more than ``limit`` bytes; ``raw_size`` bounds that size
+    from above (the body it came in), so small bodies skip the re-encoding."""
+    if raw_size <= limit:
+        return
+    try:
+        size = len(json.dumps(value, separators=(",", ":")))
+    except (TypeError, ValueError, RecursionError):
+        return  # not JSON: the command's own validation answers 400
+    if size > limit:
+        raise TooLarge(f"{what} is {size} bytes of JSON; the limit is {limit}")
 
 
 def _key(request: web.Request) -> str:
     try:
-        return check_key(request.match_info["key"])
+        key = check_key(request.match_info["key"])
     except InvalidCommand as exc:
         raise BadRequest(f"bad key: {exc}") from None
+    limit = request.app[_CONFIG_KEY].max_key_bytes
+    if len(key.encode("utf-8")) > limit:
+        raise BadRequest(f"bad key: longer than {limit} bytes of UTF-8")
+    return key
 
 
 def _session(request: web.Request) -> Session | None:
@@ -153,6 +238,10 @@ def _session(request: web.Request) -> Session | None:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode()
 
 
 def _result_response(result: object, *, key: str | None, leader: str) -> web.Response:
@@ -201,9 +290,11 @@ class _Api:
             return _json(503, {"error": "not the leader", "leader": leader})
         assert self.http is not None
         headers = {FORWARDED_HEADER: self.node.node_id, "Content-Type": "application/json"}
-        if "Idempotency-Key" in request.headers:
-            headers["Idempotency-Key"] = request.headers["Idempotency-Key"]
-        url = member.api_url() + request.rel_url.path_qs
+        for name in ("Idempotency-Key", "Authorization"):
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        scheme = "https" if self.config.tls else "http"
+        url = member.api_url(scheme=scheme) + request.rel_url.path_qs
         is_write = request.method != "GET"
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s + 1.0)
         try:
@@ -231,14 +322,70 @@ class _Api:
         command = build(_now_ms())  # validates now, even if forwarded
         node = self.node
         if not node.is_leader:
-            return await self._forward(request, node.leader, body)
+            return await self._forward_write(request, node.leader, body, command)
         try:
             result = await node.propose(encode_command(command))
         except NoLeader as exc:
             if exc.leader is not None and exc.leader != node.node_id:
-                return await self._forward(request, NodeId(exc.leader), body)
+                return await self._forward_write(request, NodeId(exc.leader), body, command)
             raise
         return _result_response(result, key=key, leader=node.node_id)
+
+    async def _forward_write(
+        self, request: web.Request, leader: NodeId | None, body: bytes, command: Command
+    ) -> web.Response:
+        """Hand a write to the leader: over the peer link when it is up, else over HTTP.
+
+        The peer link (RaftNode.forward) carries the encoded command and brings
+        back the leader's status and JSON body, which are relayed unchanged, as
+        an HTTP forward's would be. HTTP stays in use when clients
+        authenticate with tokens (the leader re-checks the client's token, Rule
+        4), for a request that was already forwarded once, and when the link
+        to the leader is down (so the client gets a quick 503, not a 504).
+        """
+        node = self.node
+        if (
+            self.config.client_tokens is not None
+            or request.headers.get(FORWARDED_HEADER)
+            or not node.can_forward(leader)
+        ):
+            return await self._forward(request, leader, body)
+        assert leader is not None
+        status, payload = await node.forward(encode_command(command))
+        return web.Response(
+            status=status,
+            body=payload,
+            content_type="application/json",
+            headers={"X-Raftkv-Leader": leader},
+        )
+
+    async def serve_forwarded(self, payload: bytes) -> tuple[int, bytes]:
+        """On the leader: serve a write a follower forwarded over the peer link.
+
+        The command was validated on the follower; it is decoded again here,
+        and the leader stamps the log time (Rule 2) before proposing it.
+        """
+        node = self.node
+        try:
+            command = decode_command(payload)
+            if isinstance(command, Get):
+                raise InvalidCommand("a get is not a write")
+            command = dataclasses.replace(command, time_ms=_now_ms())
+            if not node.is_leader:
+                # The follower's view was stale; as for an HTTP forward, no second hop.
+                return 503, _dumps({"error": "not the leader", "leader": node.leader})
+            result = await node.propose(encode_command(command))
+            key = None if isinstance(command, MultiPut) else command.key
+            response = _result_response(result, key=key, leader=node.node_id)
+        except ServerError as exc:
+            body: dict[str, Any] = {"error": exc.message}
+            if exc.status == 503 or exc.leader is not None:
+                body["leader"] = exc.leader
+            return exc.status, _dumps(body)
+        except InvalidCommand as exc:
+            return 400, _dumps({"error": str(exc)})
+        node.metrics.http("forwarded-write", response.status)
+        return response.status, response.body if isinstance(response.body, bytes) else b"{}"
 
     # -- KV routes -----------------------------------------------------------
 
@@ -247,6 +394,10 @@ class _Api:
         value = await _read_json(request, self.config.max_body_bytes)
         session = _session(request)
         body = await request.read()
+        if len(body) > self.config.max_value_bytes:
+            raise TooLarge(
+                f"value is {len(body)} bytes; the limit is {self.config.max_value_bytes}"
+            )
         return await self._write(
             request, body, lambda t: Put(key=key, value=value, time_ms=t, session=session), key
         )
@@ -266,6 +417,8 @@ class _Api:
         expect = ABSENT if obj["expect"] is None else obj["expect"]
         session = _session(request)
         body = await request.read()
+        for part in ("expect", "value"):
+            _check_value_size(obj[part], len(body), self.config.max_value_bytes, part)
         return await self._write(
             request,
             body,
@@ -279,8 +432,17 @@ class _Api:
             raise BadRequest("body must be a JSON object of key/value pairs")
         if not obj:
             raise BadRequest("body must hold at least one pair")
+        if len(obj) > self.config.max_multi_put_pairs:
+            raise TooLarge(
+                f"{len(obj)} pairs; the limit is {self.config.max_multi_put_pairs} per multi-put"
+            )
         session = _session(request)
         body = await request.read()
+        limit = self.config.max_key_bytes
+        for k, v in obj.items():
+            if len(k.encode("utf-8", "surrogatepass")) > limit:
+                raise BadRequest(f"bad key: longer than {limit} bytes of UTF-8")
+            _check_value_size(v, len(body), self.config.max_value_bytes, f"value of {k[:64]!r}")
         return await self._write(
             request, body, lambda t: MultiPut(pairs=obj, time_ms=t, session=session), None
         )
@@ -406,12 +568,20 @@ class _Api:
 def build_app(node: RaftNode, config: ServerConfig) -> web.Application:
     """The aiohttp application serving ``node``."""
     api = _Api(node, config)
-    app = web.Application(middlewares=[_errors_middleware], client_max_size=config.max_body_bytes)
+    guard = _Guard(node, config)
+    app = web.Application(
+        middlewares=[_errors_middleware, guard.middleware], client_max_size=config.max_body_bytes
+    )
     app[_NODE_KEY] = node
+    app[_CONFIG_KEY] = config
+    node.forward_handler = api.serve_forwarded
+    _, forward_ssl = api_ssl_contexts(config)
 
     async def _session_ctx(app: web.Application) -> Any:
         api.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
+            connector=aiohttp.TCPConnector(
+                limit=256, keepalive_timeout=30, ssl=forward_ssl if forward_ssl else True
+            )
         )
         app[_HTTP_KEY] = api.http
         yield
@@ -450,7 +620,8 @@ class ApiServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = self.config.api_addr
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        server_ssl, _ = api_ssl_contexts(self.config)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=server_ssl)
         await site.start()
         addresses = self._runner.addresses
         if addresses:
@@ -461,6 +632,26 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` to completion on uvloop when it is installed (``pip install
+    raftkv[fast]``), else on asyncio's own loop; ``RAFTKV_NO_UVLOOP=1`` forces the latter.
+
+    uvloop's loop and transports are C: on a node that is CPU-bound in the
+    event loop (many small HTTP requests and peer frames), they took about 15%
+    off the CPU time per write in bench/kv_bench.py (docs/benchmarks.md).
+    Behaviour is the same either way.
+    """
+    if not os.environ.get("RAFTKV_NO_UVLOOP"):
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None:

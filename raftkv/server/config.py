@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 from raftkv.core.types import NodeId
 from raftkv.server.errors import ConfigError
+from raftkv.server.kv import MAX_KEY_BYTES
+from raftkv.server.security import TokenTable
+from raftkv.transport.codec import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = [
     "HostPort",
@@ -40,11 +43,11 @@ class Member:
     raft: HostPort
     api: HostPort
 
-    def api_url(self) -> str:
+    def api_url(self, *, scheme: str = "http") -> str:
         host = self.api[0]
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.api[1]}"
+        return f"{scheme}://{host}:{self.api[1]}"
 
     def to_json(self) -> dict[str, str]:
         return {"raft_addr": format_host_port(self.raft), "api_addr": format_host_port(self.api)}
@@ -90,7 +93,20 @@ class ServerConfig:
         request_timeout_s: how long a write or linearizable read may wait.
         log_format: ``text`` or ``json`` (JSON lines).
         log_level: a :mod:`logging` level name.
-        cluster_secret: optional shared secret for the peer handshake.
+        cluster_secret: optional shared secret for the peer handshake
+            (``--cluster-secret-file``, or ``--cluster-secret``).
+        tls_cert_file: this node's certificate (PEM); with ``tls_key_file`` and
+            ``tls_ca_file`` it turns on mutual TLS between peers and HTTPS on the API.
+        tls_key_file: the certificate's private key (PEM).
+        tls_ca_file: the CA that signs every member's (and client's) certificate.
+        tls_api_client_auth: also require a client certificate on the HTTP API.
+        client_tokens: bearer tokens the HTTP API requires (``None``: no client
+            authentication).
+        max_key_bytes: longest key accepted, in bytes of UTF-8 (at most 1024).
+        max_value_bytes: largest JSON value accepted (its encoded size).
+        max_multi_put_pairs: most pairs in one multi-put.
+        max_concurrent_requests: HTTP requests served at once; 503 above.
+        max_peer_frame_bytes: largest peer frame accepted (checked before reading it).
     """
 
     node_id: NodeId
@@ -108,6 +124,21 @@ class ServerConfig:
     log_format: str = "text"
     log_level: str = "INFO"
     cluster_secret: bytes | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_api_client_auth: bool = False
+    client_tokens: TokenTable | None = None
+    max_key_bytes: int = MAX_KEY_BYTES
+    max_value_bytes: int = 1 << 20
+    max_multi_put_pairs: int = 1000
+    max_concurrent_requests: int = 1024
+    max_peer_frame_bytes: int = DEFAULT_MAX_FRAME_SIZE
+
+    @property
+    def tls(self) -> bool:
+        """Whether peer traffic and the API use TLS."""
+        return self.tls_cert_file is not None
 
     @property
     def election_tick(self) -> int:
@@ -140,6 +171,21 @@ class ServerConfig:
             raise ConfigError("snapshot_entries must be positive")
         if self.max_body_bytes <= 0:
             raise ConfigError("max_body_bytes must be positive")
+        if not 1 <= self.max_key_bytes <= MAX_KEY_BYTES:
+            raise ConfigError(f"--max-key-bytes must be in 1..{MAX_KEY_BYTES}")
+        if min(self.max_value_bytes, self.max_multi_put_pairs, self.max_concurrent_requests) < 1:
+            raise ConfigError(
+                "--max-value-bytes, --max-multi-put-pairs and --max-concurrent-requests "
+                "must be positive"
+            )
+        # A peer frame must hold a snapshot chunk (1 MiB) and a full batch.
+        if not 1 << 21 <= self.max_peer_frame_bytes < 2**32:
+            raise ConfigError("--max-peer-frame-bytes must be in 2 MiB .. 4 GiB - 1")
+        tls_files = (self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
+        if any(f is not None for f in tls_files) and not all(f is not None for f in tls_files):
+            raise ConfigError("TLS needs all three of --tls-cert, --tls-key and --tls-ca")
+        if self.tls_api_client_auth and not self.tls:
+            raise ConfigError("--tls-api-client-auth needs --tls-cert, --tls-key and --tls-ca")
 
 
 def format_host_port(addr: HostPort) -> str:

@@ -20,6 +20,10 @@ __all__ = [
     "Unsupported",
     "BadRequest",
     "LearnerNotReady",
+    "Unauthorized",
+    "Forbidden",
+    "TooLarge",
+    "Overloaded",
 ]
 
 
@@ -89,3 +93,27 @@ class LearnerNotReady(ServerError):
     """A learner cannot be promoted yet: its log is too far behind (retry later)."""
 
     status = 409
+
+
+class Unauthorized(ServerError):
+    """No bearer token, or one this node does not know (``--client-token-file``)."""
+
+    status = 401
+
+
+class Forbidden(ServerError):
+    """A valid token without the right: a read-only token on a write route."""
+
+    status = 403
+
+
+class TooLarge(ServerError):
+    """A request over a configured limit (body, key, value, multi-put pairs)."""
+
+    status = 413
+
+
+class Overloaded(ServerError):
+    """More requests in flight than ``--max-concurrent-requests``; nothing was done."""
+
+    status = 503

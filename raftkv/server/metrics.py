@@ -7,7 +7,11 @@ one process (tests) from colliding.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["NodeMetrics", "CONTENT_TYPE"]
 
@@ -43,6 +47,12 @@ class NodeMetrics:
         ).labels(**labels)
         self.proposals = Counter(
             "raftkv_proposals", "Proposals made on this node.", ["node"], registry=r
+        ).labels(**labels)
+        self.forwarded = Counter(
+            "raftkv_forwarded_writes",
+            "Writes this node forwarded to the leader over the peer link.",
+            ["node"],
+            registry=r,
         ).labels(**labels)
         self.proposals_failed = Counter(
             "raftkv_proposals_failed",
@@ -104,28 +114,85 @@ class NodeMetrics:
             ["node", "route", "status"],
             registry=r,
         )
+        self.http_refused = Counter(
+            "raftkv_http_refused",
+            "HTTP requests refused before any work: reason is unauthenticated (401), "
+            "forbidden (403), too_large (413) or overloaded (503).",
+            ["node", "reason"],
+            registry=r,
+        )
         self._node = node_id
+        self._children: dict[tuple[object, ...], Counter] = {}
         self.set_role("follower")
+
+    def watch_transport(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """Export the peer transport's counters (read at scrape time) as
+        ``raftkv_transport_events_total{event=...}``: auth_failures, decode_errors,
+        dropped_bad_sender, ... (see :class:`~raftkv.transport.base.TransportStats`).
+        """
+        self.registry.register(_TransportCollector(self._node, stats))
+
+    def refused(self, reason: str) -> None:
+        self.http_refused.labels(node=self._node, reason=reason).inc()
 
     def set_role(self, role: str) -> None:
         for name in _ROLES:
             self._role.labels(node=self._node, role=name).set(1 if name == role else 0)
         self.is_leader.set(1 if role == "leader" else 0)
 
+    # The per-message and per-request counters below run on the hot path:
+    # ``labels()`` (a lock and a dict lookup on a tuple built each time) is paid
+    # once per label set, and the child is kept.
+
     def sent(self, kind: str, n: int = 1) -> None:
-        self._sent.labels(node=self._node, type=kind).inc(n)
+        child = self._children.get(("sent", kind))
+        if child is None:
+            child = self._children[("sent", kind)] = self._sent.labels(node=self._node, type=kind)
+        child.inc(n)
 
     def received(self, kind: str, n: int = 1) -> None:
-        self._received.labels(node=self._node, type=kind).inc(n)
+        child = self._children.get(("received", kind))
+        if child is None:
+            child = self._received.labels(node=self._node, type=kind)
+            self._children[("received", kind)] = child
+        child.inc(n)
 
     def failed(self, reason: str) -> None:
         self.proposals_failed.labels(node=self._node, reason=reason).inc()
 
     def read(self, path: str) -> None:
-        self._reads.labels(node=self._node, path=path).inc()
+        child = self._children.get(("read", path))
+        if child is None:
+            child = self._children[("read", path)] = self._reads.labels(node=self._node, path=path)
+        child.inc()
 
     def http(self, route: str, status: int) -> None:
-        self.http_requests.labels(node=self._node, route=route, status=str(status)).inc()
+        key = ("http", route, status)
+        child = self._children.get(key)
+        if child is None:
+            child = self.http_requests.labels(node=self._node, route=route, status=str(status))
+            self._children[key] = child
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _TransportCollector(Collector):
+    """Reads the transport's monotonic counters when Prometheus scrapes."""
+
+    def __init__(self, node_id: str, stats: Callable[[], Mapping[str, int]]) -> None:
+        self._node = node_id
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "raftkv_transport_events",
+            "Peer transport counters: auth_failures (refused handshakes, TLS failures), "
+            "decode_errors (bad frames; each closes its connection), dropped_bad_sender, "
+            "frames/messages in and out, drops, connects and accepts.",
+            labels=["node", "event"],
+        )
+        for event, value in sorted(self._stats().items()):
+            family.add_metric([self._node, event], value)
+        yield family

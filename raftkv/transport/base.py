@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from raftkv.core.messages import Message
 from raftkv.core.types import NodeId
 from raftkv.transport.errors import TransportClosed
+from raftkv.transport.forward import PeerMessage
 
 __all__ = [
     "Address",
@@ -41,7 +41,7 @@ __all__ = [
 Address: TypeAlias = tuple[str, int]
 """A peer's (host, port)."""
 
-OnMessages: TypeAlias = Callable[[list[Message]], None]
+OnMessages: TypeAlias = Callable[[list[PeerMessage]], None]
 """Receives each batch of messages addressed to this node."""
 
 
@@ -62,8 +62,11 @@ class TransportStats:
         dropped_invalid: messages that cannot be encoded (a bug upstream).
         decode_errors: received frames that failed to decode (each closes its
             connection), including oversized and truncated frames.
-        auth_failures: handshakes refused, by us (inbound) or by the peer /
-            a failed server proof (outbound).
+        auth_failures: handshakes refused, by us (inbound: wrong secret, unknown
+            node, a Raft message before the handshake) or by the peer / a failed
+            server proof / a TLS failure (outbound).
+        handshakes_incomplete: inbound connections closed or timed out before
+            the handshake completed (nothing of theirs was delivered).
         connects: outbound connections that completed the handshake.
         accepts: inbound connections that completed the handshake.
     """
@@ -79,6 +82,7 @@ class TransportStats:
     dropped_invalid: int = 0
     decode_errors: int = 0
     auth_failures: int = 0
+    handshakes_incomplete: int = 0
     connects: int = 0
     accepts: int = 0
 
@@ -107,7 +111,7 @@ class Transport(Protocol):
         """Begin listening and connecting to peers."""
         ...
 
-    def send(self, msgs: Sequence[Message]) -> None:
+    def send(self, msgs: Sequence[PeerMessage]) -> None:
         """Queue ``msgs`` for their ``to`` peers and return at once.
 
         Raises:
@@ -117,6 +121,10 @@ class Transport(Protocol):
 
     def update_peers(self, peers: Mapping[NodeId, Address]) -> None:
         """Replace the peer set (membership change); this node's id is ignored."""
+        ...
+
+    def is_connected(self, peer: NodeId) -> bool:
+        """Whether messages to ``peer`` go out now (a link is up), as far as is known."""
         ...
 
     async def stop(self) -> None:
@@ -196,7 +204,7 @@ class InMemoryHub:
         """Whether messages from ``src`` to ``dst`` are dropped."""
         return (src, dst) in self._blocked
 
-    def _deliver(self, src: NodeId, dst: NodeId, msgs: list[Message]) -> None:
+    def _deliver(self, src: NodeId, dst: NodeId, msgs: list[PeerMessage]) -> None:
         target = self._nodes.get(dst)
         if target is None or (src, dst) in self._blocked:
             return
@@ -255,15 +263,25 @@ class InMemoryTransport:
     def update_peers(self, peers: Mapping[NodeId, Address]) -> None:
         self._peers = frozenset(p for p in peers if p != self._node_id)
 
+    def is_connected(self, peer: NodeId) -> bool:
+        target = self._hub._nodes.get(peer)
+        return (
+            self._running
+            and self._is_peer(peer)
+            and target is not None
+            and target.running
+            and not self._hub.is_blocked(self._node_id, peer)
+        )
+
     def _is_peer(self, node_id: NodeId) -> bool:
         if node_id == self._node_id:
             return False
         return self._peers is None or node_id in self._peers
 
-    def send(self, msgs: Sequence[Message]) -> None:
+    def send(self, msgs: Sequence[PeerMessage]) -> None:
         if self._stopped:
             raise TransportClosed(f"transport {self._node_id} was stopped")
-        by_dst: dict[NodeId, list[Message]] = defaultdict(list)
+        by_dst: dict[NodeId, list[PeerMessage]] = defaultdict(list)
         for msg in msgs:
             if self._is_peer(msg.to):
                 by_dst[msg.to].append(msg)
@@ -275,7 +293,7 @@ class InMemoryTransport:
             self._stats.msgs_out += len(batch)
             loop.call_soon(self._hub._deliver, self._node_id, dst, batch)
 
-    def _receive(self, src: NodeId, msgs: list[Message]) -> None:
+    def _receive(self, src: NodeId, msgs: list[PeerMessage]) -> None:
         if not self._running or not self._is_peer(src):
             return
         self._stats.frames_in += 1

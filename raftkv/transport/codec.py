@@ -42,7 +42,6 @@ from raftkv.core.messages import (
     HeartbeatResponse,
     InstallSnapshot,
     InstallSnapshotResponse,
-    Message,
     ReadIndex,
     ReadIndexResponse,
     RequestVote,
@@ -51,6 +50,7 @@ from raftkv.core.messages import (
 )
 from raftkv.core.types import ConfState, Entry, EntryType, NodeId
 from raftkv.transport.errors import CodecError, FrameTooLarge
+from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -370,6 +370,15 @@ _MESSAGE_KINDS: Final[tuple[_Kind, ...]] = (
     ),
     _message(10, ReadIndex, _bytes("context", MAX_CONTEXT_LEN)),
     _message(11, ReadIndexResponse, _uint("index"), _bytes("context", MAX_CONTEXT_LEN)),
+    # Not core messages: writes a follower forwards to the leader (forward.py).
+    _message(12, ForwardRequest, _uint("request_id"), _bytes("payload", DEFAULT_MAX_FRAME_SIZE)),
+    _message(
+        13,
+        ForwardResponse,
+        _uint("request_id"),
+        _uint("status"),
+        _bytes("body", DEFAULT_MAX_FRAME_SIZE),
+    ),
 )
 
 
@@ -423,7 +432,7 @@ def _unpack(payload: bytes, *, max_str: int) -> object:
 # --------------------------------------------------------------------------- batches
 
 
-def encode_batch(msgs: Sequence[Message]) -> bytes:
+def encode_batch(msgs: Sequence[PeerMessage]) -> bytes:
     """Encode ``msgs`` as one payload (a single msgpack call per batch).
 
     Raises:
@@ -439,7 +448,7 @@ def encode_batch(msgs: Sequence[Message]) -> bytes:
     return _pack(items)
 
 
-def decode_batch(payload: bytes) -> list[Message]:
+def decode_batch(payload: bytes) -> list[PeerMessage]:
     """Decode a payload made by :func:`encode_batch`.
 
     Raises:
@@ -448,7 +457,7 @@ def decode_batch(payload: bytes) -> list[Message]:
     obj = _unpack(payload, max_str=max(MAX_NODE_ID_LEN * 4, MAX_TEXT_LEN))
     if type(obj) is not list:
         raise _fail("batch", "an array of messages", obj)
-    out: list[Message] = []
+    out: list[PeerMessage] = []
     for item in obj:
         if type(item) is not list or not item:
             raise _fail("message", "a non-empty array", item)

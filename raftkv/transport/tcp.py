@@ -35,8 +35,10 @@ both sides comparing with :func:`hmac.compare_digest`. The authentication is
 mutual: the server only proves itself to a client that has proved itself.
 Without ``cluster_secret`` proofs are empty and any node that claims a member
 id is accepted. The handshake authenticates the peer at connect time only: it
-neither encrypts nor MACs later frames, so on a hostile network run the
-cluster over TLS tunnels or a private network.
+neither encrypts nor MACs later frames, so on a hostile network also give the
+transport TLS contexts (``ssl_server``/``ssl_client``, mutual TLS: see
+docs/security.md). With TLS the handshake above runs inside the TLS session,
+and a connection without a certificate the server trusts never reaches it.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ import logging
 import random
 import secrets
 import socket
+import ssl
 import struct
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-from raftkv.core.messages import AppendEntries, Heartbeat, HeartbeatResponse, Message
+from raftkv.core.messages import AppendEntries, Heartbeat, HeartbeatResponse
 from raftkv.core.types import NodeId
 from raftkv.transport.base import Address, OnMessages, TransportStats
 from raftkv.transport.codec import (
@@ -81,6 +84,7 @@ from raftkv.transport.errors import (
     TransportClosed,
     TransportError,
 )
+from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
 
 __all__ = ["TcpTransport"]
 
@@ -93,12 +97,16 @@ _CLIENT_LABEL = b"raftkv client proof"
 _SERVER_LABEL = b"raftkv server proof"
 
 
-def _approx_size(msg: Message) -> int:
+def _approx_size(msg: PeerMessage) -> int:
     """A cheap upper-ish estimate of a message's encoded size, for queue and batch limits."""
     if isinstance(msg, AppendEntries):
         return 64 + sum(len(e.data) + 24 for e in msg.entries)
     if isinstance(msg, Heartbeat | HeartbeatResponse):
         return 64 + len(msg.context)
+    if isinstance(msg, ForwardRequest):
+        return 64 + len(msg.payload)
+    if isinstance(msg, ForwardResponse):
+        return 64 + len(msg.body)
     return 64
 
 
@@ -152,16 +160,19 @@ async def _wait_eof(reader: asyncio.StreamReader) -> None:
 class _Outbound:
     """One peer's send side: a bounded queue and the task that drains it."""
 
-    __slots__ = ("node_id", "address", "queue", "queued_bytes", "wake", "task")
+    __slots__ = ("node_id", "address", "queue", "queued_bytes", "wake", "task", "writer")
 
     def __init__(self, node_id: NodeId, address: Address) -> None:
         self.node_id = node_id
         self.address = address
         # Invariant: queued_bytes == sum of the sizes in queue.
-        self.queue: deque[tuple[Message, int]] = deque()
+        self.queue: deque[tuple[PeerMessage, int]] = deque()
         self.queued_bytes = 0
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        # The handshaken connection being pumped, while it is up: send() writes
+        # to it directly when nothing is waiting to drain.
+        self.writer: asyncio.StreamWriter | None = None
 
 
 class TcpTransport:
@@ -189,6 +200,10 @@ class TcpTransport:
         write_timeout: a write that cannot drain this long closes the connection.
         rng: randomness for backoff jitter (handshake nonces always come from
             :mod:`secrets`).
+        ssl_server: TLS for accepted connections (``None``: plain TCP). For
+            mutual TLS it requires client certificates (``CERT_REQUIRED``).
+        ssl_client: TLS for outbound connections, verifying the peer's
+            certificate (and its host name, if the context checks them).
     """
 
     def __init__(
@@ -211,7 +226,11 @@ class TcpTransport:
         handshake_timeout: float = 2.0,
         write_timeout: float = 10.0,
         rng: random.Random | None = None,
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
     ) -> None:
+        if (ssl_server is None) != (ssl_client is None):
+            raise ValueError("give both ssl_server and ssl_client, or neither")
         if min(max_queue, max_queue_bytes, max_batch_messages, max_batch_bytes) < 1:
             raise ValueError("queue and batch limits must be positive")
         if not 0 < max_frame_size < 2**32:
@@ -234,6 +253,8 @@ class TcpTransport:
         self._handshake_timeout = handshake_timeout
         self._write_timeout = write_timeout
         self._rng = rng if rng is not None else random.Random()
+        self._ssl_server = ssl_server
+        self._ssl_client = ssl_client
 
         self._stats = TransportStats()
         self._peers: dict[NodeId, Address] = {}
@@ -274,6 +295,11 @@ class TcpTransport:
         """A copy of the current peer map."""
         return dict(self._peers)
 
+    def is_connected(self, peer: NodeId) -> bool:
+        """Whether the connection to ``peer`` is up (handshaken and not seen closed)."""
+        out = self._outbound.get(peer)
+        return out is not None and out.writer is not None
+
     def queued(self, peer: NodeId) -> int:
         """Messages waiting for ``peer`` (0 for an unknown peer)."""
         out = self._outbound.get(peer)
@@ -294,7 +320,13 @@ class TcpTransport:
         if self._started:
             raise TransportError(f"transport {self._node_id} is already started")
         host, port = self._listen
-        self._server = await asyncio.start_server(self._handle_inbound, host, port)
+        self._server = await asyncio.start_server(
+            self._handle_inbound,
+            host,
+            port,
+            ssl=self._ssl_server,
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl_server else None,
+        )
         self._port = int(self._server.sockets[0].getsockname()[1])
         self._started = True
         for out in self._outbound.values():
@@ -353,7 +385,7 @@ class TcpTransport:
 
     # ----------------------------------------------------------------- sending
 
-    def send(self, msgs: Sequence[Message]) -> None:
+    def send(self, msgs: Sequence[PeerMessage]) -> None:
         """Queue each message for its ``to`` peer; never blocks.
 
         Messages to unknown peers are dropped (``dropped_unroutable``); a full
@@ -364,6 +396,7 @@ class TcpTransport:
         """
         if self._closed:
             raise TransportClosed(f"transport {self._node_id} was stopped")
+        touched: list[_Outbound] = []
         for msg in msgs:
             out = self._outbound.get(msg.to)
             if out is None:
@@ -385,7 +418,23 @@ class TcpTransport:
                     "queue for %s full; dropping oldest messages",
                     out.node_id,
                 )
-            out.wake.set()
+            if out not in touched:
+                touched.append(out)
+        for out in touched:
+            writer = out.writer
+            if writer is not None and not writer.transport.get_write_buffer_size():
+                # The link is up and idle: write now, in this call, rather than
+                # a loop iteration later from the writer task. A Ready's
+                # messages then leave before the node starts its own disk
+                # write, and no task switch is paid per batch.
+                try:
+                    self._write_queued(out, writer)
+                except (OSError, RuntimeError) as exc:  # closing under us: Raft resends
+                    logger.debug("%s: write to %s failed: %r", self._node_id, out.node_id, exc)
+                else:
+                    if not writer.transport.get_write_buffer_size():
+                        continue
+            out.wake.set()  # the writer task connects, drains, or retries
 
     def _spawn(self, out: _Outbound) -> None:
         out.task = asyncio.get_running_loop().create_task(
@@ -421,6 +470,9 @@ class TcpTransport:
                 self._log_once(
                     "dial", out.node_id, "bad handshake frame from %s: %s", out.node_id, exc
                 )
+            except ssl.SSLError as exc:  # before OSError, its base class
+                self._stats.auth_failures += 1
+                self._log_once("tls-out", out.node_id, "TLS with %s failed: %s", out.node_id, exc)
             except (OSError, TimeoutError, EOFError, HandshakeError) as exc:
                 self._log_once(
                     "dial",
@@ -450,7 +502,16 @@ class TcpTransport:
     async def _dial(self, out: _Outbound) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = out.address
         async with asyncio.timeout(self._connect_timeout):
-            reader, writer = await asyncio.open_connection(host, port)
+            if self._ssl_client is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            else:
+                reader, writer = await asyncio.open_connection(
+                    host,
+                    port,
+                    ssl=self._ssl_client,
+                    server_hostname=host,
+                    ssl_handshake_timeout=self._handshake_timeout,
+                )
         try:
             _set_nodelay(writer)
             async with asyncio.timeout(self._handshake_timeout):
@@ -465,30 +526,41 @@ class TcpTransport:
     ) -> None:
         """Write everything queued for ``out`` in batches until the stream breaks."""
         eof = asyncio.get_running_loop().create_task(_wait_eof(reader))
-        eof.add_done_callback(lambda _: out.wake.set())
+
+        def closed(_: object) -> None:
+            out.writer = None  # send() no longer writes to this stream
+            out.wake.set()
+
+        eof.add_done_callback(closed)
+        out.writer = writer
         try:
             while True:
                 if eof.done():
                     raise ConnectionResetError("the peer closed the connection")
-                if not out.queue:
-                    out.wake.clear()
-                    await out.wake.wait()
-                    continue
-                batch = self._take_batch(out)
-                frames = self._encode_frames(out.node_id, batch)
-                for frame, count in frames:
-                    writer.write(frame)
-                    self._stats.frames_out += 1
-                    self._stats.msgs_out += count
-                if frames:
+                if out.queue:
+                    self._write_queued(out, writer)
+                if writer.transport.get_write_buffer_size():
                     async with asyncio.timeout(self._write_timeout):
                         await writer.drain()
+                    continue
+                out.wake.clear()
+                await out.wake.wait()
         finally:
+            out.writer = None
             eof.cancel()
             await asyncio.wait([eof])
 
-    def _take_batch(self, out: _Outbound) -> list[Message]:
-        batch: list[Message] = []
+    def _write_queued(self, out: _Outbound, writer: asyncio.StreamWriter) -> None:
+        """Write everything queued for ``out`` to ``writer``, in frames of at most a batch."""
+        while out.queue:
+            batch = self._take_batch(out)
+            for frame, count in self._encode_frames(out.node_id, batch):
+                writer.write(frame)
+                self._stats.frames_out += 1
+                self._stats.msgs_out += count
+
+    def _take_batch(self, out: _Outbound) -> list[PeerMessage]:
+        batch: list[PeerMessage] = []
         size = 0
         while out.queue and len(batch) < self._max_batch_messages:
             msg, msg_size = out.queue[0]
@@ -500,7 +572,7 @@ class TcpTransport:
             size += msg_size
         return batch
 
-    def _encode_frames(self, peer: NodeId, batch: list[Message]) -> list[tuple[bytes, int]]:
+    def _encode_frames(self, peer: NodeId, batch: list[PeerMessage]) -> list[tuple[bytes, int]]:
         """Frames for ``batch``, split in halves until each fits; unencodable messages dropped."""
         try:
             payload = encode_batch(batch)
@@ -623,13 +695,14 @@ class TcpTransport:
             self._stats.decode_errors += 1
             self._log_once("decode-in", remote, "bad handshake frame from %s: %s", remote, exc)
         except (TimeoutError, EOFError) as exc:
+            self._stats.handshakes_incomplete += 1
             logger.debug("%s: handshake with %s did not complete: %r", self._node_id, remote, exc)
         return None
 
     async def _server_handshake(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> NodeId:
-        hello = await _read_control(reader)
+        hello = await _read_control(reader, server=True)
         if not isinstance(hello, Hello):
             raise HandshakeError(f"expected a hello, got {type(hello).__name__}")
         reason = ""
@@ -646,7 +719,7 @@ class TcpTransport:
             raise AuthenticationError(f"{hello.node_id}: {reason}")
         server_nonce = secrets.token_bytes(NONCE_LEN)
         await _write_control(writer, Challenge(node_id=self._node_id, nonce=server_nonce))
-        auth = await _read_control(reader)
+        auth = await _read_control(reader, server=True)
         if not isinstance(auth, Auth):
             raise HandshakeError(f"expected auth, got {type(auth).__name__}")
         args = (self._cluster_id, hello.node_id, self._node_id, hello.nonce, server_nonce)
@@ -725,9 +798,19 @@ async def _write_control(writer: asyncio.StreamWriter, frame: ControlFrame) -> N
     await writer.drain()
 
 
-async def _read_control(reader: asyncio.StreamReader) -> ControlFrame:
+async def _read_control(reader: asyncio.StreamReader, *, server: bool = False) -> ControlFrame:
+    """One handshake frame. On the accepting side, a Raft message batch in its place
+    is an unauthenticated peer (HandshakeError), not merely a bad frame."""
     length = frame_length(await reader.readexactly(HEADER_SIZE), max_frame_size=_MAX_CONTROL_FRAME)
-    return decode_control(await reader.readexactly(length))
+    payload = await reader.readexactly(length)
+    try:
+        return decode_control(payload)
+    except CodecError:
+        if server:
+            with contextlib.suppress(CodecError):
+                decode_batch(payload)
+                raise HandshakeError("a Raft message before the handshake completed") from None
+        raise
 
 
 async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:

@@ -43,6 +43,7 @@ from raftkv.transport.codec import (
     frame_length,
 )
 from raftkv.transport.errors import CodecError, FrameTooLarge, TransportError
+from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
 
 N = NodeId
 U64 = 2**64 - 1
@@ -139,12 +140,31 @@ MESSAGE_STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
     ReadIndexResponse: st.builds(
         ReadIndexResponse, term=uints, sender=node_ids, to=node_ids, index=uints, context=contexts
     ),
+    # Not core messages: writes forwarded to the leader over the peer link.
+    ForwardRequest: st.builds(
+        ForwardRequest,
+        term=uints,
+        sender=node_ids,
+        to=node_ids,
+        request_id=uints,
+        payload=st.binary(max_size=64),
+    ),
+    ForwardResponse: st.builds(
+        ForwardResponse,
+        term=uints,
+        sender=node_ids,
+        to=node_ids,
+        request_id=uints,
+        status=st.sampled_from([200, 400, 404, 409, 503, 504]),
+        body=st.binary(max_size=64),
+    ),
 }
 messages = st.one_of(*MESSAGE_STRATEGIES.values())
 
 
 def test_every_message_kind_has_a_strategy_and_a_code() -> None:
-    kinds = set(typing.get_args(Message))
+    kinds = set(typing.get_args(PeerMessage))
+    assert set(typing.get_args(Message)) < kinds
     assert set(MESSAGE_STRATEGIES) == kinds
     assert set(codec.message_codes()) == kinds
     assert len(set(codec.message_codes().values())) == len(kinds)

@@ -30,6 +30,7 @@ from raftkv.transport.codec import (
     encode_frame,
     frame_length,
 )
+from raftkv.transport.forward import ForwardRequest
 
 LOCAL = "127.0.0.1"
 SECRET = b"correct horse battery staple"
@@ -637,3 +638,31 @@ def test_backoff_is_jittered_and_capped() -> None:
 
 
 _: Callable[..., Awaitable[None]] = eventually  # keep type checkers honest about the helper
+
+
+def test_send_on_an_idle_connected_link_writes_at_once_and_carries_forwards() -> None:
+    async def main() -> None:
+        nodes, inboxes = await cluster(["a", "b"])
+        nodes["a"].send([hb("a", "b", 0)])  # the first send connects
+        await eventually(lambda: len(inboxes["b"].msgs) == 1)
+        assert nodes["a"].is_connected(NodeId("b"))
+        assert not nodes["a"].is_connected(NodeId("nobody"))
+        frames = nodes["a"].stats.frames_out
+        # Connected and idle: the frame is written inside send(), nothing stays queued.
+        nodes["a"].send(
+            [
+                hb("a", "b", 1),
+                ForwardRequest(
+                    term=1, sender=NodeId("a"), to=NodeId("b"), request_id=7, payload=b"cmd"
+                ),
+            ]
+        )
+        assert nodes["a"].queued(NodeId("b")) == 0
+        assert nodes["a"].stats.frames_out == frames + 1
+        await eventually(lambda: len(inboxes["b"].msgs) == 3)
+        got = inboxes["b"].msgs[-1]
+        assert isinstance(got, ForwardRequest) and got.payload == b"cmd" and got.request_id == 7
+        await stop_all(nodes)
+        assert_no_other_tasks()
+
+    run(main())
