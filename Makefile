@@ -109,6 +109,7 @@ screenshots: $(STAMP) browser
 	$(SHOT) --window-size=1400,560 --screenshot=docs/img/timeline-violation.png file:///tmp/raftkv-votes-twice.html
 	$(BIN)/raftkv sim --seed 4 --nodes 5 --time 30 --membership --snapshots --reads --trace /tmp/raftkv-complete.html
 	$(SHOT) --window-size=1400,560 --screenshot=docs/img/timeline-membership.png file:///tmp/raftkv-complete.html
+	$(BIN)/python docs/img/dashboard_screenshot.py
 
 # Long fuzzing (docs/security.md): the hypothesis fuzz tests with many more
 # examples, then, if atheris is installed (pip install atheris), coverage-guided

@@ -925,6 +925,7 @@ def cluster(
         procs[n] = subprocess.Popen(cmd, env=env, start_new_session=True)
         click.echo(f"{n}: api http://{api[n]}  raft {raft[n]}  data {os.path.join(data_dir, n)}")
     click.echo(f"endpoints: {','.join('http://' + api[n] for n in ids)}")
+    click.echo(f"dashboard: http://{api[ids[0]]}/ (any node's API serves it)")
     click.echo("Ctrl-C stops the cluster.")
     try:
         while not stopping:

@@ -31,6 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from importlib import resources
 from typing import Any
 
 import aiohttp
@@ -82,7 +83,10 @@ _READY_TIMEOUT_S = 0.8
 _NODE_KEY: web.AppKey[RaftNode] = web.AppKey("node", RaftNode)
 _CONFIG_KEY: web.AppKey[ServerConfig] = web.AppKey("config", ServerConfig)
 # Routes served without a token and outside the concurrency limit (probes).
-_UNGUARDED = frozenset({"/v1/health/live", "/v1/health/ready"})
+_UNGUARDED = frozenset({"/v1/health/live", "/v1/health/ready", "/"})
+_CLUSTER_STATUS_TIMEOUT_S = 0.5
+# The dashboard page (static; it holds no data and fetches /v1/cluster).
+_DASHBOARD = (resources.files("raftkv.viz") / "dashboard.html").read_text(encoding="utf-8")
 _MAX_LOGGED_REFUSALS = 256
 _HTTP_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 
@@ -476,6 +480,53 @@ class _Api:
     async def status(self, request: web.Request) -> web.Response:
         return _json(200, self.node.status().to_json())
 
+    async def cluster(self, request: web.Request) -> web.Response:
+        """Every member's ``/v1/status`` as this node can reach it (for the dashboard).
+
+        Members are asked concurrently, with a short timeout; one that does not
+        answer is listed with ``"status": null`` and the error. The caller's
+        token is passed on.
+        """
+        node = self.node
+        own = node.status()
+        scheme = "https" if self.config.tls else "http"
+        headers = {}
+        if "Authorization" in request.headers:
+            headers["Authorization"] = request.headers["Authorization"]
+
+        async def ask(node_id: NodeId) -> dict[str, Any]:
+            member = node.members.get(node_id)
+            entry: dict[str, Any] = {"id": node_id, "api": None, "status": None}
+            if member is not None:
+                entry["api"] = member.to_json()["api_addr"]
+            if node_id == node.node_id:
+                entry["status"] = own.to_json()
+                return entry
+            if member is None or self.http is None:
+                entry["error"] = "no address known"
+                return entry
+            try:
+                async with self.http.get(
+                    member.api_url(scheme=scheme) + "/v1/status",
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=_CLUSTER_STATUS_TIMEOUT_S),
+                ) as resp:
+                    if resp.status != 200:
+                        entry["error"] = f"HTTP {resp.status}"
+                    else:
+                        entry["status"] = await resp.json()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                entry["error"] = str(exc) or type(exc).__name__
+            return entry
+
+        ids = sorted({*map(NodeId, own.members), *own.voters, *own.learners, node.node_id})
+        members = await asyncio.gather(*(ask(n) for n in ids))
+        return _json(200, {"node_id": node.node_id, "members": list(members)})
+
+    async def dashboard(self, request: web.Request) -> web.Response:
+        """The live dashboard: a static page that polls ``/v1/cluster``."""
+        return web.Response(text=_DASHBOARD, content_type="text/html")
+
     async def metrics(self, request: web.Request) -> web.Response:
         resp = web.Response(body=self.node.metrics.render())
         resp.headers["Content-Type"] = CONTENT_TYPE
@@ -595,6 +646,8 @@ def build_app(node: RaftNode, config: ServerConfig) -> web.Application:
     r.add_post("/v1/kv/{key}/cas", api.cas)
     r.add_post("/v1/kv", api.multi_put)
     r.add_get("/v1/status", api.status, allow_head=False)
+    r.add_get("/v1/cluster", api.cluster, allow_head=False)
+    r.add_get("/", api.dashboard, allow_head=False)
     r.add_get("/metrics", api.metrics, allow_head=False)
     r.add_get("/v1/health/live", api.live, allow_head=False)
     r.add_get("/v1/health/ready", api.ready, allow_head=False)

@@ -170,6 +170,7 @@ class ProcCluster:
     election_ms: int = 500
     fsync: bool = True
     snapshot_entries: int | None = None
+    extra_args: list[str] = field(default_factory=list)
     members: dict[NodeId, Member] = field(default_factory=dict)
     procs: dict[NodeId, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -207,7 +208,7 @@ class ProcCluster:
             cmd += ["--snapshot-entries", str(self.snapshot_entries)]
         if not self.fsync:
             cmd.append("--no-fsync")
-        return cmd
+        return cmd + self.extra_args
 
     def start_node(self, node_id: NodeId, state: str = "new") -> None:
         env = dict(os.environ)

@@ -95,7 +95,7 @@ def test_http_errors_are_json_and_node_keeps_serving(tmp_path: Path) -> None:
             ("POST", "/v1/kv/x/cas", b'{"value": 1}', 400),
             ("PUT", "/v1/kv/x", b'"' + b"a" * (2 << 20) + b'"', 413),
             ("GET", "/v1/nope", None, 404),
-            ("GET", "/", None, 404),
+            ("GET", "/no/such/route", None, 404),
             ("PATCH", "/v1/kv/x", b"1", 405),
             ("POST", "/v1/status", b"{}", 405),
             ("GET", "/v1/kv/x?consistency=weird", None, 400),

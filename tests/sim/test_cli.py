@@ -59,7 +59,7 @@ def test_trace_and_timing(tmp_path: Path) -> None:
     lines = trace.read_text().splitlines()
     assert lines and all(json.loads(line)["t"] >= 0 for line in lines)
     text = page.read_text()
-    assert text.startswith("<!doctype html>") and "<th>n5</th>" in text
+    assert text.startswith("<!doctype html>") and '"nodes":["n1","n2","n3","n4","n5"]' in text
 
 
 def test_sweep_reports_failures_with_a_replay_command() -> None:
