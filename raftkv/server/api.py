@@ -147,6 +147,8 @@ class _Guard:
         self.node = node
         self.config = config
         self.inflight = 0
+        # Requests let through (every route but the probes): the dashboard's rate.
+        self.served = 0
         self._logged: set[tuple[str, str]] = set()
 
     def _refuse(self, request: web.Request, status: int, reason: str, message: str) -> web.Response:
@@ -178,6 +180,7 @@ class _Guard:
         if self.inflight >= self.config.max_concurrent_requests:
             return self._refuse(request, 503, "overloaded", "too many requests in flight")
         self.inflight += 1
+        self.served += 1
         try:
             return await handler(request)
         finally:
@@ -279,6 +282,7 @@ class _Api:
         self.node = node
         self.config = config
         self.http: aiohttp.ClientSession | None = None
+        self.guard: _Guard | None = None
 
     # -- forwarding ----------------------------------------------------------
 
@@ -478,7 +482,10 @@ class _Api:
     # -- cluster routes ------------------------------------------------------
 
     async def status(self, request: web.Request) -> web.Response:
-        return _json(200, self.node.status().to_json())
+        body = self.node.status().to_json()
+        if self.guard is not None:
+            body["requests_served"] = self.guard.served
+        return _json(200, body)
 
     async def cluster(self, request: web.Request) -> web.Response:
         """Every member's ``/v1/status`` as this node can reach it (for the dashboard).
@@ -501,6 +508,8 @@ class _Api:
                 entry["api"] = member.to_json()["api_addr"]
             if node_id == node.node_id:
                 entry["status"] = own.to_json()
+                if self.guard is not None:
+                    entry["status"]["requests_served"] = self.guard.served
                 return entry
             if member is None or self.http is None:
                 entry["error"] = "no address known"
@@ -620,6 +629,7 @@ def build_app(node: RaftNode, config: ServerConfig) -> web.Application:
     """The aiohttp application serving ``node``."""
     api = _Api(node, config)
     guard = _Guard(node, config)
+    api.guard = guard
     app = web.Application(
         middlewares=[_errors_middleware, guard.middleware], client_max_size=config.max_body_bytes
     )

@@ -69,6 +69,7 @@ def test_dashboard_shows_the_cluster_and_follows_a_new_leader(tmp_path: Path) ->
         assert code == 200 and isinstance(cluster, dict)
         assert sorted(m["id"] for m in cluster["members"]) == sorted(c.members)
         assert all(m["status"] is not None for m in cluster["members"])
+        assert all(isinstance(m["status"]["requests_served"], int) for m in cluster["members"])
 
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         dom, console = _load(c.url(serving) + "/", ARTIFACTS / "dashboard.png")
@@ -92,6 +93,7 @@ def test_dashboard_shows_the_cluster_and_follows_a_new_leader(tmp_path: Path) ->
         assert "Uncaught" not in console, console
         assert rows[new_leader] == "leader"
         assert "recent leadership changes" in dom
+        assert "requests/s" in dom and "commits/s" in dom
 
 
 def _wait_new_leader(c: ProcCluster, old: NodeId) -> NodeId:
