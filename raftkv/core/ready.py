@@ -10,8 +10,11 @@ Rule: a driver handles one :class:`Ready` at a time, in this order:
    record ``hard_state`` if not ``None``; if ``must_sync``, make both durable;
 3. only then send ``messages_after_persist`` (votes and append acknowledgements
    promise that state is durable);
-4. apply ``committed_entries`` to the state machine, in order;
-5. call ``advance(ready)``.
+4. apply ``committed_entries`` to the state machine, in order -- this may also
+   happen before step 2 completes: committed entries are durable on a majority
+   already, even those that are among this Ready's own ``entries`` (etcd's
+   drivers do the same, and raftkv's server applies them while it syncs);
+5. call ``advance(ready)`` only once steps 2-4 are all done.
 
 Calls to ``step``/``tick``/``propose`` between ``ready()`` and ``advance()`` are
 allowed; ``ready()`` may not be called again until ``advance()``.
