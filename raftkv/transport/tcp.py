@@ -540,8 +540,13 @@ class TcpTransport:
                 if out.queue:
                     self._write_queued(out, writer)
                 if writer.transport.get_write_buffer_size():
+                    # drain() blocks only above the buffer's high-water mark;
+                    # below it the bytes leave on their own. Do not loop on it:
+                    # with a peer that stopped reading (a partition) that spun
+                    # the event loop, piling up a timer per turn.
                     async with asyncio.timeout(self._write_timeout):
                         await writer.drain()
+                if out.queue:
                     continue
                 out.wake.clear()
                 await out.wake.wait()
