@@ -49,8 +49,16 @@ def test_tls_cluster_forms_and_refuses_clients_without_credentials(
         try:
             leader = await c.leader()
             follower = next(n for n in c.nodes if n != leader)
-            for node in c.nodes.values():
-                assert node._transport.stats.connects >= 2  # type: ignore[union-attr]
+            # Every node dials both peers over TLS (a leader needs only a quorum,
+            # so the last link may still be coming up when it is elected).
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10.0
+            while any(
+                n._transport.stats.connects < 2  # type: ignore[union-attr]
+                for n in c.nodes.values()
+            ):
+                assert loop.time() < deadline, "TLS peer links did not all come up"
+                await asyncio.sleep(0.05)
             via = [endpoint(c, follower)]  # writes are forwarded to the leader over HTTPS
             tls = {"ca_file": pki.ca, "cert_file": pki.client_cert, "key_file": pki.client_key}
 
