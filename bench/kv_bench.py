@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from context import cpu_model, git_commit
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "kv_bench.jsonl"
@@ -198,7 +199,7 @@ class Cluster:
                 raise SystemExit("preload failed")
 
     def version(self) -> str:
-        return _commit()[:12]
+        return git_commit()[:12]
 
 
 @dataclass
@@ -527,33 +528,6 @@ async def measure_failover(
 # --------------------------------------------------------------------------- context
 
 
-def _commit() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _filesystem(path: Path) -> str:
     """The type of the filesystem holding ``path`` (from /proc/mounts; Linux only)."""
     try:
@@ -572,7 +546,7 @@ def _machine(data_dir: Path) -> dict[str, Any]:
     return {
         "host": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "data_fs": _filesystem(data_dir),
@@ -602,7 +576,7 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
     clusters = [_make_cluster(system, root, args) for system in args.systems]
     rows: list[dict[str, Any]] = []
     machine = _machine(root)
-    commit = _commit()
+    commit = git_commit()
     print(
         f"kv_bench: {', '.join(args.systems)}; {args.nodes} nodes each, "
         f"fsync={'off' if args.no_fsync else 'on'}, data in {root} ({machine['data_fs']}), "

@@ -33,6 +33,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kv_bench
+from context import git_commit
 
 RESULTS = kv_bench.REPO / "bench" / "results" / "kv_restart.jsonl"
 
@@ -119,7 +120,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             row = {
                 "bench": "kv_restart",
                 "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "commit": kv_bench._commit(),
+                "commit": git_commit(),
                 "machine": kv_bench._machine(root),
                 "loadavg_1m": round(os.getloadavg()[0], 2),
                 "keys": args.keys,

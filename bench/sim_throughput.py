@@ -31,7 +31,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from context import cpu_model, git_commit
 
 from raftkv.sim.faults import parse_faults
 from raftkv.sim.runner import SimConfig, run_simulation
@@ -140,33 +141,6 @@ def sweep(configs: list[SimConfig], jobs: int) -> dict[str, Any]:
     }
 
 
-def _commit() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return sha + ("-dirty" if dirty else "")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _fmt(n: float) -> str:
     return f"{n:,.0f}"
 
@@ -201,10 +175,10 @@ def main() -> None:
         "bench": "sim_throughput",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "label": args.label,
-        "commit": _commit(),
+        "commit": git_commit(),
         "machine": {
             "platform": platform.platform(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
@@ -230,7 +204,7 @@ def main() -> None:
 
     print(f"## Simulator throughput ({record['date']}, {record['commit'][:12]})\n")
     print(
-        f"{_cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average {load_before[0]:.2f} -> {load_after[0]:.2f}\n"
     )
     print("| measurement | value |")
