@@ -20,10 +20,7 @@ __all__ = [
     "Unsupported",
     "BadRequest",
     "LearnerNotReady",
-    "Unauthorized",
-    "Forbidden",
     "TooLarge",
-    "Overloaded",
 ]
 
 
@@ -95,25 +92,7 @@ class LearnerNotReady(ServerError):
     status = 409
 
 
-class Unauthorized(ServerError):
-    """No bearer token, or one this node does not know (``--client-token-file``)."""
-
-    status = 401
-
-
-class Forbidden(ServerError):
-    """A valid token without the right: a read-only token on a write route."""
-
-    status = 403
-
-
 class TooLarge(ServerError):
     """A request over a configured limit (body, key, value, multi-put pairs)."""
 
     status = 413
-
-
-class Overloaded(ServerError):
-    """More requests in flight than ``--max-concurrent-requests``; nothing was done."""
-
-    status = 503
