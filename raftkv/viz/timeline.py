@@ -157,7 +157,7 @@ def timeline_page(lines: Iterable[str], *, title: str = "raftkv simulation") -> 
         "<div id='violation'></div><svg id='tl' xmlns='http://www.w3.org/2000/svg'></svg>"
         "<div id='legend'></div><div id='inspect'></div>"
         f"<script id='model' type='application/json'>{data}</script>"
-        f"<script>{_JS}</script></body></html>"
+        f"<script>{_script()}</script></body></html>"
     )
 
 
@@ -170,4 +170,7 @@ svg{border:1px solid #ccc;user-select:none;cursor:crosshair;display:block}
 #legend span{display:inline-block;padding:1px 6px;margin-right:6px}
 """
 
-_JS = (resources.files("raftkv.viz") / "timeline.js").read_text(encoding="utf-8")
+
+def _script() -> str:
+    """The page's JavaScript, read when a page is made (not when the CLI starts)."""
+    return (resources.files("raftkv.viz") / "timeline.js").read_text(encoding="utf-8")
