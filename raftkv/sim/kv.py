@@ -81,6 +81,7 @@ class Command:
         )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Result:
     """What applying a command produced (the fields of a linearizability ``Operation``).

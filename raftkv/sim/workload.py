@@ -26,12 +26,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from raftkv.core._frozen import fast_init
 from raftkv.sim.clock import Clock, Micros
 from raftkv.sim.kv import Command, Result
 from raftkv.sim.linearizability import FAIL, INFO, OK, Operation
 from raftkv.sim.network import Endpoint, Network
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientRequest:
     """Client -> node: propose this command."""
@@ -43,6 +45,7 @@ class ClientRequest:
     """Serve this ``get`` through ReadIndex instead of proposing it."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClientReply:
     """Node -> client: the outcome of a request.

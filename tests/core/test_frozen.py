@@ -1,4 +1,5 @@
-"""fast_init: the replaced __init__ builds exactly what the dataclass __init__ builds."""
+"""fast_init: the replaced __init__ builds exactly what the dataclass __init__ builds,
+and immutability moves from run time to the type checker."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import inspect
 import pickle
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -63,10 +65,8 @@ def test_fields_defaults_equality_hash_and_repr() -> None:
     assert (p.a, p.b) == (1, "x") and _FastPositional(1, b="y").b == "y"
 
 
-def test_still_frozen_and_copyable() -> None:
+def test_copyable_and_picklable() -> None:
     a = _Fast(term=3, sender="n1")
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        a.term = 4  # type: ignore[misc]
     assert pickle.loads(pickle.dumps(a)) == a
     assert copy.copy(a) == a and copy.deepcopy(a) == a
     assert dataclasses.replace(a, term=9) == _Fast(term=9, sender="n1")
@@ -128,3 +128,32 @@ def test_core_values_are_built_by_fast_init() -> None:
     ):
         # functools.update_wrapper leaves the dataclass's own __init__ here.
         assert hasattr(cls.__init__, "__wrapped__"), cls
+
+
+def test_plain_slot_stores_at_run_time() -> None:
+    # What makes construction cheap: no frozen __setattr__ left on the class.
+    assert "__setattr__" not in _Fast.__dict__ and "__delattr__" not in _Fast.__dict__
+    assert "__setattr__" in _Plain.__dict__
+    for cls in (Entry, HardState, AppendEntries, Heartbeat, Ready):
+        assert "__setattr__" not in cls.__dict__, cls
+
+
+def test_the_type_checker_rejects_assigning_a_field(tmp_path: Path) -> None:
+    """Immutability is enforced by mypy (make test runs it on all of raftkv)."""
+    api = pytest.importorskip("mypy.api")
+    snippet = tmp_path / "mutates.py"
+    snippet.write_text(
+        "from raftkv.core import Entry, Heartbeat, NodeId\n"
+        "hb = Heartbeat(term=1, sender=NodeId('a'), to=NodeId('b'), commit=0)\n"
+        "hb.term = 2\n"
+        "e = Entry(term=1, index=1)\n"
+        "e.data = b'x'\n"
+        "ok = Heartbeat(term=hb.term, sender=hb.sender, to=hb.to, commit=e.index)\n"
+    )
+    out, _, status = api.run(
+        ["--strict", "--no-incremental", "--follow-imports=silent", str(snippet)]
+    )
+    assert status == 1, out
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    assert [line.split(":")[1] for line in errors] == ["3", "5"], out
+    assert 'Property "term" defined in "Heartbeat" is read-only' in out
