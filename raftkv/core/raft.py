@@ -170,7 +170,7 @@ class Raft:
         self.msgs_after_persist: list[Message] = []
 
         self._step_role: Callable[[Message], None] = self._step_follower
-        self._tick_role: Callable[[], None] = self._tick_election
+        self._tick_role: Callable[[], bool] = self._tick_election
 
         if (
             config.peers
@@ -437,20 +437,29 @@ class Raft:
 
     # -- ticks -------------------------------------------------------------
 
-    def tick(self) -> None:
-        self._tick_role()
+    def tick(self) -> bool:
+        """Advance the timers by one tick.
 
-    def _tick_election(self) -> None:
+        Returns ``False`` when the tick only advanced the timers (no election,
+        heartbeat or step-down): it then created no work for a Ready.
+        """
+        return self._tick_role()
+
+    def _tick_election(self) -> bool:
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.hup()
+            return True
+        return False
 
-    def _tick_heartbeat(self) -> None:
+    def _tick_heartbeat(self) -> bool:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         self.leader_ticks += 1
+        acted = False
         if self.election_elapsed >= self.election_timeout:
+            acted = True
             self.election_elapsed = 0
             if self.lead_transferee is not None:
                 logger.debug("%s aborts transfer to %s", self.node_id, self.lead_transferee)
@@ -458,7 +467,7 @@ class Raft:
             if self.config.check_quorum and not self.check_quorum_active():
                 logger.debug("%s steps down at term %d: quorum inactive", self.node_id, self.term)
                 self.become_follower(self.term, None)
-                return
+                return True
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
             self.heartbeat_elapsed = 0
             if self.config.read_only == "lease" and not self.read_round_unsent:
@@ -466,6 +475,8 @@ class Raft:
                 self.read_round += 1
                 self.read_round_unsent = True
             self.broadcast_heartbeat(self._take_read_round())
+            return True
+        return acted
 
     def check_quorum_active(self) -> bool:
         """CheckQuorum: did a quorum talk to us this election timeout? Resets the marks."""

@@ -91,9 +91,15 @@ class RawNode:
 
     # -- inputs ------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Advance logical time by one tick."""
-        self.raft.tick()
+    def tick(self) -> bool:
+        """Advance logical time by one tick.
+
+        Returns ``False`` if the tick did nothing but advance the timers: a
+        driver that had no Ready pending before it still has none (it may skip
+        :meth:`has_ready`). ``True`` means an election, heartbeat or step-down
+        may have produced work.
+        """
+        return self.raft.tick()
 
     def step(self, msg: Message) -> None:
         """Deliver a message from a peer. Messages for another node are ignored."""

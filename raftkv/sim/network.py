@@ -151,8 +151,7 @@ class Network:
         With ``duplicate=False`` the link never delivers a second copy.
         """
         self.sent[kind] += 1
-        blocked = self.blocked
-        if blocked and (src, dst) in blocked:
+        if self.blocked and (src, dst) in self.blocked:
             self.dropped[kind] += 1
             return
         p = self._link_params.get((src, dst), self.params) if self._link_params else self.params
@@ -166,18 +165,19 @@ class Network:
         # Each copy draws its jitter, then its reordering, in that order. The
         # delivery is pushed straight onto the clock's heap: this is
         # Clock.schedule inlined, on the simulator's hottest path.
-        clock = self._clock
-        item = (src, dst, payload, kind)
         jitter = p.jitter_us
         reorder = p.reorder
-        delay = p.latency_us
         if jitter:
             # The exponential distribution, as random.expovariate computes it.
-            delay += int(-_log(1.0 - rng.random()) * jitter)
+            delay = p.latency_us + int(-_log(1.0 - rng.random()) * jitter)
+        else:
+            delay = p.latency_us
         if reorder and rng.random() < reorder:
             delay += rng.randrange(p.reorder_us + 1)
-        clock._seq += 1
-        _heappush(clock._heap, (clock._now + delay, clock._seq, self._deliver, item))
+        clock = self._clock
+        item = (src, dst, payload, kind)
+        seq = clock._seq = clock._seq + 1
+        _heappush(clock._heap, (clock._now + delay, seq, self._deliver, item))
         if copy:
             delay = p.latency_us
             if jitter:

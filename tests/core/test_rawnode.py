@@ -188,3 +188,59 @@ def test_step_between_ready_and_advance_is_kept_for_next_ready():
     rd2 = handle(node, st)
     assert [e.index for e in rd2.entries] == [2]
     assert [m.index for m in rd2.messages_after_persist] == [2]
+
+
+def test_tick_returns_whether_it_produced_work():
+    """RawNode.tick() is False only when it advanced the timers and nothing else.
+
+    The simulator relies on it to skip has_ready() after most ticks; a tick
+    that started an election or sent heartbeats must say so.
+    """
+    h = Harness(3, election_tick=10, heartbeat_tick=3)
+    h.elect(1)
+    leader, follower = h.node(1), h.node(2)
+    # The leader: two quiet ticks, then a heartbeat round (a Ready with messages).
+    assert [leader.tick(), leader.tick()] == [False, False] and not leader.has_ready()
+    assert leader.tick() is True and leader.has_ready()
+    h.stabilize()
+    # A follower cut off from the leader: quiet ticks until its election
+    # timeout, then a (pre-)campaign.
+    h.isolate(2)
+    results = []
+    while True:
+        acted = follower.tick()
+        results.append(acted)
+        if acted:
+            break
+        assert not follower.has_ready(), "a False tick left work behind"
+        assert len(results) < 40, "no election after 40 ticks"
+    assert follower.has_ready() and len(results) >= 10
+    h.heal()
+    h.stabilize()
+
+
+def test_false_ticks_never_leave_work_behind():
+    """A random schedule of ticks, proposals and partitions: whenever tick() is
+    False on a node that had no Ready pending, it still has none."""
+    rng = random.Random(11)
+    h = Harness(3, election_tick=6, heartbeat_tick=2, seed=11)
+    h.elect(1)
+    falses = trues = 0
+    for step in range(1500):
+        i = rng.randrange(1, 4)
+        node = h.node(i)
+        if not node.has_ready():
+            if node.tick():
+                trues += 1
+            else:
+                falses += 1
+                assert not node.has_ready(), f"step {step}: n{i} has work after a False tick"
+        roll = rng.random()
+        if roll < 0.05:
+            h.isolate(rng.randrange(1, 4))
+        elif roll < 0.15:
+            h.heal()
+        elif roll < 0.3 and h.leaders():
+            h.nodes[h.leaders()[0]].propose(b"x")
+        h.stabilize()
+    assert falses > 500 and trues > 100
