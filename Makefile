@@ -65,8 +65,11 @@ format: $(STAMP)
 sim-long: $(STAMP)
 	$(BIN)/raftkv sim --seeds 1-5000 --nodes 5 --faults all
 
+# Simulator throughput. It needs only the standard library, so BENCH_PY may name
+# any CPython >= 3.11 (e.g. BENCH_PY=/usr/bin/python3, a distribution build).
+BENCH_PY ?= $(BIN)/python
 bench: $(STAMP)
-	$(BIN)/python bench/sim_throughput.py
+	PYTHONPATH=. $(BENCH_PY) bench/sim_throughput.py
 
 # raftkv vs etcd (if installed: apt-get install etcd-server), side by side, one run.
 bench-kv: $(STAMP)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,3 +41,27 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def python_build() -> dict[str, str]:
+    """Which CPython ran the benchmark, and how it was built.
+
+    The same Python version runs this code at very different speeds depending
+    on the build: distribution packages (Debian, Ubuntu, python.org, the Docker
+    ``python`` images) are compiled with profile-guided optimisation and link
+    libpython into the executable, while pyenv's default build does neither
+    and is 20-30 % slower on the simulator. ``libpython`` says whether the
+    interpreter loaded libpython as a shared library (the slower layout).
+    """
+    try:
+        maps = Path("/proc/self/maps").read_text()
+        libpython = "shared" if "libpython" in maps else "static"
+    except OSError:
+        libpython = "unknown"
+    return {
+        "version": platform.python_version(),
+        "executable": str(Path(sys.executable).resolve()),
+        "build": " ".join(platform.python_build()),
+        "compiler": platform.python_compiler(),
+        "libpython": libpython,
+    }

@@ -18,6 +18,12 @@ git commit, load average, figures) to ``bench/results/sim_throughput.jsonl``.
 Usage: python bench/sim_throughput.py [--seeds 1-10] [--repeat 1] [--sweep 100]
        [--jobs 2] [--faults all] [--time 30] [--nodes 5] [--no-record]
 
+The simulator needs nothing outside the standard library, so any CPython 3.11+
+can run it from a checkout: ``PYTHONPATH=. /usr/bin/python3 bench/sim_throughput.py``
+(``make bench BENCH_PY=/usr/bin/python3``). The interpreter's build matters as
+much as the code: the record names the executable and whether it loads
+libpython as a shared library (see docs/benchmarks.md).
+
 Targets (issue): >= 50,000 deliveries per wall-second on one core, and a
 1,000-seed sweep of 5 nodes x 30 s in under 10 minutes on 2 cores. Not run by tests.
 """
@@ -40,7 +46,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from context import cpu_model, git_commit
+from context import cpu_model, git_commit, python_build
 
 from raftkv.sim.faults import parse_faults
 from raftkv.sim.runner import SimConfig, run_simulation
@@ -182,6 +188,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
+            "python_build": python_build(),
         },
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after],
@@ -203,9 +210,10 @@ def main() -> None:
     }
 
     print(f"## Simulator throughput ({record['date']}, {record['commit'][:12]})\n")
+    py = record["machine"]["python_build"]
     print(
-        f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average {load_before[0]:.2f} -> {load_after[0]:.2f}\n"
+        f"{cpu_model()}, {os.cpu_count()} CPUs, Python {py['version']} ({py['executable']}, "
+        f"libpython {py['libpython']}), load average {load_before[0]:.2f} -> {load_after[0]:.2f}\n"
     )
     print("| measurement | value |")
     print("|---|---|")
