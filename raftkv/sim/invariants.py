@@ -35,7 +35,6 @@ Properties:
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -128,7 +127,9 @@ class Invariants:
         self._config_halves: tuple[frozenset[NodeId], ...] = (frozenset(self._nodes),)
         # index -> (first node, its state machine image at that index).
         self._states: dict[Index, tuple[NodeId, bytes]] = {}
-        self.checks: Counter[str] = Counter()
+        # A plain dict with every key present: bumped on every Ready, and
+        # ``d[k] += 1`` on an exact dict is about twice as fast as on a Counter.
+        self.checks: dict[str, int] = dict.fromkeys(CHECKERS, 0)
         """How many observations each property examined."""
 
     # -- helpers -----------------------------------------------------------------

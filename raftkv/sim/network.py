@@ -12,7 +12,6 @@ Messages to an endpoint that is down (a crashed node) are dropped on arrival.
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from heapq import heappush as _heappush
@@ -59,6 +58,10 @@ class LinkParams:
                 raise ValueError(f"{name} must be a probability, got {p}")
 
 
+def _bump(counts: dict[str, int], kind: str) -> None:
+    counts[kind] = counts.get(kind, 0) + 1
+
+
 class Network:
     """Delivers payloads between registered endpoints through the :class:`Clock`.
 
@@ -78,10 +81,13 @@ class Network:
         """Directed links ``(src, dst)`` that currently lose every message."""
         self.down: set[Endpoint] = set()
         """Endpoints that currently receive nothing (crashed nodes)."""
-        self.sent: Counter[str] = Counter()
-        self.delivered: Counter[str] = Counter()
-        self.dropped: Counter[str] = Counter()
-        self.duplicated: Counter[str] = Counter()
+        # Plain dicts, not Counters: ``d[k] += 1`` on an exact dict is about
+        # twice as fast, and these are bumped for every message. A kind is
+        # absent until its first message.
+        self.sent: dict[str, int] = {}
+        self.delivered: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+        self.duplicated: dict[str, int] = {}
         self.on_deliver: Callable[[Endpoint, Endpoint, str, object], None] | None = None
         """Optional observer called before each delivery (used by tracing)."""
 
@@ -150,18 +156,21 @@ class Network:
 
         With ``duplicate=False`` the link never delivers a second copy.
         """
-        self.sent[kind] += 1
+        try:
+            self.sent[kind] += 1
+        except KeyError:
+            self.sent[kind] = 1
         if self.blocked and (src, dst) in self.blocked:
-            self.dropped[kind] += 1
+            _bump(self.dropped, kind)
             return
         p = self._link_params.get((src, dst), self.params) if self._link_params else self.params
         rng = self._rng
         if p.drop and rng.random() < p.drop:
-            self.dropped[kind] += 1
+            _bump(self.dropped, kind)
             return
         copy = duplicate and p.duplicate and rng.random() < p.duplicate
         if copy:
-            self.duplicated[kind] += 1
+            _bump(self.duplicated, kind)
         # Each copy draws its jitter, then its reordering, in that order. The
         # delivery is pushed straight onto the clock's heap: this is
         # Clock.schedule inlined, on the simulator's hottest path.
@@ -190,13 +199,16 @@ class Network:
     def _deliver(self, src: Endpoint, dst: Endpoint, payload: object, kind: str) -> None:
         blocked = self.blocked
         if (blocked and (src, dst) in blocked) or dst in self.down:
-            self.dropped[kind] += 1
+            _bump(self.dropped, kind)
             return
         handler = self._handlers.get(dst)
         if handler is None:
-            self.dropped[kind] += 1
+            _bump(self.dropped, kind)
             return
-        self.delivered[kind] += 1
+        try:
+            self.delivered[kind] += 1
+        except KeyError:
+            self.delivered[kind] = 1
         if self.on_deliver is not None:
             self.on_deliver(src, dst, kind, payload)
         handler(src, payload)
