@@ -20,9 +20,19 @@ generator through etcd's v3 JSON gateway (``POST /v3/kv/put`` and
 also kills the leader with SIGKILL N times per system and measures how long
 until the first write succeeds (see :func:`measure_failover`).
 
+``--cpu`` also reads each node's CPU time (user + system, from
+``/proc/PID/stat``) and the load generator's at the start and end of each
+recorded window, and prints microseconds of CPU per request for each node (its
+role then), all nodes together, and the client. On a shared machine this is the
+number to compare, as throughput moves with the other load.
+``--variant NAME=DIR`` adds a raftkv cluster run from another source tree (e.g.
+``git archive HEAD | tar -x -C DIR``), driven interleaved with the others, so a
+change is measured before and after back to back.
+
 Usage: python bench/kv_bench.py [--systems raftkv,etcd] [--duration 10]
        [--concurrency 1,16,64] [--ops put,get] [--keys 10000] [--value-size 100]
-       [--nodes 3] [--data-dir DIR] [--no-fsync] [--failover N]
+       [--nodes 3] [--data-dir DIR] [--no-fsync] [--failover N] [--cpu]
+       [--variant NAME=DIR ...]
 
 The data dir must be on the disk you care about (tmpfs makes fsync free); the
 client runs in this one process, so on a small machine it shares the CPUs with
@@ -93,6 +103,7 @@ class Cluster:
     heartbeat_ms: int
     election_ms: int
     name: str = "raftkv"
+    src: Path = REPO  # the source tree the nodes run (--variant)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api: dict[str, str] = field(default_factory=dict)
     cmds: dict[str, list[str]] = field(default_factory=dict)
@@ -123,10 +134,10 @@ class Cluster:
             self.spawn(n)
 
     def spawn(self, n: str) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=str(self.src))
         with open(self.root / f"{n}.log", "ab") as log:
             self.procs[n] = subprocess.Popen(
-                self.cmds[n], env=env, stdout=log, stderr=log, cwd=REPO
+                self.cmds[n], env=env, stdout=log, stderr=log, cwd=self.src
             )
 
     def urls(self) -> list[str]:
@@ -199,7 +210,7 @@ class Cluster:
                 raise SystemExit("preload failed")
 
     def version(self) -> str:
-        return git_commit()[:12]
+        return git_commit()[:12] if self.src == REPO else f"src {self.src}"
 
 
 @dataclass
@@ -313,6 +324,62 @@ async def _wait_ready(session: aiohttp.ClientSession, cluster: Cluster, timeout:
     raise SystemExit(f"the {cluster.name} cluster did not become ready")
 
 
+# --------------------------------------------------------------------------- CPU
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid``, all its threads (Linux).
+
+    From ``/proc/PID/stat`` (fields 14 and 15, in clock ticks; the command name
+    in field 2 may hold spaces and parentheses, so fields are counted after the
+    last ``)``).
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _cpu_snapshot(cluster: Cluster) -> dict[str, float]:
+    """CPU seconds of every running node of ``cluster``, and of this process as ``client``."""
+    snap = {}
+    for n, proc in cluster.procs.items():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            snap[n] = cpu_seconds(proc.pid)
+    t = os.times()
+    snap["client"] = t.user + t.system
+    return snap
+
+
+def cpu_per_op(
+    before: dict[str, float], after: dict[str, float], ops: int, leader: str | None
+) -> dict[str, Any]:
+    """Microseconds of CPU per request: each node, the leader, the followers, all nodes, client."""
+    if ops <= 0:
+        return {}
+    us = {n: round((after[n] - before[n]) * 1e6 / ops, 1) for n in before if n in after}
+    client = us.pop("client", float("nan"))
+    return {
+        "by_node": us,
+        "leader": us.get(leader) if leader is not None else None,
+        "followers": [v for n, v in sorted(us.items()) if n != leader],
+        "nodes": round(sum(us.values()), 1),
+        "client": client,
+    }
+
+
+def format_cpu(cpu: dict[str, Any]) -> str:
+    """One line: ``cpu µs/op: leader 437  followers 273 282  nodes 992  client 427``."""
+    if not cpu:
+        return "cpu µs/op: no requests"
+    leader = f"leader {cpu['leader']:.0f}  " if cpu["leader"] is not None else ""
+    followers = " ".join(f"{v:.0f}" for v in cpu["followers"])
+    return (
+        f"cpu µs/op: {leader}{'followers' if leader else 'nodes'} {followers}  "
+        f"nodes {cpu['nodes']:.0f}  client {cpu['client']:.0f}"
+    )
+
+
 # --------------------------------------------------------------------------- load
 
 
@@ -323,6 +390,7 @@ class Point:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    cpu_us_per_op: dict[str, Any] | None = None  # with --cpu: see cpu_per_op
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -340,6 +408,7 @@ class Point:
             "p99_ms": round(pct(0.99), 3),
             "max_ms": round(lat[-1] * 1000, 3) if lat else float("nan"),
             "errors": dict(self.errors),
+            **({"cpu_us_per_op": self.cpu_us_per_op} if self.cpu_us_per_op is not None else {}),
         }
 
 
@@ -411,8 +480,10 @@ async def run_point(
     payload: bytes,
     seed: int,
     stale: bool = False,
+    cpu: bool = False,
 ) -> Point:
     point = Point(op, concurrency)
+    leader = await cluster.leader(session) if cpu else None
     start = time.perf_counter()
     record_from = start + warmup
     stop_at = record_from + duration
@@ -424,9 +495,21 @@ async def run_point(
         )
         for w in range(concurrency)
     ]  # fmt: skip
+    cpu_before: dict[str, float] = {}
+
+    async def sample_at_record_from() -> None:
+        await asyncio.sleep(max(0.0, record_from - time.perf_counter()))
+        cpu_before.update(_cpu_snapshot(cluster))
+
+    sampler = asyncio.create_task(sample_at_record_from()) if cpu else None
     await asyncio.gather(*workers)
     ticker.cancel()
     point.seconds = time.perf_counter() - record_from
+    if sampler is not None:
+        await sampler
+        # Requests started in the window, successful or not (all finished by now).
+        ops = len(point.latencies) + sum(point.errors.values())
+        point.cpu_us_per_op = cpu_per_op(cpu_before, _cpu_snapshot(cluster), ops, leader)
     sys.stderr.write("\r" + " " * 80 + "\r")
     return point
 
@@ -574,6 +657,10 @@ def _make_cluster(system: str, root: Path, args: argparse.Namespace) -> Cluster:
 async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="raftkv-kvbench-", dir=args.data_dir))
     clusters = [_make_cluster(system, root, args) for system in args.systems]
+    for name, src in args.variant:
+        cluster = _make_cluster("raftkv", root, args)
+        cluster.name, cluster.root, cluster.src = name, root / name, src
+        clusters.append(cluster)
     rows: list[dict[str, Any]] = []
     machine = _machine(root)
     commit = git_commit()
@@ -625,6 +712,7 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                                 payload=payload,
                                 seed=args.seed,
                                 stale=op == "stale",
+                                cpu=args.cpu,
                             )
                             s = point.summary()
                             s["op"] = op
@@ -633,7 +721,12 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                                 f"{cluster.name:>6} {op:>5}  c={concurrency:<4} "
                                 f"{s['ops_per_s']:>9.1f} ops/s  "
                                 f"p50 {s['p50_ms']:>8.2f} ms  p99 {s['p99_ms']:>8.2f} ms"
-                                + (f"  errors {s['errors']}" if errors else ""),
+                                + (f"  errors {s['errors']}" if errors else "")
+                                + (
+                                    f"\n{'':>6} {format_cpu(point.cpu_us_per_op or {})}"
+                                    if args.cpu
+                                    else ""
+                                ),
                                 file=sys.stderr,
                             )
                             rows.append(
@@ -689,6 +782,14 @@ def _csv_ints(text: str) -> list[int]:
 
 def _csv(text: str) -> list[str]:
     return [o.strip() for o in text.split(",") if o.strip()]
+
+
+def _variant(text: str) -> tuple[str, Path]:
+    name, sep, src = text.partition("=")
+    path = Path(src).resolve()
+    if not sep or not name or not (path / "raftkv" / "cli.py").is_file():
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR with DIR/raftkv/cli.py, got {text!r}")
+    return name, path
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -775,6 +876,21 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data dir and node logs")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines appended here")
     parser.add_argument("--no-record", action="store_true", help="do not append results")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="also print (and record) µs of CPU per request of each node, all nodes, and the"
+        " client, from /proc/PID/stat over each recorded window (Linux)",
+    )
+    parser.add_argument(
+        "--variant",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also run raftkv from the source tree DIR under NAME, interleaved with --systems"
+        " (before/after comparisons: git archive HEAD | tar -x -C DIR); repeatable",
+    )
     args = parser.parse_args()
     if any(op not in ("put", "get", "stale") for op in args.ops):
         parser.error("--ops takes put, get and/or stale")
