@@ -20,17 +20,25 @@ any work: requests beyond ``--max-concurrent-requests`` (503), and -- with
 ``--client-token-file`` -- requests without a known bearer token (401) or with a
 read-only token on a write (403). A request forwarded over HTTP carries the
 client's ``Authorization`` header, so the leader checks it again (docs/security.md).
+
+Rule 5: the hot KV routes (``PUT``/``GET /v1/kv/{key}`` in plain HTTP/1.1)
+skip aiohttp: :mod:`raftkv.server.fasthttp` parses them and :meth:`_Api.serve_fast`
+runs the same guard, handlers, error mapping and metrics as the middlewares
+do; every other request goes to aiohttp on the same port. Handlers of both
+paths share the code below :class:`_Origin`, which answers ``(status, body,
+headers)`` (:data:`~raftkv.server.fasthttp.Answer`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import functools
 import json
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -47,6 +55,7 @@ from raftkv.server.errors import (
     ServerError,
     TooLarge,
 )
+from raftkv.server.fasthttp import Answer, FastHttpServer, FastRequest
 from raftkv.server.kv import (
     ABSENT,
     ERR_CONFLICT,
@@ -69,7 +78,7 @@ from raftkv.server.kv import (
     parse_idempotency_key,
 )
 from raftkv.server.metrics import CONTENT_TYPE
-from raftkv.server.node import RaftNode
+from raftkv.server.node import ForwardReply, RaftNode
 from raftkv.server.security import api_ssl_contexts
 
 __all__ = ["ApiServer", "build_app", "FORWARDED_HEADER"]
@@ -90,6 +99,8 @@ _DASHBOARD = (resources.files("raftkv.viz") / "dashboard.html").read_text(encodi
 _MAX_LOGGED_REFUSALS = 256
 _HTTP_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 
+_KV_ROUTE = "/v1/kv/{key}"  # the metrics label of the hot routes, as aiohttp names it
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -99,6 +110,29 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
     return _json(status, {"error": message, **extra})
+
+
+def _answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Answer:
+    return status, _dumps(body), headers
+
+
+def _web(answer: Answer) -> web.Response:
+    """An :data:`Answer` as aiohttp's response (the same as ``_json`` would make)."""
+    status, body, headers = answer
+    return web.Response(
+        status=status,
+        body=body,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
+def _server_error_answer(exc: ServerError) -> Answer:
+    body: dict[str, Any] = {"error": exc.message}
+    if exc.status == 503 or exc.leader is not None:
+        body["leader"] = exc.leader
+    return _answer(exc.status, body)
 
 
 # ----------------------------------------------------------------------------- middleware
@@ -113,10 +147,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await handler(request)
     except ServerError as exc:
-        body: dict[str, Any] = {"error": exc.message}
-        if exc.status == 503 or exc.leader is not None:
-            body["leader"] = exc.leader
-        response = _json(exc.status, body)
+        response = _web(_server_error_answer(exc))
     except InvalidCommand as exc:
         response = _error(400, str(exc))
     except web.HTTPException as exc:
@@ -151,34 +182,54 @@ class _Guard:
         self.served = 0
         self._logged: set[tuple[str, str]] = set()
 
-    def _refuse(self, request: web.Request, status: int, reason: str, message: str) -> web.Response:
+    def _refuse(
+        self, method: str, path: str, remote: str, status: int, reason: str, message: str
+    ) -> Answer:
         self.node.metrics.refused(reason)
-        remote = request.remote or "?"
         key = (reason, remote)
         if key not in self._logged and len(self._logged) < _MAX_LOGGED_REFUSALS:
             self._logged.add(key)
-            logger.warning(
-                "refused %s %s from %s: %s", request.method, request.path, remote, message
-            )
+            logger.warning("refused %s %s from %s: %s", method, path, remote, message)
         headers = {"WWW-Authenticate": 'Bearer realm="raftkv"'} if status == 401 else None
-        return _json(status, {"error": message}, headers)
+        return _answer(status, {"error": message}, headers)
+
+    def check(
+        self, method: str, path: str, authorization: str | None, remote: str
+    ) -> Answer | None:
+        """The refusal of a guarded request, or None to let it through (then the
+        caller counts it in ``inflight`` and ``served`` while it is served)."""
+        tokens = self.config.client_tokens
+        if tokens is not None:
+            scheme, _, token = (authorization or "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return self._refuse(
+                    method, path, remote, 401, "unauthenticated", "missing bearer token"
+                )
+            entry = tokens.lookup(token.strip())
+            if entry is None:
+                return self._refuse(method, path, remote, 401, "unauthenticated", "invalid token")
+            if method not in ("GET", "HEAD") and not entry.can_write:
+                return self._refuse(
+                    method, path, remote, 403, "forbidden", "this token is read-only"
+                )
+        if self.inflight >= self.config.max_concurrent_requests:
+            return self._refuse(
+                method, path, remote, 503, "overloaded", "too many requests in flight"
+            )
+        return None
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in _UNGUARDED:
             return await handler(request)
-        tokens = self.config.client_tokens
-        if tokens is not None:
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                return self._refuse(request, 401, "unauthenticated", "missing bearer token")
-            entry = tokens.lookup(token.strip())
-            if entry is None:
-                return self._refuse(request, 401, "unauthenticated", "invalid token")
-            if request.method not in ("GET", "HEAD") and not entry.can_write:
-                return self._refuse(request, 403, "forbidden", "this token is read-only")
-        if self.inflight >= self.config.max_concurrent_requests:
-            return self._refuse(request, 503, "overloaded", "too many requests in flight")
+        refusal = self.check(
+            request.method,
+            request.path,
+            request.headers.get("Authorization"),
+            request.remote or "?",
+        )
+        if refusal is not None:
+            return _web(refusal)
         self.inflight += 1
         self.served += 1
         try:
@@ -194,14 +245,28 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-async def _read_json(request: web.Request, max_bytes: int) -> Any:
+async def _read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The body; 413 (aiohttp's) above ``max_bytes``."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=request.content_length)
-    raw = await request.read()  # raises HTTPRequestEntityTooLarge beyond client_max_size
+    return await request.read()  # raises HTTPRequestEntityTooLarge beyond client_max_size
+
+
+# One decoder for every body: json.loads(raw, parse_constant=...) builds a new
+# decoder (and its scanner) per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+async def _read_json(request: web.Request, max_bytes: int) -> Any:
+    return _parse_json(await _read_body(request, max_bytes))
+
+
+def _parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise BadRequest("request body must be JSON")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        # What json.loads does with bytes: detect UTF-8/16/32, then decode.
+        return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"bad JSON: {exc}") from None
     except RecursionError:  # json's C decoder on a deeply nested body (fuzz finding)
@@ -222,18 +287,60 @@ def _check_value_size(value: Any, raw_size: int, limit: int, what: str) -> None:
 
 
 def _key(request: web.Request) -> str:
+    return _check_key(request.match_info["key"], request.app[_CONFIG_KEY].max_key_bytes)
+
+
+def _check_key(text: str, limit: int) -> str:
     try:
-        key = check_key(request.match_info["key"])
+        key = check_key(text)
     except InvalidCommand as exc:
         raise BadRequest(f"bad key: {exc}") from None
-    limit = request.app[_CONFIG_KEY].max_key_bytes
     if len(key.encode("utf-8")) > limit:
         raise BadRequest(f"bad key: longer than {limit} bytes of UTF-8")
     return key
 
 
-def _session(request: web.Request) -> Session | None:
-    header = request.headers.get("Idempotency-Key")
+@dataclass(slots=True)
+class _Origin:
+    """What the handlers need of a request besides its route and body: the
+    headers they read and, to forward it over HTTP, its method and target.
+    (Not frozen: one is made per request; nothing changes it.)"""
+
+    method: str
+    path_qs: str
+    idempotency_key: str | None
+    authorization: str | None
+    forwarded: str | None  # FORWARDED_HEADER
+
+    @classmethod
+    def of(cls, request: web.Request) -> _Origin:
+        headers = request.headers
+        return cls(
+            request.method,
+            request.rel_url.path_qs,
+            headers.get("Idempotency-Key"),
+            headers.get("Authorization"),
+            headers.get(FORWARDED_HEADER),
+        )
+
+    @classmethod
+    def of_fast(cls, request: FastRequest) -> _Origin:
+        headers = request.headers
+        return cls(
+            request.method,
+            request.path_qs,
+            headers.get("idempotency-key"),
+            headers.get("authorization"),
+            headers.get("x-raftkv-forwarded"),
+        )
+
+
+def _session(request: web.Request | _Origin) -> Session | None:
+    header = (
+        request.idempotency_key
+        if isinstance(request, _Origin)
+        else request.headers.get("Idempotency-Key")
+    )
     if header is None:
         return None
     try:
@@ -251,25 +358,25 @@ def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
 
 
-def _result_response(result: object, *, key: str | None, leader: str) -> web.Response:
+def _result_answer(result: object, *, key: str | None, leader: str) -> Answer:
     """Map a :class:`KVResult` of a write (applied on ``leader``) to the HTTP answer."""
     if not isinstance(result, KVResult):
-        return _json(200, {"ok": True, "result": result, "leader": leader})
+        return _answer(200, {"ok": True, "result": result, "leader": leader})
     if result.ok:
-        return _json(200, {"ok": True, "index": result.index, "leader": leader})
+        return _answer(200, {"ok": True, "index": result.index, "leader": leader})
     error = result.error or "failed"
     if error == ERR_NOT_FOUND:
-        return _json(404, {"error": error, "key": key, "index": result.index})
+        return _answer(404, {"error": error, "key": key, "index": result.index})
     if error == ERR_CONFLICT:
         body: dict[str, Any] = {"error": error, "key": key, "index": result.index}
         body["found"] = result.found
         body["current"] = result.current
-        return _json(409, body)
+        return _answer(409, body)
     if error == ERR_STALE_SEQUENCE:
-        return _json(409, {"error": error, "index": result.index})
+        return _answer(409, {"error": error, "index": result.index})
     if error.startswith(ERR_INVALID_COMMAND):
-        return _json(400, {"error": error})
-    return _json(500, {"error": error})
+        return _answer(400, {"error": error})
+    return _answer(500, {"error": error})
 
 
 # ----------------------------------------------------------------------------- the API
@@ -286,62 +393,56 @@ class _Api:
 
     # -- forwarding ----------------------------------------------------------
 
-    async def _forward(
-        self, request: web.Request, leader: NodeId | None, body: bytes
-    ) -> web.Response:
-        """Send ``request`` to the leader and relay its answer."""
+    async def _forward(self, origin: _Origin, leader: NodeId | None, body: bytes) -> Answer:
+        """Send the request to the leader over HTTP and relay its answer."""
         member = self.node.members.get(leader) if leader is not None else None
         if leader is None or member is None or leader == self.node.node_id:
-            return _json(503, {"error": "no leader", "leader": None})
-        if request.headers.get(FORWARDED_HEADER):
+            return _answer(503, {"error": "no leader", "leader": None})
+        if origin.forwarded:
             # Already forwarded once: the sender's view was stale; let the client retry.
-            return _json(503, {"error": "not the leader", "leader": leader})
+            return _answer(503, {"error": "not the leader", "leader": leader})
         assert self.http is not None
         headers = {FORWARDED_HEADER: self.node.node_id, "Content-Type": "application/json"}
-        for name in ("Idempotency-Key", "Authorization"):
-            if name in request.headers:
-                headers[name] = request.headers[name]
+        if origin.idempotency_key is not None:
+            headers["Idempotency-Key"] = origin.idempotency_key
+        if origin.authorization is not None:
+            headers["Authorization"] = origin.authorization
         scheme = "https" if self.config.tls else "http"
-        url = member.api_url(scheme=scheme) + request.rel_url.path_qs
-        is_write = request.method != "GET"
+        url = member.api_url(scheme=scheme) + origin.path_qs
+        is_write = origin.method != "GET"
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s + 1.0)
         try:
             async with self.http.request(
-                request.method, url, data=body, headers=headers, timeout=timeout
+                origin.method, url, data=body, headers=headers, timeout=timeout
             ) as resp:
                 payload = await resp.read()
-                return web.Response(
-                    status=resp.status,
-                    body=payload,
-                    content_type="application/json",
-                    headers={"X-Raftkv-Leader": leader},
-                )
+                return resp.status, payload, {"X-Raftkv-Leader": leader}
         except aiohttp.ClientConnectorError:
-            return _json(503, {"error": "leader unreachable", "leader": leader})
+            return _answer(503, {"error": "leader unreachable", "leader": leader})
         except (TimeoutError, aiohttp.ClientError) as exc:
             if is_write:
                 raise OutcomeUnknown(f"lost contact with the leader: {exc}") from None
-            return _json(503, {"error": f"lost contact with the leader: {exc}", "leader": leader})
+            return _answer(503, {"error": f"lost contact with the leader: {exc}", "leader": leader})
 
     async def _write(
-        self, request: web.Request, body: bytes, build: Callable[[int], Command], key: str | None
-    ) -> web.Response:
+        self, origin: _Origin, body: bytes, build: Callable[[int], Command], key: str | None
+    ) -> Answer:
         """Validate on this node, then propose on the leader (forwarding if needed)."""
         command = build(_now_ms())  # validates now, even if forwarded
         node = self.node
         if not node.is_leader:
-            return await self._forward_write(request, node.leader, body, command)
+            return await self._forward_write(origin, node.leader, body, command)
         try:
             result = await node.propose(encode_command(command))
         except NoLeader as exc:
             if exc.leader is not None and exc.leader != node.node_id:
-                return await self._forward_write(request, NodeId(exc.leader), body, command)
+                return await self._forward_write(origin, NodeId(exc.leader), body, command)
             raise
-        return _result_response(result, key=key, leader=node.node_id)
+        return _result_answer(result, key=key, leader=node.node_id)
 
     async def _forward_write(
-        self, request: web.Request, leader: NodeId | None, body: bytes, command: Command
-    ) -> web.Response:
+        self, origin: _Origin, leader: NodeId | None, body: bytes, command: Command
+    ) -> Answer:
         """Hand a write to the leader: over the peer link when it is up, else over HTTP.
 
         The peer link (RaftNode.forward) carries the encoded command and brings
@@ -354,67 +455,122 @@ class _Api:
         node = self.node
         if (
             self.config.client_tokens is not None
-            or request.headers.get(FORWARDED_HEADER)
+            or origin.forwarded
             or not node.can_forward(leader)
         ):
-            return await self._forward(request, leader, body)
+            return await self._forward(origin, leader, body)
         assert leader is not None
         status, payload = await node.forward(encode_command(command))
-        return web.Response(
-            status=status,
-            body=payload,
-            content_type="application/json",
-            headers={"X-Raftkv-Leader": leader},
-        )
+        return status, payload, {"X-Raftkv-Leader": leader}
 
-    async def serve_forwarded(self, payload: bytes) -> tuple[int, bytes]:
+    def serve_forwarded(self, payload: bytes, reply: ForwardReply) -> None:
         """On the leader: serve a write a follower forwarded over the peer link.
 
         The command was validated on the follower; it is decoded again here,
-        and the leader stamps the log time (Rule 2) before proposing it.
+        and the leader stamps the log time (Rule 2) as it encodes it for the
+        log. ``reply`` gets the (status, body) once the entry is applied (or
+        the proposal fails): a callback on the proposal's future, no task.
         """
         node = self.node
         try:
             command = decode_command(payload)
             if isinstance(command, Get):
                 raise InvalidCommand("a get is not a write")
-            command = dataclasses.replace(command, time_ms=_now_ms())
             if not node.is_leader:
                 # The follower's view was stale; as for an HTTP forward, no second hop.
-                return 503, _dumps({"error": "not the leader", "leader": node.leader})
-            result = await node.propose(encode_command(command))
-            key = None if isinstance(command, MultiPut) else command.key
-            response = _result_response(result, key=key, leader=node.node_id)
+                reply(503, _dumps({"error": "not the leader", "leader": node.leader}))
+                return
+            proposed = node.propose_nowait(encode_command(command, time_ms=_now_ms()))
         except ServerError as exc:
-            body: dict[str, Any] = {"error": exc.message}
-            if exc.status == 503 or exc.leader is not None:
-                body["leader"] = exc.leader
-            return exc.status, _dumps(body)
+            reply(*_server_error_answer(exc)[:2])
+            return
         except InvalidCommand as exc:
-            return 400, _dumps({"error": str(exc)})
-        node.metrics.http("forwarded-write", response.status)
-        return response.status, response.body if isinstance(response.body, bytes) else b"{}"
+            reply(400, _dumps({"error": str(exc)}))
+            return
+        key = None if isinstance(command, MultiPut) else command.key
+        proposed.add_done_callback(functools.partial(self._forwarded_applied, key, reply))
+
+    def _forwarded_applied(
+        self, key: str | None, reply: ForwardReply, proposed: asyncio.Future[object]
+    ) -> None:
+        if proposed.cancelled():
+            return  # nothing cancels it; the follower's forward would time out (504)
+        exc = proposed.exception()
+        if isinstance(exc, ServerError):
+            reply(*_server_error_answer(exc)[:2])
+            return
+        if exc is not None:
+            logger.error("serving a forwarded write failed", exc_info=exc)
+            reply(500, b'{"error": "internal error"}')
+            return
+        status, body, _ = _result_answer(proposed.result(), key=key, leader=self.node.node_id)
+        self.node.metrics.http("forwarded-write", status)
+        reply(status, body)
+
+    # -- the fast path (Rule 5) ------------------------------------------------
+
+    async def serve_fast(self, request: FastRequest, remote: str) -> Answer:
+        """Serve a hot-route request parsed by the fast path, as the middlewares
+        would: the guard (Rule 4), the handler, the error mapping, the metrics."""
+        guard = self.guard
+        assert guard is not None
+        answer = guard.check(
+            request.method, request.path_qs, request.headers.get("authorization"), remote
+        )
+        if answer is None:
+            guard.inflight += 1
+            guard.served += 1
+            try:
+                answer = await self._serve_fast(request)
+            except ServerError as exc:
+                answer = _server_error_answer(exc)
+            except InvalidCommand as exc:
+                answer = _answer(400, {"error": str(exc)})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("unhandled error serving %s %s", request.method, request.path_qs)
+                answer = _answer(500, {"error": "internal error"})
+            finally:
+                guard.inflight -= 1
+        self.node.metrics.http(_KV_ROUTE, answer[0])
+        return answer
+
+    async def _serve_fast(self, request: FastRequest) -> Answer:
+        key = _check_key(request.key, self.config.max_key_bytes)
+        origin = _Origin.of_fast(request)
+        if request.method == "PUT":
+            return await self._put(origin, key, request.body)
+        return await self._get(origin, key, request.consistency or "linearizable")
 
     # -- KV routes -----------------------------------------------------------
 
     async def put(self, request: web.Request) -> web.Response:
         key = _key(request)
-        value = await _read_json(request, self.config.max_body_bytes)
-        session = _session(request)
-        body = await request.read()
+        body = await _read_body(request, self.config.max_body_bytes)
+        return _web(await self._put(_Origin.of(request), key, body))
+
+    async def _put(self, origin: _Origin, key: str, body: bytes) -> Answer:
+        value = _parse_json(body)
+        session = _session(origin)
         if len(body) > self.config.max_value_bytes:
             raise TooLarge(
                 f"value is {len(body)} bytes; the limit is {self.config.max_value_bytes}"
             )
         return await self._write(
-            request, body, lambda t: Put(key=key, value=value, time_ms=t, session=session), key
+            origin, body, lambda t: Put(key=key, value=value, time_ms=t, session=session), key
         )
 
     async def delete(self, request: web.Request) -> web.Response:
         key = _key(request)
         session = _session(request)
-        return await self._write(
-            request, b"", lambda t: Delete(key=key, time_ms=t, session=session), key
+        return _web(
+            await self._write(
+                _Origin.of(request),
+                b"",
+                lambda t: Delete(key=key, time_ms=t, session=session),
+                key,
+            )
         )
 
     async def cas(self, request: web.Request) -> web.Response:
@@ -427,11 +583,15 @@ class _Api:
         body = await request.read()
         for part in ("expect", "value"):
             _check_value_size(obj[part], len(body), self.config.max_value_bytes, part)
-        return await self._write(
-            request,
-            body,
-            lambda t: Cas(key=key, expect=expect, value=obj["value"], time_ms=t, session=session),
-            key,
+        return _web(
+            await self._write(
+                _Origin.of(request),
+                body,
+                lambda t: Cas(
+                    key=key, expect=expect, value=obj["value"], time_ms=t, session=session
+                ),
+                key,
+            )
         )
 
     async def multi_put(self, request: web.Request) -> web.Response:
@@ -451,13 +611,21 @@ class _Api:
             if len(k.encode("utf-8", "surrogatepass")) > limit:
                 raise BadRequest(f"bad key: longer than {limit} bytes of UTF-8")
             _check_value_size(v, len(body), self.config.max_value_bytes, f"value of {k[:64]!r}")
-        return await self._write(
-            request, body, lambda t: MultiPut(pairs=obj, time_ms=t, session=session), None
+        return _web(
+            await self._write(
+                _Origin.of(request),
+                body,
+                lambda t: MultiPut(pairs=obj, time_ms=t, session=session),
+                None,
+            )
         )
 
     async def get(self, request: web.Request) -> web.Response:
         key = _key(request)
         consistency = request.query.get("consistency", "linearizable")
+        return _web(await self._get(_Origin.of(request), key, consistency))
+
+    async def _get(self, origin: _Origin, key: str, consistency: str) -> Answer:
         if consistency not in ("linearizable", "stale"):
             raise BadRequest("consistency must be linearizable or stale")
         node = self.node
@@ -470,14 +638,14 @@ class _Api:
             except NoLeader as exc:
                 if exc.leader is not None and exc.leader != node.node_id:
                     node.metrics.read("forwarded")
-                    return await self._forward(request, NodeId(exc.leader), b"")
+                    return await self._forward(origin, NodeId(exc.leader), b"")
                 raise
         else:
             node.metrics.read("stale")
         result = sm.read(key)
         if not result.found:
-            return _json(404, {"error": ERR_NOT_FOUND, "key": key, "index": result.index})
-        return _json(200, {"key": key, "value": result.value, "index": result.index})
+            return _answer(404, {"error": ERR_NOT_FOUND, "key": key, "index": result.index})
+        return _answer(200, {"key": key, "value": result.value, "index": result.index})
 
     # -- cluster routes ------------------------------------------------------
 
@@ -592,7 +760,7 @@ class _Api:
             raise BadRequest("learner must be true or false")
         node = self.node
         if not node.is_leader:
-            return await self._forward(request, node.leader, await request.read())
+            return _web(await self._forward(_Origin.of(request), node.leader, await request.read()))
         result = await node.add_member(NodeId(obj["id"]), member, learner=learner)
         return _json(200, {"ok": True, "result": result})
 
@@ -600,7 +768,7 @@ class _Api:
         node_id = request.match_info["node_id"]
         node = self.node
         if not node.is_leader:
-            return await self._forward(request, node.leader, b"")
+            return _web(await self._forward(_Origin.of(request), node.leader, b""))
         result = await node.promote_member(NodeId(node_id))
         return _json(200, {"ok": True, "result": result})
 
@@ -608,7 +776,7 @@ class _Api:
         node_id = request.match_info["node_id"]
         node = self.node
         if not node.is_leader:
-            return await self._forward(request, node.leader, b"")
+            return _web(await self._forward(_Origin.of(request), node.leader, b""))
         result = await node.remove_member(NodeId(node_id))
         return _json(200, {"ok": True, "result": result})
 
@@ -620,13 +788,17 @@ class _Api:
         if obj["to"] not in node.members:
             raise BadRequest(f"unknown member {obj['to']!r}")
         if not node.is_leader:
-            return await self._forward(request, node.leader, await request.read())
+            return _web(await self._forward(_Origin.of(request), node.leader, await request.read()))
         leader = await node.transfer_leadership(NodeId(obj["to"]))
         return _json(200, {"ok": True, "leader": leader})
 
 
 def build_app(node: RaftNode, config: ServerConfig) -> web.Application:
     """The aiohttp application serving ``node``."""
+    return _build(node, config)[0]
+
+
+def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]:
     api = _Api(node, config)
     guard = _Guard(node, config)
     api.guard = guard
@@ -666,35 +838,60 @@ def build_app(node: RaftNode, config: ServerConfig) -> web.Application:
     r.add_delete("/v1/members/{node_id}", api.remove_member)
     r.add_post("/v1/members/{node_id}/promote", api.promote_member)
     r.add_post("/v1/leader/transfer", api.transfer)
-    return app
+    return app, api
 
 
 class ApiServer:
-    """Runs :func:`build_app` on ``config.api_addr`` (port 0 picks a free port)."""
+    """Runs :func:`build_app` on ``config.api_addr`` (port 0 picks a free port).
 
-    def __init__(self, node: RaftNode, config: ServerConfig) -> None:
+    With ``fast_path`` (the default unless ``RAFTKV_NO_FAST_HTTP=1``), the port
+    is served by :class:`~raftkv.server.fasthttp.FastHttpServer`, which answers
+    the hot KV routes itself and hands every other connection to the aiohttp
+    application (Rule 5); without it, by aiohttp alone.
+    """
+
+    def __init__(
+        self, node: RaftNode, config: ServerConfig, *, fast_path: bool | None = None
+    ) -> None:
         self.node = node
         self.config = config
         self._runner: web.AppRunner | None = None
+        self.fast: FastHttpServer | None = None
+        self.fast_path = (
+            not os.environ.get("RAFTKV_NO_FAST_HTTP") if fast_path is None else fast_path
+        )
         self.port = config.api_addr[1]
 
     async def start(self) -> None:
-        app = build_app(self.node, self.config)
+        app, api = _build(self.node, self.config)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = self.config.api_addr
         server_ssl, _ = api_ssl_contexts(self.config)
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=server_ssl)
-        await site.start()
-        addresses = self._runner.addresses
-        if addresses:
-            self.port = int(addresses[0][1])
+        if self.fast_path:
+            aiohttp_protocol = self._runner.server
+            assert aiohttp_protocol is not None  # made by setup()
+            self.fast = FastHttpServer(
+                api.serve_fast, aiohttp_protocol, max_body=self.config.max_body_bytes
+            )
+            self.port = await self.fast.start(host, port, ssl=server_ssl)
+        else:
+            site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=server_ssl)
+            await site.start()
+            addresses = self._runner.addresses
+            if addresses:
+                self.port = int(addresses[0][1])
         logger.info("http api listening", extra={"fields": {"addr": f"{host}:{self.port}"}})
 
     async def stop(self) -> None:
+        fast, self.fast = self.fast, None
+        if fast is not None:
+            fast.close()
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # closes the connections handed to aiohttp
             self._runner = None
+        if fast is not None:
+            await fast.wait_closed()
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -356,11 +356,19 @@ def _check_time(time_ms: object) -> None:
         raise InvalidCommand(f"time_ms must be a non-negative integer, not {time_ms!r}")
 
 
-def encode_command(command: Command) -> bytes:
+def encode_command(command: Command, *, time_ms: int | None = None) -> bytes:
     """Serialize a command for a log entry (msgpack).
 
-    The command was validated when it was constructed.
+    The command was validated when it was constructed. ``time_ms``, if given,
+    is recorded instead of ``command.time_ms`` (the leader stamping a forwarded
+    command, without building and validating it again).
+
+    Raises:
+        InvalidCommand: ``time_ms`` is not a valid log time, or the command
+            cannot be encoded.
     """
+    if time_ms is not None:
+        _check_time(time_ms)
     body: dict[str, Any] = {"op": command.op}
     if isinstance(command, MultiPut):
         body["pairs"] = dict(command.pairs)
@@ -371,7 +379,7 @@ def encode_command(command: Command) -> bytes:
     if isinstance(command, Cas):
         body["expect_absent"] = command.expect is ABSENT
         body["expect"] = None if command.expect is ABSENT else command.expect
-    body["time_ms"] = command.time_ms
+    body["time_ms"] = command.time_ms if time_ms is None else time_ms
     if command.session is not None:
         body["session"] = [command.session.client_id, command.session.seq]
     try:

@@ -36,7 +36,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,13 @@ from raftkv.transport.base import InMemoryHub, Transport
 from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
 from raftkv.transport.tcp import TcpTransport
 
-__all__ = ["RaftNode", "StateMachine", "NodeStatus"]
+__all__ = ["RaftNode", "StateMachine", "NodeStatus", "ForwardHandler", "ForwardReply"]
+
+ForwardReply = Callable[[int, bytes], None]
+"""Answers a forwarded write: (HTTP status, JSON body)."""
+ForwardHandler = Callable[[bytes, ForwardReply], None]
+"""Serves a forwarded write's payload; calls the reply exactly once, now or later
+(a callback rather than a coroutine: no task per forwarded write)."""
 
 logger = logging.getLogger(__name__)
 
@@ -231,10 +237,14 @@ class RaftNode:
         # request id: (the leader it went to, future of (HTTP status, body)).
         self._forwards: dict[int, tuple[NodeId, asyncio.Future[tuple[int, bytes]]]] = {}
         self._forward_seq = itertools.count(1)
-        self._forward_tasks: set[asyncio.Task[None]] = set()
-        # Serves a write forwarded to this node (the leader): payload -> (HTTP
-        # status, body). Set by the API; without it forwarded writes get 503.
-        self.forward_handler: Callable[[bytes], Awaitable[tuple[int, bytes]]] | None = None
+        # Forward requests and answers made in one loop turn, sent together at
+        # the start of the next (one frame and one write per peer, not one each).
+        # Invariant: non-empty only while a flush is scheduled.
+        self._outbox: list[PeerMessage] = []
+        # Serves a write forwarded to this node (the leader): called with the
+        # payload and a reply function, which it calls once with (HTTP status,
+        # body), now or later. Set by the API; without it forwarded writes get 503.
+        self.forward_handler: ForwardHandler | None = None
         self._applied: Index = 0
         self._snapshot_index: Index = 0
         self._leader: NodeId | None = None
@@ -281,6 +291,7 @@ class RaftNode:
             applied=applied,
         )
         self._raw = RawNode(core_config, self._storage, self._rng)
+        self._track_gauges(self._raw)
         self._conf_state = self._raw.status().conf_state
         self._applied = applied
         self._transport = self._make_transport()
@@ -574,7 +585,6 @@ class RaftNode:
             self.metrics.fsync_seconds.observe(time.perf_counter() - start)
         self._send(rd.messages_after_persist)
         raw.advance(rd)
-        self._update_gauges()
         # After the sync: a snapshot may not get ahead of the durable log.
         self._maybe_snapshot()
 
@@ -610,13 +620,14 @@ class RaftNode:
         self._role = role
         self.metrics.set_role(role.value)
 
-    def _update_gauges(self) -> None:
-        raw = self._raw
-        assert raw is not None
-        self.metrics.term.set(raw.term)
-        self.metrics.commit_index.set(raw.commit_index)
-        self.metrics.applied_index.set(self._applied)
-        self.metrics.last_index.set(raw.last_index)
+    def _track_gauges(self, raw: RawNode) -> None:
+        """Have the index and term gauges read ``raw`` when scraped, rather than be
+        set after every Ready (four locked updates per Ready, on the hot path)."""
+        m = self.metrics
+        m.term.set_function(lambda: raw.term)
+        m.commit_index.set_function(lambda: raw.commit_index)
+        m.applied_index.set_function(lambda: self._applied)
+        m.last_index.set_function(lambda: raw.last_index)
 
     # ------------------------------------------------------------------ apply
 
@@ -831,6 +842,25 @@ class RaftNode:
             ProposalLost: a new leader overwrote the entry; it was not applied.
             OutcomeUnknown: no answer within ``timeout``.
         """
+        index, term = self._propose(command)
+        return await self._await_proposal(index, term, timeout)
+
+    def propose_nowait(
+        self, command: bytes, *, timeout: float | None = None
+    ) -> asyncio.Future[object]:
+        """:meth:`propose` without a coroutine: the future of the state machine's
+        result (or of the errors :meth:`propose` raises once proposed).
+
+        Raises:
+            NoLeader: as :meth:`propose` (before anything is proposed).
+        """
+        index, term = self._propose(command)
+        fut, timer = self._register_proposal(index, term, timeout)
+        fut.add_done_callback(lambda _: timer.cancel())
+        return fut
+
+    def _propose(self, command: bytes) -> tuple[Index, Term]:
+        """Hand ``command`` to the core; the (index, term) it was given."""
         raw = self._check_accepting()
         if not command:
             raise ServerError("empty commands are reserved for no-ops")
@@ -841,9 +871,18 @@ class RaftNode:
         except ProposalDropped as exc:
             self.metrics.failed("dropped")
             raise NoLeader(f"proposal dropped: {exc}", leader=raw.leader) from exc
-        return await self._await_proposal(index, raw.term, timeout)
+        return index, raw.term
 
     async def _await_proposal(self, index: Index, term: Term, timeout: float | None) -> object:
+        fut, timer = self._register_proposal(index, term, timeout)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+
+    def _register_proposal(
+        self, index: Index, term: Term, timeout: float | None
+    ) -> tuple[asyncio.Future[object], asyncio.TimerHandle]:
         self.metrics.proposals.inc()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[object] = loop.create_future()
@@ -857,10 +896,7 @@ class RaftNode:
             self._proposal_timed_out,
             fut,
         )
-        try:
-            return await fut
-        finally:
-            timer.cancel()
+        return fut, timer
 
     def _proposal_timed_out(self, fut: asyncio.Future[object]) -> None:
         if not fut.done():
@@ -974,15 +1010,13 @@ class RaftNode:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         self._forwards[request_id] = (leader, fut)
-        self._send(
-            (
-                ForwardRequest(
-                    term=raw.term,
-                    sender=self.node_id,
-                    to=leader,
-                    request_id=request_id,
-                    payload=payload,
-                ),
+        self._send_soon(
+            ForwardRequest(
+                term=raw.term,
+                sender=self.node_id,
+                to=leader,
+                request_id=request_id,
+                payload=payload,
             )
         )
         self.metrics.forwarded.inc()
@@ -1015,34 +1049,49 @@ class RaftNode:
                 )
 
     def _serve_forward(self, msg: ForwardRequest) -> None:
-        task = asyncio.get_running_loop().create_task(self._answer_forward(msg))
-        self._forward_tasks.add(task)
-        task.add_done_callback(self._forward_tasks.discard)
-
-    async def _answer_forward(self, msg: ForwardRequest) -> None:
         handler = self.forward_handler
         if handler is None:
-            status, body = 503, b'{"error": "this node does not serve forwarded writes"}'
-        else:
-            try:
-                status, body = await handler(msg.payload)
-            except Exception:
-                logger.exception("serving a forwarded write failed")
-                status, body = 500, b'{"error": "internal error"}'
+            self._answer_forward(
+                msg, 503, b'{"error": "this node does not serve forwarded writes"}'
+            )
+            return
+
+        def reply(status: int, body: bytes) -> None:
+            self._answer_forward(msg, status, body)
+
+        try:
+            handler(msg.payload, reply)
+        except Exception:
+            logger.exception("serving a forwarded write failed")
+            reply(500, b'{"error": "internal error"}')
+
+    def _answer_forward(self, msg: ForwardRequest, status: int, body: bytes) -> None:
         if self._transport is None or self._stopping:
             return
-        self._send(
-            (
-                ForwardResponse(
-                    term=self.term,
-                    sender=self.node_id,
-                    to=msg.sender,
-                    request_id=msg.request_id,
-                    status=status,
-                    body=body,
-                ),
+        self._send_soon(
+            ForwardResponse(
+                term=self.term,
+                sender=self.node_id,
+                to=msg.sender,
+                request_id=msg.request_id,
+                status=status,
+                body=body,
             )
         )
+
+    def _send_soon(self, msg: PeerMessage) -> None:
+        """Send ``msg`` at the start of the next loop turn, with every other message
+        given to this method in this turn: the forwards of many client requests
+        (and the leader's answers to them, which resolve together when a Ready
+        applies their entries) then share one frame and one write per peer."""
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+        self._outbox.append(msg)
+
+    def _flush_outbox(self) -> None:
+        msgs, self._outbox = self._outbox, []
+        if self._transport is not None and not self._stopping:
+            self._send(msgs)
 
     # ------------------------------------------------------------------ membership
 

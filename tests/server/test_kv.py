@@ -212,6 +212,16 @@ def test_command_round_trip() -> None:
         assert decode_command(encode_command(cmd)) == cmd
 
 
+def test_encode_with_another_log_time() -> None:
+    """The leader stamps a forwarded command's log time while encoding it."""
+    cmd = Put(key="a", value=[1], time_ms=5, session=s("c1", 3))
+    stamped = encode_command(cmd, time_ms=99)
+    assert stamped == encode_command(Put(key="a", value=[1], time_ms=99, session=s("c1", 3)))
+    assert decode_command(stamped).time_ms == 99
+    with pytest.raises(InvalidCommand):
+        encode_command(cmd, time_ms=-1)
+
+
 def test_encode_rejects_lone_surrogate_in_value() -> None:
     with pytest.raises(InvalidCommand):
         encode_command(Put(key="a", value="\udcff", time_ms=0))

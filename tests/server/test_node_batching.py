@@ -153,3 +153,108 @@ def test_concurrent_linearizable_reads_share_read_index_requests(tmp_path: Path)
             await c.stop()
 
     run(main())
+
+
+def test_forwards_of_one_loop_turn_share_one_send(tmp_path: Path) -> None:
+    """Ten writes forwarded in one loop turn leave the follower in one send, and
+    the leader's ten answers (applied by one or two Readies) in one send each."""
+    from raftkv.transport.forward import ForwardRequest, ForwardResponse
+
+    async def main() -> None:
+        c = InProcCluster(tmp_path)
+        await c.start()
+        try:
+            leader = await c.leader()
+            follower = next(n for n in c.nodes if n != leader)
+            sends: dict[str, list[int]] = {follower: [], leader: []}
+            kinds = {follower: ForwardRequest, leader: ForwardResponse}
+            for node_id in (follower, leader):
+                transport = c.nodes[node_id]._transport
+                assert transport is not None
+                real = transport.send
+
+                def counting(msgs: Any, real: Any = real, node_id: str = node_id) -> None:
+                    n = sum(isinstance(m, kinds[node_id]) for m in msgs)
+                    if n:
+                        sends[node_id].append(n)
+                    real(msgs)
+
+                transport.send = counting  # type: ignore[method-assign]
+            node = c.nodes[follower]
+            answers = await asyncio.gather(*(node.forward(put_cmd(f"b{i}", i)) for i in range(10)))
+            assert [status for status, _ in answers] == [200] * 10
+            assert sends[follower] == [10]
+            assert sum(sends[leader]) == 10 and len(sends[leader]) <= 2, sends
+        finally:
+            await c.stop()
+
+    run(main())
+
+
+def test_leader_answers_forwarded_writes_from_callbacks(tmp_path: Path) -> None:
+    """The leader's forward handler replies once per payload -- at once for a bad
+    one or a follower, after the apply for a write -- and starts no task."""
+    import json
+
+    from raftkv.server.kv import Get
+
+    async def main() -> None:
+        c = InProcCluster(tmp_path)
+        await c.start()
+        try:
+            leader = await c.leader()
+            follower = next(n for n in c.nodes if n != leader)
+            handler = c.nodes[leader].forward_handler
+            assert handler is not None
+            replies: list[tuple[int, dict[str, Any]]] = []
+
+            def reply(status: int, body: bytes) -> None:
+                replies.append((status, json.loads(body)))
+
+            tasks_before = len(asyncio.all_tasks())
+            handler(put_cmd("cb", 1), reply)
+            handler(encode_command(Get(key="cb", time_ms=1)), reply)
+            handler(b"\xc1 not msgpack", reply)
+            assert len(asyncio.all_tasks()) == tasks_before
+            assert [r[0] for r in replies] == [400, 400]  # answered at once
+            for _ in range(100):
+                if len(replies) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            status, body = replies[2]
+            assert status == 200 and body["ok"] is True and body["leader"] == leader
+            follower_handler = c.nodes[follower].forward_handler
+            assert follower_handler is not None
+            follower_handler(put_cmd("cb", 2), reply)
+            assert replies[3] == (503, {"error": "not the leader", "leader": leader})
+            assert len(replies) == 4
+        finally:
+            await c.stop()
+
+    run(main())
+
+
+def test_index_and_term_gauges_are_current_when_scraped(tmp_path: Path) -> None:
+    async def main() -> None:
+        c = InProcCluster(tmp_path)
+        await c.start()
+        try:
+            leader = await c.leader()
+            node = c.nodes[leader]
+            for i in range(3):
+                await node.propose(put_cmd(f"g{i}", i))
+            text = node.metrics.render().decode()
+            raw = node._raw
+            assert raw is not None
+            for name, value in [
+                ("raftkv_term", raw.term),
+                ("raftkv_commit_index", raw.commit_index),
+                ("raftkv_applied_index", node.applied_index),
+                ("raftkv_last_index", raw.last_index),
+            ]:
+                assert f'{name}{{node="{leader}"}} {float(value)}' in text, (name, value)
+            assert node.applied_index >= 4  # the founding entry, a no-op, three writes
+        finally:
+            await c.stop()
+
+    run(main())
