@@ -21,8 +21,8 @@ any work: requests beyond ``--max-concurrent-requests`` (503), and -- with
 read-only token on a write (403). A request forwarded over HTTP carries the
 client's ``Authorization`` header, so the leader checks it again (docs/security.md).
 
-Rule 5: the hot KV routes (``PUT``/``GET /v1/kv/{key}`` in plain HTTP/1.1)
-skip aiohttp: :mod:`raftkv.server.fasthttp` parses them and :meth:`_Api.serve_fast`
+Rule 5: the hot KV routes (``PUT``/``GET /v1/kv/{key}`` and the multi-put
+``POST /v1/kv``, in plain HTTP/1.1) skip aiohttp: :mod:`raftkv.server.fasthttp` parses them and :meth:`_Api.serve_fast`
 runs the same guard, handlers, error mapping and metrics as the middlewares
 do; every other request goes to aiohttp on the same port. Handlers of both
 paths share the code below :class:`_Origin`, which answers ``(status, body,
@@ -99,7 +99,8 @@ _DASHBOARD = (resources.files("raftkv.viz") / "dashboard.html").read_text(encodi
 _MAX_LOGGED_REFUSALS = 256
 _HTTP_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 
-_KV_ROUTE = "/v1/kv/{key}"  # the metrics label of the hot routes, as aiohttp names it
+_KV_ROUTE = "/v1/kv/{key}"  # the metrics labels of the fast path's routes, as aiohttp names them
+_MULTI_PUT_ROUTE = "/v1/kv"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -533,12 +534,14 @@ class _Api:
                 answer = _answer(500, {"error": "internal error"})
             finally:
                 guard.inflight -= 1
-        self.node.metrics.http(_KV_ROUTE, answer[0])
+        self.node.metrics.http(_KV_ROUTE if request.key else _MULTI_PUT_ROUTE, answer[0])
         return answer
 
     async def _serve_fast(self, request: FastRequest) -> Answer:
-        key = _check_key(request.key, self.config.max_key_bytes)
         origin = _Origin.of_fast(request)
+        if request.method == "POST":
+            return await self._multi_put(origin, request.body)
+        key = _check_key(request.key, self.config.max_key_bytes)
         if request.method == "PUT":
             return await self._put(origin, key, request.body)
         return await self._get(origin, key, request.consistency or "linearizable")
@@ -595,7 +598,11 @@ class _Api:
         )
 
     async def multi_put(self, request: web.Request) -> web.Response:
-        obj = await _read_json(request, self.config.max_body_bytes)
+        body = await _read_body(request, self.config.max_body_bytes)
+        return _web(await self._multi_put(_Origin.of(request), body))
+
+    async def _multi_put(self, origin: _Origin, body: bytes) -> Answer:
+        obj = _parse_json(body)
         if not isinstance(obj, dict):
             raise BadRequest("body must be a JSON object of key/value pairs")
         if not obj:
@@ -604,20 +611,17 @@ class _Api:
             raise TooLarge(
                 f"{len(obj)} pairs; the limit is {self.config.max_multi_put_pairs} per multi-put"
             )
-        session = _session(request)
-        body = await request.read()
+        session = _session(origin)
         limit = self.config.max_key_bytes
         for k, v in obj.items():
             if len(k.encode("utf-8", "surrogatepass")) > limit:
                 raise BadRequest(f"bad key: longer than {limit} bytes of UTF-8")
             _check_value_size(v, len(body), self.config.max_value_bytes, f"value of {k[:64]!r}")
-        return _web(
-            await self._write(
-                _Origin.of(request),
-                body,
-                lambda t: MultiPut(pairs=obj, time_ms=t, session=session),
-                None,
-            )
+        return await self._write(
+            origin,
+            body,
+            lambda t: MultiPut(pairs=obj, time_ms=t, session=session),
+            None,
         )
 
     async def get(self, request: web.Request) -> web.Response:

@@ -1,7 +1,9 @@
 """An HTTP/1.1 fast path for the hot KV routes, in front of aiohttp.
 
 Rule 1: the fast path serves only requests it understands completely -- ``PUT``
-and ``GET /v1/kv/KEY`` in the plainest HTTP/1.1: a key of ``[A-Za-z0-9._~-]``
+and ``GET /v1/kv/KEY`` and the multi-put ``POST /v1/kv`` (a client that sends
+one on a connection would otherwise move it to aiohttp for good) in the
+plainest HTTP/1.1: a key of ``[A-Za-z0-9._~-]``
 (no percent-encoding, no dot segment), no query but ``consistency=``, headers
 of printable ASCII with a ``Host`` and without duplicates of the ones it reads, a
 ``Content-Length`` body within ``max_body_bytes``, no ``Transfer-Encoding``,
@@ -86,8 +88,9 @@ class FastRequest:
     and a frozen dataclass pays an ``object.__setattr__`` per field).
 
     Attributes:
-        method: ``GET`` or ``PUT``.
-        key: the key, as it appeared in the path (it needs no decoding).
+        method: ``GET``, ``PUT`` or ``POST`` (the multi-put).
+        key: the key, as it appeared in the path (it needs no decoding);
+            ``""`` for the multi-put.
         consistency: the ``consistency`` query parameter, or None.
         headers: every header, by lower-case name (the ones read are unique).
         body: the body (``b""`` for a GET).
@@ -104,12 +107,15 @@ class FastRequest:
     @property
     def path_qs(self) -> str:
         """The request target (path and query), as sent."""
+        if not self.key:
+            return "/v1/kv"
         query = f"?consistency={self.consistency}" if self.consistency is not None else ""
         return f"/v1/kv/{self.key}{query}"
 
 
 _REQUEST_LINE = re.compile(
-    rb"(GET|PUT) /v1/kv/([A-Za-z0-9._~-]+)(?:\?consistency=(stale|linearizable))? HTTP/1\.1"
+    rb"(?:(GET|PUT) /v1/kv/([A-Za-z0-9._~-]+)(?:\?consistency=(stale|linearizable))?"
+    rb"|(POST) /v1/kv) HTTP/1\.1"
 )
 # Header lines, each with its CRLF: a token, a colon, printable ASCII (or tabs).
 # No obs-fold (a line starting with a space is not a token) and no stray CR/LF.
@@ -151,10 +157,13 @@ def parse_request(buf: bytes | bytearray, max_body: int) -> tuple[FastRequest, i
     m = _REQUEST_LINE.fullmatch(buf, 0, line_end)
     if m is None:
         return HANDOFF
-    method = m[1].decode()
-    key = m[2].decode()
-    if key in (".", ".."):
-        return HANDOFF  # a dot segment: aiohttp normalises the path
+    if m[4] is not None:
+        method, key = "POST", ""  # the multi-put: no key in the path
+    else:
+        method = m[1].decode()
+        key = m[2].decode()
+        if key in (".", ".."):
+            return HANDOFF  # a dot segment: aiohttp normalises the path
     consistency = m[3].decode() if m[3] is not None else None
     if consistency is not None and method != "GET":
         return HANDOFF
@@ -180,7 +189,7 @@ def parse_request(buf: bytes | bytearray, max_body: int) -> tuple[FastRequest, i
             return HANDOFF
     length_text = headers.get("content-length")
     if length_text is None:
-        if method == "PUT":
+        if method != "GET":
             return HANDOFF  # no body: aiohttp answers it
         length = 0
     elif not length_text.isdigit() or len(length_text) > 12:

@@ -62,6 +62,12 @@ def test_parse_put_and_get() -> None:
     assert parsed(many).headers["x"] == "a"
 
 
+def test_parse_multi_put() -> None:
+    post = parsed(b'POST /v1/kv HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\n\r\n{"a": 1}')
+    assert (post.method, post.key, post.body, post.consistency) == ("POST", "", b'{"a": 1}', None)
+    assert post.path_qs == "/v1/kv" and post.keep_alive
+
+
 def test_parse_pipelined_requests_one_at_a_time() -> None:
     buf = PUT + GET + b"GET /v1/st"
     first = parse_request(buf, 1024)
@@ -84,6 +90,13 @@ def test_parse_needs_more_data(raw: bytes) -> None:
         b"GET /v1/status HTTP/1.1\r\n\r\n",  # another route
         b"POST /v1/kv/k HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",  # another method
         b"HEAD /v1/kv/k HTTP/1.1\r\n\r\n",
+        b"POST /v1/kv HTTP/1.1\r\n\r\n",  # a multi-put without Content-Length
+        b"POST /v1/kv?x=1 HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",
+        b"POST /v1/kv/ HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",
+        b"POST /v1/kv/k/cas HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",
+        b"PUT /v1/kv HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",
+        b"GET /v1/kv HTTP/1.1\r\n\r\n",
+        b"POST /v1/kv HTTP/1.1\r\nContent-Length: 1025\r\n\r\n",  # over max_body
         b"GET /v1/kv/k%41 HTTP/1.1\r\n\r\n",  # percent-encoding
         b"GET /v1/kv/.. HTTP/1.1\r\n\r\n",  # dot segments
         b"GET /v1/kv/. HTTP/1.1\r\n\r\n",
@@ -223,6 +236,43 @@ def test_hot_routes_skip_aiohttp_on_leader_and_follower(
     run(main())
 
 
+def test_multi_put_stays_on_the_fast_path(
+    tmp_path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any]
+) -> None:
+    """A client that multi-puts (as a bulk load does) keeps its connection on the
+    fast path: later PUTs and GETs on it never reach aiohttp either."""
+
+    async def main() -> None:
+        c = InProcCluster(tmp_path)
+        await c.start()
+        try:
+            leader = await c.leader()
+            follower = next(n for n in c.nodes if n != leader)
+            async with aiohttp.ClientSession() as s:
+                for node in (leader, follower):
+                    async with s.post(f"{c.url(node)}/v1/kv", json={"m": node, "n": [1]}) as r:
+                        body = await r.json()
+                        assert r.status == 200 and body["ok"] and body["leader"] == leader, body
+                    async with s.post(f"{c.url(node)}/v1/kv", json=[1]) as r:
+                        assert r.status == 400 and "JSON object" in (await r.json())["error"]
+                    async with s.put(f"{c.url(node)}/v1/kv/after", json=node) as r:
+                        assert r.status == 200
+                    async with s.get(f"{c.url(node)}/v1/kv/m") as r:
+                        assert (await r.json())["value"] == node
+                async with s.get(f"{c.url(leader)}/v1/kv/n?consistency=linearizable") as r:
+                    assert (await r.json())["value"] == [1]
+            for node in (leader, follower):
+                fast = c.apis[node].fast
+                assert fast is not None and fast.handed_off == 0
+                text = c.nodes[node].metrics.render().decode()
+                assert 'route="/v1/kv",status="200"' in text
+                assert 'route="/v1/kv",status="400"' in text
+        finally:
+            await c.stop()
+
+    run(main())
+
+
 def test_pipelined_requests_answered_in_order_then_aiohttp_takes_over(
     tmp_path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any]
 ) -> None:
@@ -314,6 +364,7 @@ def test_guard_on_the_fast_path(
             port = c.apis[node].port
             put = b"PUT /v1/kv/g HTTP/1.1\r\nHost: h\r\n%sContent-Length: 1\r\n\r\n1"
             get = b"GET /v1/kv/g HTTP/1.1\r\nHost: h\r\n%s\r\n"
+            multi = b'POST /v1/kv HTTP/1.1\r\nHost: h\r\n%sContent-Length: 8\r\n\r\n{"m": 2}'
             rw = b"Authorization: Bearer " + RW_TOKEN.encode() + b"\r\n"
             ro = b"authorization: bearer " + RO_TOKEN.encode() + b"\r\n"
             answers = await exchange(
@@ -324,11 +375,13 @@ def test_guard_on_the_fast_path(
                 + (put % ro)
                 + (put % rw)
                 + (get % ro)
-                + (get % b""),
-                7,
+                + (get % b"")
+                + (multi % ro)
+                + (multi % rw),
+                9,
             )
             statuses = [a[0] for a in answers]
-            assert statuses == [401, 401, 401, 403, 200, 200, 401], answers
+            assert statuses == [401, 401, 401, 403, 200, 200, 401, 403, 200], answers
             assert answers[0][2] == {"error": "missing bearer token"}
             assert answers[0][1]["www-authenticate"].startswith("Bearer")
             assert answers[1][2] == {"error": "invalid token"}
@@ -337,7 +390,7 @@ def test_guard_on_the_fast_path(
             fast = c.apis[node].fast
             assert fast is not None and fast.handed_off == 0
             api = fast.handler.__self__  # type: ignore[attr-defined]
-            assert api.guard.served == 2 and api.guard.inflight == 0
+            assert api.guard.served == 3 and api.guard.inflight == 0
             api.guard.inflight = 4  # as if four requests were in flight
             [(status, _, body)] = await exchange(port, put % rw, 1)
             assert (status, body) == (503, {"error": "too many requests in flight"})
