@@ -22,11 +22,12 @@ read-only token on a write (403). A request forwarded over HTTP carries the
 client's ``Authorization`` header, so the leader checks it again (docs/security.md).
 
 Rule 5: the hot KV routes (``PUT``/``GET /v1/kv/{key}`` and the multi-put
-``POST /v1/kv``, in plain HTTP/1.1) skip aiohttp: :mod:`raftkv.server.fasthttp` parses them and :meth:`_Api.serve_fast`
-runs the same guard, handlers, error mapping and metrics as the middlewares
-do; every other request goes to aiohttp on the same port. Handlers of both
-paths share the code below :class:`_Origin`, which answers ``(status, body,
-headers)`` (:data:`~raftkv.server.fasthttp.Answer`).
+``POST /v1/kv``, in plain HTTP/1.1) skip aiohttp: :mod:`raftkv.server.fasthttp`
+parses them and :meth:`_Api.serve_fast` runs the same guard, handlers, error
+mapping and metrics as the middlewares do; every other request goes to aiohttp
+on the same port. Handlers of both paths share the code below
+:class:`_Origin`, which answers ``(status, body, headers)``
+(:data:`~raftkv.server.fasthttp.Answer`).
 """
 
 from __future__ import annotations
