@@ -47,11 +47,11 @@ def python_build() -> dict[str, str]:
     """Which CPython ran the benchmark, and how it was built.
 
     The same Python version runs this code at very different speeds depending
-    on the build: distribution packages (Debian, Ubuntu, python.org, the Docker
-    ``python`` images) are compiled with profile-guided optimisation and link
-    libpython into the executable, while pyenv's default build does neither
-    and is 20-30 % slower on the simulator. ``libpython`` says whether the
-    interpreter loaded libpython as a shared library (the slower layout).
+    on the build: Debian's package (and the Docker ``python`` images) link
+    libpython into the executable and are built with profile-guided
+    optimisation; pyenv's default build does neither and was 20-30 % slower on
+    the simulator here. ``libpython`` says whether the interpreter loaded
+    libpython as a shared library (the slower layout).
     """
     try:
         maps = Path("/proc/self/maps").read_text()
