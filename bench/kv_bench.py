@@ -730,19 +730,7 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                                 file=sys.stderr,
                             )
                             rows.append(
-                                {
-                                    **base,
-                                    "system": cluster.name,
-                                    "version": cluster.version(),
-                                    "fsync": cluster.fsync,
-                                    "date": datetime.datetime.now(datetime.UTC).isoformat(
-                                        timespec="seconds"
-                                    ),
-                                    "loadavg_1m_before": round(load_before, 2),
-                                    "loadavg_1m_after": round(os.getloadavg()[0], 2),
-                                    "repeat": rep,
-                                    **s,
-                                }
+                                {**_row_head(base, cluster, load_before), "repeat": rep, **s}
                             )
             if args.failover:
                 for cluster in clusters:
@@ -753,15 +741,7 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                     ordered = sorted(times)
                     rows.append(
                         {
-                            **base,
-                            "system": cluster.name,
-                            "version": cluster.version(),
-                            "fsync": cluster.fsync,
-                            "date": datetime.datetime.now(datetime.UTC).isoformat(
-                                timespec="seconds"
-                            ),
-                            "loadavg_1m_before": round(load_before, 2),
-                            "loadavg_1m_after": round(os.getloadavg()[0], 2),
+                            **_row_head(base, cluster, load_before),
                             "op": "failover",
                             "trials_s": [round(t, 3) for t in times],
                             "median_s": round(ordered[len(ordered) // 2], 3),
@@ -774,6 +754,19 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     return rows
+
+
+def _row_head(base: dict[str, Any], cluster: Cluster, load_before: float) -> dict[str, Any]:
+    """The fields every result row starts with: the run's, the system's, when, the load."""
+    return {
+        **base,
+        "system": cluster.name,
+        "version": cluster.version(),
+        "fsync": cluster.fsync,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def _csv_ints(text: str) -> list[int]:

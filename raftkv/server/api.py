@@ -579,12 +579,12 @@ class _Api:
 
     async def cas(self, request: web.Request) -> web.Response:
         key = _key(request)
-        obj = await _read_json(request, self.config.max_body_bytes)
+        body = await _read_body(request, self.config.max_body_bytes)
+        obj = _parse_json(body)
         if not isinstance(obj, dict) or "value" not in obj or "expect" not in obj:
             raise BadRequest('cas body must be {"expect": value or null, "value": value}')
         expect = ABSENT if obj["expect"] is None else obj["expect"]
         session = _session(request)
-        body = await request.read()
         for part in ("expect", "value"):
             _check_value_size(obj[part], len(body), self.config.max_value_bytes, part)
         return _web(

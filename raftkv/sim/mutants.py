@@ -12,6 +12,8 @@ and not the core noticing its own inconsistency.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from raftkv.core import (
     AppendEntries,
     Entry,
@@ -108,14 +110,9 @@ class TruncatesMatchingSuffix(Raft):
         return last_new
 
     def handle_heartbeat(self, msg: Heartbeat) -> None:
-        msg = Heartbeat(
-            term=msg.term,
-            sender=msg.sender,
-            to=msg.to,
-            commit=min(msg.commit, self.log.last_index()),
-            context=msg.context,
-        )
-        super().handle_heartbeat(msg)
+        # Commit as far as the leader says and our log goes (commit_to would call
+        # a commit past the last index a bug).
+        super().handle_heartbeat(replace(msg, commit=min(msg.commit, self.log.last_index())))
 
 
 class CommitsPastMatch(Raft):
@@ -148,14 +145,9 @@ class CommitsPastMatch(Raft):
                 )
 
     def handle_heartbeat(self, msg: Heartbeat) -> None:
-        msg = Heartbeat(
-            term=msg.term,
-            sender=msg.sender,
-            to=msg.to,
-            commit=min(msg.commit, self.log.last_index()),
-            context=msg.context,
-        )
-        super().handle_heartbeat(msg)
+        # Commit as far as the leader says and our log goes (commit_to would call
+        # a commit past the last index a bug).
+        super().handle_heartbeat(replace(msg, commit=min(msg.commit, self.log.last_index())))
 
 
 # -- issue 3: membership, reads, PreVote (tests/sim/test_mutants_complete.py) ----

@@ -87,6 +87,13 @@ class InProcCluster:
             snapshot_entries=self.snapshot_entries,
         )
 
+    async def __aenter__(self) -> InProcCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def start(self) -> None:
         self.members = member_map(self.n)
         for node_id in self.members:

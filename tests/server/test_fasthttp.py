@@ -204,9 +204,7 @@ def test_hot_routes_skip_aiohttp_on_leader_and_follower(
     tmp_path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any]
 ) -> None:
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             follower = next(n for n in c.nodes if n != leader)
             async with aiohttp.ClientSession() as s:
@@ -230,8 +228,6 @@ def test_hot_routes_skip_aiohttp_on_leader_and_follower(
                 assert fast is not None and fast.handed_off == 0
                 text = c.nodes[node].metrics.render().decode()
                 assert 'route="/v1/kv/{key}",status="200"' in text
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -243,9 +239,7 @@ def test_multi_put_stays_on_the_fast_path(
     fast path: later PUTs and GETs on it never reach aiohttp either."""
 
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             follower = next(n for n in c.nodes if n != leader)
             async with aiohttp.ClientSession() as s:
@@ -267,8 +261,6 @@ def test_multi_put_stays_on_the_fast_path(
                 text = c.nodes[node].metrics.render().decode()
                 assert 'route="/v1/kv",status="200"' in text
                 assert 'route="/v1/kv",status="400"' in text
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -277,9 +269,7 @@ def test_pipelined_requests_answered_in_order_then_aiohttp_takes_over(
     tmp_path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any]
 ) -> None:
     async def main() -> None:
-        c = InProcCluster(tmp_path, n=1)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path, n=1) as c:
             node = await c.leader()
             port = c.apis[node].port
             raw = (
@@ -305,8 +295,6 @@ def test_pipelined_requests_answered_in_order_then_aiohttp_takes_over(
             )
             assert 400 <= status < 500
             assert fast.handed_off == 2
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -315,9 +303,7 @@ def test_connection_close_and_eof(
     tmp_path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any]
 ) -> None:
     async def main() -> None:
-        c = InProcCluster(tmp_path, n=1)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path, n=1) as c:
             node = await c.leader()
             port = c.apis[node].port
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -340,8 +326,6 @@ def test_connection_close_and_eof(
             writer.close()
             fast = c.apis[node].fast
             assert fast is not None and fast.handed_off == 0
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -438,15 +422,11 @@ def test_fast_path_can_be_turned_off(
     monkeypatch.setenv("RAFTKV_NO_FAST_HTTP", "1")
 
     async def main() -> None:
-        c = InProcCluster(tmp_path, n=1)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path, n=1) as c:
             node = await c.leader()
             assert c.apis[node].fast is None
             answers = await exchange(c.apis[node].port, PUT + GET, 2)
             assert [a[0] for a in answers] == [200, 200] and answers[1][2]["value"] == 7
-        finally:
-            await c.stop()
 
     run(main())
 

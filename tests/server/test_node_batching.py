@@ -82,9 +82,7 @@ def test_group_commit_one_sync_for_all_proposals_that_arrive_during_a_sync(
 
 def test_follower_forwards_writes_over_the_peer_link(tmp_path: Path) -> None:
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             follower = next(n for n in c.nodes if n != leader)
             async with aiohttp.ClientSession() as s:
@@ -104,24 +102,18 @@ def test_follower_forwards_writes_over_the_peer_link(tmp_path: Path) -> None:
                     assert (await r.json())["value"] == 4
             forwarded = c.nodes[follower].metrics.forwarded._value.get()
             assert forwarded == 6  # over the peer link, not HTTP
-        finally:
-            await c.stop()
 
     run(main())
 
 
 def test_forwarded_write_outcome_is_unknown_when_the_leader_changes(tmp_path: Path) -> None:
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             follower = next(n for n in c.nodes if n != leader)
             c.hub.isolate(leader)  # the request never arrives; a new leader is elected
             with pytest.raises(OutcomeUnknown):
                 await c.nodes[follower].forward(put_cmd("x", 1), timeout=10)
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -136,9 +128,7 @@ def test_concurrent_linearizable_reads_share_read_index_requests(tmp_path: Path)
         )
 
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             follower = c.nodes[next(n for n in c.nodes if n != leader)]
             index = (await c.nodes[leader].propose(put_cmd("r", 1))).index  # type: ignore[attr-defined]
@@ -149,8 +139,6 @@ def test_concurrent_linearizable_reads_share_read_index_requests(tmp_path: Path)
             # 40 reads, one ReadIndex round trip for the first and one for the
             # rest (they arrived while the first was in flight): not 40.
             assert read_index_requests(follower) - before <= 3
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -161,9 +149,7 @@ def test_forwards_of_one_loop_turn_share_one_send(tmp_path: Path) -> None:
     from raftkv.transport.forward import ForwardRequest, ForwardResponse
 
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             follower = next(n for n in c.nodes if n != leader)
             sends: dict[str, list[int]] = {follower: [], leader: []}
@@ -185,8 +171,6 @@ def test_forwards_of_one_loop_turn_share_one_send(tmp_path: Path) -> None:
             assert [status for status, _ in answers] == [200] * 10
             assert sends[follower] == [10]
             assert sum(sends[leader]) == 10 and len(sends[leader]) <= 2, sends
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -199,9 +183,7 @@ def test_leader_answers_forwarded_writes_from_callbacks(tmp_path: Path) -> None:
     from raftkv.server.kv import Get
 
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             follower = next(n for n in c.nodes if n != leader)
             handler = c.nodes[leader].forward_handler
@@ -228,17 +210,13 @@ def test_leader_answers_forwarded_writes_from_callbacks(tmp_path: Path) -> None:
             follower_handler(put_cmd("cb", 2), reply)
             assert replies[3] == (503, {"error": "not the leader", "leader": leader})
             assert len(replies) == 4
-        finally:
-            await c.stop()
 
     run(main())
 
 
 def test_index_and_term_gauges_are_current_when_scraped(tmp_path: Path) -> None:
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             node = c.nodes[leader]
             for i in range(3):
@@ -254,7 +232,5 @@ def test_index_and_term_gauges_are_current_when_scraped(tmp_path: Path) -> None:
             ]:
                 assert f'{name}{{node="{leader}"}} {float(value)}' in text, (name, value)
             assert node.applied_index >= 4  # the founding entry, a no-op, three writes
-        finally:
-            await c.stop()
 
     run(main())
