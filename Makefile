@@ -20,7 +20,7 @@ help:
 	@echo "make typecheck  mypy (strict on raftkv/)"
 	@echo "make format     ruff format + ruff check --fix"
 	@echo "make test-all   all tests, including those marked slow"
-	@echo "make sim-long   simulate seeds 1-5000 with all faults"
+	@echo "make sim-long   simulate seeds 1-5000 with all faults, then 1-1000 with all,hints"
 	@echo "make bench      simulator throughput benchmark"
 	@echo "make bench-kv   KV throughput/latency, raftkv vs etcd side by side (docs/benchmarks.md)"
 	@echo "make screenshots  regenerate docs/img/*.png (timeline pages in headless Chromium)"
@@ -64,6 +64,7 @@ format: $(STAMP)
 
 sim-long: $(STAMP)
 	$(BIN)/raftkv sim --seeds 1-5000 --nodes 5 --faults all
+	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all,hints
 
 # Simulator throughput. It needs only the standard library, so BENCH_PY may name
 # any CPython >= 3.11 (e.g. BENCH_PY=/usr/bin/python3, a distribution build).

@@ -146,7 +146,8 @@ def _sweep_worker(args: tuple[SimConfig, str | None]) -> tuple[SimResult, float]
     "--faults",
     default="all",
     show_default=True,
-    help=f"Comma-separated fault kinds ({', '.join(FAULT_KINDS)}), or 'all', or 'none'.",
+    help=f"Comma-separated fault kinds ({', '.join(FAULT_KINDS)}), or 'all' (every kind but"
+    " hints), or 'none'.",
 )
 @click.option(
     "--clients", type=click.IntRange(0, 64), default=4, show_default=True, help="Simulated clients."
@@ -658,6 +659,13 @@ def _fail(message: str) -> NoReturn:
     help="Largest frame accepted from a peer, checked before it is read (the connection is "
     "closed above). Must be the same on every member.",
 )
+@click.option(
+    "--no-leader-hints",
+    is_flag=True,
+    envvar="RAFTKV_NO_LEADER_HINTS",
+    help="Wait a whole election timeout after the leader dies, even when its address "
+    "refuses connections (by default a follower then campaigns within a tick or two).",
+)
 def serve(
     node_id: str | None,
     data_dir: str,
@@ -687,6 +695,7 @@ def serve(
     max_multi_put_pairs: int,
     max_concurrent_requests: int,
     max_peer_frame_bytes: int,
+    no_leader_hints: bool,
 ) -> None:
     """Run one raftkv node (Raft peer transport + HTTP API) until SIGTERM/SIGINT.
 
@@ -785,6 +794,7 @@ def serve(
             max_multi_put_pairs=max_multi_put_pairs,
             max_concurrent_requests=max_concurrent_requests,
             max_peer_frame_bytes=max_peer_frame_bytes,
+            leader_hints=not no_leader_hints,
         )
         config.validate()
         if config.tls:

@@ -435,6 +435,44 @@ class Raft:
                 )
             )
 
+    # -- hints -------------------------------------------------------------
+
+    def report_unreachable(self, peer: NodeId) -> bool:
+        """A hint from outside the protocol: ``peer``'s process is gone.
+
+        A transport reports it when ``peer``'s address refuses connections (its
+        process died; the host and network still answer). Only a voting
+        follower whose leader is ``peer`` acts on it, and only with PreVote and
+        CheckQuorum on and lease reads off: it forgets the leader, so it no
+        longer turns candidates away as within the leader's lease, and lets its
+        election timer fire after ``1 + rank`` ticks, ``rank`` being its place
+        among the other voters in id order, so that the survivors do not all
+        campaign at once. Safety never rests on timing: a false hint costs one
+        PreVote round, refused by every node that still hears from the leader,
+        and the leader's next heartbeat restores the follower. Lease reads do
+        rest on followers not voting within the lease, so they disable this.
+
+        Returns ``True`` if the hint was acted on.
+        """
+        cfg = self.config
+        if (
+            self.role is not Role.FOLLOWER
+            or peer != self.leader
+            or peer == self.node_id
+            or not (cfg.pre_vote and cfg.check_quorum)
+            or cfg.read_only != "safe"
+            or not self.is_voter(self.node_id)
+        ):
+            return False
+        others = sorted(v for v in self.voters.ids() if v != peer)
+        delay = 1 + others.index(self.node_id)
+        self.leader = None
+        self.election_elapsed = max(self.election_elapsed, self.randomized_election_timeout - delay)
+        logger.debug(
+            "%s: leader %s unreachable, campaigning in %d ticks", self.node_id, peer, delay
+        )
+        return True
+
     # -- ticks -------------------------------------------------------------
 
     def tick(self) -> bool:

@@ -127,6 +127,16 @@ class RawNode:
         """Start an election now (with PreVote first if configured)."""
         self.raft.hup()
 
+    def report_unreachable(self, peer: NodeId) -> bool:
+        """Hint that ``peer``'s process is gone (its address refuses connections).
+
+        A follower whose leader is ``peer`` campaigns after a tick or a few
+        instead of a whole election timeout (see
+        :meth:`raftkv.core.raft.Raft.report_unreachable` for the conditions).
+        Returns ``True`` if the hint was acted on.
+        """
+        return self.raft.report_unreachable(peer)
+
     def read_index(self, context: bytes) -> None:
         """Request a linearizable read point (dissertation §6.4).
 

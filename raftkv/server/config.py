@@ -107,6 +107,9 @@ class ServerConfig:
         max_multi_put_pairs: most pairs in one multi-put.
         max_concurrent_requests: HTTP requests served at once; 503 above.
         max_peer_frame_bytes: largest peer frame accepted (checked before reading it).
+        leader_hints: a follower whose connection to the leader is refused
+            (the leader's process died) campaigns after a tick or two instead
+            of a whole election timeout (:meth:`raftkv.core.RawNode.report_unreachable`).
     """
 
     node_id: NodeId
@@ -134,6 +137,7 @@ class ServerConfig:
     max_multi_put_pairs: int = 1000
     max_concurrent_requests: int = 1024
     max_peer_frame_bytes: int = DEFAULT_MAX_FRAME_SIZE
+    leader_hints: bool = True
 
     @property
     def tls(self) -> bool:

@@ -360,6 +360,7 @@ class RaftNode:
             max_frame_size=self.config.max_peer_frame_bytes,
             ssl_server=ssl_server,
             ssl_client=ssl_client,
+            on_unreachable=self._on_unreachable if self.config.leader_hints else None,
         )
         self.metrics.watch_transport(tcp.stats.as_dict)
         return tcp
@@ -482,6 +483,18 @@ class RaftNode:
         for kind, n in kinds.items():
             self.metrics.received(kind, n)
         self._wake.set()
+
+    def _on_unreachable(self, peer: NodeId) -> None:
+        """The transport's hint: ``peer`` refuses connections (its process is gone)."""
+        raw = self._raw
+        if raw is None or self._stopping:
+            return
+        if raw.report_unreachable(peer):
+            logger.info(
+                "leader unreachable: campaigning early",
+                extra={"fields": {"leader": peer, "term": raw.term}},
+            )
+            self._wake.set()
 
     async def _ticker(self) -> None:
         interval = self.config.heartbeat_interval_ms / 1000

@@ -227,6 +227,7 @@ class Cluster:
         self.on_nodes_changed: Callable[[tuple[NodeId, ...]], None] | None = None
         """Called with the new :attr:`node_ids` when a node joins or retires."""
         self._seed = seed
+        self._leader_lost_at: Micros | None = None  # when the last leader crashed
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -311,6 +312,8 @@ class Cluster:
         node = self.nodes[nid]
         if node.raw is None:
             return False
+        if node.role is Role.LEADER and self._leader_lost_at is None:
+            self._leader_lost_at = self.clock.now
         node.generation += 1
         node.raw = None
         node.inflight = None
@@ -345,6 +348,16 @@ class Cluster:
         self.invariants.on_restart(nid, node.disk)
         self._boot(node)
         return True
+
+    def report_unreachable(self, nid: NodeId, peer: NodeId) -> bool:
+        """Give ``nid`` the transport's hint that ``peer`` is gone; whether it acted."""
+        node = self.nodes[nid]
+        raw = node.raw
+        if raw is None:
+            return False
+        acted = raw.report_unreachable(peer)
+        self._after_input(node)
+        return acted
 
     def up_nodes(self) -> list[NodeId]:
         return [n for n in self.node_ids if self.nodes[n].raw is not None]
@@ -502,6 +515,11 @@ class Cluster:
                 self.stats["pre_campaigns"] += 1
             elif role is Role.LEADER:
                 self.stats["elections_won"] += 1
+                if self._leader_lost_at is not None:
+                    # Leader crash -> next leader: stats only, not in the summary.
+                    self.stats["failovers"] += 1
+                    self.stats["failover_us"] += self.clock.now - self._leader_lost_at
+                    self._leader_lost_at = None
         node.role = role
         node.term = raw.term
         if self.tracer is not None:

@@ -30,7 +30,7 @@ from raftkv.sim.clock import Micros, seconds
 from raftkv.sim.cluster import Cluster
 from raftkv.sim.trace import Tracer
 
-FAULT_KINDS = ("partition", "crash", "loss", "dup", "reorder", "stress", "churn")
+FAULT_KINDS = ("partition", "crash", "loss", "dup", "reorder", "stress", "churn", "hints")
 """Every fault kind, in a fixed order. ``stress`` draws a hostile timing and
 batching profile per seed (see :func:`raftkv.sim.runner.draw_profile`) instead
 of scheduling fault windows. ``churn`` strikes each newly elected leader: either
@@ -40,10 +40,19 @@ within a few round trips (after its first appends, before they all reach a
 majority) and restarts later, the cut-off leader coming back as it goes down.
 Strung together, these are the schedule of the paper's Figure 8: S1's stale
 entry, S5's stale entry, S1 back as leader replicating its old entry, S1 down
-and S5 back."""
+and S5 back. ``hints`` models the real transport's "unreachable" hint
+(:meth:`raftkv.core.RawNode.report_unreachable`): 1-60 ms after any crash
+every node still up is told the crashed node is gone, as a refused reconnect
+tells a real node; and in its windows, every 50-500 ms, a random follower is
+told, falsely, that its live leader is gone."""
 
-ALL_KINDS = FAULT_KINDS
-"""What ``all`` means: every kind."""
+ALL_KINDS = tuple(k for k in FAULT_KINDS if k != "hints")
+"""What ``all`` means: every kind but ``hints``. Hints make failover fast, and a
+fast failover makes the adversarial schedules rarer (Figure 8's needs a slow
+one): with them in ``all`` the sweep that catches a leader committing a
+previous term's entry by counting replicas found nothing in 80 seeds. So
+``all`` keeps the slow, hostile timing, and ``all,hints`` is swept separately
+(``tests/sim/test_hints.py``, ``make sim-long``)."""
 
 PARTITION_VARIANTS = ("halves", "isolate-leader", "bridge", "one-way")
 CRASH_VARIANTS = ("random", "leader")
@@ -120,6 +129,10 @@ def generate_schedule(
                     variant = "new-leader"
                     length = seconds(1) + rng.randrange(seconds(6))
                     level = 0.0
+                elif kind == "hints":
+                    variant = "false-hints"
+                    length = seconds(0.5) + rng.randrange(seconds(4))
+                    level = 0.0
                 else:
                     variant = kind
                     length = seconds(0.5) + rng.randrange(seconds(4))
@@ -150,9 +163,13 @@ class FaultInjector:
         schedule: list[FaultWindow],
         end_us: Micros,
         tracer: Tracer | None = None,
+        hints_rng: random.Random | None = None,
     ) -> None:
         self._cluster = cluster
         self._rng = rng
+        # With the ``hints`` kind: its own RNG, so the other faults draw as without it.
+        self._hints_rng = hints_rng
+        self._hint_windows: set[int] = set()  # open false-hint lanes
         self.schedule = schedule
         self._end_us = end_us
         self._tracer = tracer
@@ -233,6 +250,11 @@ class FaultInjector:
             incumbent = cluster.leader()
             if incumbent is not None:
                 self._on_leader(incumbent, self._leader_term())
+        elif w.kind == "hints":
+            self._hint_windows.add(w.lane)
+            self._trace("hints", variant=w.variant)
+            self.counts["hints"] += 1
+            self._false_hint_later(w.lane)
         elif w.kind == "crash":
             up = cluster.up_nodes()
             if len(up) <= 1:
@@ -243,6 +265,7 @@ class FaultInjector:
                 target = up[rng.randrange(len(up))]
             self._trace("crash", variant=w.variant, target=target)
             cluster.crash(target)
+            self._hint_crash(target)
             self._crashed[w.lane] = target
             self.counts["crash"] += 1
         else:
@@ -317,6 +340,7 @@ class FaultInjector:
             return
         self._trace("crash", variant="new-leader", target=leader)
         cluster.crash(leader)
+        self._hint_crash(leader)
         self.counts["crash"] += 1
         restart_after = seconds(0.2) + self._rng.randrange(seconds(1.5))
         cluster.clock.call_later(restart_after, self._churn_restart, leader)
@@ -341,10 +365,54 @@ class FaultInjector:
             if not self._churn_open:
                 self._churn_rejoin()
             self._trace("heal-churn")
+        elif w.kind == "hints":
+            self._hint_windows.discard(w.lane)
+            self._trace("heal-hints")
         else:
             field = {"loss": "drop", "dup": "duplicate", "reorder": "reorder"}[w.kind]
             net.update_params(**{field: getattr(self._base, field)})
             self._trace("heal-" + w.kind)
+
+    # -- unreachable hints ----------------------------------------------------
+
+    def _hint_crash(self, crashed: NodeId) -> None:
+        """Tell every node still up, 1-60 ms from now, that ``crashed`` is gone."""
+        rng = self._hints_rng
+        if rng is None:
+            return
+        cluster = self._cluster
+        for nid in cluster.up_nodes():
+            delay = 1_000 + rng.randrange(59_000)
+            gen = cluster.nodes[nid].generation
+            cluster.clock.call_later(delay, self._deliver_hint, nid, gen, crashed, "crash")
+
+    def _false_hint_later(self, lane: int) -> None:
+        rng = self._hints_rng
+        if rng is not None:
+            delay = 50_000 + rng.randrange(450_000)
+            self._cluster.clock.call_later(delay, self._false_hint, lane)
+
+    def _false_hint(self, lane: int) -> None:
+        """While the lane's window is open: fool a random follower about its leader."""
+        rng = self._hints_rng
+        if lane not in self._hint_windows or rng is None:
+            return
+        cluster = self._cluster
+        leader = cluster.leader()
+        if leader is not None:
+            followers = [n for n in cluster.up_nodes() if n != leader]
+            if followers:
+                nid = followers[rng.randrange(len(followers))]
+                self._deliver_hint(nid, cluster.nodes[nid].generation, leader, "false")
+        self._false_hint_later(lane)
+
+    def _deliver_hint(self, nid: NodeId, generation: int, peer: NodeId, why: str) -> None:
+        cluster = self._cluster
+        if cluster.nodes[nid].generation != generation:
+            return  # crashed (and maybe restarted) since
+        acted = cluster.report_unreachable(nid, peer)
+        self._trace("hint", target=nid, peer=peer, why=why, acted=acted)
+        self.counts[f"hint-{why}" + ("" if acted else "-ignored")] += 1
 
     def heal_all(self) -> None:
         """End every fault: heal the network, restore link parameters, restart nodes."""

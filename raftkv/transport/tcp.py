@@ -54,7 +54,7 @@ import socket
 import ssl
 import struct
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from raftkv.core.messages import AppendEntries, Heartbeat, HeartbeatResponse
 from raftkv.core.types import NodeId
@@ -204,6 +204,9 @@ class TcpTransport:
             mutual TLS it requires client certificates (``CERT_REQUIRED``).
         ssl_client: TLS for outbound connections, verifying the peer's
             certificate (and its host name, if the context checks them).
+        on_unreachable: called on the event loop with a peer's id each time a
+            connection to it is refused (nothing listens at its address: its
+            process is gone, though its host answers). A hint, not a verdict.
     """
 
     def __init__(
@@ -228,6 +231,7 @@ class TcpTransport:
         rng: random.Random | None = None,
         ssl_server: ssl.SSLContext | None = None,
         ssl_client: ssl.SSLContext | None = None,
+        on_unreachable: Callable[[NodeId], None] | None = None,
     ) -> None:
         if (ssl_server is None) != (ssl_client is None):
             raise ValueError("give both ssl_server and ssl_client, or neither")
@@ -255,6 +259,7 @@ class TcpTransport:
         self._rng = rng if rng is not None else random.Random()
         self._ssl_server = ssl_server
         self._ssl_client = ssl_client
+        self._on_unreachable = on_unreachable
 
         self._stats = TransportStats()
         self._peers: dict[NodeId, Address] = {}
@@ -482,6 +487,9 @@ class TcpTransport:
                     *out.address,
                     exc,
                 )
+                if isinstance(exc, ConnectionRefusedError) and self._on_unreachable is not None:
+                    # Nothing listens at the peer's address: its process is gone.
+                    self._on_unreachable(out.node_id)
             if streams is None:
                 await asyncio.sleep(self._backoff(attempt))
                 attempt += 1

@@ -177,6 +177,42 @@ def test_kill_leader_under_load(tmp_path: Path) -> None:
                 assert code == 200 and body["value"] == value, (node, key, code, body)
 
 
+def _failover_seconds(c: ProcCluster) -> float:
+    """Kill -9 the leader; seconds until a survivor accepts a write."""
+    leader = c.wait_leader()
+    assert put(c, leader, "before", 1)[0] == 200
+    time.sleep(0.5)  # a steady heartbeat rhythm
+    c.kill(leader)
+    killed_at = time.monotonic()
+    survivors = list(c.procs)
+    while time.monotonic() - killed_at < 20:
+        for node in survivors:
+            if put(c, node, "after", 2, timeout=1)[0] == 200:
+                return time.monotonic() - killed_at
+        time.sleep(0.02)
+    raise AssertionError(f"no write accepted after the kill\n{c.logs()}")
+
+
+def test_leader_hints_fail_over_before_an_election_timeout(tmp_path: Path) -> None:
+    """A dead leader's address refuses connections; its followers campaign at once.
+
+    With a 3 s election timeout (randomized to 3-6 s) a write succeeding
+    within 1.5 s of the kill is only possible through the hint.
+    """
+    with proc_cluster(tmp_path, election_ms=3000, heartbeat_ms=100) as c:
+        took = _failover_seconds(c)
+        assert took < 1.5, (took, c.logs())
+
+
+def test_without_leader_hints_failover_waits_an_election_timeout(tmp_path: Path) -> None:
+    with proc_cluster(
+        tmp_path, election_ms=1500, heartbeat_ms=100, extra_args=["--no-leader-hints"]
+    ) as c:
+        took = _failover_seconds(c)
+        # The follower's timer was reset by a heartbeat at most 100 ms before the kill.
+        assert took >= 1.5 - 0.1, (took, c.logs())
+
+
 def test_kill_all_and_restart_keeps_acknowledged_writes(tmp_path: Path) -> None:
     c = ProcCluster(tmp_path, election_ms=ELECTION_MS, heartbeat_ms=50)
     c.start()
