@@ -10,7 +10,7 @@ STAMP = $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: help setup run test lint typecheck format pytest test-all sim-long bench bench-kv clean jepsen \
+.PHONY: help setup run test lint typecheck format pytest test-all sim-long bench bench-sim bench-kv clean jepsen \
 	deploy-check rolling-restart fuzz browser screenshots
 
 help:
@@ -21,8 +21,9 @@ help:
 	@echo "make format     ruff format + ruff check --fix"
 	@echo "make test-all   all tests, including those marked slow"
 	@echo "make sim-long   simulate seeds 1-5000 with all faults, then 1-1000 with all,hints"
-	@echo "make bench      simulator throughput benchmark"
-	@echo "make bench-kv   KV throughput/latency, raftkv vs etcd side by side (docs/benchmarks.md)"
+	@echo "make bench      both benchmarks below, one after the other"
+	@echo "make bench-sim  simulator throughput (BENCH_PY=... runs it on another CPython)"
+	@echo "make bench-kv   KV throughput/latency/failover: raftkv, etcd, PySyncObj side by side"
 	@echo "make screenshots  regenerate docs/img/*.png (timeline pages in headless Chromium)"
 	@echo "make fuzz       long fuzz runs of every decoder (FUZZ_EXAMPLES, FUZZ_SECONDS)"
 	@echo "make jepsen     fault-test real nodes, 3 then 5 (JEPSEN_SEED, JEPSEN_TIME)"
@@ -66,16 +67,32 @@ sim-long: $(STAMP)
 	$(BIN)/raftkv sim --seeds 1-5000 --nodes 5 --faults all
 	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all,hints
 
+bench: bench-sim bench-kv
+
 # Simulator throughput. It needs only the standard library, so BENCH_PY may name
 # any CPython >= 3.11 (e.g. BENCH_PY=/usr/bin/python3, a distribution build).
 BENCH_PY ?= $(BIN)/python
-bench: $(STAMP)
+bench-sim: $(STAMP)
 	PYTHONPATH=. $(BENCH_PY) bench/sim_throughput.py
 
-# raftkv vs etcd (if installed: apt-get install etcd-server), side by side, one run.
-bench-kv: $(STAMP)
-	$(BIN)/python bench/kv_bench.py --systems raftkv$$(command -v etcd >/dev/null && echo ,etcd) \
-		--ops put,get --concurrency 1,64,256 --repeat 3 --duration 10 --failover 5
+# raftkv vs etcd (if installed: apt-get install etcd-server) vs PySyncObj (the
+# bench extra), side by side in one run, plus a plot; docs/benchmarks.md.
+BENCH_STAMP = $(VENV)/.bench-installed
+ETCD = $(shell command -v etcd >/dev/null && echo ,etcd)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[dev,fast,bench]'
+	touch $(BENCH_STAMP)
+
+bench-kv: $(BENCH_STAMP)
+	$(BIN)/python bench/kv_bench.py --systems raftkv$(ETCD),pysyncobj \
+		--ops put,get,stale --concurrency 1,64,256 --repeat 3 --duration 10 --warmup 2 \
+		--plot docs/img/kv_throughput.png
+	$(BIN)/python bench/kv_bench.py --systems raftkv$(ETCD) --flavor nohints=--no-leader-hints \
+		--ops '' --failover 12
+	@command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk): no second opinion"; exit 0; }; \
+	$(BIN)/python bench/kv_bench.py --load wrk --systems raftkv$(ETCD),pysyncobj \
+		--ops put,get,stale --concurrency 64,256 --repeat 3 --duration 10 --warmup 2 \
+		--plot docs/img/kv_throughput_wrk.png
 
 # Offline checks of deploy/ (also run by `make test`, in tests/deploy/).
 deploy-check: $(STAMP)

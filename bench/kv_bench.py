@@ -29,10 +29,19 @@ number to compare, as throughput moves with the other load.
 ``git archive HEAD | tar -x -C DIR``), driven interleaved with the others, so a
 change is measured before and after back to back.
 
+``--flavor NAME=FLAGS`` adds a raftkv cluster started with more ``raftkv
+serve`` flags (e.g. ``nohints=--no-leader-hints``). ``--load wrk`` drives every
+point with wrk (``apt-get install wrk``) and bench/kv_wrk.lua instead of the
+asyncio client: the same closed loop, keys, values and routes from C event
+loops, which leave more of a small machine's CPUs to the servers (a second
+opinion; see :func:`run_point_wrk`). ``--plot PNG`` draws the run with
+bench/plot_kv.py.
+
 Usage: python bench/kv_bench.py [--systems raftkv,etcd] [--duration 10]
        [--concurrency 1,16,64] [--ops put,get] [--keys 10000] [--value-size 100]
        [--nodes 3] [--data-dir DIR] [--no-fsync] [--failover N] [--cpu]
-       [--variant NAME=DIR ...]
+       [--variant NAME=DIR ...] [--flavor NAME=FLAGS ...] [--load asyncio|wrk]
+       [--plot PNG]
 
 The data dir must be on the disk you care about (tmpfs makes fsync free); the
 client runs in this one process, so on a small machine it shares the CPUs with
@@ -50,9 +59,11 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,6 +115,7 @@ class Cluster:
     election_ms: int
     name: str = "raftkv"
     src: Path = REPO  # the source tree the nodes run (--variant)
+    extra_args: list[str] = field(default_factory=list)  # more `raftkv serve` flags (--flavor)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api: dict[str, str] = field(default_factory=dict)
     cmds: dict[str, list[str]] = field(default_factory=dict)
@@ -130,7 +142,7 @@ class Cluster:
             ]  # fmt: skip
             if not self.fsync:
                 cmd.append("--no-fsync")
-            self.cmds[n] = cmd
+            self.cmds[n] = cmd + self.extra_args
             self.spawn(n)
 
     def spawn(self, n: str) -> None:
@@ -209,8 +221,13 @@ class Cluster:
             else:
                 raise SystemExit("preload failed")
 
+    def supports(self, op: str) -> bool:
+        """Whether this system can serve ``op`` (put, get = linearizable, stale)."""
+        return True
+
     def version(self) -> str:
-        return git_commit()[:12] if self.src == REPO else f"src {self.src}"
+        v = git_commit()[:12] if self.src == REPO else f"src {self.src}"
+        return " ".join([v, *self.extra_args])
 
 
 @dataclass
@@ -308,6 +325,60 @@ class EtcdCluster(Cluster):
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
         return out.splitlines()[0].split(":", 1)[-1].strip() if out else "unknown"
+
+
+@dataclass
+class PySyncObjCluster(Cluster):
+    """N bench/pysyncobj_node.py processes: PySyncObj with the same HTTP routes as raftkv.
+
+    PySyncObj never fsyncs its journal and has no linearizable read, so its
+    clusters run ``put`` and ``stale`` points only (see that module).
+    """
+
+    name: str = "pysyncobj"
+    python: str = sys.executable
+
+    def start(self) -> None:
+        ports = _free_ports(2 * self.nodes)
+        ids = [f"p{i + 1}" for i in range(self.nodes)]
+        raft = {n: f"127.0.0.1:{ports[2 * i]}" for i, n in enumerate(ids)}
+        self.api = {n: f"127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(ids)}
+        for n in ids:
+            self.cmds[n] = [
+                self.python, str(REPO / "bench" / "pysyncobj_node.py"),
+                "--self", raft[n],
+                "--partners", ",".join(raft[m] for m in ids if m != n),
+                "--http", self.api[n],
+                "--data-dir", str(self.root / n),
+                "--heartbeat-ms", str(self.heartbeat_ms),
+                "--election-ms", str(self.election_ms),
+            ]  # fmt: skip
+            (self.root / n).mkdir(parents=True, exist_ok=True)
+            self.spawn(n)
+
+    def spawn(self, n: str) -> None:
+        with open(self.root / f"{n}.log", "ab") as log:
+            self.procs[n] = subprocess.Popen(self.cmds[n], stdout=log, stderr=log, cwd=REPO)
+
+    def supports(self, op: str) -> bool:
+        return op != "get"
+
+    def version(self) -> str:
+        return pysyncobj_version(self.python) or "unknown"
+
+
+def pysyncobj_version(python: str) -> str | None:
+    """PySyncObj's version as installed for ``python``, or None if it is not."""
+    try:
+        out = subprocess.run(
+            [python, str(REPO / "bench" / "pysyncobj_node.py"), "--pysyncobj-version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 async def _wait_ready(session: aiohttp.ClientSession, cluster: Cluster, timeout: float) -> None:
@@ -514,6 +585,102 @@ async def run_point(
     return point
 
 
+WRK_SCRIPT = REPO / "bench" / "kv_wrk.lua"
+
+
+async def run_point_wrk(
+    cluster: Cluster,
+    op: str,
+    concurrency: int,
+    *,
+    duration: float,
+    warmup: float,
+    keys: int,
+    payload: bytes,
+    seed: int,
+    cpu: bool = False,
+) -> dict[str, Any]:
+    """One point driven by ``wrk`` (bench/kv_wrk.lua) instead of the asyncio generator.
+
+    Same closed loop, keys, values and routes; wrk's C event loops cost far less
+    CPU per request than the Python client, so on a small machine this shows
+    more of what the servers themselves can do. Thread *i* of wrk holds its
+    connections to node *i*, so the connections are spread over every node;
+    wrk gives each thread ``concurrency // threads`` connections, so the
+    connection count actually used (recorded as ``connections``) is rounded
+    down to a multiple of the node count (64 -> 63 with 3 nodes). ``op`` is
+    ``put``, ``get`` (linearizable) or ``stale``. Returns a row like
+    :meth:`Point.summary`'s; latencies are wrk's (µs resolution).
+    """
+    threads = max(1, min(concurrency, len(cluster.api)))
+    connections = concurrency // threads * threads
+    protocol = "etcd" if isinstance(cluster, EtcdCluster) else "raftkv"
+    env = dict(os.environ, KV_WRK_NODES=",".join(cluster.api.values()))
+
+    async def wrk(seconds: float) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
+            "--timeout", "10s", "-s", str(WRK_SCRIPT), cluster.urls()[0], "--",
+            protocol, op, str(keys), payload.decode(), str(seed), "statuses",
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        start = time.perf_counter()
+        wait = asyncio.ensure_future(proc.communicate())
+        while not wait.done():
+            sys.stderr.write(
+                f"\r  {cluster.name:>6} {op:>5} c={connections:<3} wrk "
+                f"{time.perf_counter() - start:5.1f}/{seconds:g}s"
+            )
+            sys.stderr.flush()
+            await asyncio.wait([wait], timeout=0.5)
+        out, err = wait.result()
+        if proc.returncode != 0:
+            raise SystemExit(f"wrk failed ({proc.returncode}): {err.decode(errors='replace')}")
+        return out.decode()
+
+    leader = await _leader_once(cluster) if cpu else None
+    if warmup > 0:
+        await wrk(warmup)
+    nodes_before = _cpu_snapshot(cluster)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = await wrk(duration)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    nodes_after = _cpu_snapshot(cluster)
+    sys.stderr.write("\r" + " " * 80 + "\r")
+    res = json.loads(out.strip().splitlines()[-1])
+    # wrk counts an answer with status > 399 as a completed request (and a "status"
+    # error); the script counts answers by status, judged here as for the asyncio client.
+    kind = "put" if op == "put" else "get"
+    ok = sum(n for st, n in res["statuses"].items() if cluster.ok(kind, int(st)))
+    errors = {st: n for st, n in res["statuses"].items() if not cluster.ok(kind, int(st))}
+    errors.update({k: v for k, v in res["errors"].items() if v and k != "status"})
+    seconds = res["duration_us"] / 1e6
+    row: dict[str, Any] = {
+        "op": op,
+        "concurrency": concurrency,
+        "connections": connections,
+        "load": "wrk",
+        "seconds": round(seconds, 3),
+        "ops": ok,
+        "ops_per_s": round(ok / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(res["p50_us"] / 1000, 3),
+        "p99_ms": round(res["p99_us"] / 1000, 3),
+        "max_ms": round(res["max_us"] / 1000, 3),
+        "errors": errors,
+    }
+    if cpu:
+        # The client's CPU: wrk's own, from the rusage of this process's waited-for children.
+        nodes_before["client"] = children_before.ru_utime + children_before.ru_stime
+        nodes_after["client"] = children_after.ru_utime + children_after.ru_stime
+        row["cpu_us_per_op"] = cpu_per_op(nodes_before, nodes_after, res["requests"], leader)
+    return row
+
+
+async def _leader_once(cluster: Cluster) -> str | None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        return await cluster.leader(session)
+
+
 # --------------------------------------------------------------------------- failover
 
 
@@ -651,6 +818,16 @@ def _make_cluster(system: str, root: Path, args: argparse.Namespace) -> Cluster:
         return EtcdCluster(
             root / "etcd", args.nodes, True, args.heartbeat_ms, args.election_ms, binary=binary
         )
+    if system == "pysyncobj":
+        if pysyncobj_version(args.pysyncobj_python) is None:
+            raise SystemExit(
+                f"PySyncObj is not installed for {args.pysyncobj_python}"
+                " (pip install 'raftkv[bench]' or pip install pysyncobj), or drop it"
+            )
+        return PySyncObjCluster(
+            root / "pysyncobj", args.nodes, False, args.heartbeat_ms, args.election_ms,
+            python=args.pysyncobj_python,
+        )  # fmt: skip
     raise SystemExit(f"unknown system {system!r}")
 
 
@@ -660,6 +837,10 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
     for name, src in args.variant:
         cluster = _make_cluster("raftkv", root, args)
         cluster.name, cluster.root, cluster.src = name, root / name, src
+        clusters.append(cluster)
+    for name, flags in args.flavor:
+        cluster = _make_cluster("raftkv", root, args)
+        cluster.name, cluster.root, cluster.extra_args = name, root / name, flags
         clusters.append(cluster)
     rows: list[dict[str, Any]] = []
     machine = _machine(root)
@@ -682,6 +863,7 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
         "heartbeat_ms": args.heartbeat_ms,
         "election_ms": args.election_ms,
         "warmup_s": args.warmup,
+        "load": args.load,
     }
     try:
         timeout = aiohttp.ClientTimeout(total=30)
@@ -699,23 +881,38 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for concurrency in args.concurrency:
                     for rep in range(args.repeat):
                         for cluster in clusters:
+                            if not cluster.supports(op):
+                                continue
                             cluster.check_alive()
                             load_before = os.getloadavg()[0]
-                            point = await run_point(
-                                session,
-                                cluster,
-                                "get" if op == "stale" else op,
-                                concurrency,
-                                duration=args.duration,
-                                warmup=args.warmup,
-                                keys=args.keys,
-                                payload=payload,
-                                seed=args.seed,
-                                stale=op == "stale",
-                                cpu=args.cpu,
-                            )
-                            s = point.summary()
-                            s["op"] = op
+                            if args.load == "wrk":
+                                s = await run_point_wrk(
+                                    cluster,
+                                    op,
+                                    concurrency,
+                                    duration=args.duration,
+                                    warmup=args.warmup,
+                                    keys=args.keys,
+                                    payload=payload,
+                                    seed=args.seed,
+                                    cpu=args.cpu,
+                                )
+                            else:
+                                point = await run_point(
+                                    session,
+                                    cluster,
+                                    "get" if op == "stale" else op,
+                                    concurrency,
+                                    duration=args.duration,
+                                    warmup=args.warmup,
+                                    keys=args.keys,
+                                    payload=payload,
+                                    seed=args.seed,
+                                    stale=op == "stale",
+                                    cpu=args.cpu,
+                                )
+                                s = point.summary()
+                                s["op"] = op
                             errors = sum(s["errors"].values())
                             print(
                                 f"{cluster.name:>6} {op:>5}  c={concurrency:<4} "
@@ -723,7 +920,7 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                                 f"p50 {s['p50_ms']:>8.2f} ms  p99 {s['p99_ms']:>8.2f} ms"
                                 + (f"  errors {s['errors']}" if errors else "")
                                 + (
-                                    f"\n{'':>6} {format_cpu(point.cpu_us_per_op or {})}"
+                                    f"\n{'':>6} {format_cpu(s.get('cpu_us_per_op') or {})}"
                                     if args.cpu
                                     else ""
                                 ),
@@ -738,14 +935,13 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                     times = await measure_failover(
                         session, cluster, payload=payload, keys=args.keys, trials=args.failover
                     )
-                    ordered = sorted(times)
                     rows.append(
                         {
                             **_row_head(base, cluster, load_before),
                             "op": "failover",
                             "trials_s": [round(t, 3) for t in times],
-                            "median_s": round(ordered[len(ordered) // 2], 3),
-                            "max_s": round(ordered[-1], 3),
+                            "median_s": round(statistics.median(times), 3),
+                            "max_s": round(max(times), 3),
                         }
                     )
     finally:
@@ -785,20 +981,28 @@ def _variant(text: str) -> tuple[str, Path]:
     return name, path
 
 
+def _flavor(text: str) -> tuple[str, list[str]]:
+    name, sep, flags = text.partition("=")
+    if not sep or not name or not flags.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=FLAGS, got {text!r}")
+    return name, flags.split()
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """One line per (op, concurrency): each system's ops/s, p50, p99, and raftkv/other ratios.
 
     With several runs of a point (``--repeat``) each cell shows the run of
-    median throughput.
+    median throughput; with an even number of runs, the lower of the middle
+    two (use an odd ``--repeat``).
     """
     systems = list(dict.fromkeys(r["system"] for r in rows))
     points = list(dict.fromkeys((r["op"], r.get("concurrency")) for r in rows))
     runs: dict[tuple[str, str, int | None], list[dict[str, Any]]] = {}
     for row in rows:
         runs.setdefault((row["system"], row["op"], row.get("concurrency")), []).append(row)
-    # With --repeat, each cell shows the run of median throughput.
+    # With --repeat, each cell shows the run of median throughput (the lower median).
     by: dict[tuple[str, str, int | None], dict[str, Any] | None] = {
-        k: sorted(v, key=lambda r: float(r.get("ops_per_s", 0.0)))[len(v) // 2]
+        k: sorted(v, key=lambda r: float(r.get("ops_per_s", 0.0)))[(len(v) - 1) // 2]
         for k, v in runs.items()
     }
     head = ["op", "conc"]
@@ -845,9 +1049,23 @@ def main() -> None:
         "--systems",
         type=_csv,
         default=["raftkv"],
-        help="comma-separated: raftkv, etcd (each its own cluster, driven in turn)",
+        help="comma-separated: raftkv, etcd, pysyncobj (each its own cluster, driven in turn;"
+        " PySyncObj never fsyncs and runs put and stale only)",
     )
     parser.add_argument("--etcd", default="etcd", help="the etcd binary")
+    parser.add_argument(
+        "--pysyncobj-python",
+        default=sys.executable,
+        help="the Python that runs PySyncObj nodes (needs pysyncobj, aiohttp)",
+    )
+    parser.add_argument(
+        "--load",
+        choices=("asyncio", "wrk"),
+        default="asyncio",
+        help="load generator: this process's asyncio/aiohttp client (default), or wrk"
+        " (apt-get install wrk) with bench/kv_wrk.lua, whose C event loops leave more of"
+        " the CPUs to the servers",
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds first")
     parser.add_argument("--concurrency", type=_csv_ints, default=[1, 16, 64])
@@ -884,12 +1102,35 @@ def main() -> None:
         help="also run raftkv from the source tree DIR under NAME, interleaved with --systems"
         " (before/after comparisons: git archive HEAD | tar -x -C DIR); repeatable",
     )
+    parser.add_argument(
+        "--flavor",
+        type=_flavor,
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="also run raftkv with more `raftkv serve` flags under NAME, interleaved with"
+        " --systems (e.g. nohints=--no-leader-hints); repeatable",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also draw throughput and p99 against concurrency for this run (bench/plot_kv.py;"
+        " needs matplotlib)",
+    )
     args = parser.parse_args()
     if any(op not in ("put", "get", "stale") for op in args.ops):
         parser.error("--ops takes put, get and/or stale")
+    if args.load == "wrk" and shutil.which("wrk") is None:
+        parser.error("--load wrk needs wrk on PATH (apt-get install wrk)")
     rows = asyncio.run(amain(args))
     print()
     print(markdown_table(rows))
+    if args.plot is not None:
+        from plot_kv import plot  # needs matplotlib: pip install 'raftkv[bench]'
+
+        print(f"plot: {plot(rows, args.plot)}")
     if not args.no_record:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         with open(args.results, "a", encoding="utf-8") as f:
