@@ -84,13 +84,13 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench-kv: $(BENCH_STAMP)
-	$(BIN)/python bench/kv_bench.py --systems raftkv$(ETCD),pysyncobj \
+	$(BIN)/python bench/kv_bench.py --systems raftkv$(ETCD),pysyncobj,noop \
 		--ops put,get,stale --concurrency 1,64,256 --repeat 3 --duration 10 --warmup 2 \
 		--plot docs/img/kv_throughput.png
 	$(BIN)/python bench/kv_bench.py --systems raftkv$(ETCD) --flavor nohints=--no-leader-hints \
 		--ops '' --failover 12
 	@command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk): no second opinion"; exit 0; }; \
-	$(BIN)/python bench/kv_bench.py --load wrk --systems raftkv$(ETCD),pysyncobj \
+	$(BIN)/python bench/kv_bench.py --load wrk --systems raftkv$(ETCD),pysyncobj,noop \
 		--ops put,get,stale --concurrency 64,256 --repeat 3 --duration 10 --warmup 2 \
 		--plot docs/img/kv_throughput_wrk.png
 

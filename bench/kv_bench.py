@@ -367,6 +367,41 @@ class PySyncObjCluster(Cluster):
         return pysyncobj_version(self.python) or "unknown"
 
 
+@dataclass
+class NoopCluster(Cluster):
+    """N bench/noop_node.py processes: HTTP servers that answer ``200 {}`` and do nothing.
+
+    Driven like the others, they show the load generator's ceiling on this
+    machine, in the same run (the issue's "client ceiling").
+    """
+
+    name: str = "noop"
+
+    def start(self) -> None:
+        ports = _free_ports(self.nodes)
+        ids = [f"z{i + 1}" for i in range(self.nodes)]
+        self.api = {n: f"127.0.0.1:{ports[i]}" for i, n in enumerate(ids)}
+        for i, n in enumerate(ids):
+            self.cmds[n] = [
+                sys.executable, str(REPO / "bench" / "noop_node.py"), "--http", self.api[n],
+            ] + (["--leader"] if i == 0 else [])  # fmt: skip
+            self.spawn(n)
+
+    def spawn(self, n: str) -> None:
+        with open(self.root / f"{n}.log", "ab") as log:
+            self.procs[n] = subprocess.Popen(self.cmds[n], stdout=log, stderr=log, cwd=REPO)
+
+    async def healthy(self, session: aiohttp.ClientSession, n: str) -> bool:
+        async with session.get(self.url(n) + "/v1/health/ready") as r:
+            return r.status == 200
+
+    async def preload(self, session: aiohttp.ClientSession, keys: int, value: bytes) -> None:
+        return None
+
+    def version(self) -> str:
+        return "bench/noop_node.py"
+
+
 def pysyncobj_version(python: str) -> str | None:
     """PySyncObj's version as installed for ``python``, or None if it is not."""
     try:
@@ -818,6 +853,8 @@ def _make_cluster(system: str, root: Path, args: argparse.Namespace) -> Cluster:
         return EtcdCluster(
             root / "etcd", args.nodes, True, args.heartbeat_ms, args.election_ms, binary=binary
         )
+    if system == "noop":
+        return NoopCluster(root / "noop", args.nodes, False, args.heartbeat_ms, args.election_ms)
     if system == "pysyncobj":
         if pysyncobj_version(args.pysyncobj_python) is None:
             raise SystemExit(
@@ -1049,8 +1086,9 @@ def main() -> None:
         "--systems",
         type=_csv,
         default=["raftkv"],
-        help="comma-separated: raftkv, etcd, pysyncobj (each its own cluster, driven in turn;"
-        " PySyncObj never fsyncs and runs put and stale only)",
+        help="comma-separated: raftkv, etcd, pysyncobj, noop (each its own cluster, driven in"
+        " turn; PySyncObj never fsyncs and runs put and stale only; noop answers 200 {} to"
+        " everything: the load generator's ceiling)",
     )
     parser.add_argument("--etcd", default="etcd", help="the etcd binary")
     parser.add_argument(
