@@ -589,7 +589,7 @@ async def run_point(
     cpu: bool = False,
 ) -> Point:
     point = Point(op, concurrency)
-    leader = await cluster.leader(session) if cpu else None
+    leader = await _leader_once(cluster) if cpu else None
     start = time.perf_counter()
     record_from = start + warmup
     stop_at = record_from + duration
@@ -905,13 +905,18 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
     try:
         timeout = aiohttp.ClientTimeout(total=30)
         connector = aiohttp.TCPConnector(limit=0, force_close=False)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        # Health checks, preloads, leader lookups and failover go through their own
+        # session, so the load's pooled connections carry nothing but the load.
+        async with (
+            aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
+            aiohttp.ClientSession(timeout=timeout) as control,
+        ):
             for cluster in clusters:
                 cluster.root.mkdir(parents=True)
                 cluster.start()
-                await _wait_ready(session, cluster, 60)
+                await _wait_ready(control, cluster, 60)
                 print(f"{cluster.name}: preloading {args.keys} keys...", file=sys.stderr)
-                await cluster.preload(session, args.keys, payload)
+                await cluster.preload(control, args.keys, payload)
             # Interleaved: each point runs on every system in turn, so slow drift
             # in the machine's load hits all of them alike.
             for op in args.ops:
@@ -970,7 +975,7 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for cluster in clusters:
                     load_before = os.getloadavg()[0]
                     times = await measure_failover(
-                        session, cluster, payload=payload, keys=args.keys, trials=args.failover
+                        control, cluster, payload=payload, keys=args.keys, trials=args.failover
                     )
                     rows.append(
                         {
