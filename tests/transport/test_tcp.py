@@ -248,6 +248,42 @@ def test_peer_down_then_up_gets_later_messages() -> None:
     run(main())
 
 
+def test_refused_connection_reports_the_peer_unreachable() -> None:
+    """A connection refused (nothing listens at the peer's address) is reported,
+    the established link breaking and the redial refused too; a live peer is not."""
+
+    async def main() -> None:
+        refused: list[NodeId] = []
+        b = TcpTransport(NodeId("b"), (LOCAL, 0), {}, Inbox(), cluster_secret=SECRET, **FAST)
+        c = TcpTransport(NodeId("c"), (LOCAL, 0), {}, Inbox(), cluster_secret=SECRET, **FAST)
+        await b.start()
+        await c.start()
+        a = TcpTransport(
+            NodeId("a"),
+            (LOCAL, 0),
+            {NodeId("b"): b.address, NodeId("c"): c.address},
+            Inbox(),
+            cluster_secret=SECRET,
+            on_unreachable=refused.append,
+            **FAST,
+        )
+        await a.start()
+        b.update_peers({NodeId("a"): a.address})
+        c.update_peers({NodeId("a"): a.address})
+        a.send([hb("a", "b", 1), hb("a", "c", 1)])
+        await eventually(lambda: a.is_connected(NodeId("b")) and a.is_connected(NodeId("c")))
+        await asyncio.sleep(0.1)
+        assert refused == []
+        await b.stop()  # b's process "dies": its port refuses connections now
+        await eventually(lambda: NodeId("b") in refused)
+        assert set(refused) == {NodeId("b")}
+        await a.stop()
+        await c.stop()
+        assert_no_other_tasks()
+
+    run(main())
+
+
 def test_queue_is_bounded_while_peer_is_down() -> None:
     async def main() -> None:
         with socket.socket() as s:  # a port with nothing listening
