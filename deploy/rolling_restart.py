@@ -130,6 +130,13 @@ class Node:
         self.proc = None
         return code, time.monotonic() - start
 
+    def kill(self) -> None:
+        """SIGKILL (a node that dies with its machine)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
     def stop_quietly(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(Exception):
@@ -200,6 +207,8 @@ class StatefulSetSpec:
     workdir: Path
     raft_port: int = check.RAFT_PORT
     api_port: int = check.API_PORT
+    set_env: dict[str, str] = field(default_factory=dict)
+    """Variables added to the container's env (``kubectl set env statefulset/raftkv``)."""
 
     @classmethod
     def load(cls, workdir: Path, max_pods: int = 5) -> StatefulSetSpec:
@@ -224,6 +233,10 @@ class StatefulSetSpec:
     def ip(self, ordinal: int) -> str:
         return f"127.{self.subnet}.{ordinal}.1"
 
+    def volume(self, ordinal: int) -> Path:
+        """Pod ``raftkv-<ordinal>``'s data volume (its PersistentVolumeClaim)."""
+        return self.workdir / f"raftkv-{ordinal}"
+
     def initial_cluster_size(self) -> int:
         for item in self.container_env:
             if item["name"] == "RAFTKV_INITIAL_CLUSTER_SIZE":
@@ -240,12 +253,13 @@ class StatefulSetSpec:
             else:
                 path = item["valueFrom"]["fieldRef"]["fieldPath"]
                 env[item["name"]] = {"metadata.name": name, "metadata.namespace": NAMESPACE}[path]
+        env.update(self.set_env)
         # What the container runtime provides: a pod IP, DNS for the peers, a volume.
         ip = self.ip(ordinal)
         env["RAFTKV_PEER_HOST"] = f"127.{self.subnet}.{{ordinal}}.1"
         env["RAFTKV_RAFT_ADDR"] = f"{ip}:{_host_port(env['RAFTKV_RAFT_ADDR'])[1]}"
         env["RAFTKV_API_ADDR"] = f"{ip}:{_host_port(env['RAFTKV_API_ADDR'])[1]}"
-        env["RAFTKV_DATA_DIR"] = str(self.workdir / name)
+        env["RAFTKV_DATA_DIR"] = str(self.volume(ordinal))
         return Node(
             name=name,
             argv=_local_argv(self.argv),

@@ -459,7 +459,9 @@ def _fail(message: str) -> NoReturn:
     "node_id",
     default=None,
     envvar="RAFTKV_ID",
-    help="This node's id (required). With --peers-from-statefulset: the pod name NAME-ORDINAL.",
+    help="This node's member id (required). With --peers-from-statefulset: the pod name "
+    "NAME-ORDINAL, which is the member id unless the data dir records another one, or the "
+    "pod joins with an empty data dir (then it adopts the id registered at its address).",
 )
 @click.option(
     "--data-dir",
@@ -494,7 +496,9 @@ def _fail(message: str) -> NoReturn:
     envvar="RAFTKV_PEERS_FROM_STATEFULSET",
     help="Derive --initial-cluster (and --initial-cluster-state) from the pod name --id "
     "NAME-ORDINAL: pods NAME-0..NAME-(SIZE-1) found the cluster, higher ordinals join. "
-    "Peers listen on this node's --raft-addr/--api-addr ports at --peer-host.",
+    "Peers listen on this node's --raft-addr/--api-addr ports at --peer-host. A pod that "
+    "joins with an empty data dir runs as the member id the cluster registered at its Raft "
+    "address (`raftkv members add ID --raft-addr ...`), waiting, not ready, until there is one.",
 )
 @click.option(
     "--peer-host",
@@ -715,6 +719,8 @@ def serve(
       RAFTKV_ID=raftkv-1 RAFTKV_PEERS_FROM_STATEFULSET=1 RAFTKV_INITIAL_CLUSTER_SIZE=3 \\
       RAFTKV_PEER_HOST={pod}.raftkv-peers.default.svc.cluster.local \\
       raftkv serve --data-dir /var/lib/raftkv --raft-addr 0.0.0.0:7001 --api-addr 0.0.0.0:8001
+    The data dir records the member id; a pod that joins with an empty one asks the
+    members which id is registered at its Raft address (docs/deploy.md).
     \b
     Adding n4 to a running cluster:
       raftkv members add n4 --raft-addr 127.0.0.1:7004 --api-addr 127.0.0.1:8004
@@ -736,6 +742,7 @@ def serve(
     from raftkv.server.errors import ConfigError
     from raftkv.server.logging import setup_logging
     from raftkv.server.security import (
+        read_request_token,
         read_secret_file,
         read_token_file,
         secret_file_is_exposed,
@@ -769,6 +776,12 @@ def serve(
         if cluster_secret_file:
             secret = read_secret_file(cluster_secret_file)
         tokens = read_token_file(client_token_file) if client_token_file else None
+        # A pod that asks its peers which member id to run as needs a token too.
+        own_token = (
+            read_request_token(client_token_file)
+            if peers_from_statefulset and client_token_file
+            else None
+        )
         config = ServerConfig(
             node_id=NodeId(node_id),
             data_dir=data_dir,
@@ -814,12 +827,24 @@ def serve(
 
     async def run() -> None:
         from raftkv.server.api import serve as serve_node
+        from raftkv.server.identity import resolve_pod_identity
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve_node(config, stop)
+        cfg = config
+        if peers_from_statefulset:
+            # The pod name is the first member id of a pod only (identity.py).
+            resolved = await resolve_pod_identity(
+                config, initial_cluster_size=initial_cluster_size, token=own_token, stop=stop
+            )
+            if resolved is None:
+                return  # stopped while waiting for a member id
+            cfg = resolved
+            if cfg.node_id != config.node_id:
+                setup_logging(cfg.node_id, log_format, log_level)
+        await serve_node(cfg, stop)
 
     from raftkv.server.api import run_event_loop
 
@@ -1238,7 +1263,7 @@ def members() -> None:
 @_endpoints_option
 @_timeout_option
 def members_list(endpoints: str | None, timeout: float) -> None:
-    """Show the replicated address book and the voters/learners."""
+    """Show the replicated address book, the voters/learners and the removed ids."""
     _show(*_Http(endpoints, timeout).request("GET", "/v1/members"))
 
 
@@ -1261,6 +1286,8 @@ def members_add(
 
     Its --initial-cluster lists the current members plus itself. Add large or
     slow-to-catch-up nodes as --learner first, then `raftkv members promote`.
+    An id that was removed from the cluster is refused (HTTP 409): a node that
+    replaces one, even on the same machine, joins under a new id.
     """
     body = {"id": node_id, "raft_addr": raft_addr, "api_addr": api_addr, "learner": learner}
     _show(*_Http(endpoints, timeout).request("POST", "/v1/members", body))
@@ -1280,7 +1307,7 @@ def members_promote(node_id: str, endpoints: str | None, timeout: float) -> None
 @_endpoints_option
 @_timeout_option
 def members_remove(node_id: str, endpoints: str | None, timeout: float) -> None:
-    """Remove NODE_ID from the cluster."""
+    """Remove NODE_ID from the cluster; the id can never be added again."""
     _show(*_Http(endpoints, timeout).request("DELETE", f"/v1/members/{_quote(node_id)}"))
 
 

@@ -1170,11 +1170,22 @@ class Raft:
         self.pending_conf_index = index
         return index
 
-    def apply_conf_change(self, cc: ConfChange) -> ConfState:
-        """Make a committed configuration change effective (called while applying)."""
+    def apply_conf_change(self, cc: ConfChange, *, strict: bool = False) -> ConfState:
+        """Make a committed configuration change effective (called while applying).
+
+        A change that does not apply to the current membership changes nothing
+        -- the same on every replica, since all apply the same log -- and the
+        configuration is returned as it was; with ``strict`` that is reported
+        by raising instead, so a driver can answer the change's proposer.
+
+        Raises:
+            ConfChangeError: with ``strict``, the change does not apply (nothing changed).
+        """
         try:
             membership = apply_conf_change(self.membership, cc)
         except ConfChangeError as exc:
+            if strict:
+                raise
             logger.warning("%s: ignoring committed configuration change: %s", self.node_id, exc)
             return self.conf_state()
         self._switch_membership(membership)

@@ -161,8 +161,20 @@ class RawNode:
         """
         return self.raft.propose_conf_change(cc)
 
-    def apply_conf_change(self, cc: ConfChange) -> ConfState:
-        """Make a committed change effective; call it when applying its entry."""
+    def apply_conf_change(self, cc: ConfChange, *, strict: bool = False) -> ConfState:
+        """Make a committed change effective; call it when applying its entry.
+
+        A change that does not apply to the membership (it was validated
+        against an older one) changes nothing on any replica; the configuration
+        is returned unchanged, or, with ``strict``, :class:`ConfChangeError`
+        is raised.
+
+        Raises:
+            ConfChangeError: with ``strict``, the change does not apply.
+        """
+        if strict:
+            return self.raft.apply_conf_change(cc, strict=True)
+        # Without the keyword: a subclass of Raft (a test's mutant) may override it so.
         return self.raft.apply_conf_change(cc)
 
     def transfer_leadership(self, to: NodeId) -> None:

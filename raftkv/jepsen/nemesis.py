@@ -1,15 +1,18 @@
 """Faults: a schedule drawn from the seed, and the nemesis that applies it to real nodes.
 
 Rule 1: :func:`make_schedule` is a pure function of its arguments: the same seed
-gives the same faults, at the same offsets, with the same drawn targets. Only
-targets that depend on the run ("the leader") are resolved when the fault fires.
+gives the same faults, at the same offsets, with the same drawn targets. The
+targets are *hosts* (``h1`` ..): the node on a host changes when the
+``membership`` fault replaces it, so a fault resolves each host to its current
+node when it fires, as it does for targets that depend on the run ("the
+leader").
 
 Rule 2: faults run one at a time, each to completion *including its own heal*
 (a partition is removed, a killed node restarted, a paused node continued, a
-removed node re-added); a fault whose start is past the end of the run is
+removed node replaced); a fault whose start is past the end of the run is
 skipped. :meth:`Nemesis.heal_all` then repairs anything a failed step left
-behind, so the cluster ends whole: every link up, every node running and a
-voter.
+behind, so the cluster ends whole: every link up, and on every host a node
+running and a member.
 
 Kinds (``--faults``):
 
@@ -23,8 +26,10 @@ Kinds (``--faults``):
 * ``restart``: a rolling restart, SIGTERM (graceful, with leader hand-off), start,
   wait until caught up, next node.
 * ``membership``: remove a node (``DELETE /v1/members/ID``), stop it, wipe its
-  data dir, add it back (``POST /v1/members``) and start it empty with
-  ``--initial-cluster-state existing``; it catches up from the leader.
+  data dir, add a new member *under a new id* on the same host (``POST
+  /v1/members``; the cluster refuses a removed id, as a wiped node may have
+  forgotten its votes) and start it empty with ``--initial-cluster-state
+  existing``; it catches up from the leader.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raftkv.core.types import NodeId
+from raftkv.jepsen.net import HostId
 from raftkv.jepsen.nodes import Cluster
 
 __all__ = ["FAULT_KINDS", "Fault", "Nemesis", "make_schedule", "parse_faults"]
@@ -70,17 +76,18 @@ class Fault:
         shape: the variant (partition shape; ``random``/``leader`` target; ...).
         duration: how long the fault lasts (an estimate for ``restart`` and
             ``membership``, which take what they take).
-        nodes: targets drawn from the seed (empty when resolved at run time).
-        groups: partition sides (``halves``, ``bridge``: the bridge node is in
-            ``nodes``); for ``one-way`` the direction is in ``shape``.
+        hosts: target hosts drawn from the seed (empty when resolved at run
+            time); each stands for the node on it when the fault fires.
+        groups: partition sides, as hosts (``halves``, ``bridge``: the bridge
+            host is in ``hosts``); for ``one-way`` the direction is in ``shape``.
     """
 
     at: float
     kind: str
     shape: str
     duration: float
-    nodes: tuple[NodeId, ...] = ()
-    groups: tuple[tuple[NodeId, ...], ...] = ()
+    hosts: tuple[HostId, ...] = ()
+    groups: tuple[tuple[HostId, ...], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,14 +95,14 @@ class Fault:
             "kind": self.kind,
             "shape": self.shape,
             "duration": round(self.duration, 3),
-            "nodes": list(self.nodes),
+            "hosts": list(self.hosts),
             "groups": [list(g) for g in self.groups],
         }
 
 
 def make_schedule(
     seed: int,
-    node_ids: Sequence[NodeId],
+    hosts: Sequence[HostId],
     duration: float,
     kinds: Sequence[str],
     *,
@@ -104,8 +111,8 @@ def make_schedule(
 ) -> list[Fault]:
     """The faults of a run, one at a time with quiet gaps (module docstring, Rule 1)."""
     rng = random.Random(f"{seed}/nemesis")
-    nodes = sorted(node_ids)
-    n = len(nodes)
+    ordered = sorted(hosts)
+    n = len(ordered)
     minority = max(1, (n - 1) // 2)
     pool = [k for k in FAULT_KINDS if k in kinds]
     if not pool or n < 2:
@@ -116,45 +123,45 @@ def make_schedule(
     t = first_at
     while True:
         kind = rng.choices(pool, weights)[0]
-        nodes_: tuple[NodeId, ...] = ()
-        groups: tuple[tuple[NodeId, ...], ...] = ()
+        targets: tuple[HostId, ...] = ()
+        groups: tuple[tuple[HostId, ...], ...] = ()
         if kind == "partition":
             shape = rng.choice(PARTITION_SHAPES if n >= 3 else ("halves", "leader", "one-way"))
             length = rng.uniform(1.5, 4.0)
-            shuffled = rng.sample(nodes, n)
+            shuffled = rng.sample(ordered, n)
             if shape == "halves":
                 cut = rng.randint(1, n // 2)
                 groups = (tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:])))
             elif shape == "bridge":
                 rest = shuffled[1:]
                 half = len(rest) // 2
-                nodes_ = (shuffled[0],)
+                targets = (shuffled[0],)
                 groups = (tuple(sorted(rest[:half])), tuple(sorted(rest[half:])))
             elif shape == "one-way":
                 shape = rng.choice(("one-way-in", "one-way-out"))
-                nodes_ = (shuffled[0],)
+                targets = (shuffled[0],)
         elif kind == "kill":
             shape = rng.choice(("random", "leader"))
             length = rng.uniform(1.0, 3.0)
             if shape == "random":
-                nodes_ = tuple(sorted(rng.sample(nodes, rng.randint(1, minority))))
+                targets = tuple(sorted(rng.sample(ordered, rng.randint(1, minority))))
         elif kind == "pause":
             shape = rng.choice(("random", "leader"))
             length = max(rng.uniform(1.5, 3.0), 2.5 * election_s)
             if shape == "random":
-                nodes_ = (rng.choice(nodes),)
+                targets = (rng.choice(ordered),)
         elif kind == "restart":
             shape = "rolling"
-            nodes_ = tuple(rng.sample(nodes, n))
+            targets = tuple(rng.sample(ordered, n))
             length = 2.5 * n
         else:
-            shape = "remove-readd"
-            nodes_ = (rng.choice(nodes),)
+            shape = "replace"
+            targets = (rng.choice(ordered),)
             length = 6.0
         if t + length > duration:
             break
         faults.append(
-            Fault(at=t, kind=kind, shape=shape, duration=length, nodes=nodes_, groups=groups)
+            Fault(at=t, kind=kind, shape=shape, duration=length, hosts=targets, groups=groups)
         )
         t += length + rng.uniform(0.5, 2.0)
     return faults
@@ -232,7 +239,10 @@ class Nemesis:
             )
 
     async def _target(self, fault: Fault) -> list[NodeId]:
-        return list(fault.nodes) if fault.nodes else [await self._leader()]
+        """The nodes now on the fault's hosts, or the leader."""
+        if fault.hosts:
+            return [self.cluster.node_on[h] for h in fault.hosts]
+        return [await self._leader()]
 
     async def _leader(self) -> NodeId:
         """The current leader; a random live node when there is none."""
@@ -265,8 +275,9 @@ class Nemesis:
             for node_id in targets:
                 c.resume(node_id)
         elif fault.kind == "restart":
-            rec.targets = list(fault.nodes)
-            for node_id in fault.nodes:
+            for host in fault.hosts:
+                node_id = c.node_on[host]
+                rec.targets.append(node_id)
                 code = await c.terminate(node_id)
                 c.start(node_id, self.state_for(node_id))
                 caught_up = await c.wait_converged([node_id], timeout=10.0)
@@ -274,20 +285,22 @@ class Nemesis:
         else:
             victim = (await self._target(fault))[0]
             rec.targets = [victim]
-            rec.detail = await self._remove_readd(victim)
+            rec.detail = await self._replace(c.host_of[victim])
 
-    async def _links(self, fault: Fault, rec: Applied) -> list[tuple[NodeId, NodeId]]:
-        nodes = self.cluster.node_ids
+    async def _links(self, fault: Fault, rec: Applied) -> list[tuple[HostId, HostId]]:
+        """The host-to-host links the partition cuts."""
+        c = self.cluster
+        hosts = c.hosts
         if fault.shape == "leader":
-            leader = await self._leader()
-            groups: tuple[tuple[NodeId, ...], ...] = (
+            leader = c.host_of[await self._leader()]
+            groups: tuple[tuple[HostId, ...], ...] = (
                 (leader,),
-                tuple(n for n in nodes if n != leader),
+                tuple(h for h in hosts if h != leader),
             )
         elif fault.shape in ("one-way-in", "one-way-out"):
-            victim = fault.nodes[0]
-            rec.targets = [victim]
-            others = [n for n in nodes if n != victim]
+            victim = fault.hosts[0]
+            rec.targets = [c.node_on[victim]]
+            others = [h for h in hosts if h != victim]
             if fault.shape == "one-way-in":
                 rec.detail = "(receives from nobody)"
                 return [(o, victim) for o in others]
@@ -295,10 +308,11 @@ class Nemesis:
             return [(victim, o) for o in others]
         else:
             groups = fault.groups
+        named = tuple(tuple(c.node_on[h] for h in g) for g in groups)
         if fault.shape == "bridge":
-            rec.detail = f"bridge {fault.nodes[0]} between {groups}"
-        rec.targets = [" | ".join(",".join(g) for g in groups)]
-        links: list[tuple[NodeId, NodeId]] = []
+            rec.detail = f"bridge {c.node_on[fault.hosts[0]]} between {named}"
+        rec.targets = [" | ".join(",".join(g) for g in named)]
+        links: list[tuple[HostId, HostId]] = []
         for i, a_side in enumerate(groups):
             for b_side in groups[i + 1 :]:
                 for a in a_side:
@@ -336,25 +350,34 @@ class Nemesis:
             await asyncio.sleep(0.3)
         return False
 
-    async def _remove_readd(self, victim: NodeId) -> str:
+    async def _add(self, node_id: NodeId) -> bool:
+        """Add ``node_id`` (a new id) with its host's addresses; whether it became a member."""
+        body = {"id": node_id, **self.cluster.member(node_id).to_json()}
+        return await self._membership_call("POST", "/v1/members", body, True, node_id, 20.0)
+
+    async def _replace(self, host: HostId) -> str:
+        """Remove the node on ``host``, wipe it, and put a new member id on ``host``.
+
+        The old id cannot come back: a removed id is refused (409), since a
+        wiped node has forgotten the votes it cast under it.
+        """
         c = self.cluster
+        old = c.node_on[host]
         removed = await self._membership_call(
-            "DELETE", f"/v1/members/{victim}", None, False, victim, timeout=20.0
+            "DELETE", f"/v1/members/{old}", None, False, old, timeout=20.0
         )
         if not removed:
             return "remove did not complete"
-        c.kill(victim)
-        c.wipe(victim)
-        member = c.members()[victim].to_json()
-        added = await self._membership_call(
-            "POST", "/v1/members", {"id": victim, **member}, True, victim, timeout=20.0
-        )
-        self.joined.add(victim)
-        c.start(victim, "existing")
+        c.kill(old)
+        c.wipe(old)
+        new = c.replace(host)
+        self.joined.add(new)
+        added = await self._add(new)
+        c.start(new, "existing")
         if not added:
-            return "removed, wiped; re-add did not complete"
-        caught_up = await c.wait_converged([victim], timeout=15.0)
-        return f"removed, wiped, re-added; caught_up={caught_up}"
+            return f"removed, wiped; replaced by {new}; add did not complete"
+        caught_up = await c.wait_converged([new], timeout=15.0)
+        return f"removed, wiped; replaced by {new}, added; caught_up={caught_up}"
 
     async def heal_all(self) -> list[str]:
         """Undo every fault (module docstring, Rule 2); return what had to be repaired."""
@@ -369,7 +392,17 @@ class Nemesis:
                 c.start(node_id, self.state_for(node_id))
                 repairs.append(f"started {node_id}")
         await c.wait_leader(timeout=20.0)
-        for node_id in c.node_ids:
-            if await self._is_voter(node_id) is False:
-                repairs.append(f"re-added {node_id}: {await self._remove_readd(node_id)}")
+        for host in c.hosts:
+            node_id = c.node_on[host]
+            members = await self._members()
+            if members is None or node_id in (
+                *members.get("voters", ()),
+                *members.get("learners", ()),
+            ):
+                continue
+            if node_id in members.get("removed", ()):
+                # Removed, but the replacement did not happen: do it now.
+                repairs.append(f"replaced {node_id}: {await self._replace(host)}")
+            else:  # a replacement whose add did not complete
+                repairs.append(f"added {node_id}: {await self._add(node_id)}")
         return repairs

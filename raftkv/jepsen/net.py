@@ -7,9 +7,16 @@ creates carries ``k``, so concurrent runs never share anything, and a slot whose
 owner died is cleaned up by the next run that claims it.
 
 Rule 2: traffic goes only to addresses this module created: the namespaces'
-``10.77.k.0/24`` (node ``i`` is ``10.77.k.(10+i)``, the host end of the bridge
+``10.77.k.0/24`` (host ``hi`` is ``10.77.k.(10+i)``, the host end of the bridge
 ``10.77.k.1``), or loopback ``127.77.k.(10+i)``. Namespaces get no default
 route, so a node cannot reach anything else.
+
+Rule 3: the network knows *hosts* (``h1``, ``h2``, ...), not node ids: a host
+keeps its addresses for the whole run while the node on it may change -- the
+nemesis replaces a wiped node by a new member with a new id on the same host,
+since a removed id is never reused. Links are cut between hosts. The nodes
+tell :meth:`Network.place` which id runs where (the loopback proxies identify
+a sender by the node id of its handshake).
 
 Two kinds:
 
@@ -21,9 +28,10 @@ Two kinds:
   an error instead of silence; recorded in :attr:`Network.description`).
   Over TCP a one-way cut stalls both directions of a connection (the
   acknowledgements are dropped too), as with iptables in Jepsen.
-* :class:`LoopbackNetwork` (no privileges): nodes on ``127.77.k.(10+i)``; each
-  node's advertised Raft address is a proxy (:mod:`raftkv.jepsen.proxy`) that
-  learns the sender from the transport handshake and drops cut links. Raft
+* :class:`LoopbackNetwork` (no privileges): hosts on ``127.77.k.(10+i)``; each
+  host's advertised Raft address is a proxy (:mod:`raftkv.jepsen.proxy`) that
+  learns the sender's node id from the transport handshake, maps it to its
+  host, and drops cut links. Raft
   connections are one-way (the sender dials), so a cut here is a true one-way
   message cut. HTTP (client requests and followers forwarding to the leader) is
   not proxied and never cut.
@@ -47,7 +55,9 @@ from raftkv.core.types import NodeId
 from raftkv.jepsen.proxy import LinkProxy
 
 __all__ = [
+    "HostId",
     "HostPort",
+    "host_number",
     "Network",
     "NetnsNetwork",
     "LoopbackNetwork",
@@ -58,6 +68,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HostPort = tuple[str, int]
+HostId = str
+"""A host of the run: ``h1`` .. ``hN``."""
 
 RAFT_PORT = 7000
 PROXY_PORT = 7100
@@ -67,9 +79,9 @@ _SLOTS = 200
 _LOCK_DIR = Path(tempfile.gettempdir()) / "raftkv-jepsen"
 
 
-def node_number(node_id: NodeId) -> int:
-    """``n3`` -> 3 (the harness names its nodes n1..n9)."""
-    return int(node_id.removeprefix("n"))
+def host_number(host: HostId) -> int:
+    """``h3`` -> 3 (a run's hosts are h1..hN)."""
+    return int(host.removeprefix("h"))
 
 
 class Network(Protocol):
@@ -86,20 +98,24 @@ class Network(Protocol):
     description: str
     """One line for the output: what isolates the nodes and how links are cut."""
 
-    async def setup(self, node_ids: Sequence[NodeId]) -> None: ...
+    async def setup(self, hosts: Sequence[HostId]) -> None: ...
 
-    def raft_listen(self, node_id: NodeId) -> HostPort: ...
-
-    def raft_advertised(self, node_id: NodeId) -> HostPort: ...
-
-    def api_addr(self, node_id: NodeId) -> HostPort: ...
-
-    def wrap(self, node_id: NodeId, argv: list[str]) -> list[str]:
-        """The command that runs ``argv`` on ``node_id``'s host."""
+    def place(self, node_id: NodeId, host: HostId) -> None:
+        """Record that ``node_id`` runs on ``host`` (Rule 3)."""
         ...
 
-    async def cut(self, links: Iterable[tuple[NodeId, NodeId]]) -> None:
-        """Drop every message from ``src`` to ``dst`` for each ``(src, dst)``."""
+    def raft_listen(self, host: HostId) -> HostPort: ...
+
+    def raft_advertised(self, host: HostId) -> HostPort: ...
+
+    def api_addr(self, host: HostId) -> HostPort: ...
+
+    def wrap(self, host: HostId, argv: list[str]) -> list[str]:
+        """The command that runs ``argv`` on ``host``."""
+        ...
+
+    async def cut(self, links: Iterable[tuple[HostId, HostId]]) -> None:
+        """Drop every message from host ``src`` to host ``dst`` for each ``(src, dst)``."""
         ...
 
     async def heal(self) -> None:
@@ -199,8 +215,8 @@ class NetnsNetwork:
             raise ValueError(f"unknown firewall {firewall!r}")
         self.firewall = firewall
         self._slot = _Slot()
-        self._nodes: list[NodeId] = []
-        self._cuts: set[tuple[NodeId, NodeId]] = set()
+        self._hosts: list[HostId] = []
+        self._cuts: set[tuple[HostId, HostId]] = set()
         self.description = ""
 
     # -- names ----------------------------------------------------------------
@@ -213,39 +229,42 @@ class NetnsNetwork:
     def subnet(self) -> str:
         return f"10.77.{self.slot}.0/24"
 
-    def ip(self, node_id: NodeId) -> str:
-        return f"10.77.{self.slot}.{10 + node_number(node_id)}"
+    def ip(self, host: HostId) -> str:
+        return f"10.77.{self.slot}.{10 + host_number(host)}"
 
-    def namespace(self, node_id: NodeId) -> str:
-        return f"{_PREFIX}{self.slot}-{node_id}"
+    def namespace(self, host: HostId) -> str:
+        return f"{_PREFIX}{self.slot}-{host}"
 
     def _bridge(self, k: int) -> str:
         return f"{_PREFIX}{k}br"
 
-    def _veth(self, k: int, node_id: NodeId) -> str:
-        return f"{_PREFIX}{k}v{node_number(node_id)}"
+    def _veth(self, k: int, host: HostId) -> str:
+        return f"{_PREFIX}{k}v{host_number(host)}"
 
     # -- Network ----------------------------------------------------------------
 
-    async def setup(self, node_ids: Sequence[NodeId]) -> None:
-        await asyncio.to_thread(self._setup, list(node_ids))
+    async def setup(self, hosts: Sequence[HostId]) -> None:
+        await asyncio.to_thread(self._setup, list(hosts))
 
-    def _setup(self, node_ids: list[NodeId]) -> None:
+    def place(self, node_id: NodeId, host: HostId) -> None:
+        """Nothing to do: packets are filtered by the hosts' addresses."""
+
+    def _setup(self, hosts: list[HostId]) -> None:
         k = self._slot.claim()
         _cleanup_slot(k)  # leftovers of a run killed before it could release the slot
         self._check_subnet_unused(k)
-        self._nodes = node_ids
+        self._hosts = hosts
         bridge = self._bridge(k)
         _run(["ip", "link", "add", bridge, "type", "bridge"])
         _run(["ip", "addr", "add", f"10.77.{k}.1/24", "dev", bridge])
         _run(["ip", "link", "set", bridge, "up"])
-        for node_id in node_ids:
-            ns, veth = self.namespace(node_id), self._veth(k, node_id)
+        for host in hosts:
+            ns, veth = self.namespace(host), self._veth(k, host)
             _run(["ip", "netns", "add", ns])
             _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", veth + "p"])
             _run(["ip", "link", "set", veth + "p", "netns", ns])
             _run(["ip", "-n", ns, "link", "set", veth + "p", "name", "eth0"])
-            _run(["ip", "-n", ns, "addr", "add", f"{self.ip(node_id)}/24", "dev", "eth0"])
+            _run(["ip", "-n", ns, "addr", "add", f"{self.ip(host)}/24", "dev", "eth0"])
             _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
             _run(["ip", "-n", ns, "link", "set", "lo", "up"])
             _run(["ip", "link", "set", veth, "master", bridge])
@@ -256,7 +275,7 @@ class NetnsNetwork:
             else "blackhole routes inside the sender's namespace (iptables not installed)"
         )
         self.description = (
-            f"netns: {len(node_ids)} network namespaces on bridge {bridge}, "
+            f"netns: {len(hosts)} network namespaces on bridge {bridge}, "
             f"subnet {self.subnet()}; links cut with {how}"
         )
 
@@ -265,23 +284,23 @@ class NetnsNetwork:
         if f" 10.77.{k}." in out:
             raise RuntimeError(f"10.77.{k}.0/24 is already in use on this machine: {out!r}")
 
-    def raft_listen(self, node_id: NodeId) -> HostPort:
-        return (self.ip(node_id), RAFT_PORT)
+    def raft_listen(self, host: HostId) -> HostPort:
+        return (self.ip(host), RAFT_PORT)
 
-    def raft_advertised(self, node_id: NodeId) -> HostPort:
-        return self.raft_listen(node_id)
+    def raft_advertised(self, host: HostId) -> HostPort:
+        return self.raft_listen(host)
 
-    def api_addr(self, node_id: NodeId) -> HostPort:
-        return (self.ip(node_id), API_PORT)
+    def api_addr(self, host: HostId) -> HostPort:
+        return (self.ip(host), API_PORT)
 
-    def wrap(self, node_id: NodeId, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.namespace(node_id), *argv]
+    def wrap(self, host: HostId, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.namespace(host), *argv]
 
-    async def cut(self, links: Iterable[tuple[NodeId, NodeId]]) -> None:
+    async def cut(self, links: Iterable[tuple[HostId, HostId]]) -> None:
         new = [link for link in links if link not in self._cuts and link[0] != link[1]]
         await asyncio.to_thread(self._cut, new)
 
-    def _cut(self, links: list[tuple[NodeId, NodeId]]) -> None:
+    def _cut(self, links: list[tuple[HostId, HostId]]) -> None:
         for src, dst in links:
             if self.firewall == "iptables":
                 cmd = ["iptables", "-w", "-A", "INPUT", "-s", self.ip(src), "-j", "DROP"]
@@ -296,11 +315,11 @@ class NetnsNetwork:
     def _heal(self) -> None:
         if not self._cuts:
             return
-        for node_id in self._nodes:
+        for host in self._hosts:
             if self.firewall == "iptables":
-                _run(["ip", "netns", "exec", self.namespace(node_id), "iptables", "-w", "-F"])
+                _run(["ip", "netns", "exec", self.namespace(host), "iptables", "-w", "-F"])
             else:
-                _run(["ip", "-n", self.namespace(node_id), "route", "flush", "type", "blackhole"])
+                _run(["ip", "-n", self.namespace(host), "route", "flush", "type", "blackhole"])
         self._cuts.clear()
 
     async def teardown(self) -> None:
@@ -343,8 +362,10 @@ class LoopbackNetwork:
 
     def __init__(self, *, reason: str = "") -> None:
         self._slot = _Slot()
-        self._proxies: dict[NodeId, LinkProxy] = {}
-        self._cuts: set[tuple[NodeId, NodeId]] = set()
+        self._proxies: dict[HostId, LinkProxy] = {}
+        self._cuts: set[tuple[HostId, HostId]] = set()
+        # Every node id that ever ran, and its host (Rule 3).
+        self._host_of: dict[NodeId, HostId] = {}
         self._reason = reason
         self.description = ""
 
@@ -353,39 +374,44 @@ class LoopbackNetwork:
         assert self._slot.number is not None, "setup() first"
         return self._slot.number
 
-    def ip(self, node_id: NodeId) -> str:
-        return f"127.77.{self.slot}.{10 + node_number(node_id)}"
+    def ip(self, host: HostId) -> str:
+        return f"127.77.{self.slot}.{10 + host_number(host)}"
 
-    async def setup(self, node_ids: Sequence[NodeId]) -> None:
+    async def setup(self, hosts: Sequence[HostId]) -> None:
         self._slot.claim()
-        for node_id in node_ids:
-            proxy = LinkProxy(node_id, (self.ip(node_id), PROXY_PORT), self.raft_listen(node_id))
+        for host in hosts:
+            proxy = LinkProxy(
+                host, (self.ip(host), PROXY_PORT), self.raft_listen(host), self._host_of.get
+            )
             try:
                 await proxy.start()
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
-                    raise RuntimeError(f"{self.ip(node_id)}:{PROXY_PORT} is in use") from exc
+                    raise RuntimeError(f"{self.ip(host)}:{PROXY_PORT} is in use") from exc
                 raise
-            self._proxies[node_id] = proxy
+            self._proxies[host] = proxy
         why = f" ({self._reason})" if self._reason else ""
         self.description = (
-            f"loopback{why}: nodes on 127.77.{self.slot}.x, Raft links through per-node TCP "
+            f"loopback{why}: nodes on 127.77.{self.slot}.x, Raft links through per-host TCP "
             "proxies that drop cut links; HTTP is not cut"
         )
 
-    def raft_listen(self, node_id: NodeId) -> HostPort:
-        return (self.ip(node_id), RAFT_PORT)
+    def place(self, node_id: NodeId, host: HostId) -> None:
+        self._host_of[node_id] = host
 
-    def raft_advertised(self, node_id: NodeId) -> HostPort:
-        return (self.ip(node_id), PROXY_PORT)
+    def raft_listen(self, host: HostId) -> HostPort:
+        return (self.ip(host), RAFT_PORT)
 
-    def api_addr(self, node_id: NodeId) -> HostPort:
-        return (self.ip(node_id), API_PORT)
+    def raft_advertised(self, host: HostId) -> HostPort:
+        return (self.ip(host), PROXY_PORT)
 
-    def wrap(self, node_id: NodeId, argv: list[str]) -> list[str]:
+    def api_addr(self, host: HostId) -> HostPort:
+        return (self.ip(host), API_PORT)
+
+    def wrap(self, host: HostId, argv: list[str]) -> list[str]:
         return argv
 
-    async def cut(self, links: Iterable[tuple[NodeId, NodeId]]) -> None:
+    async def cut(self, links: Iterable[tuple[HostId, HostId]]) -> None:
         for src, dst in links:
             if src != dst:
                 self._cuts.add((src, dst))

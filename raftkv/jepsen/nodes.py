@@ -5,6 +5,14 @@ its pid, and reaped by :meth:`Cluster.shutdown` (SIGCONT, SIGTERM, then SIGKILL
 after a grace period), which is safe to call at any time and more than once.
 Each node's output goes to ``logs/<id>.log``; the harness writes a marker line
 there before every start, so the log reads as one story per node.
+
+Nodes live on hosts (:mod:`raftkv.jepsen.net`, Rule 3): ``n1`` .. ``nN`` found
+the cluster on ``h1`` .. ``hN``, and :meth:`Cluster.replace` puts a new member
+id on a host whose node was removed -- ``n(N+1)``, ``n(N+2)``, ... in the
+order of the replacements, so a seed's ids are the same in every run. A
+removed id is never used again (the cluster refuses it: a wiped node may
+have forgotten its votes). Addresses belong to hosts, so every id that ever
+ran keeps resolving to its host's (:meth:`Cluster.url`).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import aiohttp
 
 import raftkv
 from raftkv.core.types import NodeId
-from raftkv.jepsen.net import Network
+from raftkv.jepsen.net import HostId, Network
 from raftkv.server.config import Member, format_initial_cluster
 
 __all__ = ["Cluster"]
@@ -47,12 +55,12 @@ def _fmt(addr: tuple[str, int]) -> str:
 
 
 class Cluster:
-    """N nodes ``n1..nN`` on ``net``, with data under ``data_root`` and logs under ``log_root``."""
+    """The nodes on the hosts of ``net``; data under ``data_root``, logs under ``log_root``."""
 
     def __init__(
         self,
         net: Network,
-        node_ids: list[NodeId],
+        hosts: list[HostId],
         *,
         data_root: Path,
         log_root: Path,
@@ -62,7 +70,13 @@ class Cluster:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.net = net
-        self.node_ids = node_ids
+        self.hosts = hosts
+        # Invariant: node_on and host_of agree for the current nodes; host_of
+        # keeps every id that ever ran (the analysis reads all their logs).
+        self.node_on: dict[HostId, NodeId] = {}
+        self.host_of: dict[NodeId, HostId] = {}
+        for i, host in enumerate(hosts, 1):
+            self._place(NodeId(f"n{i}"), host)
         self.data_root = data_root
         self.log_root = log_root
         self.heartbeat_ms = heartbeat_ms
@@ -74,13 +88,48 @@ class Cluster:
         self.starts = 0
         self._http: aiohttp.ClientSession | None = None
 
+    # ------------------------------------------------------------------ identities
+
+    def _place(self, node_id: NodeId, host: HostId) -> None:
+        self.node_on[host] = node_id
+        self.host_of[node_id] = host
+        self.net.place(node_id, host)
+
+    @property
+    def node_ids(self) -> list[NodeId]:
+        """The current node of every host, in host order."""
+        return [self.node_on[h] for h in self.hosts]
+
+    @property
+    def all_ids(self) -> list[NodeId]:
+        """Every node id that ever ran, in the order they were created."""
+        return list(self.host_of)
+
+    def replace(self, host: HostId) -> NodeId:
+        """Put a new id on ``host`` (its node was removed); returns the id.
+
+        The caller stops and wipes the old node first; the new one starts empty.
+        """
+        old = self.node_on[host]
+        if self.running(old):
+            raise RuntimeError(f"replace {host}: {old} still runs")
+        new = NodeId(f"n{len(self.host_of) + 1}")
+        self._place(new, host)
+        return new
+
     # ------------------------------------------------------------------ addresses
 
+    def member(self, node_id: NodeId) -> Member:
+        """Where ``node_id`` is reached: its host's addresses."""
+        host = self.host_of[node_id]
+        return Member(self.net.raft_advertised(host), self.net.api_addr(host))
+
     def members(self) -> dict[NodeId, Member]:
-        return {n: Member(self.net.raft_advertised(n), self.net.api_addr(n)) for n in self.node_ids}
+        """The current nodes' addresses."""
+        return {n: self.member(n) for n in self.node_ids}
 
     def url(self, node_id: NodeId) -> str:
-        return self.members()[node_id].api_url()
+        return self.member(node_id).api_url()
 
     def data_dir(self, node_id: NodeId) -> Path:
         return self.data_root / node_id
@@ -91,6 +140,7 @@ class Cluster:
     # ------------------------------------------------------------------ processes
 
     def command(self, node_id: NodeId, state: str) -> list[str]:
+        host = self.host_of[node_id]
         argv = [
             sys.executable,
             "-m",
@@ -101,9 +151,9 @@ class Cluster:
             "--data-dir",
             str(self.data_dir(node_id)),
             "--raft-addr",
-            _fmt(self.net.raft_listen(node_id)),
+            _fmt(self.net.raft_listen(host)),
             "--api-addr",
-            _fmt(self.net.api_addr(node_id)),
+            _fmt(self.net.api_addr(host)),
             "--initial-cluster",
             format_initial_cluster(self.members()),
             "--initial-cluster-state",
@@ -120,7 +170,7 @@ class Cluster:
         ]
         if not self.fsync:
             argv.append("--no-fsync")
-        return self.net.wrap(node_id, argv)
+        return self.net.wrap(host, argv)
 
     def note(self, node_id: NodeId, text: str) -> None:
         """Write a harness marker line into ``node_id``'s log."""

@@ -1,11 +1,12 @@
-"""A TCP proxy in front of one node's Raft listener that can drop links (loopback mode).
+"""A TCP proxy in front of one host's Raft listener that can drop links (loopback mode).
 
 Rule: the proxy reads the first frame of every connection -- the peer
-transport's ``Hello``, which names the sender -- and then relays bytes both
-ways. A connection from a sender whose link is *cut* is accepted but never
-relayed: its bytes are read and discarded (a silent drop), and the sender's
-handshake times out. Cutting a link aborts its live connections; healing closes
-the held ones, so the sender reconnects. Bytes are never altered.
+transport's ``Hello``, which names the sending node -- maps that node to its
+host, and then relays bytes both ways. A connection from a host whose link is
+*cut* is accepted but never relayed: its bytes are read and discarded (a
+silent drop), and the sender's handshake times out. Cutting a link aborts its
+live connections; healing closes the held ones, so the sender reconnects.
+Bytes are never altered.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from raftkv.core.types import NodeId
 from raftkv.transport.codec import HEADER_SIZE, Hello, decode_control, frame_length
@@ -27,33 +29,50 @@ _CHUNK = 1 << 16
 
 
 class LinkProxy:
-    """Relays connections to ``upstream`` (the node ``node_id``) from ``listen``."""
+    """Relays connections to ``upstream`` (the Raft listener on ``host``) from ``listen``.
 
-    def __init__(self, node_id: NodeId, listen: tuple[str, int], upstream: tuple[str, int]) -> None:
-        self.node_id = node_id
+    ``locate`` maps a sending node id to its host; an id it does not know is
+    its own host (so a proxy without ``locate`` cuts by node id).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        listen: tuple[str, int],
+        upstream: tuple[str, int],
+        locate: Callable[[NodeId], str | None] | None = None,
+    ) -> None:
+        self.host = host
         self.listen = listen
         self.upstream = upstream
+        self._locate = locate
         self._server: asyncio.Server | None = None
-        self._cut: set[NodeId] = set()
-        # Invariant: each live connection's writers, by sender; removed when it ends.
+        self._cut: set[str] = set()  # sending hosts
+        # Invariant: each live connection's writers, by sending node; removed when it ends.
         self._conns: dict[NodeId, set[asyncio.StreamWriter]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, *self.listen, reuse_address=True)
 
-    def cut(self, sender: NodeId) -> None:
-        """Drop everything ``sender`` sends to this node until :meth:`heal`."""
-        self._cut.add(sender)
-        for writer in list(self._conns.get(sender, ())):
-            writer.transport.abort()
+    def _host_of(self, sender: NodeId) -> str:
+        host = self._locate(sender) if self._locate is not None else None
+        return host if host is not None else sender
+
+    def _abort(self, hosts: set[str]) -> None:
+        for sender, writers in list(self._conns.items()):
+            if self._host_of(sender) in hosts:
+                for writer in list(writers):
+                    writer.transport.abort()
+
+    def cut(self, sender_host: str) -> None:
+        """Drop everything sent from ``sender_host`` to this host until :meth:`heal`."""
+        self._cut.add(sender_host)
+        self._abort({sender_host})
 
     def heal(self) -> None:
-        held = [s for s in self._cut if self._conns.get(s)]
-        self._cut.clear()
-        for sender in held:
-            for writer in list(self._conns.get(sender, ())):
-                writer.transport.abort()
+        held, self._cut = self._cut, set()
+        self._abort(held)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -91,7 +110,7 @@ class LinkProxy:
         conns = self._conns.setdefault(sender, set())
         conns.add(writer)
         try:
-            if sender in self._cut:
+            if self._host_of(sender) in self._cut:
                 while await reader.read(_CHUNK):  # held: discard until aborted by heal()
                     pass
                 return

@@ -22,6 +22,11 @@ the results directory::
       logs/nK.log     each node's output, with the harness's markers
       data/nK/        the data dirs (kept on failure or with --keep-data)
 
+Nodes ``n1..nN`` start on hosts ``h1..hN``; a node the nemesis replaces gets a
+new id (``n(N+1)``, ...) on the same host. Every id that ran is checked: its
+log (if its data survived), its answers in the history; ``verdict.json``
+lists each id's host under ``nodes``.
+
 The verdict line is the last line printed::
 
     linearizable=true durable=true exactly-once=true ops=... ok=... info=... fail=...
@@ -45,7 +50,7 @@ from typing import Any
 from raftkv.core.types import NodeId
 from raftkv.jepsen.analysis import NodeLog, Verdict, analyze, read_node_log
 from raftkv.jepsen.nemesis import FAULT_KINDS, Nemesis, make_schedule
-from raftkv.jepsen.net import Network, choose_network
+from raftkv.jepsen.net import HostId, Network, choose_network
 from raftkv.jepsen.nodes import Cluster
 from raftkv.jepsen.workload import Workload, WorkloadConfig
 from raftkv.sim.linearizability import FAIL, INFO, OK, write_history
@@ -161,7 +166,7 @@ class _Run:
 
     async def _main(self) -> JepsenResult:
         cfg = self.config
-        node_ids = [NodeId(f"n{i}") for i in range(1, cfg.nodes + 1)]
+        hosts = [HostId(f"h{i}") for i in range(1, cfg.nodes + 1)]
         self.say(
             f"raftkv jepsen seed={cfg.seed} nodes={cfg.nodes} time={cfg.time:g}s "
             f"recovery={cfg.recovery:g}s faults={','.join(cfg.faults) or 'none'} "
@@ -171,13 +176,13 @@ class _Run:
         )
         self.say(f"  results    {self.out_dir}")
         self.net = net = choose_network(cfg.net)
-        await net.setup(node_ids)
+        await net.setup(hosts)
         self.result.net = net.kind
         self.result.slot = net.slot
         self.say(f"  network    {net.description}")
         self.cluster = cluster = Cluster(
             net,
-            node_ids,
+            hosts,
             data_root=self.out_dir / "data",
             log_root=self.out_dir / "logs",
             heartbeat_ms=cfg.heartbeat_ms,
@@ -185,16 +190,14 @@ class _Run:
             fsync=cfg.fsync,
             clock=self.clock,
         )
-        for node_id in node_ids:
+        for node_id in cluster.node_ids:
             cluster.start(node_id)
         leader = await cluster.wait_leader(timeout=30.0)
         if leader is None:
             raise RuntimeError("no leader elected within 30 s of starting the nodes")
         self.say(f"  started    {cfg.nodes} nodes, leader {leader} after {self.clock():.1f}s")
 
-        schedule = make_schedule(
-            cfg.seed, node_ids, cfg.time, cfg.faults, election_ms=cfg.election_ms
-        )
+        schedule = make_schedule(cfg.seed, hosts, cfg.time, cfg.faults, election_ms=cfg.election_ms)
         (self.out_dir / "schedule.json").write_text(
             json.dumps([f.to_json() for f in schedule], indent=1) + "\n"
         )
@@ -228,7 +231,7 @@ class _Run:
                 + (f" (repaired: {'; '.join(repairs)})" if repairs else "")
             )
             await asyncio.sleep(cfg.recovery)
-            converged = await cluster.wait_converged(node_ids, timeout=30.0)
+            converged = await cluster.wait_converged(cluster.node_ids, timeout=30.0)
             self.say(f"  converged  {'yes' if converged else 'NO'} at t={self.clock():.1f}s")
         finally:
             stop_clients.set()
@@ -246,8 +249,15 @@ class _Run:
         self.say(f"  stopped    exit statuses {codes}")
 
         raw_counts = _counts(workload)
+        gone = [n for n in cluster.all_ids if n not in cluster.node_ids]
+        if gone:
+            self.say(
+                "  nodes      "
+                + " ".join(f"{n}@{cluster.host_of[n]}" for n in cluster.node_ids)
+                + f" (replaced: {', '.join(gone)})"
+            )
         logs: dict[NodeId, NodeLog] = {}
-        for node_id in node_ids:
+        for node_id in cluster.all_ids:
             log = await asyncio.to_thread(read_node_log, node_id, cluster.data_dir(node_id))
             if log is not None:
                 logs[node_id] = log
@@ -367,6 +377,7 @@ class _Run:
             "faults": kinds,
             "faults_applied": len(nemesis.applied),
             "net": self.result.net,
+            "nodes": dict(self.cluster.host_of) if self.cluster else {},
             "commit_index": rp.commit_index,
             "log_commands": rp.entries,
             "dedup_hits": verdict.dedup_hits,

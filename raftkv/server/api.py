@@ -749,6 +749,7 @@ class _Api:
                 "voters": list(st.voters),
                 "learners": list(st.learners),
                 "leader": st.leader,
+                "removed": sorted(self.node.removed),
             },
         )
 

@@ -310,11 +310,14 @@ def statefulset_initial_cluster(
     Pods ``NAME-0 .. NAME-(initial_cluster_size - 1)`` found the cluster
     (``new``); they all compute the same founding membership. A pod with a
     higher ordinal was added by scaling up: it joins (``existing``) and must be
-    added with ``raftkv members add`` (before or after it starts; it waits for
-    the leader either way). Its initial cluster is the founders plus every pod
-    up to itself -- only an address book, since a joiner learns its voters
-    from the leader. Every pod listens on the same ports; ``peer_host`` names
-    pod ``i`` with ``{pod}`` (``NAME-i``) and ``{ordinal}`` (``i``) replaced,
+    added with ``raftkv members add`` (before or after it starts). Its initial
+    cluster is the founders plus every pod up to itself -- only an address
+    book, since a joiner learns its voters from the leader. The keys are pod
+    names; a joining pod with an empty data dir then runs as the member id
+    registered at its address (:func:`raftkv.server.identity.resolve_pod_identity`),
+    which is the pod name only for its first member. Every pod listens on the
+    same ports; ``peer_host`` names pod ``i`` with ``{pod}`` (``NAME-i``) and
+    ``{ordinal}`` (``i``) replaced,
     e.g. ``{pod}.raftkv-peers.default.svc.cluster.local`` (the headless
     Service's per-pod DNS name).
 

@@ -20,6 +20,7 @@ __all__ = [
     "Unsupported",
     "BadRequest",
     "LearnerNotReady",
+    "MemberRemoved",
     "TooLarge",
 ]
 
@@ -90,6 +91,25 @@ class LearnerNotReady(ServerError):
     """A learner cannot be promoted yet: its log is too far behind (retry later)."""
 
     status = 409
+
+
+class MemberRemoved(ServerError):
+    """The node id was removed from the cluster once; ids are never reused (as in etcd).
+
+    A node re-added under an id it had before may have lost its vote in the
+    current term with its disk, and could then grant that term a second vote.
+    Add the replacement under a new id. Not retryable.
+    """
+
+    status = 409
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(
+            f"{node_id} was removed from the cluster and a removed id is never reused "
+            f"(a node that comes back under an old id may have forgotten its vote): "
+            f"add the node under a new id"
+        )
+        self.node_id = node_id
 
 
 class TooLarge(ServerError):

@@ -63,6 +63,7 @@ from raftkv.server.config import Member, ServerConfig
 from raftkv.server.errors import (
     BadRequest,
     LearnerNotReady,
+    MemberRemoved,
     NodeStopped,
     NoLeader,
     OutcomeUnknown,
@@ -70,6 +71,7 @@ from raftkv.server.errors import (
     ReadTimeout,
     ServerError,
 )
+from raftkv.server.identity import claim_data_dir
 from raftkv.server.metrics import NodeMetrics
 from raftkv.server.security import peer_ssl_contexts
 from raftkv.server.statemachine import StateMachine
@@ -153,13 +155,21 @@ def _time_out(fut: asyncio.Future[Any], what: str) -> None:
         fut.set_exception(ReadTimeout(f"timed out {what}"))
 
 
-def _encode_snapshot_data(members: dict[NodeId, Member], sm_data: bytes) -> bytes:
-    """The bytes of a snapshot: the address book and the state machine image."""
+def _encode_snapshot_data(
+    members: dict[NodeId, Member], removed: dict[NodeId, Index], sm_data: bytes
+) -> bytes:
+    """The bytes of a snapshot: the address book, the removed ids and the state machine image.
+
+    Envelope version 1. ``removed`` (id -> the index of the entry that took it
+    out of the configuration) was added to it as an optional field: readers
+    that predate it ignore it, and envelopes without it read as "none removed".
+    """
     return bytes(
         msgpack.packb(
             {
                 "v": 1,
                 "members": {n: m.to_json() for n, m in sorted(members.items())},
+                "removed": dict(sorted(removed.items())),
                 "sm": sm_data,
             },
             use_bin_type=True,
@@ -167,12 +177,30 @@ def _encode_snapshot_data(members: dict[NodeId, Member], sm_data: bytes) -> byte
     )
 
 
-def _decode_snapshot_data(data: bytes) -> tuple[dict[NodeId, Member], bytes]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SnapshotData:
+    members: dict[NodeId, Member]
+    removed: dict[NodeId, Index]
+    sm: bytes
+
+
+def _decode_snapshot_data(data: bytes) -> _SnapshotData:
     obj = msgpack.unpackb(data, raw=False)
     if not isinstance(obj, dict) or obj.get("v") != 1:
         raise ValueError("unknown snapshot envelope")
     members = {NodeId(n): Member.from_json(m) for n, m in obj["members"].items()}
-    return members, bytes(obj["sm"])
+    return _SnapshotData(
+        members=members, removed=_parse_removed(obj.get("removed", {})), sm=bytes(obj["sm"])
+    )
+
+
+def _parse_removed(obj: object) -> dict[NodeId, Index]:
+    """``{id: index}`` as stored in snapshots and ``members.json``; ``ValueError`` if malformed."""
+    if not isinstance(obj, dict) or not all(
+        isinstance(n, str) and n and type(i) is int and i > 0 for n, i in obj.items()
+    ):
+        raise ValueError(f"malformed removed ids: {obj!r}")
+    return {NodeId(n): i for n, i in obj.items()}
 
 
 class RaftNode:
@@ -205,6 +233,12 @@ class RaftNode:
         self._raw: RawNode | None = None
         self._transport: Transport | None = None
         self.members: dict[NodeId, Member] = dict(config.initial_cluster)
+        # Every id that has left the configuration, with the index of the entry
+        # whose application took it out (etcd's removed-member store): such an
+        # id is never added again. Replicated state: built from the log, carried
+        # in snapshots, saved beside the address book.
+        # Invariant: only grows; an id's index is the same on every replica.
+        self.removed: dict[NodeId, Index] = {}
         self._conf_state: ConfState = ConfState()
 
         self._wake = asyncio.Event()
@@ -269,11 +303,16 @@ class RaftNode:
         member) or joins one (``existing``: ``initial_cluster`` is only an
         address book; no membership, and no campaigning, until the leader's
         log or snapshot includes this node).
+
+        Raises:
+            ConfigError: the data dir belongs to another member id (its
+                ``node_id`` file, written on the first start).
         """
         if self._started:
             raise ServerError("node already started")
         self._started = True
-        self._data_dir.mkdir(parents=True, exist_ok=True)
+        # The data dir records whose it is; never start on another member's (identity.py).
+        claim_data_dir(self._data_dir, self.node_id, fsync=self.config.fsync)
         self._load_members()
         self._storage = self._open_storage()
         fresh = _is_empty(self._storage)
@@ -667,6 +706,8 @@ class RaftNode:
                 p.future.set_exception(
                     ProposalLost("the proposal was overwritten by a new leader; retry")
                 )
+            elif isinstance(result, ServerError):  # a conf change refused when applied
+                p.future.set_exception(result)
             else:
                 p.future.set_result(result)
         # Proposals at or below the applied index that never matched are lost.
@@ -701,12 +742,35 @@ class RaftNode:
         except ValueError:
             logger.error("undecodable conf change at index %d", e.index)
             return None
+        reused = self._reused_ids(cc, e.index)
+        if reused:
+            # Proposed by a node that did not check (an older version) or
+            # injected: refused the same way on every replica, since the
+            # removed ids are replicated state. The core is not told at all, so
+            # its configuration stays the one every replica has; the entry
+            # still counts as applied, which is what frees the core to accept
+            # the next change (pending_conf_index <= applied).
+            logger.error(
+                "conf change at index %d not applied: it adds removed id(s) %s",
+                e.index,
+                ",".join(reused),
+            )
+            return MemberRemoved(reused[0])
+        before = raw.status().conf_state.members()
         try:
-            self._conf_state = raw.apply_conf_change(cc)
+            self._conf_state = raw.apply_conf_change(cc, strict=True)
         except RaftError as exc:
-            # Refused the same way on every replica (it was validated when proposed).
+            # It was validated against the membership when proposed, so this
+            # takes a proposer that did not (an older version) or a membership
+            # that changed since. The core changed nothing, the same on every
+            # replica; neither do the address book and the removed ids, and the
+            # proposer is told (400, as when a change is refused up front).
             logger.error("conf change at index %d not applied: %s", e.index, exc)
-            return {"error": str(exc)}
+            return BadRequest(f"membership change refused when applied: {exc}")
+        # Ids that left the configuration (a removal, or leaving a joint
+        # configuration that removed them).
+        for node_id in sorted(set(before) - set(self._conf_state.members())):
+            self.removed.setdefault(node_id, e.index)
         addrs: dict[str, Any] = {}
         if cc.context:
             with contextlib.suppress(ValueError):
@@ -740,6 +804,27 @@ class RaftNode:
             "learners": list(self._conf_state.learners),
         }
 
+    def _reused_ids(self, cc: ConfChange, index: Index) -> list[NodeId]:
+        """The ids ``cc`` (the entry at ``index``) would add although they were removed.
+
+        Only removals at lower indices count, which makes the answer the same
+        on every replica and on every replay of the log, even when
+        ``members.json`` knows of later removals (a node that restarts
+        re-applies the entries after its snapshot).
+        """
+        return [
+            c.node_id
+            for c in cc.changes
+            if c.type is not ConfChangeType.REMOVE_NODE
+            and self.removed.get(c.node_id, index) < index
+        ]
+
+    def _merge_removed(self, removed: dict[NodeId, Index]) -> None:
+        """Add removed ids learned from a snapshot or ``members.json``."""
+        for node_id, index in removed.items():
+            if index < self.removed.get(node_id, index + 1):
+                self.removed[node_id] = index
+
     # ------------------------------------------------------------------ snapshots
 
     def _maybe_snapshot(self) -> None:
@@ -749,7 +834,7 @@ class RaftNode:
             return
         assert self._raw is not None
         index = self._applied
-        data = _encode_snapshot_data(self.members, self.state_machine.snapshot())
+        data = _encode_snapshot_data(self.members, self.removed, self.state_machine.snapshot())
         storage.create_snapshot(index, self._raw.status().conf_state, data)
         # Keep a tail so slightly lagging followers catch up from the log;
         # followers behind the compaction point get an InstallSnapshot.
@@ -766,9 +851,10 @@ class RaftNode:
         snap = self._storage.snapshot()
         if snap.is_empty():
             return 0
-        members, sm_data = _decode_snapshot_data(snap.data)
-        self.state_machine.restore(sm_data)
-        self.members.update(members)
+        data = _decode_snapshot_data(snap.data)
+        self.state_machine.restore(data.sm)
+        self.members.update(data.members)
+        self._merge_removed(data.removed)
         self._conf_state = snap.metadata.conf_state
         self._snapshot_index = snap.metadata.index
         logger.info("restored snapshot", extra={"fields": {"index": snap.metadata.index}})
@@ -779,9 +865,13 @@ class RaftNode:
         storage = self._storage
         assert snap is not None and storage is not None
         storage.apply_snapshot(snap)
-        members, sm_data = _decode_snapshot_data(snap.data)
-        self.state_machine.restore(sm_data)
-        self.members = members
+        data = _decode_snapshot_data(snap.data)
+        self.state_machine.restore(data.sm)
+        self.members = data.members
+        # Merged, not replaced: what this node knows beyond the snapshot's
+        # index stays true (removals are never undone), and counts only for
+        # entries after it (_reused_ids).
+        self._merge_removed(data.removed)
         self._save_members()
         self._conf_state = snap.metadata.conf_state
         self._applied = snap.metadata.index
@@ -801,14 +891,23 @@ class RaftNode:
             return
         try:
             obj = json.loads(path.read_text())
-            self.members = {NodeId(n): Member.from_json(m) for n, m in obj["members"].items()}
-        except (ValueError, KeyError, ServerError) as exc:
+            members = {NodeId(n): Member.from_json(m) for n, m in obj["members"].items()}
+            removed = _parse_removed(obj.get("removed", {}))  # absent in older files
+        except (ValueError, KeyError, TypeError, AttributeError, ServerError) as exc:
             logger.warning("ignoring unreadable %s: %s", path, exc)
+            return
+        self.members = members
+        self._merge_removed(removed)
 
     def _save_members(self) -> None:
         path = self._data_dir / _MEMBERS_FILE
         tmp = path.with_suffix(".tmp")
-        text = json.dumps({"members": {n: m.to_json() for n, m in sorted(self.members.items())}})
+        text = json.dumps(
+            {
+                "members": {n: m.to_json() for n, m in sorted(self.members.items())},
+                "removed": dict(sorted(self.removed.items())),
+            }
+        )
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -1109,7 +1208,12 @@ class RaftNode:
     # ------------------------------------------------------------------ membership
 
     async def add_member(self, node_id: NodeId, member: Member, *, learner: bool) -> object:
-        """Propose adding ``node_id`` (its addresses travel in the change's context)."""
+        """Propose adding ``node_id`` (its addresses travel in the change's context).
+
+        Raises:
+            MemberRemoved: ``node_id`` was a member once and was removed.
+        """
+        self._refuse_removed(node_id)
         kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
         context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
         return await self._propose_conf_change(
@@ -1120,12 +1224,14 @@ class RaftNode:
         """Propose making the learner ``node_id`` a voter, once it has caught up.
 
         Raises:
+            MemberRemoved: ``node_id`` was removed from the cluster.
             BadRequest: ``node_id`` is not a learner.
             LearnerNotReady: its log is too far behind the leader's (retry later).
         """
         raw = self._check_accepting()
         if raw.role is not Role.LEADER:
             raise NoLeader("not the leader", leader=raw.leader)
+        self._refuse_removed(node_id)
         status = raw.status()
         if node_id not in status.conf_state.learners:
             raise BadRequest(f"{node_id} is not a learner")
@@ -1144,6 +1250,11 @@ class RaftNode:
                 changes=(ConfChangeSingle(ConfChangeType.ADD_VOTER, node_id),), context=context
             )
         )
+
+    def _refuse_removed(self, node_id: NodeId) -> None:
+        """Refuse an id that was removed once, before anything is proposed."""
+        if node_id in self.removed:
+            raise MemberRemoved(node_id)
 
     async def remove_member(self, node_id: NodeId) -> object:
         return await self._propose_conf_change(

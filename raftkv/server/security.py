@@ -45,6 +45,7 @@ __all__ = [
     "read_secret_file",
     "secret_file_is_exposed",
     "read_token_file",
+    "read_request_token",
     "parse_tokens",
     "server_ssl_context",
     "client_ssl_context",
@@ -182,6 +183,25 @@ def read_token_file(path: str) -> TokenTable:
     except UnicodeDecodeError:
         raise ConfigError(f"--client-token-file {path}: not UTF-8") from None
     return parse_tokens(text, source=f"--client-token-file {path}")
+
+
+def read_request_token(path: str) -> str:
+    """A token of ``--client-token-file`` for the node's own requests to its peers' APIs.
+
+    The first read-only token (all such a request needs: a ``GET``), else the
+    first. Used by a StatefulSet pod that asks the members which id to run as
+    (:mod:`raftkv.server.identity`); the node serves with :func:`read_token_file`.
+
+    Raises:
+        ConfigError: unreadable or malformed (the same checks as :func:`read_token_file`).
+    """
+    read_token_file(path)  # validates every line
+    tokens: list[tuple[str, str]] = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        parts = line.split("#", 1)[0].split()
+        if parts:
+            tokens.append((parts[0].lower(), parts[1]))
+    return next((t for role, t in tokens if role == ROLE_READ), tokens[0][1])
 
 
 def secret_file_is_exposed(path: str) -> bool:

@@ -11,7 +11,9 @@ reported non-linearizable, and an interrupted run must leave nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import os
 import re
 import signal
@@ -33,20 +35,23 @@ from raftkv.jepsen import (
     run_jepsen,
 )
 from raftkv.jepsen.net import netns_available, slot_names
+from raftkv.jepsen.nodes import Cluster
+from raftkv.jepsen.proxy import LinkProxy
 from raftkv.jepsen.workload import Attempt, OpRecord
 from raftkv.server.kv import Cas, Put, Session, encode_command
 from raftkv.sim.linearizability import FAIL, INFO, OK
+from raftkv.transport.codec import Hello, encode_control, encode_frame
 from tests.cluster.harness import REPO_ROOT
 
-NODES = [NodeId("n1"), NodeId("n2"), NodeId("n3")]
+HOSTS = ["h1", "h2", "h3"]
 
 # --------------------------------------------------------------------------- schedules
 
 
 def test_schedule_depends_only_on_the_seed() -> None:
-    a = make_schedule(7, NODES, 60, FAULT_KINDS, election_ms=500)
-    b = make_schedule(7, list(reversed(NODES)), 60, FAULT_KINDS, election_ms=500)
-    c = make_schedule(8, NODES, 60, FAULT_KINDS, election_ms=500)
+    a = make_schedule(7, HOSTS, 60, FAULT_KINDS, election_ms=500)
+    b = make_schedule(7, list(reversed(HOSTS)), 60, FAULT_KINDS, election_ms=500)
+    c = make_schedule(8, HOSTS, 60, FAULT_KINDS, election_ms=500)
     assert [f.to_json() for f in a] == [f.to_json() for f in b]
     assert [f.to_json() for f in a] != [f.to_json() for f in c]
     assert a and all(f.at + f.duration <= 60 for f in a)
@@ -56,18 +61,19 @@ def test_schedule_depends_only_on_the_seed() -> None:
 def test_schedule_draws_every_kind_and_shape_and_respects_the_selection() -> None:
     seen = set()
     for seed in range(40):
-        for f in make_schedule(seed, NODES, 60, FAULT_KINDS, election_ms=500):
+        for f in make_schedule(seed, HOSTS, 60, FAULT_KINDS, election_ms=500):
             seen.add((f.kind, f.shape))
             if f.kind == "pause":
                 assert f.duration > 0.5  # longer than the election timeout
             if f.kind == "kill" and f.shape == "random":
-                assert len(f.nodes) == 1  # a minority of three
+                assert len(f.hosts) == 1  # a minority of three
+            assert set(f.hosts) | {h for g in f.groups for h in g} <= set(HOSTS)
     assert {k for k, _ in seen} == set(FAULT_KINDS)
     shapes = {s for k, s in seen if k == "partition"}
     assert shapes == {"halves", "leader", "bridge", "one-way-in", "one-way-out"}
-    only = make_schedule(3, NODES, 60, ("pause",), election_ms=500)
+    only = make_schedule(3, HOSTS, 60, ("pause",), election_ms=500)
     assert only and {f.kind for f in only} == {"pause"}
-    assert make_schedule(3, NODES, 60, (), election_ms=500) == []
+    assert make_schedule(3, HOSTS, 60, (), election_ms=500) == []
 
 
 def test_parse_faults() -> None:
@@ -76,6 +82,115 @@ def test_parse_faults() -> None:
     assert parse_faults("pause, kill") == ("kill", "pause")
     with pytest.raises(ValueError, match="unknown fault"):
         parse_faults("kill,meteor")
+
+
+# --------------------------------------------------------------------------- hosts and ids
+
+
+class _FakeNet:
+    """Addresses per host, as a Network gives them; records placements."""
+
+    kind = "fake"
+    slot = 0
+    description = ""
+
+    def __init__(self) -> None:
+        self.placed: dict[NodeId, str] = {}
+
+    def place(self, node_id: NodeId, host: str) -> None:
+        self.placed[node_id] = host
+
+    def raft_listen(self, host: str) -> tuple[str, int]:
+        return (f"10.0.0.{host[1:]}", 7000)
+
+    def raft_advertised(self, host: str) -> tuple[str, int]:
+        return (f"10.0.0.{host[1:]}", 7100)
+
+    def api_addr(self, host: str) -> tuple[str, int]:
+        return (f"10.0.0.{host[1:]}", 8000)
+
+    def wrap(self, host: str, argv: list[str]) -> list[str]:
+        return ["on", host, *argv]
+
+
+def test_a_replaced_node_gets_a_new_id_on_the_same_host(tmp_path: Path) -> None:
+    net = _FakeNet()
+    c = Cluster(
+        net,  # type: ignore[arg-type]
+        list(HOSTS),
+        data_root=tmp_path / "data",
+        log_root=tmp_path / "logs",
+        heartbeat_ms=50,
+        election_ms=500,
+    )
+    assert c.node_ids == ["n1", "n2", "n3"] and net.placed == {"n1": "h1", "n2": "h2", "n3": "h3"}
+    new = c.replace("h2")
+    assert new == "n4" and c.node_on["h2"] == "n4" and net.placed["n4"] == "h2"
+    assert c.node_ids == ["n1", "n4", "n3"] and c.all_ids == ["n1", "n2", "n3", "n4"]
+    assert c.replace("h2") == "n5"  # ids are never reused, and follow the replacements
+    assert c.replace("h1") == "n6" and c.node_ids == ["n6", "n5", "n3"]
+    # An id's address is its host's, for every id that ever ran (in-flight requests).
+    assert c.url(NodeId("n2")) == c.url(NodeId("n5")) == "http://10.0.0.2:8000"
+    argv = c.command(NodeId("n5"), "existing")
+    assert argv[:2] == ["on", "h2"]
+    flags = dict(itertools.pairwise(argv))  # each flag -> the word after it
+    assert flags["--id"] == "n5" and flags["--raft-addr"] == "10.0.0.2:7000"
+    assert flags["--data-dir"] == str(tmp_path / "data" / "n5")
+    assert flags["--initial-cluster"] == (
+        "n3=10.0.0.3:7100/10.0.0.3:8000,n5=10.0.0.2:7100/10.0.0.2:8000,"
+        "n6=10.0.0.1:7100/10.0.0.1:8000"
+    )
+
+
+def test_link_proxy_cuts_by_host_whatever_the_node_id(tmp_path: Path) -> None:
+    """Loopback mode: the proxy names the sender from its handshake; a cut between
+    hosts must also drop a node that replaced the one there when the run began."""
+
+    async def main() -> None:
+        received: list[bytes] = []
+
+        async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            received.append(await reader.read(1 << 16))
+            writer.close()
+
+        server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+        up_port = server.sockets[0].getsockname()[1]
+        placed = {NodeId("n1"): "h1", NodeId("n4"): "h2"}
+        proxy = LinkProxy("h3", ("127.0.0.1", 0), ("127.0.0.1", up_port), placed.get)
+        await proxy.start()
+        assert proxy._server is not None
+        port = proxy._server.sockets[0].getsockname()[1]
+
+        async def send(sender: str) -> bool:
+            """Whether a connection from ``sender`` reaches the node behind the proxy."""
+            hello = Hello(
+                version=1, cluster_id="c", node_id=NodeId(sender), to=NodeId("n3"), nonce=bytes(32)
+            )
+            frame = encode_frame(encode_control(hello))
+            before = len(received)
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(frame)
+            await writer.drain()
+            for _ in range(20):
+                if len(received) > before:
+                    break
+                await asyncio.sleep(0.02)
+            writer.close()
+            return len(received) > before and received[-1].startswith(frame)
+
+        try:
+            assert await send("n4") and await send("n1")
+            proxy.cut("h2")
+            assert not await send("n4")  # n4 runs on h2
+            assert await send("n1")
+            proxy.heal()
+            assert await send("n4")
+        finally:
+            await proxy.stop()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(asyncio.wait_for(main(), 20))
 
 
 # --------------------------------------------------------------------------- analysis
@@ -276,11 +391,16 @@ def _config(tmp_path: Path, **kw: object) -> JepsenConfig:
 
 @pytest.mark.cluster
 def test_short_run_with_every_fault_kind_passes(tmp_path: Path) -> None:
-    # Seed 1451's 25 s schedule: kill -9, remove/re-add, a bridge partition, a
-    # pause and a rolling restart.
+    # Seed 1451's 25 s schedule: kill -9; replace the node on h2 (n2 removed and
+    # wiped, n4 added in its place); a partition bridged by h2 (n4 by then);
+    # a pause; a rolling restart of h2 (n4), h3, h1.
     config = _config(tmp_path, seed=1451, nodes=3, time=25.0, clients=8)
-    kinds = {f.kind for f in make_schedule(1451, NODES, 25.0, FAULT_KINDS, election_ms=500)}
-    assert kinds == set(FAULT_KINDS)
+    schedule = make_schedule(1451, HOSTS, 25.0, FAULT_KINDS, election_ms=500)
+    assert {f.kind for f in schedule} == set(FAULT_KINDS)
+    assert [(f.kind, f.hosts) for f in schedule][1:3] == [
+        ("membership", ("h2",)),
+        ("partition", ("h2",)),
+    ]
     lines: list[str] = []
     result = run_jepsen(config, out=lines.append)
     text = "\n".join(lines)
@@ -295,6 +415,23 @@ def test_short_run_with_every_fault_kind_passes(tmp_path: Path) -> None:
     assert (out / "logs" / "n1.log").exists()
     assert not (out / "data").exists()  # removed after a pass
     assert not _leftovers(result.slot)
+    # n2 was replaced by a new id, n4, on its host (a removed id is refused),
+    # and the faults after that on h2 struck n4.
+    applied = [json.loads(line) for line in (out / "faults.jsonl").read_text().splitlines()]
+    replace, bridge = applied[1], applied[2]
+    assert replace["kind"] == "membership" and replace["ok"], replace
+    assert replace["targets"] == ["n2"] and "replaced by n4, added" in replace["detail"], replace
+    assert bridge["detail"].startswith("bridge n4 between"), bridge
+    assert "nodes      n1@h1 n4@h2 n3@h3 (replaced: n2)" in text, text
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["nodes"] == {"n1": "h1", "n2": "h2", "n3": "h3", "n4": "h2"}
+    assert (out / "logs" / "n4.log").exists()
+    # n4 served clients, and every key in the final reads.
+    ops = [json.loads(line) for line in (out / "ops.jsonl").read_text().splitlines()]
+    on_n4 = [op for op in ops if op["attempts"] and op["attempts"][-1]["node"] == "n4"]
+    assert any(op["status"] == OK and not op["final"] for op in on_n4), text
+    finals = [op for op in on_n4 if op["final"]]
+    assert finals and all(op["status"] == OK for op in finals), finals
 
 
 @pytest.mark.cluster

@@ -7,6 +7,7 @@ existing``, SIGTERM).
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import threading
@@ -46,7 +47,7 @@ def wait_caught_up(c: ProcCluster, node: NodeId, leader: NodeId, timeout: float 
     raise AssertionError(f"{node} did not catch up to {target}: {c.status(node)}\n{c.logs()}")
 
 
-def test_wiped_node_rejoins_as_new_member_from_a_snapshot(tmp_path: Path) -> None:
+def test_wiped_node_rejoins_under_a_new_id_from_a_snapshot(tmp_path: Path) -> None:
     with proc_cluster(tmp_path, election_ms=500, heartbeat_ms=50, snapshot_entries=20) as c:
         leader = c.wait_leader()
         victim = next(n for n in c.members if n != leader)
@@ -65,35 +66,75 @@ def test_wiped_node_rejoins_as_new_member_from_a_snapshot(tmp_path: Path) -> Non
             code, body = put(c, others[i % 2], f"b{i}", [i])
             assert code == 200, (code, body)
             expected[f"b{i}"] = [i]
-        m = c.members[victim]
+        # The machine comes back with an empty disk: same addresses, a new id.
+        new = NodeId("n4")
+        m = c.members.pop(victim)
+        c.members[new] = m
         r = c.cli(
             "members",
             "add",
-            victim,
+            new,
             "--raft-addr",
             f"{m.raft[0]}:{m.raft[1]}",
             "--api-addr",
             f"{m.api[0]}:{m.api[1]}",
         )
         assert r.returncode == 0, r.stderr
-        c.start_node(victim, state="existing")
+        c.start_node(new, state="existing")
         leader = c.wait_leader(among=others)
-        wait_caught_up(c, victim, leader)
+        wait_caught_up(c, new, leader)
         # It caught up from the leader's snapshot: the log was compacted long ago.
         assert c.metric(leader, "raftkv_snapshots_total") >= 2
-        assert c.metric(victim, "raftkv_snapshots_installed_total") >= 1, c.logs()
+        assert c.metric(new, "raftkv_snapshots_installed_total") >= 1, c.logs()
         for key, value in expected.items():
-            code, body = get(c, victim, key, stale=True)
+            code, body = get(c, new, key, stale=True)
             assert code == 200 and body["value"] == value, (key, code, body)
-        # It is a voter again, serves linearizable reads and takes writes.
-        st = c.status(victim)
-        assert st is not None and victim in st["voters"], st
-        assert put(c, victim, "after", 1)[0] == 200
+        # It is a voter, serves linearizable reads and takes writes.
+        st = c.status(new)
+        assert st is not None and new in st["voters"] and victim not in st["voters"], st
+        assert put(c, new, "after", 1)[0] == 200
         for key in ("a0", "b39", "after"):
-            assert get(c, victim, key)[0] == 200
-        # With `victim` back, the cluster survives losing another node.
+            assert get(c, new, key)[0] == 200
+        # It learned from the snapshot that the old id is gone for good.
+        code, body = http("GET", f"{c.url(new)}/v1/members")
+        assert code == 200 and body["removed"] == [victim], body
+        # With `new` in, the cluster survives losing another node.
         c.kill(next(n for n in others if n != c.wait_leader()))
-        assert put(c, victim, "still", 2, timeout=10)[0] == 200
+        assert put(c, new, "still", 2, timeout=10)[0] == 200
+
+
+def test_removed_id_cannot_be_added_again(tmp_path: Path) -> None:
+    """etcd's rule: a removed member id is never reused (docs/operations.md)."""
+    with proc_cluster(tmp_path, election_ms=500, heartbeat_ms=50) as c:
+        leader = c.wait_leader()
+        victim = next(n for n in c.members if n != leader)
+        follower = next(n for n in c.members if n not in (leader, victim))
+        assert put(c, leader, "x", 1)[0] == 200
+        c.kill(victim)
+        shutil.rmtree(tmp_path / victim)
+        r = c.cli("members", "remove", victim)
+        assert r.returncode == 0, r.stderr
+        st = c.status(leader)
+        assert st is not None
+        term, last = st["term"], st["last_index"]
+        m = c.members[victim]
+        addrs = ("--raft-addr", f"{m.raft[0]}:{m.raft[1]}", "--api-addr", f"{m.api[0]}:{m.api[1]}")
+        for extra in ((), ("--learner",)):
+            r = c.cli("members", "add", victim, *addrs, *extra)
+            assert r.returncode == 1, (r.stdout, r.stderr)
+            assert r.stderr.startswith(f"error: {victim} was removed from the cluster"), r.stderr
+            assert "new id" in r.stderr and "(HTTP 409)" in r.stderr, r.stderr
+        for node in (leader, follower):  # on a follower: forwarded to the leader
+            code, body = http("POST", f"{c.url(node)}/v1/members", {"id": victim, **m.to_json()})
+            assert code == 409, (code, body)
+            assert f"{victim} was removed" in body["error"], body
+        r = c.cli("members", "list")
+        assert r.returncode == 0, r.stderr
+        listed = json.loads(r.stdout)
+        assert listed["removed"] == [victim] and victim not in listed["voters"], listed
+        # Nothing was proposed (unless a new leader appended its empty entry).
+        st = c.status(leader)
+        assert st is not None and (st["last_index"] == last or st["term"] != term), st
 
 
 def _writer(

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import rolling_restart as rr
@@ -62,9 +64,46 @@ def test_compose_services_form_a_cluster_that_send_py_and_the_cli_use(tmp_path: 
             assert run(health, "--ready", env=n.env).returncode == 0
 
 
+def addrs(spec: rr.StatefulSetSpec, ordinal: int) -> tuple[str, ...]:
+    """``--raft-addr``/``--api-addr`` of pod ``raftkv-<ordinal>`` (a DNS name; here an IP)."""
+    ip = spec.ip(ordinal)
+    return ("--raft-addr", f"{ip}:{spec.raft_port}", "--api-addr", f"{ip}:{spec.api_port}")
+
+
+def members(pods: list[rr.Node]) -> dict[str, Any]:
+    listed = cli(pods, "members", "list")
+    assert listed.returncode == 0, listed.stderr
+    return dict(json.loads(listed.stdout))
+
+
+def wait_not_ready(pod: rr.Node, text: str, timeout: float = 30.0) -> str:
+    """Wait until ``pod`` answers its readiness probe 503 with ``text`` in the reason."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        assert pod.proc is not None and pod.proc.poll() is None, pod.log()[-3000:]
+        last = rr.http("GET", pod.url + "/v1/health/ready", timeout=2.0)
+        if last[0] == 503 and text in str(last[1]):
+            assert rr.http("GET", pod.url + "/v1/health/live")[0] == 200  # not restarted
+            return str(last[1]["error"])
+        time.sleep(0.1)
+    raise AssertionError(f"{pod.name} never said {text!r}: {last}\n{pod.log()[-3000:]}")
+
+
+def promote(pods: list[rr.Node], node_id: str) -> None:
+    """``raftkv members promote``, retried while the learner catches up (409)."""
+    deadline = time.monotonic() + 20
+    while (promoted := cli(pods, "members", "promote", node_id)).returncode != 0:
+        assert time.monotonic() < deadline, promoted.stderr
+        time.sleep(0.2)
+
+
 def test_statefulset_pods_derive_their_peers_and_scale_through_membership(
     tmp_path: Path,
 ) -> None:
+    """docs/deploy.md "Scale up" and "Scale down", then a later scale-up of the
+    same ordinal: its old member id was removed for good, so the pod adopts the
+    new id registered at its address."""
     spec = rr.StatefulSetSpec.load(tmp_path)
     assert spec.replicas == spec.initial_cluster_size() == 3
     pods = [spec.pod(i) for i in range(3)]
@@ -75,39 +114,99 @@ def test_statefulset_pods_derive_their_peers_and_scale_through_membership(
         assert cli(pods, "put", "x", "1").returncode == 0
         st = pods[0].status()
         assert st is not None and sorted(st["voters"]) == ["raftkv-0", "raftkv-1", "raftkv-2"]
+        for i in range(3):  # founding pods run as their pod names
+            assert (spec.volume(i) / "node_id").read_text() == f"raftkv-{i}\n"
 
-        # Scale up (docs/deploy.md): add raftkv-3 as a learner, start it, promote it.
+        # Scale up: the pod first (`kubectl scale`), `members add` after -- the
+        # pod waits, live but not ready, until a member is registered at its address.
         new = spec.pod(3)
-        added = cli(
-            pods,
-            *("members", "add", "raftkv-3", "--learner"),
-            *(
-                "--raft-addr",
-                f"{new.ip}:{spec.raft_port}",
-                "--api-addr",
-                f"{new.ip}:{spec.api_port}",
-            ),
-        )
-        assert added.returncode == 0, added.stderr
         with rr.running([new]):
+            wait_not_ready(new, f"no member is registered at {spec.ip(3)}:{spec.raft_port} yet")
+            added = cli(pods, "members", "add", "raftkv-3", "--learner", *addrs(spec, 3))
+            assert added.returncode == 0, added.stderr
             rr.wait_ready([new])
-            deadline = time.monotonic() + 20
-            while (promoted := cli(pods, "members", "promote", "raftkv-3")).returncode != 0:
-                assert time.monotonic() < deadline, promoted.stderr
-                time.sleep(0.2)
+            st = new.status()
+            assert st is not None and st["id"] == "raftkv-3", st
+            assert (spec.volume(3) / "node_id").read_text() == "raftkv-3\n"
+            promote(pods, "raftkv-3")
             got = cli([new], "get", "x", "--stale")
             assert got.stdout.strip() == "1", got.stderr
-            voters = json.loads(cli(pods, "members", "list").stdout)["voters"]
-            assert sorted(voters) == [f"raftkv-{i}" for i in range(4)]
+            assert sorted(members(pods)["voters"]) == [f"raftkv-{i}" for i in range(4)]
 
             # Scale down: remove the highest ordinal first, then stop its pod.
             removed = cli(pods, "members", "remove", "raftkv-3")
             assert removed.returncode == 0, removed.stderr
             code, _ = new.terminate()
             assert code == 0
-        voters = json.loads(cli(pods, "members", "list").stdout)["voters"]
-        assert sorted(voters) == ["raftkv-0", "raftkv-1", "raftkv-2"]
+        shutil.rmtree(spec.volume(3))  # whenScaled: Delete
+        listed = members(pods)
+        assert sorted(listed["voters"]) == ["raftkv-0", "raftkv-1", "raftkv-2"]
+        assert listed["removed"] == ["raftkv-3"]
         assert cli(pods, "put", "x", "2").returncode == 0
+
+        # Scale up again, the same ordinal: the old id is refused, a new one joins.
+        refused = cli(pods, "members", "add", "raftkv-3", "--learner", *addrs(spec, 3))
+        assert refused.returncode == 1, refused.stdout
+        assert "raftkv-3 was removed" in refused.stderr and "(HTTP 409)" in refused.stderr
+        added = cli(pods, "members", "add", "raftkv-3-2", "--learner", *addrs(spec, 3))
+        assert added.returncode == 0, added.stderr
+        again = spec.pod(3)
+        with rr.running([again]):
+            rr.wait_ready([again])
+            st = again.status()
+            assert st is not None and st["id"] == "raftkv-3-2", st
+            assert "adopted member id raftkv-3-2" in again.log()
+            promote(pods, "raftkv-3-2")
+            got = cli([again], "get", "x", "--stale")
+            assert got.stdout.strip() == "2", got.stderr
+            listed = members(pods)
+            assert sorted(listed["voters"]) == ["raftkv-0", "raftkv-1", "raftkv-2", "raftkv-3-2"]
+            assert listed["removed"] == ["raftkv-3"]
+
+
+def test_statefulset_pod_that_lost_its_volume_rejoins_under_a_new_id(tmp_path: Path) -> None:
+    """docs/deploy.md "Replace a failed node (lost volume)", with the pod back
+    before the operator acts: it does not run as its old member, waits, and
+    adopts the new id once the old one is removed and the new one added."""
+    spec = rr.StatefulSetSpec.load(tmp_path)
+    pods = [spec.pod(i) for i in range(3)]
+    with rr.running(pods):
+        rr.wait_ready(pods)
+        assert cli(pods, "put", "x", "1").returncode == 0
+        # After install: a pod that starts with an empty volume joins.
+        spec.set_env["RAFTKV_INITIAL_CLUSTER_STATE"] = "existing"
+        pods[1].kill()
+        shutil.rmtree(spec.volume(1))  # the volume is lost
+        others = [pods[0], pods[2]]
+        assert cli(others, "put", "x", "2").returncode == 0  # two of three: a quorum
+        pods[1] = back = spec.pod(1)  # the StatefulSet recreates the pod, empty
+        back.start()
+        reason = wait_not_ready(back, "raftkv-1 founded the cluster on this pod, so it had data")
+        assert "remove that member and add one under a new id" in reason, reason
+        st = pods[0].status()
+        assert st is not None and "raftkv-1" in st["voters"]  # it did not rejoin as raftkv-1
+
+        removed = cli(others, "members", "remove", "raftkv-1")
+        assert removed.returncode == 0, removed.stderr
+        added = cli(others, "members", "add", "raftkv-1-2", *addrs(spec, 1))
+        assert added.returncode == 0, added.stderr
+        rr.wait_ready([back])
+        st = back.status()
+        assert st is not None and st["id"] == "raftkv-1-2", st
+        got = cli([back], "get", "x", "--stale")
+        assert got.stdout.strip() == "2", got.stderr
+        # A restart keeps the adopted id: the volume records it.
+        code, _ = back.terminate()
+        assert code == 0
+        back.start()
+        rr.wait_ready([back])
+        st = back.status()
+        assert st is not None and st["id"] == "raftkv-1-2", st
+        assert "belongs to member raftkv-1-2: running as raftkv-1-2" in back.log()
+        listed = members(pods)
+        assert sorted(listed["voters"]) == ["raftkv-0", "raftkv-1-2", "raftkv-2"]
+        assert listed["removed"] == ["raftkv-1"]
+        assert cli(pods, "put", "x", "3").returncode == 0
 
 
 def _check(result: rr.Result) -> None:

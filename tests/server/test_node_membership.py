@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
+import pytest
 
-from raftkv.core.types import NodeId
+from raftkv.core import raft as raft_module
+from raftkv.core.confchange import Membership
+from raftkv.core.types import ConfChange, ConfChangeSingle, ConfChangeType, NodeId
 from raftkv.server.config import Member
+from raftkv.server.errors import BadRequest
 from raftkv.server.kv import Put, encode_command
 from tests.cluster.harness import InProcCluster, free_ports
 
@@ -153,6 +158,96 @@ def test_restart_ignores_initial_cluster(tmp_path: Path) -> None:
             await restarted.wait_applied(c.nodes[leader].applied_index, timeout=5)
             assert sorted(restarted.status().voters) == sorted([leader, other])
             assert restarted.state_machine.read("a").value == 1  # type: ignore[attr-defined]
+        finally:
+            await c.stop()
+
+    run(main())
+
+
+def _lenient_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the next configuration change pass the leader's check when proposed.
+
+    The core checks a change twice with the same pure function: when proposing
+    (against the membership then) and when applying it. A change that passes
+    the first and fails the second takes a proposer that did not check (an
+    older version) or a membership that changed in between; here the first
+    check is skipped once, and every later call (the applying ones) is real.
+    """
+    real = raft_module.apply_conf_change
+    calls: list[ConfChange] = []
+
+    def check(membership: Membership, cc: ConfChange) -> Membership:
+        calls.append(cc)
+        return membership if len(calls) == 1 else real(membership, cc)
+
+    monkeypatch.setattr(raft_module, "apply_conf_change", check)
+
+
+def test_change_refused_when_applied_is_an_error_and_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Committed but not applicable: every replica ignores it -- core configuration,
+    address book and removed ids alike -- and its proposer gets an error, not 200."""
+
+    async def main() -> None:
+        c = InProcCluster(tmp_path)
+        await c.start()
+        try:
+            leader = await c.leader()
+            node = c.nodes[leader]
+            await node.propose(encode_command(Put(key="a", value=1, time_ms=1)))
+            ports = free_ports(2)
+            fresh = Member(("127.0.0.1", ports[0]), ("127.0.0.1", ports[1]))
+            # Removes every voter (refused by the core) and adds a learner with an address.
+            removals = tuple(
+                ConfChangeSingle(ConfChangeType.REMOVE_NODE, n) for n in sorted(c.nodes)
+            )
+            cc = ConfChange(
+                changes=(*removals, ConfChangeSingle(ConfChangeType.ADD_LEARNER, NodeId("n9"))),
+                context=json.dumps({"n9": fresh.to_json()}).encode(),
+            )
+            _lenient_once(monkeypatch)
+            with pytest.raises(BadRequest, match="refused when applied: removing every voter"):
+                await node._propose_conf_change(cc)
+            index = node.applied_index
+            voters = sorted(c.nodes)
+            for n in c.nodes.values():
+                await n.wait_applied(index, timeout=5)
+                assert n._raw is not None
+                core = n._raw.status().conf_state
+                assert sorted(core.voters) == voters and core.learners == (), n.node_id
+                assert sorted(n.members) == voters and n.removed == {}, n.node_id
+                saved = json.loads((tmp_path / n.node_id / "members.json").read_text())
+                assert sorted(saved["members"]) == voters
+            # The core is not left waiting for it: the next change is accepted.
+            result = await node.add_member(NodeId("n9"), fresh, learner=True)
+            assert result["learners"] == ["n9"]  # type: ignore[index]
+        finally:
+            await c.stop()
+
+    run(main())
+
+
+def test_change_refused_when_applied_answers_400_over_http(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        c = InProcCluster(tmp_path, n=1)
+        await c.start()
+        try:
+            leader = await c.leader()
+            await c.nodes[leader].propose(encode_command(Put(key="a", value=1, time_ms=1)))
+            _lenient_once(monkeypatch)
+            async with aiohttp.ClientSession() as s:
+                # Removing the only voter: refused by the core when applied.
+                async with s.delete(f"{c.url(leader)}/v1/members/{leader}") as r:
+                    assert r.status == 400, await r.text()
+                    error = (await r.json())["error"]
+                assert error.startswith("membership change refused when applied"), error
+                async with s.get(f"{c.url(leader)}/v1/members") as r:
+                    listed = await r.json()
+                assert listed["voters"] == [leader] and listed["removed"] == []
+                assert list(listed["members"]) == [leader]
         finally:
             await c.stop()
 
