@@ -56,7 +56,13 @@ from raftkv.server.errors import (
     ServerError,
     TooLarge,
 )
-from raftkv.server.fasthttp import Answer, FastHttpServer, FastRequest
+from raftkv.server.fasthttp import (
+    KV_ROUTE,
+    MULTI_PUT_ROUTE,
+    Answer,
+    FastHttpServer,
+    FastRequest,
+)
 from raftkv.server.kv import (
     ABSENT,
     ERR_CONFLICT,
@@ -100,8 +106,6 @@ _DASHBOARD = (resources.files("raftkv.viz") / "dashboard.html").read_text(encodi
 _MAX_LOGGED_REFUSALS = 256
 _HTTP_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
 
-_KV_ROUTE = "/v1/kv/{key}"  # the metrics labels of the fast path's routes, as aiohttp names them
-_MULTI_PUT_ROUTE = "/v1/kv"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -516,12 +520,18 @@ class _Api:
         would: the guard (Rule 4), the handler, the error mapping, the metrics."""
         guard = self.guard
         assert guard is not None
-        answer = guard.check(
-            request.method, request.path_qs, request.headers.get("authorization"), remote
+        # The probes skip the guard, as in the middleware.
+        guarded = request.route not in _UNGUARDED
+        answer = (
+            guard.check(
+                request.method, request.path_qs, request.headers.get("authorization"), remote
+            )
+            if guarded
+            else None
         )
         if answer is None:
-            guard.inflight += 1
-            guard.served += 1
+            guard.inflight += guarded
+            guard.served += guarded
             try:
                 answer = await self._serve_fast(request)
             except ServerError as exc:
@@ -534,17 +544,26 @@ class _Api:
                 logger.exception("unhandled error serving %s %s", request.method, request.path_qs)
                 answer = _answer(500, {"error": "internal error"})
             finally:
-                guard.inflight -= 1
-        self.node.metrics.http(_KV_ROUTE if request.key else _MULTI_PUT_ROUTE, answer[0])
+                guard.inflight -= guarded
+        self.node.metrics.http(request.route, answer[0])
         return answer
 
     async def _serve_fast(self, request: FastRequest) -> Answer:
+        route = request.route
+        if route != KV_ROUTE:
+            if route == MULTI_PUT_ROUTE:
+                return await self._multi_put(_Origin.of_fast(request), request.body)
+            if route == "/v1/status":
+                return self._status()
+            if route == "/v1/health/live":
+                return self._live()
+            return await self._ready()
         origin = _Origin.of_fast(request)
-        if request.method == "POST":
-            return await self._multi_put(origin, request.body)
         key = _check_key(request.key, self.config.max_key_bytes)
         if request.method == "PUT":
             return await self._put(origin, key, request.body)
+        if request.method == "DELETE":
+            return await self._delete(origin, key)
         return await self._get(origin, key, request.consistency or "linearizable")
 
     # -- KV routes -----------------------------------------------------------
@@ -566,15 +585,12 @@ class _Api:
         )
 
     async def delete(self, request: web.Request) -> web.Response:
-        key = _key(request)
-        session = _session(request)
-        return _web(
-            await self._write(
-                _Origin.of(request),
-                b"",
-                lambda t: Delete(key=key, time_ms=t, session=session),
-                key,
-            )
+        return _web(await self._delete(_Origin.of(request), _key(request)))
+
+    async def _delete(self, origin: _Origin, key: str) -> Answer:
+        session = _session(origin)
+        return await self._write(
+            origin, b"", lambda t: Delete(key=key, time_ms=t, session=session), key
         )
 
     async def cas(self, request: web.Request) -> web.Response:
@@ -655,10 +671,13 @@ class _Api:
     # -- cluster routes ------------------------------------------------------
 
     async def status(self, request: web.Request) -> web.Response:
+        return _web(self._status())
+
+    def _status(self) -> Answer:
         body = self.node.status().to_json()
         if self.guard is not None:
             body["requests_served"] = self.guard.served
-        return _json(200, body)
+        return _answer(200, body)
 
     async def cluster(self, request: web.Request) -> web.Response:
         """Every member's ``/v1/status`` as this node can reach it (for the dashboard).
@@ -715,11 +734,17 @@ class _Api:
         return resp
 
     async def live(self, request: web.Request) -> web.Response:
+        return _web(self._live())
+
+    def _live(self) -> Answer:
         if self.node.is_live():
-            return _json(200, {"status": "live"})
-        return _json(503, {"error": "not live"})
+            return _answer(200, {"status": "live"})
+        return _answer(503, {"error": "not live"})
 
     async def ready(self, request: web.Request) -> web.Response:
+        return _web(await self._ready())
+
+    async def _ready(self) -> Answer:
         """Ready = a leader is known *and* this node has caught up with it.
 
         "Caught up" is checked the way a linearizable read is served: a ReadIndex
@@ -732,13 +757,13 @@ class _Api:
         node = self.node
         if not node.is_ready():
             error = "not ready: starting, stopping, or no leader known"
-            return _json(503, {"error": error, "leader": node.leader})
+            return _answer(503, {"error": error, "leader": node.leader})
         try:
             index = await node.read_barrier(timeout=_READY_TIMEOUT_S)
         except ServerError as exc:
-            return _json(503, {"error": f"not ready: {exc.message}", "leader": node.leader})
+            return _answer(503, {"error": f"not ready: {exc.message}", "leader": node.leader})
         body = {"status": "ready", "leader": node.leader, "index": index}
-        return _json(200, {**body, "applied": node.applied_index})
+        return _answer(200, {**body, "applied": node.applied_index})
 
     async def members(self, request: web.Request) -> web.Response:
         st = self.node.status()

@@ -1,8 +1,9 @@
 """An HTTP/1.1 fast path for the hot KV routes, in front of aiohttp.
 
-Rule 1: the fast path serves only requests it understands completely -- ``PUT``
-and ``GET /v1/kv/KEY`` and the multi-put ``POST /v1/kv`` (a client that sends
-one on a connection would otherwise move it to aiohttp for good) in the
+Rule 1: the fast path serves only requests it understands completely -- ``PUT``,
+``GET`` and ``DELETE /v1/kv/KEY``, the multi-put ``POST /v1/kv``, and ``GET`` of
+``/v1/status`` and ``/v1/health/{live,ready}`` (a client that sends one of
+those on a connection would otherwise move it to aiohttp for good) in the
 plainest HTTP/1.1: a key of ``[A-Za-z0-9._~-]``
 (no percent-encoding, no dot segment), no query but ``consistency=``, headers
 of printable ASCII with a ``Host`` and without duplicates of the ones it reads, a
@@ -48,6 +49,9 @@ __all__ = [
     "FastRequest",
     "FastHttpServer",
     "HANDOFF",
+    "KV_ROUTE",
+    "MULTI_PUT_ROUTE",
+    "PLAIN_GETS",
     "MAX_HEAD_BYTES",
     "MAX_HEADERS",
     "NEED_DATA",
@@ -88,16 +92,19 @@ class FastRequest:
     and a frozen dataclass pays an ``object.__setattr__`` per field).
 
     Attributes:
-        method: ``GET``, ``PUT`` or ``POST`` (the multi-put).
+        method: ``GET``, ``PUT``, ``DELETE`` or ``POST`` (the multi-put).
+        route: the route, as aiohttp names it (and the metrics label it):
+            :data:`KV_ROUTE`, :data:`MULTI_PUT_ROUTE` or one of :data:`PLAIN_GETS`.
         key: the key, as it appeared in the path (it needs no decoding);
-            ``""`` for the multi-put.
+            ``""`` for the other routes.
         consistency: the ``consistency`` query parameter, or None.
         headers: every header, by lower-case name (the ones read are unique).
-        body: the body (``b""`` for a GET).
+        body: the body (``b""`` for a GET or DELETE).
         keep_alive: False if the client sent ``Connection: close``.
     """
 
     method: str
+    route: str
     key: str
     consistency: str | None
     headers: Mapping[str, str]
@@ -107,15 +114,21 @@ class FastRequest:
     @property
     def path_qs(self) -> str:
         """The request target (path and query), as sent."""
-        if not self.key:
-            return "/v1/kv"
+        if self.route != KV_ROUTE:
+            return self.route
         query = f"?consistency={self.consistency}" if self.consistency is not None else ""
         return f"/v1/kv/{self.key}{query}"
 
 
+KV_ROUTE: Final = "/v1/kv/{key}"
+MULTI_PUT_ROUTE: Final = "/v1/kv"
+PLAIN_GETS: Final = ("/v1/status", "/v1/health/live", "/v1/health/ready")
+"""GET routes without parameters the fast path serves too, so that a client (or
+a load balancer) that mixes them into a connection keeps it on the fast path."""
+
 _REQUEST_LINE = re.compile(
-    rb"(?:(GET|PUT) /v1/kv/([A-Za-z0-9._~-]+)(?:\?consistency=(stale|linearizable))?"
-    rb"|(POST) /v1/kv) HTTP/1\.1"
+    rb"(?:(GET|PUT|DELETE) /v1/kv/([A-Za-z0-9._~-]+)(?:\?consistency=(stale|linearizable))?"
+    rb"|(POST) /v1/kv|GET (/v1/status|/v1/health/live|/v1/health/ready)) HTTP/1\.1"
 )
 # Header lines, each with its CRLF: a token, a colon, printable ASCII (or tabs).
 # No obs-fold (a line starting with a space is not a token) and no stray CR/LF.
@@ -158,9 +171,11 @@ def parse_request(buf: bytes | bytearray, max_body: int) -> tuple[FastRequest, i
     if m is None:
         return HANDOFF
     if m[4] is not None:
-        method, key = "POST", ""  # the multi-put: no key in the path
+        method, route, key = "POST", MULTI_PUT_ROUTE, ""  # the multi-put: no key in the path
+    elif m[5] is not None:
+        method, route, key = "GET", m[5].decode(), ""
     else:
-        method = m[1].decode()
+        method, route = m[1].decode(), KV_ROUTE
         key = m[2].decode()
         if key in (".", ".."):
             return HANDOFF  # a dot segment: aiohttp normalises the path
@@ -187,22 +202,24 @@ def parse_request(buf: bytes | bytearray, max_body: int) -> tuple[FastRequest, i
             keep_alive = False
         elif connection != "keep-alive":
             return HANDOFF
+    bodyless = method in ("GET", "DELETE")
     length_text = headers.get("content-length")
     if length_text is None:
-        if method != "GET":
+        if not bodyless:
             return HANDOFF  # no body: aiohttp answers it
         length = 0
     elif not length_text.isdigit() or len(length_text) > 12:
         return HANDOFF
     else:
         length = int(length_text)
-    if length > max_body or (method == "GET" and length):
+    if length > max_body or (bodyless and length):
         return HANDOFF
     start = end + 4
     if len(buf) < start + length:
         return NEED_DATA
     request = FastRequest(
         method=method,
+        route=route,
         key=key,
         consistency=consistency,
         headers=headers,

@@ -68,8 +68,22 @@ def test_parse_multi_put() -> None:
     assert post.path_qs == "/v1/kv" and post.keep_alive
 
 
+def test_parse_delete_and_plain_gets() -> None:
+    delete = parsed(b"DELETE /v1/kv/k HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (delete.method, delete.route, delete.key, delete.body) == (
+        "DELETE",
+        "/v1/kv/{key}",
+        "k",
+        b"",
+    )
+    assert parsed(b"DELETE /v1/kv/k HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n").key == "k"
+    for path in ("/v1/status", "/v1/health/live", "/v1/health/ready"):
+        get = parsed(b"GET %s HTTP/1.1\r\nHost: h\r\n\r\n" % path.encode())
+        assert (get.method, get.route, get.key, get.path_qs) == ("GET", path, "", path)
+
+
 def test_parse_pipelined_requests_one_at_a_time() -> None:
-    buf = PUT + GET + b"GET /v1/st"
+    buf = PUT + GET + b"GET /v1/me"
     first = parse_request(buf, 1024)
     assert isinstance(first, tuple) and first[0].method == "PUT" and first[1] == len(PUT)
     second = parse_request(buf[len(PUT) :], 1024)
@@ -87,7 +101,14 @@ def test_parse_needs_more_data(raw: bytes) -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        b"GET /v1/status HTTP/1.1\r\n\r\n",  # another route
+        b"GET /v1/members HTTP/1.1\r\n\r\n",  # another route
+        b"GET /v1/status?x=1 HTTP/1.1\r\n\r\n",  # a query on a plain GET
+        b"GET /v1/health HTTP/1.1\r\n\r\n",
+        b"GET /v1/status/ HTTP/1.1\r\n\r\n",
+        b"PUT /v1/status HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",
+        b"DELETE /v1/kv/k HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",  # a DELETE with a body
+        b"DELETE /v1/kv/k?consistency=stale HTTP/1.1\r\n\r\n",
+        b"GET /v1/health/ready HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",
         b"POST /v1/kv/k HTTP/1.1\r\nContent-Length: 1\r\n\r\n1",  # another method
         b"HEAD /v1/kv/k HTTP/1.1\r\n\r\n",
         b"POST /v1/kv HTTP/1.1\r\n\r\n",  # a multi-put without Content-Length
@@ -265,6 +286,81 @@ def test_multi_put_stays_on_the_fast_path(
     run(main())
 
 
+def test_delete_status_and_probes_stay_on_the_fast_path(
+    tmp_path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any]
+) -> None:
+    """A client that mixes DELETEs, status and health probes into its connection
+    keeps it on the fast path, with the same answers aiohttp gives."""
+
+    async def main() -> None:
+        async with InProcCluster(tmp_path) as c:
+            leader = await c.leader()
+            follower = next(n for n in c.nodes if n != leader)
+            async with aiohttp.ClientSession() as s:
+                for node in (leader, follower):
+                    async with s.put(f"{c.url(node)}/v1/kv/d", json=1) as r:
+                        assert r.status == 200
+                    async with s.delete(f"{c.url(node)}/v1/kv/d") as r:
+                        body = await r.json()
+                        assert r.status == 200 and body["ok"] and body["leader"] == leader, body
+                    async with s.get(f"{c.url(node)}/v1/kv/d") as r:
+                        assert r.status == 404
+                    async with s.get(f"{c.url(node)}/v1/status") as r:
+                        st = await r.json()
+                        assert r.status == 200 and st["leader"] == leader and st["id"] == node
+                    async with s.get(f"{c.url(node)}/v1/health/live") as r:
+                        assert r.status == 200 and (await r.json())["status"] == "live"
+                    async with s.get(f"{c.url(node)}/v1/health/ready") as r:
+                        ready = await r.json()
+                        assert r.status == 200 and ready["status"] == "ready", ready
+                    async with s.put(f"{c.url(node)}/v1/kv/after", json=node) as r:
+                        assert r.status == 200
+            for node in (leader, follower):
+                fast = c.apis[node].fast
+                assert fast is not None and fast.handed_off == 0
+                text = c.nodes[node].metrics.render().decode()
+                for route in ("/v1/status", "/v1/health/live", "/v1/health/ready"):
+                    assert f'route="{route}",status="200"' in text, route
+
+    run(main())
+
+
+def test_probes_need_no_token_on_the_fast_path(
+    tmp_path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any]
+) -> None:
+    """As in aiohttp's middleware: the health probes skip the guard, status does not."""
+
+    async def main() -> None:
+        c = HubCluster(tmp_path, n=1, overrides={"client_tokens": parse_tokens(TOKENS_TEXT)})
+        await c.start()
+        try:
+            node = await c.leader()
+            port = c.apis[node].port
+            rw = b"Authorization: Bearer " + RW_TOKEN.encode() + b"\r\n"
+            ro = b"Authorization: Bearer " + RO_TOKEN.encode() + b"\r\n"
+            delete = b"DELETE /v1/kv/x HTTP/1.1\r\nHost: h\r\n%s\r\n"
+            raw = (
+                b"GET /v1/health/live HTTP/1.1\r\nHost: h\r\n\r\n"
+                b"GET /v1/health/ready HTTP/1.1\r\nHost: h\r\n\r\n"
+                b"GET /v1/status HTTP/1.1\r\nHost: h\r\n\r\n"
+                b"GET /v1/status HTTP/1.1\r\nHost: h\r\n" + ro + b"\r\n"
+                + (delete % b"")
+                + (delete % ro)
+                + (delete % rw)
+            )  # fmt: skip
+            answers = await exchange(port, raw, 7)
+            # The DELETE let through finds no key: 404, as aiohttp answers it.
+            assert [a[0] for a in answers] == [200, 200, 401, 200, 401, 403, 404], answers
+            fast = c.apis[node].fast
+            assert fast is not None and fast.handed_off == 0
+            api = fast.handler.__self__  # type: ignore[attr-defined]
+            assert api.guard.served == 2  # the status and the DELETE let through; not the probes
+        finally:
+            await c.stop()
+
+    run(main())
+
+
 def test_pipelined_requests_answered_in_order_then_aiohttp_takes_over(
     tmp_path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any]
 ) -> None:
@@ -277,7 +373,7 @@ def test_pipelined_requests_answered_in_order_then_aiohttp_takes_over(
                 b"GET /v1/kv/p HTTP/1.1\r\nHost: h\r\n\r\n"
                 b"PUT /v1/kv/p HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\n2"
                 b"GET /v1/kv/p?consistency=stale HTTP/1.1\r\nHost: h\r\n\r\n"
-                b"GET /v1/status HTTP/1.1\r\nHost: h\r\n\r\n"  # hands the connection to aiohttp
+                b"GET /v1/members HTTP/1.1\r\nHost: h\r\n\r\n"  # hands the connection to aiohttp
                 b"GET /v1/kv/p HTTP/1.1\r\nHost: h\r\n\r\n"  # served by aiohttp now
                 b"GET /v1/kv/%70 HTTP/1.1\r\nHost: h\r\n\r\n"
             )
@@ -285,7 +381,7 @@ def test_pipelined_requests_answered_in_order_then_aiohttp_takes_over(
             assert [a[0] for a in answers] == [200] * 7
             assert answers[1][2]["value"] == 1 and answers[3][2]["value"] == 2
             assert answers[0][2]["index"] < answers[2][2]["index"]
-            assert answers[4][2]["role"] == "leader"
+            assert node in answers[4][2]["voters"]
             assert answers[5][2]["value"] == 2 and answers[6][2]["value"] == 2
             fast = c.apis[node].fast
             assert fast is not None and fast.handed_off == 1
