@@ -909,7 +909,11 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
         # session, so the load's pooled connections carry nothing but the load.
         async with (
             aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
-            aiohttp.ClientSession(timeout=timeout) as control,
+            # No pool limit: during a failover, puts to etcd wait up to its request
+            # timeout (7 s here); with a bounded pool they would queue behind them.
+            aiohttp.ClientSession(
+                timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
+            ) as control,
         ):
             for cluster in clusters:
                 cluster.root.mkdir(parents=True)
