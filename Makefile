@@ -91,8 +91,9 @@ bench-kv: $(BENCH_STAMP)
 		--ops '' --failover 12
 	@command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk): no second opinion"; exit 0; }; \
 	$(BIN)/python bench/kv_bench.py --load wrk --systems raftkv$(ETCD),pysyncobj,noop \
-		--ops put,get,stale --concurrency 64,256 --repeat 3 --duration 10 --warmup 2 \
-		--plot docs/img/kv_throughput_wrk.png
+		--ops put,get,stale --concurrency 64,256 --repeat 3 --duration 10 --warmup 2 && \
+	$(BIN)/python bench/plot_kv.py --load wrk --systems raftkv,etcd,pysyncobj \
+		--out docs/img/kv_throughput_wrk.png
 
 # Offline checks of deploy/ (also run by `make test`, in tests/deploy/).
 deploy-check: $(STAMP)

@@ -13,7 +13,7 @@ fsync setting.
 Which rows. Without ``--since``/``--until``/``--commit``: the most recent run.
 A run is a maximal block of consecutive lines of the file (kv_bench writes an
 invocation's rows together, at its end) that share the commit and the
-invocation's settings (load generator, nodes, keys, value size, fsync,
+invocation's settings (load generator, nodes, keys, value size,
 heartbeat/election, warmup, host), with no more than 30 minutes between
 neighbouring rows and no point (system, op, concurrency, repeat) twice -- so
 two invocations back to back at the same commit with the same options are two
@@ -21,8 +21,8 @@ runs, while ``--ops put`` then ``--ops get`` at the same commit make one.
 ``--load`` first keeps the rows of that load generator only (rows without a
 ``load`` field are ``asyncio``). With ``--since``, ``--until`` or ``--commit``:
 every row they (and ``--load``) select, possibly several runs and commits,
-reduced to the rows whose load generator, node count, value size and fsync
-setting match the newest selected row (the others are counted on stderr), so
+reduced to the rows whose load generator, node count and value size match
+the newest selected row (the others are counted on stderr), so
 one figure never mixes those.
 
 :func:`plot` draws given rows as they are (bench/kv_bench.py can pass the
@@ -30,8 +30,8 @@ rows it just measured) and returns the path written.
 
 Usage: python bench/plot_kv.py [--results bench/results/kv_bench.jsonl]
        [--since ISO-DATE-OR-DATETIME] [--until ISO-DATE-OR-DATETIME]
-       [--commit PREFIX] [--load asyncio|wrk] [--out docs/img/kv_throughput.png]
-       [--title TEXT]
+       [--commit PREFIX] [--load asyncio|wrk] [--systems raftkv,etcd,...]
+       [--out docs/img/kv_throughput.png] [--title TEXT]
 
 Needs matplotlib (``pip install 'raftkv[bench]'`` or ``pip install
 matplotlib``); renders with the Agg backend, no display. The output is
@@ -69,13 +69,14 @@ RUN_FIELDS = (
     "nodes",
     "keys",
     "value_bytes",
-    "fsync",
     "heartbeat_ms",
     "election_ms",
     "warmup_s",
 )
-# What one figure must not mix (it is in the title once).
-PLOT_FIELDS = ("load", "nodes", "value_bytes", "fsync")
+# What one figure must not mix (it is in the title once). Not fsync: it is a
+# property of each system (PySyncObj never fsyncs), shown in the system's name.
+PLOT_FIELDS = ("load", "nodes", "value_bytes")
+_ALWAYS_UNSYNCED = frozenset({"pysyncobj", "noop"})
 
 OPS = ("put", "get", "stale")
 OP_TITLES = {"put": "put", "get": "get (linearizable)", "stale": "get (stale, any node)"}
@@ -133,7 +134,10 @@ def _load(row: Row) -> str:
 
 
 def _system(row: Row) -> str:
-    return str(row.get("system", "raftkv"))  # rows from before --systems were all raftkv
+    name = str(row.get("system", "raftkv"))  # rows from before --systems were all raftkv
+    if row.get("fsync") is False and name not in _ALWAYS_UNSYNCED:
+        name += " (no fsync)"
+    return name
 
 
 def _run_key(row: Row) -> tuple[Any, ...]:
@@ -231,7 +235,13 @@ def describe(rows: Sequence[Row]) -> str:
         for c in _values(rows, "commit")
     ]
     loads = [{"asyncio": "asyncio client", "wrk": "wrk"}.get(x, x) for x in map(_load, rows)]
-    fsync = ["on" if f else "?" if f is None else "off" for f in _values(rows, "fsync")]
+    unsynced = list(dict.fromkeys(_system(r) for r in rows if r.get("fsync") is False))
+    synced = any(r.get("fsync") is not False for r in rows)
+    fsync = (
+        ("fsync on, not " if synced else "no fsync: ") + ", ".join(unsynced)
+        if unsynced
+        else "fsync on"
+    )
     seconds = sorted({round(float(r["seconds"])) for r in rows if r.get("seconds")})
     cpus = _values((r.get("machine") or {} for r in rows), "cpus")
     counts: dict[tuple[str, Any, Any], int] = {}
@@ -246,7 +256,7 @@ def describe(rows: Sequence[Row]) -> str:
         f"load: {_fmt_set(list(dict.fromkeys(loads)))}",
         f"{_fmt_set(_values(rows, 'nodes'))} nodes",
         f"{_fmt_set(_values(rows, 'value_bytes'))} B values",
-        f"fsync {_fmt_set(fsync)}",
+        fsync,
         *([f"{_fmt_set(seconds)} s per point"] if seconds else []),
         (
             f"median of {_fmt_set(repeats)} runs, bars min–max"
@@ -407,6 +417,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--load", choices=("asyncio", "wrk"), help="rows of this load generator only"
     )
+    parser.add_argument(
+        "--systems",
+        help="comma-separated systems to draw (default: all); e.g. leave out noop, whose"
+        " ceiling under wrk dwarfs the rest",
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="the PNG to write")
     parser.add_argument("--title", help="instead of the generated two-line title")
     args = parser.parse_args(argv)
@@ -418,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         load=args.load,
     )
     measured = [r for r in rows if r.get("op") != "failover"]
+    if args.systems:
+        wanted = {x.strip() for x in args.systems.split(",") if x.strip()}
+        measured = [r for r in measured if _system(r) in wanted]
     if not measured:
         raise SystemExit(f"plot_kv: no put/get/stale rows selected from {args.results}")
     try:
