@@ -146,11 +146,12 @@ class Cluster:
             self.spawn(n)
 
     def spawn(self, n: str) -> None:
-        env = dict(os.environ, PYTHONPATH=str(self.src))
+        self._popen(n, env=dict(os.environ, PYTHONPATH=str(self.src)), cwd=self.src)
+
+    def _popen(self, n: str, *, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+        """Start node ``n``'s command, its output appended to ``ROOT/n.log``."""
         with open(self.root / f"{n}.log", "ab") as log:
-            self.procs[n] = subprocess.Popen(
-                self.cmds[n], env=env, stdout=log, stderr=log, cwd=self.src
-            )
+            self.procs[n] = subprocess.Popen(self.cmds[n], env=env, stdout=log, stderr=log, cwd=cwd)
 
     def urls(self) -> list[str]:
         return [f"http://{a}" for a in self.api.values()]
@@ -263,8 +264,7 @@ class EtcdCluster(Cluster):
             self.spawn(n)
 
     def spawn(self, n: str) -> None:
-        with open(self.root / f"{n}.log", "ab") as log:
-            self.procs[n] = subprocess.Popen(self.cmds[n], stdout=log, stderr=log)
+        self._popen(n)
 
     async def healthy(self, session: aiohttp.ClientSession, n: str) -> bool:
         # /health is true once this member has a leader and can serve a linearizable read.
@@ -357,8 +357,7 @@ class PySyncObjCluster(Cluster):
             self.spawn(n)
 
     def spawn(self, n: str) -> None:
-        with open(self.root / f"{n}.log", "ab") as log:
-            self.procs[n] = subprocess.Popen(self.cmds[n], stdout=log, stderr=log, cwd=REPO)
+        self._popen(n, cwd=REPO)
 
     def supports(self, op: str) -> bool:
         return op != "get"
@@ -388,8 +387,7 @@ class NoopCluster(Cluster):
             self.spawn(n)
 
     def spawn(self, n: str) -> None:
-        with open(self.root / f"{n}.log", "ab") as log:
-            self.procs[n] = subprocess.Popen(self.cmds[n], stdout=log, stderr=log, cwd=REPO)
+        self._popen(n, cwd=REPO)
 
     async def healthy(self, session: aiohttp.ClientSession, n: str) -> bool:
         async with session.get(self.url(n) + "/v1/health/ready") as r:
