@@ -264,8 +264,7 @@ class FaultInjector:
             if target is None:
                 target = up[rng.randrange(len(up))]
             self._trace("crash", variant=w.variant, target=target)
-            cluster.crash(target)
-            self._hint_crash(target)
+            self._crash(target)
             self._crashed[w.lane] = target
             self.counts["crash"] += 1
         else:
@@ -339,8 +338,7 @@ class FaultInjector:
             self.counts["crash-skipped"] += 1
             return
         self._trace("crash", variant="new-leader", target=leader)
-        cluster.crash(leader)
-        self._hint_crash(leader)
+        self._crash(leader)
         self.counts["crash"] += 1
         restart_after = seconds(0.2) + self._rng.randrange(seconds(1.5))
         cluster.clock.call_later(restart_after, self._churn_restart, leader)
@@ -375,16 +373,18 @@ class FaultInjector:
 
     # -- unreachable hints ----------------------------------------------------
 
-    def _hint_crash(self, crashed: NodeId) -> None:
-        """Tell every node still up, 1-60 ms from now, that ``crashed`` is gone."""
+    def _crash(self, target: NodeId) -> None:
+        """Crash ``target``; with hints, tell every node still up, 1-60 ms from now,
+        that it is gone (as a refused reconnect tells a real node)."""
+        cluster = self._cluster
+        cluster.crash(target)
         rng = self._hints_rng
         if rng is None:
             return
-        cluster = self._cluster
         for nid in cluster.up_nodes():
             delay = 1_000 + rng.randrange(59_000)
             gen = cluster.nodes[nid].generation
-            cluster.clock.call_later(delay, self._deliver_hint, nid, gen, crashed, "crash")
+            cluster.clock.call_later(delay, self._deliver_hint, nid, gen, target, "crash")
 
     def _false_hint_later(self, lane: int) -> None:
         rng = self._hints_rng

@@ -331,9 +331,9 @@ def test_probes_need_no_token_on_the_fast_path(
     """As in aiohttp's middleware: the health probes skip the guard, status does not."""
 
     async def main() -> None:
-        c = HubCluster(tmp_path, n=1, overrides={"client_tokens": parse_tokens(TOKENS_TEXT)})
-        await c.start()
-        try:
+        async with HubCluster(
+            tmp_path, n=1, overrides={"client_tokens": parse_tokens(TOKENS_TEXT)}
+        ) as c:
             node = await c.leader()
             port = c.apis[node].port
             rw = b"Authorization: Bearer " + RW_TOKEN.encode() + b"\r\n"
@@ -355,8 +355,6 @@ def test_probes_need_no_token_on_the_fast_path(
             assert fast is not None and fast.handed_off == 0
             api = fast.handler.__self__  # type: ignore[attr-defined]
             assert api.guard.served == 2  # the status and the DELETE let through; not the probes
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -433,13 +431,11 @@ def test_guard_on_the_fast_path(
     metrics and the served count: what the guard middleware does, on the fast path."""
 
     async def main() -> None:
-        c = HubCluster(
+        async with HubCluster(
             tmp_path,
             n=1,
             overrides={"client_tokens": parse_tokens(TOKENS_TEXT), "max_concurrent_requests": 4},
-        )
-        await c.start()
-        try:
+        ) as c:
             node = await c.leader()
             port = c.apis[node].port
             put = b"PUT /v1/kv/g HTTP/1.1\r\nHost: h\r\n%sContent-Length: 1\r\n\r\n1"
@@ -479,8 +475,6 @@ def test_guard_on_the_fast_path(
             for reason in ("unauthenticated", "forbidden", "overloaded"):
                 assert f'reason="{reason}"' in text
             assert 'route="/v1/kv/{key}",status="401"' in text
-        finally:
-            await c.stop()
 
     run(main())
 

@@ -10,7 +10,6 @@ an id that held data before.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,8 @@ from tests.security.conftest import (
     RW_TOKEN,
     TOKENS_TEXT,
     HubCluster,
-    _make_ca,
-    _make_cert,
+    Pki,
+    pki,  # noqa: F401  (a fixture: the session's certificates, made once)
 )
 
 
@@ -198,35 +197,22 @@ def test_a_founding_pod_never_adopts_its_own_name(tmp_path: Path) -> None:
     run(main())
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a node certificate and a client certificate (tests/security/conftest.py)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make test certificates")
-    d = tmp_path_factory.mktemp("pki")
-    _make_ca(d, "ca")
-    _make_cert(d, "node", "ca")
-    _make_cert(d, "client", "ca")
-    return d
-
-
-def test_discovery_uses_the_nodes_tls_certificate_and_a_token(tmp_path: Path, certs: Path) -> None:
+def test_discovery_uses_the_nodes_tls_certificate_and_a_token(
+    tmp_path: Path,
+    pki: Pki,  # noqa: F811  (the fixture imported above)
+) -> None:
     """The peers' APIs require HTTPS with client certificates and bearer tokens."""
     security = {
-        "tls_cert_file": str(certs / "node.pem"),
-        "tls_key_file": str(certs / "node.key"),
-        "tls_ca_file": str(certs / "ca.pem"),
+        "tls_cert_file": pki.node_cert,
+        "tls_key_file": pki.node_key,
+        "tls_ca_file": pki.ca,
         "tls_api_client_auth": True,
         "client_tokens": parse_tokens(TOKENS_TEXT),
     }
-    client_ssl = client_ssl_context(
-        str(certs / "ca.pem"), str(certs / "client.pem"), str(certs / "client.key")
-    )
+    client_ssl = client_ssl_context(pki.ca, pki.client_cert, pki.client_key)
 
     async def main() -> None:
-        c = HubCluster(tmp_path, overrides=security)
-        await c.start()
-        try:
+        async with HubCluster(tmp_path, overrides=security) as c:
             leader = await c.leader()
             await c.nodes[leader].propose(put_cmd("a", 1))
             raft = ("127.0.0.1", free_ports(1)[0])
@@ -242,8 +228,6 @@ def test_discovery_uses_the_nodes_tls_certificate_and_a_token(tmp_path: Path, ce
             assert await asyncio.wait_for(task, 5) is None
             resolved = await resolve_pod_identity(cfg, initial_cluster_size=3, token=RO_TOKEN)
             assert resolved is not None and resolved.node_id == "raftkv-3"
-        finally:
-            await c.stop()
 
     run(main())
 

@@ -24,9 +24,7 @@ def run(coro):
 
 def test_transfer_leadership_via_api(tmp_path: Path) -> None:
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             target = next(n for n in c.nodes if n != leader)
             other = next(n for n in c.nodes if n not in (leader, target))
@@ -36,17 +34,13 @@ def test_transfer_leadership_via_api(tmp_path: Path) -> None:
                 assert r.status == 200, await r.text()
                 assert (await r.json())["leader"] == target
             assert await c.leader() == target
-        finally:
-            await c.stop()
 
     run(main())
 
 
 def test_remove_member_then_writes_continue(tmp_path: Path) -> None:
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             # Membership changes wait until the leader committed an entry of its term.
             await c.nodes[leader].propose(encode_command(Put(key="a", value=1, time_ms=1)))
@@ -63,8 +57,6 @@ def test_remove_member_then_writes_continue(tmp_path: Path) -> None:
                     assert r.status == 200, await r.text()
                 async with s.post(f"{c.url(leader)}/v1/members", json={"id": "x"}) as r:
                     assert r.status == 400
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -73,9 +65,7 @@ def test_add_learner_then_promote(tmp_path: Path) -> None:
     """A new node joins as a learner (``existing``), catches up, then becomes a voter."""
 
     async def main() -> None:
-        c = InProcCluster(tmp_path, snapshot_entries=20)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path, snapshot_entries=20) as c:
             leader = await c.leader()
             for i in range(50):
                 await c.nodes[leader].propose(encode_command(Put(key=f"k{i}", value=i, time_ms=1)))
@@ -129,8 +119,6 @@ def test_add_learner_then_promote(tmp_path: Path) -> None:
             await c.nodes[leader].propose(encode_command(Put(key="after", value=1, time_ms=1)))
             await joiner.wait_applied(c.nodes[leader].applied_index, timeout=5)
             assert joiner.state_machine.read("after").value == 1  # type: ignore[attr-defined]
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -139,9 +127,7 @@ def test_restart_ignores_initial_cluster(tmp_path: Path) -> None:
     """A non-empty data dir restarts from its log; the founding peers are not re-read."""
 
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             await c.nodes[leader].propose(encode_command(Put(key="a", value=1, time_ms=1)))
             victim = next(n for n in c.nodes if n != leader)
@@ -158,8 +144,6 @@ def test_restart_ignores_initial_cluster(tmp_path: Path) -> None:
             await restarted.wait_applied(c.nodes[leader].applied_index, timeout=5)
             assert sorted(restarted.status().voters) == sorted([leader, other])
             assert restarted.state_machine.read("a").value == 1  # type: ignore[attr-defined]
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -190,9 +174,7 @@ def test_change_refused_when_applied_is_an_error_and_changes_nothing(
     address book and removed ids alike -- and its proposer gets an error, not 200."""
 
     async def main() -> None:
-        c = InProcCluster(tmp_path)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path) as c:
             leader = await c.leader()
             node = c.nodes[leader]
             await node.propose(encode_command(Put(key="a", value=1, time_ms=1)))
@@ -222,8 +204,6 @@ def test_change_refused_when_applied_is_an_error_and_changes_nothing(
             # The core is not left waiting for it: the next change is accepted.
             result = await node.add_member(NodeId("n9"), fresh, learner=True)
             assert result["learners"] == ["n9"]  # type: ignore[index]
-        finally:
-            await c.stop()
 
     run(main())
 
@@ -232,9 +212,7 @@ def test_change_refused_when_applied_answers_400_over_http(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def main() -> None:
-        c = InProcCluster(tmp_path, n=1)
-        await c.start()
-        try:
+        async with InProcCluster(tmp_path, n=1) as c:
             leader = await c.leader()
             await c.nodes[leader].propose(encode_command(Put(key="a", value=1, time_ms=1)))
             _lenient_once(monkeypatch)
@@ -248,7 +226,5 @@ def test_change_refused_when_applied_answers_400_over_http(
                     listed = await r.json()
                 assert listed["voters"] == [leader] and listed["removed"] == []
                 assert list(listed["members"]) == [leader]
-        finally:
-            await c.stop()
 
     run(main())
