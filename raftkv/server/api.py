@@ -5,15 +5,22 @@ a middleware turns aiohttp's own HTML errors (404, 405, 413) and runtime errors
 into JSON with the status codes of DESIGN.md's "Black-box contract": 503 means
 nothing happened (safe to retry), 504 means the outcome is unknown.
 
-Rule 2: a node that is not the leader forwards writes -- and linearizable reads
-when the core cannot serve them locally -- to the leader it knows, over one
-persistent client session, preserving the ``Idempotency-Key``. A forwarded
-request is never forwarded again (``X-Raftkv-Forwarded``), so leadership churn
-cannot make requests loop. Commands are built on the leader, which stamps the
-log time (``time_ms``) the state machine uses for session expiry.
+Rule 2: a node that is not the leader hands writes to the leader it knows as
+the command it validated -- never as a URL rebuilt from the request, whose
+decoded path could name another key. Over the peer link when it is up (the
+transport's ``ForwardRequest``), else over HTTP as ``POST /v1/forward`` with
+the encoded command as the body, preserving the client's ``Authorization``.
+Membership changes and leadership transfers travel over HTTP to fixed paths
+built from validated ids. A forwarded request is never forwarded again
+(``X-Raftkv-Forwarded``), so leadership churn cannot make requests loop. The
+leader stamps the log time (``time_ms``) the state machine uses for session
+expiry. Linearizable reads are served by the node that received them
+(ReadIndex); they are never forwarded.
 
 Rule 3: request validation (JSON, keys, body shape, size) happens on the node
-that received the request, before any forwarding.
+that received the request, before any forwarding; a command that arrives over
+HTTP (``POST /v1/forward``, which anyone with a write token can send) has its
+limits checked again on the leader.
 
 Rule 4: a guard in front of every route (but the health probes) refuses, before
 any work: requests beyond ``--max-concurrent-requests`` (503), and -- with
@@ -47,6 +54,7 @@ import aiohttp
 from aiohttp import web
 
 from raftkv.core.types import NodeId
+from raftkv.limits import NODE_ID_RULE, is_node_id
 from raftkv.server.config import Member, ServerConfig
 from raftkv.server.errors import (
     BadRequest,
@@ -93,6 +101,9 @@ __all__ = ["ApiServer", "build_app", "FORWARDED_HEADER"]
 logger = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "X-Raftkv-Forwarded"
+# Writes a follower forwards over HTTP: the encoded command (Rule 2).
+FORWARD_ROUTE = "/v1/forward"
+COMMAND_CONTENT_TYPE = "application/vnd.raftkv.command+msgpack"
 # How long /v1/health/ready waits for the ReadIndex round and the catch-up
 # (probes time out after 1 s by default in Kubernetes).
 _READY_TIMEOUT_S = 0.8
@@ -306,14 +317,18 @@ def _check_key(text: str, limit: int) -> str:
     return key
 
 
+def _member_id(text: str) -> NodeId:
+    """A member id from a request; 400 unless it follows :data:`~raftkv.limits.NODE_ID_RULE`."""
+    if not is_node_id(text):
+        raise BadRequest(f"bad member id {text[:80]!r}: must be {NODE_ID_RULE}")
+    return NodeId(text)
+
+
 @dataclass(slots=True)
 class _Origin:
     """What the handlers need of a request besides its route and body: the
-    headers they read and, to forward it over HTTP, its method and target.
-    (Not frozen: one is made per request; nothing changes it.)"""
+    headers they read. (Not frozen: one is made per request; nothing changes it.)"""
 
-    method: str
-    path_qs: str
     idempotency_key: str | None
     authorization: str | None
     forwarded: str | None  # FORWARDED_HEADER
@@ -322,8 +337,6 @@ class _Origin:
     def of(cls, request: web.Request) -> _Origin:
         headers = request.headers
         return cls(
-            request.method,
-            request.rel_url.path_qs,
             headers.get("Idempotency-Key"),
             headers.get("Authorization"),
             headers.get(FORWARDED_HEADER),
@@ -333,8 +346,6 @@ class _Origin:
     def of_fast(cls, request: FastRequest) -> _Origin:
         headers = request.headers
         return cls(
-            request.method,
-            request.path_qs,
             headers.get("idempotency-key"),
             headers.get("authorization"),
             headers.get("x-raftkv-forwarded"),
@@ -397,10 +408,23 @@ class _Api:
         self.http: aiohttp.ClientSession | None = None
         self.guard: _Guard | None = None
 
-    # -- forwarding ----------------------------------------------------------
+    # -- forwarding (Rule 2) --------------------------------------------------
 
-    async def _forward(self, origin: _Origin, leader: NodeId | None, body: bytes) -> Answer:
-        """Send the request to the leader over HTTP and relay its answer."""
+    async def _forward(
+        self,
+        origin: _Origin,
+        leader: NodeId | None,
+        method: str,
+        path: str,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+    ) -> Answer:
+        """Send a request to the leader's API over HTTP and relay its answer.
+
+        ``path`` is built by the caller from validated values (a fixed route,
+        a checked member id), never taken from the client's request.
+        """
         member = self.node.members.get(leader) if leader is not None else None
         if leader is None or member is None or leader == self.node.node_id:
             return _answer(503, {"error": "no leader", "leader": None})
@@ -408,78 +432,86 @@ class _Api:
             # Already forwarded once: the sender's view was stale; let the client retry.
             return _answer(503, {"error": "not the leader", "leader": leader})
         assert self.http is not None
-        headers = {FORWARDED_HEADER: self.node.node_id, "Content-Type": "application/json"}
-        if origin.idempotency_key is not None:
-            headers["Idempotency-Key"] = origin.idempotency_key
+        headers = {FORWARDED_HEADER: self.node.node_id, "Content-Type": content_type}
         if origin.authorization is not None:
             headers["Authorization"] = origin.authorization
         scheme = "https" if self.config.tls else "http"
-        url = member.api_url(scheme=scheme) + origin.path_qs
-        is_write = origin.method != "GET"
+        url = member.api_url(scheme=scheme) + path
         timeout = aiohttp.ClientTimeout(total=self.config.request_timeout_s + 1.0)
         try:
             async with self.http.request(
-                origin.method, url, data=body, headers=headers, timeout=timeout
+                method, url, data=body, headers=headers, timeout=timeout
             ) as resp:
                 payload = await resp.read()
                 return resp.status, payload, {"X-Raftkv-Leader": leader}
         except aiohttp.ClientConnectorError:
             return _answer(503, {"error": "leader unreachable", "leader": leader})
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if is_write:
-                raise OutcomeUnknown(f"lost contact with the leader: {exc}") from None
-            return _answer(503, {"error": f"lost contact with the leader: {exc}", "leader": leader})
+            # Every forwarded request changes something: the outcome is unknown.
+            raise OutcomeUnknown(f"lost contact with the leader: {exc}") from None
 
     async def _write(
-        self, origin: _Origin, body: bytes, build: Callable[[int], Command], key: str | None
+        self, origin: _Origin, build: Callable[[int], Command], key: str | None
     ) -> Answer:
         """Validate on this node, then propose on the leader (forwarding if needed)."""
         command = build(_now_ms())  # validates now, even if forwarded
         node = self.node
         if not node.is_leader:
-            return await self._forward_write(origin, node.leader, body, command)
+            return await self._forward_write(origin, node.leader, command)
         try:
             result = await node.propose(encode_command(command))
         except NoLeader as exc:
             if exc.leader is not None and exc.leader != node.node_id:
-                return await self._forward_write(origin, NodeId(exc.leader), body, command)
+                return await self._forward_write(origin, NodeId(exc.leader), command)
             raise
         return _result_answer(result, key=key, leader=node.node_id)
 
     async def _forward_write(
-        self, origin: _Origin, leader: NodeId | None, body: bytes, command: Command
+        self, origin: _Origin, leader: NodeId | None, command: Command
     ) -> Answer:
-        """Hand a write to the leader: over the peer link when it is up, else over HTTP.
+        """Hand a validated write to the leader: over the peer link when it is up,
+        else over HTTP (``POST /v1/forward``); either way as the encoded command.
 
-        The peer link (RaftNode.forward) carries the encoded command and brings
-        back the leader's status and JSON body, which are relayed unchanged, as
-        an HTTP forward's would be. HTTP stays in use when clients
-        authenticate with tokens (the leader re-checks the client's token, Rule
-        4), for a request that was already forwarded once, and when the link
-        to the leader is down (so the client gets a quick 503, not a 504).
+        The peer link (RaftNode.forward) brings back the leader's status and
+        JSON body, which are relayed unchanged, as an HTTP forward's are. HTTP
+        stays in use when clients authenticate with tokens (the leader
+        re-checks the client's token, Rule 4), for a request that was already
+        forwarded once, and when the link to the leader is down (so the client
+        gets a quick 503, not a 504).
         """
         node = self.node
+        payload = encode_command(command)
         if (
             self.config.client_tokens is not None
             or origin.forwarded
             or not node.can_forward(leader)
         ):
-            return await self._forward(origin, leader, body)
+            return await self._forward(
+                origin, leader, "POST", FORWARD_ROUTE, payload, content_type=COMMAND_CONTENT_TYPE
+            )
         assert leader is not None
-        status, payload = await node.forward(encode_command(command))
-        return status, payload, {"X-Raftkv-Leader": leader}
+        status, body = await node.forward(payload)
+        return status, body, {"X-Raftkv-Leader": leader}
 
     def serve_forwarded(self, payload: bytes, reply: ForwardReply) -> None:
         """On the leader: serve a write a follower forwarded over the peer link.
 
-        The command was validated on the follower; it is decoded again here,
-        and the leader stamps the log time (Rule 2) as it encodes it for the
-        log. ``reply`` gets the (status, body) once the entry is applied (or
-        the proposal fails): a callback on the proposal's future, no task.
+        The command was validated on the follower (a member, authenticated by
+        the peer link); it is decoded again here, and the leader stamps the log
+        time (Rule 2) as it encodes it for the log. ``reply`` gets the (status,
+        body) once the entry is applied (or the proposal fails): a callback on
+        the proposal's future, no task.
         """
-        node = self.node
         try:
             command = decode_command(payload)
+        except InvalidCommand as exc:
+            reply(400, _dumps({"error": str(exc)}))
+            return
+        self._propose_forwarded(command, reply)
+
+    def _propose_forwarded(self, command: Command, reply: ForwardReply) -> None:
+        node = self.node
+        try:
             if isinstance(command, Get):
                 raise InvalidCommand("a get is not a write")
             if not node.is_leader:
@@ -512,6 +544,50 @@ class _Api:
         status, body, _ = _result_answer(proposed.result(), key=key, leader=self.node.node_id)
         self.node.metrics.http("forwarded-write", status)
         reply(status, body)
+
+    async def forwarded(self, request: web.Request) -> web.Response:
+        """``POST /v1/forward``: a write a follower forwarded over HTTP, as the
+        encoded command (Rule 2). The guard checked the client's token; the
+        limits are checked again here (Rule 3): anyone with a write token can
+        send a command to this route, not only members."""
+        if FORWARDED_HEADER not in request.headers:
+            raise BadRequest(f"{FORWARD_ROUTE} takes only writes forwarded by members")
+        # msgpack can be larger than the JSON it came from (a float: 9 bytes).
+        payload = await _read_body(request, 3 * self.config.max_body_bytes)
+        command = decode_command(payload)
+        self._check_limits(command)
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+
+        def reply(status: int, body: bytes) -> None:
+            if not answered.done():
+                answered.set_result((status, body))
+
+        self._propose_forwarded(command, reply)
+        status, body = await answered
+        return _web((status, body, None))
+
+    def _check_limits(self, command: Command) -> None:
+        """The size limits of the KV routes, for a command built elsewhere."""
+        config = self.config
+        if isinstance(command, MultiPut):
+            if len(command.pairs) > config.max_multi_put_pairs:
+                raise TooLarge(
+                    f"{len(command.pairs)} pairs; the limit is "
+                    f"{config.max_multi_put_pairs} per multi-put"
+                )
+            pairs = list(command.pairs.items())
+        elif isinstance(command, Cas):
+            pairs = [(command.key, command.value)]
+            if command.expect is not ABSENT:
+                pairs.append((command.key, command.expect))
+        elif isinstance(command, Put):
+            pairs = [(command.key, command.value)]
+        else:
+            pairs = [(command.key, None)]
+        for key, value in pairs:
+            _check_key(key, config.max_key_bytes)
+            _check_value_size(value, config.max_value_bytes + 1, config.max_value_bytes, "value")
 
     # -- the fast path (Rule 5) ------------------------------------------------
 
@@ -564,7 +640,7 @@ class _Api:
             return await self._put(origin, key, request.body)
         if request.method == "DELETE":
             return await self._delete(origin, key)
-        return await self._get(origin, key, request.consistency or "linearizable")
+        return await self._get(key, request.consistency or "linearizable")
 
     # -- KV routes -----------------------------------------------------------
 
@@ -581,7 +657,7 @@ class _Api:
                 f"value is {len(body)} bytes; the limit is {self.config.max_value_bytes}"
             )
         return await self._write(
-            origin, body, lambda t: Put(key=key, value=value, time_ms=t, session=session), key
+            origin, lambda t: Put(key=key, value=value, time_ms=t, session=session), key
         )
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -589,9 +665,7 @@ class _Api:
 
     async def _delete(self, origin: _Origin, key: str) -> Answer:
         session = _session(origin)
-        return await self._write(
-            origin, b"", lambda t: Delete(key=key, time_ms=t, session=session), key
-        )
+        return await self._write(origin, lambda t: Delete(key=key, time_ms=t, session=session), key)
 
     async def cas(self, request: web.Request) -> web.Response:
         key = _key(request)
@@ -606,7 +680,6 @@ class _Api:
         return _web(
             await self._write(
                 _Origin.of(request),
-                body,
                 lambda t: Cas(
                     key=key, expect=expect, value=obj["value"], time_ms=t, session=session
                 ),
@@ -635,18 +708,15 @@ class _Api:
                 raise BadRequest(f"bad key: longer than {limit} bytes of UTF-8")
             _check_value_size(v, len(body), self.config.max_value_bytes, f"value of {k[:64]!r}")
         return await self._write(
-            origin,
-            body,
-            lambda t: MultiPut(pairs=obj, time_ms=t, session=session),
-            None,
+            origin, lambda t: MultiPut(pairs=obj, time_ms=t, session=session), None
         )
 
     async def get(self, request: web.Request) -> web.Response:
         key = _key(request)
         consistency = request.query.get("consistency", "linearizable")
-        return _web(await self._get(_Origin.of(request), key, consistency))
+        return _web(await self._get(key, consistency))
 
-    async def _get(self, origin: _Origin, key: str, consistency: str) -> Answer:
+    async def _get(self, key: str, consistency: str) -> Answer:
         if consistency not in ("linearizable", "stale"):
             raise BadRequest("consistency must be linearizable or stale")
         node = self.node
@@ -654,13 +724,7 @@ class _Api:
         if not isinstance(sm, KVStateMachine):
             raise BadRequest("this node does not run the KV state machine")
         if consistency == "linearizable":
-            try:
-                await node.read_barrier()
-            except NoLeader as exc:
-                if exc.leader is not None and exc.leader != node.node_id:
-                    node.metrics.read("forwarded")
-                    return await self._forward(origin, NodeId(exc.leader), b"")
-                raise
+            await node.read_barrier()
         else:
             node.metrics.read("stale")
         result = sm.read(key)
@@ -782,6 +846,7 @@ class _Api:
         obj = await _read_json(request, self.config.max_body_bytes)
         if not isinstance(obj, dict) or not isinstance(obj.get("id"), str) or not obj["id"]:
             raise BadRequest('body must be {"id", "raft_addr", "api_addr", "learner": bool}')
+        node_id = _member_id(obj["id"])
         try:
             member = Member.from_json(obj)
         except ConfigError as exc:
@@ -791,23 +856,28 @@ class _Api:
             raise BadRequest("learner must be true or false")
         node = self.node
         if not node.is_leader:
-            return _web(await self._forward(_Origin.of(request), node.leader, await request.read()))
-        result = await node.add_member(NodeId(obj["id"]), member, learner=learner)
+            body = _dumps({"id": node_id, **member.to_json(), "learner": learner})
+            return _web(
+                await self._forward(_Origin.of(request), node.leader, "POST", "/v1/members", body)
+            )
+        result = await node.add_member(node_id, member, learner=learner)
         return _json(200, {"ok": True, "result": result})
 
     async def promote_member(self, request: web.Request) -> web.Response:
-        node_id = request.match_info["node_id"]
+        node_id = _member_id(request.match_info["node_id"])
         node = self.node
         if not node.is_leader:
-            return _web(await self._forward(_Origin.of(request), node.leader, b""))
+            path = f"/v1/members/{node_id}/promote"
+            return _web(await self._forward(_Origin.of(request), node.leader, "POST", path, b""))
         result = await node.promote_member(NodeId(node_id))
         return _json(200, {"ok": True, "result": result})
 
     async def remove_member(self, request: web.Request) -> web.Response:
-        node_id = request.match_info["node_id"]
+        node_id = _member_id(request.match_info["node_id"])
         node = self.node
         if not node.is_leader:
-            return _web(await self._forward(_Origin.of(request), node.leader, b""))
+            path = f"/v1/members/{node_id}"
+            return _web(await self._forward(_Origin.of(request), node.leader, "DELETE", path, b""))
         result = await node.remove_member(NodeId(node_id))
         return _json(200, {"ok": True, "result": result})
 
@@ -815,12 +885,15 @@ class _Api:
         obj = await _read_json(request, self.config.max_body_bytes)
         if not isinstance(obj, dict) or not isinstance(obj.get("to"), str):
             raise BadRequest('body must be {"to": node id}')
+        to = _member_id(obj["to"])
         node = self.node
-        if obj["to"] not in node.members:
-            raise BadRequest(f"unknown member {obj['to']!r}")
+        if to not in node.members:
+            raise BadRequest(f"unknown member {to!r}")
         if not node.is_leader:
-            return _web(await self._forward(_Origin.of(request), node.leader, await request.read()))
-        leader = await node.transfer_leadership(NodeId(obj["to"]))
+            body = _dumps({"to": to})
+            path = "/v1/leader/transfer"
+            return _web(await self._forward(_Origin.of(request), node.leader, "POST", path, body))
+        leader = await node.transfer_leadership(to)
         return _json(200, {"ok": True, "leader": leader})
 
 
@@ -869,6 +942,7 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
     r.add_delete("/v1/members/{node_id}", api.remove_member)
     r.add_post("/v1/members/{node_id}/promote", api.promote_member)
     r.add_post("/v1/leader/transfer", api.transfer)
+    r.add_post(FORWARD_ROUTE, api.forwarded)
     return app, api
 
 

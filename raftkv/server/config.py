@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from raftkv.core.types import NodeId
+from raftkv.limits import HOST_RULE, NODE_ID_RULE, is_host, is_node_id
 from raftkv.server.errors import ConfigError
 from raftkv.server.kv import MAX_KEY_BYTES
 from raftkv.server.security import TokenTable
@@ -31,9 +32,6 @@ __all__ = [
 HostPort = tuple[str, int]
 
 INITIAL_CLUSTER_STATES = ("new", "existing")
-
-# Node ids appear in URLs (/v1/members/{id}), logs and metric labels.
-_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +148,8 @@ class ServerConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if the configuration cannot work."""
-        if not self.node_id:
-            raise ConfigError("--id must be non-empty")
+        if not is_node_id(self.node_id):
+            raise ConfigError(f"--id {str(self.node_id)[:80]!r}: must be {NODE_ID_RULE}")
         if self.heartbeat_interval_ms <= 0:
             raise ConfigError("--heartbeat-interval-ms must be positive")
         if self.election_timeout_ms < 2 * self.heartbeat_interval_ms:
@@ -215,6 +213,8 @@ def parse_host_port(text: str, *, what: str = "address") -> HostPort:
             raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
     if not host:
         raise ConfigError(f"{what}: missing host in {text!r}")
+    if not is_host(host):
+        raise ConfigError(f"{what}: bad host {host[:80]!r}: must be {HOST_RULE}")
     try:
         port = int(port_text)
     except ValueError:
@@ -247,11 +247,8 @@ def parse_initial_cluster(spec: str) -> dict[NodeId, Member]:
             raise ConfigError(
                 f"--initial-cluster: {node} needs RAFTHOST:PORT/APIHOST:PORT, got {addrs!r}"
             )
-        if not _NODE_ID.fullmatch(node):
-            raise ConfigError(
-                f"--initial-cluster: bad id {node!r} (letters, digits, '.', '_', '-'; "
-                "at most 63 characters)"
-            )
+        if not is_node_id(node):
+            raise ConfigError(f"--initial-cluster: bad id {node[:80]!r}: must be {NODE_ID_RULE}")
         if node in members:
             raise ConfigError(f"--initial-cluster: duplicate id {node!r}")
         raft = parse_host_port(raft_text, what=f"--initial-cluster {node} raft address")

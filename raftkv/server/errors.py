@@ -22,6 +22,7 @@ __all__ = [
     "LearnerNotReady",
     "MemberRemoved",
     "TooLarge",
+    "SnapshotUndecodable",
 ]
 
 
@@ -116,3 +117,10 @@ class TooLarge(ServerError):
     """A request over a configured limit (body, key, value, multi-put pairs)."""
 
     status = 413
+
+
+class SnapshotUndecodable(ServerError):
+    """A snapshot received from the leader passed the transfer checksum but does
+    not decode as a snapshot of this state machine: a bug on the sender's side.
+    Fatal: it is not persisted and the node's drive loop stops, so the node
+    restarts from what it had (never from an image it cannot read)."""

@@ -104,7 +104,7 @@ class NodeMetrics:
         self._reads = Counter(
             "raftkv_reads",
             "Reads served, by how: read_index_leader / read_index_follower "
-            "(linearizable, ReadIndex), forwarded (to the leader's API), stale.",
+            "(linearizable, ReadIndex), stale.",
             ["node", "path"],
             registry=r,
         )

@@ -59,6 +59,7 @@ from raftkv.core.types import (
     Role,
     Term,
 )
+from raftkv.limits import MAX_MEMBERS, NODE_ID_RULE, is_node_id
 from raftkv.server.config import Member, ServerConfig
 from raftkv.server.errors import (
     BadRequest,
@@ -70,6 +71,7 @@ from raftkv.server.errors import (
     ProposalLost,
     ReadTimeout,
     ServerError,
+    SnapshotUndecodable,
 )
 from raftkv.server.identity import claim_data_dir
 from raftkv.server.metrics import NodeMetrics
@@ -185,13 +187,37 @@ class _SnapshotData:
 
 
 def _decode_snapshot_data(data: bytes) -> _SnapshotData:
-    obj = msgpack.unpackb(data, raw=False)
+    """The inverse of :func:`_encode_snapshot_data`.
+
+    Raises:
+        ValueError: ``data`` is not such an envelope.
+    """
+    try:
+        obj = msgpack.unpackb(data, raw=False)
+    except Exception as exc:  # msgpack raises many unrelated types on bad input
+        raise ValueError(f"not msgpack: {exc}") from exc
     if not isinstance(obj, dict) or obj.get("v") != 1:
         raise ValueError("unknown snapshot envelope")
-    members = {NodeId(n): Member.from_json(m) for n, m in obj["members"].items()}
-    return _SnapshotData(
-        members=members, removed=_parse_removed(obj.get("removed", {})), sm=bytes(obj["sm"])
-    )
+    try:
+        members = {NodeId(n): Member.from_json(m) for n, m in obj["members"].items()}
+        sm = obj["sm"]
+    except (KeyError, TypeError, AttributeError, ServerError) as exc:
+        raise ValueError(f"malformed snapshot envelope: {exc}") from exc
+    bad = [n for n in members if not is_node_id(n)]
+    if bad or not isinstance(sm, bytes):
+        raise ValueError("malformed snapshot envelope: bad member id or state image")
+    return _SnapshotData(members=members, removed=_parse_removed(obj.get("removed", {})), sm=sm)
+
+
+def _refuse_members(cc: ConfChange, members: Sequence[NodeId]) -> BadRequest | None:
+    """Why ``cc`` may not add its ids to ``members`` (:mod:`raftkv.limits`), or None."""
+    added = {c.node_id for c in cc.changes if c.type is not ConfChangeType.REMOVE_NODE}
+    for node_id in sorted(added):
+        if not is_node_id(node_id):
+            return BadRequest(f"bad member id {str(node_id)[:80]!r}: must be {NODE_ID_RULE}")
+    if len(added | set(members)) > MAX_MEMBERS:
+        return BadRequest(f"a cluster has at most {MAX_MEMBERS} members (voters and learners)")
+    return None
 
 
 def _parse_removed(obj: object) -> dict[NodeId, Index]:
@@ -249,6 +275,7 @@ class RaftNode:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._closed = False
         self._started = False
         self._accepting = False
         self._driver_done: asyncio.Future[None] | None = None
@@ -285,10 +312,6 @@ class RaftNode:
         self._role: Role = Role.FOLLOWER
         # Commit index seen when the current leader became known (readiness).
         self._ready_mark: Index | None = None
-        # Serve linearizable reads on followers with ReadIndex (the core asks the
-        # leader for the read index; dissertation §6.4); off: followers hand
-        # linearizable reads to the leader's API.
-        self.read_index_local = True
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -405,11 +428,21 @@ class RaftNode:
         return tcp
 
     async def stop(self, *, transfer: bool = True) -> None:
-        """Stop gracefully: refuse new requests, hand over leadership, flush, close."""
-        if not self._started or self._stopping:
+        """Stop gracefully: refuse new requests, hand over leadership, flush, close.
+
+        A node whose drive loop failed is closed the same way (its files and
+        sockets released); only once.
+        """
+        if not self._started or self._closed:
             return
+        self._closed = True
         self._accepting = False
-        if transfer and self._raw is not None and self._raw.role is Role.LEADER:
+        if (
+            transfer
+            and not self._stopping
+            and self._raw is not None
+            and self._raw.role is Role.LEADER
+        ):
             await self._handover()
         self._stopping = True
         self._wake.set()
@@ -757,6 +790,13 @@ class RaftNode:
             )
             return MemberRemoved(reused[0])
         before = raw.status().conf_state.members()
+        refusal = _refuse_members(cc, before)
+        if refusal is not None:
+            # The same check as before proposing (add_member), deterministic
+            # on every replica: an id the codec could not carry would leave a
+            # member that never receives a snapshot.
+            logger.error("conf change at index %d not applied: %s", e.index, refusal.message)
+            return refusal
         try:
             self._conf_state = raw.apply_conf_change(cc, strict=True)
         except RaftError as exc:
@@ -864,9 +904,18 @@ class RaftNode:
         snap = rd.snapshot
         storage = self._storage
         assert snap is not None and storage is not None
+        # Decode and restore before persisting: an image this node cannot read
+        # must never reach its disk, where it would fail every restart.
+        try:
+            data = _decode_snapshot_data(snap.data)
+            self.state_machine.restore(data.sm)
+        except Exception as exc:
+            md = snap.metadata
+            raise SnapshotUndecodable(
+                f"the snapshot at {md.term}/{md.index} from the leader does not decode "
+                f"({exc}); not persisted"
+            ) from exc
         storage.apply_snapshot(snap)
-        data = _decode_snapshot_data(snap.data)
-        self.state_machine.restore(data.sm)
         self.members = data.members
         # Merged, not replaced: what this node knows beyond the snapshot's
         # index stays true (removals are never undone), and counts only for
@@ -1018,11 +1067,10 @@ class RaftNode:
     async def read_barrier(self, *, timeout: float | None = None) -> Index:
         """Wait until a linearizable read may be served locally; return the read index.
 
-        Uses ReadIndex (dissertation §6.4) when the core offers it (on followers
-        too); otherwise the leader commits an empty entry and reads after it.
+        Uses ReadIndex (dissertation §6.4), on followers too.
 
         Raises:
-            NoLeader: no leader known (or, without ReadIndex, this is not the leader).
+            NoLeader: no leader known.
             ReadTimeout: the read index was not confirmed in time.
         """
         raw = self._check_accepting()
@@ -1030,22 +1078,19 @@ class RaftNode:
         deadline = time.monotonic() + timeout
         if raw.leader is None:
             raise NoLeader("no leader")
-        if self.read_index_local or raw.role is Role.LEADER:
-            path = "read_index_leader" if raw.role is Role.LEADER else "read_index_follower"
-            loop = asyncio.get_running_loop()
-            fut: asyncio.Future[Index] = loop.create_future()
-            self._read_queue.append(fut)
-            if self._read_in_flight is None:
-                self._issue_reads(raw)
-            timer = loop.call_later(timeout, _time_out, fut, "confirming leadership for a read")
-            try:
-                index = await fut
-            finally:
-                timer.cancel()
-            self.metrics.read(path)
-        else:
-            # Followers hand linearizable reads to the leader (the API forwards).
-            raise NoLeader("not the leader", leader=raw.leader)
+        # ReadIndex on followers too: the core asks the leader (dissertation §6.4).
+        path = "read_index_leader" if raw.role is Role.LEADER else "read_index_follower"
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Index] = loop.create_future()
+        self._read_queue.append(fut)
+        if self._read_in_flight is None:
+            self._issue_reads(raw)
+        timer = loop.call_later(timeout, _time_out, fut, "confirming leadership for a read")
+        try:
+            index = await fut
+        finally:
+            timer.cancel()
+        self.metrics.read(path)
         await self.wait_applied(index, timeout=max(0.0, deadline - time.monotonic()))
         return index
 
@@ -1212,13 +1257,17 @@ class RaftNode:
 
         Raises:
             MemberRemoved: ``node_id`` was a member once and was removed.
+            BadRequest: ``node_id`` is not a valid id (:mod:`raftkv.limits`), or
+                the cluster has :data:`~raftkv.limits.MAX_MEMBERS` members.
         """
         self._refuse_removed(node_id)
         kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
         context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
-        return await self._propose_conf_change(
-            ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
-        )
+        cc = ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
+        refusal = _refuse_members(cc, self._conf_state.members())
+        if refusal is not None:
+            raise refusal
+        return await self._propose_conf_change(cc)
 
     async def promote_member(self, node_id: NodeId) -> object:
         """Propose making the learner ``node_id`` a voter, once it has caught up.

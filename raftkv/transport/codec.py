@@ -49,6 +49,7 @@ from raftkv.core.messages import (
     TimeoutNow,
 )
 from raftkv.core.types import ConfState, Entry, EntryType, NodeId
+from raftkv.limits import MAX_MEMBERS, MAX_NODE_ID_CHARS, NODE_ID_RULE, is_node_id
 from raftkv.transport.errors import CodecError, FrameTooLarge
 from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
 
@@ -81,8 +82,8 @@ PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_FRAME_SIZE: Final = 64 * 1024 * 1024
 """Largest payload accepted by default (64 MiB), checked before reading it."""
 
-MAX_NODE_ID_LEN: Final = 255
-"""Longest node id, in characters."""
+MAX_NODE_ID_LEN: Final = MAX_NODE_ID_CHARS
+"""Longest node id, in characters (:mod:`raftkv.limits`: one table for every layer)."""
 
 MAX_CONTEXT_LEN: Final = 64 * 1024
 """Longest heartbeat (ReadIndex) context, in bytes."""
@@ -129,9 +130,9 @@ def _dec_bool(value: object, name: str) -> bool:
 
 
 def _dec_node(value: object, name: str) -> NodeId:
-    if type(value) is not str or not value or len(value) > MAX_NODE_ID_LEN:
-        raise _fail(name, f"a node id (1..{MAX_NODE_ID_LEN} characters)", value)
-    return NodeId(value)
+    if not is_node_id(value):
+        raise _fail(name, f"a node id ({NODE_ID_RULE})", value)
+    return NodeId(value)  # type: ignore[arg-type]  # is_node_id: a str
 
 
 def _bytes_decoder(limit: int, *, exact: frozenset[int] | None = None) -> Decoder:
@@ -230,10 +231,6 @@ def _text(name: str, limit: int = MAX_TEXT_LEN) -> _Field:
 
 def _entries(name: str) -> _Field:
     return _Field(name, _dec_entries, _enc_entries)
-
-
-MAX_MEMBERS: Final = 1024
-"""Most node ids in one list of a membership (ConfState)."""
 
 
 def _dec_node_list(value: object, name: str) -> tuple[NodeId, ...]:

@@ -59,7 +59,7 @@ def test_mutated_batches(payload: bytes) -> None:
     check_control(payload)
 
 
-nodes = st.text(min_size=1, max_size=8)
+nodes = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,7}\Z")
 nonces = st.binary(min_size=NONCE_LEN, max_size=NONCE_LEN)
 controls = st.one_of(
     st.builds(

@@ -66,7 +66,8 @@ def test_ipv6_addresses() -> None:
         ("n 1=a:1/a:2", "bad id 'n 1'"),
         ("n/1=a:1/a:2", "bad id"),
         ("-n1=a:1/a:2", "bad id '-n1'"),
-        ("x" * 64 + "=a:1/a:2", "at most 63 characters"),
+        ("x" * 64 + "=a:1/a:2", "1-63 characters"),
+        ("n1=evil.com@a:1/a:2", "bad host"),
     ],
 )
 def test_bad_specs_name_the_offending_part(spec: str, message: str) -> None:
@@ -104,7 +105,7 @@ def test_validate_accepts_new_and_existing() -> None:
     ("kw", "message"),
     [
         ({"node_id": NodeId("n9")}, "--id n9 is not in --initial-cluster (n1, n2)"),
-        ({"node_id": NodeId("")}, "--id must be non-empty"),
+        ({"node_id": NodeId("")}, "--id '': must be 1-63 characters"),
         ({"initial_cluster_state": "fresh"}, "--initial-cluster-state must be new or existing"),
         ({"election_timeout_ms": 150}, "at least twice --heartbeat-interval-ms"),
         ({"heartbeat_interval_ms": 0}, "--heartbeat-interval-ms must be positive"),

@@ -48,7 +48,8 @@ from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessag
 N = NodeId
 U64 = 2**64 - 1
 uints = st.one_of(st.integers(0, 1000), st.integers(0, U64))
-node_ids = st.text(min_size=1, max_size=12).map(NodeId)
+# Valid ids (raftkv.limits); invalid ones are tested below.
+node_ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,11}\Z").map(NodeId)
 contexts = st.binary(max_size=64)
 node_lists = st.lists(node_ids, max_size=4).map(tuple)
 conf_states = st.builds(
