@@ -101,6 +101,7 @@ __all__ = ["ApiServer", "build_app", "FORWARDED_HEADER"]
 logger = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "X-Raftkv-Forwarded"
+STATUS_ROUTE = "/v1/status"
 # Writes a follower forwards over HTTP: the encoded command (Rule 2).
 FORWARD_ROUTE = "/v1/forward"
 COMMAND_CONTENT_TYPE = "application/vnd.raftkv.command+msgpack"
@@ -224,11 +225,21 @@ class _Guard:
                 )
             entry = tokens.lookup(token.strip())
             if entry is None:
+                if (
+                    method == "GET"
+                    and path == STATUS_ROUTE
+                    and tokens.is_status_token(token.strip())
+                ):
+                    return self._admit(method, path, remote)
                 return self._refuse(method, path, remote, 401, "unauthenticated", "invalid token")
             if method not in ("GET", "HEAD") and not entry.can_write:
                 return self._refuse(
                     method, path, remote, 403, "forbidden", "this token is read-only"
                 )
+        return self._admit(method, path, remote)
+
+    def _admit(self, method: str, path: str, remote: str) -> Answer | None:
+        """The concurrency limit, for a request whose credentials passed."""
         if self.inflight >= self.config.max_concurrent_requests:
             return self._refuse(
                 method, path, remote, 503, "overloaded", "too many requests in flight"
@@ -629,7 +640,7 @@ class _Api:
         if route != KV_ROUTE:
             if route == MULTI_PUT_ROUTE:
                 return await self._multi_put(_Origin.of_fast(request), request.body)
-            if route == "/v1/status":
+            if route == STATUS_ROUTE:
                 return self._status()
             if route == "/v1/health/live":
                 return self._live()
@@ -747,15 +758,20 @@ class _Api:
         """Every member's ``/v1/status`` as this node can reach it (for the dashboard).
 
         Members are asked concurrently, with a short timeout; one that does not
-        answer is listed with ``"status": null`` and the error. The caller's
-        token is passed on.
+        answer is listed with ``"status": null`` and the error. With client
+        tokens, members are asked with the token table's status token
+        (:attr:`~raftkv.server.security.TokenTable.status_token`), never with
+        the caller's.
         """
         node = self.node
         own = node.status()
         scheme = "https" if self.config.tls else "http"
         headers = {}
-        if "Authorization" in request.headers:
-            headers["Authorization"] = request.headers["Authorization"]
+        tokens = self.config.client_tokens
+        if tokens is not None:
+            # Never the caller's token: a member's address is whatever was
+            # given when it was added. The status token opens /v1/status only.
+            headers["Authorization"] = f"Bearer {tokens.status_token}"
 
         async def ask(node_id: NodeId) -> dict[str, Any]:
             member = node.members.get(node_id)
@@ -772,7 +788,7 @@ class _Api:
                 return entry
             try:
                 async with self.http.get(
-                    member.api_url(scheme=scheme) + "/v1/status",
+                    member.api_url(scheme=scheme) + STATUS_ROUTE,
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=_CLUSTER_STATUS_TIMEOUT_S),
                 ) as resp:
@@ -931,7 +947,7 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
     r.add_delete("/v1/kv/{key}", api.delete)
     r.add_post("/v1/kv/{key}/cas", api.cas)
     r.add_post("/v1/kv", api.multi_put)
-    r.add_get("/v1/status", api.status, allow_head=False)
+    r.add_get(STATUS_ROUTE, api.status, allow_head=False)
     r.add_get("/v1/cluster", api.cluster, allow_head=False)
     r.add_get("/", api.dashboard, allow_head=False)
     r.add_get("/metrics", api.metrics, allow_head=False)

@@ -107,12 +107,20 @@ class ClientToken:
 class TokenTable:
     """The tokens of ``--client-token-file``; :meth:`lookup` runs in constant time."""
 
-    __slots__ = ("_tokens",)
+    __slots__ = ("_tokens", "status_token")
 
     def __init__(self, tokens: tuple[ClientToken, ...]) -> None:
         if not tokens:
             raise ValueError("a token table needs at least one token")
         self._tokens = tokens
+        # What members send each other for GET /v1/status (the dashboard's
+        # /v1/cluster), instead of the client's token: derived from the table,
+        # so every node with the same token file knows it, and good for that
+        # one route only -- a member address that is not what it claims (a
+        # learner added with an address of someone's choosing) learns nothing
+        # a status page does not show.
+        key = b"".join(sorted(t.digest for t in tokens))
+        self.status_token = hmac.new(key, b"raftkv member status v1", "sha256").hexdigest()
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -134,6 +142,12 @@ class TokenTable:
             if hmac.compare_digest(entry.digest, digest):
                 found = entry
         return found
+
+    def is_status_token(self, token: str) -> bool:
+        """Whether ``token`` is :attr:`status_token` (constant time)."""
+        return hmac.compare_digest(
+            token.encode("utf-8", "surrogateescape"), self.status_token.encode()
+        )
 
 
 def parse_tokens(text: str, *, source: str = "--client-token-file") -> TokenTable:

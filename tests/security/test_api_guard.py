@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 import pytest
 
 from raftkv.server.config import ServerConfig
@@ -221,3 +222,59 @@ def test_serve_reports_bad_security_files_in_one_line(
     assert result.exit_code == 1, result.output
     assert message in result.output and "Traceback" not in result.output
     assert result.output.count("\n") == 1, result.output
+
+
+def test_cluster_view_never_sends_the_callers_token_to_members(tmp_path: Path) -> None:
+    """``GET /v1/cluster`` asks every member's address for its status. A learner
+    added with an address of someone's choosing must not receive the caller's
+    token (issue 15, item 9); members are asked with the status-only token."""
+    seen: list[dict[str, str]] = []
+
+    async def capture(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        seen.append(dict(request.headers))
+        return aiohttp.web.json_response({"id": "n9"})
+
+    async def main() -> None:
+        app = aiohttp.web.Application()
+        app.router.add_get("/{tail:.*}", capture)
+        runner = aiohttp.web.AppRunner(app)
+        await runner.setup()
+        site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        tokens = parse_tokens(TOKENS_TEXT)
+        try:
+            async with HubCluster(tmp_path, overrides={"client_tokens": tokens}) as c:
+                leader = await c.leader()
+                url = c.url(leader)
+                async with aiohttp.ClientSession() as s:
+                    learner = {
+                        "id": "n9",
+                        "raft_addr": "127.0.0.1:9",
+                        "api_addr": f"127.0.0.1:{port}",
+                        "learner": True,
+                    }
+                    status, body, _ = await call(
+                        s, "POST", url + "/v1/members", token=RW_TOKEN, body=learner
+                    )
+                    assert status == 200, body
+                    status, body, _ = await call(s, "GET", url + "/v1/cluster", token=RW_TOKEN)
+                    assert status == 200, body
+                    statuses = {m["id"]: m["status"] for m in body["members"]}
+                    # The real members answered the status token.
+                    assert all(statuses[n] is not None for n in c.nodes), body
+                    # The status token opens /v1/status and nothing else.
+                    status_token = tokens.status_token
+                    for method, path in (("GET", "/v1/kv/x"), ("GET", "/metrics")):
+                        answer = await call(s, method, url + path, token=status_token)
+                        assert answer[0] == 401, (path, answer)
+                    answer = await call(s, "GET", url + "/v1/status", token=status_token)
+                    assert answer[0] == 200
+            assert seen, "the learner's address was never asked"
+            for headers in seen:
+                assert RW_TOKEN not in " ".join(headers.values()), headers
+                assert headers.get("Authorization") == f"Bearer {tokens.status_token}"
+        finally:
+            await runner.cleanup()
+
+    run(main())
