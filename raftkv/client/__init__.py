@@ -33,6 +33,7 @@ from raftkv.client.errors import (
     NotFound,
     OutcomeUnknown,
     ServerError,
+    TooManySessions,
     Unavailable,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "BadRequest",
     "NotFound",
     "Conflict",
+    "TooManySessions",
     "Unavailable",
     "OutcomeUnknown",
     "ServerError",

@@ -40,6 +40,7 @@ from raftkv.client.errors import (
     NotFound,
     OutcomeUnknown,
     ServerError,
+    TooManySessions,
     Unavailable,
 )
 
@@ -390,7 +391,8 @@ def interpret(request: Request, status: int, raw: bytes) -> dict[str, JSONValue]
     """Turn one HTTP answer into a result, a :class:`Retry`, or an exception.
 
     Raises:
-        BadRequest, NotFound, Conflict, ServerError: final answers.
+        BadRequest, NotFound, Conflict, TooManySessions, AuthError, ServerError:
+            final answers.
     """
     body, message = _parse_body(raw)
     what = request.describe()
@@ -409,13 +411,20 @@ def interpret(request: Request, status: int, raw: bytes) -> dict[str, JSONValue]
     if status == 409 and request.key is not None:
         current = body.get("current")
         found = body.get("found")
-        detail = f" (current value: {json.dumps(current)})" if "current" in body else ""
+        replayed = body.get("replayed") is True
+        if "current" in body:
+            detail = f" (current value: {json.dumps(current)})"
+        else:
+            detail = " (repeated from an earlier attempt)" if replayed else ""
         raise Conflict(
             f"{what}: {message or 'conflict'}{detail}",
             key=request.key,
             current=current,
             found=found if isinstance(found, bool) else None,
+            replayed=replayed,
         )
+    if status == 429:
+        raise TooManySessions(f"{what}: HTTP 429 {message}".rstrip())
     if status in (400, 404, 405, 409, 411, 413, 414, 415, 422):
         raise BadRequest(f"{what}: HTTP {status} {message}".rstrip())
     raise ServerError(f"{what}: HTTP {status} {message}".rstrip(), status=status)

@@ -9,7 +9,9 @@ Rules:
   call's deadline; so are 502/504 and connections dropped after a write was sent,
   with the *same* ``Idempotency-Key: CLIENT/SEQ``, so the write applies once.
 * Every call raises a :class:`~raftkv.client.errors.ClientError` or returns; no
-  ``OSError`` or ``http.client`` exception escapes.
+  ``OSError`` or ``http.client`` exception escapes. A write the cluster refuses
+  because its session table is full raises
+  :class:`~raftkv.client.errors.TooManySessions` (HTTP 429), not retried.
 * One connection per attempt (no pooling): simple, and a retry never reuses a
   connection in an unknown state. Instances are thread-safe (routing is shared
   and best-effort; idempotency keys are handed out under a lock).
@@ -189,7 +191,9 @@ class Client:
         ``expect=None`` means "the key is absent" (the HTTP API's ``null``).
 
         Raises:
-            Conflict: the current value differs (``.current`` holds it, if reported).
+            Conflict: the current value differs (``.current`` holds it, if
+                reported; a retry that repeats an earlier attempt's conflict
+                has ``.replayed`` set and no current value).
         """
         return self._write(lambda k: cas_request(key, expect, value, k))
 

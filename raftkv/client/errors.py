@@ -18,6 +18,7 @@ __all__ = [
     "BadRequest",
     "NotFound",
     "Conflict",
+    "TooManySessions",
     "Unavailable",
     "OutcomeUnknown",
     "ServerError",
@@ -55,15 +56,35 @@ class Conflict(ClientError):
         current: the current value, if the server reported it (``None`` if absent
             or not reported).
         found: whether the key exists, if the server reported it.
+        replayed: the answer repeats the conflict of an earlier attempt of this
+            write (a retry with the same idempotency key); the server then
+            reports no ``current`` -- read the key for its value now.
     """
 
     def __init__(
-        self, message: str, *, key: str, current: JSONValue = None, found: bool | None = None
+        self,
+        message: str,
+        *,
+        key: str,
+        current: JSONValue = None,
+        found: bool | None = None,
+        replayed: bool = False,
     ) -> None:
         super().__init__(message)
         self.key = key
         self.current = current
         self.found = found
+        self.replayed = replayed
+
+
+class TooManySessions(ClientError):
+    """The cluster refused to open a session for this client (HTTP 429): its table
+    of client sessions, or this token's share of it, is full. Nothing was applied.
+
+    Not retried: sessions free up only when idle ones expire (10 minutes after
+    their last write). Writes of client ids that already have a session still
+    work; a new :class:`~raftkv.client.Client` needs a new one.
+    """
 
 
 class Unavailable(ClientError):

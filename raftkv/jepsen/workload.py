@@ -344,7 +344,7 @@ class Workload:
                 rec.status, rec.ret, rec.output = OK, now, False
                 if isinstance(answer, dict):
                     rec.index = answer.get("index")
-                    if answer.get("found"):
+                    if answer.get("found") and "current" in answer:  # not in a replay
                         self.latest[key] = answer.get("current")
                 rec.pending = False
                 return rec

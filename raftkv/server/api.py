@@ -40,6 +40,7 @@ on the same port. Handlers of both paths share the code below
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -73,10 +74,14 @@ from raftkv.server.fasthttp import (
 )
 from raftkv.server.kv import (
     ABSENT,
+    DEFAULT_SESSION_TTL_MS,
     ERR_CONFLICT,
     ERR_INVALID_COMMAND,
     ERR_NOT_FOUND,
+    ERR_SESSION_OWNER,
     ERR_STALE_SEQUENCE,
+    ERR_TOO_MANY_OWNER_SESSIONS,
+    ERR_TOO_MANY_SESSIONS,
     Cas,
     Command,
     Delete,
@@ -94,7 +99,7 @@ from raftkv.server.kv import (
 )
 from raftkv.server.metrics import CONTENT_TYPE
 from raftkv.server.node import ForwardReply, RaftNode
-from raftkv.server.security import api_ssl_contexts
+from raftkv.server.security import TokenTable, api_ssl_contexts, bearer_token
 
 __all__ = ["ApiServer", "build_app", "FORWARDED_HEADER"]
 
@@ -218,18 +223,14 @@ class _Guard:
         caller counts it in ``inflight`` and ``served`` while it is served)."""
         tokens = self.config.client_tokens
         if tokens is not None:
-            scheme, _, token = (authorization or "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = bearer_token(authorization)
+            if token is None:
                 return self._refuse(
                     method, path, remote, 401, "unauthenticated", "missing bearer token"
                 )
-            entry = tokens.lookup(token.strip())
+            entry = tokens.lookup(token)
             if entry is None:
-                if (
-                    method == "GET"
-                    and path == STATUS_ROUTE
-                    and tokens.is_status_token(token.strip())
-                ):
+                if method == "GET" and path == STATUS_ROUTE and tokens.is_status_token(token):
                     return self._admit(method, path, remote)
                 return self._refuse(method, path, remote, 401, "unauthenticated", "invalid token")
             if method not in ("GET", "HEAD") and not entry.can_write:
@@ -363,19 +364,39 @@ class _Origin:
         )
 
 
-def _session(request: web.Request | _Origin) -> Session | None:
-    header = (
-        request.idempotency_key
-        if isinstance(request, _Origin)
-        else request.headers.get("Idempotency-Key")
-    )
+def _session(request: web.Request | _Origin, tokens: TokenTable | None) -> Session | None:
+    """The request's session (``Idempotency-Key``), owned by its client token.
+
+    With ``tokens`` (``--client-token-file``) the session's owner is the token's
+    :attr:`~raftkv.server.security.ClientToken.owner` (the guard has checked the
+    token already); without, sessions have no owner.
+    """
+    if isinstance(request, _Origin):
+        header, authorization = request.idempotency_key, request.authorization
+    else:
+        header, authorization = (
+            request.headers.get("Idempotency-Key"),
+            request.headers.get("Authorization"),
+        )
     if header is None:
         return None
     try:
         client_id, seq = parse_idempotency_key(header)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    return Session(client_id=client_id, seq=seq)
+    owner = _owner(authorization, tokens)
+    return Session(client_id=client_id, seq=seq, owner=owner)
+
+
+def _owner(authorization: str | None, tokens: TokenTable | None) -> str | None:
+    """The session owner of a request's token (None without tokens)."""
+    if tokens is None:
+        return None
+    token = bearer_token(authorization)
+    entry = tokens.lookup(token) if token is not None else None
+    if entry is None:  # the guard refuses these first
+        raise ServerError("a request without a known token reached a write handler")
+    return entry.owner
 
 
 def _now_ms() -> int:
@@ -384,6 +405,17 @@ def _now_ms() -> int:
 
 def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
+
+
+_SESSION_OWNER_MESSAGE = (
+    f"{ERR_SESSION_OWNER}: this Idempotency-Key's client id was first used with another "
+    "token; use a client id of your own"
+)
+_TOO_MANY_SESSIONS_ADVICE = (
+    ": no new client id (Idempotency-Key) is accepted until idle sessions expire "
+    f"({DEFAULT_SESSION_TTL_MS // 60_000} minutes after their last write); "
+    "existing client ids keep working"
+)
 
 
 def _result_answer(result: object, *, key: str | None, leader: str) -> Answer:
@@ -398,10 +430,17 @@ def _result_answer(result: object, *, key: str | None, leader: str) -> Answer:
     if error == ERR_CONFLICT:
         body: dict[str, Any] = {"error": error, "key": key, "index": result.index}
         body["found"] = result.found
-        body["current"] = result.current
+        if result.replayed:  # the first attempt's conflict; its value was not kept
+            body["replayed"] = True
+        else:
+            body["current"] = result.current
         return _answer(409, body)
     if error == ERR_STALE_SEQUENCE:
         return _answer(409, {"error": error, "index": result.index})
+    if error == ERR_SESSION_OWNER:
+        return _answer(403, {"error": _SESSION_OWNER_MESSAGE})
+    if error in (ERR_TOO_MANY_SESSIONS, ERR_TOO_MANY_OWNER_SESSIONS):
+        return _answer(429, {"error": f"{error}{_TOO_MANY_SESSIONS_ADVICE}"})
     if error.startswith(ERR_INVALID_COMMAND):
         return _answer(400, {"error": error})
     return _answer(500, {"error": error})
@@ -567,6 +606,11 @@ class _Api:
         payload = await _read_body(request, 3 * self.config.max_body_bytes)
         command = decode_command(payload)
         self._check_limits(command)
+        if command.session is not None:
+            # The owner is the token this node checked, whatever the command says.
+            owner = _owner(request.headers.get("Authorization"), self.config.client_tokens)
+            session = dataclasses.replace(command.session, owner=owner)
+            command = dataclasses.replace(command, session=session)
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[tuple[int, bytes]] = loop.create_future()
 
@@ -662,7 +706,7 @@ class _Api:
 
     async def _put(self, origin: _Origin, key: str, body: bytes) -> Answer:
         value = _parse_json(body)
-        session = _session(origin)
+        session = _session(origin, self.config.client_tokens)
         if len(body) > self.config.max_value_bytes:
             raise TooLarge(
                 f"value is {len(body)} bytes; the limit is {self.config.max_value_bytes}"
@@ -675,7 +719,7 @@ class _Api:
         return _web(await self._delete(_Origin.of(request), _key(request)))
 
     async def _delete(self, origin: _Origin, key: str) -> Answer:
-        session = _session(origin)
+        session = _session(origin, self.config.client_tokens)
         return await self._write(origin, lambda t: Delete(key=key, time_ms=t, session=session), key)
 
     async def cas(self, request: web.Request) -> web.Response:
@@ -685,7 +729,7 @@ class _Api:
         if not isinstance(obj, dict) or "value" not in obj or "expect" not in obj:
             raise BadRequest('cas body must be {"expect": value or null, "value": value}')
         expect = ABSENT if obj["expect"] is None else obj["expect"]
-        session = _session(request)
+        session = _session(request, self.config.client_tokens)
         for part in ("expect", "value"):
             _check_value_size(obj[part], len(body), self.config.max_value_bytes, part)
         return _web(
@@ -712,7 +756,7 @@ class _Api:
             raise TooLarge(
                 f"{len(obj)} pairs; the limit is {self.config.max_multi_put_pairs} per multi-put"
             )
-        session = _session(origin)
+        session = _session(origin, self.config.client_tokens)
         limit = self.config.max_key_bytes
         for k, v in obj.items():
             if len(k.encode("utf-8", "surrogatepass")) > limit:

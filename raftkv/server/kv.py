@@ -11,21 +11,33 @@ Rules:
    ``time_ms`` applied so far (``log_time_ms``), so it never runs backwards even if
    a new leader's wall clock is behind the old one's.
 3. **Exactly-once writes** (Ongaro's dissertation §6.3). A command may carry a
-   session ``(client_id, seq)``. The session table remembers, per client, the
-   highest ``seq`` applied, its result and the log time it was last active. A
-   command whose ``seq`` equals the last one returns the cached result without
-   being applied again; an older ``seq`` gets the ``"stale sequence"`` error. A
-   session expires when ``log_time_ms - last_active_ms > session_ttl_ms``, checked
-   at apply time, so every replica expires the same sessions at the same entry.
-   Sessions are created implicitly by a client's first command: a retry that
-   arrives after its session expired is indistinguishable from a new client and is
-   applied again, so the TTL must exceed any client's retry deadline by far.
-4. **Bad input is a result, not an exception.** Commands are validated when built
+   session ``(client_id, seq, owner)``. The session table remembers, per client,
+   the highest ``seq`` applied, the *outcome* of that command (success, not
+   found or conflict; its index; whether the key existed) -- never a value --,
+   its owner and the log time it was last active. A command whose ``seq`` equals
+   the last one is answered from that outcome without being applied again
+   (:meth:`KVStateMachine.apply` says what such a replay carries); an older
+   ``seq`` gets the ``"stale sequence"`` error. A session expires when
+   ``log_time_ms - last_active_ms > session_ttl_ms``, checked at apply time, so
+   every replica expires the same sessions at the same entry. Sessions are
+   created implicitly by a client's first command: a retry that arrives after its
+   session expired is indistinguishable from a new client and is applied again,
+   so the TTL must exceed any client's retry deadline by far.
+4. **Bounded sessions.** A session belongs to the ``owner`` it was created with
+   (``None``: none); a command of another owner is refused
+   (:data:`ERR_SESSION_OWNER`) and changes nothing. A command that would create a
+   session beyond ``max_sessions`` in total, or ``max_sessions_per_owner`` for its
+   owner, is refused (:data:`ERR_TOO_MANY_SESSIONS`,
+   :data:`ERR_TOO_MANY_OWNER_SESSIONS`); existing sessions keep working. A
+   session costs at most :data:`MAX_SESSION_SNAPSHOT_BYTES` of a snapshot. These
+   limits and the TTL decide what is applied, so every replica must use the same
+   values: they are constants of the release (the defaults below), not options.
+5. **Bad input is a result, not an exception.** Commands are validated when built
    (:class:`InvalidCommand`, for the API to turn into a 400); bytes that fail to
    decode at apply time produce ``KVResult(ok=False, error="invalid command: ...")``
    on every replica alike. Only caller misuse of the state machine itself (indexes
    that do not increase) raises.
-5. **Absent is not null.** A key may hold the JSON value ``null``; that is
+6. **Absent is not null.** A key may hold the JSON value ``null``; that is
    different from the key being absent. :data:`ABSENT` is the compare-and-set
    expectation "the key does not exist"; ``expect=None`` means "the key holds null".
    (The HTTP API maps ``"expect": null`` to :data:`ABSENT`.)
@@ -46,7 +58,7 @@ import enum
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Final, TypeAlias
 
 import msgpack
@@ -60,10 +72,17 @@ __all__ = [
     "MAX_KEY_BYTES",
     "MAX_VALUE_DEPTH",
     "DEFAULT_SESSION_TTL_MS",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_SESSIONS_PER_OWNER",
+    "MAX_SESSION_SNAPSHOT_BYTES",
+    "OWNER_CHARS",
     "ERR_NOT_FOUND",
     "ERR_CONFLICT",
     "ERR_STALE_SEQUENCE",
     "ERR_INVALID_COMMAND",
+    "ERR_SESSION_OWNER",
+    "ERR_TOO_MANY_SESSIONS",
+    "ERR_TOO_MANY_OWNER_SESSIONS",
     "KVError",
     "InvalidCommand",
     "InvalidSnapshot",
@@ -93,18 +112,38 @@ MAX_VALUE_DEPTH: Final = 64
 """Deepest nesting of lists/objects allowed in a value."""
 MAX_CLIENT_ID_CHARS: Final = 128
 DEFAULT_SESSION_TTL_MS: Final = 10 * 60 * 1000
+DEFAULT_MAX_SESSIONS: Final = 100_000
+"""Most client sessions alive at once, in total (at most ~17 MB of a snapshot)."""
+DEFAULT_MAX_SESSIONS_PER_OWNER: Final = 10_000
+"""Most client sessions alive at once with the same owner (client token)."""
+MAX_SESSION_SNAPSHOT_BYTES: Final = 177
+"""The most one session adds to a snapshot: its msgpack array of a 128-character
+client id (130), seq, last-active time and index (9 each), outcome and found (1
+each) and a 16-character owner (17), plus the array's own header (1)."""
+OWNER_CHARS: Final = 16
+"""Length of a session owner: lowercase hex digits."""
 
 ERR_NOT_FOUND: Final = "not found"
 ERR_CONFLICT: Final = "conflict"
 ERR_STALE_SEQUENCE: Final = "stale sequence"
 ERR_INVALID_COMMAND: Final = "invalid command"
+ERR_SESSION_OWNER: Final = "session belongs to another client token"
+"""The command's client id names a session created by another owner (token)."""
+ERR_TOO_MANY_SESSIONS: Final = "too many client sessions"
+"""Creating the command's session would exceed ``max_sessions``."""
+ERR_TOO_MANY_OWNER_SESSIONS: Final = "too many client sessions for this client token"
+"""Creating the command's session would exceed ``max_sessions_per_owner``."""
 
-_SNAPSHOT_VERSION: Final = 1
+# Version 2: sessions hold outcomes, never values (version 1 cached whole results,
+# values included; restore() still reads it and drops the values).
+_SNAPSHOT_VERSION: Final = 2
+_SNAPSHOT_VERSIONS: Final = (1, 2)
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
 _SEQ_MAX: Final = 2**63 - 1
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CLIENT_ID_CHARS: Final = re.compile(r"[A-Za-z0-9._:~-]+")
+_OWNER: Final = re.compile(f"[0-9a-f]{{{OWNER_CHARS}}}")
 
 
 # ----------------------------------------------------------------------------- errors
@@ -224,10 +263,14 @@ class Session:
     Attributes:
         client_id: 1-128 characters of ``[A-Za-z0-9._:~-]``, unique per client.
         seq: increases by at least one per logical write; a retry reuses it.
+        owner: who may use the session: :data:`OWNER_CHARS` lowercase hex digits
+            that name the client's token (the API derives them), or ``None``
+            (no tokens: anyone may).
     """
 
     client_id: str
     seq: int
+    owner: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.client_id, str) or not _CLIENT_ID_CHARS.fullmatch(self.client_id):
@@ -236,6 +279,10 @@ class Session:
             raise InvalidCommand(f"client id longer than {MAX_CLIENT_ID_CHARS} characters")
         if type(self.seq) is not int or not 1 <= self.seq <= _SEQ_MAX:
             raise InvalidCommand(f"sequence number must be an integer >= 1, not {self.seq!r}")
+        if self.owner is not None and (
+            not isinstance(self.owner, str) or not _OWNER.fullmatch(self.owner)
+        ):
+            raise InvalidCommand(f"session owner must be {OWNER_CHARS} lowercase hex digits")
 
 
 def parse_idempotency_key(header: str) -> tuple[str, int]:
@@ -382,6 +429,9 @@ def encode_command(command: Command, *, time_ms: int | None = None) -> bytes:
     body["time_ms"] = command.time_ms if time_ms is None else time_ms
     if command.session is not None:
         body["session"] = [command.session.client_id, command.session.seq]
+        if command.session.owner is not None:
+            # A field of its own: a decoder that predates owners ignores it.
+            body["session_owner"] = command.session.owner
     try:
         data: bytes = msgpack.packb(body, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:  # e.g. a lone surrogate
@@ -410,11 +460,14 @@ def decode_command(data: bytes) -> Command:
     op = fields.get("op")
     time_ms = _field(fields, "time_ms")
     raw_session = _field(fields, "session")
+    owner = _field(fields, "session_owner")
     session: Session | None = None
     if raw_session is not None:
         if not isinstance(raw_session, list) or len(raw_session) != 2:
             raise InvalidCommand("session must be [client_id, seq]")
-        session = Session(client_id=raw_session[0], seq=raw_session[1])
+        session = Session(client_id=raw_session[0], seq=raw_session[1], owner=owner)
+    elif owner is not None:
+        raise InvalidCommand("session_owner without a session")
     if op == "put":
         return Put(
             key=_field(fields, "key"),
@@ -451,16 +504,21 @@ class KVResult:
 
     Attributes:
         ok: whether the operation succeeded.
-        index: the log index of the entry that produced this result (for a cached
-            duplicate, the index of the original); for :meth:`KVStateMachine.read`,
-            the applied index the read was served at.
+        index: the log index of the entry that produced this result (for a
+            replayed write, the index of the original); for
+            :meth:`KVStateMachine.read`, the applied index the read was served at.
         value: the value read (get / read).
         found: whether the key existed before the command (get, delete, cas, put).
         error: ``None`` on success, else :data:`ERR_NOT_FOUND`,
-            :data:`ERR_CONFLICT`, :data:`ERR_STALE_SEQUENCE`, or a message starting
-            with :data:`ERR_INVALID_COMMAND`.
+            :data:`ERR_CONFLICT`, :data:`ERR_STALE_SEQUENCE`,
+            :data:`ERR_SESSION_OWNER`, :data:`ERR_TOO_MANY_SESSIONS`,
+            :data:`ERR_TOO_MANY_OWNER_SESSIONS`, or a message starting with
+            :data:`ERR_INVALID_COMMAND`.
         current: on a cas conflict, the key's current value (``None`` with
-            ``found=False`` if the key is absent).
+            ``found=False`` if the key is absent); ``None`` and not known when
+            ``replayed``.
+        replayed: the answer to a retry (a session's last ``seq`` again),
+            rebuilt from the session's record; nothing was applied.
     """
 
     ok: bool
@@ -469,56 +527,140 @@ class KVResult:
     found: bool = False
     error: str | None = None
     current: JSONValue = None
-
-
-def _result_to_wire(result: KVResult) -> list[Any]:
-    return [result.ok, result.index, result.value, result.found, result.error, result.current]
-
-
-def _result_from_wire(raw: object) -> KVResult:
-    if not isinstance(raw, list) or len(raw) != 6:
-        raise InvalidSnapshot("cached result must be a list of 6 items")
-    ok, index, value, found, error, current = raw
-    if not isinstance(ok, bool) or not isinstance(found, bool) or type(index) is not int:
-        raise InvalidSnapshot("cached result has bad ok/index/found")
-    if error is not None and not isinstance(error, str):
-        raise InvalidSnapshot("cached result has a bad error")
-    return KVResult(
-        ok=ok,
-        index=index,
-        value=check_value(value),
-        found=found,
-        error=error,
-        current=check_value(current),
-    )
+    replayed: bool = False
 
 
 # ----------------------------------------------------------------------------- state machine
 
 
+class _Outcome(enum.IntEnum):
+    """What a session remembers of its last command (its snapshot code)."""
+
+    OK = 0
+    NOT_FOUND = 1
+    CONFLICT = 2
+    READ = 3  # a get: a retry reads again
+
+
+_OUTCOME_ERRORS: Final = {
+    _Outcome.OK: None,
+    _Outcome.NOT_FOUND: ERR_NOT_FOUND,
+    _Outcome.CONFLICT: ERR_CONFLICT,
+    _Outcome.READ: None,
+}
+
+
 @dataclass(slots=True)
 class _SessionRecord:
+    """A client session: its last command's ``seq`` and outcome, never a value."""
+
     seq: int
-    result: KVResult
+    index: int  # of the entry that applied ``seq``
+    outcome: _Outcome
+    found: bool  # the key existed before that command
     last_active_ms: int
+    owner: str | None
+
+    def to_wire(self, client_id: str) -> list[Any]:
+        return [
+            client_id,
+            self.seq,
+            self.last_active_ms,
+            self.index,
+            int(self.outcome),
+            self.found,
+            self.owner,
+        ]
+
+    @classmethod
+    def from_wire(cls, item: object) -> tuple[str, _SessionRecord]:
+        """A version-2 snapshot item.
+
+        Raises:
+            InvalidSnapshot, InvalidCommand: not one.
+        """
+        if not isinstance(item, list) or len(item) != 7:
+            raise InvalidSnapshot(
+                "session items must be [id, seq, last_active, index, outcome, found, owner]"
+            )
+        cid, seq, last_active, index, outcome, found, owner = item
+        Session(client_id=cid, seq=seq, owner=owner)  # validates
+        if type(last_active) is not int or type(index) is not int:
+            raise InvalidSnapshot("session last_active and index must be integers")
+        if type(outcome) is not int or not isinstance(found, bool):
+            raise InvalidSnapshot("session outcome must be an integer and found a boolean")
+        try:
+            code = _Outcome(outcome)
+        except ValueError:
+            raise InvalidSnapshot(f"unknown session outcome {outcome}") from None
+        return cid, cls(seq, index, code, found, last_active, owner)
+
+    @classmethod
+    def from_wire_v1(cls, item: object) -> tuple[str, _SessionRecord]:
+        """A version-1 snapshot item ``[id, seq, last_active, cached result]``: its
+        outcome is kept, the values in the cached result are dropped.
+
+        Raises:
+            InvalidSnapshot, InvalidCommand: not one.
+        """
+        if not isinstance(item, list) or len(item) != 4:
+            raise InvalidSnapshot("session items must be [id, seq, last_active, result]")
+        cid, seq, last_active, raw = item
+        Session(client_id=cid, seq=seq)  # validates
+        if type(last_active) is not int:
+            raise InvalidSnapshot("session last_active must be an integer")
+        if not isinstance(raw, list) or len(raw) != 6:
+            raise InvalidSnapshot("cached result must be a list of 6 items")
+        ok, index, value, found, error, _current = raw
+        if not isinstance(ok, bool) or not isinstance(found, bool) or type(index) is not int:
+            raise InvalidSnapshot("cached result has bad ok/index/found")
+        if ok and error is None:
+            # Only a get's result held a value; a retried get reads again.
+            outcome = _Outcome.OK if value is None else _Outcome.READ
+        elif not ok and error == ERR_NOT_FOUND:
+            outcome = _Outcome.NOT_FOUND
+        elif not ok and error == ERR_CONFLICT:
+            outcome = _Outcome.CONFLICT
+        else:
+            raise InvalidSnapshot(f"cached result has an unknown error {error!r}")
+        return cid, cls(seq, index, outcome, found, last_active, None)
 
 
 class KVStateMachine:
     """The key/value store replicated by raftkv; implements ``StateMachine``.
 
+    Every argument decides what is applied: every replica must use the same values
+    (the server uses the defaults).
+
     Args:
         session_ttl_ms: how long (in log time) a client session lives after its
-            last command. Every replica must use the same value.
+            last command.
+        max_sessions: most sessions alive at once; a command that would create
+            one more is refused with :data:`ERR_TOO_MANY_SESSIONS`.
+        max_sessions_per_owner: most sessions alive at once with the same (not
+            ``None``) owner; beyond: :data:`ERR_TOO_MANY_OWNER_SESSIONS`.
     """
 
-    def __init__(self, *, session_ttl_ms: int = DEFAULT_SESSION_TTL_MS) -> None:
+    def __init__(
+        self,
+        *,
+        session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_sessions_per_owner: int = DEFAULT_MAX_SESSIONS_PER_OWNER,
+    ) -> None:
         if session_ttl_ms <= 0:
             raise ValueError("session_ttl_ms must be positive")
+        if max_sessions <= 0 or max_sessions_per_owner <= 0:
+            raise ValueError("max_sessions and max_sessions_per_owner must be positive")
         self._session_ttl_ms = session_ttl_ms
+        self._max_sessions = max_sessions
+        self._max_sessions_per_owner = max_sessions_per_owner
         self._data: dict[str, JSONValue] = {}
         # Invariant: ordered by last_active_ms, non-decreasing (oldest first), so
         # expiry pops from the front.
         self._sessions: dict[str, _SessionRecord] = {}
+        # Invariant: owner -> how many records of _sessions have it (> 0; no None).
+        self._owner_sessions: dict[str, int] = {}
         # Invariant: the index of the last entry passed to apply() (or restored).
         self._applied_index = 0
         # Invariant: the largest time_ms of any command applied (or restored).
@@ -572,6 +714,14 @@ class KVStateMachine:
         Empty ``command`` bytes are the leader's no-op. Never raises for bad
         command bytes (see the module rules).
 
+        A retry (the session's last ``seq`` again) is not applied; its result has
+        ``replayed=True`` and, for a write, the first attempt's ``ok``, ``error``,
+        ``found`` and ``index``. A replayed conflict has no ``current`` (the
+        value then was not kept, and the value now may match the expectation,
+        which would contradict the conflict). A replayed get reads the key again,
+        at ``index`` (a get changes nothing, so answering it later is still
+        linearizable).
+
         Raises:
             KVError: if ``index`` is not above :attr:`applied_index`.
         """
@@ -588,17 +738,41 @@ class KVStateMachine:
         session = cmd.session
         if session is None:
             return self._execute(index, cmd)
-        record = self._sessions.pop(session.client_id, None)
-        if record is not None and session.seq <= record.seq:
+        cid = session.client_id
+        record = self._sessions.get(cid)
+        if record is None:
+            refusal = self._refuse_new_session(session.owner)
+            if refusal is not None:
+                return KVResult(ok=False, index=index, error=refusal)
+            if session.owner is not None:
+                self._owner_sessions[session.owner] = self._owner_sessions.get(session.owner, 0) + 1
+        elif record.owner != session.owner:
+            # Before the sequence checks: another owner neither moves the session
+            # nor learns anything of it (not even its sequence).
+            return KVResult(ok=False, index=index, error=ERR_SESSION_OWNER)
+        elif session.seq <= record.seq:
             # A retry (or a straggler): answer without applying again (§6.3).
-            record.last_active_ms = self._log_time_ms
-            self._sessions[session.client_id] = record
+            self._touch(cid, record)
             if session.seq == record.seq:
-                return record.result
+                return self._replay(index, record, cmd)
             return KVResult(ok=False, index=index, error=ERR_STALE_SEQUENCE)
         result = self._execute(index, cmd)
-        self._sessions[session.client_id] = _SessionRecord(
-            seq=session.seq, result=result, last_active_ms=self._log_time_ms
+        if isinstance(cmd, Get):
+            outcome = _Outcome.READ
+        elif result.error == ERR_NOT_FOUND:
+            outcome = _Outcome.NOT_FOUND
+        elif result.error == ERR_CONFLICT:
+            outcome = _Outcome.CONFLICT
+        else:
+            outcome = _Outcome.OK
+        self._sessions.pop(cid, None)  # re-inserted last: the newest activity
+        self._sessions[cid] = _SessionRecord(
+            seq=session.seq,
+            index=index,
+            outcome=outcome,
+            found=result.found,
+            last_active_ms=self._log_time_ms,
+            owner=session.owner,
         )
         return result
 
@@ -609,16 +783,17 @@ class KVStateMachine:
             "applied_index": self._applied_index,
             "log_time_ms": self._log_time_ms,
             "data": [[key, self._data[key]] for key in sorted(self._data)],
-            "sessions": [
-                [cid, rec.seq, rec.last_active_ms, _result_to_wire(rec.result)]
-                for cid, rec in sorted(self._sessions.items())
-            ],
+            "sessions": [rec.to_wire(cid) for cid, rec in sorted(self._sessions.items())],
         }
         data: bytes = msgpack.packb(body, use_bin_type=True)
         return data
 
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot; on error the state is unchanged.
+
+        Reads version 1 too (sessions with cached results; their values are
+        dropped). Sessions beyond the caps are kept; new ones are refused until
+        enough expire.
 
         Raises:
             InvalidSnapshot: if ``data`` was not produced by :meth:`snapshot`.
@@ -627,8 +802,11 @@ class KVStateMachine:
             body = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
         except Exception as exc:  # msgpack raises many unrelated types on bad input
             raise InvalidSnapshot(f"not msgpack: {exc}") from exc
-        if not isinstance(body, dict) or body.get("version") != _SNAPSHOT_VERSION:
-            raise InvalidSnapshot("not a raftkv KV snapshot (version 1)")
+        if not isinstance(body, dict) or body.get("version") not in _SNAPSHOT_VERSIONS:
+            raise InvalidSnapshot("not a raftkv KV snapshot (version 1 or 2)")
+        read_session = (
+            _SessionRecord.from_wire if body["version"] == 2 else _SessionRecord.from_wire_v1
+        )
         applied_index = body.get("applied_index")
         log_time_ms = body.get("log_time_ms")
         if type(applied_index) is not int or type(log_time_ms) is not int:
@@ -643,22 +821,20 @@ class KVStateMachine:
                 if not isinstance(pair, list) or len(pair) != 2:
                     raise InvalidSnapshot("data items must be [key, value]")
                 store[check_key(pair[0])] = check_value(pair[1])
-            records: list[tuple[str, _SessionRecord]] = []
-            for item in raw_sessions:
-                if not isinstance(item, list) or len(item) != 4:
-                    raise InvalidSnapshot("session items must be [id, seq, last_active, result]")
-                cid, seq, last_active, raw_result = item
-                Session(client_id=cid, seq=seq)  # validates
-                if type(last_active) is not int:
-                    raise InvalidSnapshot("session last_active must be an integer")
-                records.append(
-                    (cid, _SessionRecord(seq, _result_from_wire(raw_result), last_active))
-                )
+            records = [read_session(item) for item in raw_sessions]
         except InvalidCommand as exc:
             raise InvalidSnapshot(str(exc)) from exc
         records.sort(key=lambda r: (r[1].last_active_ms, r[0]))  # restore the invariant
+        sessions = dict(records)
+        if len(sessions) != len(records):
+            raise InvalidSnapshot("a client id appears twice in the sessions")
+        owners: dict[str, int] = {}
+        for record in sessions.values():
+            if record.owner is not None:
+                owners[record.owner] = owners.get(record.owner, 0) + 1
         self._data = store
-        self._sessions = dict(records)
+        self._sessions = sessions
+        self._owner_sessions = owners
         self._applied_index = applied_index
         self._log_time_ms = log_time_ms
 
@@ -674,6 +850,36 @@ class KVStateMachine:
             if record.last_active_ms >= horizon:
                 break
             del self._sessions[cid]
+            if record.owner is not None:
+                left = self._owner_sessions.pop(record.owner) - 1
+                if left:
+                    self._owner_sessions[record.owner] = left
+
+    def _refuse_new_session(self, owner: str | None) -> str | None:
+        """The error that refuses a new session of ``owner``, or None to create it."""
+        if len(self._sessions) >= self._max_sessions:
+            return ERR_TOO_MANY_SESSIONS
+        if owner is not None and self._owner_sessions.get(owner, 0) >= self._max_sessions_per_owner:
+            return ERR_TOO_MANY_OWNER_SESSIONS
+        return None
+
+    def _touch(self, cid: str, record: _SessionRecord) -> None:
+        """Mark a session active now (last in the expiry order)."""
+        record.last_active_ms = self._log_time_ms
+        del self._sessions[cid]
+        self._sessions[cid] = record
+
+    def _replay(self, index: int, record: _SessionRecord, cmd: Command) -> KVResult:
+        """The answer to a retry of the session's last command (see :meth:`apply`)."""
+        if record.outcome is _Outcome.READ and isinstance(cmd, Get):
+            return replace(self._execute(index, cmd), replayed=True)
+        return KVResult(
+            ok=record.outcome in (_Outcome.OK, _Outcome.READ),
+            index=record.index,
+            found=record.found,
+            error=_OUTCOME_ERRORS[record.outcome],
+            replayed=True,
+        )
 
     def _execute(self, index: int, cmd: Command) -> KVResult:
         if isinstance(cmd, Put):

@@ -42,6 +42,7 @@ __all__ = [
     "ROLE_WRITE",
     "ClientToken",
     "TokenTable",
+    "bearer_token",
     "read_secret_file",
     "secret_file_is_exposed",
     "read_token_file",
@@ -103,6 +104,16 @@ class ClientToken:
     def can_write(self) -> bool:
         return self.role == ROLE_WRITE
 
+    @property
+    def owner(self) -> str:
+        """The token's name for the sessions it creates (``Session.owner``).
+
+        The first 16 hex digits of SHA-256 over the stored digest: the same on
+        every node with the same token file, independent of the token's position
+        and name, and of no use for finding the token.
+        """
+        return hashlib.sha256(self.digest).hexdigest()[:16]
+
 
 class TokenTable:
     """The tokens of ``--client-token-file``; :meth:`lookup` runs in constant time."""
@@ -148,6 +159,15 @@ class TokenTable:
         return hmac.compare_digest(
             token.encode("utf-8", "surrogateescape"), self.status_token.encode()
         )
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header value, or None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
 
 
 def parse_tokens(text: str, *, source: str = "--client-token-file") -> TokenTable:

@@ -21,6 +21,7 @@ from raftkv.client import (
     NotFound,
     OutcomeUnknown,
     ServerError,
+    TooManySessions,
     Unavailable,
     parse_endpoints,
 )
@@ -162,6 +163,30 @@ def test_final_errors() -> None:
             c.put("k", 1)
     assert node.seen[1].body == {"expect": None, "value": 1}
     assert node.seen[1].path == "/v1/kv/k/cas"
+
+
+def test_a_replayed_conflict_and_a_full_session_table() -> None:
+    t = FakeTime()
+    full = "too many client sessions: no new client id is accepted until idle sessions expire"
+    with fake_nodes(
+        [
+            (409, {"error": "conflict", "key": "k", "found": True, "replayed": True}),
+            (429, {"error": full}),
+            OK,
+        ]
+    ) as (node,):
+        c = client([node.address], t)
+        with pytest.raises(Conflict, match="repeated from an earlier attempt") as conflict:
+            c.cas("k", 1, 2)
+        assert (conflict.value.replayed, conflict.value.current, conflict.value.found) == (
+            True,
+            None,
+            True,
+        )
+        with pytest.raises(TooManySessions, match="HTTP 429 too many client sessions"):
+            c.put("k", 1)
+        assert len(node.seen) == 2  # not retried
+    assert not t.sleeps
 
 
 def test_bad_input_is_rejected_before_sending() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -244,19 +246,20 @@ def test_parse_idempotency_key_rejects(header: str) -> None:
 # ----------------------------------------------------------------------------- sessions
 
 
-def test_duplicate_is_applied_once_and_gets_the_cached_result(log: Log) -> None:
+def test_duplicate_is_applied_once_and_gets_the_first_result(log: Log) -> None:
     first = log.apply(Put(key="n", value=1, time_ms=10, session=s("c", 1)))
     log.apply(Put(key="n", value=2, time_ms=11))  # someone else writes in between
     again = log.apply(Put(key="n", value=1, time_ms=12, session=s("c", 1)))
-    assert again == first  # same result, same original index
+    assert again == replace(first, replayed=True)  # same result, same original index
     assert log.sm.read("n").value == 2  # the retry did not overwrite
 
 
-def test_duplicate_cas_returns_cached_success(log: Log) -> None:
+def test_duplicate_cas_returns_its_first_success(log: Log) -> None:
     first = log.apply(Cas(key="k", expect=ABSENT, value=1, time_ms=1, session=s("c", 1)))
     assert first.ok
-    # Applying it again would conflict; the cached result says it succeeded.
-    assert log.apply(Cas(key="k", expect=ABSENT, value=1, time_ms=2, session=s("c", 1))) == first
+    # Applying it again would conflict; the session says it succeeded.
+    again = log.apply(Cas(key="k", expect=ABSENT, value=1, time_ms=2, session=s("c", 1)))
+    assert again == replace(first, replayed=True)
 
 
 def test_stale_sequence(log: Log) -> None:
@@ -275,7 +278,8 @@ def test_sessions_expire_by_log_time() -> None:
     log = Log(KVStateMachine(session_ttl_ms=1000))
     first = log.apply(Put(key="a", value=1, time_ms=0, session=s("c", 1)))
     log.apply(Put(key="x", value=0, time_ms=1000))  # exactly ttl later: still alive
-    assert log.apply(Put(key="a", value=1, time_ms=1000, session=s("c", 1))) == first
+    again = log.apply(Put(key="a", value=1, time_ms=1000, session=s("c", 1)))
+    assert again == replace(first, replayed=True)
     log.apply(Put(key="x", value=0, time_ms=2001, session=s("other", 1)))
     assert "c" not in log.sm.sessions()
     # An expired session is forgotten: the same seq is applied as new.
@@ -327,7 +331,7 @@ def test_snapshot_restore_round_trip_keeps_sessions() -> None:
     # A duplicate after restore is still not re-applied.
     follower = Log(restored, start=restored.applied_index)
     again = follower.apply(Cas(key="c", expect=ABSENT, value=1, time_ms=400, session=s("cl", 4)))
-    assert again == first
+    assert again == replace(first, replayed=True)
     assert follower.apply(Put(key="x", value=1, time_ms=400, session=s("cl", 3))).error == (
         ERR_STALE_SEQUENCE
     )
@@ -358,7 +362,7 @@ def test_restore_replaces_state() -> None:
     [
         b"",
         b"junk",
-        msgpack.packb({"version": 2}),
+        msgpack.packb({"version": 3}),
         msgpack.packb(
             {"version": 1, "applied_index": 1, "log_time_ms": 0, "data": [["", 1]], "sessions": []}
         ),
