@@ -763,7 +763,7 @@ class TcpTransport:
             "%d handshakes pending%s; %s from %s",
             self._pending.count(source) if per_source else len(self._pending),
             " from one source" if per_source else "",
-            "refusing a connection" if refused else "closing the oldest for a new one",
+            "refusing a connection" if refused else "closing an older one for a new one",
             source,
         )
         if not refused:
