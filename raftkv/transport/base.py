@@ -67,6 +67,15 @@ class TransportStats:
             server proof / a TLS failure (outbound).
         handshakes_incomplete: inbound connections closed or timed out before
             the handshake completed (nothing of theirs was delivered).
+        handshakes_evicted_per_source: pending inbound handshakes closed to
+            admit a newer connection from the same source address (at the
+            per-source limit).
+        handshakes_evicted_global: pending inbound handshakes closed to admit
+            a newer connection (at the global limit).
+        handshakes_refused_per_source: new inbound connections closed at once
+            at the per-source limit (every pending one there is a member's).
+        handshakes_refused_global: new inbound connections closed at once at
+            the global limit (every pending one is from a member's host).
         connects: outbound connections that completed the handshake.
         accepts: inbound connections that completed the handshake.
     """
@@ -83,6 +92,10 @@ class TransportStats:
     decode_errors: int = 0
     auth_failures: int = 0
     handshakes_incomplete: int = 0
+    handshakes_evicted_per_source: int = 0
+    handshakes_evicted_global: int = 0
+    handshakes_refused_per_source: int = 0
+    handshakes_refused_global: int = 0
     connects: int = 0
     accepts: int = 0
 

@@ -20,6 +20,17 @@ node. A frame that fails to decode closes its connection. Bad peers are
 logged once per peer (until a connection to it succeeds), and counted in
 :class:`~raftkv.transport.base.TransportStats`; they never raise.
 
+Rule 4: an inbound connection that has not completed the handshake below is
+bounded in time and in number, and a flood of them cannot lock a member out.
+Its handshake has one deadline, ``handshake_timeout`` from its start, that
+bytes do not extend. Pending handshakes are limited per source address and in
+total; at a limit an old pending one is closed, not the newcomer, and never
+one from a member's host for one from elsewhere (the ranking is in
+:mod:`raftkv.transport.admission`). A member's host is an IP address in the
+peer map or the address a peer last completed a handshake from. With TLS the
+handshake starts once TLS is up; TLS has a deadline of the same length before
+it, and connections still in TLS are not counted (asyncio holds them).
+
 Handshake (each step one frame; any deviation closes the connection)::
 
     client -> server  Hello(version, cluster_id, node_id, to, client_nonce)
@@ -58,6 +69,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from raftkv.core.messages import AppendEntries, Heartbeat, HeartbeatResponse
 from raftkv.core.types import NodeId
+from raftkv.transport.admission import Limit, PendingHandshakes, canonical_ip, source_of
 from raftkv.transport.base import Address, OnMessages, TransportStats
 from raftkv.transport.codec import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -86,13 +98,28 @@ from raftkv.transport.errors import (
 )
 from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
 
-__all__ = ["TcpTransport"]
+__all__ = [
+    "HANDSHAKE_DEADLINE",
+    "MAX_PENDING_HANDSHAKES",
+    "MAX_PENDING_PER_SOURCE",
+    "TcpTransport",
+]
 
 logger = logging.getLogger(__name__)
 
 _MAX_CONTROL_FRAME = 4096
 _MAX_LOG_KEYS = 1024
-_MAX_PENDING_HANDSHAKES = 64
+# Pending (unauthenticated) inbound handshakes, in all: a member needs one at a
+# time, so this is room for every peer of a large cluster to reconnect at once,
+# while a flood's sockets and tasks stay bounded.
+MAX_PENDING_HANDSHAKES = 64
+# ... and from one source address (an IPv6 /64): a member needs one, a host or
+# NAT may carry several members; a crowd there displaces only itself.
+MAX_PENDING_PER_SOURCE = 8
+# A handshake (and, with TLS, the TLS handshake before it) must complete this
+# soon: a few round trips on any network that carries Raft, and the longest a
+# socket that sends nothing (or a byte at a time) holds a pending slot.
+HANDSHAKE_DEADLINE = 2.0
 _CLIENT_LABEL = b"raftkv client proof"
 _SERVER_LABEL = b"raftkv server proof"
 
@@ -196,7 +223,12 @@ class TcpTransport:
         reconnect_base: first reconnect delay ceiling, in seconds.
         reconnect_cap: largest reconnect delay ceiling, in seconds.
         connect_timeout: TCP connect timeout, in seconds.
-        handshake_timeout: the whole handshake's timeout, in seconds.
+        handshake_timeout: the whole handshake's timeout, in seconds, a
+            deadline that bytes do not extend (the TLS handshake, if any, has
+            one of the same length before it).
+        max_pending_handshakes: most inbound connections waiting for their
+            handshake; at the limit an old one is closed (Rule 4).
+        max_pending_per_source: the same, per source address (IPv6: per /64).
         write_timeout: a write that cannot drain this long closes the connection.
         rng: randomness for backoff jitter (handshake nonces always come from
             :mod:`secrets`).
@@ -226,7 +258,9 @@ class TcpTransport:
         reconnect_base: float = 0.05,
         reconnect_cap: float = 1.0,
         connect_timeout: float = 2.0,
-        handshake_timeout: float = 2.0,
+        handshake_timeout: float = HANDSHAKE_DEADLINE,
+        max_pending_handshakes: int = MAX_PENDING_HANDSHAKES,
+        max_pending_per_source: int = MAX_PENDING_PER_SOURCE,
         write_timeout: float = 10.0,
         rng: random.Random | None = None,
         ssl_server: ssl.SSLContext | None = None,
@@ -267,6 +301,13 @@ class TcpTransport:
         # Invariant: at most one live inbound stream per authenticated peer.
         self._inbound: dict[NodeId, asyncio.StreamWriter] = {}
         self._inbound_tasks: set[asyncio.Task[None]] = set()
+        self._pending: PendingHandshakes[asyncio.Task[None]] = PendingHandshakes(
+            per_source=max_pending_per_source, total=max_pending_handshakes
+        )
+        # Source addresses of members' hosts (Rule 4): literal IPs in the peer
+        # map, and the address each peer last completed a handshake from.
+        self._member_ips: frozenset[str] = frozenset()
+        self._peer_sources: dict[NodeId, str] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._logged: set[tuple[str, str]] = set()
         self._server: asyncio.Server | None = None
@@ -386,7 +427,11 @@ class TcpTransport:
         for node_id, writer in list(self._inbound.items()):
             if node_id not in new:
                 writer.transport.abort()
+        for node_id in list(self._peer_sources):
+            if node_id not in new:
+                del self._peer_sources[node_id]
         self._peers = new
+        self._member_ips = frozenset(canonical_ip(host) for host, _ in new.values())
 
     # ----------------------------------------------------------------- sending
 
@@ -659,31 +704,33 @@ class TcpTransport:
         assert task is not None
         self._inbound_tasks.add(task)
         peername = writer.get_extra_info("peername")
-        remote = str(peername[0]) if isinstance(peername, tuple) else str(peername)
+        remote = canonical_ip(str(peername[0]) if isinstance(peername, tuple) else str(peername))
         peer: NodeId | None = None
         try:
-            if self._closed:
-                return
-            if len(self._inbound_tasks) - len(self._inbound) > _MAX_PENDING_HANDSHAKES:
-                self._log_once("busy", remote, "too many pending handshakes; refusing %s", remote)
+            if self._closed or not self._admit(task, remote):
                 return
             _set_nodelay(writer)
-            peer = await self._accept(remote, reader, writer)
+            try:
+                peer = await self._accept(remote, reader, writer)
+            finally:
+                self._pending.discard(task)
             if peer is None:
                 return
             previous = self._inbound.get(peer)
             if previous is not None:
                 previous.transport.abort()
             self._inbound[peer] = writer
+            self._peer_sources[peer] = remote
             self._stats.accepts += 1
             logger.info("%s: accepted %s from %s", self._node_id, peer, remote)
             await self._read_loop(peer, reader)
         except OSError as exc:
             logger.debug("%s: inbound connection from %s failed: %r", self._node_id, remote, exc)
         except asyncio.CancelledError:
-            # stop() cancels this task, the root of its own task tree that nobody
-            # awaits but asyncio's StreamReaderProtocol, whose done-callback calls
-            # task.exception() and so must not see a cancelled task (Python 3.11).
+            # stop() cancels this task, and so does an eviction (Rule 4); it is
+            # the root of its own task tree that nobody awaits but asyncio's
+            # StreamReaderProtocol, whose done-callback calls task.exception()
+            # and so must not see a cancelled task (Python 3.11).
             pass
         finally:
             if peer is not None and self._inbound.get(peer) is writer:
@@ -691,10 +738,43 @@ class TcpTransport:
             await _close_writer(writer)
             self._inbound_tasks.discard(task)
 
+    def _admit(self, task: asyncio.Task[None], remote: str) -> bool:
+        """Count ``task`` as a pending handshake, closing another to make room
+        if a limit is reached (Rule 4); False if ``task`` itself is refused."""
+        member = remote in self._member_ips or remote in self._peer_sources.values()
+        source = source_of(remote)
+        admission = self._pending.admit(task, source, member=member)
+        victim, limit = admission.victim, admission.limit
+        if victim is None:
+            return True
+        refused = victim is task
+        per_source = limit is Limit.PER_SOURCE
+        if per_source and refused:
+            self._stats.handshakes_refused_per_source += 1
+        elif per_source:
+            self._stats.handshakes_evicted_per_source += 1
+        elif refused:
+            self._stats.handshakes_refused_global += 1
+        else:
+            self._stats.handshakes_evicted_global += 1
+        self._log_once(
+            "pending-source" if per_source else "pending-global",
+            source,
+            "%d handshakes pending%s; %s from %s",
+            self._pending.count(source) if per_source else len(self._pending),
+            " from one source" if per_source else "",
+            "refusing a connection" if refused else "closing an older one for a new one",
+            source,
+        )
+        if not refused:
+            victim.cancel()
+        return not refused
+
     async def _accept(
         self, remote: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> NodeId | None:
-        """Run the server side of the handshake; the peer's id, or None if refused."""
+        """Run the server side of the handshake under its deadline; the peer's
+        id, or None if refused."""
         try:
             async with asyncio.timeout(self._handshake_timeout):
                 return await self._server_handshake(reader, writer)

@@ -241,3 +241,59 @@ def test_a_node_with_the_wrong_secret_cannot_move_the_term(tmp_path: Path) -> No
             await c.stop()
 
     run(main())
+
+
+async def _hold_idle(port: int, source: str, stop: asyncio.Event) -> None:
+    """One attacker socket from ``source`` that sends nothing, renewed every
+    second, and reopened at once when the node closes it."""
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=(source, 0)
+            )
+        except OSError:
+            await asyncio.sleep(0.01)
+            continue
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(1.0):
+                await reader.read(1)  # b"": the node closed it
+        writer.transport.abort()
+        await asyncio.sleep(0.01)
+
+
+def test_a_connection_flood_does_not_cut_a_follower_off(tmp_path: Path) -> None:
+    """100 idle sockets (no secret needed) from 20 addresses, renewed every
+    second, against a follower's Raft port; the leader's link to it breaks and
+    the leader reconnects through the flood: the follower keeps committing."""
+
+    async def main() -> None:
+        c = TcpCluster(tmp_path, overrides={"cluster_secret": SECRET})
+        await c.start()
+        stop = asyncio.Event()
+        flood: list[asyncio.Task[None]] = []
+        try:
+            leader = await c.leader()
+            follower = next(n for n in c.nodes if n != leader)
+            port = c.members[follower].raft[1]
+            loop = asyncio.get_running_loop()
+            flood = [
+                loop.create_task(_hold_idle(port, f"127.0.0.{2 + i % 20}", stop))
+                for i in range(100)
+            ]
+            await asyncio.sleep(0.3)
+            transport = c.nodes[follower]._transport
+            transport._inbound[leader].transport.abort()  # type: ignore[union-attr]
+            result = await c.nodes[leader].propose(put_cmd("through", 1))
+            assert result.ok  # type: ignore[attr-defined]
+            committed = c.nodes[leader].status().commit_index
+            deadline = loop.time() + 3.0
+            while c.nodes[follower].status().commit_index < committed:
+                assert loop.time() < deadline, "the leader did not get through the flood"
+                await asyncio.sleep(0.05)
+            assert transport.stats.handshakes_evicted_global > 0  # type: ignore[union-attr]
+        finally:
+            stop.set()
+            await asyncio.gather(*flood, return_exceptions=True)
+            await c.stop()
+
+    run(main())

@@ -702,3 +702,187 @@ def test_send_on_an_idle_connected_link_writes_at_once_and_carries_forwards() ->
         assert_no_other_tasks()
 
     run(main())
+
+
+# --------------------------------------------------------------------------- handshake floods
+
+
+class Flood:
+    """An attacker without the secret: ``len(sources)`` connections to ``port``,
+    the i-th bound to ``sources[i]`` (127.0.0.x: distinct source addresses;
+    real peers use 127.0.0.1). Each connection either sends nothing and is
+    renewed every ``renew`` seconds (so it never reaches a deadline), or
+    trickles ``trickle`` one byte per 100 ms until the node closes it; a
+    connection the node closes is reopened at once (after 10 ms)."""
+
+    def __init__(
+        self,
+        port: int,
+        sources: list[str],
+        *,
+        renew: float = 1.0,
+        trickle: bytes | None = None,
+    ) -> None:
+        self.port = port
+        self.sources = sources
+        self.renew = renew
+        self.trickle = trickle
+        self.open = 0
+        self.opened = 0
+        self.lifetimes: list[float] = []  # connect -> closed by the node, in seconds
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Flood:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._slot(s)) for s in self.sources]
+        await eventually(lambda: self.opened >= len(self.sources))
+        await asyncio.sleep(0.1)  # the node has accepted them all
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _slot(self, source: str) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(
+                    LOCAL, self.port, local_addr=(source, 0)
+                )
+            except OSError:
+                await asyncio.sleep(0.01)
+                continue
+            started = loop.time()
+            self.open += 1
+            self.opened += 1
+            try:
+                if await self._hold(reader, writer):
+                    self.lifetimes.append(loop.time() - started)
+            finally:
+                self.open -= 1
+                writer.transport.abort()
+            await asyncio.sleep(0.01)
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Hold the connection; True if the node closed it."""
+        try:
+            if self.trickle is None:
+                async with asyncio.timeout(self.renew):
+                    return await reader.read(1) == b""
+            for byte in self.trickle:
+                writer.write(bytes([byte]))
+                try:
+                    async with asyncio.timeout(0.1):
+                        if await reader.read(1) == b"":
+                            return True
+                except TimeoutError:
+                    pass
+            return False
+        except TimeoutError:
+            return False
+        except OSError:
+            return True
+
+
+def flood_sources(count: int, addresses: int) -> list[str]:
+    """``count`` connections spread over 127.0.0.2 .. 127.0.0.(addresses + 1)."""
+    return [f"127.0.0.{2 + i % addresses}" for i in range(count)]
+
+
+async def peer_through_flood(b: TcpTransport, inbox: Inbox, peer_host: str = LOCAL) -> None:
+    """A real peer "a" (with the secret) connects to ``b`` under a flood and
+    delivers a message; then its link breaks and it reconnects and delivers
+    again. Each within a bounded time."""
+    a = TcpTransport(NodeId("a"), (LOCAL, 0), {}, Inbox(), cluster_secret=SECRET, **FAST)
+    await a.start()
+    try:
+        b.update_peers({NodeId("a"): (peer_host, a.port)})
+        a.update_peers({NodeId("b"): b.address})
+        a.send([hb("a", "b", 1)])
+        await eventually(lambda: inbox.commits_from("a") == [1], timeout=2.0)
+        b._inbound[NodeId("a")].transport.abort()  # the link breaks; a reconnects
+        await eventually(lambda: not a.is_connected(NodeId("b")), timeout=2.0)
+        a.send([hb("a", "b", 2)])
+        await eventually(lambda: inbox.commits_from("a") == [1, 2], timeout=2.0)
+    finally:
+        await a.stop()
+
+
+async def flooded_node(**kwargs: Any) -> tuple[TcpTransport, Inbox]:
+    inbox = Inbox()
+    b = TcpTransport(
+        NodeId("b"), (LOCAL, 0), {}, inbox, cluster_secret=SECRET, **{**FAST, **kwargs}
+    )
+    await b.start()
+    return b, inbox
+
+
+def test_a_peer_gets_through_an_idle_flood_from_one_source() -> None:
+    async def main() -> None:
+        b, inbox = await flooded_node()
+        try:
+            async with Flood(b.port, flood_sources(100, 1)) as flood:
+                await peer_through_flood(b, inbox)
+                assert flood.open > 0
+            assert b.stats.handshakes_evicted_per_source > 0
+        finally:
+            await b.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize("peer_host", [LOCAL, "localhost"], ids=["member-ip", "member-name"])
+def test_a_peer_gets_through_an_idle_flood_from_many_sources(peer_host: str) -> None:
+    """From 20 addresses, 5 each: under the per-source limit, over the global one.
+    With a member's address as an IP the peer's source is known; as a host name
+    it is not, and the peer still gets through (the oldest pending one goes)."""
+
+    async def main() -> None:
+        b, inbox = await flooded_node()
+        try:
+            async with Flood(b.port, flood_sources(100, 20)):
+                await peer_through_flood(b, inbox, peer_host)
+            assert b.stats.handshakes_evicted_global > 0
+            assert b.stats.handshakes_evicted_per_source == 0
+        finally:
+            await b.stop()
+
+    run(main())
+
+
+def test_a_trickle_flood_holds_no_slot_past_the_handshake_deadline() -> None:
+    """One byte per 100 ms (of a real Hello frame) does not extend the deadline
+    from accept; and over the limits such a flood does not lock a peer out."""
+    trickle = encode_frame(
+        encode_control(
+            Hello(
+                version=PROTOCOL_VERSION,
+                cluster_id="raftkv",
+                node_id=NodeId("a"),
+                to=NodeId("b"),
+                nonce=secrets.token_bytes(32),
+            )
+        )
+    )
+
+    async def main() -> None:
+        deadline = 0.5
+        b, inbox = await flooded_node(handshake_timeout=deadline)
+        try:
+            # Under both limits nothing is evicted: each one is closed at its deadline.
+            async with Flood(b.port, flood_sources(48, 8), trickle=trickle) as flood:
+                await eventually(lambda: len(flood.lifetimes) >= 48, timeout=2.0)
+            assert all(deadline - 0.05 < t < deadline + 0.3 for t in flood.lifetimes), sorted(
+                flood.lifetimes
+            )
+            assert b.stats.handshakes_incomplete >= 48
+            # Over the global limit: the peer still gets through.
+            async with Flood(b.port, flood_sources(128, 16), trickle=trickle) as flood:
+                await peer_through_flood(b, inbox)
+            assert max(flood.lifetimes, default=0.0) < deadline + 0.3
+        finally:
+            await b.stop()
+
+    run(main())
