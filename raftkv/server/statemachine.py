@@ -16,14 +16,17 @@ The runtime's side of the contract:
   it on (state machines treat ``b""`` as a no-op);
 * ``restore`` replaces the whole state with a snapshot taken by ``snapshot()`` on
   any replica; after it, ``apply`` continues with indexes above the snapshot's;
-* ``apply``, ``snapshot`` and ``restore`` are never called concurrently.
+* ``apply``, ``snapshot`` and ``restore`` are never called concurrently (a
+  :class:`SnapshotsLater` state machine's encoding function is the one thing
+  that runs beside ``apply``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["StateMachine"]
+__all__ = ["StateMachine", "SnapshotsLater"]
 
 
 @runtime_checkable
@@ -51,4 +54,20 @@ class StateMachine(Protocol):
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with one serialized by :meth:`snapshot`."""
+        ...
+
+
+@runtime_checkable
+class SnapshotsLater(Protocol):
+    """A state machine whose snapshot can be encoded off the event loop (optional).
+
+    The runtime takes snapshots of such a state machine without stalling:
+    :meth:`snapshot_later` runs on the loop, between two ``apply`` calls, and
+    must be cheap (a shallow copy); the function it returns runs in another
+    thread while ``apply`` goes on, and must return exactly what
+    ``snapshot()`` would have returned at the time of the capture.
+    """
+
+    def snapshot_later(self) -> Callable[[], bytes]:
+        """Capture the state now; return a function that encodes the capture."""
         ...

@@ -47,6 +47,7 @@ re-derives later changes from the conf-change entries after the snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -67,7 +68,7 @@ from raftkv.core.types import (
     Term,
 )
 from raftkv.storage.errors import StorageError
-from raftkv.storage.snapshot import DEFAULT_RETAIN, SnapshotStore
+from raftkv.storage.snapshot import DEFAULT_RETAIN, SnapshotStore, snapshot_name
 from raftkv.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, Recovered, SnapshotMarker
 
 __all__ = ["DiskStorage", "WAL_DIR_NAME", "SNAP_DIR_NAME"]
@@ -265,13 +266,47 @@ class DiskStorage:
             )
         if index > self.last_index():
             raise LogUnavailable(f"snapshot index {index} is beyond last index {self.last_index()}")
-        snapshot = Snapshot(
-            metadata=SnapshotMetadata(index=index, term=self.term(index), conf_state=conf_state),
-            data=bytes(data),
-        )
-        self._snapshots.save(snapshot)
-        self._snapshot = snapshot
+        metadata = SnapshotMetadata(index=index, term=self.term(index), conf_state=conf_state)
+        snapshot = self.write_snapshot(metadata, data)
+        self.adopt_snapshot(snapshot)
         return snapshot
+
+    def write_snapshot(self, metadata: SnapshotMetadata, data: bytes) -> Snapshot:
+        """Write a snapshot file durably without making it current: the half of
+        :meth:`create_snapshot` that may run in another thread while this
+        storage goes on being used (it touches only its own file), so the node's
+        loop never waits for a large image to be written and synced. Then call
+        :meth:`adopt_snapshot` on the storage's own thread.
+
+        ``metadata`` must name an applied index and its term, read from this
+        storage before the hand-off. Its file name cannot be another writer's:
+        a snapshot the leader sends is installed only above the commit index,
+        so above any index this node snapshots itself.
+
+        Raises:
+            StorageError: an I/O error (nothing changed).
+        """
+        snapshot = Snapshot(metadata=metadata, data=bytes(data))
+        self._snapshots.save(snapshot, purge=False)
+        return snapshot
+
+    def adopt_snapshot(self, snapshot: Snapshot) -> bool:
+        """Make a snapshot written by :meth:`write_snapshot` the current one, if it
+        is still newer than the current one (a leader's may have been installed
+        meanwhile); otherwise delete its file. Retention then purges old files.
+
+        Returns:
+            Whether it became current.
+        """
+        md = snapshot.metadata
+        if md.index <= self._snapshot.metadata.index:
+            path = self._snapshots.directory / snapshot_name(md.term, md.index)
+            with contextlib.suppress(FileNotFoundError):
+                self._snapshots.remove(path)
+            return False
+        self._snapshot = snapshot
+        self._snapshots.purge()
+        return True
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Install a snapshot sent by the leader: it replaces the whole log.
