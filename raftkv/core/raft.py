@@ -327,8 +327,14 @@ class Raft:
 
     # -- elections ---------------------------------------------------------
 
-    def hup(self) -> None:
-        """The election timer fired (or a campaign was requested)."""
+    def hup(self, *, transfer: bool = False) -> None:
+        """The election timer fired, a campaign was requested, or (``transfer``)
+        the leader handed leadership over with TimeoutNow.
+
+        The one guard for every campaign: a leader, a non-voter, or a node with
+        a committed configuration change not yet applied does not campaign. A
+        transfer skips PreVote: the leader asked for this election (§3.10).
+        """
         if self.role is Role.LEADER:
             return
         if not self.is_voter(self.node_id):
@@ -336,8 +342,11 @@ class Raft:
         if self._has_unapplied_conf_change():
             # Our configuration may be about to change; campaigning with the old
             # one could count the wrong voters.
+            logger.debug("%s does not campaign: a configuration change is unapplied", self.node_id)
             return
-        if self.config.pre_vote:
+        if transfer:
+            self.campaign(pre_vote=False, transfer=True)
+        elif self.config.pre_vote:
             self.campaign(pre_vote=True)
         else:
             self.campaign(pre_vote=False)
@@ -1135,11 +1144,8 @@ class Raft:
         self.send(TimeoutNow(term=self.term, sender=self.node_id, to=to))
 
     def handle_timeout_now(self, msg: TimeoutNow) -> None:
-        if not self.is_voter(self.node_id):
-            return
-        logger.debug("%s campaigns at once: leadership handed over by %s", self.node_id, msg.sender)
-        # Skip PreVote: the leader asked for this election (§3.10).
-        self.campaign(pre_vote=False, transfer=True)
+        logger.debug("%s asked to campaign by %s (leadership transfer)", self.node_id, msg.sender)
+        self.hup(transfer=True)
 
     # -- membership (dissertation §4) -----------------------------------------
 
