@@ -872,14 +872,16 @@ class Raft:
 
     def handle_read_index(self, context: bytes, sender: NodeId) -> None:
         """Leader side: register a read at the current commit index."""
-        if self.voters.has_quorum({self.node_id}):
-            # A single voter is its own quorum.
-            self._release_read(_ReadRequest(self.log.committed, context, sender, 0))
-            return
         if not self.may_serve_reads():
             # Until an entry of our term commits we may not know the full
-            # committed prefix (§6.4 step 1); answer after the first commit.
+            # committed prefix (§6.4 step 1) -- a single voter neither: after a
+            # restart its stored commit index may be below what it acknowledged.
+            # Answer after the first commit.
             self.reads_awaiting_commit.append((context, sender))
+            return
+        if self.voters.has_quorum({self.node_id}):
+            # A single voter is its own quorum: no heartbeat round (step 3).
+            self._release_read(_ReadRequest(self.log.committed, context, sender, 0))
             return
         if (
             self.config.read_only == "lease"
