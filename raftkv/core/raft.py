@@ -368,11 +368,14 @@ class Raft:
         if pre_vote:
             self.become_pre_candidate()
             vote_term = self.term + 1
+            # A PreVote promises nothing durable: our own counts at once.
+            if self._record_vote(self.node_id, True, pre_vote=True):
+                return
         else:
             self.become_candidate()
             vote_term = self.term
-        if self._record_vote(self.node_id, True, pre_vote=pre_vote):
-            return
+            if self.vote_for_self():
+                return
         last_index = self.log.last_index()
         last_term = self.log.last_term()
         for peer in self.peers():
@@ -390,6 +393,21 @@ class Raft:
             else:
                 # A RequestVote promises that our new term and self-vote are durable.
                 self.msgs_after_persist.append(msg)
+
+    def vote_for_self(self) -> bool:
+        """Cast a candidate's own vote; True if that ended the election.
+
+        Our vote counts only once our new term and vote are durable, like any
+        voter's (Figure 2: persist before responding): it is a
+        RequestVoteResponse to ourselves that waits for persistence with the
+        other messages, and :meth:`RawNode.advance` steps it back in. So it
+        never ends the election here; a single voter becomes leader only once
+        the Ready holding its vote has been persisted and advanced.
+        """
+        self.msgs_after_persist.append(
+            RequestVoteResponse(term=self.term, sender=self.node_id, to=self.node_id, granted=True)
+        )
+        return False
 
     def _record_vote(self, voter: NodeId, granted: bool, *, pre_vote: bool) -> bool:
         """Count a vote; act on the result. True if the election ended."""
