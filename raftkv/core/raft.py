@@ -61,6 +61,7 @@ from raftkv.core.types import (
     SnapshotMetadata,
     SoftState,
     Term,
+    snapshot_checksum,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,12 +85,31 @@ class _ReadRequest:
 
 @dataclass(slots=True)
 class _SnapshotReceiver:
-    """Chunks of a leader's snapshot received so far (follower side)."""
+    """Chunks of a leader's snapshot received so far (follower side).
 
+    Keyed by everything that identifies one transfer: the sender and its term
+    as well as the snapshot's (index, term) and checksum -- two leaders'
+    snapshots at the same index may differ byte for byte, so chunks of
+    different transfers are never joined.
+    """
+
+    sender: NodeId
+    leader_term: Term
     index: Index
     term: Term
+    checksum: int
     conf_state: ConfState
     data: bytearray
+
+    def continues(self, msg: InstallSnapshot) -> bool:
+        """Whether ``msg`` is a chunk of the transfer under way."""
+        return (
+            msg.sender == self.sender
+            and msg.term == self.leader_term
+            and msg.snapshot_index == self.index
+            and msg.snapshot_term == self.term
+            and msg.checksum == self.checksum
+        )
 
 
 _LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
@@ -163,6 +183,9 @@ class Raft:
         self.lease_until = 0
 
         self.snapshot_receiver: _SnapshotReceiver | None = None
+        # The snapshot last sent and its checksum: computed once per snapshot,
+        # not per chunk or per follower.
+        self._sent_snapshot_checksum: tuple[Snapshot, int] | None = None
         self.bootstrap_index: Index = 0
 
         # Output, drained by RawNode.ready().
@@ -992,6 +1015,7 @@ class Raft:
         chunk = self.config.snapshot_chunk_size
         window = chunk * self.config.max_snapshot_chunks_inflight
         md = snapshot.metadata
+        checksum = self._snapshot_checksum(snapshot)
         while pr.snap_sent - pr.snap_acked < window:
             offset = pr.snap_sent
             if offset >= total and (total > 0 or pr.snap_done_sent):
@@ -1010,12 +1034,21 @@ class Raft:
                     data=piece,
                     done=done,
                     total=total,
+                    checksum=checksum,
                 )
             )
             pr.snap_sent = offset + len(piece)
             if done:
                 pr.snap_done_sent = True
                 return
+
+    def _snapshot_checksum(self, snapshot: Snapshot) -> int:
+        cached = self._sent_snapshot_checksum
+        if cached is not None and cached[0] is snapshot:
+            return cached[1]
+        checksum = snapshot_checksum(snapshot.data)
+        self._sent_snapshot_checksum = (snapshot, checksum)
+        return checksum
 
     def resend_snapshot(self, to: NodeId, pr: Progress) -> None:
         """Restart sending from the last acknowledged chunk (lost chunks, §7)."""
@@ -1059,12 +1092,20 @@ class Raft:
             self._reply_snapshot(msg, self.log.committed, done=True)
             return
         recv = self.snapshot_receiver
-        if recv is None or (recv.index, recv.term) != (msg.snapshot_index, msg.snapshot_term):
+        if recv is None or not recv.continues(msg):
             if msg.offset != 0:
+                # Not the transfer we hold (another leader, term or snapshot):
+                # the sender starts over from 0.
                 self._reply_snapshot(msg, 0, reject=True)
                 return
             recv = _SnapshotReceiver(
-                msg.snapshot_index, msg.snapshot_term, msg.conf_state, bytearray()
+                sender=msg.sender,
+                leader_term=msg.term,
+                index=msg.snapshot_index,
+                term=msg.snapshot_term,
+                checksum=msg.checksum,
+                conf_state=msg.conf_state,
+                data=bytearray(),
             )
             self.snapshot_receiver = recv
         have = len(recv.data)
@@ -1085,9 +1126,22 @@ class Raft:
             self._reply_snapshot(msg, len(recv.data))
             return
         self.snapshot_receiver = None
+        data = bytes(recv.data)
+        if snapshot_checksum(data) != recv.checksum:
+            # Corrupted in transit or assembled wrongly: never hand it to the
+            # driver. Discard it and ask for the whole snapshot again.
+            logger.warning(
+                "%s: snapshot %d/%d from %s fails its checksum; asking for it again",
+                self.node_id,
+                recv.term,
+                recv.index,
+                msg.sender,
+            )
+            self._reply_snapshot(msg, 0, reject=True)
+            return
         snapshot = Snapshot(
             metadata=SnapshotMetadata(index=recv.index, term=recv.term, conf_state=recv.conf_state),
-            data=bytes(recv.data),
+            data=data,
         )
         if self.restore(snapshot):
             logger.debug("%s restored snapshot at %d/%d", self.node_id, recv.term, recv.index)
