@@ -55,6 +55,7 @@ from raftkv.core.types import (
     SnapshotMetadata,
     SoftState,
     Term,
+    snapshot_checksum,
 )
 
 __all__ = [
@@ -110,4 +111,5 @@ __all__ = [
     "VoteResult",
     "describe_message",
     "describe_ready",
+    "snapshot_checksum",
 ]

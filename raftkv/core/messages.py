@@ -120,6 +120,11 @@ class InstallSnapshot:
 
     Chunks are sent in order starting at ``offset`` 0; ``done`` marks the last.
     ``total`` is the full size of the snapshot data, so a follower can resume.
+    ``checksum`` is the CRC-32 of the whole data
+    (:func:`raftkv.core.types.snapshot_checksum`), the same in every chunk: the
+    follower checks the assembled data against it before restoring, and
+    continues a transfer only with chunks of the same sender, term, snapshot
+    and checksum.
     """
 
     term: Term
@@ -132,6 +137,7 @@ class InstallSnapshot:
     data: bytes
     done: bool
     total: int = 0
+    checksum: int
 
 
 @fast_init
@@ -230,7 +236,8 @@ def describe_message(msg: Message) -> str:
     if isinstance(msg, InstallSnapshot):
         return (
             f"{head} snapshot={msg.snapshot_term}/{msg.snapshot_index} "
-            f"offset={msg.offset} len={len(msg.data)}{' done' if msg.done else ''}"
+            f"offset={msg.offset} len={len(msg.data)} crc={msg.checksum:08x}"
+            f"{' done' if msg.done else ''}"
         )
     if isinstance(msg, InstallSnapshotResponse):
         flags = (" done" if msg.done else "") + (" reject" if msg.reject else "")

@@ -61,6 +61,7 @@ from raftkv.core.types import (
     SnapshotMetadata,
     SoftState,
     Term,
+    snapshot_checksum,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,12 +85,31 @@ class _ReadRequest:
 
 @dataclass(slots=True)
 class _SnapshotReceiver:
-    """Chunks of a leader's snapshot received so far (follower side)."""
+    """Chunks of a leader's snapshot received so far (follower side).
 
+    Keyed by everything that identifies one transfer: the sender and its term
+    as well as the snapshot's (index, term) and checksum -- two leaders'
+    snapshots at the same index may differ byte for byte, so chunks of
+    different transfers are never joined.
+    """
+
+    sender: NodeId
+    leader_term: Term
     index: Index
     term: Term
+    checksum: int
     conf_state: ConfState
     data: bytearray
+
+    def continues(self, msg: InstallSnapshot) -> bool:
+        """Whether ``msg`` is a chunk of the transfer under way."""
+        return (
+            msg.sender == self.sender
+            and msg.term == self.leader_term
+            and msg.snapshot_index == self.index
+            and msg.snapshot_term == self.term
+            and msg.checksum == self.checksum
+        )
 
 
 _LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
@@ -163,6 +183,9 @@ class Raft:
         self.lease_until = 0
 
         self.snapshot_receiver: _SnapshotReceiver | None = None
+        # The snapshot last sent and its checksum: computed once per snapshot,
+        # not per chunk or per follower.
+        self._sent_snapshot_checksum: tuple[Snapshot, int] | None = None
         self.bootstrap_index: Index = 0
 
         # Output, drained by RawNode.ready().
@@ -327,8 +350,14 @@ class Raft:
 
     # -- elections ---------------------------------------------------------
 
-    def hup(self) -> None:
-        """The election timer fired (or a campaign was requested)."""
+    def hup(self, *, transfer: bool = False) -> None:
+        """The election timer fired, a campaign was requested, or (``transfer``)
+        the leader handed leadership over with TimeoutNow.
+
+        The one guard for every campaign: a leader, a non-voter, or a node with
+        a committed configuration change not yet applied does not campaign. A
+        transfer skips PreVote: the leader asked for this election (§3.10).
+        """
         if self.role is Role.LEADER:
             return
         if not self.is_voter(self.node_id):
@@ -336,8 +365,11 @@ class Raft:
         if self._has_unapplied_conf_change():
             # Our configuration may be about to change; campaigning with the old
             # one could count the wrong voters.
+            logger.debug("%s does not campaign: a configuration change is unapplied", self.node_id)
             return
-        if self.config.pre_vote:
+        if transfer:
+            self.campaign(pre_vote=False, transfer=True)
+        elif self.config.pre_vote:
             self.campaign(pre_vote=True)
         else:
             self.campaign(pre_vote=False)
@@ -359,11 +391,14 @@ class Raft:
         if pre_vote:
             self.become_pre_candidate()
             vote_term = self.term + 1
+            # A PreVote promises nothing durable: our own counts at once.
+            if self._record_vote(self.node_id, True, pre_vote=True):
+                return
         else:
             self.become_candidate()
             vote_term = self.term
-        if self._record_vote(self.node_id, True, pre_vote=pre_vote):
-            return
+            if self.vote_for_self():
+                return
         last_index = self.log.last_index()
         last_term = self.log.last_term()
         for peer in self.peers():
@@ -381,6 +416,21 @@ class Raft:
             else:
                 # A RequestVote promises that our new term and self-vote are durable.
                 self.msgs_after_persist.append(msg)
+
+    def vote_for_self(self) -> bool:
+        """Cast a candidate's own vote; True if that ended the election.
+
+        Our vote counts only once our new term and vote are durable, like any
+        voter's (Figure 2: persist before responding): it is a
+        RequestVoteResponse to ourselves that waits for persistence with the
+        other messages, and :meth:`RawNode.advance` steps it back in. So it
+        never ends the election here; a single voter becomes leader only once
+        the Ready holding its vote has been persisted and advanced.
+        """
+        self.msgs_after_persist.append(
+            RequestVoteResponse(term=self.term, sender=self.node_id, to=self.node_id, granted=True)
+        )
+        return False
 
     def _record_vote(self, voter: NodeId, granted: bool, *, pre_vote: bool) -> bool:
         """Count a vote; act on the result. True if the election ended."""
@@ -863,14 +913,16 @@ class Raft:
 
     def handle_read_index(self, context: bytes, sender: NodeId) -> None:
         """Leader side: register a read at the current commit index."""
-        if self.voters.has_quorum({self.node_id}):
-            # A single voter is its own quorum.
-            self._release_read(_ReadRequest(self.log.committed, context, sender, 0))
-            return
         if not self.may_serve_reads():
             # Until an entry of our term commits we may not know the full
-            # committed prefix (§6.4 step 1); answer after the first commit.
+            # committed prefix (§6.4 step 1) -- a single voter neither: after a
+            # restart its stored commit index may be below what it acknowledged.
+            # Answer after the first commit.
             self.reads_awaiting_commit.append((context, sender))
+            return
+        if self.voters.has_quorum({self.node_id}):
+            # A single voter is its own quorum: no heartbeat round (step 3).
+            self._release_read(_ReadRequest(self.log.committed, context, sender, 0))
             return
         if (
             self.config.read_only == "lease"
@@ -963,6 +1015,7 @@ class Raft:
         chunk = self.config.snapshot_chunk_size
         window = chunk * self.config.max_snapshot_chunks_inflight
         md = snapshot.metadata
+        checksum = self._snapshot_checksum(snapshot)
         while pr.snap_sent - pr.snap_acked < window:
             offset = pr.snap_sent
             if offset >= total and (total > 0 or pr.snap_done_sent):
@@ -981,12 +1034,21 @@ class Raft:
                     data=piece,
                     done=done,
                     total=total,
+                    checksum=checksum,
                 )
             )
             pr.snap_sent = offset + len(piece)
             if done:
                 pr.snap_done_sent = True
                 return
+
+    def _snapshot_checksum(self, snapshot: Snapshot) -> int:
+        cached = self._sent_snapshot_checksum
+        if cached is not None and cached[0] is snapshot:
+            return cached[1]
+        checksum = snapshot_checksum(snapshot.data)
+        self._sent_snapshot_checksum = (snapshot, checksum)
+        return checksum
 
     def resend_snapshot(self, to: NodeId, pr: Progress) -> None:
         """Restart sending from the last acknowledged chunk (lost chunks, §7)."""
@@ -1030,12 +1092,20 @@ class Raft:
             self._reply_snapshot(msg, self.log.committed, done=True)
             return
         recv = self.snapshot_receiver
-        if recv is None or (recv.index, recv.term) != (msg.snapshot_index, msg.snapshot_term):
+        if recv is None or not recv.continues(msg):
             if msg.offset != 0:
+                # Not the transfer we hold (another leader, term or snapshot):
+                # the sender starts over from 0.
                 self._reply_snapshot(msg, 0, reject=True)
                 return
             recv = _SnapshotReceiver(
-                msg.snapshot_index, msg.snapshot_term, msg.conf_state, bytearray()
+                sender=msg.sender,
+                leader_term=msg.term,
+                index=msg.snapshot_index,
+                term=msg.snapshot_term,
+                checksum=msg.checksum,
+                conf_state=msg.conf_state,
+                data=bytearray(),
             )
             self.snapshot_receiver = recv
         have = len(recv.data)
@@ -1056,9 +1126,22 @@ class Raft:
             self._reply_snapshot(msg, len(recv.data))
             return
         self.snapshot_receiver = None
+        data = bytes(recv.data)
+        if snapshot_checksum(data) != recv.checksum:
+            # Corrupted in transit or assembled wrongly: never hand it to the
+            # driver. Discard it and ask for the whole snapshot again.
+            logger.warning(
+                "%s: snapshot %d/%d from %s fails its checksum; asking for it again",
+                self.node_id,
+                recv.term,
+                recv.index,
+                msg.sender,
+            )
+            self._reply_snapshot(msg, 0, reject=True)
+            return
         snapshot = Snapshot(
             metadata=SnapshotMetadata(index=recv.index, term=recv.term, conf_state=recv.conf_state),
-            data=bytes(recv.data),
+            data=data,
         )
         if self.restore(snapshot):
             logger.debug("%s restored snapshot at %d/%d", self.node_id, recv.term, recv.index)
@@ -1135,11 +1218,8 @@ class Raft:
         self.send(TimeoutNow(term=self.term, sender=self.node_id, to=to))
 
     def handle_timeout_now(self, msg: TimeoutNow) -> None:
-        if not self.is_voter(self.node_id):
-            return
-        logger.debug("%s campaigns at once: leadership handed over by %s", self.node_id, msg.sender)
-        # Skip PreVote: the leader asked for this election (§3.10).
-        self.campaign(pre_vote=False, transfer=True)
+        logger.debug("%s asked to campaign by %s (leadership transfer)", self.node_id, msg.sender)
+        self.hup(transfer=True)
 
     # -- membership (dissertation §4) -----------------------------------------
 

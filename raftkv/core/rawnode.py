@@ -73,7 +73,13 @@ class RawNode:
             rule deliberately broken to show that the checkers catch it.
     """
 
-    __slots__ = ("raft", "_prev_hard_state", "_prev_soft_state", "_ready_in_flight")
+    __slots__ = (
+        "raft",
+        "_prev_hard_state",
+        "_prev_soft_state",
+        "_ready_in_flight",
+        "_steps_on_advance",
+    )
 
     def __init__(
         self,
@@ -88,6 +94,9 @@ class RawNode:
         self._prev_hard_state = storage.initial_state()[0]
         self._prev_soft_state = self.raft.soft_state()
         self._ready_in_flight = False
+        # Messages this node addressed to itself that wait for the persistence
+        # of the Ready in flight (a candidate's own vote); stepped in by advance().
+        self._steps_on_advance: list[Message] = []
 
     # -- inputs ------------------------------------------------------------
 
@@ -275,8 +284,16 @@ class RawNode:
             r.msgs = []
         after_persist: tuple[Message, ...] = ()
         if r.msgs_after_persist:
-            after_persist = tuple(r.msgs_after_persist)
+            pending = r.msgs_after_persist
             r.msgs_after_persist = []
+            node_id = r.node_id
+            to_self = [m for m in pending if m.to == node_id]
+            if to_self:
+                # Not for the driver to send: they count once this Ready is
+                # persisted, when advance() steps them back in.
+                self._steps_on_advance = to_self
+                pending = [m for m in pending if m.to != node_id]
+            after_persist = tuple(pending)
         read_states: tuple[ReadState, ...] = ()
         if r.read_states:
             read_states = tuple(r.read_states)
@@ -296,7 +313,12 @@ class RawNode:
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """Tell the core that ``rd`` was fully handled (persisted, sent, applied)."""
+        """Tell the core that ``rd`` was fully handled (persisted, sent, applied).
+
+        This is also how the core learns that ``rd`` is durable: its own log
+        entries count toward commitment, and what it addressed to itself after
+        the persist (a candidate's own vote) is stepped back in, here.
+        """
         if not self._ready_in_flight:
             raise RaftError("advance() called without a ready() in flight")
         self._ready_in_flight = False
@@ -307,6 +329,10 @@ class RawNode:
             self.raft.on_persisted(last.index, last.term)
         if rd.committed_entries:
             self.raft.log.applied_to(rd.committed_entries[-1].index)
+        if self._steps_on_advance:
+            steps, self._steps_on_advance = self._steps_on_advance, []
+            for m in steps:
+                self.raft.step(m)
 
     # -- read-only views ---------------------------------------------------
 

@@ -14,7 +14,14 @@ Rule: a driver handles one :class:`Ready` at a time, in this order:
    happen before step 2 completes: committed entries are durable on a majority
    already, even those that are among this Ready's own ``entries`` (etcd's
    drivers do the same, and raftkv's server applies them while it syncs);
-5. call ``advance(ready)`` only once steps 2-4 are all done.
+5. call ``advance(ready)`` only once steps 2-4 are all done. ``advance`` is
+   how the core learns that the Ready is durable: only then do its own
+   ``entries`` count toward commitment, and only then does a candidate count
+   its vote for itself (a vote like any other: it promises durable state).
+   That vote never appears in ``messages_after_persist``: the core keeps what
+   it addresses to itself and steps it back in at ``advance``. So a node --
+   even a single voter -- becomes leader only after a Ready holding its term
+   and vote was persisted; a driver that crashes before that never led.
 
 Calls to ``step``/``tick``/``propose`` between ``ready()`` and ``advance()`` are
 allowed; ``ready()`` may not be called again until ``advance()``.
@@ -45,7 +52,8 @@ class Ready:
     messages: tuple[Message, ...]
     """Messages that may be sent immediately."""
     messages_after_persist: tuple[Message, ...]
-    """Messages that may be sent only once ``hard_state`` and ``entries`` are durable."""
+    """Messages that may be sent only once ``hard_state`` and ``entries`` are
+    durable. Never addressed to this node (see step 5)."""
     must_sync: bool
     """Whether ``entries``/``hard_state`` must be fsynced before step 3."""
     snapshot: Snapshot | None = None

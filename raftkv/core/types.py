@@ -7,6 +7,7 @@ nothing that knows about roles or messages.
 from __future__ import annotations
 
 import enum
+import zlib
 from dataclasses import dataclass
 from typing import NewType, TypeAlias
 
@@ -126,6 +127,15 @@ class Snapshot:
 
     def is_empty(self) -> bool:
         return self.metadata.index == 0
+
+
+def snapshot_checksum(data: bytes) -> int:
+    """The CRC-32 of a snapshot's data (an unsigned 32-bit integer).
+
+    InstallSnapshot carries it in every chunk, so that a follower can check
+    the data it assembled before it restores it.
+    """
+    return zlib.crc32(data)
 
 
 @fast_init

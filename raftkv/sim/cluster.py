@@ -532,6 +532,8 @@ class Cluster:
                 leader=raw.leader,
             )
         self.invariants.on_role(node.node_id, raw.term, role)
+        if role is Role.LEADER:
+            self.invariants.on_leader_vote(node.node_id, raw.term, node.disk.durable_hard_state)
         if role is Role.LEADER and self.on_leader is not None:
             self.on_leader(node.node_id, raw.term)
 

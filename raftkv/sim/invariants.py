@@ -1,15 +1,19 @@
 """Raft's safety properties (paper Figure 3), checked incrementally after every event.
 
 Rule: the checkers see only what a driver sees -- each node's Readys (entries,
-hard state, soft state), the entries it applies, and at a crash every node's
-*durable* disk -- and each observation costs O(what changed). Logs are tracked
-as chain hashes (:mod:`raftkv.sim.loghash`), so "these two logs agree up to
-index i" is one comparison. The first broken property raises
-:class:`InvariantViolation`; nothing is ever silently tolerated.
+hard state, soft state), the entries it applies, at a crash every node's
+*durable* disk, and a new leader's own durable hard state -- and each
+observation costs O(what changed). Logs are tracked as chain hashes
+(:mod:`raftkv.sim.loghash`), so "these two logs agree up to index i" is one
+comparison. The first broken property raises :class:`InvariantViolation`;
+nothing is ever silently tolerated.
 
 Properties:
 
-* ``election-safety``: at most one leader per term.
+* ``election-safety``: at most one leader per term; and a node takes office
+  only once its vote for itself in that term is durable on its disk (a vote a
+  crash can lose may be cast again for another candidate -- the candidate's
+  own vote is the one the checkers can see directly).
 * ``leader-append-only``: a node that is leader of term T before and after a
   Ready never overwrites or truncates its log with it.
 * ``log-matching``: two entries with the same (index, term) have the same chain
@@ -38,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from raftkv.core.types import ConfState, Entry, Index, NodeId, Role, Term
+from raftkv.core.types import ConfState, Entry, HardState, Index, NodeId, Role, Term
 from raftkv.sim.disk import SimDisk
 from raftkv.sim.loghash import chain
 
@@ -159,6 +163,20 @@ class Invariants:
         leader = self.leaders.setdefault(term, node)
         if leader != node:
             self._fail("election-safety", f"two leaders in term {term}: {leader} and {node}")
+
+    def on_leader_vote(self, node: NodeId, term: Term, durable: HardState) -> None:
+        """``node`` took office in ``term``; ``durable`` is its disk's durable hard state.
+
+        Its vote for itself counted toward the election, so it must be durable:
+        the durable hard state is of ``term`` with the vote for ``node``.
+        """
+        self.checks["election-safety"] += 1
+        if durable.term != term or durable.vote != node:
+            self._fail(
+                "election-safety",
+                f"{node} leads term {term} on a vote that is not durable "
+                f"(durable term {durable.term}, vote {durable.vote})",
+            )
 
     def on_ready(
         self, node: NodeId, term: Term, role: Role, entries: Sequence[Entry], commit: Index | None

@@ -85,6 +85,15 @@ class AcksBeforePersist(Raft):
         self.send(msg)
 
 
+class CountsOwnVoteEarly(Raft):
+    """A candidate counts its vote for itself at once, before its new term and
+    vote are durable (breaks Figure 2's "persist before responding" for the
+    candidate's own vote): a single voter leads on a vote a crash can lose."""
+
+    def vote_for_self(self) -> bool:
+        return self._record_vote(self.node_id, True, pre_vote=False)
+
+
 class TruncatesMatchingSuffix(Raft):
     """A follower truncates everything after prevLogIndex even where the entries match,
     so a delayed, reordered AppendEntries erases later (possibly committed) entries
@@ -248,6 +257,7 @@ MUTANTS: dict[str, type[Raft]] = {
     "commits-previous-term": CommitsPreviousTerm,
     "leader-overwrites-log": LeaderOverwritesLog,
     "acks-before-persist": AcksBeforePersist,
+    "counts-own-vote-early": CountsOwnVoteEarly,
     "truncates-matching-suffix": TruncatesMatchingSuffix,
     "commits-past-match": CommitsPastMatch,
     "conf-change-before-own-commit": ConfChangeBeforeOwnCommit,

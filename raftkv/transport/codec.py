@@ -21,7 +21,8 @@ Wire format::
     message  = [kind_code, term, sender, to, *kind fields]
     entry    = [term, index, type, data]
 
-Integers are unsigned (msgpack uint, <= 2**64 - 1), node ids are non-empty
+Integers are unsigned (msgpack uint, <= 2**64 - 1; a snapshot's CRC-32
+checksum <= 2**32 - 1), node ids are non-empty
 UTF-8 strings, contexts and entry data are msgpack ``bin``. Maps and ext types
 never appear and are rejected.
 """
@@ -123,6 +124,12 @@ def _dec_uint(value: object, name: str) -> int:
     return value
 
 
+def _dec_u32(value: object, name: str) -> int:
+    if type(value) is not int or not 0 <= value <= 0xFFFFFFFF:
+        raise _fail(name, "an unsigned 32-bit integer", value)
+    return value
+
+
 def _dec_bool(value: object, name: str) -> bool:
     if type(value) is not bool:
         raise _fail(name, "a bool", value)
@@ -211,6 +218,10 @@ class _Field:
 
 def _uint(name: str) -> _Field:
     return _Field(name, _dec_uint)
+
+
+def _u32(name: str) -> _Field:
+    return _Field(name, _dec_u32)
 
 
 def _bool(name: str) -> _Field:
@@ -356,6 +367,7 @@ _MESSAGE_KINDS: Final[tuple[_Kind, ...]] = (
         _bytes("data", DEFAULT_MAX_FRAME_SIZE),
         _bool("done"),
         _uint("total"),
+        _u32("checksum"),
     ),
     _message(
         9,

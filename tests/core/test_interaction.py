@@ -11,7 +11,9 @@ Commands:
     tick-heartbeat I      tick node I heartbeat_tick times
     tick-election I       tick node I until its (randomized) election timer fires;
                           a leader is ticked election_tick times
-    process-ready [I...]  handle the Ready of the given (default: all) nodes
+    process-ready [I...]  handle the Ready of the given (default: all) nodes; a role
+                          change in advance() (a candidate's own vote counting once
+                          persisted) is shown as an ``Advanced:`` line
     deliver-msgs [I...] [drop=(..)]  deliver queued messages (to the given nodes)
     stabilize             process-ready + deliver-msgs until nothing moves
     run ticks=N           N times: tick every node once, then stabilize (quietly)
@@ -121,8 +123,14 @@ class InteractionEnv:
             h.storage[node_id].set_hard_state(rd.hard_state)
         h.queue.extend(rd.messages_after_persist)
         h.applied[node_id].extend(rd.committed_entries)
+        before = node.soft_state()
         node.advance(rd)
         body = describe_ready(rd)
+        after = node.soft_state()
+        if after != before:
+            # advance() stepped in what waited for this Ready's persistence
+            # (a candidate's own vote) and that changed the role.
+            body += f"\nAdvanced: role={after.role.value} leader={after.leader} term={node.term}"
         return f"> {node_id} handling Ready\n" + "\n".join("  " + ln for ln in body.split("\n"))
 
     def cmd_deliver_msgs(self, cmd: Command) -> str:

@@ -36,6 +36,16 @@ N1, N2, N3, N4, N5 = (nid(i) for i in range(1, 6))
 # --------------------------------------------------------------------------- helpers
 
 
+def step_own_vote(r: Raft) -> None:
+    """Do what RawNode.advance does once the candidate's term and vote are durable:
+    step its vote for itself (a message to itself that waits for persistence) in."""
+    own = [m for m in r.msgs_after_persist if m.to == r.node_id]
+    assert own, "no vote of its own waiting for persistence"
+    r.msgs_after_persist = [m for m in r.msgs_after_persist if m.to != r.node_id]
+    for m in own:
+        r.step(m)
+
+
 def new_raft(
     i: int,
     n: int = 3,
@@ -259,6 +269,7 @@ def test_candidate_election_outcome(size, granted, rejected, role):
     and returns to follower once a majority has refused."""
     r = new_raft(1, n=size, pre_vote=False)
     r.hup()
+    step_own_vote(r)
     for v in granted:
         r.step(RequestVoteResponse(term=1, sender=nid(v), to=N1, granted=True))
     for v in rejected:

@@ -244,3 +244,86 @@ def test_false_ticks_never_leave_work_behind():
             h.nodes[h.leaders()[0]].propose(b"x")
         h.stabilize()
     assert falses > 500 and trues > 100
+
+
+# -- a candidate's own vote counts once it is durable ------------------------------
+
+
+def single_voter(storage: MemoryStorage | None = None, **cfg) -> tuple[RawNode, MemoryStorage]:
+    st = storage or MemoryStorage(voters=(N1,))
+    return RawNode(Config(node_id=N1, **cfg), st, random.Random(0)), st
+
+
+@pytest.mark.parametrize("pre_vote", [False, True])
+def test_candidate_counts_its_own_vote_only_after_advance(pre_vote):
+    """Paper Figure 2 ("persist currentTerm and votedFor before responding"), for
+    the candidate's vote for itself too (etcd: a MsgVoteResp to itself in
+    msgsAfterAppend): a single voter is not leader until the Ready holding its
+    new term and vote was persisted and advanced. A PreVote needs no persistence."""
+    node, st = single_voter(pre_vote=pre_vote)
+    node.campaign()
+    assert node.role is Role.CANDIDATE and node.term == 1
+    rd = node.ready()
+    assert rd.hard_state is not None and (rd.hard_state.term, rd.hard_state.vote) == (1, N1)
+    assert rd.must_sync
+    # The vote is never a message for the driver to send.
+    assert all(m.to != N1 for m in (*rd.messages, *rd.messages_after_persist))
+    assert node.role is Role.CANDIDATE
+    st.set_hard_state(rd.hard_state)
+    node.advance(rd)
+    assert node.role is Role.LEADER and node.term == 1
+    rd = handle(node, st)
+    assert [e.term for e in rd.entries] == [1]  # the no-op
+    assert node.commit_index == rd.entries[-1].index
+
+
+def test_crash_before_the_vote_is_persisted_leaves_no_leader():
+    """The driver crashes between ready() and the persist: the vote never counted,
+    and the restarted node starts from the durable (older) term."""
+    node, st = single_voter(pre_vote=False)
+    node.campaign()
+    rd = node.ready()
+    assert rd.hard_state is not None
+    assert node.role is Role.CANDIDATE  # nothing persisted, nothing counted
+    node2, _ = single_voter(storage=st, pre_vote=False)  # the restart
+    assert (node2.role, node2.term, node2.hard_state().vote) == (Role.FOLLOWER, 0, None)
+
+
+def test_vote_cast_while_a_ready_is_in_flight_counts_with_the_next_ready():
+    """ready.py: a campaign between ready() and advance() goes into the next Ready;
+    advancing the Ready already in flight (which does not hold the vote) must not
+    count it."""
+    st = MemoryStorage(voters=(N1,))
+    st.append([Entry(term=1, index=1, data=b"x")])
+    st.set_hard_state(HardState(term=1, vote=N1, commit=1))
+    node, _ = single_voter(storage=st, pre_vote=False)
+    rd1 = node.ready()  # applies entry 1; no hard state change
+    assert rd1.hard_state is None and [e.index for e in rd1.committed_entries] == [1]
+    node.campaign()
+    node.advance(rd1)
+    assert node.role is Role.CANDIDATE and node.term == 2
+    rd2 = node.ready()
+    assert rd2.hard_state is not None and (rd2.hard_state.term, rd2.hard_state.vote) == (2, N1)
+    st.set_hard_state(rd2.hard_state)
+    node.advance(rd2)
+    assert node.role is Role.LEADER and node.term == 2
+
+
+def test_peer_votes_arriving_before_advance_still_elect_once():
+    """In a 3-voter cluster two peer votes win without the candidate's own; its
+    own vote, stepped back in at advance(), then changes nothing."""
+    h = Harness(3, pre_vote=False)
+    node = h.node(1)
+    node.campaign()
+    rd = node.ready()
+    h.storage[N1].set_hard_state(rd.hard_state)
+    h.queue.extend(rd.messages_after_persist)
+    h.deliver()
+    h.process_ready(N2)
+    h.process_ready(N3)
+    h.deliver()  # both votes reach n1 before it advanced
+    assert node.role is Role.LEADER
+    node.advance(rd)
+    assert node.role is Role.LEADER and node.term == 1
+    h.stabilize()
+    assert h.leaders() == [N1]

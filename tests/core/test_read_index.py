@@ -179,6 +179,34 @@ def test_skipping_own_term_commit_rule_reads_below_acknowledged_write():
     assert rs.index < w
 
 
+def test_single_voter_leader_defers_reads_until_its_noop_commits():
+    """§6.4 step 1 holds for a single voter too, although it is its own quorum.
+
+    A one-node cluster acknowledged writes 3..5 (durable, committed), but lost
+    power before its hard state recorded a commit index above 2. Restarted, it
+    wins term 2; its commit index (2) is below what it acknowledged, and entries
+    of term 1 commit only with one of term 2 (§5.4.2). A read answered before the
+    no-op commits would miss the acknowledged writes.
+    """
+    h = Harness(1)
+    acknowledged = 5
+    h.load(1, [1] * acknowledged, term=1, vote=1, commit=2)
+    h.node(1).campaign()
+    for _ in range(10):
+        if h.raft(1).role is Role.LEADER:
+            break
+        assert h.process_ready(N1)
+    assert h.raft(1).role is Role.LEADER and h.raft(1).term == 2
+    assert h.raft(1).log.committed == 2
+
+    h.node(1).read_index(b"r")
+    assert h.raft(1).read_states == []  # not at the stale commit index
+    h.stabilize()
+    [rs] = h.read_states[N1]
+    assert rs.context == b"r" and rs.index >= acknowledged
+    assert rs.index == h.raft(1).log.committed == acknowledged + 1  # the no-op
+
+
 # --------------------------------------------------------------------------- §6.4 step 3
 
 

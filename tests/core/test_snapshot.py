@@ -22,6 +22,7 @@ from raftkv.core import (
     MemoryStorage,
     ProgressState,
     Raft,
+    snapshot_checksum,
 )
 from tests.core.harness import Harness, nid
 
@@ -190,7 +191,11 @@ def follower(terms: list[int] = (), commit: int = 0) -> Raft:
     return Raft(Config(node_id=N2, peers=ids), st, random.Random(0))
 
 
-def chunk(offset: int, data: bytes, *, done: bool = False, index: int = 10, total: int = 12):
+WHOLE = b"abcdefghijkl"
+
+
+def chunk(offset: int, data: bytes, *, done: bool = False, index: int = 10, whole: bytes = WHOLE):
+    """A chunk of the snapshot ``whole`` (n1's, term 1) at ``offset``."""
     return InstallSnapshot(
         term=1,
         sender=N1,
@@ -201,7 +206,8 @@ def chunk(offset: int, data: bytes, *, done: bool = False, index: int = 10, tota
         offset=offset,
         data=data,
         done=done,
-        total=total,
+        total=len(whole),
+        checksum=snapshot_checksum(whole),
     )
 
 
@@ -250,7 +256,7 @@ def test_snapshot_older_than_the_commit_index_is_acknowledged_without_restoring(
     """§7: a snapshot describing a prefix the follower already committed changes
     nothing; the follower reports its commit index."""
     r = follower([1, 1, 1, 1, 1], commit=5)
-    r.step(chunk(0, b"old", done=True, index=3, total=3))
+    r.step(chunk(0, b"old", done=True, index=3, whole=b"old"))
     [ack] = replies(r)
     assert ack.done and not ack.reject and ack.snapshot_index == 5
     assert r.log.unstable.snapshot is None
@@ -261,7 +267,7 @@ def test_snapshot_matching_the_log_keeps_the_entries_after_it():
     """§7: "If existing log entry has same index and term as snapshot's last
     included entry, retain log entries following it"."""
     r = follower([1, 1, 1, 1, 1, 1], commit=2)
-    r.step(chunk(0, b"s", done=True, index=4, total=1))
+    r.step(chunk(0, b"s", done=True, index=4, whole=b"s"))
     [ack] = replies(r)
     assert ack.done
     assert r.log.unstable.snapshot is None
@@ -357,6 +363,7 @@ def test_snapshot_waits_for_committed_entries_the_driver_is_still_applying() -> 
         data=b"state@10",
         done=True,
         total=8,
+        checksum=snapshot_checksum(b"state@10"),
     )
     raw.step(last_chunk)
     assert raw.raft.conf_state().learners == ()  # still the membership before entry 2
@@ -375,3 +382,125 @@ def test_snapshot_waits_for_committed_entries_the_driver_is_still_applying() -> 
         metadata=SnapshotMetadata(index=10, term=1, conf_state=snap_conf), data=b"state@10"
     )
     assert raw.raft.conf_state() == snap_conf
+
+
+# ------------------------------------------------- chunks from two leaders, checksums
+
+
+def two_leader_chunks(size: int = 4) -> tuple[bytes, bytes, list, list]:
+    """Chunks of two encodings of the snapshot at (10, 1): n1's (term 1) and n3's (term 2)."""
+    a, b = b"A" * 3 * size, b"B" * 3 * size
+
+    def stream(sender, term, data):
+        return [
+            InstallSnapshot(
+                term=term,
+                sender=sender,
+                to=N2,
+                snapshot_index=10,
+                snapshot_term=1,
+                conf_state=ConfState(voters=(N1, N2, N3)),
+                offset=off,
+                data=data[off : off + size],
+                done=off + size >= len(data),
+                total=len(data),
+                checksum=snapshot_checksum(data),
+            )
+            for off in range(0, len(data), size)
+        ]
+
+    return a, b, stream(N1, 1, a), stream(N3, 2, b)
+
+
+def interleavings(xs: list, ys: list):
+    if not xs or not ys:
+        yield xs + ys
+        return
+    for rest in interleavings(xs[1:], ys):
+        yield [xs[0], *rest]
+    for rest in interleavings(xs, ys[1:]):
+        yield [ys[0], *rest]
+
+
+def test_chunks_of_two_leaders_for_the_same_snapshot_are_never_mixed():
+    """Two leaders' snapshots at the same (index, term) may differ byte for byte
+    (an encoding is not canonical). A follower holding n1's first chunks must not
+    take n3's as their continuation: the receiver is keyed by sender and term
+    too, and a first chunk from another leader starts over. Every interleaving
+    of the two streams installs one leader's data or nothing -- never a mix."""
+    a, b, from_a, from_b = two_leader_chunks()
+    installed = set()
+    for order in interleavings(from_a, from_b):
+        r = follower()
+        for m in order:
+            r.step(m)
+        snap = r.log.unstable.snapshot
+        if snap is not None:
+            steps = [f"{m.sender}@{m.offset}" for m in order]
+            assert snap.data in (a, b), f"mixed snapshot {snap.data!r} after {steps}"
+            installed.add(snap.data)
+    assert installed == {a, b}
+
+
+def test_a_chunk_of_another_transfer_past_offset_zero_is_rejected_to_zero():
+    """A follower holding n1's first chunk gets n3's (a newer leader) second
+    chunk: it cannot continue with it, so n3 is told to start over at 0."""
+    _, b, from_a, from_b = two_leader_chunks()
+    r = follower()
+    r.step(from_a[0])
+    replies(r)
+    r.step(from_b[1])
+    [rej] = replies(r)
+    assert (rej.to, rej.offset, rej.reject, rej.done) == (N3, 0, True, False)
+    for m in from_b:
+        r.step(m)
+    snap = r.log.unstable.snapshot
+    assert snap is not None and snap.data == b
+
+
+def test_a_corrupted_chunk_is_caught_by_the_checksum_and_the_snapshot_resent():
+    """The assembled data must match the checksum every chunk carries. A chunk
+    corrupted in transit makes the whole snapshot fail it: nothing is handed to
+    the driver (no Ready.snapshot, log and commit unchanged), the follower asks
+    for the snapshot from offset 0, and a clean resend installs it."""
+    r = follower()
+    r.step(chunk(0, b"abcd"))
+    r.step(chunk(4, b"eXgh"))  # one flipped byte
+    r.step(chunk(8, b"ijkl", done=True))
+    *_, last = replies(r)
+    assert (last.offset, last.reject, last.done) == (0, True, False)
+    assert r.log.unstable.snapshot is None and r.snapshot_receiver is None
+    assert r.log.committed == 0 and r.log.last_index() == 0
+
+    r.step(chunk(0, b"abcd"))
+    r.step(chunk(4, b"efgh"))
+    r.step(chunk(8, b"ijkl", done=True))
+    *_, done = replies(r)
+    assert done.done and done.snapshot_index == 10
+    snap = r.log.unstable.snapshot
+    assert snap is not None and snap.data == WHOLE
+
+
+def test_the_leader_computes_the_checksum_once_per_snapshot(monkeypatch):
+    """The checksum covers the whole snapshot; the leader computes it once, not
+    per chunk or per follower, and every chunk carries it."""
+    import raftkv.core.raft as raft_module
+
+    calls = []
+    real = raft_module.snapshot_checksum
+
+    def counting(data: bytes) -> int:
+        calls.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(raft_module, "snapshot_checksum", counting)
+    h = lagging_follower()
+    data = leader_snapshot(h)
+    since = len(h.delivered)
+    h.tick(1)
+    h.stabilize()
+    sent = chunks_to(h, N3, since)
+    assert len(sent) == 6  # 28 bytes in chunks of 5
+    assert {m.checksum for m in sent} == {real(data)}
+    # The follower checks the assembled data once; the leader computed it once.
+    assert calls == [len(data), len(data)]

@@ -16,6 +16,10 @@ from raftkv.core import (
     ConfChange,
     ConfChangeSingle,
     ConfChangeType,
+    Entry,
+    EntryType,
+    HardState,
+    MemoryStorage,
     NotLeader,
     ProposalDropped,
     RaftError,
@@ -152,3 +156,32 @@ def test_only_the_leader_can_transfer():
     h = cluster()
     with pytest.raises(NotLeader):
         h.node(2).transfer_leadership(N3)
+
+
+def test_timeout_now_waits_for_a_committed_conf_change_to_be_applied():
+    """TimeoutNow goes through the same guard as an election timeout (etcd: a
+    campaign of the transfer kind through hup): a follower whose log holds a
+    committed but unapplied configuration change does not campaign, since it
+    would count votes with a configuration about to change; once the change is
+    applied, it does."""
+    h = Harness(3)
+    cc = ConfChange(changes=(ConfChangeSingle(ConfChangeType.ADD_LEARNER, N4),))
+    st = MemoryStorage(voters=(N1, N2, N3))
+    st.append(
+        [
+            Entry(term=1, index=1, data=b"x"),
+            Entry(term=1, index=2, data=cc.encode(), type=EntryType.CONF_CHANGE),
+        ]
+    )
+    st.set_hard_state(HardState(term=1, vote=N1, commit=2))
+    h.storage[N2] = st
+    h.restart(N2)  # applied=0: entries 1 and 2 are committed, not yet applied
+    assert h.raft(2).log.committed == 2 and h.raft(2).log.applied == 0
+
+    h.node(2).step(TimeoutNow(term=1, sender=N1, to=N2))
+    assert h.raft(2).role is Role.FOLLOWER and h.raft(2).term == 1
+
+    assert h.process_ready(N2)  # applies both entries, the change among them
+    assert h.raft(2).log.applied == 2 and h.raft(2).conf_state().learners == (N4,)
+    h.node(2).step(TimeoutNow(term=1, sender=N1, to=N2))
+    assert h.raft(2).role is Role.CANDIDATE and h.raft(2).term == 2

@@ -51,6 +51,15 @@ def test_election_safety() -> None:
         i.on_role(N3, 1, Role.LEADER)
 
 
+def test_election_safety_needs_the_leaders_own_vote_durable() -> None:
+    i = inv()
+    i.on_leader_vote(N1, 2, HardState(term=2, vote=N1, commit=0))  # durable: fine
+    with violated("election-safety"):
+        i.on_leader_vote(N2, 3, HardState(term=2, vote=N1, commit=0))  # term 3 not durable
+    with violated("election-safety"):
+        i.on_leader_vote(N2, 3, HardState(term=3, vote=None, commit=0))  # vote not durable
+
+
 def test_election_safety_via_ready_soft_state() -> None:
     i = inv()
     i.on_ready(N1, 3, Role.LEADER, [], None)

@@ -27,12 +27,14 @@ DURATION = 10.0
 SAFETY_CHECKERS = frozenset(CHECKERS) | {"linearizability"}
 
 
-def first_violation(raft_class: type[Raft], seeds: range = SWEEP) -> Violation | None:
+def first_violation(
+    raft_class: type[Raft], seeds: range = SWEEP, *, nodes: int = 5
+) -> Violation | None:
     for seed in seeds:
         result = run_simulation(
             SimConfig(
                 seed=seed,
-                nodes=5,
+                nodes=nodes,
                 duration=DURATION,
                 faults=parse_faults("all"),
                 raft_class=raft_class,
@@ -79,6 +81,24 @@ def test_mutant_acks_before_persist_is_caught() -> None:
         "acks-before-persist",
         {"durability", "leader-completeness", "state-machine-safety", "log-matching"},
     )
+
+
+def test_mutant_counts_own_vote_early_is_caught() -> None:
+    """Figure 2 for the candidate's own vote: it counts once durable.
+
+    Only a single voter can win on its own vote alone -- a candidate's
+    RequestVotes leave after the persist, so peers' votes always come later --
+    so the sweep runs one-node clusters. Election safety checks that a new
+    leader's vote for itself is on its disk.
+    """
+    violation = first_violation(MUTANTS["counts-own-vote-early"], range(1, 11), nodes=1)
+    assert violation is not None, "mutant counts-own-vote-early survived"
+    assert violation.checker == "election-safety", violation.describe()
+    assert "not durable" in violation.message
+
+
+def test_correct_raft_passes_the_single_voter_sweep_prefix() -> None:
+    assert first_violation(Raft, range(1, 11), nodes=1) is None
 
 
 def test_mutant_truncates_matching_suffix_is_caught() -> None:

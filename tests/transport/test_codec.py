@@ -126,6 +126,7 @@ MESSAGE_STRATEGIES: dict[type, st.SearchStrategy[Message]] = {
         data=st.binary(max_size=64),
         done=st.booleans(),
         total=uints,
+        checksum=st.integers(0, 2**32 - 1),
     ),
     InstallSnapshotResponse: st.builds(
         InstallSnapshotResponse,
@@ -204,6 +205,26 @@ def test_wire_layout_is_compact_arrays() -> None:
     assert raw == [[1, 2, "n1", "n2", 4, 1, [[2, 5, 1, b"x"]], 3], [3, 2, "n1", "n3", 3, b"c"]]
 
 
+def test_install_snapshot_layout_carries_the_checksum_last() -> None:
+    msg = InstallSnapshot(
+        term=3,
+        sender=N("n1"),
+        to=N("n2"),
+        snapshot_index=9,
+        snapshot_term=2,
+        conf_state=ConfState(voters=(N("n1"), N("n2"))),
+        offset=4,
+        data=b"efgh",
+        done=True,
+        total=8,
+        checksum=0xDEADBEEF,
+    )
+    raw = msgpack.unpackb(encode_batch([msg]))
+    conf = [["n1", "n2"], [], [], [], False]
+    assert raw == [[8, 3, "n1", "n2", 9, 2, conf, 4, b"efgh", True, 8, 0xDEADBEEF]]
+    assert decode_batch(encode_batch([msg])) == [msg]
+
+
 @pytest.mark.parametrize(
     "msg",
     [
@@ -223,6 +244,18 @@ def test_wire_layout_is_compact_arrays() -> None:
             commit=0,
         ),
         RequestVoteResponse(term=1, sender=N("a"), to=N("b"), granted=1),  # type: ignore[arg-type]
+        InstallSnapshot(
+            term=1,
+            sender=N("a"),
+            to=N("b"),
+            snapshot_index=1,
+            snapshot_term=1,
+            conf_state=ConfState(),
+            offset=0,
+            data=b"",
+            done=True,
+            checksum=2**32,  # a CRC-32 has 32 bits
+        ),
     ],
 )
 def test_encode_rejects_what_decode_would_reject(msg: Message) -> None:
@@ -241,6 +274,7 @@ def _payload(*items: object) -> bytes:
 
 
 GOOD_HB = [3, 1, "a", "b", 0, b""]
+GOOD_SNAP = [8, 1, "a", "b", 1, 1, [["a"], [], [], [], False], 0, b"", True, 0, 0]
 
 
 @pytest.mark.parametrize(
@@ -275,6 +309,9 @@ GOOD_HB = [3, 1, "a", "b", 0, b""]
         pytest.param(_payload([1, 1, "a", "b", 0, 0, [[1, 1, 9, b""]], 0]), id="entry-bad-type"),
         pytest.param(_payload([1, 1, "a", "b", 0, 0, [[1, 1, 0, "s"]], 0]), id="entry-str-data"),
         pytest.param(_payload([1, 1, "a", "b", 0, 0, [(1, 1, 0, b"")], 0])[:-2], id="cut"),
+        pytest.param(_payload([*GOOD_SNAP[:-1]]), id="snapshot-without-checksum"),
+        pytest.param(_payload([*GOOD_SNAP[:-1], 2**32]), id="snapshot-checksum-over-32-bits"),
+        pytest.param(_payload([*GOOD_SNAP[:-1], -1]), id="snapshot-negative-checksum"),
         pytest.param(b"\x91" + msgpack.packb(msgpack.ExtType(5, b"xx")), id="ext-type"),
         pytest.param(b"\x91\x96\x03\x01\xa1a\xa1b\x00\xc7\x00\xff", id="timestamp-ext"),
         pytest.param(b"\x91" * 5000 + b"\x90", id="deep-nesting"),
