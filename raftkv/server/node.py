@@ -57,6 +57,8 @@ from raftkv.core.types import (
     Index,
     NodeId,
     Role,
+    Snapshot,
+    SnapshotMetadata,
     Term,
 )
 from raftkv.limits import MAX_MEMBERS, NODE_ID_RULE, is_node_id
@@ -76,7 +78,7 @@ from raftkv.server.errors import (
 from raftkv.server.identity import claim_data_dir
 from raftkv.server.metrics import NodeMetrics
 from raftkv.server.security import peer_ssl_contexts
-from raftkv.server.statemachine import StateMachine
+from raftkv.server.statemachine import SnapshotsLater, StateMachine
 from raftkv.storage.disk_storage import DiskStorage
 from raftkv.transport.base import InMemoryHub, Transport
 from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
@@ -273,6 +275,15 @@ class RaftNode:
         self._wal_thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"raftkv-wal-{config.node_id}"
         )
+        # Snapshots are encoded and written here (_maybe_snapshot), one at a time.
+        self._snapshot_thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"raftkv-snap-{config.node_id}"
+        )
+        # Invariant: None, or the snapshot being written in _snapshot_thread.
+        self._snapshot_job: asyncio.Future[Snapshot] | None = None
+        # A failure outside the drive loop (the snapshot thread) that must stop
+        # the node: the drive loop raises it.
+        self._fatal: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._closed = False
@@ -458,6 +469,7 @@ class RaftNode:
         # A sync still running in the WAL thread (its Ready was cancelled) must
         # finish before the files close under it.
         self._wal_thread.shutdown(wait=True)
+        self._snapshot_thread.shutdown(wait=True)  # a snapshot file being written
         if self._storage is not None:
             self._storage.close()
         logger.info("node stopped")
@@ -595,6 +607,8 @@ class RaftNode:
         try:
             while not self._stopping:
                 self._wake.clear()
+                if self._fatal is not None:
+                    raise self._fatal
                 if not raw.has_ready():
                     await self._wake.wait()
                     continue
@@ -868,22 +882,74 @@ class RaftNode:
     # ------------------------------------------------------------------ snapshots
 
     def _maybe_snapshot(self) -> None:
-        """Snapshot the state machine and compact the log every ``snapshot_entries``."""
+        """Snapshot the state machine and compact the log every ``snapshot_entries``.
+
+        The state is captured on the loop (cheap for a :class:`SnapshotsLater`
+        state machine: a shallow copy); encoding it and writing the file run
+        in the snapshot thread while the loop goes on -- heartbeats never wait
+        behind a large image. :meth:`_snapshot_written` adopts the file and
+        compacts the log. One snapshot at a time.
+        """
         storage = self._storage
-        if storage is None or self._applied - self._snapshot_index < self.config.snapshot_entries:
+        if (
+            storage is None
+            or self._snapshot_job is not None
+            or self._applied - self._snapshot_index < self.config.snapshot_entries
+        ):
             return
         assert self._raw is not None
         index = self._applied
-        data = _encode_snapshot_data(self.members, self.removed, self.state_machine.snapshot())
-        storage.create_snapshot(index, self._raw.status().conf_state, data)
+        metadata = SnapshotMetadata(
+            index=index, term=storage.term(index), conf_state=self._raw.status().conf_state
+        )
+        sm = self.state_machine
+        if isinstance(sm, SnapshotsLater):
+            encode_sm = sm.snapshot_later()
+        else:
+            image = sm.snapshot()
+
+            def encode_sm() -> bytes:
+                return image
+
+        members, removed = dict(self.members), dict(self.removed)
+
+        def write() -> Snapshot:
+            data = _encode_snapshot_data(members, removed, encode_sm())
+            return storage.write_snapshot(metadata, data)
+
+        job = asyncio.get_running_loop().run_in_executor(self._snapshot_thread, write)
+        self._snapshot_job = job
+        job.add_done_callback(self._snapshot_written)
+
+    def _fail_snapshot(self, exc: BaseException) -> None:
+        """Writing a snapshot failed (the disk): the node stops, like a failed WAL."""
+        if self._fatal is None:
+            self._fatal = exc
+        self._wake.set()
+
+    def _snapshot_written(self, job: asyncio.Future[Snapshot]) -> None:
+        """On the loop: make the snapshot the snapshot thread wrote current, compact."""
+        self._snapshot_job = None
+        storage = self._storage
+        if job.cancelled() or storage is None or self._closed:
+            return
+        exc = job.exception()
+        if exc is not None:
+            self._fail_snapshot(exc)
+            return
+        snapshot = job.result()
+        index = snapshot.metadata.index
+        if not storage.adopt_snapshot(snapshot):
+            return  # a leader's snapshot was installed meanwhile; it is newer
         # Keep a tail so slightly lagging followers catch up from the log;
         # followers behind the compaction point get an InstallSnapshot.
         keep = min(1000, self.config.snapshot_entries // 2)
         if index - keep > storage.first_index():
             storage.compact(index - keep)
-        self._snapshot_index = index
+        self._snapshot_index = max(self._snapshot_index, index)
         self.metrics.snapshots.inc()
         logger.info("snapshot taken", extra={"fields": {"index": index}})
+        self._wake.set()
 
     def _restore_snapshot(self) -> Index:
         """Restore the state machine from storage's latest snapshot; return its index."""
