@@ -53,7 +53,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from ssl import SSLContext
 from typing import Final, Protocol, cast
@@ -94,6 +94,7 @@ WRITE_TIMEOUT_S: Final = 30.0
 """Writing to a client may stay paused (its buffers full) this long."""
 MAX_CONNECTIONS: Final = 4096
 """Open connections at once, by default (``--max-connections``)."""
+_TLS_BACKLOG: Final = 100  # asyncio's create_server default
 MAX_REFUSING: Final = 64
 """Connections beyond the cap being answered 503 at once; while this many
 are, the next ones are closed without an answer."""
@@ -349,8 +350,11 @@ _REFUSAL: Final = encode_response(503, b'{"error": "too many connections"}', clo
 class _Connection(asyncio.Protocol):
     """One client connection, until it is handed to aiohttp or closed."""
 
-    def __init__(self, server: FastHttpServer) -> None:
+    def __init__(self, server: FastHttpServer, accepted_at: float | None = None) -> None:
         self._server = server
+        # Set when the connection was counted at its accept, before a TLS
+        # handshake (FastHttpServer._accept_tls): no cap check when it is made.
+        self._accepted_at = accepted_at
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         # One task per connection serves its requests in turn; it is made when
@@ -361,7 +365,6 @@ class _Connection(asyncio.Protocol):
         self._eof = False
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None  # set while writing is paused
-        self._tls_pending = False  # the TLS handshake runs: bytes are only buffered
         self.remote = "?"
         # Rule 4. deadline: when the current wait ends the connection (None
         # while a request is being served); reason: what it waits for -- the
@@ -376,9 +379,13 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         server = self._server
-        if server.open_connections >= server.max_connections:
-            server.refuse(cast(asyncio.Transport, transport))
-            return
+        accepted_at = self._accepted_at
+        if accepted_at is None:
+            if server.open_connections >= server.max_connections:
+                server.refuse(cast(asyncio.Transport, transport))
+                return
+            server.stats["accepted"] += 1
+            accepted_at = server.now()
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and peer:
@@ -388,12 +395,8 @@ class _Connection(asyncio.Protocol):
             with contextlib.suppress(OSError, AttributeError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         server.connections.add(self)
-        server.stats["accepted"] += 1
-        self.deadline = server.now() + server.head_timeout
-        if server.ssl is not None:
-            self._tls_pending = True
-            self._task = server.loop.create_task(self._start_tls(self._transport, server.ssl))
-        elif not server.fast_routes:
+        self.deadline = accepted_at + server.head_timeout
+        if not server.fast_routes:
             self._handoff()
 
     def data_received(self, data: bytes) -> None:
@@ -414,7 +417,9 @@ class _Connection(asyncio.Protocol):
             self._finish_eof()
         else:
             self._wake()
-        return True  # stay open (half-closed) until the buffered requests are answered
+        # Stay open (half-closed) until the buffered requests are answered;
+        # TLS cannot half-close (asyncio warns if asked to).
+        return self._server.ssl is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
@@ -441,32 +446,6 @@ class _Connection(asyncio.Protocol):
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-
-    async def _start_tls(self, raw: asyncio.Transport, ssl: SSLContext) -> None:
-        """The TLS handshake, after the connection was counted (Rule 4): a
-        handshake in progress holds a slot, and the head deadline covers it."""
-        server = self._server
-        try:
-            transport = await server.loop.start_tls(
-                raw, self, ssl, server_side=True, ssl_handshake_timeout=server.head_timeout
-            )
-        except (OSError, TimeoutError, ValueError) as exc:  # ssl.SSLError is an OSError
-            logger.debug("TLS handshake with %s failed: %s", self.remote, exc)
-            server.stats["tls_failed"] += 1
-            raw.abort()
-            server.connections.discard(self)
-            return
-        finally:
-            self._task = None
-            self._tls_pending = False
-        if transport is None or transport.is_closing():
-            server.connections.discard(self)
-            return
-        self._transport = transport
-        if not server.fast_routes:
-            self._handoff()
-        elif self._buf or self._eof:
-            self._task = server.loop.create_task(self._run())
 
     async def _run(self) -> None:
         transport = self._transport
@@ -542,7 +521,7 @@ class _Connection(asyncio.Protocol):
             self.close(abort=True)
             return
         server.stats[f"timeout_{self.reason}"] += 1
-        if self.reason != _IDLE and self._buf and not self._tls_pending:
+        if self.reason != _IDLE and self._buf:
             transport.write(encode_response(408, _TIMEOUT_ANSWER, close=True))
         self.close()
 
@@ -769,10 +748,12 @@ class FastHttpServer:
         self.keepalive_timeout = keepalive_timeout
         self.write_timeout = write_timeout
         self.ssl: SSLContext | None = None
-        # Invariant: every open connection is in exactly one of these three.
+        # Invariant: every open connection is in one of these three, or in
+        # its TLS handshake (counted in handshakes; briefly in both as it ends).
         self.connections: set[_Connection] = set()
         self.handed: dict[object, HandedOff] = {}  # by aiohttp's protocol
         self.refusing: set[_Refusal] = set()
+        self.handshakes = 0
         # Monotonic counters (metrics: raftkv_http_connection_events_total).
         self.stats: dict[str, int] = dict.fromkeys(CONNECTION_EVENTS, 0)
         # Back-pressure events (tests, debugging).
@@ -780,12 +761,14 @@ class FastHttpServer:
         self.writes_paused = 0
         self.loop = asyncio.get_running_loop()
         self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None  # with TLS: accepted by _accept_tls
+        self._accepting: set[asyncio.Task[None]] = set()  # the accept loop, the handshakes
         self._sweeper: asyncio.TimerHandle | None = None
 
     @property
     def open_connections(self) -> int:
         """Connections counted against ``max_connections`` (not those being refused)."""
-        return len(self.connections) + len(self.handed)
+        return len(self.connections) + len(self.handed) + self.handshakes
 
     @property
     def handed_off(self) -> int:
@@ -798,12 +781,61 @@ class FastHttpServer:
     async def start(self, host: str, port: int, *, ssl: SSLContext | None = None) -> int:
         """Listen on ``host:port`` (with TLS if ``ssl``); the port (port 0 picks one)."""
         self.ssl = ssl
-        self._server = await self.loop.create_server(
-            lambda: _Connection(self), host, port, reuse_address=True
-        )
+        if ssl is None:
+            self._server = await self.loop.create_server(
+                lambda: _Connection(self), host, port, reuse_address=True
+            )
+            sock = self._server.sockets[0]
+        else:
+            family, _, _, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            sock = socket.create_server(address[:2], family=family, backlog=_TLS_BACKLOG)
+            sock.setblocking(False)
+            self._listener = sock
+            self._spawn(self._accept_tls(sock, ssl))
         self._schedule_sweep()
-        sock = self._server.sockets[0]
         return int(sock.getsockname()[1])
+
+    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
+        task = self.loop.create_task(coro)
+        self._accepting.add(task)
+        task.add_done_callback(self._accepting.discard)
+
+    async def _accept_tls(self, listener: socket.socket, ssl: SSLContext) -> None:
+        """Accept TLS connections, counting each before its handshake (Rule 4):
+        a handshake in progress holds a slot and must end within
+        ``head_timeout``; one beyond the cap is closed before any handshake."""
+        loop = self.loop
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors, or a connection reset early
+                logger.warning("accepting an API connection failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if self.open_connections >= self.max_connections:
+                self.stats["refused_unanswered"] += 1
+                sock.close()
+                continue
+            self.stats["accepted"] += 1
+            self.handshakes += 1
+            self._spawn(self._handshake(sock, ssl, self.now()))
+
+    async def _handshake(self, sock: socket.socket, ssl: SSLContext, accepted_at: float) -> None:
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: _Connection(self, accepted_at),
+                sock,
+                ssl=ssl,
+                ssl_handshake_timeout=self.head_timeout,
+            )
+        except Exception as exc:  # ssl.SSLError, a reset, the handshake timeout...
+            logger.debug("TLS handshake failed: %s", exc)
+            self.stats["tls_failed"] += 1
+            sock.close()
+        finally:
+            self.handshakes -= 1
 
     def handed_off_connection(self, protocol: object) -> HandedOff | None:
         """The connection that aiohttp's ``protocol`` serves (None: not one of ours)."""
@@ -813,7 +845,7 @@ class FastHttpServer:
         """A connection beyond ``max_connections``: answer 503 and close it --
         at once, without an answer, under TLS (no handshake is spent on it) or
         when :data:`MAX_REFUSING` refusals are still lingering."""
-        if self.ssl is not None or len(self.refusing) >= MAX_REFUSING:
+        if len(self.refusing) >= MAX_REFUSING:
             self.stats["refused_unanswered"] += 1
             transport.abort()
             return
@@ -848,6 +880,11 @@ class FastHttpServer:
             self._sweeper = None
         if self._server is not None:
             self._server.close()
+        for task in list(self._accepting):
+            task.cancel()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         for conn in list(self.connections):
             conn.close(abort=abort)
         self.connections.clear()

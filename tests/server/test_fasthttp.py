@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -756,6 +759,8 @@ def test_a_handed_off_connection_that_trickles_is_closed(
                 writer.write(b"GET /v1/members HTTP/1.1\r\nHost: h\r\n\r\n")
                 assert (await read_response(reader))[0] == 200
             assert server.handed_off == 1 and len(server.handed) == 1
+            [handed] = server.handed.values()
+            assert handed.reason == ("idle" if fast else "head")  # aiohttp's answer was seen
             start = asyncio.get_running_loop().time()
             trickle = asyncio.create_task(_trickle(writer, SLOW_HEAD, 0.05))
             received, elapsed = await _closed_after(reader, start)
@@ -816,6 +821,62 @@ def test_a_client_that_does_not_read_is_disconnected(
             while not server.stats["timeout_write"]:
                 await asyncio.sleep(0.05)
             assert not server.connections
+            writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+@pytest.fixture(scope="module")
+def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: the server's and a client's context."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=t",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        cwd=d, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(d / "cert.pem", d / "key.pem")
+    client = ssl.create_default_context(cafile=str(d / "cert.pem"))
+    return server, client
+
+
+def test_a_tls_handshake_holds_a_slot_until_its_deadline(
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """TLS starts after the connection is counted: a client that never
+    handshakes holds its slot only until the head deadline, and a connection
+    beyond the cap is closed before any handshake."""
+    server_ctx, client_ctx = tls_contexts
+
+    async def main() -> None:
+        server = FastHttpServer(
+            _echo, _no_fallback, max_body=1024, max_connections=1, head_timeout=0.3
+        )
+        port = await server.start("127.0.0.1", 0, ssl=server_ctx)
+        try:
+            silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
+            while server.open_connections < 1:
+                await asyncio.sleep(0.01)
+            with pytest.raises((ConnectionError, ssl.SSLError)):
+                await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+            assert server.stats["refused_unanswered"] == 1
+            with contextlib.suppress(ConnectionResetError):
+                assert await silent_reader.read() == b""  # closed at the deadline
+            silent.close()
+            while server.open_connections:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+            writer.write(GET)
+            assert (await read_response(reader))[0] == 200
+            assert server.stats["tls_failed"] == 1
             writer.close()
         finally:
             server.close()
