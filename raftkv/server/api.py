@@ -947,7 +947,7 @@ class ApiServer:
             keepalive_timeout=config.http_idle_timeout_s,
             write_timeout=config.http_write_timeout_s,
         )
-        self.node.metrics.watch_http(self.fast.stats, lambda: self._open_connections())
+        self.node.metrics.watch_http(self.fast.stats, self._open_connections)
         self.port = await self.fast.start(host, port, ssl=server_ssl)
         logger.info(
             "http api listening",
