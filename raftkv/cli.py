@@ -446,6 +446,8 @@ def _sweep(
 # User mistakes and unreachable clusters print one line (no traceback) and exit 1.
 
 DEFAULT_ENDPOINTS = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
+EXIT_NODE_FAILED = 70
+"""``raftkv serve``'s exit code when its node failed (EX_SOFTWARE): restart it."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -655,6 +657,14 @@ def _fail(message: str) -> NoReturn:
     "one request at a time.",
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=None,
+    envvar="RAFTKV_MAX_CONNECTIONS",
+    help="HTTP connections open at once; one more is answered 503 and closed. "
+    "[default: 4096, lowered to what the open file limit leaves; a value given must fit]",
+)
+@click.option(
     "--max-peer-frame-bytes",
     type=click.IntRange(1 << 21, 2**32 - 1),
     default=64 << 20,
@@ -698,6 +708,7 @@ def serve(
     max_value_bytes: int,
     max_multi_put_pairs: int,
     max_concurrent_requests: int,
+    max_connections: int | None,
     max_peer_frame_bytes: int,
     no_leader_hints: bool,
 ) -> None:
@@ -708,6 +719,10 @@ def serve(
 
     A data dir that already holds state restarts from it; --initial-cluster and
     --initial-cluster-state matter only on the very first start.
+
+    If the node fails (its WAL or snapshot store cannot write, or its drive
+    loop breaks), it logs why and exits with code 70 at once, for a supervisor
+    to restart it; a bad flag or a start-up error exits with code 1.
 
     \b
     Example (one of three founding members):
@@ -806,6 +821,7 @@ def serve(
             max_value_bytes=max_value_bytes,
             max_multi_put_pairs=max_multi_put_pairs,
             max_concurrent_requests=max_concurrent_requests,
+            max_connections=max_connections,
             max_peer_frame_bytes=max_peer_frame_bytes,
             leader_hints=not no_leader_hints,
         )
@@ -847,9 +863,16 @@ def serve(
         await serve_node(cfg, stop)
 
     from raftkv.server.api import run_event_loop
+    from raftkv.server.errors import NodeFailed
 
     try:
         run_event_loop(run())
+    except NodeFailed as exc:
+        # Crash-stop: the cause and its traceback are logged already. Exit now,
+        # without waiting for threads (a WAL sync may hang on a broken disk).
+        click.echo(f"error: {node_id}: {exc}", err=True)
+        logging.shutdown()
+        os._exit(EXIT_NODE_FAILED)
     except OSError as exc:
         _fail(f"{node_id}: {exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else ""))
     except RaftKVError as exc:

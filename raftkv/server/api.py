@@ -67,11 +67,13 @@ from raftkv.server.errors import (
 )
 from raftkv.server.fasthttp import (
     KV_ROUTE,
+    MAX_CONNECTIONS,
     MULTI_PUT_ROUTE,
     Answer,
     FastHttpServer,
     FastRequest,
 )
+from raftkv.server.fdlimit import FORWARD_CONNECTIONS, apply_fd_budget
 from raftkv.server.kv import (
     ABSENT,
     DEFAULT_SESSION_TTL_MS,
@@ -151,6 +153,11 @@ def _web(answer: Answer) -> web.Response:
     )
 
 
+_FAILED_ANSWER: Answer = (503, b'{"error": "node failed", "leader": null}', None)
+"""Every route's answer from a node that failed (crash-stop, RaftNode.failed): the
+cause is in the node's log, not in answers to clients."""
+
+
 def _server_error_answer(exc: ServerError) -> Answer:
     body: dict[str, Any] = {"error": exc.message}
     if exc.status == 503 or exc.leader is not None:
@@ -167,6 +174,9 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     route = (
         request.match_info.route.resource.canonical if request.match_info.route.resource else "?"
     )
+    if node.failure is not None:
+        node.metrics.http(route, 503)
+        return _web(_FAILED_ANSWER)
     try:
         response = await handler(request)
     except ServerError as exc:
@@ -187,6 +197,11 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = _json(exc.status, {"error": message}, headers)
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        # The client left, or its connection was closed at a deadline while
+        # its body was read (fasthttp Rule 4): nobody reads this answer.
+        logger.debug("connection lost serving %s %s", request.method, request.path)
+        response = _error(400, "connection lost while reading the request")
     except Exception:
         logger.exception("unhandled error serving %s %s", request.method, request.path)
         response = _error(500, "internal error")
@@ -649,6 +664,9 @@ class _Api:
     async def serve_fast(self, request: FastRequest, remote: str) -> Answer:
         """Serve a hot-route request parsed by the fast path, as the middlewares
         would: the guard (Rule 4), the handler, the error mapping, the metrics."""
+        if self.node.failure is not None:
+            self.node.metrics.http(request.route, 503)
+            return _FAILED_ANSWER
         guard = self.guard
         assert guard is not None
         # The probes skip the guard, as in the middleware.
@@ -977,7 +995,9 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
     async def _session_ctx(app: web.Application) -> Any:
         api.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=256, keepalive_timeout=30, ssl=forward_ssl if forward_ssl else True
+                limit=FORWARD_CONNECTIONS,
+                keepalive_timeout=30,
+                ssl=forward_ssl if forward_ssl else True,
             )
         )
         app[_HTTP_KEY] = api.http
@@ -1009,10 +1029,12 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
 class ApiServer:
     """Runs :func:`build_app` on ``config.api_addr`` (port 0 picks a free port).
 
-    With ``fast_path`` (the default unless ``RAFTKV_NO_FAST_HTTP=1``), the port
-    is served by :class:`~raftkv.server.fasthttp.FastHttpServer`, which answers
-    the hot KV routes itself and hands every other connection to the aiohttp
-    application (Rule 5); without it, by aiohttp alone.
+    The port is served by :class:`~raftkv.server.fasthttp.FastHttpServer`:
+    every connection is accepted, capped (``max_connections``) and held to the
+    HTTP deadlines there (its Rule 4). With ``fast_path`` (the default unless
+    ``RAFTKV_NO_FAST_HTTP=1``) it answers the hot KV routes itself and hands
+    every other connection to the aiohttp application (Rule 5); without it, it
+    hands every connection to aiohttp as soon as it is made.
     """
 
     def __init__(
@@ -1028,30 +1050,70 @@ class ApiServer:
         self.port = config.api_addr[1]
 
     async def start(self) -> None:
-        app, api = _build(self.node, self.config)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        config = self.config
+        app, api = _build(self.node, config)
+        # Outermost: it sees every request aiohttp serves, refused ones too.
+        app.middlewares.insert(0, self._track_request)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            # The connection's own deadlines (HandedOff) close it first; this
+            # is a backstop that must not be the shorter one.
+            keepalive_timeout=config.http_idle_timeout_s + config.http_head_timeout_s,
+            # A graceful stop waits this long for requests in progress (each is
+            # bounded by the request timeout, a forwarded one by that plus one).
+            shutdown_timeout=config.request_timeout_s + 2.0,
+        )
         await self._runner.setup()
-        host, port = self.config.api_addr
-        server_ssl, _ = api_ssl_contexts(self.config)
-        if self.fast_path:
-            aiohttp_protocol = self._runner.server
-            assert aiohttp_protocol is not None  # made by setup()
-            self.fast = FastHttpServer(
-                api.serve_fast, aiohttp_protocol, max_body=self.config.max_body_bytes
-            )
-            self.port = await self.fast.start(host, port, ssl=server_ssl)
-        else:
-            site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=server_ssl)
-            await site.start()
-            addresses = self._runner.addresses
-            if addresses:
-                self.port = int(addresses[0][1])
-        logger.info("http api listening", extra={"fields": {"addr": f"{host}:{self.port}"}})
+        host, port = config.api_addr
+        server_ssl, _ = api_ssl_contexts(config)
+        aiohttp_protocol = self._runner.server
+        assert aiohttp_protocol is not None  # made by setup()
+        self.fast = FastHttpServer(
+            api.serve_fast,
+            aiohttp_protocol,
+            max_body=config.max_body_bytes,
+            max_connections=config.max_connections or MAX_CONNECTIONS,
+            fast_routes=self.fast_path,
+            head_timeout=config.http_head_timeout_s,
+            body_timeout=config.http_body_timeout_s,
+            keepalive_timeout=config.http_idle_timeout_s,
+            write_timeout=config.http_write_timeout_s,
+        )
+        self.node.metrics.watch_http(self.fast.stats, self._open_connections)
+        self.port = await self.fast.start(host, port, ssl=server_ssl)
+        logger.info(
+            "http api listening",
+            extra={
+                "fields": {
+                    "addr": f"{host}:{self.port}",
+                    "max_connections": self.fast.max_connections,
+                }
+            },
+        )
 
-    async def stop(self) -> None:
+    def _open_connections(self) -> int:
+        return self.fast.open_connections if self.fast is not None else 0
+
+    @web.middleware
+    async def _track_request(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Tell the connection aiohttp serves when a request runs (its deadlines)."""
+        conn = self.fast.handed_off_connection(request.protocol) if self.fast else None
+        if conn is None:
+            return await handler(request)
+        conn.request_started(request.content)
+        try:
+            return await handler(request)
+        finally:
+            conn.request_finished()
+
+    async def stop(self, *, abort: bool = False) -> None:
+        """Stop listening and close every connection; ``abort``: without waiting
+        for requests in progress (a failed node)."""
         fast, self.fast = self.fast, None
         if fast is not None:
-            fast.close()
+            fast.close(abort=abort)
         if self._runner is not None:
             await self._runner.cleanup()  # closes the connections handed to aiohttp
             self._runner = None
@@ -1080,7 +1142,14 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None:
-    """Run one node and its API until ``stop`` is set (SIGTERM/SIGINT in ``raftkv serve``)."""
+    """Run one node and its API until ``stop`` is set (SIGTERM/SIGINT in ``raftkv serve``).
+
+    Raises:
+        NodeFailed: the node failed (crash-stop, :attr:`RaftNode.failed`): the
+            API is closed at once, the node stopped without a handover, and the
+            failure re-raised, so that the process can exit and be restarted.
+    """
+    config = apply_fd_budget(config)
     node = RaftNode(config)
     await node.start()
     api = ApiServer(node, config)
@@ -1089,11 +1158,20 @@ async def serve(config: ServerConfig, stop: asyncio.Event | None = None) -> None
     except OSError:
         await node.stop(transfer=False)
         raise
+    if stop is None:
+        stop = asyncio.Event()
+    stopped = asyncio.ensure_future(stop.wait())
     try:
-        if stop is None:
-            stop = asyncio.Event()
-        await stop.wait()
+        await asyncio.wait((stopped, node.failed), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        logger.info("shutting down")
-        await node.stop()
-        await api.stop()
+        stopped.cancel()
+        failure = node.failure
+        if failure is None:
+            logger.info("shutting down")
+            await node.stop()
+            await api.stop()
+        else:
+            await api.stop(abort=True)  # first: nothing answers from a failed node
+            await node.stop(transfer=False)
+    if failure is not None:
+        raise failure

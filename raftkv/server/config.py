@@ -104,6 +104,18 @@ class ServerConfig:
         max_value_bytes: largest JSON value accepted (its encoded size).
         max_multi_put_pairs: most pairs in one multi-put.
         max_concurrent_requests: HTTP requests served at once; 503 above.
+        max_connections: HTTP connections open at once; one more is answered
+            503 and closed. ``None``: the default (4096), lowered to what the
+            file descriptor limit leaves (:mod:`raftkv.server.fdlimit`); a
+            value given must fit, or the node does not start.
+        http_head_timeout_s: a request's head must arrive within this long of
+            its first byte (of the accept, for a connection's first request).
+        http_body_timeout_s: a request's body must arrive within this long of
+            the end of its head.
+        http_idle_timeout_s: a keep-alive connection with no request is closed
+            this long after its last answer.
+        http_write_timeout_s: a client that does not read its answers is
+            disconnected after writing stayed paused this long.
         max_peer_frame_bytes: largest peer frame accepted (checked before reading it).
         leader_hints: a follower whose connection to the leader is refused
             (the leader's process died) campaigns after a tick or two instead
@@ -134,6 +146,11 @@ class ServerConfig:
     max_value_bytes: int = 1 << 20
     max_multi_put_pairs: int = 1000
     max_concurrent_requests: int = 1024
+    max_connections: int | None = None
+    http_head_timeout_s: float = 10.0
+    http_body_timeout_s: float = 30.0
+    http_idle_timeout_s: float = 75.0
+    http_write_timeout_s: float = 30.0
     max_peer_frame_bytes: int = DEFAULT_MAX_FRAME_SIZE
     leader_hints: bool = True
 
@@ -180,6 +197,16 @@ class ServerConfig:
                 "--max-value-bytes, --max-multi-put-pairs and --max-concurrent-requests "
                 "must be positive"
             )
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ConfigError("--max-connections must be positive")
+        timeouts = (
+            self.http_head_timeout_s,
+            self.http_body_timeout_s,
+            self.http_idle_timeout_s,
+            self.http_write_timeout_s,
+        )
+        if min(timeouts) <= 0:
+            raise ConfigError("the HTTP timeouts must be positive")
         # A peer frame must hold a snapshot chunk (1 MiB) and a full batch.
         if not 1 << 21 <= self.max_peer_frame_bytes < 2**32:
             raise ConfigError("--max-peer-frame-bytes must be in 2 MiB .. 4 GiB - 1")

@@ -17,6 +17,7 @@ __all__ = [
     "OutcomeUnknown",
     "ReadTimeout",
     "NodeStopped",
+    "NodeFailed",
     "Unsupported",
     "BadRequest",
     "LearnerNotReady",
@@ -78,6 +79,16 @@ class ReadTimeout(ServerError):
 
 class NodeStopped(ServerError):
     """The node is shutting down."""
+
+    status = 503
+
+
+class NodeFailed(ServerError):
+    """The node's drive loop, WAL or snapshot store failed: it serves nothing more.
+
+    ``__cause__`` is the original error. ``raftkv serve`` exits (code 70) when its
+    node fails, so that a supervisor restarts it from the data dir.
+    """
 
     status = 503
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = ["NodeMetrics", "CONTENT_TYPE"]
@@ -122,6 +122,7 @@ class NodeMetrics:
             registry=r,
         )
         self._node = node_id
+        self._http: _HttpCollector | None = None
         self._children: dict[tuple[object, ...], Counter] = {}
         self.set_role("follower")
 
@@ -131,6 +132,19 @@ class NodeMetrics:
         dropped_bad_sender, ... (see :class:`~raftkv.transport.base.TransportStats`).
         """
         self.registry.register(_TransportCollector(self._node, stats))
+
+    def watch_http(self, events: Mapping[str, int], open_connections: Callable[[], int]) -> None:
+        """Export the HTTP server's connection counters (read at scrape time):
+        ``raftkv_http_connections`` (open now) and
+        ``raftkv_http_connection_events_total{event=...}`` -- accepted, handed_off,
+        refused (beyond --max-connections, answered 503), refused_unanswered,
+        tls_failed, timeout_head/body/idle/write (closed at a deadline). A later
+        call replaces the source (an API server restarted on the same node)."""
+        if self._http is None:
+            self._http = _HttpCollector(self._node)
+            self.registry.register(self._http)
+        self._http.events = events
+        self._http.open_connections = open_connections
 
     def refused(self, reason: str) -> None:
         self.http_refused.labels(node=self._node, reason=reason).inc()
@@ -194,5 +208,33 @@ class _TransportCollector(Collector):
             labels=["node", "event"],
         )
         for event, value in sorted(self._stats().items()):
+            family.add_metric([self._node, event], value)
+        yield family
+
+
+class _HttpCollector(Collector):
+    """Reads the HTTP server's connection counters when Prometheus scrapes."""
+
+    def __init__(self, node_id: str) -> None:
+        self._node = node_id
+        self.events: Mapping[str, int] = {}
+        self.open_connections: Callable[[], int] = lambda: 0
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "raftkv_http_connections",
+            "HTTP connections open (counted against --max-connections).",
+            labels=["node"],
+        )
+        gauge.add_metric([self._node], self.open_connections())
+        yield gauge
+        family = CounterMetricFamily(
+            "raftkv_http_connection_events",
+            "HTTP connections: accepted, handed_off (to aiohttp), refused (beyond "
+            "--max-connections: answered 503), refused_unanswered (closed at once), "
+            "tls_failed, timeout_head/body/idle/write (closed at a deadline).",
+            labels=["node", "event"],
+        )
+        for event, value in sorted(self.events.items()):
             family.add_metric([self._node, event], value)
         yield family

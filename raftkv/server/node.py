@@ -67,6 +67,7 @@ from raftkv.server.errors import (
     BadRequest,
     LearnerNotReady,
     MemberRemoved,
+    NodeFailed,
     NodeStopped,
     NoLeader,
     OutcomeUnknown,
@@ -281,15 +282,19 @@ class RaftNode:
         )
         # Invariant: None, or the snapshot being written in _snapshot_thread.
         self._snapshot_job: asyncio.Future[Snapshot] | None = None
-        # A failure outside the drive loop (the snapshot thread) that must stop
-        # the node: the drive loop raises it.
-        self._fatal: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-        self._closed = False
+        # The WAL sync running in _wal_thread, if any (a failed node's stop()
+        # must not wait for a sync that hangs).
+        self._syncing: concurrent.futures.Future[None] | None = None
+        self._stopping = False  # the loops stop: stop() was called, or the node failed
         self._started = False
+        self._closed = False  # stop() ran (or runs)
         self._accepting = False
         self._driver_done: asyncio.Future[None] | None = None
+        # Crash-stop: set once, when the drive loop (and with it the WAL or the
+        # snapshot store) or the ticker fails; the node then serves nothing more.
+        self._failure: NodeFailed | None = None
+        self._failed: asyncio.Future[NodeFailed] | None = None
 
         # Invariant: every key is an index proposed on this node not yet applied.
         self._proposals: dict[Index, _Proposal] = {}
@@ -441,8 +446,9 @@ class RaftNode:
     async def stop(self, *, transfer: bool = True) -> None:
         """Stop gracefully: refuse new requests, hand over leadership, flush, close.
 
-        A node whose drive loop failed is closed the same way (its files and
-        sockets released); only once.
+        Also after a failure (:attr:`failed`): then nothing is handed over, and
+        the files stay open if a WAL sync is still stuck in its thread (they
+        close when the process exits).
         """
         if not self._started or self._closed:
             return
@@ -450,7 +456,7 @@ class RaftNode:
         self._accepting = False
         if (
             transfer
-            and not self._stopping
+            and self._failure is None
             and self._raw is not None
             and self._raw.role is Role.LEADER
         ):
@@ -466,6 +472,13 @@ class RaftNode:
         if self._transport is not None:
             await self._transport.stop()
         self._fail_all(NodeStopped("node is shutting down"))
+        syncing = self._syncing
+        if self._failure is not None and syncing is not None and not syncing.done():
+            # A failed node's sync that still runs may never return (a dead
+            # disk): do not wait for it, and leave the files to the process exit.
+            self._wal_thread.shutdown(wait=False)
+            logger.warning("node stopped with a WAL sync still running; files left open")
+            return
         # A sync still running in the WAL thread (its Ready was cancelled) must
         # finish before the files close under it.
         self._wal_thread.shutdown(wait=True)
@@ -473,6 +486,49 @@ class RaftNode:
         if self._storage is not None:
             self._storage.close()
         logger.info("node stopped")
+
+    # ------------------------------------------------------------------ crash-stop
+
+    @property
+    def failed(self) -> asyncio.Future[NodeFailed]:
+        """Resolves, with the :class:`NodeFailed` as its result, when the node fails.
+
+        A node fails when its drive loop raises -- a WAL write or sync (in the
+        WAL thread too), a snapshot save or install, applying an entry -- or
+        its ticker does. It then refuses every request (:attr:`failure`), stops
+        stepping and ticking, and fails what was pending; it cannot recover in
+        place: the process should exit and restart from the data dir
+        (:func:`raftkv.server.api.serve` re-raises the failure).
+        """
+        if self._failed is None:
+            self._failed = asyncio.get_running_loop().create_future()
+        return self._failed
+
+    @property
+    def failure(self) -> NodeFailed | None:
+        """Why the node failed (``__cause__``: the original error), or None."""
+        return self._failure
+
+    def _fail(self, where: str, exc: BaseException) -> None:
+        """Crash-stop: log why, stop serving, and resolve :attr:`failed`."""
+        if self._failure is not None:
+            return
+        failure = NodeFailed(f"node failed: {where}: {exc}")
+        failure.__cause__ = exc
+        self._failure = failure
+        logger.critical(
+            "node failed (%s): %s; it serves nothing more",
+            where,
+            exc,
+            exc_info=exc,
+            extra={"fields": {"term": self.term, "applied": self._applied}},
+        )
+        self._accepting = False
+        self._stopping = True
+        self._wake.set()
+        self._fail_all(NodeStopped("node failed"))
+        if not self.failed.done():
+            self.failed.set_result(failure)
 
     async def _handover(self) -> None:
         """Hand leadership to the most caught-up follower before stopping (§3.10).
@@ -581,6 +637,12 @@ class RaftNode:
             self._wake.set()
 
     async def _ticker(self) -> None:
+        try:
+            await self._tick_forever()
+        except Exception as exc:
+            self._fail("ticker", exc)
+
+    async def _tick_forever(self) -> None:
         interval = self.config.heartbeat_interval_ms / 1000
         loop = asyncio.get_running_loop()
         next_at = loop.time() + interval
@@ -590,6 +652,8 @@ class RaftNode:
             # After a long stall (GC, paused process) do not tick in a burst.
             if loop.time() - next_at > 5 * interval:
                 next_at = loop.time() + interval
+            if self._stopping:
+                return
             assert self._raw is not None
             self._raw.tick()
             if (
@@ -607,18 +671,14 @@ class RaftNode:
         try:
             while not self._stopping:
                 self._wake.clear()
-                if self._fatal is not None:
-                    raise self._fatal
                 if not raw.has_ready():
                     await self._wake.wait()
                     continue
                 await self._handle_ready(raw.ready())
-        except Exception:
-            logger.exception("drive loop crashed; the node stops serving")
-            self._accepting = False
-            self._stopping = True
-            self._fail_all(NodeStopped("node failed"))
-            raise
+        except Exception as exc:
+            # Storage errors land here (WAL writes and syncs, snapshots), and
+            # so do broken invariants: crash-stop, never serve frozen state.
+            self._fail("drive loop", exc)
         finally:
             if not self._driver_done.done():
                 self._driver_done.set_result(None)
@@ -673,7 +733,8 @@ class RaftNode:
                 # requests while its sync runs, so the next batch gathers
                 # meanwhile. (What commits meanwhile is applied only in the
                 # next Ready, after advance(): the core has one Ready at a time.)
-                await asyncio.get_running_loop().run_in_executor(self._wal_thread, storage.wal.sync)
+                self._syncing = self._wal_thread.submit(storage.wal.sync)
+                await asyncio.wrap_future(self._syncing)
             else:
                 # A follower has nothing to commit before its own sync; syncing
                 # on the loop's thread saves two thread hand-offs per Ready
@@ -921,12 +982,6 @@ class RaftNode:
         self._snapshot_job = job
         job.add_done_callback(self._snapshot_written)
 
-    def _fail_snapshot(self, exc: BaseException) -> None:
-        """Writing a snapshot failed (the disk): the node stops, like a failed WAL."""
-        if self._fatal is None:
-            self._fatal = exc
-        self._wake.set()
-
     def _snapshot_written(self, job: asyncio.Future[Snapshot]) -> None:
         """On the loop: make the snapshot the snapshot thread wrote current, compact."""
         self._snapshot_job = None
@@ -935,7 +990,7 @@ class RaftNode:
             return
         exc = job.exception()
         if exc is not None:
-            self._fail_snapshot(exc)
+            self._fail("snapshot", exc)  # the disk: crash-stop, as for the WAL
             return
         snapshot = job.result()
         index = snapshot.metadata.index

@@ -8,7 +8,11 @@ matter: pipelining, hand-off to aiohttp, Connection: close, EOF, the guard.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -508,15 +512,20 @@ def test_idle_keepalive_connections_are_closed(
 def test_fast_path_can_be_turned_off(
     tmp_path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RAFTKV_NO_FAST_HTTP=1: aiohttp serves every route, the hot ones too."""
+    """RAFTKV_NO_FAST_HTTP=1: aiohttp serves every route, the hot ones too (the
+    connections are still accepted, counted and timed by FastHttpServer)."""
     monkeypatch.setenv("RAFTKV_NO_FAST_HTTP", "1")
 
     async def main() -> None:
         async with InProcCluster(tmp_path, n=1) as c:
             node = await c.leader()
-            assert c.apis[node].fast is None
+            fast = c.apis[node].fast
+            assert fast is not None and not fast.fast_routes
             answers = await exchange(c.apis[node].port, PUT + GET, 2)
             assert [a[0] for a in answers] == [200, 200] and answers[1][2]["value"] == 7
+            assert fast.handed_off == 1
+            text = c.nodes[node].metrics.render().decode()
+            assert 'raftkv_http_connection_events_total{event="handed_off",node="n1"} 1.0' in text
 
     run(main())
 
@@ -551,6 +560,324 @@ def test_back_pressure_both_ways_keeps_every_answer_in_order(
                 assert status == 200 and json.loads(body)["key"] == f"k{i}"
             writer.close()
             assert server.reads_paused >= 1 and server.writes_paused >= 1
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+# --------------------------------------------------------------------------- connections
+# The cap and the deadlines of fasthttp's Rule 4. Deadlines here are short
+# constructor (or config) values; the sweep runs every quarter of the shortest.
+
+
+async def _echo(request: FastRequest, remote: str) -> tuple[int, bytes, None]:
+    return 200, b'{"key": "%s"}' % request.key.encode(), None
+
+
+def _no_fallback() -> asyncio.Protocol:
+    raise AssertionError("nothing is handed off here")
+
+
+async def _trickle(writer: asyncio.StreamWriter, data: bytes, every: float) -> None:
+    """Write ``data`` one byte every ``every`` seconds until it is written or the
+    connection breaks."""
+    with contextlib.suppress(ConnectionError):
+        for i in range(len(data)):
+            writer.write(data[i : i + 1])
+            await writer.drain()
+            await asyncio.sleep(every)
+
+
+async def _closed_after(reader: asyncio.StreamReader, start: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes, and when it closed (since ``start``)."""
+    received = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await reader.read(65536):
+            received += chunk
+    return received, asyncio.get_running_loop().time() - start
+
+
+SLOW_HEAD = b"GET /v1/kv/k HTTP/1.1\r\nHost: h\r\nX-Pad: " + b"a" * 200 + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "aiohttp"])
+def test_connections_beyond_the_cap_are_refused(
+    tmp_path: Path,
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    monkeypatch: pytest.MonkeyPatch,
+    fast: bool,
+) -> None:
+    """At --max-connections, one more connection is answered 503 and closed; the
+    connections within the cap keep being served, and a slot that frees is used."""
+    if not fast:
+        monkeypatch.setenv("RAFTKV_NO_FAST_HTTP", "1")
+
+    async def main() -> None:
+        async with HubCluster(tmp_path, n=1, overrides={"max_connections": 3}) as c:
+            node = await c.leader()
+            port = c.apis[node].port
+            server = c.apis[node].fast
+            assert server is not None and server.fast_routes is fast
+            conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            for reader, writer in conns:
+                writer.write(PUT)
+                assert (await read_response(reader))[0] == 200
+            assert server.open_connections == 3
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(PUT)
+                status, headers, body = await read_response(reader)
+                assert (status, json.loads(body)) == (503, {"error": "too many connections"})
+                assert headers["connection"] == "close" and await reader.read() == b""
+                writer.close()
+            for reader, writer in conns:  # still served
+                writer.write(GET)
+                status, _, body = await read_response(reader)
+                assert status == 200 and json.loads(body)["value"] == 7
+            assert server.stats["refused"] == 2 and server.open_connections == 3
+            conns.pop()[1].close()
+            while server.open_connections > 2:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(GET)
+            assert (await read_response(reader))[0] == 200
+            conns.append((reader, writer))
+            text = c.nodes[node].metrics.render().decode()
+            assert 'raftkv_http_connection_events_total{event="refused",node="n1"} 2.0' in text
+            assert 'raftkv_http_connections{node="n1"} 3.0' in text
+            for _, writer in conns:
+                writer.close()
+
+    run(main())
+
+
+def test_trickled_head_is_closed_at_the_deadline(
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+) -> None:
+    """One byte every 50 ms does not keep a request's head alive: the connection
+    is closed (408) at the head deadline from its first byte, not later."""
+
+    async def main() -> None:
+        server = FastHttpServer(_echo, _no_fallback, max_body=1024, head_timeout=0.4)
+        port = await server.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            start = asyncio.get_running_loop().time()
+            trickle = asyncio.create_task(_trickle(writer, SLOW_HEAD, 0.05))
+            received, elapsed = await _closed_after(reader, start)
+            trickle.cancel()
+            assert received.startswith(b"HTTP/1.1 408 "), received
+            assert 0.4 <= elapsed < 0.4 + 0.1 + 0.25, elapsed  # deadline + sweep + slack
+            assert server.stats["timeout_head"] == 1
+            writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+def test_a_trickle_does_not_extend_the_idle_timeout(
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+) -> None:
+    """After an answer, a byte now and then does not keep a keep-alive connection
+    open: the next request's head deadline runs from its first byte."""
+
+    async def main() -> None:
+        server = FastHttpServer(
+            _echo, _no_fallback, max_body=1024, head_timeout=0.4, keepalive_timeout=0.4
+        )
+        port = await server.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(GET)
+            assert (await read_response(reader))[0] == 200
+            start = asyncio.get_running_loop().time()
+            trickle = asyncio.create_task(_trickle(writer, SLOW_HEAD, 0.05))
+            received, elapsed = await _closed_after(reader, start)
+            trickle.cancel()
+            assert received.startswith(b"HTTP/1.1 408 ") and elapsed < 0.4 + 0.1 + 0.25, (
+                received,
+                elapsed,
+            )
+            writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+def test_a_silent_connection_is_closed_at_the_head_deadline(
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+) -> None:
+    """A connection that never sends a byte holds its slot only until the head
+    deadline of its first request (from the accept), closed without an answer."""
+
+    async def main() -> None:
+        server = FastHttpServer(
+            _echo, _no_fallback, max_body=1024, head_timeout=0.3, keepalive_timeout=60
+        )
+        port = await server.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            start = asyncio.get_running_loop().time()
+            received, elapsed = await _closed_after(reader, start)
+            assert received == b"" and 0.3 <= elapsed < 0.3 + 0.075 + 0.25, elapsed
+            assert server.stats["timeout_head"] == 1
+            writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "aiohttp"])
+def test_a_handed_off_connection_that_trickles_is_closed(
+    tmp_path: Path,
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    monkeypatch: pytest.MonkeyPatch,
+    fast: bool,
+) -> None:
+    """aiohttp has no head deadline: a connection handed to it keeps the fast
+    path's. Fast: a request to a cold route hands the connection over, then the
+    next head trickles. aiohttp alone: the head trickles from the start."""
+    if not fast:
+        monkeypatch.setenv("RAFTKV_NO_FAST_HTTP", "1")
+    overrides = {"http_head_timeout_s": 0.4, "http_idle_timeout_s": 0.4}
+
+    async def main() -> None:
+        async with HubCluster(tmp_path, n=1, overrides=overrides) as c:
+            node = await c.leader()
+            server = c.apis[node].fast
+            assert server is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", c.apis[node].port)
+            if fast:
+                writer.write(b"GET /v1/members HTTP/1.1\r\nHost: h\r\n\r\n")
+                assert (await read_response(reader))[0] == 200
+            assert server.handed_off == 1 and len(server.handed) == 1
+            [handed] = server.handed.values()
+            assert handed.reason == ("idle" if fast else "head")  # aiohttp's answer was seen
+            start = asyncio.get_running_loop().time()
+            trickle = asyncio.create_task(_trickle(writer, SLOW_HEAD, 0.05))
+            received, elapsed = await _closed_after(reader, start)
+            trickle.cancel()
+            assert received.startswith(b"HTTP/1.1 408 "), received
+            assert elapsed < 0.4 + 0.1 + 0.25, elapsed
+            assert server.stats["timeout_head"] == 1 and not server.handed
+            writer.close()
+
+    run(main())
+
+
+def test_a_handed_off_body_that_trickles_is_closed(
+    tmp_path: Path, run: Callable[[Coroutine[Any, Any, Any]], Any]
+) -> None:
+    """A cold route's body (served by aiohttp) must arrive within the body
+    deadline of the end of its head, however it trickles."""
+    overrides = {"http_body_timeout_s": 0.4}
+
+    async def main() -> None:
+        async with HubCluster(tmp_path, n=1, overrides=overrides) as c:
+            node = await c.leader()
+            server = c.apis[node].fast
+            assert server is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", c.apis[node].port)
+            body = b'{"expect": null, "value": "' + b"v" * 100 + b'"}'
+            writer.write(
+                b"POST /v1/kv/k/cas HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body)
+            )
+            start = asyncio.get_running_loop().time()
+            trickle = asyncio.create_task(_trickle(writer, body, 0.05))
+            _, elapsed = await _closed_after(reader, start)
+            trickle.cancel()
+            assert elapsed < 0.4 + 0.1 + 0.25, elapsed
+            assert server.stats["timeout_body"] == 1
+            writer.close()
+
+    run(main())
+
+
+def test_a_client_that_does_not_read_is_disconnected(
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+) -> None:
+    """Writing paused (the client reads nothing) for longer than the write
+    timeout closes the connection, as a slow head would."""
+
+    async def main() -> None:
+        big = b"x" * 200_000
+
+        async def handler(request: FastRequest, remote: str) -> tuple[int, bytes, None]:
+            return 200, b'{"pad": "%s"}' % big, None
+
+        server = FastHttpServer(handler, _no_fallback, max_body=64, write_timeout=0.3)
+        port = await server.start("127.0.0.1", 0)
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(GET * 200)  # 40 MB of answers, never read
+            while not server.stats["timeout_write"]:
+                await asyncio.sleep(0.05)
+            assert not server.connections
+            writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(main())
+
+
+@pytest.fixture(scope="module")
+def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for 127.0.0.1: the server's and a client's context."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "1", "-subj", "/CN=t",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        cwd=d, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(d / "cert.pem", d / "key.pem")
+    client = ssl.create_default_context(cafile=str(d / "cert.pem"))
+    return server, client
+
+
+def test_a_tls_handshake_holds_a_slot_until_its_deadline(
+    run: Callable[[Coroutine[Any, Any, Any]], Any],
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """TLS starts after the connection is counted: a client that never
+    handshakes holds its slot only until the head deadline, and a connection
+    beyond the cap is closed before any handshake."""
+    server_ctx, client_ctx = tls_contexts
+
+    async def main() -> None:
+        server = FastHttpServer(
+            _echo, _no_fallback, max_body=1024, max_connections=1, head_timeout=0.3
+        )
+        port = await server.start("127.0.0.1", 0, ssl=server_ctx)
+        try:
+            silent_reader, silent = await asyncio.open_connection("127.0.0.1", port)
+            while server.open_connections < 1:
+                await asyncio.sleep(0.01)
+            with pytest.raises((ConnectionError, ssl.SSLError)):
+                await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+            assert server.stats["refused_unanswered"] == 1
+            with contextlib.suppress(ConnectionResetError):
+                assert await silent_reader.read() == b""  # closed at the deadline
+            silent.close()
+            while server.open_connections:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+            writer.write(GET)
+            assert (await read_response(reader))[0] == 200
+            assert server.stats["tls_failed"] == 1
+            writer.close()
         finally:
             server.close()
             await server.wait_closed()
