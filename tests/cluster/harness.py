@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,19 @@ def member_map(n: int) -> dict[NodeId, Member]:
 
 
 # --------------------------------------------------------------------------- in-process
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Wait until ``check()`` holds (polled every 10 ms); fail naming ``what``.
+
+    For effects a node completes in the background, such as a snapshot it
+    writes in its snapshot thread and the log compaction after it.
+    """
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.01)
 
 
 @dataclass

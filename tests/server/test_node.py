@@ -11,7 +11,7 @@ import pytest
 from raftkv.core.types import Role
 from raftkv.server.errors import NoLeader, OutcomeUnknown, ProposalLost
 from raftkv.server.kv import KVResult, Put, encode_command
-from tests.cluster.harness import InProcCluster
+from tests.cluster.harness import InProcCluster, eventually
 
 
 def run(coro):
@@ -122,11 +122,15 @@ def test_snapshot_and_compaction_then_restart(tmp_path: Path) -> None:
             for i in range(60):
                 await c.nodes[leader].propose(put_cmd(f"k{i}", i))
             node = c.nodes[leader]
-            taken = node.metrics.registry.get_sample_value(
-                "raftkv_snapshots_total", {"node": leader}
-            )
-            assert taken is not None and taken >= 2
-            assert node._storage is not None and node._storage.first_index() > 1  # compacted
+
+            def compacted() -> bool:
+                taken = node.metrics.registry.get_sample_value(
+                    "raftkv_snapshots_total", {"node": leader}
+                )
+                storage = node._storage
+                return bool(taken and taken >= 2 and storage and storage.first_index() > 1)
+
+            await eventually(compacted, "two snapshots taken and the log compacted")
             before = node.state_machine.snapshot()
             await c.stop_node(leader)
             await c.start_node(leader)

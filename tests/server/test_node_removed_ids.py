@@ -22,7 +22,7 @@ from raftkv.server.config import Member
 from raftkv.server.errors import MemberRemoved
 from raftkv.server.kv import Put, encode_command
 from raftkv.server.node import RaftNode, _decode_snapshot_data, _encode_snapshot_data
-from tests.cluster.harness import InProcCluster, free_ports
+from tests.cluster.harness import InProcCluster, eventually, free_ports
 
 
 def run(coro):
@@ -213,7 +213,9 @@ def test_removed_ids_reach_a_node_that_catches_up_by_snapshot(tmp_path: Path) ->
             node = c.nodes[leader]
             for i in range(60):
                 await node.propose(put_cmd(f"k{i}", i))
-            assert node._storage is not None and node._storage.first_index() > removed_at
+            storage = node._storage
+            assert storage is not None
+            await eventually(lambda: storage.first_index() > removed_at, "removal compacted")
             new = NodeId("n4")
             ports = free_ports(2)
             c.members[new] = Member(("127.0.0.1", ports[0]), ("127.0.0.1", ports[1]))
@@ -231,7 +233,8 @@ def test_removed_ids_reach_a_node_that_catches_up_by_snapshot(tmp_path: Path) ->
                 await joiner.add_member(victim, c.members[victim], learner=True)
             # A node restarting from its own snapshot (members.json gone) too.
             follower = next(n for n in c.nodes if n not in (leader, new))
-            assert c.nodes[follower]._snapshot_index > removed_at
+            f_node = c.nodes[follower]
+            await eventually(lambda: f_node._snapshot_index > removed_at, "follower snapshot")
             await c.stop_node(follower)
             (tmp_path / follower / "members.json").unlink()
             await c.start_node(follower)

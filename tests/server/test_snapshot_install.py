@@ -17,7 +17,7 @@ import pytest
 
 import raftkv.server.node as node_module
 from raftkv.server.kv import KVStateMachine, Put, encode_command
-from tests.cluster.harness import InProcCluster
+from tests.cluster.harness import InProcCluster, eventually
 from tests.security.conftest import run
 
 
@@ -35,7 +35,8 @@ def test_an_undecodable_snapshot_is_not_persisted(tmp_path: Path) -> None:
             for i in range(60):
                 await node.propose(_put(i))
             storage = node._storage
-            assert storage is not None and storage.first_index() > 2  # compacted
+            assert storage is not None
+            await eventually(lambda: storage.first_index() > 2, "the leader compacted its log")
             # A sender bug: the leader's snapshot image is not a snapshot.
             good = storage.snapshot()
             storage._snapshot = dataclasses.replace(good, data=b"\xc1 not a snapshot")
@@ -112,11 +113,9 @@ def test_the_loop_serves_while_a_snapshot_is_encoded(
                 assert node.state_machine.read("k1029").value == 1029  # type: ignore[attr-defined]
             finally:
                 _SlowImage.release.set()
-            for _ in range(200):
-                if node._storage is not None and node._storage.first_index() > 2:
-                    break
-                await asyncio.sleep(0.02)
-            assert node._storage is not None and node._storage.snapshot().metadata.index >= 20
-            assert node._storage.first_index() > 2  # compacted after the image was adopted
+            storage = node._storage
+            assert storage is not None
+            await eventually(lambda: storage.first_index() > 2, "compacted after adoption")
+            assert storage.snapshot().metadata.index >= 20
 
     run(main())
