@@ -669,7 +669,8 @@ def test_trickled_head_is_closed_at_the_deadline(
             received, elapsed = await _closed_after(reader, start)
             trickle.cancel()
             assert received.startswith(b"HTTP/1.1 408 "), received
-            assert 0.4 <= elapsed < 0.4 + 0.1 + 0.25, elapsed  # deadline + sweep + slack
+            # deadline + sweep + slack for a loaded machine; the trickle needs 12 s to finish
+            assert 0.4 <= elapsed < 0.4 + 0.1 + 1.5, elapsed
             assert server.stats["timeout_head"] == 1
             writer.close()
         finally:
@@ -698,7 +699,7 @@ def test_a_trickle_does_not_extend_the_idle_timeout(
             trickle = asyncio.create_task(_trickle(writer, SLOW_HEAD, 0.05))
             received, elapsed = await _closed_after(reader, start)
             trickle.cancel()
-            assert received.startswith(b"HTTP/1.1 408 ") and elapsed < 0.4 + 0.1 + 0.25, (
+            assert received.startswith(b"HTTP/1.1 408 ") and elapsed < 0.4 + 0.1 + 1.5, (
                 received,
                 elapsed,
             )
@@ -725,7 +726,7 @@ def test_a_silent_connection_is_closed_at_the_head_deadline(
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             start = asyncio.get_running_loop().time()
             received, elapsed = await _closed_after(reader, start)
-            assert received == b"" and 0.3 <= elapsed < 0.3 + 0.075 + 0.25, elapsed
+            assert received == b"" and 0.3 <= elapsed < 0.3 + 0.075 + 0.5, elapsed
             assert server.stats["timeout_head"] == 1
             writer.close()
         finally:
@@ -766,7 +767,7 @@ def test_a_handed_off_connection_that_trickles_is_closed(
             received, elapsed = await _closed_after(reader, start)
             trickle.cancel()
             assert received.startswith(b"HTTP/1.1 408 "), received
-            assert elapsed < 0.4 + 0.1 + 0.25, elapsed
+            assert elapsed < 0.4 + 0.1 + 1.5, elapsed
             assert server.stats["timeout_head"] == 1 and not server.handed
             writer.close()
 
@@ -794,7 +795,7 @@ def test_a_handed_off_body_that_trickles_is_closed(
             trickle = asyncio.create_task(_trickle(writer, body, 0.05))
             _, elapsed = await _closed_after(reader, start)
             trickle.cancel()
-            assert elapsed < 0.4 + 0.1 + 0.25, elapsed
+            assert elapsed < 0.4 + 0.1 + 1.5, elapsed
             assert server.stats["timeout_body"] == 1
             writer.close()
 
