@@ -620,6 +620,11 @@ class RaftNode:
                 raw.step(msg)
             except RaftError as exc:
                 logger.debug("dropped %s: %s", kind, exc)
+            except Exception as exc:
+                # A broken invariant in the core: crash-stop, as in the drive
+                # loop (the transport would only close the peer link).
+                self._fail(f"stepping {kind}", exc)
+                return
         for kind, n in kinds.items():
             self.metrics.received(kind, n)
         self._wake.set()

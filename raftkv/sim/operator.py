@@ -116,7 +116,7 @@ class Operator:
                 choices.append("promote")
             if len(voters) > MIN_VOTERS:
                 choices += ["remove", "remove-leader"]
-            if len(voters) < MAX_VOTERS:
+            if 1 < len(voters) < MAX_VOTERS:  # another voter to replace
                 choices.append("replace")
         if not choices:
             return

@@ -170,3 +170,29 @@ def test_serve_raises_when_a_wal_sync_fails(
                 pass
 
     run(main())
+
+
+def test_a_broken_invariant_while_stepping_fails_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A core bug found while stepping a peer's message crash-stops the node
+    (the transport would only close the link and reconnect)."""
+
+    async def main() -> None:
+        async with InProcCluster(tmp_path) as c:
+            leader = await c.leader()
+            follower = next(n for n in c.nodes if n != leader)
+            node = c.nodes[follower]
+            real_step = RawNode.step
+
+            def step(self: RawNode, msg: Any) -> None:
+                if self is node._raw:
+                    raise AssertionError("a broken invariant in step")
+                real_step(self, msg)
+
+            monkeypatch.setattr(RawNode, "step", step)  # slotted: patch the class
+            failure = await asyncio.wait_for(node.failed, 2)
+            assert "stepping" in str(failure) and isinstance(failure.__cause__, AssertionError)
+            assert not node.is_live()
+
+    run(main())

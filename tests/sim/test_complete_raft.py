@@ -133,3 +133,14 @@ def test_diverging_configurations_are_caught_by_membership() -> None:
             assert result.violation.checker == "membership", result.violation.describe()
             return
     pytest.fail("followers ignoring removals went unnoticed for 20 seeds")
+
+
+def test_a_single_node_cluster_grows_under_the_operator() -> None:
+    """The operator on a one-voter cluster (it used to pick a voter to replace
+    among none and crash): it adds learners, promotes them, and stays safe."""
+    totals: Counter[str] = Counter()
+    for seed in range(1, 9):
+        result = run(seed, nodes=1, duration=10.0, faults=parse_faults("crash,loss"))
+        assert result.violation is None, result.violation.describe()
+        totals.update(result.cluster)
+    assert totals["operator_add_learner"] > 0 and totals["operator_promote"] > 0
