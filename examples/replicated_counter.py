@@ -46,7 +46,7 @@ def release(lock: str, owner: str) -> bytes:
 
 
 class CounterLockMachine:
-    """Counters and leased locks; implements ``raftkv.server.statemachine.StateMachine``."""
+    """Counters and leased locks; implements ``raftkv.replica.statemachine.StateMachine``."""
 
     def __init__(self) -> None:
         self.counters: dict[str, int] = {}

@@ -17,14 +17,19 @@ import re
 from typing import Final
 
 __all__ = [
+    "HostPort",
     "HOST_RULE",
     "MAX_HOST_CHARS",
     "MAX_MEMBERS",
     "MAX_NODE_ID_CHARS",
     "NODE_ID_RULE",
+    "format_host_port",
     "is_host",
     "is_node_id",
+    "parse_host_port",
 ]
+
+HostPort = tuple[str, int]
 
 MAX_NODE_ID_CHARS: Final = 63
 """Longest node id. Ids appear in URLs (``/v1/members/{id}``), logs, metric
@@ -76,3 +81,39 @@ def is_host(host: object) -> bool:
         except ValueError:
             return False
     return _HOST_NAME.fullmatch(host) is not None
+
+
+def format_host_port(addr: HostPort) -> str:
+    """``HOST:PORT``, or ``[HOST]:PORT`` for an IPv6 address."""
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_host_port(text: str, *, what: str = "address") -> HostPort:
+    """Parse ``HOST:PORT`` (or ``[v6]:PORT``); the host must be :func:`is_host`.
+
+    Raises:
+        ValueError: not of that form, a bad host, or the port is out of range;
+            the message starts with ``what``.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{what}: expected [HOST]:PORT, got {text!r}")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"{what}: expected HOST:PORT, got {text!r}")
+    if not host:
+        raise ValueError(f"{what}: missing host in {text!r}")
+    if not is_host(host):
+        raise ValueError(f"{what}: bad host {host[:80]!r}: must be {HOST_RULE}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"{what}: port {port_text!r} is not a number in {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{what}: port {port} out of range in {text!r}")
+    return host, port

@@ -4,7 +4,7 @@ Rule: the verdict rests on two independent views, and each is checked against
 the other. The *client view* is the history the workload recorded. The *state
 machine's view* is the committed log, read from every node's data dir after
 the nodes stopped and replayed through a fresh
-:class:`~raftkv.server.kv.KVStateMachine` -- the code the servers run.
+:class:`~raftkv.replica.kv.KVStateMachine` -- the code the servers run.
 
 Checks:
 
@@ -40,7 +40,7 @@ from typing import Any
 
 from raftkv.core.types import Entry, EntryType, NodeId
 from raftkv.jepsen.workload import OpRecord
-from raftkv.server.kv import (
+from raftkv.replica.kv import (
     ERR_CONFLICT,
     Cas,
     Delete,

@@ -56,25 +56,7 @@ from aiohttp import web
 
 from raftkv.core.types import NodeId
 from raftkv.limits import NODE_ID_RULE, is_node_id
-from raftkv.server.config import Member, ServerConfig
-from raftkv.server.errors import (
-    BadRequest,
-    ConfigError,
-    NoLeader,
-    OutcomeUnknown,
-    ServerError,
-    TooLarge,
-)
-from raftkv.server.fasthttp import (
-    KV_ROUTE,
-    MAX_CONNECTIONS,
-    MULTI_PUT_ROUTE,
-    Answer,
-    FastHttpServer,
-    FastRequest,
-)
-from raftkv.server.fdlimit import FORWARD_CONNECTIONS, apply_fd_budget
-from raftkv.server.kv import (
+from raftkv.replica.kv import (
     ABSENT,
     DEFAULT_SESSION_TTL_MS,
     ERR_CONFLICT,
@@ -99,6 +81,24 @@ from raftkv.server.kv import (
     encode_command,
     parse_idempotency_key,
 )
+from raftkv.replica.membership import InvalidMember, Member
+from raftkv.server.config import ServerConfig
+from raftkv.server.errors import (
+    BadRequest,
+    NoLeader,
+    OutcomeUnknown,
+    ServerError,
+    TooLarge,
+)
+from raftkv.server.fasthttp import (
+    KV_ROUTE,
+    MAX_CONNECTIONS,
+    MULTI_PUT_ROUTE,
+    Answer,
+    FastHttpServer,
+    FastRequest,
+)
+from raftkv.server.fdlimit import FORWARD_CONNECTIONS, apply_fd_budget
 from raftkv.server.metrics import CONTENT_TYPE
 from raftkv.server.node import ForwardReply, RaftNode
 from raftkv.server.security import TokenTable, api_ssl_contexts, bearer_token
@@ -927,8 +927,8 @@ class _Api:
         node_id = _member_id(obj["id"])
         try:
             member = Member.from_json(obj)
-        except ConfigError as exc:
-            raise BadRequest(exc.message) from None
+        except InvalidMember as exc:
+            raise BadRequest(str(exc)) from None
         learner = obj.get("learner", False)
         if not isinstance(learner, bool):
             raise BadRequest("learner must be true or false")

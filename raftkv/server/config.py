@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from raftkv import limits
 from raftkv.core.types import NodeId
-from raftkv.limits import HOST_RULE, NODE_ID_RULE, is_host, is_node_id
+from raftkv.limits import NODE_ID_RULE, HostPort, format_host_port, is_node_id
+from raftkv.replica.kv import MAX_KEY_BYTES
+from raftkv.replica.membership import Member
 from raftkv.server.errors import ConfigError
-from raftkv.server.kv import MAX_KEY_BYTES
 from raftkv.server.security import TokenTable
 from raftkv.transport.codec import DEFAULT_MAX_FRAME_SIZE
 
@@ -29,42 +31,7 @@ __all__ = [
     "statefulset_initial_cluster",
 ]
 
-HostPort = tuple[str, int]
-
 INITIAL_CLUSTER_STATES = ("new", "existing")
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """Where one member listens: its peer (Raft) address and its HTTP API address."""
-
-    raft: HostPort
-    api: HostPort
-
-    def api_url(self, *, scheme: str = "http") -> str:
-        host = self.api[0]
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{scheme}://{host}:{self.api[1]}"
-
-    def to_json(self) -> dict[str, str]:
-        return {"raft_addr": format_host_port(self.raft), "api_addr": format_host_port(self.api)}
-
-    @staticmethod
-    def from_json(obj: object) -> Member:
-        """Parse ``{"raft_addr": "h:p", "api_addr": "h:p"}``.
-
-        Raises:
-            ConfigError: a field is missing or malformed.
-        """
-        if not isinstance(obj, dict):
-            raise ConfigError("member must be an object with raft_addr and api_addr")
-        raft, api = obj.get("raft_addr"), obj.get("api_addr")
-        if not isinstance(raft, str) or not isinstance(api, str):
-            raise ConfigError("member needs string fields raft_addr and api_addr")
-        return Member(
-            parse_host_port(raft, what="raft_addr"), parse_host_port(api, what="api_addr")
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,38 +184,16 @@ class ServerConfig:
             raise ConfigError("--tls-api-client-auth needs --tls-cert, --tls-key and --tls-ca")
 
 
-def format_host_port(addr: HostPort) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def parse_host_port(text: str, *, what: str = "address") -> HostPort:
-    """Parse ``HOST:PORT`` (or ``[v6]:PORT``).
+    """Parse ``HOST:PORT`` (or ``[v6]:PORT``) by :func:`raftkv.limits.parse_host_port`.
 
     Raises:
-        ConfigError: not of that form, or the port is out of range.
+        ConfigError: not of that form, a bad host, or the port is out of range.
     """
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ConfigError(f"{what}: expected [HOST]:PORT, got {text!r}")
-        port_text = rest[1:]
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
-    if not host:
-        raise ConfigError(f"{what}: missing host in {text!r}")
-    if not is_host(host):
-        raise ConfigError(f"{what}: bad host {host[:80]!r}: must be {HOST_RULE}")
     try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"{what}: port {port_text!r} is not a number in {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"{what}: port {port} out of range in {text!r}")
-    return host, port
+        return limits.parse_host_port(text, what=what)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_initial_cluster(spec: str) -> dict[NodeId, Member]:

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,16 +40,13 @@ import aiohttp
 from aiohttp import web
 
 from raftkv.core.types import NodeId
-from raftkv.server.config import (
-    HostPort,
-    Member,
-    ServerConfig,
-    format_host_port,
-    parse_pod_ordinal,
-)
+from raftkv.limits import HostPort, format_host_port
+from raftkv.replica.membership import InvalidMember, Member
+from raftkv.server.config import ServerConfig, parse_pod_ordinal
 from raftkv.server.errors import ConfigError
 from raftkv.server.security import api_ssl_contexts
 from raftkv.storage.disk_storage import SNAP_DIR_NAME, WAL_DIR_NAME, DiskStorage
+from raftkv.storage.files import atomic_write
 
 __all__ = [
     "ID_FILE",
@@ -94,20 +90,7 @@ def read_node_id(data_dir: Path) -> NodeId | None:
 
 
 def _write_node_id(data_dir: Path, node_id: NodeId, *, fsync: bool) -> None:
-    path = data_dir / ID_FILE
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(node_id + "\n")
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-    if fsync:
-        fd = os.open(data_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    atomic_write(data_dir / ID_FILE, node_id + "\n", fsync=fsync)
 
 
 def claim_data_dir(data_dir: Path, node_id: NodeId, *, fsync: bool = True) -> None:
@@ -173,7 +156,7 @@ def find_registered(answer: object, raft_addr: HostPort) -> list[Candidate]:
         return []
     book: dict[NodeId, Member] = {}
     for node_id, entry in (answer.get("members") or {}).items():
-        with contextlib.suppress(ConfigError):
+        with contextlib.suppress(InvalidMember):
             book[NodeId(node_id)] = Member.from_json(entry)
     members = {*answer.get("voters", ()), *answer.get("learners", ())}
     removed = set(answer.get("removed", ()))

@@ -33,15 +33,12 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import msgpack
 
 from raftkv.core.config import Config
 from raftkv.core.errors import NotLeader, ProposalDropped, RaftError
@@ -61,8 +58,10 @@ from raftkv.core.types import (
     SnapshotMetadata,
     Term,
 )
-from raftkv.limits import MAX_MEMBERS, NODE_ID_RULE, is_node_id
-from raftkv.server.config import Member, ServerConfig
+from raftkv.replica.membership import Member, Refusal, RefusalKind, refuse_members
+from raftkv.replica.replica import ConfApplied, Replica
+from raftkv.replica.statemachine import StateMachine
+from raftkv.server.config import ServerConfig
 from raftkv.server.errors import (
     BadRequest,
     LearnerNotReady,
@@ -79,8 +78,8 @@ from raftkv.server.errors import (
 from raftkv.server.identity import claim_data_dir
 from raftkv.server.metrics import NodeMetrics
 from raftkv.server.security import peer_ssl_contexts
-from raftkv.server.statemachine import SnapshotsLater, StateMachine
 from raftkv.storage.disk_storage import DiskStorage
+from raftkv.storage.files import atomic_write
 from raftkv.transport.base import InMemoryHub, Transport
 from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
 from raftkv.transport.tcp import TcpTransport
@@ -106,8 +105,8 @@ def _is_empty(storage: DiskStorage) -> bool:
 
 
 def default_state_machine() -> StateMachine:
-    """The KV state machine of :mod:`raftkv.server.kv`."""
-    from raftkv.server.kv import KVStateMachine
+    """The KV state machine of :mod:`raftkv.replica.kv`."""
+    from raftkv.replica.kv import KVStateMachine
 
     sm: StateMachine = KVStateMachine()
     return sm
@@ -160,76 +159,13 @@ def _time_out(fut: asyncio.Future[Any], what: str) -> None:
         fut.set_exception(ReadTimeout(f"timed out {what}"))
 
 
-def _encode_snapshot_data(
-    members: dict[NodeId, Member], removed: dict[NodeId, Index], sm_data: bytes
-) -> bytes:
-    """The bytes of a snapshot: the address book, the removed ids and the state machine image.
-
-    Envelope version 1. ``removed`` (id -> the index of the entry that took it
-    out of the configuration) was added to it as an optional field: readers
-    that predate it ignore it, and envelopes without it read as "none removed".
-    """
-    return bytes(
-        msgpack.packb(
-            {
-                "v": 1,
-                "members": {n: m.to_json() for n, m in sorted(members.items())},
-                "removed": dict(sorted(removed.items())),
-                "sm": sm_data,
-            },
-            use_bin_type=True,
-        )
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _SnapshotData:
-    members: dict[NodeId, Member]
-    removed: dict[NodeId, Index]
-    sm: bytes
-
-
-def _decode_snapshot_data(data: bytes) -> _SnapshotData:
-    """The inverse of :func:`_encode_snapshot_data`.
-
-    Raises:
-        ValueError: ``data`` is not such an envelope.
-    """
-    try:
-        obj = msgpack.unpackb(data, raw=False)
-    except Exception as exc:  # msgpack raises many unrelated types on bad input
-        raise ValueError(f"not msgpack: {exc}") from exc
-    if not isinstance(obj, dict) or obj.get("v") != 1:
-        raise ValueError("unknown snapshot envelope")
-    try:
-        members = {NodeId(n): Member.from_json(m) for n, m in obj["members"].items()}
-        sm = obj["sm"]
-    except (KeyError, TypeError, AttributeError, ServerError) as exc:
-        raise ValueError(f"malformed snapshot envelope: {exc}") from exc
-    bad = [n for n in members if not is_node_id(n)]
-    if bad or not isinstance(sm, bytes):
-        raise ValueError("malformed snapshot envelope: bad member id or state image")
-    return _SnapshotData(members=members, removed=_parse_removed(obj.get("removed", {})), sm=sm)
-
-
-def _refuse_members(cc: ConfChange, members: Sequence[NodeId]) -> BadRequest | None:
-    """Why ``cc`` may not add its ids to ``members`` (:mod:`raftkv.limits`), or None."""
-    added = {c.node_id for c in cc.changes if c.type is not ConfChangeType.REMOVE_NODE}
-    for node_id in sorted(added):
-        if not is_node_id(node_id):
-            return BadRequest(f"bad member id {str(node_id)[:80]!r}: must be {NODE_ID_RULE}")
-    if len(added | set(members)) > MAX_MEMBERS:
-        return BadRequest(f"a cluster has at most {MAX_MEMBERS} members (voters and learners)")
-    return None
-
-
-def _parse_removed(obj: object) -> dict[NodeId, Index]:
-    """``{id: index}`` as stored in snapshots and ``members.json``; ``ValueError`` if malformed."""
-    if not isinstance(obj, dict) or not all(
-        isinstance(n, str) and n and type(i) is int and i > 0 for n, i in obj.items()
-    ):
-        raise ValueError(f"malformed removed ids: {obj!r}")
-    return {NodeId(n): i for n, i in obj.items()}
+def _refusal_error(refusal: Refusal) -> ServerError:
+    """The API's error for a configuration change the replica refused."""
+    if refusal.kind is RefusalKind.REMOVED_ID and refusal.node_id is not None:
+        return MemberRemoved(refusal.node_id)
+    if refusal.kind is RefusalKind.CORE:
+        return BadRequest(f"membership change refused when applied: {refusal.message}")
+    return BadRequest(refusal.message)
 
 
 class RaftNode:
@@ -253,7 +189,12 @@ class RaftNode:
         config.validate()
         self.config = config
         self.node_id = config.node_id
-        self.state_machine = state_machine if state_machine is not None else default_state_machine()
+        # Everything decided by committed entries: the state machine, the
+        # address book and removed ids, the applied index (raftkv.replica).
+        self._replica = Replica(
+            state_machine if state_machine is not None else default_state_machine(),
+            members=config.initial_cluster,
+        )
         self.metrics = NodeMetrics(config.node_id)
         self._hub = hub
         self._rng = rng if rng is not None else random.Random()
@@ -261,14 +202,6 @@ class RaftNode:
         self._storage: DiskStorage | None = None
         self._raw: RawNode | None = None
         self._transport: Transport | None = None
-        self.members: dict[NodeId, Member] = dict(config.initial_cluster)
-        # Every id that has left the configuration, with the index of the entry
-        # whose application took it out (etcd's removed-member store): such an
-        # id is never added again. Replicated state: built from the log, carried
-        # in snapshots, saved beside the address book.
-        # Invariant: only grows; an id's index is the same on every replica.
-        self.removed: dict[NodeId, Index] = {}
-        self._conf_state: ConfState = ConfState()
 
         self._wake = asyncio.Event()
         # WAL syncs run here, off the event loop, one at a time (its own thread:
@@ -322,7 +255,6 @@ class RaftNode:
         # payload and a reply function, which it calls once with (HTTP status,
         # body), now or later. Set by the API; without it forwarded writes get 503.
         self.forward_handler: ForwardHandler | None = None
-        self._applied: Index = 0
         self._snapshot_index: Index = 0
         self._leader: NodeId | None = None
         self._role: Role = Role.FOLLOWER
@@ -352,13 +284,13 @@ class RaftNode:
         self._started = True
         # The data dir records whose it is; never start on another member's (identity.py).
         claim_data_dir(self._data_dir, self.node_id, fsync=self.config.fsync)
-        self._load_members()
         self._storage = self._open_storage()
         fresh = _is_empty(self._storage)
         peers: tuple[NodeId, ...] = ()
         if fresh and self.config.initial_cluster_state == "new":
             peers = tuple(sorted(self.config.initial_cluster))
         applied = self._restore_snapshot()
+        self._load_members(restored=applied > 0)
         core_config = Config(
             node_id=self.node_id,
             peers=peers,
@@ -370,8 +302,7 @@ class RaftNode:
         )
         self._raw = RawNode(core_config, self._storage, self._rng)
         self._track_gauges(self._raw)
-        self._conf_state = self._raw.status().conf_state
-        self._applied = applied
+        self._replica.conf_state = self._raw.status().conf_state
         self._transport = self._make_transport()
         await self._transport.start()
         loop = asyncio.get_running_loop()
@@ -521,7 +452,7 @@ class RaftNode:
             where,
             exc,
             exc_info=exc,
-            extra={"fields": {"term": self.term, "applied": self._applied}},
+            extra={"fields": {"term": self.term, "applied": self._replica.applied_index}},
         )
         self._accepting = False
         self._stopping = True
@@ -791,7 +722,7 @@ class RaftNode:
         m = self.metrics
         m.term.set_function(lambda: raw.term)
         m.commit_index.set_function(lambda: raw.commit_index)
-        m.applied_index.set_function(lambda: self._applied)
+        m.applied_index.set_function(lambda: self._replica.applied_index)
         m.last_index.set_function(lambda: raw.last_index)
 
     # ------------------------------------------------------------------ apply
@@ -799,17 +730,21 @@ class RaftNode:
     def _apply(self, entries: tuple[Entry, ...]) -> bool:
         """Apply ``entries``; whether any proposal of this node was answered."""
         answered = False
+        replica = self._replica
+        raw = self._raw
+        assert raw is not None
+
+        def apply_conf(cc: ConfChange) -> ConfState:
+            return raw.apply_conf_change(cc, strict=True)
+
         for e in entries:
-            if e.index <= self._applied:
+            if e.index <= replica.applied_index:
                 continue  # already in the restored snapshot
-            result: object = None
-            if e.type is EntryType.CONF_CHANGE:
-                result = self._apply_conf_change(e)
-            elif e.data:
-                # An exception here is a state machine bug: it stops the node
-                # (statemachine.py), rather than letting replicas diverge.
-                result = self.state_machine.apply(e.index, e.data)
-            self._applied = e.index
+            # An exception here is a state machine bug: it stops the node
+            # (statemachine.py), rather than letting replicas diverge.
+            result = replica.apply(e, apply_conf)
+            if isinstance(result, ConfApplied | Refusal):
+                result = self._conf_change_applied(e, result)
             p = self._proposals.pop(e.index, None)
             if p is None or p.future.done():
                 continue
@@ -824,7 +759,8 @@ class RaftNode:
             else:
                 p.future.set_result(result)
         # Proposals at or below the applied index that never matched are lost.
-        for idx in [i for i in self._proposals if i <= self._applied]:
+        applied = replica.applied_index
+        for idx in [i for i in self._proposals if i <= applied]:
             p = self._proposals.pop(idx)
             if not p.future.done():
                 p.future.set_exception(ProposalLost("the proposal was not applied; retry"))
@@ -836,10 +772,11 @@ class RaftNode:
             return False
         keep = []
         woke = False
+        applied = self._replica.applied_index
         for idx, fut in self._apply_waiters:
             if fut.done():
                 continue
-            if idx <= self._applied:
+            if idx <= applied:
                 fut.set_result(None)
                 woke = True
             else:
@@ -847,108 +784,34 @@ class RaftNode:
         self._apply_waiters = keep
         return woke
 
-    def _apply_conf_change(self, e: Entry) -> object:
-        raw = self._raw
-        assert raw is not None
-        try:
-            cc = ConfChange.decode(e.data)
-        except ValueError:
-            logger.error("undecodable conf change at index %d", e.index)
-            return None
-        reused = self._reused_ids(cc, e.index)
-        if reused:
-            # Proposed by a node that did not check (an older version) or
-            # injected: refused the same way on every replica, since the
-            # removed ids are replicated state. The core is not told at all, so
-            # its configuration stays the one every replica has; the entry
-            # still counts as applied, which is what frees the core to accept
-            # the next change (pending_conf_index <= applied).
-            logger.error(
-                "conf change at index %d not applied: it adds removed id(s) %s",
-                e.index,
-                ",".join(reused),
-            )
-            return MemberRemoved(reused[0])
-        before = raw.status().conf_state.members()
-        refusal = _refuse_members(cc, before)
-        if refusal is not None:
-            # The same check as before proposing (add_member), deterministic
-            # on every replica: an id the codec could not carry would leave a
-            # member that never receives a snapshot.
-            logger.error("conf change at index %d not applied: %s", e.index, refusal.message)
-            return refusal
-        try:
-            self._conf_state = raw.apply_conf_change(cc, strict=True)
-        except RaftError as exc:
-            # It was validated against the membership when proposed, so this
-            # takes a proposer that did not (an older version) or a membership
-            # that changed since. The core changed nothing, the same on every
-            # replica; neither do the address book and the removed ids, and the
-            # proposer is told (400, as when a change is refused up front).
-            logger.error("conf change at index %d not applied: %s", e.index, exc)
-            return BadRequest(f"membership change refused when applied: {exc}")
-        # Ids that left the configuration (a removal, or leaving a joint
-        # configuration that removed them).
-        for node_id in sorted(set(before) - set(self._conf_state.members())):
-            self.removed.setdefault(node_id, e.index)
-        addrs: dict[str, Any] = {}
-        if cc.context:
-            with contextlib.suppress(ValueError):
-                obj = json.loads(cc.context)
-                if isinstance(obj, dict):
-                    addrs = obj
-        for change in cc.changes:
-            if change.type is ConfChangeType.REMOVE_NODE:
-                self.members.pop(change.node_id, None)
-            else:
-                info = addrs.get(change.node_id, addrs)
-                with contextlib.suppress(ServerError):
-                    self.members[change.node_id] = Member.from_json(info)
+    def _conf_change_applied(self, e: Entry, result: ConfApplied | Refusal) -> object:
+        """After the replica applied (or refused) a configuration change: the
+        address book to disk, the transport's peers; the proposer's answer."""
+        if isinstance(result, Refusal):
+            logger.error("conf change at index %d not applied: %s", e.index, result.message)
+            return _refusal_error(result)
         self._save_members()
         if self._transport is not None:
             self._transport.update_peers(
                 {n: m.raft for n, m in self.members.items() if n != self.node_id}
             )
+        conf = result.after
         logger.info(
             "membership changed",
             extra={
                 "fields": {
                     "index": e.index,
-                    "voters": ",".join(self._conf_state.voters),
-                    "learners": ",".join(self._conf_state.learners),
+                    "voters": ",".join(conf.voters),
+                    "learners": ",".join(conf.learners),
                 }
             },
         )
-        return {
-            "voters": list(self._conf_state.voters),
-            "learners": list(self._conf_state.learners),
-        }
-
-    def _reused_ids(self, cc: ConfChange, index: Index) -> list[NodeId]:
-        """The ids ``cc`` (the entry at ``index``) would add although they were removed.
-
-        Only removals at lower indices count, which makes the answer the same
-        on every replica and on every replay of the log, even when
-        ``members.json`` knows of later removals (a node that restarts
-        re-applies the entries after its snapshot).
-        """
-        return [
-            c.node_id
-            for c in cc.changes
-            if c.type is not ConfChangeType.REMOVE_NODE
-            and self.removed.get(c.node_id, index) < index
-        ]
-
-    def _merge_removed(self, removed: dict[NodeId, Index]) -> None:
-        """Add removed ids learned from a snapshot or ``members.json``."""
-        for node_id, index in removed.items():
-            if index < self.removed.get(node_id, index + 1):
-                self.removed[node_id] = index
+        return {"voters": list(conf.voters), "learners": list(conf.learners)}
 
     # ------------------------------------------------------------------ snapshots
 
     def _maybe_snapshot(self) -> None:
-        """Snapshot the state machine and compact the log every ``snapshot_entries``.
+        """Snapshot the replica and compact the log every ``snapshot_entries``.
 
         The state is captured on the loop (cheap for a :class:`SnapshotsLater`
         state machine: a shallow copy); encoding it and writing the file run
@@ -957,31 +820,21 @@ class RaftNode:
         compacts the log. One snapshot at a time.
         """
         storage = self._storage
+        replica = self._replica
         if (
             storage is None
             or self._snapshot_job is not None
-            or self._applied - self._snapshot_index < self.config.snapshot_entries
+            or replica.applied_index - self._snapshot_index < self.config.snapshot_entries
         ):
             return
-        assert self._raw is not None
-        index = self._applied
+        index = replica.applied_index
         metadata = SnapshotMetadata(
-            index=index, term=storage.term(index), conf_state=self._raw.status().conf_state
+            index=index, term=storage.term(index), conf_state=replica.conf_state
         )
-        sm = self.state_machine
-        if isinstance(sm, SnapshotsLater):
-            encode_sm = sm.snapshot_later()
-        else:
-            image = sm.snapshot()
-
-            def encode_sm() -> bytes:
-                return image
-
-        members, removed = dict(self.members), dict(self.removed)
+        encode = replica.snapshot_later()
 
         def write() -> Snapshot:
-            data = _encode_snapshot_data(members, removed, encode_sm())
-            return storage.write_snapshot(metadata, data)
+            return storage.write_snapshot(metadata, encode())
 
         job = asyncio.get_running_loop().run_in_executor(self._snapshot_thread, write)
         self._snapshot_job = job
@@ -1012,83 +865,69 @@ class RaftNode:
         self._wake.set()
 
     def _restore_snapshot(self) -> Index:
-        """Restore the state machine from storage's latest snapshot; return its index."""
+        """Restore the replica from storage's latest snapshot; return its index."""
         assert self._storage is not None
         snap = self._storage.snapshot()
         if snap.is_empty():
             return 0
-        data = _decode_snapshot_data(snap.data)
-        self.state_machine.restore(data.sm)
-        self.members.update(data.members)
-        self._merge_removed(data.removed)
-        self._conf_state = snap.metadata.conf_state
-        self._snapshot_index = snap.metadata.index
-        logger.info("restored snapshot", extra={"fields": {"index": snap.metadata.index}})
-        return snap.metadata.index
+        md = snap.metadata
+        self._replica.restore(snap.data, md.index, md.conf_state)
+        self._snapshot_index = md.index
+        logger.info("restored snapshot", extra={"fields": {"index": md.index}})
+        return md.index
 
     def _install_snapshot(self, rd: Ready) -> None:
         snap = rd.snapshot
         storage = self._storage
         assert snap is not None and storage is not None
+        md = snap.metadata
         # Decode and restore before persisting: an image this node cannot read
         # must never reach its disk, where it would fail every restart.
         try:
-            data = _decode_snapshot_data(snap.data)
-            self.state_machine.restore(data.sm)
+            self._replica.restore(snap.data, md.index, md.conf_state)
         except Exception as exc:
-            md = snap.metadata
             raise SnapshotUndecodable(
                 f"the snapshot at {md.term}/{md.index} from the leader does not decode "
                 f"({exc}); not persisted"
             ) from exc
         storage.apply_snapshot(snap)
-        self.members = data.members
-        # Merged, not replaced: what this node knows beyond the snapshot's
-        # index stays true (removals are never undone), and counts only for
-        # entries after it (_reused_ids).
-        self._merge_removed(data.removed)
         self._save_members()
-        self._conf_state = snap.metadata.conf_state
-        self._applied = snap.metadata.index
-        self._snapshot_index = snap.metadata.index
+        self._snapshot_index = md.index
         if self._transport is not None:
             self._transport.update_peers(
                 {n: m.raft for n, m in self.members.items() if n != self.node_id}
             )
         self.metrics.snapshots_installed.inc()
-        logger.info("installed snapshot", extra={"fields": {"index": snap.metadata.index}})
+        logger.info("installed snapshot", extra={"fields": {"index": md.index}})
 
     # ------------------------------------------------------------------ address book
 
-    def _load_members(self) -> None:
+    def _load_members(self, restored: bool) -> None:
+        """Read ``members.json`` into the address book and removed ids.
+
+        Called at start, after the snapshot (if any, ``restored``) was restored:
+        the file's address book replaces the one from ``--initial-cluster``,
+        and a snapshot's entries are kept on top of it; the entries after the
+        snapshot are applied again afterwards. Removed ids are merged.
+        """
         path = self._data_dir / _MEMBERS_FILE
         if not path.exists():
             return
+        book = self._replica.book
         try:
             obj = json.loads(path.read_text())
-            members = {NodeId(n): Member.from_json(m) for n, m in obj["members"].items()}
-            removed = _parse_removed(obj.get("removed", {}))  # absent in older files
-        except (ValueError, KeyError, TypeError, AttributeError, ServerError) as exc:
+            members = book.parse_members(obj["members"])
+            removed = book.parse_removed(obj.get("removed", {}))  # absent in older files
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             logger.warning("ignoring unreadable %s: %s", path, exc)
             return
-        self.members = members
-        self._merge_removed(removed)
+        book.members = {**members, **book.members} if restored else members
+        book.merge_removed(removed)
 
     def _save_members(self) -> None:
-        path = self._data_dir / _MEMBERS_FILE
-        tmp = path.with_suffix(".tmp")
-        text = json.dumps(
-            {
-                "members": {n: m.to_json() for n, m in sorted(self.members.items())},
-                "removed": dict(sorted(self.removed.items())),
-            }
+        atomic_write(
+            self._data_dir / _MEMBERS_FILE, self._replica.book.to_json(), fsync=self.config.fsync
         )
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            if self.config.fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
 
     # ------------------------------------------------------------------ requests
 
@@ -1110,7 +949,22 @@ class RaftNode:
 
     @property
     def applied_index(self) -> Index:
-        return self._applied
+        return self._replica.applied_index
+
+    @property
+    def state_machine(self) -> StateMachine:
+        """The application's state machine (read-only use: reads, inspection)."""
+        return self._replica.state_machine
+
+    @property
+    def members(self) -> dict[NodeId, Member]:
+        """The address book: every member's peer and API addresses (read-only use)."""
+        return self._replica.book.members
+
+    @property
+    def removed(self) -> dict[NodeId, Index]:
+        """Ids removed from the cluster, with the index that removed them (read-only use)."""
+        return self._replica.book.removed
 
     def leader_member(self) -> Member | None:
         leader = self.leader
@@ -1251,7 +1105,7 @@ class RaftNode:
 
     async def wait_applied(self, index: Index, *, timeout: float) -> None:
         """Wait until the state machine applied ``index``."""
-        if self._applied >= index:
+        if self._replica.applied_index >= index:
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
@@ -1390,9 +1244,9 @@ class RaftNode:
         kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
         context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
         cc = ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
-        refusal = _refuse_members(cc, self._conf_state.members())
+        refusal = refuse_members(cc, self._replica.conf_state.members())
         if refusal is not None:
-            raise refusal
+            raise _refusal_error(refusal)
         return await self._propose_conf_change(cc)
 
     async def promote_member(self, node_id: NodeId) -> object:
@@ -1495,7 +1349,7 @@ class RaftNode:
             term=raw.term,
             leader=raw.leader,
             commit_index=raw.commit_index,
-            applied_index=self._applied,
+            applied_index=self._replica.applied_index,
             last_index=raw.last_index,
             members={n: m.to_json() for n, m in sorted(self.members.items())},
             voters=voters,
@@ -1515,4 +1369,4 @@ class RaftNode:
         """Knows a leader and has applied what was committed when it learned of it."""
         if not self.is_live() or not self._accepting or self.leader is None:
             return False
-        return self._ready_mark is not None and self._applied >= self._ready_mark
+        return self._ready_mark is not None and self._replica.applied_index >= self._ready_mark

@@ -48,7 +48,7 @@ import msgpack
 
 from raftkv.core.types import ConfState, Index, NodeId, Snapshot, SnapshotMetadata, Term
 from raftkv.storage.errors import CorruptSnapshotError, StorageError
-from raftkv.storage.wal import _datasync, _fsync_dir, _write_all
+from raftkv.storage.files import datasync, fsync_dir, write_all
 
 __all__ = [
     "SnapshotStore",
@@ -197,7 +197,7 @@ class SnapshotStore:
             if not self._dir.is_dir():
                 self._dir.mkdir(parents=True)
                 if fsync:
-                    _fsync_dir(self._dir.parent)
+                    fsync_dir(self._dir.parent)
             for tmp in self._dir.glob(f"*.snap{_TMP_SUFFIX}"):
                 logger.warning("removing unfinished snapshot file %s", tmp)
                 tmp.unlink()
@@ -242,14 +242,14 @@ class SnapshotStore:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                _write_all(fd, _encode(snapshot))
+                write_all(fd, _encode(snapshot))
                 if self._fsync:
-                    _datasync(fd)
+                    datasync(fd)
             finally:
                 os.close(fd)
             os.rename(tmp, final)
             if self._fsync:
-                _fsync_dir(self._dir)
+                fsync_dir(self._dir)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot save snapshot {final}: {exc}") from exc
@@ -302,7 +302,7 @@ class SnapshotStore:
         for f in doomed:
             self.remove(f.path, sync=False)
         if doomed and self._fsync:
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)
         return len(doomed)
 
     def remove(self, path: str | os.PathLike[str], *, sync: bool = True) -> None:
@@ -310,4 +310,4 @@ class SnapshotStore:
         Path(path).unlink()
         logger.info("removed snapshot %s", path)
         if sync and self._fsync:
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)

@@ -88,7 +88,6 @@ import logging
 import os
 import re
 import struct
-import sys
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -100,6 +99,7 @@ import msgpack
 from raftkv.core.errors import bug
 from raftkv.core.types import Entry, EntryType, HardState, Index, NodeId, Term
 from raftkv.storage.errors import CorruptLogError, StorageError
+from raftkv.storage.files import datasync, fsync_dir, write_all
 
 __all__ = [
     "WAL",
@@ -398,29 +398,6 @@ class _Replay:
 # -- OS helpers --------------------------------------------------------------
 
 
-def _datasync(fd: int) -> None:
-    """Make a file's data durable (fdatasync; F_FULLFSYNC on macOS, where fsync is not)."""
-    if sys.platform == "darwin":
-        fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
-    else:
-        os.fdatasync(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 @dataclass(slots=True)
 class _Segment:
     seq: int
@@ -505,7 +482,7 @@ class WAL:
         if not path.is_dir():
             path.mkdir(parents=True)
             if fsync:
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         lock_fd = os.open(path / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -596,7 +573,7 @@ class WAL:
         try:
             os.ftruncate(fd, offset)
             if self._fsync:
-                _datasync(fd)
+                datasync(fd)
         finally:
             os.close(fd)
 
@@ -606,12 +583,12 @@ class WAL:
         tmp = final.with_name(final.name + _TMP_SUFFIX)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         try:
-            _write_all(fd, header)
+            write_all(fd, header)
             if self._fsync:
-                _datasync(fd)
+                datasync(fd)
             os.rename(tmp, final)
             if self._fsync:
-                _fsync_dir(self._dir)
+                fsync_dir(self._dir)
         except BaseException:
             os.close(fd)
             raise
@@ -623,7 +600,7 @@ class WAL:
 
     def _rotate(self) -> None:
         if self._fsync and self._dirty:
-            _datasync(self._fd)
+            datasync(self._fd)
         os.close(self._fd)
         self._fd = -1
         header = bytearray()
@@ -682,7 +659,7 @@ class WAL:
         try:
             if self._size >= self._segment_bytes and self._size > self._header_size:
                 self._rotate()
-            _write_all(self._fd, buf)
+            write_all(self._fd, buf)
         except OSError as exc:
             self._fail(exc)
         self._size += len(buf)
@@ -708,7 +685,7 @@ class WAL:
             return
         if self._fsync:
             try:
-                _datasync(self._fd)
+                datasync(self._fd)
             except OSError as exc:
                 self._fail(exc)
         self._dirty = False
@@ -736,7 +713,7 @@ class WAL:
             released += 1
             logger.info("released WAL segment %s", segment.path)
         if released and self._fsync:
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)
         return released
 
     def close(self) -> None:

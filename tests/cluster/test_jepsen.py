@@ -38,7 +38,7 @@ from raftkv.jepsen.net import netns_available, slot_names
 from raftkv.jepsen.nodes import Cluster
 from raftkv.jepsen.proxy import LinkProxy
 from raftkv.jepsen.workload import Attempt, OpRecord
-from raftkv.server.kv import Cas, Put, Session, encode_command
+from raftkv.replica.kv import Cas, Put, Session, encode_command
 from raftkv.sim.linearizability import FAIL, INFO, OK
 from raftkv.transport.codec import Hello, encode_control, encode_frame
 from tests.cluster.harness import REPO_ROOT

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from raftkv.server.statemachine import StateMachine
+from raftkv.replica.statemachine import StateMachine
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "replicated_counter.py"
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import atheris
 
 with atheris.instrument_imports():
-    from raftkv.server.kv import InvalidCommand, InvalidSnapshot, KVStateMachine, decode_command
+    from raftkv.replica.kv import InvalidCommand, InvalidSnapshot, KVStateMachine, decode_command
     from raftkv.storage import snapshot as snapshot_mod
     from raftkv.storage import wal as wal_mod
     from raftkv.transport.codec import decode_batch, decode_control, encode_batch, encode_control

@@ -21,8 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raftkv.core.types import ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMetadata
-from raftkv.server.kv import InvalidCommand, InvalidSnapshot, KVStateMachine, Put, decode_command
-from raftkv.server.kv import encode_command as encode_kv
+from raftkv.replica.kv import InvalidCommand, InvalidSnapshot, KVStateMachine, Put, decode_command
+from raftkv.replica.kv import encode_command as encode_kv
 from raftkv.storage.errors import CorruptLogError, CorruptSnapshotError
 from raftkv.storage.snapshot import SnapshotStore
 from raftkv.storage.wal import (

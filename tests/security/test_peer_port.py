@@ -18,7 +18,7 @@ import pytest
 
 from raftkv.core.messages import AppendEntries, RequestVote
 from raftkv.core.types import Entry, NodeId
-from raftkv.server.kv import Put, encode_command
+from raftkv.replica.kv import Put, encode_command
 from raftkv.transport.codec import (
     NONCE_LEN,
     PROTOCOL_VERSION,

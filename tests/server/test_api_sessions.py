@@ -13,7 +13,7 @@ import pytest
 import raftkv.server.node as node_module
 from raftkv.client import TooManySessions
 from raftkv.client.aio import AsyncClient
-from raftkv.server.kv import KVStateMachine
+from raftkv.replica.kv import KVStateMachine
 from raftkv.server.security import bearer_token, parse_tokens
 from tests.security.conftest import HubCluster, run
 
@@ -119,8 +119,8 @@ def test_a_token_owner_is_stable_and_reveals_nothing_of_the_token() -> None:
 def test_a_forged_owner_in_a_forwarded_command_is_replaced(tmp_path: Path) -> None:
     """``POST /v1/forward`` takes an encoded command from anyone with a write
     token; the owner in it is replaced by the one of the token the leader checked."""
+    from raftkv.replica.kv import Put, Session, encode_command
     from raftkv.server.api import COMMAND_CONTENT_TYPE, FORWARD_ROUTE, FORWARDED_HEADER
-    from raftkv.server.kv import Put, Session, encode_command
 
     tokens = parse_tokens(f"rw {TOKEN_A}\nrw {TOKEN_B}\n")
     owner_a = tokens.lookup(TOKEN_A).owner  # type: ignore[union-attr]

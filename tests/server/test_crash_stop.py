@@ -130,7 +130,7 @@ def test_serve_raises_when_a_wal_sync_fails(
     at once, with the listener closed."""
     config = _config(tmp_path)
     url = f"http://127.0.0.1:{config.api_addr[1]}"
-    real_datasync = wal_module._datasync
+    real_datasync = wal_module.datasync
     broken = False
 
     def datasync(fd: int) -> None:
@@ -138,7 +138,7 @@ def test_serve_raises_when_a_wal_sync_fails(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_datasync(fd)
 
-    monkeypatch.setattr(wal_module, "_datasync", datasync)
+    monkeypatch.setattr(wal_module, "datasync", datasync)
 
     async def main() -> None:
         nonlocal broken

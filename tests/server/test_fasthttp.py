@@ -670,7 +670,7 @@ def test_trickled_head_is_closed_at_the_deadline(
             trickle.cancel()
             assert received.startswith(b"HTTP/1.1 408 "), received
             # deadline + sweep + slack for a loaded machine; the trickle needs 12 s to finish
-            assert 0.4 <= elapsed < 0.4 + 0.1 + 1.5, elapsed
+            assert 0.39 <= elapsed < 0.4 + 0.1 + 1.5, elapsed  # libuv timers round to 1 ms
             assert server.stats["timeout_head"] == 1
             writer.close()
         finally:
@@ -726,7 +726,7 @@ def test_a_silent_connection_is_closed_at_the_head_deadline(
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             start = asyncio.get_running_loop().time()
             received, elapsed = await _closed_after(reader, start)
-            assert received == b"" and 0.3 <= elapsed < 0.3 + 0.075 + 0.5, elapsed
+            assert received == b"" and 0.29 <= elapsed < 0.3 + 0.075 + 0.5, elapsed
             assert server.stats["timeout_head"] == 1
             writer.close()
         finally:

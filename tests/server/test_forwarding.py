@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from raftkv.core.types import NodeId
-from raftkv.server.kv import KVStateMachine
+from raftkv.replica.kv import KVStateMachine
 from raftkv.server.security import parse_tokens
 from tests.security.conftest import RW_TOKEN, TOKENS_TEXT, HubCluster, run
 

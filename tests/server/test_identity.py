@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from raftkv.core.types import NodeId
+from raftkv.replica.kv import Put, encode_command
 from raftkv.server.config import Member, ServerConfig
 from raftkv.server.errors import ConfigError
 from raftkv.server.identity import (
@@ -27,7 +28,6 @@ from raftkv.server.identity import (
     read_node_id,
     resolve_pod_identity,
 )
-from raftkv.server.kv import Put, encode_command
 from raftkv.server.node import RaftNode
 from raftkv.server.security import client_ssl_context, parse_tokens, read_request_token
 from tests.cluster.harness import InProcCluster, free_ports

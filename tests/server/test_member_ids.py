@@ -96,13 +96,13 @@ def test_a_committed_change_with_a_bad_id_is_refused_by_every_replica(tmp_path: 
 
 
 def test_membership_size_is_bounded_by_the_codec_limit() -> None:
-    from raftkv.server.node import _refuse_members
+    from raftkv.replica.membership import refuse_members
 
     full = [NodeId(f"n{i}") for i in range(MAX_MEMBERS)]
     cc = ConfChange(changes=(ConfChangeSingle(ConfChangeType.ADD_LEARNER, NodeId("extra")),))
-    refusal = _refuse_members(cc, full)
+    refusal = refuse_members(cc, full)
     assert refusal is not None and str(MAX_MEMBERS) in refusal.message
-    assert _refuse_members(cc, full[:-1]) is None
+    assert refuse_members(cc, full[:-1]) is None
 
 
 @given(st.text(max_size=80))

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 
 from raftkv.core.types import Role
+from raftkv.replica.kv import KVResult, Put, encode_command
 from raftkv.server.errors import NoLeader, OutcomeUnknown, ProposalLost
-from raftkv.server.kv import KVResult, Put, encode_command
 from tests.cluster.harness import InProcCluster, eventually
 
 

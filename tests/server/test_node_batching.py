@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 
 from raftkv.core.types import NodeId
+from raftkv.replica.kv import KVResult, Put, encode_command
 from raftkv.server.config import ServerConfig
 from raftkv.server.errors import OutcomeUnknown
-from raftkv.server.kv import KVResult, Put, encode_command
 from raftkv.storage.wal import WAL
 from tests.cluster.harness import InProcCluster
 
@@ -180,7 +180,7 @@ def test_leader_answers_forwarded_writes_from_callbacks(tmp_path: Path) -> None:
     one or a follower, after the apply for a write -- and starts no task."""
     import json
 
-    from raftkv.server.kv import Get
+    from raftkv.replica.kv import Get
 
     async def main() -> None:
         async with InProcCluster(tmp_path) as c:

@@ -12,9 +12,9 @@ import pytest
 from raftkv.core import raft as raft_module
 from raftkv.core.confchange import Membership
 from raftkv.core.types import ConfChange, ConfChangeSingle, ConfChangeType, NodeId
+from raftkv.replica.kv import Put, encode_command
 from raftkv.server.config import Member
 from raftkv.server.errors import BadRequest
-from raftkv.server.kv import Put, encode_command
 from tests.cluster.harness import InProcCluster, free_ports
 
 

@@ -18,10 +18,11 @@ import msgpack
 import pytest
 
 from raftkv.core.types import ConfChange, ConfChangeSingle, ConfChangeType, NodeId
+from raftkv.replica.kv import KVStateMachine, Put, encode_command
+from raftkv.replica.replica import Replica, decode_image
 from raftkv.server.config import Member
 from raftkv.server.errors import MemberRemoved
-from raftkv.server.kv import Put, encode_command
-from raftkv.server.node import RaftNode, _decode_snapshot_data, _encode_snapshot_data
+from raftkv.server.node import RaftNode
 from tests.cluster.harness import InProcCluster, eventually, free_ports
 
 
@@ -159,7 +160,7 @@ def test_removed_ids_survive_a_restart_in_members_json(tmp_path: Path) -> None:
                 assert saved["removed"] == {victim: removed_at}
                 # A fresh node object on the same data dir reads it back.
                 reread = RaftNode(c.config(node_id), hub=c.hub)
-                reread._load_members()
+                reread._load_members(restored=False)
                 assert reread.removed == {victim: removed_at}
                 assert sorted(reread.members) == sorted(c.nodes)
             # The restarted node refuses the id once it leads.
@@ -184,23 +185,25 @@ def test_members_json_without_removed_ids_still_loads(tmp_path: Path) -> None:
     old = {"members": {"n1": c.members[NodeId("n1")].to_json()}}
     (data_dir / "members.json").write_text(json.dumps(old))
     node = RaftNode(c.config(NodeId("n1")))
-    node._load_members()
+    node._load_members(restored=False)
     assert list(node.members) == ["n1"] and node.removed == {}
 
 
 def test_snapshot_envelope_carries_removed_ids_and_old_envelopes_still_read() -> None:
     members = {NodeId("n1"): Member(("127.0.0.1", 7001), ("127.0.0.1", 8001))}
-    data = _decode_snapshot_data(_encode_snapshot_data(members, {NodeId("n3"): 7}, b"sm"))
-    assert (data.members, data.removed, data.sm) == (members, {"n3": 7}, b"sm")
+    replica = Replica(KVStateMachine(), members=members)
+    replica.book.removed[NodeId("n3")] = 7
+    data = decode_image(replica.snapshot())
+    assert (data.members, data.removed) == (members, {"n3": 7})
     old = msgpack.packb(
         {"v": 1, "members": {"n1": members[NodeId("n1")].to_json()}, "sm": b"sm"},
         use_bin_type=True,
     )
-    data = _decode_snapshot_data(old)
+    data = decode_image(old)
     assert (data.members, data.removed, data.sm) == (members, {}, b"sm")
     with pytest.raises(ValueError):
         bad = {"v": 1, "members": {}, "removed": {"n3": "x"}, "sm": b""}
-        _decode_snapshot_data(msgpack.packb(bad, use_bin_type=True))
+        decode_image(msgpack.packb(bad, use_bin_type=True))
 
 
 def test_removed_ids_reach_a_node_that_catches_up_by_snapshot(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import raftkv.server.node as node_module
-from raftkv.server.kv import KVStateMachine, Put, encode_command
+from raftkv.replica.kv import KVStateMachine, Put, encode_command
 from tests.cluster.harness import InProcCluster, eventually
 from tests.security.conftest import run
 
@@ -36,7 +36,11 @@ def test_an_undecodable_snapshot_is_not_persisted(tmp_path: Path) -> None:
                 await node.propose(_put(i))
             storage = node._storage
             assert storage is not None
-            await eventually(lambda: storage.first_index() > 2, "the leader compacted its log")
+            await eventually(
+                lambda: node._snapshot_job is None and storage.snapshot().metadata.index >= 60,
+                "the leader's last snapshot written and adopted",
+            )
+            assert storage.first_index() > 2  # compacted
             # A sender bug: the leader's snapshot image is not a snapshot.
             good = storage.snapshot()
             storage._snapshot = dataclasses.replace(good, data=b"\xc1 not a snapshot")

@@ -8,7 +8,7 @@ from the schedule or the checker being wrong. The checkers are the simulator's:
 * :class:`raftkv.sim.invariants.Invariants` (Figure 3 safety properties), fed
   every Ready and every applied entry of every node, as the simulator does;
 * :func:`raftkv.sim.linearizability.check_history` over the history of
-  scripted clients talking to :class:`raftkv.server.kv.KVStateMachine` replicas;
+  scripted clients talking to :class:`raftkv.replica.kv.KVStateMachine` replicas;
 * the simulator's at-most-once checker (``Invariants.on_execute``) over what
   the replicas' state machines executed;
 * a liveness bound (the one mutant that breaks availability, not safety).
@@ -45,7 +45,7 @@ from raftkv.core import (
     RequestVoteResponse,
     Role,
 )
-from raftkv.server.kv import (
+from raftkv.replica.kv import (
     KVResult,
     KVStateMachine,
     Put,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftkv.server.kv import (
+from raftkv.replica.kv import (
     ABSENT,
     DEFAULT_SESSION_TTL_MS,
     ERR_CONFLICT,
@@ -34,7 +34,7 @@ from raftkv.server.kv import (
     json_equal,
     parse_idempotency_key,
 )
-from raftkv.server.statemachine import StateMachine
+from raftkv.replica.statemachine import StateMachine
 
 
 class Log:

@@ -7,7 +7,7 @@ from dataclasses import replace
 import msgpack
 import pytest
 
-from raftkv.server.kv import (
+from raftkv.replica.kv import (
     ABSENT,
     DEFAULT_MAX_SESSIONS,
     DEFAULT_MAX_SESSIONS_PER_OWNER,
@@ -31,7 +31,7 @@ from raftkv.server.kv import (
     decode_command,
     encode_command,
 )
-from tests.server.test_kv import Log, s
+from tests.replica.test_kv import Log, s
 
 MB = 1 << 20
 
