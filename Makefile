@@ -69,8 +69,9 @@ sim-long: $(STAMP)
 
 bench: bench-sim bench-kv
 
-# Simulator throughput. It needs only the standard library, so BENCH_PY may name
-# any CPython >= 3.11 (e.g. BENCH_PY=/usr/bin/python3, a distribution build).
+# Simulator throughput. It needs only the standard library and msgpack (the
+# replica layer's encoding), so BENCH_PY may name any CPython >= 3.11 with
+# msgpack (e.g. BENCH_PY=/usr/bin/python3 with Debian's python3-msgpack).
 BENCH_PY ?= $(BIN)/python
 bench-sim: $(STAMP)
 	PYTHONPATH=. $(BENCH_PY) bench/sim_throughput.py

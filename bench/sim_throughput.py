@@ -18,11 +18,14 @@ git commit, load average, figures) to ``bench/results/sim_throughput.jsonl``.
 Usage: python bench/sim_throughput.py [--seeds 1-10] [--repeat 1] [--sweep 100]
        [--jobs 2] [--faults all] [--time 30] [--nodes 5] [--no-record]
 
-The simulator needs nothing outside the standard library, so any CPython 3.11+
-can run it from a checkout: ``PYTHONPATH=. /usr/bin/python3 bench/sim_throughput.py``
-(``make bench BENCH_PY=/usr/bin/python3``). The interpreter's build matters as
-much as the code: the record names the executable and whether it loads
-libpython as a shared library (see docs/benchmarks.md).
+The simulator needs nothing outside the standard library but msgpack (the
+replica layer it shares with the server encodes commands with it), so any
+CPython 3.11+ with msgpack can run it from a checkout:
+``PYTHONPATH=. /usr/bin/python3 bench/sim_throughput.py`` (Debian:
+``apt-get install python3-msgpack``; ``make bench BENCH_PY=/usr/bin/python3``).
+The interpreter's build matters as much as the code: the record names the
+executable and whether it loads libpython as a shared library (see
+docs/benchmarks.md).
 
 Targets (issue): >= 50,000 deliveries per wall-second on one core, and a
 1,000-seed sweep of 5 nodes x 30 s in under 10 minutes on 2 cores. Not run by tests.

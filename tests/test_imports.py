@@ -1,8 +1,10 @@
-"""Determinism guard: what ``raftkv.core`` and ``raftkv.sim`` may import.
+"""Determinism guard: what ``raftkv.core``, ``raftkv.replica`` and ``raftkv.sim`` may import.
 
-Rule (DESIGN.md, STYLE.md "Determinism"): the core never touches the clock, the
-OS, threads or any randomness it was not handed; the simulator may use
+Rule (DESIGN.md, STYLE.md "Determinism"): the core and the replica layer never
+touch the clock, the OS, threads or any randomness; the simulator may use
 ``random.Random(seed)`` instances but never the global RNG or the wall clock.
+The replica layer is what the simulator proves and the server runs, so it may
+import only the core (and the shared limits), never the server.
 
 ruff's banned-api rule (configured in pyproject.toml) cannot tell core from sim
 for ``random``, so this test is the authoritative check. It parses every module
@@ -22,7 +24,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_ROOT = REPO_ROOT / "raftkv"
 
-Layer = Literal["core", "sim"]
+Layer = Literal["core", "replica", "sim"]
 
 # Modules that leak wall-clock time, OS state, concurrency or OS randomness.
 _NONDETERMINISTIC = frozenset(
@@ -41,12 +43,14 @@ _NONDETERMINISTIC = frozenset(
 )
 BANNED_MODULES: dict[Layer, frozenset[str]] = {
     "core": _NONDETERMINISTIC | {"random"},
+    "replica": _NONDETERMINISTIC | {"random"},
     "sim": _NONDETERMINISTIC,
 }
 # raftkv packages each layer may import (DESIGN.md "Dependency direction").
 ALLOWED_RAFTKV: dict[Layer, tuple[str, ...]] = {
     "core": ("raftkv.core",),
-    "sim": ("raftkv.core", "raftkv.sim"),
+    "replica": ("raftkv.core", "raftkv.limits", "raftkv.replica"),
+    "sim": ("raftkv.core", "raftkv.limits", "raftkv.replica", "raftkv.sim"),
 }
 # The only name of the `random` module the simulator may touch.
 ALLOWED_RANDOM_NAMES = frozenset({"Random"})
@@ -193,15 +197,16 @@ def check_layer(layer: Layer) -> list[Violation]:
 # ----------------------------------------------------------------- the real check
 
 
-@pytest.mark.parametrize("layer", ["core", "sim"])
+@pytest.mark.parametrize("layer", ["core", "replica", "sim"])
 def test_layer_is_deterministic(layer: Layer) -> None:
     violations = check_layer(layer)
     assert not violations, "determinism violations:\n" + "\n".join(map(str, violations))
 
 
-def test_core_has_modules() -> None:
+@pytest.mark.parametrize("layer", ["core", "replica", "sim"])
+def test_layer_has_modules(layer: Layer) -> None:
     # Guards against the walk silently checking nothing (e.g. a moved package).
-    assert any(_layer_files("core"))
+    assert any(_layer_files(layer))
 
 
 # ----------------------------------------------------------------- the checker itself
@@ -231,6 +236,9 @@ def test_core_has_modules() -> None:
         ("sim", "import random\nf = random.choice\n", "random.choice"),
         ("sim", "from random import shuffle\n", "random.shuffle"),
         ("sim", "from raftkv.server.node import Node\n", "not 'raftkv.server.node'"),
+        ("replica", "from raftkv.server.api import serve\n", "not 'raftkv.server.api'"),
+        ("replica", "import time\n", "banned module 'time'"),
+        ("replica", "import random\n", "banned module 'random'"),
     ],
 )
 def test_checker_flags_bad_source(layer: Layer, source: str, expected: str) -> None:
@@ -251,6 +259,8 @@ def test_checker_flags_bad_source(layer: Layer, source: str, expected: str) -> N
         ("sim", "import random\n\ndef f(rng: random.Random) -> int:\n    return rng.random()\n"),
         ("sim", "from raftkv.core import RawNode\nfrom raftkv.sim.clock import Clock\n"),
         ("sim", "from ..core.types import Entry\nfrom .clock import Clock\n"),
+        ("sim", "from raftkv.replica import Replica\n"),
+        ("replica", "from raftkv.core.types import Entry\nfrom raftkv.limits import is_host\n"),
     ],
 )
 def test_checker_accepts_good_source(layer: Layer, source: str) -> None:

@@ -529,6 +529,14 @@ class KVResult:
     current: JSONValue = None
     replayed: bool = False
 
+    @property
+    def executed(self) -> bool:
+        """Whether the command was carried out at :attr:`index` (successfully or
+        not): not a replay, not refused by the session table, not undecodable."""
+        return not self.replayed and (
+            self.error is None or self.error in (ERR_NOT_FOUND, ERR_CONFLICT)
+        )
+
 
 # ----------------------------------------------------------------------------- state machine
 
@@ -639,6 +647,9 @@ class KVStateMachine:
             one more is refused with :data:`ERR_TOO_MANY_SESSIONS`.
         max_sessions_per_owner: most sessions alive at once with the same (not
             ``None``) owner; beyond: :data:`ERR_TOO_MANY_OWNER_SESSIONS`.
+        decode_cache: a dict shared by the replicas of one process (the
+            simulator's), so each command's bytes are decoded once rather than
+            once per replica. Decoded commands are immutable values.
     """
 
     def __init__(
@@ -647,6 +658,7 @@ class KVStateMachine:
         session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         max_sessions_per_owner: int = DEFAULT_MAX_SESSIONS_PER_OWNER,
+        decode_cache: dict[bytes, Command] | None = None,
     ) -> None:
         if session_ttl_ms <= 0:
             raise ValueError("session_ttl_ms must be positive")
@@ -655,6 +667,7 @@ class KVStateMachine:
         self._session_ttl_ms = session_ttl_ms
         self._max_sessions = max_sessions
         self._max_sessions_per_owner = max_sessions_per_owner
+        self._decoded = decode_cache
         # Invariant: a value is never changed in place, only replaced or removed
         # (snapshot_later's shallow copy relies on it).
         self._data: dict[str, JSONValue] = {}
@@ -732,10 +745,15 @@ class KVStateMachine:
         self._applied_index = index
         if not command:
             return KVResult(ok=True, index=index)
-        try:
-            cmd = decode_command(command)
-        except InvalidCommand as exc:
-            return KVResult(ok=False, index=index, error=f"{ERR_INVALID_COMMAND}: {exc}")
+        cache = self._decoded
+        cmd = cache.get(command) if cache is not None else None
+        if cmd is None:
+            try:
+                cmd = decode_command(command)
+            except InvalidCommand as exc:
+                return KVResult(ok=False, index=index, error=f"{ERR_INVALID_COMMAND}: {exc}")
+            if cache is not None:
+                cache[command] = cmd
         self._advance_time(cmd.time_ms)
         session = cmd.session
         if session is None:

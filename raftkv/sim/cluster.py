@@ -9,10 +9,14 @@ and, if no Ready is in flight, by the next Ready. Everything happens on the
 virtual clock; events at one instant run in scheduling order, and anything that
 iterates over nodes does so in sorted id order.
 
-A crash drops a node's volatile state -- its RawNode, state machine, pending
+A crash drops a node's volatile state -- its RawNode, replica, pending
 client requests, the in-flight Ready and unsynced disk writes. A restart builds a
 new RawNode from the durable disk with ``applied=0``, so committed entries are
-re-delivered and the state machine is rebuilt from scratch.
+re-delivered and the replica is rebuilt from its snapshot and the log.
+
+Every node applies committed entries with :class:`~raftkv.replica.Replica` and
+the server's KV state machine (:mod:`raftkv.replica.kv`): the code a real node
+runs, configuration changes and snapshot images included.
 """
 
 from __future__ import annotations
@@ -44,13 +48,24 @@ from raftkv.core import (
     Role,
     describe_message,
 )
+from raftkv.replica import ConfApplied, Refusal, Replica
+from raftkv.replica.kv import (
+    ABSENT,
+    Cas,
+    Command,
+    Get,
+    KVResult,
+    KVStateMachine,
+    MultiPut,
+    Put,
+    decode_command,
+)
 from raftkv.sim.clock import Clock, Micros
 from raftkv.sim.disk import SimDisk
 from raftkv.sim.invariants import Invariants
-from raftkv.sim.kv import Command, KVStateMachine, Result
 from raftkv.sim.network import Handler, Network
 from raftkv.sim.trace import Tracer
-from raftkv.sim.workload import ClientReply, ClientRequest
+from raftkv.sim.workload import ClientReply, ClientRequest, Outcome, session_id
 
 _KINDS: dict[type, str] = {
     AppendEntries: "AppendEntries",
@@ -67,6 +82,32 @@ _VOTE_KINDS: dict[type, tuple[str, str]] = {
 """Counter names of vote messages: ``[msg.pre_vote]`` picks the PreVote name."""
 
 _CONF_CHANGE = EntryType.CONF_CHANGE
+
+
+class _ClientNumbers(dict[str, int | None]):
+    """Session client id (``c<n>``, :func:`~raftkv.sim.workload.session_id`) ->
+    the simulated client's number, or None for another id; computed once each."""
+
+    def __missing__(self, sid: str) -> int | None:
+        number = int(sid[1:]) if sid[:1] == "c" and sid[1:].isdigit() else None
+        if number is not None and session_id(number) != sid:
+            number = None  # c01 is not client 1's id
+        self[sid] = number
+        return number
+
+
+def _kv_state_machine(decode_cache: dict[bytes, Command]) -> KVStateMachine:
+    return KVStateMachine(decode_cache=decode_cache)
+
+
+def _client_outcome(command: Command, result: KVResult) -> Outcome:
+    """What the simulated client of ``command`` is told: ``(output, found)``."""
+    op = command.op
+    if op == "put":
+        return None, True
+    if op == "get":
+        return (result.value, True) if result.ok else (None, False)
+    return result.ok, True  # cas: it took effect; delete: the key existed
 
 
 def _members(conf: ConfState) -> set[NodeId]:
@@ -131,7 +172,7 @@ class SimNode:
         "disk",
         "rng",
         "raw",
-        "kv",
+        "replica",
         "inflight",
         "pending",
         "generation",
@@ -148,7 +189,7 @@ class SimNode:
         self.disk = disk
         self.rng = rng
         self.raw: RawNode | None = None
-        self.kv = KVStateMachine()
+        self.replica = Replica(KVStateMachine())
         self.inflight: Ready | None = None
         # (client_id, request_id) -> client endpoint, for requests this node proposed.
         self.pending: dict[tuple[int, int], str] = {}
@@ -156,8 +197,9 @@ class SimNode:
         self.generation = 0
         self.role: Role | None = None
         self.term = 0
-        # ReadIndex context -> (client endpoint, the get), for reads asked of this node.
-        self.reads: dict[bytes, tuple[str, Command]] = {}
+        # ReadIndex context -> (client endpoint, client id, the get), for reads
+        # asked of this node.
+        self.reads: dict[bytes, tuple[str, int, Command]] = {}
         # (read index, context) of reads the core released, waiting for the apply.
         self.ready_reads: list[tuple[int, bytes]] = []
         # Removed from the cluster and shut down for good (never restarted).
@@ -183,6 +225,8 @@ class Cluster:
         raft_class: the Raft implementation to run on every node (tests pass
             mutants with a rule broken on purpose).
         tracer: an optional trace sink.
+        state_machine: makes each node's KV state machine from the run's
+            shared decode cache (tests pass one with a bug planted on purpose).
     """
 
     def __init__(
@@ -196,6 +240,7 @@ class Cluster:
         params: ClusterParams | None = None,
         raft_class: type[Raft] = Raft,
         tracer: Tracer | None = None,
+        state_machine: Callable[[dict[bytes, Command]], KVStateMachine] | None = None,
     ) -> None:
         self.node_ids = tuple(sorted(node_ids))
         """The nodes in service: founding members and joiners, minus retired ones."""
@@ -207,6 +252,7 @@ class Cluster:
         self._tick_us = self.params.tick_us
         self.raft_class = raft_class
         self.tracer = tracer
+        self._make_state_machine = state_machine or _kv_state_machine
         self._fsync_rng = random.Random(f"{seed}/fsync")
         self._phase_rng = random.Random(f"{seed}/phase")
         self.nodes: dict[NodeId, SimNode] = {}
@@ -217,9 +263,10 @@ class Cluster:
         self.stats: Counter[str] = Counter()
         self.max_commit = 0
         self._decode_cache: dict[bytes, Command] = {}
+        self._client_numbers = _ClientNumbers()
         # (index, term) of every snapshot taken -> chain hashes of the prefix it covers.
         self._snapshot_hashes: dict[tuple[int, int], list[int]] = {}
-        self.first_applied: dict[tuple[int, int], tuple[Micros, Result]] = {}
+        self.first_applied: dict[tuple[int, int], tuple[Micros, Outcome]] = {}
         """(client_id, request_id) -> first time any node applied it, and its result."""
         self.on_leader: Callable[[NodeId, int], None] | None = None
         """Called with (node, term) at the instant a node becomes leader, before
@@ -292,12 +339,14 @@ class Cluster:
         node.raw = RawNode(
             self._config(node.node_id), node.disk.storage, node.rng, raft_class=self.raft_class
         )
-        node.kv = KVStateMachine(self._decode_cache)
+        node.replica = Replica(self._make_state_machine(self._decode_cache))
         snapshot = node.disk.durable_snapshot
         if not snapshot.is_empty():
-            node.kv.restore(snapshot.data)
             md = snapshot.metadata
+            node.replica.restore(snapshot.data, md.index, md.conf_state)
             self.invariants.on_config_at(node.node_id, md.index, md.conf_state)
+        else:
+            node.replica.conf_state = node.raw.raft.conf_state()
         node.inflight = None
         node.pending = {}
         node.reads = {}
@@ -433,7 +482,7 @@ class Cluster:
                     ),
                 )
                 return
-            node.reads[context] = (src, self._decode(req.data))
+            node.reads[context] = (src, req.client_id, self._decode(req.data))
             self.stats["read_index"] += 1
             return
         try:
@@ -462,12 +511,15 @@ class Cluster:
     def _decode(self, data: bytes) -> Command:
         cmd = self._decode_cache.get(data)
         if cmd is None:
-            cmd = self._decode_cache[data] = Command.decode(data)
+            cmd = self._decode_cache[data] = decode_command(data)
         return cmd
 
     def _serve_reads(self, node: SimNode) -> None:
         """Answer the released reads whose read index the state machine has applied."""
-        applied = node.kv.applied_index
+        replica = node.replica
+        applied = replica.applied_index
+        sm = replica.state_machine
+        assert isinstance(sm, KVStateMachine)
         waiting: list[tuple[int, bytes]] = []
         for index, context in node.ready_reads:
             if index > applied:
@@ -476,18 +528,19 @@ class Cluster:
             asked = node.reads.pop(context, None)
             if asked is None:
                 continue
-            dst, cmd = asked
-            found = cmd.key in node.kv.data
+            dst, client_id, cmd = asked
+            assert isinstance(cmd, Get) and cmd.session is not None
+            result = sm.read(cmd.key)
             self.stats["reads_served"] += 1
             self._reply(
                 node,
                 dst,
                 ClientReply(
-                    client_id=cmd.client_id,
-                    request_id=cmd.request_id,
+                    client_id=client_id,
+                    request_id=cmd.session.seq,
                     ok=True,
-                    output=node.kv.data.get(cmd.key),
-                    found=found,
+                    output=result.value,
+                    found=result.found,
                 ),
             )
         node.ready_reads = waiting
@@ -575,9 +628,15 @@ class Cluster:
             if not raw.has_ready():
                 return
 
-    def _apply_conf_change(self, node: SimNode, raw: RawNode, index: int, cc: ConfChange) -> None:
-        before = _members(raw.raft.conf_state())
-        conf = raw.apply_conf_change(cc)
+    def _conf_change_applied(
+        self, node: SimNode, index: int, result: ConfApplied | Refusal
+    ) -> None:
+        """After the replica applied (or refused) a configuration change."""
+        if isinstance(result, Refusal):
+            self.stats["conf_changes_refused"] += 1
+            return
+        before = _members(result.before)
+        conf = result.after
         self.stats["conf_changes_applied"] += 1
         self.invariants.on_conf(node.node_id, index, conf)
         if self.tracer is not None:
@@ -619,9 +678,9 @@ class Cluster:
 
     def _maybe_take_snapshot(self, node: SimNode, raw: RawNode) -> None:
         """Snapshot the state machine and compact the log, every ``snapshot_every`` entries."""
-        kv = node.kv
+        replica = node.replica
         disk = node.disk
-        index = kv.applied_index
+        index = replica.applied_index
         last = disk.storage.snapshot().metadata.index
         if (
             index - last < self.params.snapshot_every
@@ -631,8 +690,8 @@ class Cluster:
             # Not due; or the applied state is not durable in the log yet; or a
             # received snapshot is still being written.
             return
-        data = kv.snapshot()
-        snap = disk.take_snapshot(index, raw.raft.conf_state(), data)
+        data = replica.snapshot()
+        snap = disk.take_snapshot(index, replica.conf_state, data)
         self._snapshot_hashes.setdefault(
             (index, snap.metadata.term), disk.durable_hashes()[: index + 1]
         )
@@ -674,31 +733,48 @@ class Cluster:
         if rd.read_states:
             node.ready_reads.extend((rs.index, rs.context) for rs in rd.read_states)
         if rd.snapshot is not None:
-            node.kv.restore(rd.snapshot.data)
-            self.invariants.on_restore(nid, rd.snapshot.metadata.index, rd.snapshot.data)
+            md = rd.snapshot.metadata
+            node.replica.restore(rd.snapshot.data, md.index, md.conf_state)
+            self.invariants.on_restore(nid, md.index, rd.snapshot.data)
         if rd.committed_entries:
             inv = self.invariants
-            kv = node.kv
+            replica = node.replica
+            decoded = self._decode_cache
             pending = node.pending
             first_applied = self.first_applied
             now = self.clock.now
+            clients = self._client_numbers
             self.stats["applied"] += len(rd.committed_entries)
+
+            def apply_conf(cc: ConfChange) -> ConfState:
+                return raw.apply_conf_change(cc, strict=True)
+
             for e in rd.committed_entries:
                 inv.on_apply(nid, e)
+                result = replica.apply(e, apply_conf)
                 if e.type is _CONF_CHANGE:
-                    kv.apply(e)
-                    self._apply_conf_change(node, raw, e.index, ConfChange.decode(e.data))
+                    assert isinstance(result, ConfApplied | Refusal)
+                    self._conf_change_applied(node, e.index, result)
                     continue
-                executed = kv.applied_commands
-                out = kv.apply(e)
-                if out is None:
+                if not isinstance(result, KVResult) or not e.data:
                     continue
-                cmd, result = out
-                if kv.applied_commands != executed:
-                    inv.on_execute(nid, cmd.client_id, cmd.request_id, e.index)
-                key = (cmd.client_id, cmd.request_id)
+                cmd = decoded.get(e.data)
+                if cmd is None or cmd.session is None:
+                    continue
+                client_id = clients[cmd.session.client_id]
+                if client_id is None:
+                    continue
+                key = (client_id, cmd.session.seq)
+                if result.executed:
+                    self.stats["commands_executed"] += 1
+                    inv.on_execute(nid, client_id, cmd.session.seq, e.index)
+                elif result.replayed:
+                    self.stats["commands_deduplicated"] += 1
+                else:
+                    continue  # refused by the session table: no effect, no answer
+                outcome = _client_outcome(cmd, result)
                 if key not in first_applied:
-                    first_applied[key] = (now, result)
+                    first_applied[key] = (now, outcome)
                 if not pending:
                     continue
                 dst = pending.pop(key, None)
@@ -707,11 +783,11 @@ class Cluster:
                         node,
                         dst,
                         ClientReply(
-                            client_id=cmd.client_id,
-                            request_id=cmd.request_id,
+                            client_id=client_id,
+                            request_id=cmd.session.seq,
                             ok=True,
-                            output=result.output,
-                            found=result.found,
+                            output=outcome[0],
+                            found=outcome[1],
                         ),
                     )
         if node.ready_reads:
@@ -739,6 +815,18 @@ class Cluster:
         self.tracer.emit(now, "ready", nid, **details)
 
 
+def describe_command(cmd: Command) -> str:
+    """A stable one-line description of a KV command (for traces)."""
+    if isinstance(cmd, MultiPut):
+        return "multi_put " + ",".join(f"{k}={v!r}" for k, v in sorted(cmd.pairs.items()))
+    if isinstance(cmd, Put):
+        return f"put {cmd.key}={cmd.value!r}"
+    if isinstance(cmd, Cas):
+        expect = "absent" if cmd.expect is ABSENT else repr(cmd.expect)
+        return f"cas {cmd.key} {expect}->{cmd.value!r}"
+    return f"{cmd.op} {cmd.key}"
+
+
 def describe_payload(payload: object) -> str:
     """A stable one-line description of anything the network carries (for traces)."""
     if isinstance(
@@ -755,7 +843,11 @@ def describe_payload(payload: object) -> str:
         msg: Message = payload
         return describe_message(msg)
     if isinstance(payload, ClientRequest):
-        return f"c{payload.client_id} request {payload.request_id} {payload.data.decode()}"
+        head = f"c{payload.client_id} request {payload.request_id}"
+        try:
+            return f"{head} {describe_command(decode_command(payload.data))}"
+        except ValueError:
+            return f"{head} {payload.data!r}"
     if isinstance(payload, ClientReply):
         return (
             f"reply c{payload.client_id}/{payload.request_id} ok={payload.ok} "

@@ -368,7 +368,7 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
             leaders.append(nid)
         final[nid] = (
             f"{raw.role.value} term={raw.term} commit={raw.commit_index} "
-            f"applied={node.kv.applied_index} last={raw.last_index}"
+            f"applied={node.replica.applied_index} last={raw.last_index}"
         )
     converged = (
         violation is None

@@ -16,6 +16,10 @@ through a stray copy.
 With ``reads`` a ``get`` is not proposed: it asks the node for a ReadIndex
 (dissertation §6.4; followers forward it to the leader) and is answered from
 the node's state machine once that has applied the read index.
+
+Requests carry the server's own commands (:mod:`raftkv.replica.kv`, with a
+session ``c<client>/<request id>``), so the replicas apply exactly what a real
+node applies.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftkv.core._frozen import fast_init
+from raftkv.replica.kv import ABSENT, Cas, Command, Delete, Get, Put, Session, encode_command
 from raftkv.sim.clock import Clock, Micros
-from raftkv.sim.kv import Command, Result
 from raftkv.sim.linearizability import FAIL, INFO, OK, Operation
 from raftkv.sim.network import Endpoint, Network
 
@@ -62,16 +66,47 @@ class ClientReply:
     leader: str | None = None
 
 
+Outcome = tuple[Any, bool]
+"""What an applied operation returned to its client: ``(output, found)``;
+``output`` is the value for a get (``found``: the key existed), whether it
+took effect for a cas or a delete, ``None`` for a put."""
+
+
 def client_endpoint(client_id: int) -> Endpoint:
     """The network endpoint of client ``client_id``."""
     return f"c{client_id}"
 
 
+def session_id(client_id: int) -> str:
+    """The session client id of simulated client ``client_id`` (its endpoint)."""
+    return f"c{client_id}"
+
+
+def command(
+    client_id: int, request_id: int, kind: str, key: str, value: Any, expect: Any, time_ms: int
+) -> Command:
+    """The server command for one simulated operation (``expect=None``: absent)."""
+    session = Session(client_id=session_id(client_id), seq=request_id)
+    if kind == "put":
+        return Put(key=key, value=value, time_ms=time_ms, session=session)
+    if kind == "get":
+        return Get(key=key, time_ms=time_ms, session=session)
+    if kind == "cas":
+        expected = ABSENT if expect is None else expect
+        return Cas(key=key, expect=expected, value=value, time_ms=time_ms, session=session)
+    return Delete(key=key, time_ms=time_ms, session=session)
+
+
 @dataclass(slots=True)
 class _Pending:
     op_id: int
+    client_id: int
     request_id: int
-    cmd: Command
+    kind: str
+    key: str
+    value: Any
+    expect: Any  # cas: None = the key is absent
+    data: bytes  # the encoded command
     call: Micros
     node: str
     attempts: int = 1
@@ -122,29 +157,30 @@ class Client:
                 expect = None
             else:
                 expect = w.last_written.get(key)
-        cmd = Command(
-            client_id=self.client_id, request_id=rid, op=kind, key=key, value=value, expect=expect
+        data = encode_command(
+            command(self.client_id, rid, kind, key, value, expect, w.clock.now // 1000)
         )
         node = self._target
         if node is None or rng.random() < 0.05:
             node = w.node_ids[rng.randrange(len(w.node_ids))]
         op_id = w.new_op_id()
-        self._pending = _Pending(op_id, rid, cmd, w.clock.now, node)
+        self._pending = _Pending(
+            op_id, self.client_id, rid, kind, key, value, expect, data, w.clock.now, node
+        )
         if value is not None:
             w.last_written[key] = value
         self._send(self._pending)
 
     def _send(self, p: _Pending) -> None:
         w = self._w
-        cmd = p.cmd
         w.network.send(
             self.endpoint,
             p.node,
             ClientRequest(
                 client_id=self.client_id,
                 request_id=p.request_id,
-                data=cmd.encode(),
-                read=w.reads and cmd.op == "get",
+                data=p.data,
+                read=w.reads and p.kind == "get",
             ),
             "ClientRequest",
             duplicate=False,
@@ -171,22 +207,22 @@ class Client:
             return
         w = self._w
         self._pending = None
-        cmd = p.cmd
+        kind = p.kind
         if reply.ok:
-            if cmd.op == "get":
+            if kind == "get":
                 if reply.found:
-                    self._known[cmd.key] = reply.output
+                    self._known[p.key] = reply.output
                 else:
-                    self._known.pop(cmd.key, None)
-            elif cmd.op == "put" or (cmd.op == "cas" and reply.output is True):
-                self._known[cmd.key] = cmd.value
-            elif cmd.op == "delete":
-                self._known.pop(cmd.key, None)
-            output = None if cmd.op == "put" else reply.output
+                    self._known.pop(p.key, None)
+            elif kind == "put" or (kind == "cas" and reply.output is True):
+                self._known[p.key] = p.value
+            elif kind == "delete":
+                self._known.pop(p.key, None)
+            output = None if kind == "put" else reply.output
             w.record(p, OK, w.clock.now, output, reply.found)
             self._target = p.node
             w.clock.call_later(w.think(), self._issue)
-        elif p.attempts > 1 and cmd.op != "get":
+        elif p.attempts > 1 and kind != "get":
             # An earlier attempt may still be in some log: not a definite failure.
             leader = reply.leader if reply.leader in w.node_set else None
             self._pending = p
@@ -205,7 +241,7 @@ class Client:
         if p is None or p.request_id != request_id or p.attempts != attempt:
             return
         w = self._w
-        if p.cmd.op != "get" and self._retry(p, None):
+        if p.kind != "get" and self._retry(p, None):
             return
         self._pending = None
         w.record_unknown(p)
@@ -290,7 +326,7 @@ class Workload:
             c.start(self.clock.now + self.rng.randrange(100_000))
 
     def finish(
-        self, resolve: Callable[[int, int], tuple[Micros, Result] | None] | None = None
+        self, resolve: Callable[[int, int], tuple[Micros, Outcome] | None] | None = None
     ) -> list[Operation]:
         """Close the history and return it.
 
@@ -308,19 +344,17 @@ class Workload:
         for c in self.clients:
             c.abandon()
         for p in self._unknown:
-            cmd = p.cmd
             if resolve is None:
                 self._append(p, INFO, None, None, True)
                 continue
-            outcome = resolve(cmd.client_id, cmd.request_id)
+            outcome = resolve(p.client_id, p.request_id)
             if outcome is None:
                 self.resolved["never-applied"] += 1
                 self._append(p, FAIL, None, None, True)
             else:
-                when, result = outcome
+                when, (output, found) = outcome
                 self.resolved["applied"] += 1
-                output = None if cmd.op == "put" else result.output
-                self._append(p, OK, max(when, p.call), output, result.found)
+                self._append(p, OK, max(when, p.call), None if p.kind == "put" else output, found)
         self._unknown.clear()
         self.history.sort(key=lambda op: op.op_id)
         return self.history
@@ -349,15 +383,14 @@ class Workload:
     def _append(
         self, p: _Pending, status: str, ret: Micros | None, output: Any, found: bool
     ) -> None:
-        cmd = p.cmd
         self.history.append(
             Operation(
                 op_id=p.op_id,
-                client_id=cmd.client_id,
-                key=cmd.key,
-                kind=cmd.op,
-                value=cmd.value,
-                expect=cmd.expect,
+                client_id=p.client_id,
+                key=p.key,
+                kind=p.kind,
+                value=p.value,
+                expect=p.expect,
                 call=p.call,
                 ret=ret,
                 status=status,

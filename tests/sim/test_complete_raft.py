@@ -10,13 +10,14 @@ reads, retried writes); the bug-injection tests show the new checkers
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
 import raftkv.sim.cluster as sim_cluster
 from raftkv.core import ConfChange, ConfState, Raft
+from raftkv.replica.kv import KVStateMachine
 from raftkv.sim.faults import parse_faults
-from raftkv.sim.kv import KVStateMachine
 from raftkv.sim.runner import SimConfig, SimResult, format_summary, run_simulation
 
 COMPLETE = {"membership": True, "snapshot_every": 20, "reads": True, "retries": 2}
@@ -80,13 +81,14 @@ def test_reads_go_through_read_index_not_the_log() -> None:
 
 
 class _SnapshotWithoutSessions(KVStateMachine):
-    """Bug: the snapshot image leaves out the session table (§6.3)."""
+    """Bug planted in the replica layer -- the code the servers run: the
+    snapshot image leaves out the session table (§6.3)."""
 
-    def snapshot(self) -> bytes:
+    def snapshot_later(self) -> Callable[[], bytes]:
         saved = self._sessions
         self._sessions = {}
         try:
-            return super().snapshot()
+            return super().snapshot_later()
         finally:
             self._sessions = saved
 
@@ -117,10 +119,10 @@ def test_snapshot_without_sessions_is_caught_by_at_most_once(
 class _IgnoresRemovals(Raft):
     """Bug: a follower applies additions but ignores removals."""
 
-    def apply_conf_change(self, cc: ConfChange) -> ConfState:
+    def apply_conf_change(self, cc: ConfChange, *, strict: bool = False) -> ConfState:
         if not self.is_leader() and any(c.type.value == "remove-node" for c in cc.changes):
             return self.conf_state()
-        return super().apply_conf_change(cc)
+        return super().apply_conf_change(cc, strict=strict)
 
     def is_leader(self) -> bool:
         return self.role.value == "leader"
