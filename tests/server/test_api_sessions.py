@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-import raftkv.server.node as node_module
+import raftkv.server.node.runtime as node_module
 from raftkv.client import TooManySessions
 from raftkv.client.aio import AsyncClient
 from raftkv.replica.kv import KVStateMachine

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import raftkv.server.node as node_module
+import raftkv.server.node.runtime as node_module
 from raftkv.replica.kv import KVStateMachine, Put, encode_command
 from tests.cluster.harness import InProcCluster, eventually
 from tests.security.conftest import run
