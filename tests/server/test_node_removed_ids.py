@@ -160,7 +160,7 @@ def test_removed_ids_survive_a_restart_in_members_json(tmp_path: Path) -> None:
                 assert saved["removed"] == {victim: removed_at}
                 # A fresh node object on the same data dir reads it back.
                 reread = RaftNode(c.config(node_id), hub=c.hub)
-                reread._load_members(restored=False)
+                reread._members_file.load(restored=False)
                 assert reread.removed == {victim: removed_at}
                 assert sorted(reread.members) == sorted(c.nodes)
             # The restarted node refuses the id once it leads.
@@ -185,7 +185,7 @@ def test_members_json_without_removed_ids_still_loads(tmp_path: Path) -> None:
     old = {"members": {"n1": c.members[NodeId("n1")].to_json()}}
     (data_dir / "members.json").write_text(json.dumps(old))
     node = RaftNode(c.config(NodeId("n1")))
-    node._load_members(restored=False)
+    node._members_file.load(restored=False)
     assert list(node.members) == ["n1"] and node.removed == {}
 
 
@@ -237,7 +237,7 @@ def test_removed_ids_reach_a_node_that_catches_up_by_snapshot(tmp_path: Path) ->
             # A node restarting from its own snapshot (members.json gone) too.
             follower = next(n for n in c.nodes if n not in (leader, new))
             f_node = c.nodes[follower]
-            await eventually(lambda: f_node._snapshot_index > removed_at, "follower snapshot")
+            await eventually(lambda: f_node._snapshots.index > removed_at, "follower snapshot")
             await c.stop_node(follower)
             (tmp_path / follower / "members.json").unlink()
             await c.start_node(follower)

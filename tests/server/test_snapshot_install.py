@@ -37,7 +37,7 @@ def test_an_undecodable_snapshot_is_not_persisted(tmp_path: Path) -> None:
             storage = node._storage
             assert storage is not None
             await eventually(
-                lambda: node._snapshot_job is None and storage.snapshot().metadata.index >= 60,
+                lambda: node._snapshots.job is None and storage.snapshot().metadata.index >= 60,
                 "the leader's last snapshot written and adopted",
             )
             assert storage.first_index() > 2  # compacted

@@ -10,10 +10,10 @@ from raftkv.replica.statemachine import StateMachine
 from raftkv.server.node.runtime import (
     ForwardHandler,
     ForwardReply,
-    NodeStatus,
     RaftNode,
     default_state_machine,
 )
+from raftkv.server.node.status import NodeStatus
 
 __all__ = [
     "RaftNode",

@@ -6,7 +6,9 @@ Every call into the core -- ``tick``, ``step``, ``propose``, ``read_index``,
 the leader the WAL sync runs in a thread of its own, so the loop keeps stepping
 acknowledgements and taking requests meanwhile (the core allows
 step/tick/propose between ``ready()`` and ``advance()``); a follower syncs on
-the loop's thread. Nothing else touches storage off the loop.
+the loop's thread. Besides that sync, only the snapshot thread touches storage
+off the loop: it writes a snapshot file, which the loop then adopts
+(:mod:`~raftkv.server.node.snapshots`).
 
 Rule 2: one Ready at a time: send ``messages`` (first when the Ready carries
 new entries, so followers write them while we do); install ``snapshot``; write
@@ -36,7 +38,6 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,9 @@ from raftkv.core.types import (
     ConfChangeType,
     ConfState,
     Entry,
-    EntryType,
     Index,
     NodeId,
     Role,
-    Snapshot,
-    SnapshotMetadata,
     Term,
 )
 from raftkv.replica.membership import Member, Refusal, RefusalKind, refuse_members
@@ -73,13 +71,14 @@ from raftkv.server.errors import (
     ProposalLost,
     ReadTimeout,
     ServerError,
-    SnapshotUndecodable,
 )
 from raftkv.server.identity import claim_data_dir
 from raftkv.server.metrics import NodeMetrics
+from raftkv.server.node.datadir import MembersFile, is_empty, open_storage
+from raftkv.server.node.snapshots import Snapshots
+from raftkv.server.node.status import NodeStatus
 from raftkv.server.security import peer_ssl_contexts
 from raftkv.storage.disk_storage import DiskStorage
-from raftkv.storage.files import atomic_write
 from raftkv.transport.base import InMemoryHub, Transport
 from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
 from raftkv.transport.tcp import TcpTransport
@@ -94,15 +93,6 @@ ForwardHandler = Callable[[bytes, ForwardReply], None]
 
 logger = logging.getLogger(__name__)
 
-_MEMBERS_FILE = "members.json"
-_SNAPSHOT_FILE = "state.snap"
-
-
-def _is_empty(storage: DiskStorage) -> bool:
-    """No hard state, no entries, no snapshot: a data dir that never ran."""
-    hard_state, _ = storage.initial_state()
-    return hard_state.is_empty() and storage.last_index() == 0 and storage.snapshot().is_empty()
-
 
 def default_state_machine() -> StateMachine:
     """The KV state machine of :mod:`raftkv.replica.kv`."""
@@ -110,38 +100,6 @@ def default_state_machine() -> StateMachine:
 
     sm: StateMachine = KVStateMachine()
     return sm
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NodeStatus:
-    """A consistent view of the node for ``GET /v1/status``."""
-
-    node_id: NodeId
-    role: str
-    term: Term
-    leader: NodeId | None
-    commit_index: Index
-    applied_index: Index
-    last_index: Index
-    members: dict[str, dict[str, str]]
-    voters: tuple[NodeId, ...]
-    learners: tuple[NodeId, ...]
-    progress: dict[str, dict[str, Any]] | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.node_id,
-            "role": self.role,
-            "term": self.term,
-            "leader": self.leader,
-            "commit_index": self.commit_index,
-            "applied_index": self.applied_index,
-            "last_index": self.last_index,
-            "members": self.members,
-            "voters": list(self.voters),
-            "learners": list(self.learners),
-            "progress": self.progress,
-        }
 
 
 class _Proposal:
@@ -209,12 +167,6 @@ class RaftNode:
         self._wal_thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"raftkv-wal-{config.node_id}"
         )
-        # Snapshots are encoded and written here (_maybe_snapshot), one at a time.
-        self._snapshot_thread = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"raftkv-snap-{config.node_id}"
-        )
-        # Invariant: None, or the snapshot being written in _snapshot_thread.
-        self._snapshot_job: asyncio.Future[Snapshot] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # The WAL sync running in _wal_thread, if any (a failed node's stop()
         # must not wait for a sync that hangs).
@@ -255,11 +207,19 @@ class RaftNode:
         # payload and a reply function, which it calls once with (HTTP status,
         # body), now or later. Set by the API; without it forwarded writes get 503.
         self.forward_handler: ForwardHandler | None = None
-        self._snapshot_index: Index = 0
         self._leader: NodeId | None = None
         self._role: Role = Role.FOLLOWER
         # Commit index seen when the current leader became known (readiness).
         self._ready_mark: Index | None = None
+        self._members_file = MembersFile(self._data_dir, self._replica.book, fsync=config.fsync)
+        self._snapshots = Snapshots(
+            config.node_id,
+            self._replica,
+            self.metrics,
+            every=config.snapshot_entries,
+            fail=self._fail,
+            wake=self._wake.set,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -284,13 +244,17 @@ class RaftNode:
         self._started = True
         # The data dir records whose it is; never start on another member's (identity.py).
         claim_data_dir(self._data_dir, self.node_id, fsync=self.config.fsync)
-        self._storage = self._open_storage()
-        fresh = _is_empty(self._storage)
+        self._storage = open_storage(
+            self._data_dir,
+            fsync=self.config.fsync,
+            members=self.members or self.config.initial_cluster,
+        )
+        fresh = is_empty(self._storage)
         peers: tuple[NodeId, ...] = ()
         if fresh and self.config.initial_cluster_state == "new":
             peers = tuple(sorted(self.config.initial_cluster))
-        applied = self._restore_snapshot()
-        self._load_members(restored=applied > 0)
+        applied = self._snapshots.restore(self._storage)
+        self._members_file.load(restored=applied > 0)
         core_config = Config(
             node_id=self.node_id,
             peers=peers,
@@ -329,33 +293,7 @@ class RaftNode:
             },
         )
 
-    def _open_storage(self) -> DiskStorage:
-        """Open the WAL and snapshots; the membership lives in the log, not in storage.
-
-        Data dirs written before the founding membership moved into the log
-        (no snapshot, and entry 1 exists but is not a configuration change)
-        are reopened with their address book as storage's bootstrap voters,
-        as before. A joiner's log starts at a snapshot or at the founding
-        entry, so it never looks like one.
-        """
-        storage = DiskStorage.open(self._data_dir, fsync=self.config.fsync)
-        if _is_empty(storage) or not storage.snapshot().is_empty():
-            return storage
-        if storage.first_index() != 1 or storage.last_index() == 0:
-            return storage
-        first = storage.entries(1, 2)
-        if first and first[0].type is EntryType.CONF_CHANGE:
-            return storage
-        voters = tuple(sorted(self.members or self.config.initial_cluster))
-        logger.warning(
-            "data dir predates log-based bootstrap: voters from the address book",
-            extra={"fields": {"voters": ",".join(voters)}},
-        )
-        storage.close()
-        return DiskStorage.open(self._data_dir, fsync=self.config.fsync, voters=voters)
-
     def _make_transport(self) -> Transport:
-        peers = {n: m.raft for n, m in self.members.items() if n != self.node_id}
         if self._hub is not None:
             t: Transport = self._hub.transport(self.node_id, self._on_messages, peers=None)
             return t
@@ -363,7 +301,7 @@ class RaftNode:
         tcp = TcpTransport(
             self.node_id,
             self.config.raft_addr,
-            peers,
+            self._peer_addrs(),
             self._on_messages,
             cluster_secret=self.config.cluster_secret,
             max_frame_size=self.config.max_peer_frame_bytes,
@@ -373,6 +311,10 @@ class RaftNode:
         )
         self.metrics.watch_transport(tcp.stats.as_dict)
         return tcp
+
+    def _peer_addrs(self) -> dict[NodeId, tuple[str, int]]:
+        """Where the transport reaches each other member: the address book's peer addresses."""
+        return {n: m.raft for n, m in self.members.items() if n != self.node_id}
 
     async def stop(self, *, transfer: bool = True) -> None:
         """Stop gracefully: refuse new requests, hand over leadership, flush, close.
@@ -384,6 +326,7 @@ class RaftNode:
         if not self._started or self._closed:
             return
         self._closed = True
+        self._snapshots.close()
         self._accepting = False
         if (
             transfer
@@ -413,7 +356,7 @@ class RaftNode:
         # A sync still running in the WAL thread (its Ready was cancelled) must
         # finish before the files close under it.
         self._wal_thread.shutdown(wait=True)
-        self._snapshot_thread.shutdown(wait=True)  # a snapshot file being written
+        self._snapshots.shutdown()  # a snapshot file being written
         if self._storage is not None:
             self._storage.close()
         logger.info("node stopped")
@@ -633,7 +576,12 @@ class RaftNode:
         if replicate_first:
             self._send(rd.messages)
         if rd.snapshot is not None and not rd.snapshot.is_empty():
-            self._install_snapshot(rd)
+            self._snapshots.install(storage, rd.snapshot)
+            self._members_changed()
+            self.metrics.snapshots_installed.inc()
+            logger.info(
+                "installed snapshot", extra={"fields": {"index": rd.snapshot.metadata.index}}
+            )
         sync = False
         if rd.entries or rd.hard_state is not None:
             storage.save(rd.entries, rd.hard_state, sync=False)
@@ -682,7 +630,7 @@ class RaftNode:
         self._send(rd.messages_after_persist)
         raw.advance(rd)
         # After the sync: a snapshot may not get ahead of the durable log.
-        self._maybe_snapshot()
+        self._snapshots.maybe_take(storage)
 
     def _send(self, msgs: Sequence[PeerMessage]) -> None:
         if not msgs or self._transport is None:
@@ -790,11 +738,7 @@ class RaftNode:
         if isinstance(result, Refusal):
             logger.error("conf change at index %d not applied: %s", e.index, result.message)
             return _refusal_error(result)
-        self._save_members()
-        if self._transport is not None:
-            self._transport.update_peers(
-                {n: m.raft for n, m in self.members.items() if n != self.node_id}
-            )
+        self._members_changed()
         conf = result.after
         logger.info(
             "membership changed",
@@ -808,126 +752,12 @@ class RaftNode:
         )
         return {"voters": list(conf.voters), "learners": list(conf.learners)}
 
-    # ------------------------------------------------------------------ snapshots
-
-    def _maybe_snapshot(self) -> None:
-        """Snapshot the replica and compact the log every ``snapshot_entries``.
-
-        The state is captured on the loop (cheap for a :class:`SnapshotsLater`
-        state machine: a shallow copy); encoding it and writing the file run
-        in the snapshot thread while the loop goes on -- heartbeats never wait
-        behind a large image. :meth:`_snapshot_written` adopts the file and
-        compacts the log. One snapshot at a time.
-        """
-        storage = self._storage
-        replica = self._replica
-        if (
-            storage is None
-            or self._snapshot_job is not None
-            or replica.applied_index - self._snapshot_index < self.config.snapshot_entries
-        ):
-            return
-        index = replica.applied_index
-        metadata = SnapshotMetadata(
-            index=index, term=storage.term(index), conf_state=replica.conf_state
-        )
-        encode = replica.snapshot_later()
-
-        def write() -> Snapshot:
-            return storage.write_snapshot(metadata, encode())
-
-        job = asyncio.get_running_loop().run_in_executor(self._snapshot_thread, write)
-        self._snapshot_job = job
-        job.add_done_callback(self._snapshot_written)
-
-    def _snapshot_written(self, job: asyncio.Future[Snapshot]) -> None:
-        """On the loop: make the snapshot the snapshot thread wrote current, compact."""
-        self._snapshot_job = None
-        storage = self._storage
-        if job.cancelled() or storage is None or self._closed:
-            return
-        exc = job.exception()
-        if exc is not None:
-            self._fail("snapshot", exc)  # the disk: crash-stop, as for the WAL
-            return
-        snapshot = job.result()
-        index = snapshot.metadata.index
-        if not storage.adopt_snapshot(snapshot):
-            return  # a leader's snapshot was installed meanwhile; it is newer
-        # Keep a tail so slightly lagging followers catch up from the log;
-        # followers behind the compaction point get an InstallSnapshot.
-        keep = min(1000, self.config.snapshot_entries // 2)
-        if index - keep > storage.first_index():
-            storage.compact(index - keep)
-        self._snapshot_index = max(self._snapshot_index, index)
-        self.metrics.snapshots.inc()
-        logger.info("snapshot taken", extra={"fields": {"index": index}})
-        self._wake.set()
-
-    def _restore_snapshot(self) -> Index:
-        """Restore the replica from storage's latest snapshot; return its index."""
-        assert self._storage is not None
-        snap = self._storage.snapshot()
-        if snap.is_empty():
-            return 0
-        md = snap.metadata
-        self._replica.restore(snap.data, md.index, md.conf_state)
-        self._snapshot_index = md.index
-        logger.info("restored snapshot", extra={"fields": {"index": md.index}})
-        return md.index
-
-    def _install_snapshot(self, rd: Ready) -> None:
-        snap = rd.snapshot
-        storage = self._storage
-        assert snap is not None and storage is not None
-        md = snap.metadata
-        # Decode and restore before persisting: an image this node cannot read
-        # must never reach its disk, where it would fail every restart.
-        try:
-            self._replica.restore(snap.data, md.index, md.conf_state)
-        except Exception as exc:
-            raise SnapshotUndecodable(
-                f"the snapshot at {md.term}/{md.index} from the leader does not decode "
-                f"({exc}); not persisted"
-            ) from exc
-        storage.apply_snapshot(snap)
-        self._save_members()
-        self._snapshot_index = md.index
+    def _members_changed(self) -> None:
+        """The address book changed (a change applied, a snapshot installed):
+        save ``members.json``, and tell the transport where the peers are."""
+        self._members_file.save()
         if self._transport is not None:
-            self._transport.update_peers(
-                {n: m.raft for n, m in self.members.items() if n != self.node_id}
-            )
-        self.metrics.snapshots_installed.inc()
-        logger.info("installed snapshot", extra={"fields": {"index": md.index}})
-
-    # ------------------------------------------------------------------ address book
-
-    def _load_members(self, restored: bool) -> None:
-        """Read ``members.json`` into the address book and removed ids.
-
-        Called at start, after the snapshot (if any, ``restored``) was restored:
-        the file's address book replaces the one from ``--initial-cluster``,
-        and a snapshot's entries are kept on top of it; the entries after the
-        snapshot are applied again afterwards. Removed ids are merged.
-        """
-        path = self._data_dir / _MEMBERS_FILE
-        if not path.exists():
-            return
-        book = self._replica.book
-        try:
-            obj = json.loads(path.read_text())
-            members = book.parse_members(obj["members"])
-            removed = book.parse_removed(obj.get("removed", {}))  # absent in older files
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            logger.warning("ignoring unreadable %s: %s", path, exc)
-            return
-        book.members = {**members, **book.members} if restored else members
-        book.merge_removed(removed)
-
-    def _save_members(self) -> None:
-        atomic_write(
-            self._data_dir / _MEMBERS_FILE, self._replica.book.to_json(), fsync=self.config.fsync
-        )
+            self._transport.update_peers(self._peer_addrs())
 
     # ------------------------------------------------------------------ requests
 
@@ -1328,33 +1158,12 @@ class RaftNode:
 
     # ------------------------------------------------------------------ views
 
-    def _progress(self) -> dict[str, dict[str, Any]] | None:
-        raw = self._raw
-        if raw is None or raw.role is not Role.LEADER:
-            return None
-        return {
-            n: {"match": pr.match, "next": pr.next, "state": pr.state}
-            for n, pr in raw.status().progress.items()
-        }
-
     def status(self) -> NodeStatus:
         raw = self._raw
         if raw is None:
             raise NodeStopped("node not started")
-        conf = raw.status().conf_state
-        voters = tuple(sorted({*conf.voters, *conf.voters_outgoing}))
-        return NodeStatus(
-            node_id=self.node_id,
-            role=raw.role.value,
-            term=raw.term,
-            leader=raw.leader,
-            commit_index=raw.commit_index,
-            applied_index=self._replica.applied_index,
-            last_index=raw.last_index,
-            members={n: m.to_json() for n, m in sorted(self.members.items())},
-            voters=voters,
-            learners=conf.learners,
-            progress=self._progress(),
+        return NodeStatus.of(
+            self.node_id, raw, applied_index=self._replica.applied_index, members=self.members
         )
 
     def is_live(self) -> bool:
