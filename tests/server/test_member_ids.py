@@ -81,13 +81,13 @@ def test_a_committed_change_with_a_bad_id_is_refused_by_every_replica(tmp_path: 
             bad = NodeId("y" * 300)
             cc = ConfChange(changes=(ConfChangeSingle(ConfChangeType.ADD_LEARNER, bad),))
             with pytest.raises(BadRequest, match="bad member id"):
-                await node._propose_conf_change(cc)
+                await node._admin.propose_conf_change(cc)
             for n in c.nodes.values():
                 await n.wait_applied(node.applied_index, timeout=5)
                 assert n.status().learners == before.learners
                 assert bad not in n.members
             # And the cluster still takes changes afterwards.
-            status = await node._propose_conf_change(
+            status = await node._admin.propose_conf_change(
                 ConfChange(changes=(ConfChangeSingle(ConfChangeType.ADD_LEARNER, NodeId("n5")),))
             )
             assert isinstance(status, dict) and "n5" in status["learners"]

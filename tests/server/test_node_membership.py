@@ -190,7 +190,7 @@ def test_change_refused_when_applied_is_an_error_and_changes_nothing(
             )
             _lenient_once(monkeypatch)
             with pytest.raises(BadRequest, match="refused when applied: removing every voter"):
-                await node._propose_conf_change(cc)
+                await node._admin.propose_conf_change(cc)
             index = node.applied_index
             voters = sorted(c.nodes)
             for n in c.nodes.values():

@@ -116,9 +116,9 @@ def test_removed_id_committed_anyway_is_refused_on_every_replica(tmp_path: Path)
             cc = ConfChange(
                 changes=(ConfChangeSingle(ConfChangeType.ADD_VOTER, victim),), context=context
             )
-            # _propose_conf_change goes straight to the core's propose_conf_change.
+            # Admin.propose_conf_change goes straight to the core's propose_conf_change.
             with pytest.raises(MemberRemoved):
-                await node._propose_conf_change(cc)
+                await node._admin.propose_conf_change(cc)
             injected = node.applied_index
             assert injected > removed_at
             voters = sorted(c.nodes)
