@@ -1,4 +1,5 @@
-"""The replicated key/value state machine: commands, results, sessions, snapshots.
+"""The replicated key/value state machine: an MVCC key space with etcd's semantics,
+client sessions, a space quota.
 
 Rules:
 
@@ -10,72 +11,166 @@ Rules:
    leader when it proposed the command. The state machine's clock is the largest
    ``time_ms`` applied so far (``log_time_ms``), so it never runs backwards even if
    a new leader's wall clock is behind the old one's.
-3. **Exactly-once writes** (Ongaro's dissertation §6.3). A command may carry a
-   session ``(client_id, seq, owner)``. The session table remembers, per client,
-   the highest ``seq`` applied, the *outcome* of that command (success, not
-   found or conflict; its index; whether the key existed) -- never a value --,
-   its owner and the log time it was last active. A command whose ``seq`` equals
-   the last one is answered from that outcome without being applied again
-   (:meth:`KVStateMachine.apply` says what such a replay carries); an older
-   ``seq`` gets the ``"stale sequence"`` error. A session expires when
-   ``log_time_ms - last_active_ms > session_ttl_ms``, checked at apply time, so
-   every replica expires the same sessions at the same entry. Sessions are
-   created implicitly by a client's first command: a retry that arrives after its
-   session expired is indistinguishable from a new client and is applied again,
-   so the TTL must exceed any client's retry deadline by far.
-4. **Bounded sessions.** A session belongs to the ``owner`` it was created with
-   (``None``: none); a command of another owner is refused
-   (:data:`ERR_SESSION_OWNER`) and changes nothing. A command that would create a
-   session beyond ``max_sessions`` in total, or ``max_sessions_per_owner`` for its
-   owner, is refused (:data:`ERR_TOO_MANY_SESSIONS`,
-   :data:`ERR_TOO_MANY_OWNER_SESSIONS`); existing sessions keep working. A
-   session costs at most :data:`MAX_SESSION_SNAPSHOT_BYTES` of a snapshot. These
-   limits and the TTL decide what is applied, so every replica must use the same
-   values: they are constants of the release (the defaults below), not options.
-5. **Bad input is a result, not an exception.** Commands are validated when built
+3. **Revisions** (:mod:`raftkv.replica.mvcc`, etcd's): one store revision, 1 in a
+   fresh store, +1 per command that changes something -- a put, a delete that
+   finds a key, a transaction whose executed branch writes; every key has its
+   ``create_revision``, ``mod_revision`` and ``version``; reads may ask for an
+   older revision until compaction drops it. A multi-put and a transaction are
+   one revision however many keys they write.
+4. **Exactly-once writes** (Ongaro's dissertation §6.3; :mod:`raftkv.replica.sessions`).
+   A command may carry a session ``(client_id, seq, owner)``. A command whose
+   ``seq`` equals the session's last one is answered from the session's record
+   without being applied again (:meth:`KVStateMachine.apply` says what such a
+   replay carries); an older ``seq`` gets :data:`ERR_STALE_SEQUENCE`; another
+   owner's command :data:`ERR_SESSION_OWNER`; a new session beyond the limits
+   :data:`ERR_TOO_MANY_SESSIONS` / :data:`ERR_TOO_MANY_OWNER_SESSIONS`. A refused
+   command changes nothing and is not recorded.
+5. **Space quota.** While the NOSPACE alarm is raised (an :class:`Alarm` entry,
+   proposed by the leader when the store's size passes ``--quota-bytes``),
+   commands that would write a value -- a put, a successful CAS, a multi-put, a
+   transaction whose executed branch puts -- are refused with :data:`ERR_NOSPACE`;
+   reads, deletes and compaction still work. Everything is decided by entries,
+   so every replica refuses alike.
+6. **Bad input is a result, not an exception.** Commands are validated when built
    (:class:`InvalidCommand`, for the API to turn into a 400); bytes that fail to
    decode at apply time produce ``KVResult(ok=False, error="invalid command: ...")``
    on every replica alike. Only caller misuse of the state machine itself (indexes
    that do not increase) raises.
-6. **Absent is not null.** A key may hold the JSON value ``null``; that is
+7. **Absent is not null.** A key may hold the JSON value ``null``; that is
    different from the key being absent. :data:`ABSENT` is the compare-and-set
-   expectation "the key does not exist"; ``expect=None`` means "the key holds null".
-   (The HTTP API maps ``"expect": null`` to :data:`ABSENT`.)
+   expectation "the key does not exist".
 
-Keys are non-empty strings of at most :data:`MAX_KEY_BYTES` bytes of UTF-8 with no
-control characters. Values are JSON values: ``None``, ``bool``, ``int`` (64-bit),
-finite ``float``, ``str``, ``list`` and ``dict`` with string keys. Values returned
-by :meth:`KVStateMachine.read` and in results are shared with the store: callers
-must not mutate them.
+The store keeps keys as UTF-8 and values as compact JSON text
+(:func:`~raftkv.replica.commands.json_text`); results carry :class:`Item`, whose
+``value_json`` is that text and ``value`` the decoded JSON.
 
-Commands and snapshots are msgpack. Snapshots list keys and sessions sorted, and
-hold ``applied_index`` and ``log_time_ms``.
+Snapshots are msgpack: the store's wire form, the sessions, the alarm,
+``applied_index`` and ``log_time_ms``. Versions 1 and 2 (a plain key/value map,
+written before revisions) still restore: their keys are put in one revision.
 """
 
 from __future__ import annotations
 
-import enum
-import math
-import re
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Final, TypeAlias
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
 
 import msgpack
 
-from raftkv.core.errors import RaftKVError
+from raftkv.replica.commands import (
+    ABSENT,
+    MAX_CLIENT_ID_CHARS,
+    MAX_KEY_BYTES,
+    MAX_TXN_OPS,
+    MAX_VALUE_DEPTH,
+    OWNER_CHARS,
+    Absent,
+    Alarm,
+    Cas,
+    Command,
+    Compact,
+    Compare,
+    Delete,
+    DeleteRange,
+    Get,
+    InvalidCommand,
+    InvalidSnapshot,
+    JSONValue,
+    KeyRange,
+    KVError,
+    MultiPut,
+    Put,
+    Range,
+    Session,
+    Txn,
+    TxnDelete,
+    TxnOp,
+    TxnPut,
+    TxnRange,
+    check_key,
+    check_value,
+    decode_command,
+    encode_command,
+    format_idempotency_key,
+    json_equal,
+    json_text,
+    parse_idempotency_key,
+)
+from raftkv.replica.mvcc import (
+    CompactedError,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeOp,
+    DeleteResult,
+    FutureRevisionError,
+    KeyValue,
+    MVCCError,
+    MVCCStore,
+    PutOp,
+    PutResult,
+    RangeOp,
+    RangeResult,
+    SortOrder,
+    SortTarget,
+)
+from raftkv.replica.mvcc import Compare as StoreCompare
+from raftkv.replica.sessions import (
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_SESSIONS_PER_OWNER,
+    DEFAULT_SESSION_TTL_MS,
+    MAX_SESSION_SNAPSHOT_BYTES,
+    Outcome,
+    SessionRecord,
+    SessionTable,
+    decode_sessions,
+)
 
 __all__ = [
-    "JSONValue",
-    "Absent",
+    # The command vocabulary (raftkv.replica.commands), re-exported: this module
+    # is the KV store's public face.
     "ABSENT",
+    "Absent",
+    "JSONValue",
+    "MAX_CLIENT_ID_CHARS",
     "MAX_KEY_BYTES",
+    "MAX_TXN_OPS",
     "MAX_VALUE_DEPTH",
+    "OWNER_CHARS",
     "DEFAULT_SESSION_TTL_MS",
     "DEFAULT_MAX_SESSIONS",
     "DEFAULT_MAX_SESSIONS_PER_OWNER",
     "MAX_SESSION_SNAPSHOT_BYTES",
-    "OWNER_CHARS",
+    "KVError",
+    "InvalidCommand",
+    "InvalidSnapshot",
+    "Session",
+    "KeyRange",
+    "Put",
+    "Delete",
+    "Cas",
+    "MultiPut",
+    "Get",
+    "Range",
+    "DeleteRange",
+    "Compare",
+    "TxnPut",
+    "TxnDelete",
+    "TxnRange",
+    "TxnOp",
+    "Txn",
+    "Compact",
+    "Alarm",
+    "Command",
+    "check_key",
+    "check_value",
+    "json_equal",
+    "json_text",
+    "encode_command",
+    "decode_command",
+    "parse_idempotency_key",
+    "format_idempotency_key",
+    # This module's own.
     "ERR_NOT_FOUND",
     "ERR_CONFLICT",
     "ERR_STALE_SEQUENCE",
@@ -83,45 +178,18 @@ __all__ = [
     "ERR_SESSION_OWNER",
     "ERR_TOO_MANY_SESSIONS",
     "ERR_TOO_MANY_OWNER_SESSIONS",
-    "KVError",
-    "InvalidCommand",
-    "InvalidSnapshot",
-    "Session",
-    "Put",
-    "Delete",
-    "Cas",
-    "MultiPut",
-    "Get",
-    "Command",
+    "ERR_NOSPACE",
+    "ERR_COMPACTED",
+    "ERR_FUTURE_REVISION",
+    "Item",
     "KVResult",
+    "Listing",
+    "Deleted",
+    "PutDone",
+    "TxnAnswer",
+    "Answer",
     "KVStateMachine",
-    "encode_command",
-    "decode_command",
-    "check_key",
-    "check_value",
-    "json_equal",
-    "parse_idempotency_key",
-    "format_idempotency_key",
 ]
-
-JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"] | None
-
-MAX_KEY_BYTES: Final = 1024
-"""Longest key, in bytes of UTF-8."""
-MAX_VALUE_DEPTH: Final = 64
-"""Deepest nesting of lists/objects allowed in a value."""
-MAX_CLIENT_ID_CHARS: Final = 128
-DEFAULT_SESSION_TTL_MS: Final = 10 * 60 * 1000
-DEFAULT_MAX_SESSIONS: Final = 100_000
-"""Most client sessions alive at once, in total (at most ~17 MB of a snapshot)."""
-DEFAULT_MAX_SESSIONS_PER_OWNER: Final = 10_000
-"""Most client sessions alive at once with the same owner (client token)."""
-MAX_SESSION_SNAPSHOT_BYTES: Final = 177
-"""The most one session adds to a snapshot: its msgpack array of a 128-character
-client id (130), seq, last-active time and index (9 each), outcome and found (1
-each) and a 16-character owner (17), plus the array's own header (1)."""
-OWNER_CHARS: Final = 16
-"""Length of a session owner: lowercase hex digits."""
 
 ERR_NOT_FOUND: Final = "not found"
 ERR_CONFLICT: Final = "conflict"
@@ -133,505 +201,236 @@ ERR_TOO_MANY_SESSIONS: Final = "too many client sessions"
 """Creating the command's session would exceed ``max_sessions``."""
 ERR_TOO_MANY_OWNER_SESSIONS: Final = "too many client sessions for this client token"
 """Creating the command's session would exceed ``max_sessions_per_owner``."""
-
-# Version 2: sessions hold outcomes, never values (version 1 cached whole results,
-# values included; restore() still reads it and drops the values).
-_SNAPSHOT_VERSION: Final = 2
-_SNAPSHOT_VERSIONS: Final = (1, 2)
-_INT_MIN: Final = -(2**63)
-_INT_MAX: Final = 2**64 - 1
-_SEQ_MAX: Final = 2**63 - 1
-_CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CLIENT_ID_CHARS: Final = re.compile(r"[A-Za-z0-9._:~-]+")
-_OWNER: Final = re.compile(f"[0-9a-f]{{{OWNER_CHARS}}}")
-
-
-# ----------------------------------------------------------------------------- errors
-
-
-class KVError(RaftKVError):
-    """Root of the errors raised by the KV state machine (caller misuse)."""
-
-
-class InvalidCommand(KVError, ValueError):
-    """A command, key, value or idempotency key is not acceptable."""
-
-
-class InvalidSnapshot(KVError, ValueError):
-    """Snapshot bytes that :meth:`KVStateMachine.snapshot` did not produce."""
-
-
-# ----------------------------------------------------------------------------- values
-
-
-class Absent(enum.Enum):
-    """Type of :data:`ABSENT`, the compare-and-set expectation "no such key"."""
-
-    ABSENT = "absent"
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-
-ABSENT: Final = Absent.ABSENT
-
-
-def check_key(key: object) -> str:
-    """Return ``key`` if it is a valid key.
-
-    Raises:
-        InvalidCommand: if it is not a non-empty ``str`` of at most
-            :data:`MAX_KEY_BYTES` bytes of UTF-8 without control characters.
-    """
-    if not isinstance(key, str):
-        raise InvalidCommand(f"key must be a string, not {type(key).__name__}")
-    if not key:
-        raise InvalidCommand("key must not be empty")
-    try:
-        size = len(key.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidCommand("key is not valid Unicode (lone surrogate)") from None
-    if size > MAX_KEY_BYTES:
-        raise InvalidCommand(f"key is {size} bytes of UTF-8; the limit is {MAX_KEY_BYTES}")
-    if _CONTROL_CHARS.search(key):
-        raise InvalidCommand("key must not contain control characters")
-    return key
-
-
-def check_value(value: object) -> JSONValue:
-    """Return ``value`` if it is a JSON value raftkv can store.
-
-    Raises:
-        InvalidCommand: for non-JSON types (tuples, bytes, sets, ...), non-string
-            object keys, integers outside 64 bits, NaN/infinity, or nesting deeper
-            than :data:`MAX_VALUE_DEPTH`.
-    """
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if item is None or isinstance(item, bool | str):
-            continue
-        if isinstance(item, int):
-            if not _INT_MIN <= item <= _INT_MAX:
-                raise InvalidCommand("integer out of the 64-bit range")
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise InvalidCommand("NaN and infinity are not JSON values")
-        elif isinstance(item, list | dict):
-            if depth >= MAX_VALUE_DEPTH:
-                raise InvalidCommand(f"value nested deeper than {MAX_VALUE_DEPTH} levels")
-            if isinstance(item, dict):
-                for k, v in item.items():
-                    if not isinstance(k, str):
-                        raise InvalidCommand("object keys must be strings")
-                    stack.append((v, depth + 1))
-            else:
-                stack.extend((v, depth + 1) for v in item)
-        else:
-            raise InvalidCommand(f"{type(item).__name__} is not a JSON value")
-    return value  # type: ignore[return-value]  # checked above
-
-
-def json_equal(a: JSONValue, b: JSONValue) -> bool:
-    """JSON equality: like ``==`` but ``true`` is not ``1`` and ``false`` is not ``0``."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, list):
-        return (
-            isinstance(b, list)
-            and len(a) == len(b)
-            and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
-        )
-    if isinstance(a, dict):
-        return (
-            isinstance(b, dict)
-            and a.keys() == b.keys()
-            and all(json_equal(v, b[k]) for k, v in a.items())
-        )
-    if isinstance(b, list | dict):
-        return False
-    return a == b
-
-
-# ----------------------------------------------------------------------------- sessions
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Session:
-    """A client's identity and the sequence number of one logical write.
-
-    Attributes:
-        client_id: 1-128 characters of ``[A-Za-z0-9._:~-]``, unique per client.
-        seq: increases by at least one per logical write; a retry reuses it.
-        owner: who may use the session: :data:`OWNER_CHARS` lowercase hex digits
-            that name the client's token (the API derives them), or ``None``
-            (no tokens: anyone may).
-    """
-
-    client_id: str
-    seq: int
-    owner: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.client_id, str) or not _CLIENT_ID_CHARS.fullmatch(self.client_id):
-            raise InvalidCommand(f"invalid client id {self.client_id!r}")
-        if len(self.client_id) > MAX_CLIENT_ID_CHARS:
-            raise InvalidCommand(f"client id longer than {MAX_CLIENT_ID_CHARS} characters")
-        if type(self.seq) is not int or not 1 <= self.seq <= _SEQ_MAX:
-            raise InvalidCommand(f"sequence number must be an integer >= 1, not {self.seq!r}")
-        if self.owner is not None and (
-            not isinstance(self.owner, str) or not _OWNER.fullmatch(self.owner)
-        ):
-            raise InvalidCommand(f"session owner must be {OWNER_CHARS} lowercase hex digits")
-
-
-def parse_idempotency_key(header: str) -> tuple[str, int]:
-    """Parse an ``Idempotency-Key: CLIENT/SEQ`` header value.
-
-    Returns:
-        ``(client_id, seq)``.
-
-    Raises:
-        ValueError: (an :class:`InvalidCommand`) if it is not ``CLIENT/SEQ`` with a
-            valid client id and a decimal ``seq >= 1``.
-    """
-    client_id, sep, seq_text = header.strip().rpartition("/")
-    if not sep or not seq_text.isascii() or not seq_text.isdigit():
-        raise InvalidCommand(f"Idempotency-Key must be CLIENT/SEQ, not {header!r}")
-    session = Session(client_id=client_id, seq=int(seq_text))
-    return session.client_id, session.seq
-
-
-def format_idempotency_key(client_id: str, seq: int) -> str:
-    """The ``Idempotency-Key`` header value for a session (inverse of the parser)."""
-    return f"{client_id}/{seq}"
-
-
-# ----------------------------------------------------------------------------- commands
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Put:
-    """Set ``key`` to ``value``."""
-
-    op: ClassVar[str] = "put"
-    key: str
-    value: JSONValue
-    time_ms: int
-    session: Session | None = None
-
-    def __post_init__(self) -> None:
-        check_key(self.key)
-        check_value(self.value)
-        _check_time(self.time_ms)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Delete:
-    """Remove ``key``; fails with ``"not found"`` if it is absent."""
-
-    op: ClassVar[str] = "delete"
-    key: str
-    time_ms: int
-    session: Session | None = None
-
-    def __post_init__(self) -> None:
-        check_key(self.key)
-        _check_time(self.time_ms)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Cas:
-    """Set ``key`` to ``value`` if its current value is ``expect``.
-
-    ``expect=ABSENT`` succeeds only if the key does not exist; ``expect=None``
-    only if it holds JSON ``null``.
-    """
-
-    op: ClassVar[str] = "cas"
-    key: str
-    expect: JSONValue | Absent
-    value: JSONValue
-    time_ms: int
-    session: Session | None = None
-
-    def __post_init__(self) -> None:
-        check_key(self.key)
-        if self.expect is not ABSENT:
-            check_value(self.expect)
-        check_value(self.value)
-        _check_time(self.time_ms)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MultiPut:
-    """Set every key of ``pairs`` at once (one entry, so all or nothing)."""
-
-    op: ClassVar[str] = "multi_put"
-    pairs: Mapping[str, JSONValue]
-    time_ms: int
-    session: Session | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.pairs, Mapping):
-            raise InvalidCommand("multi_put pairs must be a mapping of key to value")
-        for key, value in self.pairs.items():
-            check_key(key)
-            check_value(value)
-        _check_time(self.time_ms)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Get:
-    """Read ``key`` through the log (the fallback when ReadIndex is unavailable)."""
-
-    op: ClassVar[str] = "get"
-    key: str
-    time_ms: int
-    session: Session | None = None
-
-    def __post_init__(self) -> None:
-        check_key(self.key)
-        _check_time(self.time_ms)
-
-
-Command: TypeAlias = Put | Delete | Cas | MultiPut | Get
-
-
-def _check_time(time_ms: object) -> None:
-    if type(time_ms) is not int or not 0 <= time_ms <= _SEQ_MAX:
-        raise InvalidCommand(f"time_ms must be a non-negative integer, not {time_ms!r}")
-
-
-def encode_command(command: Command, *, time_ms: int | None = None) -> bytes:
-    """Serialize a command for a log entry (msgpack).
-
-    The command was validated when it was constructed. ``time_ms``, if given,
-    is recorded instead of ``command.time_ms`` (the leader stamping a forwarded
-    command, without building and validating it again).
-
-    Raises:
-        InvalidCommand: ``time_ms`` is not a valid log time, or the command
-            cannot be encoded.
-    """
-    if time_ms is not None:
-        _check_time(time_ms)
-    body: dict[str, Any] = {"op": command.op}
-    if isinstance(command, MultiPut):
-        body["pairs"] = dict(command.pairs)
-    else:
-        body["key"] = command.key
-    if isinstance(command, Put | Cas):
-        body["value"] = command.value
-    if isinstance(command, Cas):
-        body["expect_absent"] = command.expect is ABSENT
-        body["expect"] = None if command.expect is ABSENT else command.expect
-    body["time_ms"] = command.time_ms if time_ms is None else time_ms
-    if command.session is not None:
-        body["session"] = [command.session.client_id, command.session.seq]
-        if command.session.owner is not None:
-            # A field of its own: a decoder that predates owners ignores it.
-            body["session_owner"] = command.session.owner
-    try:
-        data: bytes = msgpack.packb(body, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:  # e.g. a lone surrogate
-        raise InvalidCommand(f"cannot encode command: {exc}") from exc
-    return data
-
-
-def _field(fields: dict[str, Any], name: str) -> Any:
-    """A field of a decoded command, or None; the dataclasses validate its type."""
-    return fields.get(name)
-
-
-def decode_command(data: bytes) -> Command:
-    """Parse bytes written by :func:`encode_command`.
-
-    Raises:
-        InvalidCommand: if ``data`` is not a valid command.
-    """
-    try:
-        body = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-    except Exception as exc:  # msgpack raises many unrelated types on bad input
-        raise InvalidCommand(f"not msgpack: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidCommand("command is not a map")
-    fields: dict[str, Any] = body
-    op = fields.get("op")
-    time_ms = _field(fields, "time_ms")
-    raw_session = _field(fields, "session")
-    owner = _field(fields, "session_owner")
-    session: Session | None = None
-    if raw_session is not None:
-        if not isinstance(raw_session, list) or len(raw_session) != 2:
-            raise InvalidCommand("session must be [client_id, seq]")
-        session = Session(client_id=raw_session[0], seq=raw_session[1], owner=owner)
-    elif owner is not None:
-        raise InvalidCommand("session_owner without a session")
-    if op == "put":
-        return Put(
-            key=_field(fields, "key"),
-            value=_field(fields, "value"),
-            time_ms=time_ms,
-            session=session,
-        )
-    if op == "delete":
-        return Delete(key=_field(fields, "key"), time_ms=time_ms, session=session)
-    if op == "cas":
-        expect_absent = _field(fields, "expect_absent")
-        if not isinstance(expect_absent, bool):
-            raise InvalidCommand("cas needs expect_absent")
-        return Cas(
-            key=_field(fields, "key"),
-            expect=ABSENT if expect_absent else _field(fields, "expect"),
-            value=_field(fields, "value"),
-            time_ms=time_ms,
-            session=session,
-        )
-    if op == "multi_put":
-        return MultiPut(pairs=_field(fields, "pairs"), time_ms=time_ms, session=session)
-    if op == "get":
-        return Get(key=_field(fields, "key"), time_ms=time_ms, session=session)
-    raise InvalidCommand(f"unknown operation {op!r}")
+ERR_NOSPACE: Final = "database space exceeded"
+"""The NOSPACE alarm is raised: writes that add data are refused (etcd's message)."""
+ERR_COMPACTED: Final = "required revision has been compacted"
+ERR_FUTURE_REVISION: Final = "required revision is a future revision"
+
+# Version 3: the MVCC store. 2: a plain map and sessions of outcomes; 1: sessions
+# with cached results (their values are dropped on restore).
+_SNAPSHOT_VERSION: Final = 3
+_SNAPSHOT_VERSIONS: Final = (1, 2, 3)
+_REFUSALS: Final = frozenset(
+    {
+        ERR_STALE_SEQUENCE,
+        ERR_SESSION_OWNER,
+        ERR_TOO_MANY_SESSIONS,
+        ERR_TOO_MANY_OWNER_SESSIONS,
+        ERR_NOSPACE,
+        ERR_COMPACTED,
+        ERR_FUTURE_REVISION,
+    }
+)
+_SORT_ORDERS: Final = {
+    "none": SortOrder.NONE,
+    "ascend": SortOrder.ASCEND,
+    "descend": SortOrder.DESCEND,
+}
+_SORT_TARGETS: Final = {
+    "key": SortTarget.KEY,
+    "version": SortTarget.VERSION,
+    "create_revision": SortTarget.CREATE,
+    "mod_revision": SortTarget.MOD,
+    "value": SortTarget.VALUE,
+}
+_COMPARE_TARGETS: Final = {
+    "version": CompareTarget.VERSION,
+    "create_revision": CompareTarget.CREATE,
+    "mod_revision": CompareTarget.MOD,
+}
+_COMPARE_RESULTS: Final = {
+    "==": CompareResult.EQUAL,
+    "!=": CompareResult.NOT_EQUAL,
+    "<": CompareResult.LESS,
+    ">": CompareResult.GREATER,
+}
 
 
 # ----------------------------------------------------------------------------- results
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Item:
+    """One key as the store holds it at some revision.
+
+    Attributes:
+        key: the key.
+        value_json: its value as compact JSON text (``b""`` in a keys-only read).
+        create_revision: the revision that (last) created the key.
+        mod_revision: the revision of this version.
+        version: 1 at creation, +1 per put since.
+    """
+
+    key: str
+    value_json: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+
+    @property
+    def value(self) -> JSONValue:
+        """The decoded value (``None`` in a keys-only read)."""
+        if not self.value_json:
+            return None
+        value: JSONValue = json.loads(self.value_json)
+        return value
+
+    def to_json(self, *, keys_only: bool = False) -> dict[str, Any]:
+        """The ``/v1`` API's form: key, value (unless keys-only) and revisions."""
+        body: dict[str, Any] = {"key": self.key}
+        if not keys_only:
+            body["value"] = self.value
+        body["create_revision"] = self.create_revision
+        body["mod_revision"] = self.mod_revision
+        body["version"] = self.version
+        return body
+
+    @staticmethod
+    def of(kv: KeyValue) -> Item:
+        return Item(
+            key=kv.key.decode("utf-8", "surrogateescape"),
+            value_json=kv.value,
+            create_revision=kv.create_revision,
+            mod_revision=kv.mod_revision,
+            version=kv.version,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KVResult:
-    """The outcome of one command (or local read).
+    """The outcome of a single-key command (or local read), or any command's error.
 
     Attributes:
         ok: whether the operation succeeded.
         index: the log index of the entry that produced this result (for a
             replayed write, the index of the original); for
             :meth:`KVStateMachine.read`, the applied index the read was served at.
-        value: the value read (get / read).
+        revision: the store's revision after the command (a write's own
+            revision; for a replay, the original's; for a read, the current one).
+        item: the key read (get / read), with its revisions.
         found: whether the key existed before the command (get, delete, cas, put).
-        error: ``None`` on success, else :data:`ERR_NOT_FOUND`,
-            :data:`ERR_CONFLICT`, :data:`ERR_STALE_SEQUENCE`,
-            :data:`ERR_SESSION_OWNER`, :data:`ERR_TOO_MANY_SESSIONS`,
-            :data:`ERR_TOO_MANY_OWNER_SESSIONS`, or a message starting with
-            :data:`ERR_INVALID_COMMAND`.
+        error: ``None`` on success, else one of the ``ERR_*`` constants, or a
+            message starting with :data:`ERR_INVALID_COMMAND`.
         current: on a cas conflict, the key's current value (``None`` with
             ``found=False`` if the key is absent); ``None`` and not known when
             ``replayed``.
         replayed: the answer to a retry (a session's last ``seq`` again),
             rebuilt from the session's record; nothing was applied.
+        compact_revision: with :data:`ERR_COMPACTED`, the revision the store is
+            compacted to.
     """
 
     ok: bool
     index: int
-    value: JSONValue = None
+    revision: int = 0
+    item: Item | None = None
     found: bool = False
     error: str | None = None
     current: JSONValue = None
     replayed: bool = False
+    compact_revision: int = 0
+
+    @property
+    def value(self) -> JSONValue:
+        """The value read (get / read), or ``None``."""
+        return None if self.item is None else self.item.value
 
     @property
     def executed(self) -> bool:
         """Whether the command was carried out at :attr:`index` (successfully or
-        not): not a replay, not refused by the session table, not undecodable."""
-        return not self.replayed and (
-            self.error is None or self.error in (ERR_NOT_FOUND, ERR_CONFLICT)
-        )
+        not): not a replay, not refused (sessions, quota, revisions), not undecodable."""
+        return not self.replayed and (self.error is None or self.error not in _REFUSALS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Listing:
+    """The answer to a range read.
+
+    Attributes:
+        index: the log index it was served at (applied index, or the entry's).
+        revision: the store's revision when it answered.
+        items: the keys, sorted and cut to ``limit`` (empty with ``count_only``).
+        count: how many keys are in the range at the read revision (before ``limit``).
+        more: whether ``limit`` cut ``items``.
+        replayed: a retried read through the log, read again.
+    """
+
+    index: int
+    revision: int
+    items: tuple[Item, ...]
+    count: int
+    more: bool
+    replayed: bool = False
+
+    ok: bool = True
+    error: str | None = None
+
+    @property
+    def executed(self) -> bool:
+        return not self.replayed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deleted:
+    """The answer to a delete of a range (or, inside a transaction, of a key).
+
+    Attributes:
+        index, revision, replayed: as in :class:`KVResult`.
+        deleted: how many keys it removed (unknown, 0, on a replay).
+        prev: the removed keys as they were, if asked (``prev_kv``).
+    """
+
+    index: int
+    revision: int
+    deleted: int
+    prev: tuple[Item, ...] = ()
+    replayed: bool = False
+
+    ok: bool = True
+    error: str | None = None
+
+    @property
+    def executed(self) -> bool:
+        return not self.replayed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutDone:
+    """A put's answer inside a transaction: the revision it wrote."""
+
+    revision: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxnAnswer:
+    """The answer to a transaction.
+
+    Attributes:
+        index, revision, replayed: as in :class:`KVResult`.
+        succeeded: whether every compare held (the success branch ran).
+        responses: one per operation of the executed branch, in order (none on a
+            replay: a retried transaction reports only whether it succeeded).
+    """
+
+    index: int
+    revision: int
+    succeeded: bool
+    responses: tuple[PutDone | Deleted | Listing, ...] = ()
+    replayed: bool = False
+
+    ok: bool = True
+    error: str | None = None
+
+    @property
+    def executed(self) -> bool:
+        return not self.replayed
+
+
+Answer: TypeAlias = KVResult | Listing | Deleted | TxnAnswer
+"""What :meth:`KVStateMachine.apply` returns."""
 
 
 # ----------------------------------------------------------------------------- state machine
-
-
-class _Outcome(enum.IntEnum):
-    """What a session remembers of its last command (its snapshot code)."""
-
-    OK = 0
-    NOT_FOUND = 1
-    CONFLICT = 2
-    READ = 3  # a get: a retry reads again
-
-
-_OUTCOME_ERRORS: Final = {
-    _Outcome.OK: None,
-    _Outcome.NOT_FOUND: ERR_NOT_FOUND,
-    _Outcome.CONFLICT: ERR_CONFLICT,
-    _Outcome.READ: None,
-}
-
-
-@dataclass(slots=True)
-class _SessionRecord:
-    """A client session: its last command's ``seq`` and outcome, never a value."""
-
-    seq: int
-    index: int  # of the entry that applied ``seq``
-    outcome: _Outcome
-    found: bool  # the key existed before that command
-    last_active_ms: int
-    owner: str | None
-
-    def to_wire(self, client_id: str) -> list[Any]:
-        return [
-            client_id,
-            self.seq,
-            self.last_active_ms,
-            self.index,
-            int(self.outcome),
-            self.found,
-            self.owner,
-        ]
-
-    @classmethod
-    def from_wire(cls, item: object) -> tuple[str, _SessionRecord]:
-        """A version-2 snapshot item.
-
-        Raises:
-            InvalidSnapshot, InvalidCommand: not one.
-        """
-        if not isinstance(item, list) or len(item) != 7:
-            raise InvalidSnapshot(
-                "session items must be [id, seq, last_active, index, outcome, found, owner]"
-            )
-        cid, seq, last_active, index, outcome, found, owner = item
-        Session(client_id=cid, seq=seq, owner=owner)  # validates
-        if type(last_active) is not int or type(index) is not int:
-            raise InvalidSnapshot("session last_active and index must be integers")
-        if type(outcome) is not int or not isinstance(found, bool):
-            raise InvalidSnapshot("session outcome must be an integer and found a boolean")
-        try:
-            code = _Outcome(outcome)
-        except ValueError:
-            raise InvalidSnapshot(f"unknown session outcome {outcome}") from None
-        return cid, cls(seq, index, code, found, last_active, owner)
-
-    @classmethod
-    def from_wire_v1(cls, item: object) -> tuple[str, _SessionRecord]:
-        """A version-1 snapshot item ``[id, seq, last_active, cached result]``: its
-        outcome is kept, the values in the cached result are dropped.
-
-        Raises:
-            InvalidSnapshot, InvalidCommand: not one.
-        """
-        if not isinstance(item, list) or len(item) != 4:
-            raise InvalidSnapshot("session items must be [id, seq, last_active, result]")
-        cid, seq, last_active, raw = item
-        Session(client_id=cid, seq=seq)  # validates
-        if type(last_active) is not int:
-            raise InvalidSnapshot("session last_active must be an integer")
-        if not isinstance(raw, list) or len(raw) != 6:
-            raise InvalidSnapshot("cached result must be a list of 6 items")
-        ok, index, value, found, error, _current = raw
-        if not isinstance(ok, bool) or not isinstance(found, bool) or type(index) is not int:
-            raise InvalidSnapshot("cached result has bad ok/index/found")
-        if ok and error is None:
-            # Only a get's result held a value; a retried get reads again.
-            outcome = _Outcome.OK if value is None else _Outcome.READ
-        elif not ok and error == ERR_NOT_FOUND:
-            outcome = _Outcome.NOT_FOUND
-        elif not ok and error == ERR_CONFLICT:
-            outcome = _Outcome.CONFLICT
-        else:
-            raise InvalidSnapshot(f"cached result has an unknown error {error!r}")
-        return cid, cls(seq, index, outcome, found, last_active, None)
 
 
 class KVStateMachine:
@@ -660,22 +459,15 @@ class KVStateMachine:
         max_sessions_per_owner: int = DEFAULT_MAX_SESSIONS_PER_OWNER,
         decode_cache: dict[bytes, Command] | None = None,
     ) -> None:
-        if session_ttl_ms <= 0:
-            raise ValueError("session_ttl_ms must be positive")
-        if max_sessions <= 0 or max_sessions_per_owner <= 0:
-            raise ValueError("max_sessions and max_sessions_per_owner must be positive")
-        self._session_ttl_ms = session_ttl_ms
-        self._max_sessions = max_sessions
-        self._max_sessions_per_owner = max_sessions_per_owner
+        self._sessions = SessionTable(
+            ttl_ms=session_ttl_ms,
+            max_sessions=max_sessions,
+            max_sessions_per_owner=max_sessions_per_owner,
+        )
         self._decoded = decode_cache
-        # Invariant: a value is never changed in place, only replaced or removed
-        # (snapshot_later's shallow copy relies on it).
-        self._data: dict[str, JSONValue] = {}
-        # Invariant: ordered by last_active_ms, non-decreasing (oldest first), so
-        # expiry pops from the front.
-        self._sessions: dict[str, _SessionRecord] = {}
-        # Invariant: owner -> how many records of _sessions have it (> 0; no None).
-        self._owner_sessions: dict[str, int] = {}
+        self._store = MVCCStore()
+        # Invariant: the NOSPACE alarm, as the last Alarm entry applied left it.
+        self._alarm = False
         # Invariant: the index of the last entry passed to apply() (or restored).
         self._applied_index = 0
         # Invariant: the largest time_ms of any command applied (or restored).
@@ -695,47 +487,99 @@ class KVStateMachine:
 
     @property
     def session_ttl_ms(self) -> int:
-        return self._session_ttl_ms
+        return self._sessions.ttl_ms
+
+    @property
+    def revision(self) -> int:
+        """The store's current revision (1 in a fresh store)."""
+        return self._store.revision
+
+    @property
+    def compact_revision(self) -> int:
+        """The revision the store is compacted to (0: never)."""
+        return self._store.compact_revision
+
+    @property
+    def size_bytes(self) -> int:
+        """The store's size as the quota measures it (:attr:`MVCCStore.size_bytes`)."""
+        return self._store.size_bytes
+
+    @property
+    def alarm(self) -> bool:
+        """Whether the NOSPACE alarm is raised (rule 5)."""
+        return self._alarm
 
     def sessions(self) -> dict[str, tuple[int, int]]:
         """``client_id -> (last seq, last active log time)``, sorted by client id."""
-        return {cid: (rec.seq, rec.last_active_ms) for cid, rec in sorted(self._sessions.items())}
+        return self._sessions.view()
 
     def read(self, key: str) -> KVResult:
         """Read ``key`` from local state (after a ReadIndex barrier, or stale).
 
         ``index`` is the applied index the value is current as of.
         """
-        if key in self._data:
-            return KVResult(ok=True, index=self._applied_index, value=self._data[key], found=True)
-        return KVResult(ok=False, index=self._applied_index, error=ERR_NOT_FOUND)
+        store = self._store
+        kv = store.get(key.encode("utf-8"))
+        if kv is None:
+            return KVResult(
+                ok=False, index=self._applied_index, revision=store.revision, error=ERR_NOT_FOUND
+            )
+        return KVResult(
+            ok=True,
+            index=self._applied_index,
+            revision=store.revision,
+            item=Item.of(kv),
+            found=True,
+        )
+
+    def range(
+        self,
+        key_range: KeyRange,
+        *,
+        revision: int = 0,
+        limit: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        sort_order: str = "none",
+        sort_target: str = "key",
+    ) -> Listing:
+        """Read a range from local state (after a ReadIndex barrier, or stale).
+
+        Raises:
+            CompactedError: ``revision`` is below the compaction point.
+            FutureRevisionError: ``revision`` is above the current revision.
+        """
+        result = self._range(
+            key_range, revision, limit, keys_only, count_only, sort_order, sort_target
+        )
+        return _listing(self._applied_index, result)
 
     def items(self) -> Iterator[tuple[str, JSONValue]]:
-        """``(key, value)`` pairs in key order."""
-        for key in sorted(self._data):
-            yield key, self._data[key]
+        """``(key, value)`` pairs in key order, at the current revision."""
+        for kv in self._store.range(b"\0", b"\0").kvs:
+            yield kv.key.decode("utf-8", "surrogateescape"), json.loads(kv.value)
 
     def __len__(self) -> int:
-        return len(self._data)
+        return self._store.key_count
 
     def __contains__(self, key: object) -> bool:
-        return key in self._data
+        return isinstance(key, str) and self._store.get(key.encode("utf-8")) is not None
 
     # ------------------------------------------------------------------ StateMachine
 
-    def apply(self, index: int, command: bytes) -> KVResult:
+    def apply(self, index: int, command: bytes) -> Answer:
         """Apply the committed entry at ``index``.
 
         Empty ``command`` bytes are the leader's no-op. Never raises for bad
         command bytes (see the module rules).
 
         A retry (the session's last ``seq`` again) is not applied; its result has
-        ``replayed=True`` and, for a write, the first attempt's ``ok``, ``error``,
-        ``found`` and ``index``. A replayed conflict has no ``current`` (the
-        value then was not kept, and the value now may match the expectation,
-        which would contradict the conflict). A replayed get reads the key again,
-        at ``index`` (a get changes nothing, so answering it later is still
-        linearizable).
+        ``replayed=True`` and the first attempt's ``ok``, ``error``, ``found``,
+        ``index`` and ``revision`` (a transaction: ``succeeded``). A replayed
+        conflict has no ``current`` (the value then was not kept, and the value
+        now may match the expectation, which would contradict the conflict). A
+        replayed read (get, range) reads again, at ``index`` (a read changes
+        nothing, so answering it later is still linearizable).
 
         Raises:
             KVError: if ``index`` is not above :attr:`applied_index`.
@@ -744,60 +588,47 @@ class KVStateMachine:
             raise KVError(f"apply({index}) after index {self._applied_index}: must increase")
         self._applied_index = index
         if not command:
-            return KVResult(ok=True, index=index)
+            return KVResult(ok=True, index=index, revision=self._store.revision)
         cache = self._decoded
         cmd = cache.get(command) if cache is not None else None
         if cmd is None:
             try:
                 cmd = decode_command(command)
             except InvalidCommand as exc:
-                return KVResult(ok=False, index=index, error=f"{ERR_INVALID_COMMAND}: {exc}")
+                return self._error(index, f"{ERR_INVALID_COMMAND}: {exc}")
             if cache is not None:
                 cache[command] = cmd
-        self._advance_time(cmd.time_ms)
+        if cmd.time_ms > self._log_time_ms:
+            self._log_time_ms = cmd.time_ms
+        sessions = self._sessions
+        sessions.expire(self._log_time_ms)
         session = cmd.session
         if session is None:
             return self._execute(index, cmd)
-        cid = session.client_id
-        record = self._sessions.get(cid)
+        record = sessions.get(session.client_id)
         if record is None:
-            refusal = self._refuse_new_session(session.owner)
-            if refusal is not None:
-                return KVResult(ok=False, index=index, error=refusal)
-            if session.owner is not None:
-                self._owner_sessions[session.owner] = self._owner_sessions.get(session.owner, 0) + 1
+            full = sessions.refuse_new(session.owner)
+            if full is not None:
+                return self._error(
+                    index, ERR_TOO_MANY_OWNER_SESSIONS if full else ERR_TOO_MANY_SESSIONS
+                )
         elif record.owner != session.owner:
             # Before the sequence checks: another owner neither moves the session
             # nor learns anything of it (not even its sequence).
-            return KVResult(ok=False, index=index, error=ERR_SESSION_OWNER)
+            return self._error(index, ERR_SESSION_OWNER)
         elif session.seq <= record.seq:
             # A retry (or a straggler): answer without applying again (§6.3).
-            self._touch(cid, record)
+            sessions.touch(session.client_id, record, self._log_time_ms)
             if session.seq == record.seq:
                 return self._replay(index, record, cmd)
-            return KVResult(ok=False, index=index, error=ERR_STALE_SEQUENCE)
+            return self._error(index, ERR_STALE_SEQUENCE)
         result = self._execute(index, cmd)
-        if isinstance(cmd, Get):
-            outcome = _Outcome.READ
-        elif result.error == ERR_NOT_FOUND:
-            outcome = _Outcome.NOT_FOUND
-        elif result.error == ERR_CONFLICT:
-            outcome = _Outcome.CONFLICT
-        else:
-            outcome = _Outcome.OK
-        self._sessions.pop(cid, None)  # re-inserted last: the newest activity
-        self._sessions[cid] = _SessionRecord(
-            seq=session.seq,
-            index=index,
-            outcome=outcome,
-            found=result.found,
-            last_active_ms=self._log_time_ms,
-            owner=session.owner,
-        )
+        if result.executed:
+            self._record(session, index, cmd, result)
         return result
 
     def snapshot(self) -> bytes:
-        """The whole state as deterministic msgpack (keys and sessions sorted)."""
+        """The whole state as deterministic msgpack."""
         return self.snapshot_later()()
 
     def snapshot_later(self) -> Callable[[], bytes]:
@@ -805,20 +636,21 @@ class KVStateMachine:
         :meth:`snapshot` would have, and may run in another thread while
         :meth:`apply` goes on (``SnapshotsLater``).
 
-        The capture is a shallow copy of the key space (a C-level dict copy,
-        about 20 ms per million keys) and of the session records: values are
-        never changed in place, only replaced, so the copy stays as of now.
+        The capture is the store's :meth:`~raftkv.replica.mvcc.MVCCStore.capture`
+        (a shallow copy) and the session records' wire form.
         """
-        data = self._data.copy()
-        sessions = [rec.to_wire(cid) for cid, rec in self._sessions.items()]
-        applied_index, log_time_ms = self._applied_index, self._log_time_ms
+        store_wire = self._store.capture()
+        sessions = self._sessions.copy_wire()
+        header = (self._applied_index, self._log_time_ms, self._alarm)
 
         def encode() -> bytes:
+            applied_index, log_time_ms, alarm = header
             body = {
                 "version": _SNAPSHOT_VERSION,
                 "applied_index": applied_index,
                 "log_time_ms": log_time_ms,
-                "data": [[key, data[key]] for key in sorted(data)],
+                "alarm": alarm,
+                "store": store_wire(),
                 "sessions": sorted(sessions, key=lambda wire: str(wire[0])),
             }
             encoded: bytes = msgpack.packb(body, use_bin_type=True)
@@ -829,9 +661,9 @@ class KVStateMachine:
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot; on error the state is unchanged.
 
-        Reads version 1 too (sessions with cached results; their values are
-        dropped). Sessions beyond the caps are kept; new ones are refused until
-        enough expire.
+        Reads versions 1 and 2 too (a plain key/value map, put into the store in
+        one revision; version 1's cached session values are dropped). Sessions
+        beyond the caps are kept; new ones are refused until enough expire.
 
         Raises:
             InvalidSnapshot: if ``data`` was not produced by :meth:`snapshot`.
@@ -841,109 +673,320 @@ class KVStateMachine:
         except Exception as exc:  # msgpack raises many unrelated types on bad input
             raise InvalidSnapshot(f"not msgpack: {exc}") from exc
         if not isinstance(body, dict) or body.get("version") not in _SNAPSHOT_VERSIONS:
-            raise InvalidSnapshot("not a raftkv KV snapshot (version 1 or 2)")
-        read_session = (
-            _SessionRecord.from_wire if body["version"] == 2 else _SessionRecord.from_wire_v1
-        )
+            raise InvalidSnapshot("not a raftkv KV snapshot (version 1, 2 or 3)")
+        version = body["version"]
         applied_index = body.get("applied_index")
         log_time_ms = body.get("log_time_ms")
         if type(applied_index) is not int or type(log_time_ms) is not int:
             raise InvalidSnapshot("snapshot needs integer applied_index and log_time_ms")
-        raw_data = body.get("data")
-        raw_sessions = body.get("sessions")
-        if not isinstance(raw_data, list) or not isinstance(raw_sessions, list):
-            raise InvalidSnapshot("snapshot needs data and sessions lists")
-        try:
-            store: dict[str, JSONValue] = {}
-            for pair in raw_data:
-                if not isinstance(pair, list) or len(pair) != 2:
-                    raise InvalidSnapshot("data items must be [key, value]")
-                store[check_key(pair[0])] = check_value(pair[1])
-            records = [read_session(item) for item in raw_sessions]
-        except InvalidCommand as exc:
-            raise InvalidSnapshot(str(exc)) from exc
-        records.sort(key=lambda r: (r[1].last_active_ms, r[0]))  # restore the invariant
-        sessions = dict(records)
-        if len(sessions) != len(records):
-            raise InvalidSnapshot("a client id appears twice in the sessions")
-        owners: dict[str, int] = {}
-        for record in sessions.values():
-            if record.owner is not None:
-                owners[record.owner] = owners.get(record.owner, 0) + 1
-        self._data = store
+        alarm = body.get("alarm", False)
+        if not isinstance(alarm, bool):
+            raise InvalidSnapshot("snapshot alarm must be a boolean")
+        store = _store_of(body, version)
+        records = decode_sessions(body.get("sessions"), version)
+        sessions = SessionTable(
+            ttl_ms=self._sessions.ttl_ms,
+            max_sessions=self._sessions.max_sessions,
+            max_sessions_per_owner=self._sessions.max_sessions_per_owner,
+        )
+        sessions.restore(records)
+        self._store = store
         self._sessions = sessions
-        self._owner_sessions = owners
+        self._alarm = alarm
         self._applied_index = applied_index
         self._log_time_ms = log_time_ms
 
     # ------------------------------------------------------------------ internals
 
-    def _advance_time(self, time_ms: int) -> None:
-        """Move log time forward (never back) and expire idle sessions."""
-        if time_ms > self._log_time_ms:
-            self._log_time_ms = time_ms
-        horizon = self._log_time_ms - self._session_ttl_ms
-        while self._sessions:
-            cid, record = next(iter(self._sessions.items()))
-            if record.last_active_ms >= horizon:
-                break
-            del self._sessions[cid]
-            if record.owner is not None:
-                left = self._owner_sessions.pop(record.owner) - 1
-                if left:
-                    self._owner_sessions[record.owner] = left
+    def _error(self, index: int, error: str, **fields: Any) -> KVResult:
+        return KVResult(ok=False, index=index, revision=self._store.revision, error=error, **fields)
 
-    def _refuse_new_session(self, owner: str | None) -> str | None:
-        """The error that refuses a new session of ``owner``, or None to create it."""
-        if len(self._sessions) >= self._max_sessions:
-            return ERR_TOO_MANY_SESSIONS
-        if owner is not None and self._owner_sessions.get(owner, 0) >= self._max_sessions_per_owner:
-            return ERR_TOO_MANY_OWNER_SESSIONS
-        return None
+    def _record(self, session: Session, index: int, cmd: Command, result: Answer) -> None:
+        if isinstance(cmd, Get | Range):
+            outcome = Outcome.READ
+        elif isinstance(result, TxnAnswer):
+            outcome = Outcome.OK if result.succeeded else Outcome.CONFLICT
+        elif isinstance(result, KVResult) and result.error == ERR_NOT_FOUND:
+            outcome = Outcome.NOT_FOUND
+        elif isinstance(result, KVResult) and result.error == ERR_CONFLICT:
+            outcome = Outcome.CONFLICT
+        else:
+            outcome = Outcome.OK
+        found = result.found if isinstance(result, KVResult) else False
+        self._sessions.record(
+            session,
+            index=index,
+            revision=result.revision,
+            outcome=outcome,
+            found=found,
+            log_time_ms=self._log_time_ms,
+        )
 
-    def _touch(self, cid: str, record: _SessionRecord) -> None:
-        """Mark a session active now (last in the expiry order)."""
-        record.last_active_ms = self._log_time_ms
-        del self._sessions[cid]
-        self._sessions[cid] = record
-
-    def _replay(self, index: int, record: _SessionRecord, cmd: Command) -> KVResult:
+    def _replay(self, index: int, record: SessionRecord, cmd: Command) -> Answer:
         """The answer to a retry of the session's last command (see :meth:`apply`)."""
-        if record.outcome is _Outcome.READ and isinstance(cmd, Get):
-            return replace(self._execute(index, cmd), replayed=True)
+        if record.outcome is Outcome.READ and isinstance(cmd, Get | Range):
+            result = self._execute(index, cmd)
+            if isinstance(result, Listing):
+                return Listing(
+                    index=result.index,
+                    revision=result.revision,
+                    items=result.items,
+                    count=result.count,
+                    more=result.more,
+                    replayed=True,
+                )
+            assert isinstance(result, KVResult)
+            return KVResult(
+                ok=result.ok,
+                index=result.index,
+                revision=result.revision,
+                item=result.item,
+                found=result.found,
+                error=result.error,
+                replayed=True,
+            )
+        if isinstance(cmd, Txn):
+            return TxnAnswer(
+                index=record.index,
+                revision=record.revision,
+                succeeded=record.outcome is Outcome.OK,
+                replayed=True,
+            )
+        if isinstance(cmd, DeleteRange):
+            return Deleted(index=record.index, revision=record.revision, deleted=0, replayed=True)
         return KVResult(
-            ok=record.outcome in (_Outcome.OK, _Outcome.READ),
+            ok=record.outcome in (Outcome.OK, Outcome.READ),
             index=record.index,
+            revision=record.revision,
             found=record.found,
             error=_OUTCOME_ERRORS[record.outcome],
             replayed=True,
         )
 
-    def _execute(self, index: int, cmd: Command) -> KVResult:
+    def _execute(self, index: int, cmd: Command) -> Answer:
+        store = self._store
         if isinstance(cmd, Put):
-            found = cmd.key in self._data
-            self._data[cmd.key] = cmd.value
-            return KVResult(ok=True, index=index, found=found)
+            if self._alarm:
+                return self._error(index, ERR_NOSPACE)
+            revision, prev = store.put(cmd.key.encode("utf-8"), json_text(cmd.value))
+            return KVResult(ok=True, index=index, revision=revision, found=prev is not None)
+        if isinstance(cmd, Get):
+            result = self.read(cmd.key)
+            return KVResult(
+                ok=result.ok,
+                index=index,
+                revision=result.revision,
+                item=result.item,
+                found=result.found,
+                error=result.error,
+            )
         if isinstance(cmd, Delete):
-            if self._data.pop(cmd.key, ABSENT) is ABSENT:
-                return KVResult(ok=False, index=index, error=ERR_NOT_FOUND)
-            return KVResult(ok=True, index=index, found=True)
+            revision, deleted = store.delete_range(cmd.key.encode("utf-8"))
+            if not deleted:
+                return self._error(index, ERR_NOT_FOUND)
+            return KVResult(ok=True, index=index, revision=revision, found=True)
         if isinstance(cmd, Cas):
-            found = cmd.key in self._data
-            current = self._data.get(cmd.key)
-            if cmd.expect is ABSENT:
-                matches = not found
-            else:
-                matches = found and json_equal(current, cmd.expect)
-            if not matches:
-                return KVResult(
-                    ok=False, index=index, found=found, error=ERR_CONFLICT, current=current
-                )
-            self._data[cmd.key] = cmd.value
-            return KVResult(ok=True, index=index, found=found)
+            return self._cas(index, cmd)
         if isinstance(cmd, MultiPut):
-            self._data.update(cmd.pairs)
-            return KVResult(ok=True, index=index)
-        if cmd.key in self._data:
-            return KVResult(ok=True, index=index, value=self._data[cmd.key], found=True)
-        return KVResult(ok=False, index=index, error=ERR_NOT_FOUND)
+            if self._alarm:
+                return self._error(index, ERR_NOSPACE)
+            ops = [PutOp(key=k.encode("utf-8"), value=json_text(v)) for k, v in cmd.pairs.items()]
+            txn = store.txn((), ops, ())
+            return KVResult(ok=True, index=index, revision=txn.revision)
+        if isinstance(cmd, Range):
+            try:
+                found = self._range(
+                    cmd.range,
+                    cmd.revision,
+                    cmd.limit,
+                    cmd.keys_only,
+                    cmd.count_only,
+                    cmd.sort_order,
+                    cmd.sort_target,
+                )
+            except MVCCError as exc:
+                return self._revision_error(index, exc)
+            return _listing(index, found)
+        if isinstance(cmd, DeleteRange):
+            key, end = cmd.range.to_bytes()
+            done = store.execute(DeleteRangeOp(key=key, range_end=end, prev_kv=cmd.prev_kv))
+            assert isinstance(done, DeleteResult)
+            return _deleted(index, done)
+        if isinstance(cmd, Txn):
+            return self._txn(index, cmd)
+        if isinstance(cmd, Compact):
+            try:
+                store.compact(cmd.revision)
+            except MVCCError as exc:
+                return self._revision_error(index, exc)
+            return KVResult(ok=True, index=index, revision=store.revision)
+        self._alarm = cmd.active
+        return KVResult(ok=True, index=index, revision=store.revision)
+
+    def _cas(self, index: int, cmd: Cas) -> KVResult:
+        store = self._store
+        key = cmd.key.encode("utf-8")
+        kv = store.get(key)
+        if cmd.expect is ABSENT:
+            matches = kv is None
+        else:
+            matches = kv is not None and json_equal(json.loads(kv.value), cmd.expect)
+        if not matches:
+            current = None if kv is None else json.loads(kv.value)
+            return self._error(index, ERR_CONFLICT, found=kv is not None, current=current)
+        if self._alarm:
+            return self._error(index, ERR_NOSPACE)
+        revision, _ = store.put(key, json_text(cmd.value))
+        return KVResult(ok=True, index=index, revision=revision, found=kv is not None)
+
+    def _txn(self, index: int, cmd: Txn) -> Answer:
+        succeeded = self._holds(cmd.compares)
+        branch = cmd.success if succeeded else cmd.failure
+        if self._alarm and any(isinstance(op, TxnPut) for op in branch):
+            return self._error(index, ERR_NOSPACE)
+        ops = [_store_op(op) for op in branch]
+        try:
+            result = self._store.txn((), ops, ())
+        except MVCCError as exc:  # a duplicate key the command's own check missed
+            return self._error(index, f"{ERR_INVALID_COMMAND}: {exc}")
+        responses: list[PutDone | Deleted | Listing] = []
+        for response in result.responses:
+            if isinstance(response, PutResult):
+                responses.append(PutDone(revision=response.revision))
+            elif isinstance(response, DeleteResult):
+                responses.append(_deleted(index, response))
+            else:
+                assert isinstance(response, RangeResult)
+                responses.append(_listing(index, response))
+        return TxnAnswer(
+            index=index, revision=result.revision, succeeded=succeeded, responses=tuple(responses)
+        )
+
+    def _holds(self, compares: tuple[Compare, ...]) -> bool:
+        """Whether every compare holds now (etcd's rules for a range and a missing key).
+
+        Revision and version compares are the store's own; a value compare is
+        JSON equality (:func:`json_equal`), which a byte compare of the stored
+        text is not (``1`` equals ``1.0``; object key order does not matter).
+        """
+        guards = []
+        for compare in compares:
+            key, end = compare.range.to_bytes()
+            if compare.target != "value":
+                guards.append(
+                    StoreCompare(
+                        key=key,
+                        range_end=end,
+                        target=_COMPARE_TARGETS[compare.target],
+                        result=_COMPARE_RESULTS[compare.cmp],
+                        operand=compare.value,  # type: ignore[arg-type]  # an int (checked)
+                    )
+                )
+                continue
+            kvs = self._store.range(key, end).kvs
+            if not kvs:
+                return False  # a value compare on no key is false (etcd)
+            equal = [json_equal(json.loads(kv.value), compare.value) for kv in kvs]
+            if not (all(equal) if compare.cmp == "==" else not any(equal)):
+                return False
+        # Over every key of a range; a transaction without ops writes nothing.
+        return not guards or self._store.txn(tuple(guards), (), ()).succeeded
+
+    def _range(
+        self,
+        key_range: KeyRange,
+        revision: int,
+        limit: int,
+        keys_only: bool,
+        count_only: bool,
+        sort_order: str,
+        sort_target: str,
+    ) -> RangeResult:
+        key, end = key_range.to_bytes()
+        return self._store.range(
+            key,
+            end,
+            revision=revision,
+            limit=limit,
+            keys_only=keys_only,
+            count_only=count_only,
+            sort_order=_SORT_ORDERS[sort_order],
+            sort_target=_SORT_TARGETS[sort_target],
+        )
+
+    def _revision_error(self, index: int, exc: MVCCError) -> KVResult:
+        if isinstance(exc, CompactedError):
+            return self._error(index, ERR_COMPACTED, compact_revision=self._store.compact_revision)
+        if isinstance(exc, FutureRevisionError):
+            return self._error(index, ERR_FUTURE_REVISION)
+        return self._error(index, f"{ERR_INVALID_COMMAND}: {exc}")
+
+
+_OUTCOME_ERRORS: Final = {
+    Outcome.OK: None,
+    Outcome.NOT_FOUND: ERR_NOT_FOUND,
+    Outcome.CONFLICT: ERR_CONFLICT,
+    Outcome.READ: None,
+}
+
+
+def _store_op(op: TxnOp) -> PutOp | DeleteRangeOp | RangeOp:
+    if isinstance(op, TxnPut):
+        return PutOp(key=op.key.encode("utf-8"), value=json_text(op.value))
+    key, end = op.range.to_bytes()
+    if isinstance(op, TxnDelete):
+        return DeleteRangeOp(key=key, range_end=end, prev_kv=op.prev_kv)
+    return RangeOp(
+        key=key, range_end=end, limit=op.limit, keys_only=op.keys_only, count_only=op.count_only
+    )
+
+
+def _listing(index: int, result: RangeResult) -> Listing:
+    return Listing(
+        index=index,
+        revision=result.revision,
+        items=tuple(Item.of(kv) for kv in result.kvs),
+        count=result.count,
+        more=result.more,
+    )
+
+
+def _deleted(index: int, result: DeleteResult) -> Deleted:
+    return Deleted(
+        index=index,
+        revision=result.revision,
+        deleted=result.deleted,
+        prev=tuple(Item.of(kv) for kv in result.prev_kvs),
+    )
+
+
+def _store_of(body: dict[str, Any], version: int) -> MVCCStore:
+    """The store of a snapshot body (rebuilt from a plain map for versions 1-2).
+
+    Raises:
+        InvalidSnapshot: malformed.
+    """
+    if version == _SNAPSHOT_VERSION:
+        try:
+            return MVCCStore.from_wire(body.get("store"))
+        except MVCCError as exc:
+            raise InvalidSnapshot(f"bad store: {exc}") from exc
+    raw_data = body.get("data")
+    if not isinstance(raw_data, list):
+        raise InvalidSnapshot("snapshot needs a data list")
+    ops = []
+    try:
+        for pair in raw_data:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise InvalidSnapshot("data items must be [key, value]")
+            key = check_key(pair[0]).encode("utf-8")
+            ops.append(PutOp(key=key, value=json_text(check_value(pair[1]))))
+    except InvalidCommand as exc:
+        raise InvalidSnapshot(str(exc)) from exc
+    store = MVCCStore()
+    if ops:
+        try:
+            store.txn((), ops, ())
+        except MVCCError as exc:
+            raise InvalidSnapshot(f"bad data: {exc}") from exc
+    return store

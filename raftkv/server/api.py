@@ -590,7 +590,7 @@ class _Api:
         except InvalidCommand as exc:
             reply(400, _dumps({"error": str(exc)}))
             return
-        key = None if isinstance(command, MultiPut) else command.key
+        key = command.key if isinstance(command, Put | Delete | Cas | Get) else None
         proposed.add_done_callback(functools.partial(self._forwarded_applied, key, reply))
 
     def _forwarded_applied(
@@ -653,8 +653,10 @@ class _Api:
                 pairs.append((command.key, command.expect))
         elif isinstance(command, Put):
             pairs = [(command.key, command.value)]
-        else:
+        elif isinstance(command, Delete | Get):
             pairs = [(command.key, None)]
+        else:
+            pairs = []
         for key, value in pairs:
             _check_key(key, config.max_key_bytes)
             _check_value_size(value, config.max_value_bytes + 1, config.max_value_bytes, "value")

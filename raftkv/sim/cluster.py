@@ -53,6 +53,7 @@ from raftkv.replica.kv import (
     ABSENT,
     Cas,
     Command,
+    Delete,
     Get,
     KVResult,
     KVStateMachine,
@@ -824,7 +825,9 @@ def describe_command(cmd: Command) -> str:
     if isinstance(cmd, Cas):
         expect = "absent" if cmd.expect is ABSENT else repr(cmd.expect)
         return f"cas {cmd.key} {expect}->{cmd.value!r}"
-    return f"{cmd.op} {cmd.key}"
+    if isinstance(cmd, Delete | Get):
+        return f"{cmd.op} {cmd.key}"
+    return repr(cmd)
 
 
 def describe_payload(payload: object) -> str:

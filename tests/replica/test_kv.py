@@ -21,6 +21,7 @@ from raftkv.replica.kv import (
     Get,
     InvalidCommand,
     InvalidSnapshot,
+    Item,
     KVError,
     KVResult,
     KVStateMachine,
@@ -67,24 +68,42 @@ def test_is_a_state_machine() -> None:
 
 
 def test_put_get_delete(log: Log) -> None:
+    # A fresh store is at revision 1; every write that changes something bumps it.
     assert log.apply(Put(key="a", value={"x": [1, 2.5, None]}, time_ms=1)) == KVResult(
-        ok=True, index=1
+        ok=True, index=1, revision=2
     )
-    assert log.apply(Get(key="a", time_ms=1)) == KVResult(
-        ok=True, index=2, value={"x": [1, 2.5, None]}, found=True
+    got = log.apply(Get(key="a", time_ms=1))
+    assert (got.ok, got.index, got.revision, got.found) == (True, 2, 2, True)
+    assert got.value == {"x": [1, 2.5, None]}
+    assert got.item == Item(
+        key="a", value_json=b'{"x":[1,2.5,null]}', create_revision=2, mod_revision=2, version=1
     )
     assert log.apply(Put(key="a", value=2, time_ms=1)).found is True
-    assert log.sm.read("a") == KVResult(ok=True, index=3, value=2, found=True)
-    assert log.apply(Delete(key="a", time_ms=1)) == KVResult(ok=True, index=4, found=True)
-    assert log.apply(Delete(key="a", time_ms=1)) == KVResult(ok=False, index=5, error=ERR_NOT_FOUND)
+    read = log.sm.read("a")
+    assert (read.ok, read.index, read.revision, read.value) == (True, 3, 3, 2)
+    assert read.item is not None
+    assert (read.item.create_revision, read.item.mod_revision, read.item.version) == (2, 3, 2)
+    assert log.apply(Delete(key="a", time_ms=1)) == KVResult(
+        ok=True, index=4, revision=4, found=True
+    )
+    # Deleting a missing key is still a log entry, but changes no revision.
+    assert log.apply(Delete(key="a", time_ms=1)) == KVResult(
+        ok=False, index=5, revision=4, error=ERR_NOT_FOUND
+    )
     assert log.apply(Get(key="a", time_ms=1)).error == ERR_NOT_FOUND
-    assert log.sm.read("a") == KVResult(ok=False, index=6, error=ERR_NOT_FOUND)
+    assert log.sm.read("a") == KVResult(ok=False, index=6, revision=4, error=ERR_NOT_FOUND)
     assert len(log.sm) == 0
+    # Re-created: version 1 again, a new create_revision.
+    log.apply(Put(key="a", value=3, time_ms=1))
+    item = log.sm.read("a").item
+    assert item is not None and (item.create_revision, item.version) == (5, 1)
 
 
 def test_null_is_a_value_not_absence(log: Log) -> None:
     log.apply(Put(key="n", value=None, time_ms=1))
-    assert log.sm.read("n") == KVResult(ok=True, index=1, value=None, found=True)
+    read = log.sm.read("n")
+    assert (read.ok, read.value, read.found) == (True, None, True)
+    assert read.item is not None and read.item.value_json == b"null"
     assert "n" in log.sm and len(log.sm) == 1
     # expect=ABSENT fails: the key exists (holding null).
     r = log.apply(Cas(key="n", expect=ABSENT, value=1, time_ms=1))
@@ -96,10 +115,12 @@ def test_null_is_a_value_not_absence(log: Log) -> None:
 
 def test_cas(log: Log) -> None:
     r = log.apply(Cas(key="k", expect=ABSENT, value="v1", time_ms=1))
-    assert (r.ok, r.found) == (True, False)
+    assert (r.ok, r.found, r.revision) == (True, False, 2)
     r = log.apply(Cas(key="k", expect="other", value="v2", time_ms=1))
-    assert r == KVResult(ok=False, index=2, found=True, error=ERR_CONFLICT, current="v1")
-    assert log.apply(Cas(key="k", expect="v1", value="v2", time_ms=1)).ok
+    assert r == KVResult(
+        ok=False, index=2, revision=2, found=True, error=ERR_CONFLICT, current="v1"
+    )
+    assert log.apply(Cas(key="k", expect="v1", value="v2", time_ms=1)).revision == 3
     # expecting a value on an absent key: conflict, current absent.
     r = log.apply(Cas(key="missing", expect=None, value=1, time_ms=1))
     assert (r.ok, r.error, r.found, r.current) == (False, ERR_CONFLICT, False, None)
@@ -124,14 +145,17 @@ def test_json_equal() -> None:
 
 def test_multi_put_is_one_entry(log: Log) -> None:
     log.apply(Put(key="a", value=0, time_ms=1))
+    # One entry, one revision for all three keys.
     assert log.apply(MultiPut(pairs={"a": 1, "b": [2], "c": None}, time_ms=1)) == KVResult(
-        ok=True, index=2
+        ok=True, index=2, revision=3
     )
     assert list(log.sm.items()) == [("a", 1), ("b", [2]), ("c", None)]
+    mods = {k: log.sm.read(k).item.mod_revision for k in "abc"}  # type: ignore[union-attr]
+    assert mods == {"a": 3, "b": 3, "c": 3}
 
 
 def test_noop_entry(log: Log) -> None:
-    assert log.apply(b"") == KVResult(ok=True, index=1)
+    assert log.apply(b"") == KVResult(ok=True, index=1, revision=1)
     assert log.sm.applied_index == 1
 
 

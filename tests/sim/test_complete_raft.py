@@ -17,6 +17,7 @@ import pytest
 import raftkv.sim.cluster as sim_cluster
 from raftkv.core import ConfChange, ConfState, Raft
 from raftkv.replica.kv import KVStateMachine
+from raftkv.replica.sessions import SessionTable
 from raftkv.sim.faults import parse_faults
 from raftkv.sim.runner import SimConfig, SimResult, format_summary, run_simulation
 
@@ -86,7 +87,7 @@ class _SnapshotWithoutSessions(KVStateMachine):
 
     def snapshot_later(self) -> Callable[[], bytes]:
         saved = self._sessions
-        self._sessions = {}
+        self._sessions = SessionTable()
         try:
             return super().snapshot_later()
         finally:
