@@ -9,6 +9,10 @@ The random-sequence check against a naive model is in test_mvcc_model.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import msgpack
 import pytest
 
@@ -870,3 +874,29 @@ def test_from_wire_accepts_a_compacted_key_with_history_below():
     assert store.get(b"b", 3) is None
     assert store.get(b"c") == kv(b"c", b"w", 2, 3, 2)
     assert store.key_count == 3
+
+
+_DIGEST_SCRIPT = """
+from raftkv.replica import MVCCStore, DeleteRangeOp, PutOp
+store = MVCCStore()
+for i in range(300):
+    store.put(b"k%d" % (i * 7919 % 101), b"v%d" % i)
+    if i % 13 == 0:
+        store.txn((), [DeleteRangeOp(key=b"k%d" % (i % 10), range_end=b"k%d" % (i % 10 + 1))])
+    if i % 50 == 49:
+        store.compact(store.revision - 20)
+print(store.state_digest(), store.size_bytes, store.key_count)
+"""
+
+
+def test_digest_does_not_depend_on_the_hash_seed():
+    """Replicas run with different PYTHONHASHSEEDs; set and dict order must not leak."""
+    outputs = set()
+    for seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", _DIGEST_SCRIPT], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.add(done.stdout)
+    assert len(outputs) == 1
