@@ -7,8 +7,12 @@ proves is proved about the code that serves real traffic").
 - :mod:`~raftkv.replica.replica`: :class:`Replica`, applying entries and
   configuration changes, snapshot images;
 - :mod:`~raftkv.replica.membership`: the address book and the removed ids;
-- :mod:`~raftkv.replica.kv`: the key/value state machine, its commands and
-  client sessions;
+- :mod:`~raftkv.replica.kv`: the key/value state machine (its commands in
+  :mod:`~raftkv.replica.commands`, client sessions in
+  :mod:`~raftkv.replica.sessions`);
+- :mod:`~raftkv.replica.mvcc`: the MVCC key space under it (etcd v3's
+  revisions, ranges, transactions and compaction) and
+  :mod:`~raftkv.replica.keyindex` the sorted key index under that;
 - :mod:`~raftkv.replica.statemachine`: the interface an application implements.
 """
 

@@ -36,16 +36,19 @@ Rules:
    keys its ``ignore_value``/``ignore_lease`` puts need. Only then run the ops,
    in order, each seeing the writes of the ones before it. Every error is raised
    by the checks before the first write, so a call that raises changed nothing.
-6. **Compaction.** ``compact(r)`` keeps every version with
-   ``mod_revision >= r`` and, of the versions below, only each key's newest one
-   if it is live (a key whose newest version at ``r`` is a tombstone older than
-   ``r`` disappears). A tombstone exactly at ``r`` stays: it is a change at a
-   readable revision (etcd keeps it too, for watchers starting at ``r``).
+6. **Compaction.** ``compact(r)`` keeps, of each key, the versions after ``r``
+   and its newest version at or before ``r`` -- the one reads at ``r`` see --
+   and drops the older ones. If that version is a tombstone older than ``r``,
+   it goes too (and the key with it, if nothing follows). A tombstone exactly
+   at ``r`` stays: it is a change at a readable revision (etcd keeps it too,
+   for watchers starting at ``r``). So a live key's newest version is never
+   dropped, and every read at ``r`` or later answers as before.
 7. **Size.** :attr:`MVCCStore.size_bytes` is
    ``sum(len(key) + len(value) + VERSION_OVERHEAD_BYTES)`` over every kept
    version, tombstones included (a tombstone's value is empty). It is a
    function of the logical content only, so every replica computes the same
-   number, it grows with each write and falls with compaction.
+   number (a snapshot restores it exactly); it grows with each write and falls
+   with compaction.
 
 Where this deliberately differs from etcd (v3.6 and main), and why:
 
@@ -121,10 +124,13 @@ __all__ = [
     "prefix_range_end",
 ]
 
-VERSION_OVERHEAD_BYTES: Final = 64
+VERSION_OVERHEAD_BYTES: Final = 192
 """What each kept version adds to :attr:`MVCCStore.size_bytes` besides its key
-and value: a fixed stand-in for its revisions, version, lease and bookkeeping
-(about what a version costs in memory beyond its value; see docs/benchmarks.md)."""
+and value: a fixed stand-in for its revisions, version, lease and bookkeeping,
+close to what a version costs in memory on CPython 3.11 beyond its key and value
+bytes (about 190 bytes; ``bench/mvcc_memory.py``), so a quota on ``size_bytes``
+bounds the store's memory. Every replica must use the same value: it decides
+when writes are refused."""
 
 WIRE_FORMAT: Final = 1
 """First element of :meth:`MVCCStore.to_wire`; :meth:`MVCCStore.from_wire` refuses others."""
@@ -543,17 +549,20 @@ def _validate_ops(ops: Iterable[Op]) -> None:
             if not op.key:
                 raise EmptyKeyError()
         elif isinstance(op, TxnOp):
-            _validate_txn(op)
+            _validate_txn(op.compares, op.success, op.failure)
         else:
             raise TypeError(f"not a transaction op: {op!r}")
 
 
-def _validate_txn(txn: TxnOp) -> None:
-    for compare in txn.compares:
+def _validate_txn(
+    compares: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op]
+) -> None:
+    """etcd's ``checkTxnRequest`` (without the op count limit, a server setting)."""
+    for compare in compares:
         if not compare.key:
             raise EmptyKeyError()
-    _validate_ops(txn.success)
-    _validate_ops(txn.failure)
+    _validate_ops(success)
+    _validate_ops(failure)
 
 
 _Span: TypeAlias = tuple[bytes, bytes | None]
@@ -584,6 +593,14 @@ def _branch_writes(ops: Sequence[Op]) -> tuple[dict[bytes, None], list[_Span]]:
     """
     puts: dict[bytes, None] = {}  # insertion-ordered: the reported key is deterministic
     spans: list[_Span] = []
+    if all(isinstance(op, PutOp | RangeOp) for op in ops):
+        # The common case, puts and reads only: a key may be put once.
+        for op in ops:
+            if isinstance(op, PutOp):
+                if op.key in puts:
+                    raise DuplicateKeyError(op.key)
+                puts[op.key] = None
+        return puts, spans
     for op in ops:
         if isinstance(op, PutOp):
             op_puts: Iterable[bytes] = (op.key,)
@@ -601,7 +618,7 @@ def _branch_writes(ops: Sequence[Op]) -> tuple[dict[bytes, None], list[_Span]]:
         for key in op_puts:
             if key in puts or any(_covers(span, key) for span in spans):
                 raise DuplicateKeyError(key)
-        for span in op_spans[:0]:
+        for span in op_spans:
             for key in puts:
                 if _covers(span, key):
                     raise DuplicateKeyError(key)
@@ -610,14 +627,19 @@ def _branch_writes(ops: Sequence[Op]) -> tuple[dict[bytes, None], list[_Span]]:
     return puts, spans
 
 
-@dataclass(frozen=True, slots=True)
 class _Plan:
     """A transaction's executed path, decided before any op runs."""
 
-    succeeded: bool
-    ops: tuple[Op, ...]
-    nested: tuple[_Plan | None, ...]
-    """Per op: the plan of a nested transaction, ``None`` for other ops."""
+    __slots__ = ("succeeded", "ops", "nested")
+
+    def __init__(
+        self, succeeded: bool, ops: Sequence[Op], nested: tuple[_Plan | None, ...] | None
+    ) -> None:
+        self.succeeded = succeeded
+        self.ops = ops
+        self.nested = nested
+        # Invariant: nested is None if ops has no TxnOp; else nested[i] is the
+        # plan of ops[i] for each TxnOp and None for the other ops.
 
 
 class _Changes:
@@ -836,8 +858,15 @@ class MVCCStore:
                     append((k, v))
         else:
             for k in self._index.irange(key, hi):
-                v = _visible(entries[k], revision)
-                if v is not None:
+                entry = entries[k]
+                # _visible, inlined for the common case of the newest version.
+                v = entry[-1] if isinstance(entry, list) else entry
+                if v[0] > revision:
+                    older = _visible(entry, revision)
+                    if older is None:
+                        continue
+                    v = older
+                if v[2]:
                     append((k, v))
         return found
 
@@ -872,9 +901,19 @@ class MVCCStore:
         more = 0 < op.limit < len(found)
         if more:
             found = found[: op.limit]
+        kvs: list[KeyValue] = []
+        append = kvs.append
         keys_only = op.keys_only
-        kvs = tuple(_make_kv(k, v, keys_only) for k, v in found)
-        return RangeResult(kvs=kvs, count=count, more=more, revision=current)
+        for k, v in found:
+            kv: Any = _new(KeyValue)  # as _make_kv, inlined: ranges build many
+            kv.key = k
+            kv.value = b"" if keys_only else v[4]
+            kv.create_revision = v[1]
+            kv.mod_revision = v[0]
+            kv.version = v[2]
+            kv.lease = v[3]
+            append(kv)
+        return RangeResult(kvs=tuple(kvs), count=count, more=more, revision=current)
 
     # ------------------------------------------------------------------ writes
 
@@ -999,12 +1038,11 @@ class MVCCStore:
 
             If it raises, the store is unchanged.
         """
-        txn = TxnOp(compares=tuple(compares), success=tuple(success), failure=tuple(failure))
-        _validate_txn(txn)
-        _branch_writes(txn.success)
-        _branch_writes(txn.failure)
+        _validate_txn(compares, success, failure)
+        _branch_writes(success)
+        _branch_writes(failure)
         begin = self._revision
-        plan = self._decide(txn, begin)
+        plan = self._decide(compares, success, failure, begin)
         self._check_plan(plan, begin)
         changes = _Changes()
         responses = self._execute(plan, begin, changes)
@@ -1030,30 +1068,46 @@ class MVCCStore:
             return _holds(target, result, operand, _ABSENT)
         return all(_holds(target, result, operand, v) for _, v in found)
 
-    def _decide(self, txn: TxnOp, revision: int) -> _Plan:
-        """Evaluate the compares of ``txn`` and of the nested transactions it will run."""
-        succeeded = all(self._compare(c, revision) for c in txn.compares)
-        ops = txn.success if succeeded else txn.failure
-        nested = tuple(self._decide(op, revision) if isinstance(op, TxnOp) else None for op in ops)
-        return _Plan(succeeded=succeeded, ops=ops, nested=nested)
+    def _decide(
+        self,
+        compares: Sequence[Compare],
+        success: Sequence[Op],
+        failure: Sequence[Op],
+        revision: int,
+    ) -> _Plan:
+        """Evaluate the compares of a transaction and of the nested ones it will run."""
+        succeeded = all(self._compare(c, revision) for c in compares)
+        ops = success if succeeded else failure
+        nested = None
+        if any(isinstance(op, TxnOp) for op in ops):
+            nested = tuple(
+                self._decide(op.compares, op.success, op.failure, revision)
+                if isinstance(op, TxnOp)
+                else None
+                for op in ops
+            )
+        return _Plan(succeeded, ops, nested)
 
     def _check_plan(self, plan: _Plan, revision: int) -> None:
         """etcd's ``checkTxn``: what the executed path needs of the state before it."""
-        for op, nested in zip(plan.ops, plan.nested, strict=True):
+        for i, op in enumerate(plan.ops):
             if isinstance(op, RangeOp):
                 if op.revision > 0:
                     self._check_revision(op.revision, revision)
             elif isinstance(op, PutOp):
                 if (op.ignore_value or op.ignore_lease) and self.get(op.key) is None:
                     raise KeyNotFoundError(op.key)
-            elif nested is not None:
+            elif isinstance(op, TxnOp):
+                nested = None if plan.nested is None else plan.nested[i]
+                if nested is None:
+                    bug("txn: a nested transaction without a plan")
                 self._check_plan(nested, revision)
 
     def _execute(self, plan: _Plan, begin: int, changes: _Changes) -> tuple[OpResult, ...]:
         """Run the ops of ``plan``; every check already passed, so this cannot fail."""
         responses: list[OpResult] = []
         write_revision = begin + 1
-        for op, nested in zip(plan.ops, plan.nested, strict=True):
+        for i, op in enumerate(plan.ops):
             if isinstance(op, RangeOp):
                 responses.append(self._range(op, write_revision if changes.count else begin))
             elif isinstance(op, PutOp):
@@ -1085,6 +1139,7 @@ class MVCCStore:
                     )
                 )
             else:
+                nested = None if plan.nested is None else plan.nested[i]
                 if nested is None:
                     bug("txn: a nested transaction without a plan")
                 sub = self._execute(nested, begin, changes)
@@ -1130,8 +1185,9 @@ class MVCCStore:
                 drop = i + 1 if not v[2] and v[0] < revision else i
                 if not drop:
                     continue
-                for old in entry[:drop]:
-                    dropped_size += len(key) + len(old[4]) + VERSION_OVERHEAD_BYTES
+                dropped_size += drop * (len(key) + VERSION_OVERHEAD_BYTES) + sum(
+                    [len(old[4]) for old in entry[:drop]]
+                )
                 dropped_versions += drop
                 del entry[:drop]
                 if len(entry) > 1:
@@ -1181,8 +1237,8 @@ class MVCCStore:
         result as of the capture, and may run in another thread while the store
         goes on changing (a replica encoding a snapshot off its event loop).
 
-        The capture copies the key order and the entry map, and each key's list
-        of versions (versions are immutable tuples): O(keys), no encoding.
+        The capture copies the key order, the entry map and each key's list of
+        versions (versions are immutable tuples): O(keys), no encoding.
         """
         keys = list(self._index)
         entries = {k: (e.copy() if isinstance(e, list) else e) for k, e in self._entries.items()}
