@@ -208,6 +208,8 @@ ERR_FUTURE_REVISION: Final = "required revision is a future revision"
 
 # Version 3: the MVCC store. 2: a plain map and sessions of outcomes; 1: sessions
 # with cached results (their values are dropped on restore).
+COMPACT_KEYS_PER_ENTRY: Final = 128
+"""Keys of a compaction's physical pass freed per applied entry (about 0.1 ms)."""
 _SNAPSHOT_VERSION: Final = 3
 _SNAPSHOT_VERSIONS: Final = (1, 2, 3)
 _REFUSALS: Final = frozenset(
@@ -505,6 +507,17 @@ class KVStateMachine:
         return self._store.size_bytes
 
     @property
+    def compacting(self) -> bool:
+        """Whether a compaction's physical pass is unfinished (:meth:`compact_step`)."""
+        return self._store.compacting
+
+    def compact_step(self, budget: int) -> bool:
+        """Free the old versions of up to ``budget`` keys of a compaction; whether
+        work is left. Unobservable but in :attr:`size_bytes` and memory, so a
+        node may call it whenever it is idle (:meth:`MVCCStore.compact_step`)."""
+        return self._store.compact_step(budget)
+
+    @property
     def alarm(self) -> bool:
         """Whether the NOSPACE alarm is raised (rule 5)."""
         return self._alarm
@@ -598,6 +611,10 @@ class KVStateMachine:
                 return self._error(index, f"{ERR_INVALID_COMMAND}: {exc}")
             if cache is not None:
                 cache[command] = cmd
+        if self._store.compacting:
+            # The physical half of a compaction, a slice per entry (the node
+            # also runs slices while idle: compact_step).
+            self._store.compact_step(COMPACT_KEYS_PER_ENTRY)
         if cmd.time_ms > self._log_time_ms:
             self._log_time_ms = cmd.time_ms
         sessions = self._sessions

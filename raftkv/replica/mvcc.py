@@ -651,6 +651,25 @@ class _Changes:
         self.count = 0
 
 
+def _compacted(entry: _Entry, revision: int) -> _Entry | list[_Version] | None:
+    """What compaction at ``revision`` keeps of a key's versions (module rule 6):
+    ``entry`` itself if nothing is dropped, ``None`` if the key disappears,
+    else the kept versions (a new list)."""
+    if isinstance(entry, list):
+        i = bisect_right(entry, revision, key=_by_mod_revision) - 1
+        if i < 0:
+            return entry
+        v = entry[i]
+        drop = i + 1 if not v[2] and v[0] < revision else i
+        if not drop:
+            return entry
+        kept = entry[drop:]
+        return kept if kept else None
+    if not entry[2] and entry[0] < revision:
+        return None  # a lone tombstone below the compaction point: the key is gone
+    return entry
+
+
 class MVCCStore:
     """An in-memory multi-version key space with etcd v3's semantics (see the module rules).
 
@@ -661,6 +680,7 @@ class MVCCStore:
         "_entries",
         "_index",
         "_historied",
+        "_pending_compaction",
         "_revision",
         "_compact_revision",
         "_size",
@@ -678,13 +698,17 @@ class MVCCStore:
         self._index = KeyIndex()
         # Invariant: the keys of _index are exactly the keys of _entries.
         self._historied: set[bytes] = set()
+        # Keys whose versions below _compact_revision may not be freed yet
+        # (compact() is logical at once, compact_step() physical in slices).
+        self._pending_compaction: list[bytes] = []
         # Invariant: the keys whose entry is not one live version (a list, or a
         # lone tombstone): the only keys compaction can change.
         self._revision = 1
         # Invariant: every kept version's mod_revision <= _revision.
         self._compact_revision = 0
         # Invariant: 0 <= _compact_revision <= _revision; only a key's first kept
-        # version may have mod_revision <= _compact_revision.
+        # version may have mod_revision <= _compact_revision -- except keys in
+        # _pending_compaction, whose older versions no read can reach any more.
         self._size = 0
         # Invariant: _size == sum(len(key) + len(value) + VERSION_OVERHEAD_BYTES)
         # over all kept versions.
@@ -1157,8 +1181,13 @@ class MVCCStore:
     def compact(self, revision: int) -> None:
         """Drop the history no read at ``revision`` or later needs (module rule 6).
 
-        Costs time in the number of keys with more than one kept version (or a
-        tombstone), not in the number of keys.
+        Logically at once: from now on reads below ``revision`` raise
+        :class:`CompactedError`, and :meth:`to_wire` holds only what rule 6
+        keeps. Physically in slices: the old versions are freed by
+        :meth:`compact_step` (a pass over the keys with history takes about
+        1 µs per dropped version, seconds for millions -- too long for one call
+        on a node's event loop). Nothing observable depends on how far the
+        physical pass got but :attr:`size_bytes` and memory.
 
         Raises:
             CompactedError: ``revision`` is not above the compact revision.
@@ -1168,49 +1197,66 @@ class MVCCStore:
             raise CompactedError(self._compact_revision)
         if revision > self._revision:
             raise FutureRevisionError(self._revision)
+        self._compact_revision = revision
+        # Every key with history may have versions to drop; a pass still under
+        # way is simply restarted at the new point (compacting is idempotent).
+        self._pending_compaction = list(self._historied)
+
+    @property
+    def compacting(self) -> bool:
+        """Whether a physical compaction pass is unfinished (:meth:`compact_step`)."""
+        return bool(self._pending_compaction)
+
+    def compact_step(self, budget: int) -> bool:
+        """Free the old versions of up to ``budget`` keys; whether work is left.
+
+        The order of the pass (set order) reaches nothing observable: each key
+        is compacted on its own, and reads and :meth:`to_wire` see the compacted
+        store whatever the pass reached.
+        """
+        pending = self._pending_compaction
+        if not pending:
+            return False
+        revision = self._compact_revision
         entries = self._entries
         historied = self._historied
         index = self._index
         dropped_size = 0
         dropped_versions = 0
-        # Each key is compacted on its own, so the order of this loop (set
-        # order) reaches nothing observable.
-        for key in list(historied):
-            entry = entries[key]
-            if isinstance(entry, list):
-                i = bisect_right(entry, revision, key=_by_mod_revision) - 1
-                if i < 0:
-                    continue
-                v = entry[i]
-                drop = i + 1 if not v[2] and v[0] < revision else i
-                if not drop:
-                    continue
-                dropped_size += drop * (len(key) + VERSION_OVERHEAD_BYTES) + sum(
-                    [len(old[4]) for old in entry[:drop]]
+        for _ in range(min(budget, len(pending))):
+            key = pending.pop()
+            entry = entries.get(key)
+            if entry is None:
+                continue
+            kept = _compacted(entry, revision)
+            if kept is entry:
+                continue
+            if kept is None:
+                versions = entry if isinstance(entry, list) else [entry]
+                dropped_versions += len(versions)
+                dropped_size += len(versions) * (len(key) + VERSION_OVERHEAD_BYTES) + sum(
+                    [len(v[4]) for v in versions]
                 )
-                dropped_versions += drop
-                del entry[:drop]
-                if len(entry) > 1:
-                    continue
-                if not entry:
-                    del entries[key]
-                    index.discard(key)
-                    historied.discard(key)
-                    continue
-                v = entry[0]
-                entries[key] = v
-                if v[2]:
-                    historied.discard(key)
-            elif entry[0] < revision:
-                # A lone tombstone below the compaction point: the key is gone.
-                dropped_size += len(key) + VERSION_OVERHEAD_BYTES
-                dropped_versions += 1
                 del entries[key]
                 index.discard(key)
                 historied.discard(key)
+                continue
+            assert isinstance(entry, list)
+            drop = len(entry) - len(kept)
+            dropped_versions += drop
+            dropped_size += drop * (len(key) + VERSION_OVERHEAD_BYTES) + sum(
+                [len(v[4]) for v in entry[:drop]]
+            )
+            if len(kept) > 1:
+                del entry[:drop]
+                continue
+            v = kept[0]
+            entries[key] = v
+            if v[2]:
+                historied.discard(key)
         self._size -= dropped_size
         self._versions -= dropped_versions
-        self._compact_revision = revision
+        return bool(pending)
 
     # ------------------------------------------------------------------ snapshots
 
@@ -1227,8 +1273,14 @@ class MVCCStore:
         keys: list[object] = []
         append = keys.append
         entries = self._entries
+        compacting = bool(self._pending_compaction)
+        revision = self._compact_revision
         for key in self._index:
-            entry = entries[key]
+            entry: _Entry | list[_Version] | None = entries[key]
+            if compacting:
+                entry = _compacted(entry, revision)  # type: ignore[arg-type]
+                if entry is None:
+                    continue
             append([key, list(entry) if isinstance(entry, list) else [entry]])
         return [WIRE_FORMAT, self._revision, self._compact_revision, keys]
 
@@ -1243,12 +1295,17 @@ class MVCCStore:
         keys = list(self._index)
         entries = {k: (e.copy() if isinstance(e, list) else e) for k, e in self._entries.items()}
         revision, compact_revision = self._revision, self._compact_revision
+        compacting = bool(self._pending_compaction)
 
         def build() -> list[object]:
             wire: list[object] = []
             append = wire.append
             for key in keys:
-                entry = entries[key]
+                entry: _Entry | list[_Version] | None = entries[key]
+                if compacting:
+                    entry = _compacted(entry, compact_revision)  # type: ignore[arg-type]
+                    if entry is None:
+                        continue
                 append([key, entry if isinstance(entry, list) else [entry]])
             return [WIRE_FORMAT, revision, compact_revision, wire]
 
