@@ -674,6 +674,17 @@ def _fail(message: str) -> NoReturn:
     "closed above). Must be the same on every member.",
 )
 @click.option(
+    "--quota-bytes",
+    type=click.IntRange(1),
+    default=2 * 1024**3,
+    show_default=True,
+    envvar="RAFTKV_QUOTA_BYTES",
+    help="Space quota of the KV store, on its logical size (every kept version of every key: "
+    "key + value + 64 bytes). Past it the leader raises the NOSPACE alarm: writes that add "
+    "data are refused (HTTP 507) until deletes and a compaction bring the size back under it "
+    "(docs/operations.md). Give every member the same value.",
+)
+@click.option(
     "--no-leader-hints",
     is_flag=True,
     envvar="RAFTKV_NO_LEADER_HINTS",
@@ -710,6 +721,7 @@ def serve(
     max_concurrent_requests: int,
     max_connections: int | None,
     max_peer_frame_bytes: int,
+    quota_bytes: int,
     no_leader_hints: bool,
 ) -> None:
     """Run one raftkv node (Raft peer transport + HTTP API) until SIGTERM/SIGINT.
@@ -823,6 +835,7 @@ def serve(
             max_concurrent_requests=max_concurrent_requests,
             max_connections=max_connections,
             max_peer_frame_bytes=max_peer_frame_bytes,
+            quota_bytes=quota_bytes,
             leader_hints=not no_leader_hints,
         )
         config.validate()
