@@ -23,18 +23,29 @@ from raftkv.client._sansio import (
     make_ssl_context,
     parse_endpoints,
 )
-from raftkv.client.client import Client, ReadResult, WriteResult
+from raftkv.client.client import Client
 from raftkv.client.errors import (
     AuthError,
     BadRequest,
     ClientError,
+    Compacted,
     Conflict,
     JSONValue,
+    NoSpace,
     NotFound,
     OutcomeUnknown,
     ServerError,
     TooManySessions,
     Unavailable,
+)
+from raftkv.client.results import (
+    CompactResult,
+    DeleteResult,
+    KeyValue,
+    RangeResult,
+    ReadResult,
+    TxnResult,
+    WriteResult,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +56,11 @@ __all__ = [
     "AsyncClient",
     "WriteResult",
     "ReadResult",
+    "KeyValue",
+    "RangeResult",
+    "DeleteResult",
+    "TxnResult",
+    "CompactResult",
     "JSONValue",
     "DEFAULT_ENDPOINTS",
     "ENDPOINTS_ENV",
@@ -55,6 +71,8 @@ __all__ = [
     "NotFound",
     "Conflict",
     "TooManySessions",
+    "Compacted",
+    "NoSpace",
     "Unavailable",
     "OutcomeUnknown",
     "ServerError",
