@@ -1221,10 +1221,21 @@ def _show_write(result: Any) -> None:
     click.echo(f"ok index={result.index} revision={result.revision} leader={result.leader}")
 
 
-def _show_json(value: Any) -> None:
+def _show_json(body: dict[str, Any]) -> None:
+    """Print a JSON object a field per line, and each item of a list field
+    (keys, responses) on a line of its own."""
     import json as _json
 
-    click.echo(_json.dumps(value, indent=2, ensure_ascii=False))
+    def dumps(value: Any) -> str:
+        return _json.dumps(value, ensure_ascii=False)
+
+    fields = []
+    for name, value in body.items():
+        text = dumps(value)
+        if isinstance(value, list) and value:
+            text = "[\n" + ",\n".join(f"    {dumps(item)}" for item in value) + "\n  ]"
+        fields.append(f"  {dumps(name)}: {text}")
+    click.echo("{\n" + ",\n".join(fields) + "\n}")
 
 
 @main.command()
