@@ -150,8 +150,8 @@ class SpaceQuota:
         except (NotLeader, ProposalDropped) as exc:  # a transfer: the next leader checks
             logger.debug("alarm proposal dropped: %s", exc)
             return
-        logger.warning(
-            "space quota: %s the NOSPACE alarm",
-            "raising" if over else "clearing",
-            extra={"fields": {"size_bytes": sm.size_bytes, "quota_bytes": self._quota_bytes}},
-        )
+        fields = {"size_bytes": sm.size_bytes, "quota_bytes": self._quota_bytes}
+        if over:
+            logger.warning("space quota: raising the NOSPACE alarm", extra={"fields": fields})
+        else:
+            logger.info("space quota: clearing the NOSPACE alarm", extra={"fields": fields})
