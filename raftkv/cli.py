@@ -674,6 +674,17 @@ def _fail(message: str) -> NoReturn:
     "closed above). Must be the same on every member.",
 )
 @click.option(
+    "--quota-bytes",
+    type=click.IntRange(1),
+    default=2 * 1024**3,
+    show_default=True,
+    envvar="RAFTKV_QUOTA_BYTES",
+    help="Space quota of the KV store, on its logical size (every kept version of every key: "
+    "key + value + 64 bytes). Past it the leader raises the NOSPACE alarm: writes that add "
+    "data are refused (HTTP 507) until deletes and a compaction bring the size back under it "
+    "(docs/operations.md). Give every member the same value.",
+)
+@click.option(
     "--no-leader-hints",
     is_flag=True,
     envvar="RAFTKV_NO_LEADER_HINTS",
@@ -710,6 +721,7 @@ def serve(
     max_concurrent_requests: int,
     max_connections: int | None,
     max_peer_frame_bytes: int,
+    quota_bytes: int,
     no_leader_hints: bool,
 ) -> None:
     """Run one raftkv node (Raft peer transport + HTTP API) until SIGTERM/SIGINT.
@@ -823,6 +835,7 @@ def serve(
             max_concurrent_requests=max_concurrent_requests,
             max_connections=max_connections,
             max_peer_frame_bytes=max_peer_frame_bytes,
+            quota_bytes=quota_bytes,
             leader_hints=not no_leader_hints,
         )
         config.validate()
@@ -1205,7 +1218,24 @@ def _client_call(endpoints: str | None, timeout: float, call: Callable[[Any], An
 
 
 def _show_write(result: Any) -> None:
-    click.echo(f"ok index={result.index} leader={result.leader}")
+    click.echo(f"ok index={result.index} revision={result.revision} leader={result.leader}")
+
+
+def _show_json(body: dict[str, Any]) -> None:
+    """Print a JSON object a field per line, and each item of a list field
+    (keys, responses) on a line of its own."""
+    import json as _json
+
+    def dumps(value: Any) -> str:
+        return _json.dumps(value, ensure_ascii=False)
+
+    fields = []
+    for name, value in body.items():
+        text = dumps(value)
+        if isinstance(value, list) and value:
+            text = "[\n" + ",\n".join(f"    {dumps(item)}" for item in value) + "\n  ]"
+        fields.append(f"  {dumps(name)}: {text}")
+    click.echo("{\n" + ",\n".join(fields) + "\n}")
 
 
 @main.command()
@@ -1219,27 +1249,99 @@ def put(key: str, value: str, endpoints: str | None, timeout: float) -> None:
     _show_write(_client_call(endpoints, timeout, lambda c: c.put(key, v)))
 
 
+def _key_or_prefix(key: str | None, prefix: str | None) -> None:
+    if key is None and prefix is None:
+        raise click.UsageError("give KEY or --prefix PREFIX")
+    if key is not None and prefix is not None:
+        raise click.UsageError("give KEY or --prefix PREFIX, not both")
+
+
 @main.command()
-@click.argument("key")
+@click.argument("key", required=False)
+@click.option("--prefix", default=None, help="List every key starting with PREFIX ('' = all).")
+@click.option(
+    "--rev",
+    "revision",
+    type=click.IntRange(0),
+    default=0,
+    help="Read as of this store revision (a 4xx once compacted away) [default: now].",
+)
+@click.option("--limit", type=click.IntRange(0), default=0, help="With --prefix: at most N keys.")
+@click.option("--keys-only", is_flag=True, help="With --prefix: no values.")
+@click.option("--count-only", is_flag=True, help="With --prefix: only the count.")
 @click.option("--stale", is_flag=True, help="Serve from the contacted node without a ReadIndex.")
 @_endpoints_option
 @_timeout_option
-def get(key: str, stale: bool, endpoints: str | None, timeout: float) -> None:
-    """Print the JSON value of KEY (linearizable unless --stale)."""
+def get(
+    key: str | None,
+    prefix: str | None,
+    revision: int,
+    limit: int,
+    keys_only: bool,
+    count_only: bool,
+    stale: bool,
+    endpoints: str | None,
+    timeout: float,
+) -> None:
+    """Print the JSON value of KEY, or list the keys under --prefix.
+
+    Linearizable unless --stale. With --prefix it prints the JSON answer of
+    GET /v1/kv: {"kvs": [{"key", "value", "create_revision", "mod_revision",
+    "version"}...], "count", "more", "revision"} ("more": --limit cut the list).
+    """
     import json as _json
 
+    _key_or_prefix(key, prefix)
     consistency = "stale" if stale else "linearizable"
-    value = _client_call(endpoints, timeout, lambda c: c.get(key, consistency))
-    click.echo(_json.dumps(value))
+    if key is not None:
+        if limit or keys_only or count_only:
+            raise click.UsageError("--limit, --keys-only and --count-only go only with --prefix")
+        value = _client_call(
+            endpoints, timeout, lambda c: c.get(key, consistency, revision=revision)
+        )
+        click.echo(_json.dumps(value))
+        return
+    listing = _client_call(
+        endpoints,
+        timeout,
+        lambda c: c.range(
+            prefix=prefix,
+            limit=limit,
+            revision=revision,
+            keys_only=keys_only,
+            count_only=count_only,
+            consistency=consistency,
+        ),
+    )
+    kvs = []
+    for kv in listing.kvs:
+        item = {"key": kv.key, "value": kv.value}
+        if keys_only:
+            del item["value"]
+        item.update(
+            create_revision=kv.create_revision, mod_revision=kv.mod_revision, version=kv.version
+        )
+        kvs.append(item)
+    _show_json(
+        {"kvs": kvs, "count": listing.count, "more": listing.more, "revision": listing.revision}
+    )
 
 
 @main.command()
-@click.argument("key")
+@click.argument("key", required=False)
+@click.option("--prefix", default=None, help="Delete every key starting with PREFIX ('' = all).")
 @_endpoints_option
 @_timeout_option
-def delete(key: str, endpoints: str | None, timeout: float) -> None:
-    """Delete KEY."""
-    _show_write(_client_call(endpoints, timeout, lambda c: c.delete(key)))
+def delete(key: str | None, prefix: str | None, endpoints: str | None, timeout: float) -> None:
+    """Delete KEY (an error if it is absent), or every key under --prefix (in
+    one revision; none is no error)."""
+    _key_or_prefix(key, prefix)
+    if key is not None:
+        _show_write(_client_call(endpoints, timeout, lambda c: c.delete(key)))
+        return
+    result = _client_call(endpoints, timeout, lambda c: c.delete_range(prefix=prefix))
+    deleted = "?" if result.deleted is None else result.deleted  # a replayed retry
+    click.echo(f"ok deleted={deleted} revision={result.revision} leader={result.leader}")
 
 
 @main.command()
@@ -1255,6 +1357,69 @@ def cas(key: str, expect: str, new: str, endpoints: str | None, timeout: float) 
 
 
 @main.command()
+@click.argument("file", type=click.File("r"), default="-")
+@_endpoints_option
+@_timeout_option
+def txn(file: Any, endpoints: str | None, timeout: float) -> None:
+    """Run the transaction in FILE (JSON; '-' or none: stdin) and print the answer.
+
+    The JSON is POST /v1/txn's (docs/api.md): {"compare": [{"key", "target":
+    "value|version|create_revision|mod_revision", "op": "==|!=|<|>", "value"}],
+    "success": [{"put": {"key", "value"}} | {"delete": {"key"}} | {"range":
+    {"key"}}], "failure": [...]}; a range or delete also takes "range_end" or
+    "prefix": true. Prints {"succeeded", "revision", "index", "leader",
+    "responses"} (a retry the cluster had applied already: "replayed": true
+    and no responses); a compare
+    that fails is no error (exit 0, "succeeded": false).
+    """
+    import json as _json
+
+    text = file.read()
+    try:
+        body = _json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="FILE") from None
+    if not isinstance(body, dict):
+        raise click.BadParameter("must hold a JSON object", param_hint="FILE")
+    for name in body:
+        if name not in ("compare", "success", "failure"):
+            raise click.BadParameter(
+                f"unknown field {name!r} (compare, success, failure)", param_hint="FILE"
+            )
+    result = _client_call(
+        endpoints,
+        timeout,
+        lambda c: c.txn(body.get("compare", []), body.get("success", []), body.get("failure", [])),
+    )
+    answer: dict[str, Any] = {
+        "succeeded": result.succeeded,
+        "revision": result.revision,
+        "index": result.index,
+        "leader": result.leader,
+    }
+    if result.replayed:
+        answer["replayed"] = True
+    else:
+        answer["responses"] = list(result.responses)
+    _show_json(answer)
+
+
+@main.command()
+@click.argument("revision", type=click.IntRange(1))
+@_endpoints_option
+@_timeout_option
+def compact(revision: int, endpoints: str | None, timeout: float) -> None:
+    """Drop the history below REVISION: reads before it fail from then on, and the
+    space it held is freed (the NOSPACE alarm clears once the store is back
+    under --quota-bytes). REVISION: e.g. the "revision" of `raftkv status`."""
+    result = _client_call(endpoints, timeout, lambda c: c.compact(revision))
+    click.echo(
+        f"ok compact_revision={result.compact_revision} revision={result.revision} "
+        f"leader={result.leader}"
+    )
+
+
+@main.command()
 @_endpoints_option
 @_timeout_option
 def status(endpoints: str | None, timeout: float) -> None:
@@ -1266,10 +1431,13 @@ def status(endpoints: str | None, timeout: float) -> None:
         code, payload = _Http(base, timeout).request_one("GET", "/v1/status")
         if code == 200 and isinstance(payload, dict):
             ok = True
+            store = f" revision={payload['revision']}" if "revision" in payload else ""
+            if payload.get("alarm"):
+                store += f" alarm={payload['alarm']}"
             click.echo(
                 f"{payload['id']:<6} {base:<26} {payload['role']:<10} term={payload['term']} "
                 f"leader={payload['leader']} commit={payload['commit_index']} "
-                f"applied={payload['applied_index']}"
+                f"applied={payload['applied_index']}{store}"
             )
         else:
             click.echo(f"{'?':<6} {base:<26} unreachable: {_json.dumps(payload)}")

@@ -9,8 +9,17 @@ Example::
     from raftkv.client import Client
 
     kv = Client(["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"])
-    kv.put("x", {"n": 1})
-    kv.get("x")
+    rev = kv.put("x", {"n": 1}).revision
+    kv.get("x")                          # {"n": 1}
+    kv.get("x", revision=rev)            # as of a revision (Compacted once compacted away)
+    kv.range(prefix="x").kvs             # (KeyValue(key="x", value={"n": 1}, ...),)
+    kv.txn(
+        compare=[{"key": "x", "target": "mod_revision", "op": "==", "value": rev}],
+        success=[{"put": {"key": "x", "value": {"n": 2}}}],
+    ).succeeded                          # True
+    kv.compact(rev)
+
+The transaction shapes are ``POST /v1/txn``'s (docs/api.md).
 """
 
 from __future__ import annotations
@@ -23,18 +32,29 @@ from raftkv.client._sansio import (
     make_ssl_context,
     parse_endpoints,
 )
-from raftkv.client.client import Client, ReadResult, WriteResult
+from raftkv.client.client import Client
 from raftkv.client.errors import (
     AuthError,
     BadRequest,
     ClientError,
+    Compacted,
     Conflict,
     JSONValue,
+    NoSpace,
     NotFound,
     OutcomeUnknown,
     ServerError,
     TooManySessions,
     Unavailable,
+)
+from raftkv.client.results import (
+    CompactResult,
+    DeleteResult,
+    KeyValue,
+    RangeResult,
+    ReadResult,
+    TxnResult,
+    WriteResult,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +65,11 @@ __all__ = [
     "AsyncClient",
     "WriteResult",
     "ReadResult",
+    "KeyValue",
+    "RangeResult",
+    "DeleteResult",
+    "TxnResult",
+    "CompactResult",
     "JSONValue",
     "DEFAULT_ENDPOINTS",
     "ENDPOINTS_ENV",
@@ -55,6 +80,8 @@ __all__ = [
     "NotFound",
     "Conflict",
     "TooManySessions",
+    "Compacted",
+    "NoSpace",
     "Unavailable",
     "OutcomeUnknown",
     "ServerError",

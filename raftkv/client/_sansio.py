@@ -29,14 +29,16 @@ import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from raftkv.client.errors import (
     AuthError,
     BadRequest,
     ClientError,
+    Compacted,
     Conflict,
     JSONValue,
+    NoSpace,
     NotFound,
     OutcomeUnknown,
     ServerError,
@@ -313,11 +315,130 @@ def put_request(key: str, value: JSONValue, idempotency_key: str) -> Request:
     )
 
 
-def get_request(key: str, consistency: str) -> Request:
+def _check_consistency(consistency: str) -> None:
     if consistency not in CONSISTENCY_LEVELS:
         raise ValueError(f"consistency must be one of {CONSISTENCY_LEVELS}, not {consistency!r}")
-    path = kv_path(key) + ("?consistency=stale" if consistency == "stale" else "")
-    return Request(op="get", method="GET", path=path, key=key)
+
+
+def _count(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"{name} must be an integer >= 0, not {value!r}")
+    return value
+
+
+def _query(params: list[tuple[str, str]]) -> str:
+    """``?a=b&...`` with every character but unreserved ones percent-encoded."""
+    return "?" + urlencode(params, quote_via=quote, safe="") if params else ""
+
+
+def get_request(key: str, consistency: str, revision: int = 0) -> Request:
+    _check_consistency(consistency)
+    params = []
+    if _count(revision, "revision"):
+        params.append(("revision", str(revision)))
+    if consistency == "stale":
+        params.append(("consistency", "stale"))
+    return Request(op="get", method="GET", path=kv_path(key) + _query(params), key=key)
+
+
+def _range_params(
+    prefix: str | None, key: str | None, range_end: str | None
+) -> list[tuple[str, str]]:
+    """``prefix=P`` or ``key=K[&range_end=E]`` (etcd's conventions; ``"\0"``: to the end).
+
+    Raises:
+        BadRequest: not exactly one of ``prefix`` and ``key``, or ``range_end``
+            with ``prefix``.
+    """
+    if (prefix is None) == (key is None):
+        raise BadRequest("give prefix or key (with an optional range_end), not both or neither")
+    if prefix is not None:
+        if range_end is not None:
+            raise BadRequest("range_end goes with key, not with prefix")
+        return [("prefix", prefix)]
+    assert key is not None
+    return [("key", key)] + ([("range_end", range_end)] if range_end is not None else [])
+
+
+def range_request(
+    *,
+    prefix: str | None,
+    key: str | None,
+    range_end: str | None,
+    limit: int,
+    revision: int,
+    keys_only: bool,
+    count_only: bool,
+    sort_order: str | None,
+    sort_target: str | None,
+    consistency: str,
+) -> Request:
+    """``GET /v1/kv``: a range read (the server checks the names of sort options)."""
+    _check_consistency(consistency)
+    params = _range_params(prefix, key, range_end)
+    for name, number in (("limit", limit), ("revision", revision)):
+        if _count(number, name):
+            params.append((name, str(number)))
+    for name, flag in (("keys_only", keys_only), ("count_only", count_only)):
+        if flag:
+            params.append((name, "true"))
+    for name, choice in (("sort_order", sort_order), ("sort_target", sort_target)):
+        if choice is not None:
+            params.append((name, choice))
+    if consistency == "stale":
+        params.append(("consistency", "stale"))
+    return Request(op="range", method="GET", path="/v1/kv" + _query(params))
+
+
+def delete_range_request(
+    *,
+    prefix: str | None,
+    key: str | None,
+    range_end: str | None,
+    prev_kv: bool,
+    idempotency_key: str,
+) -> Request:
+    params = _range_params(prefix, key, range_end)
+    if prev_kv:
+        params.append(("prev_kv", "true"))
+    return Request(
+        op="delete_range",
+        method="DELETE",
+        path="/v1/kv" + _query(params),
+        write=True,
+        idempotency_key=idempotency_key,
+    )
+
+
+def txn_request(
+    compare: Sequence[JSONValue],
+    success: Sequence[JSONValue],
+    failure: Sequence[JSONValue],
+    idempotency_key: str,
+) -> Request:
+    """``POST /v1/txn`` (docs/api.md: the shapes of compares and operations)."""
+    body = {"compare": list(compare), "success": list(success), "failure": list(failure)}
+    return Request(
+        op="txn",
+        method="POST",
+        path="/v1/txn",
+        body=json_body(body, "txn"),
+        write=True,
+        idempotency_key=idempotency_key,
+    )
+
+
+def compact_request(revision: int, idempotency_key: str) -> Request:
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+        raise BadRequest(f"compact: revision must be an integer >= 1, not {revision!r}")
+    return Request(
+        op="compact",
+        method="POST",
+        path="/v1/compact",
+        body=json_body({"revision": revision}, "compact"),
+        write=True,
+        idempotency_key=idempotency_key,
+    )
 
 
 def delete_request(key: str, idempotency_key: str) -> Request:
@@ -391,8 +512,8 @@ def interpret(request: Request, status: int, raw: bytes) -> dict[str, JSONValue]
     """Turn one HTTP answer into a result, a :class:`Retry`, or an exception.
 
     Raises:
-        BadRequest, NotFound, Conflict, TooManySessions, AuthError, ServerError:
-            final answers.
+        BadRequest, NotFound, Conflict, TooManySessions, Compacted, NoSpace,
+            AuthError, ServerError: final answers.
     """
     body, message = _parse_body(raw)
     what = request.describe()
@@ -425,6 +546,16 @@ def interpret(request: Request, status: int, raw: bytes) -> dict[str, JSONValue]
         )
     if status == 429:
         raise TooManySessions(f"{what}: HTTP 429 {message}".rstrip())
+    if status == 410:
+        compact_revision, revision = body.get("compact_revision"), body.get("revision")
+        where = f"compacted to {compact_revision}, now at {revision}"
+        raise Compacted(
+            f"{what}: {message or 'compacted'} ({where})",
+            compact_revision=compact_revision if isinstance(compact_revision, int) else None,
+            revision=revision if isinstance(revision, int) else None,
+        )
+    if status == 507:
+        raise NoSpace(f"{what}: {message or 'database space exceeded'} (HTTP 507)")
     if status in (400, 404, 405, 409, 411, 413, 414, 415, 422):
         raise BadRequest(f"{what}: HTTP {status} {message}".rstrip())
     raise ServerError(f"{what}: HTTP {status} {message}".rstrip(), status=status)

@@ -33,6 +33,8 @@ from raftkv.client._sansio import (
     Router,
     SessionLanes,
     cas_request,
+    compact_request,
+    delete_range_request,
     delete_request,
     get_request,
     make_ssl_context,
@@ -40,11 +42,21 @@ from raftkv.client._sansio import (
     new_client_id,
     parse_endpoints,
     put_request,
+    range_request,
     status_request,
+    txn_request,
     wants_https,
 )
-from raftkv.client.client import ReadResult, WriteResult, _index
+from raftkv.client.client import write_result
 from raftkv.client.errors import AuthError, JSONValue
+from raftkv.client.results import (
+    CompactResult,
+    DeleteResult,
+    RangeResult,
+    ReadResult,
+    TxnResult,
+    WriteResult,
+)
 
 __all__ = ["AsyncClient"]
 
@@ -124,14 +136,48 @@ class AsyncClient:
         """Set ``key`` to ``value`` (any JSON value)."""
         return await self._write(lambda k: put_request(key, value, k))
 
-    async def get(self, key: str, consistency: str = "linearizable") -> JSONValue:
-        """The value of ``key`` (raises ``NotFound``); ``consistency`` as in ``Client``."""
-        return (await self.read(key, consistency)).value
+    async def get(
+        self, key: str, consistency: str = "linearizable", *, revision: int = 0
+    ) -> JSONValue:
+        """The value of ``key`` (raises ``NotFound``); the arguments as in ``Client.get``."""
+        return (await self.read(key, consistency, revision=revision)).value
 
-    async def read(self, key: str, consistency: str = "linearizable") -> ReadResult:
-        """Like :meth:`get`, with the index the value is current as of."""
-        body, _ = await self._call(get_request(key, consistency), self._router)
-        return ReadResult(key=key, value=body.get("value"), index=_index(body))
+    async def read(
+        self, key: str, consistency: str = "linearizable", *, revision: int = 0
+    ) -> ReadResult:
+        """Like :meth:`get`, with the index and the revisions (as ``Client.read``)."""
+        body, _ = await self._call(get_request(key, consistency, revision), self._router)
+        return ReadResult.of(key, body)
+
+    async def range(
+        self,
+        prefix: str | None = None,
+        *,
+        key: str | None = None,
+        range_end: str | None = None,
+        limit: int = 0,
+        revision: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        sort_order: str | None = None,
+        sort_target: str | None = None,
+        consistency: str = "linearizable",
+    ) -> RangeResult:
+        """A range read; the arguments as in ``Client.range``."""
+        request = range_request(
+            prefix=prefix,
+            key=key,
+            range_end=range_end,
+            limit=limit,
+            revision=revision,
+            keys_only=keys_only,
+            count_only=count_only,
+            sort_order=sort_order,
+            sort_target=sort_target,
+            consistency=consistency,
+        )
+        body, _ = await self._call(request, self._router)
+        return RangeResult.of(body)
 
     async def delete(self, key: str) -> WriteResult:
         """Remove ``key`` (raises ``NotFound`` if it did not exist)."""
@@ -145,6 +191,37 @@ class AsyncClient:
         """Set all ``pairs`` atomically (one log entry)."""
         return await self._write(lambda k: multi_put_request(pairs, k))
 
+    async def delete_range(
+        self,
+        prefix: str | None = None,
+        *,
+        key: str | None = None,
+        range_end: str | None = None,
+        prev_kv: bool = False,
+    ) -> DeleteResult:
+        """Delete every key of a range in one revision (as ``Client.delete_range``)."""
+        body, _ = await self._write_call(
+            lambda k: delete_range_request(
+                prefix=prefix, key=key, range_end=range_end, prev_kv=prev_kv, idempotency_key=k
+            )
+        )
+        return DeleteResult.of(body)
+
+    async def txn(
+        self,
+        compare: Sequence[JSONValue] = (),
+        success: Sequence[JSONValue] = (),
+        failure: Sequence[JSONValue] = (),
+    ) -> TxnResult:
+        """A transaction (as ``Client.txn``)."""
+        body, _ = await self._write_call(lambda k: txn_request(compare, success, failure, k))
+        return TxnResult.of(body)
+
+    async def compact(self, revision: int) -> CompactResult:
+        """Drop the history below ``revision`` (as ``Client.compact``)."""
+        body, _ = await self._write_call(lambda k: compact_request(revision, k))
+        return CompactResult.of(body)
+
     async def status(self, endpoint: str | None = None) -> dict[str, JSONValue]:
         """``GET /v1/status`` from ``endpoint``, or from any endpoint that answers."""
         router = Router(parse_endpoints([endpoint])) if endpoint else self._router
@@ -155,18 +232,21 @@ class AsyncClient:
     # ------------------------------------------------------------------ internals
 
     async def _write(self, build: Callable[[str], Request]) -> WriteResult:
+        body, endpoint = await self._write_call(build)
+        leader = body.get("leader")
+        return write_result(
+            body, endpoint, leader if isinstance(leader, str) else self._router.node_id(endpoint)
+        )
+
+    async def _write_call(
+        self, build: Callable[[str], Request]
+    ) -> tuple[dict[str, JSONValue], str]:
+        """Send the write ``build(idempotency_key)`` (one key for every attempt)."""
         lane = self._lanes.acquire()
         try:
-            request = build(self._lanes.next_key(lane))
-            body, endpoint = await self._call(request, self._router)
+            return await self._call(build(self._lanes.next_key(lane)), self._router)
         finally:
             self._lanes.release(lane)
-        leader = body.get("leader")
-        return WriteResult(
-            index=_index(body),
-            endpoint=endpoint,
-            leader=leader if isinstance(leader, str) else self._router.node_id(endpoint),
-        )
 
     async def _call(self, request: Request, router: Router) -> tuple[dict[str, JSONValue], str]:
         if self._session is None:

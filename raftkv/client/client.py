@@ -29,7 +29,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from raftkv.client._sansio import (
     Request,
@@ -38,6 +37,8 @@ from raftkv.client._sansio import (
     Router,
     SessionLanes,
     cas_request,
+    compact_request,
+    delete_range_request,
     delete_request,
     get_request,
     make_ssl_context,
@@ -45,37 +46,23 @@ from raftkv.client._sansio import (
     new_client_id,
     parse_endpoints,
     put_request,
+    range_request,
     split_host_port,
     status_request,
+    txn_request,
     wants_https,
 )
 from raftkv.client.errors import AuthError, JSONValue
+from raftkv.client.results import (
+    CompactResult,
+    DeleteResult,
+    RangeResult,
+    ReadResult,
+    TxnResult,
+    WriteResult,
+)
 
 __all__ = ["Client", "WriteResult", "ReadResult"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WriteResult:
-    """A committed write.
-
-    Attributes:
-        index: the log index at which it was applied (``None`` if not reported).
-        endpoint: the API address that answered.
-        leader: the leader's node id, if known (from the answer or from status).
-    """
-
-    index: int | None
-    endpoint: str
-    leader: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReadResult:
-    """A value read, with the applied index it is current as of (if reported)."""
-
-    key: str
-    value: JSONValue
-    index: int | None
 
 
 class _NotSent(Exception):
@@ -160,22 +147,73 @@ class Client:
         """Set ``key`` to ``value`` (any JSON value)."""
         return self._write(lambda k: put_request(key, value, k))
 
-    def get(self, key: str, consistency: str = "linearizable") -> JSONValue:
+    def get(self, key: str, consistency: str = "linearizable", *, revision: int = 0) -> JSONValue:
         """The value of ``key``.
 
         Args:
             consistency: ``"linearizable"`` (default; ReadIndex on the leader) or
                 ``"stale"`` (any node's local state, possibly behind).
+            revision: read the value as of this store revision (0: now).
 
         Raises:
-            NotFound: the key does not exist.
+            NotFound: the key does not exist (at ``revision``).
+            Compacted: ``revision`` is below the store's compaction point.
+            BadRequest: ``revision`` is above the store's revision.
         """
-        return self.read(key, consistency).value
+        return self.read(key, consistency, revision=revision).value
 
-    def read(self, key: str, consistency: str = "linearizable") -> ReadResult:
-        """Like :meth:`get`, with the index the value is current as of."""
-        body, _ = self._call(get_request(key, consistency), self._router)
-        return ReadResult(key=key, value=body.get("value"), index=_index(body))
+    def read(self, key: str, consistency: str = "linearizable", *, revision: int = 0) -> ReadResult:
+        """Like :meth:`get`, with the index the value is current as of and the
+        key's revisions (``create_revision``, ``mod_revision``, ``version``) and
+        the store's (``revision``)."""
+        body, _ = self._call(get_request(key, consistency, revision), self._router)
+        return ReadResult.of(key, body)
+
+    def range(
+        self,
+        prefix: str | None = None,
+        *,
+        key: str | None = None,
+        range_end: str | None = None,
+        limit: int = 0,
+        revision: int = 0,
+        keys_only: bool = False,
+        count_only: bool = False,
+        sort_order: str | None = None,
+        sort_target: str | None = None,
+        consistency: str = "linearizable",
+    ) -> RangeResult:
+        """Read every key starting with ``prefix`` (``""``: every key), or ``key``
+        alone, or ``[key, range_end)`` (``range_end="\0"``: every key from ``key``).
+
+        Args:
+            limit: at most this many keys (0: all); ``more`` says whether it cut.
+            revision: as of this store revision (0: now).
+            keys_only: without values.
+            count_only: only the count.
+            sort_order: ``"ascend"``, ``"descend"`` or ``"none"`` (key order).
+            sort_target: ``"key"``, ``"version"``, ``"create_revision"``,
+                ``"mod_revision"`` or ``"value"``.
+            consistency: as in :meth:`get`.
+
+        Raises:
+            Compacted: ``revision`` is below the store's compaction point.
+            BadRequest: bad arguments (not exactly one of ``prefix`` and ``key``, ...).
+        """
+        request = range_request(
+            prefix=prefix,
+            key=key,
+            range_end=range_end,
+            limit=limit,
+            revision=revision,
+            keys_only=keys_only,
+            count_only=count_only,
+            sort_order=sort_order,
+            sort_target=sort_target,
+            consistency=consistency,
+        )
+        body, _ = self._call(request, self._router)
+        return RangeResult.of(body)
 
     def delete(self, key: str) -> WriteResult:
         """Remove ``key``.
@@ -201,6 +239,55 @@ class Client:
         """Set all ``pairs`` atomically (one log entry)."""
         return self._write(lambda k: multi_put_request(pairs, k))
 
+    def delete_range(
+        self,
+        prefix: str | None = None,
+        *,
+        key: str | None = None,
+        range_end: str | None = None,
+        prev_kv: bool = False,
+    ) -> DeleteResult:
+        """Delete every key of a range (as in :meth:`range`) in one revision;
+        ``prev_kv``: return the keys as they were. Deleting nothing is no error."""
+        body, _ = self._write_call(
+            lambda k: delete_range_request(
+                prefix=prefix, key=key, range_end=range_end, prev_kv=prev_kv, idempotency_key=k
+            )
+        )
+        return DeleteResult.of(body)
+
+    def txn(
+        self,
+        compare: Sequence[JSONValue] = (),
+        success: Sequence[JSONValue] = (),
+        failure: Sequence[JSONValue] = (),
+    ) -> TxnResult:
+        """If every ``compare`` holds, run ``success``, else ``failure``: atomically,
+        in one revision. The shapes are the JSON of ``POST /v1/txn`` (docs/api.md),
+        e.g. ``compare=[{"key": "x", "target": "version", "op": "==", "value": 0}]``,
+        ``success=[{"put": {"key": "x", "value": 1}}]``.
+
+        A retry that the cluster recognizes as already applied returns
+        ``replayed=True`` and no ``responses``.
+
+        Raises:
+            NoSpace: the NOSPACE alarm is raised and a branch puts.
+        """
+        body, _ = self._write_call(lambda k: txn_request(compare, success, failure, k))
+        return TxnResult.of(body)
+
+    def compact(self, revision: int) -> CompactResult:
+        """Drop the history below ``revision``: reads before it fail with
+        :class:`Compacted`; frees space (the NOSPACE alarm clears once the store
+        is back under its quota).
+
+        Raises:
+            Compacted: already compacted to ``revision`` or later.
+            BadRequest: ``revision`` is above the store's revision.
+        """
+        body, _ = self._write_call(lambda k: compact_request(revision, k))
+        return CompactResult.of(body)
+
     def status(self, endpoint: str | None = None) -> dict[str, JSONValue]:
         """``GET /v1/status`` from ``endpoint``, or from any endpoint that answers."""
         router = Router(parse_endpoints([endpoint])) if endpoint else self._router
@@ -212,21 +299,23 @@ class Client:
     # ------------------------------------------------------------------ internals
 
     def _write(self, build: Callable[[str], Request]) -> WriteResult:
+        body, endpoint = self._write_call(build)
+        leader = body.get("leader")
+        return write_result(
+            body, endpoint, leader if isinstance(leader, str) else self._router.node_id(endpoint)
+        )
+
+    def _write_call(self, build: Callable[[str], Request]) -> tuple[dict[str, JSONValue], str]:
+        """Send the write ``build(idempotency_key)`` (one key for every attempt)."""
         with self._lock:
             lane = self._lanes.acquire()
             idempotency_key = self._lanes.next_key(lane)
         try:
             request = build(idempotency_key)
-            body, endpoint = self._call(request, self._router)
+            return self._call(request, self._router)
         finally:
             with self._lock:
                 self._lanes.release(lane)
-        leader = body.get("leader")
-        return WriteResult(
-            index=_index(body),
-            endpoint=endpoint,
-            leader=leader if isinstance(leader, str) else self._router.node_id(endpoint),
-        )
 
     def _call(self, request: Request, router: Router) -> tuple[dict[str, JSONValue], str]:
         if self._token is not None:
@@ -280,6 +369,12 @@ class Client:
             conn.close()
 
 
-def _index(body: dict[str, JSONValue]) -> int | None:
-    index = body.get("index")
-    return index if isinstance(index, int) and not isinstance(index, bool) else None
+def write_result(body: dict[str, JSONValue], endpoint: str, leader: str | None) -> WriteResult:
+    """The :class:`WriteResult` of a write's answer ``body`` from ``endpoint``."""
+    index, revision = body.get("index"), body.get("revision")
+    return WriteResult(
+        index=index if isinstance(index, int) and not isinstance(index, bool) else None,
+        endpoint=endpoint,
+        leader=leader,
+        revision=revision if isinstance(revision, int) and not isinstance(revision, bool) else None,
+    )

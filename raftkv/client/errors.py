@@ -19,6 +19,8 @@ __all__ = [
     "NotFound",
     "Conflict",
     "TooManySessions",
+    "Compacted",
+    "NoSpace",
     "Unavailable",
     "OutcomeUnknown",
     "ServerError",
@@ -84,6 +86,32 @@ class TooManySessions(ClientError):
     Not retried: sessions free up only when idle ones expire (10 minutes after
     their last write). Writes of client ids that already have a session still
     work; a new :class:`~raftkv.client.Client` needs a new one.
+    """
+
+
+class Compacted(ClientError):
+    """A read (or compaction) asked for a revision below the store's compaction
+    point (HTTP 410): that history is gone. Not retried.
+
+    Attributes:
+        compact_revision: the revision the store is compacted to (``None`` if
+            not reported); reads at it or later work.
+        revision: the store's current revision, if reported.
+    """
+
+    def __init__(
+        self, message: str, *, compact_revision: int | None = None, revision: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+        self.revision = revision
+
+
+class NoSpace(ClientError):
+    """The cluster's space quota is used up (HTTP 507, the NOSPACE alarm): a write
+    that adds data was refused, nothing was applied. Not retried: it succeeds only
+    after an operator frees space (deletes, then a compaction; docs/operations.md).
+    Reads, deletes and compaction still work.
     """
 
 

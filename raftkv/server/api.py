@@ -3,7 +3,9 @@
 Rule 1: every answer is JSON, errors included (``{"error": ..., "leader": ...}``);
 a middleware turns aiohttp's own HTML errors (404, 405, 413) and runtime errors
 into JSON with the status codes of DESIGN.md's "Black-box contract": 503 means
-nothing happened (safe to retry), 504 means the outcome is unknown.
+nothing happened (safe to retry), 504 means the outcome is unknown. The KV
+routes' query strings and bodies, their answers, and the status of every
+command error are :mod:`raftkv.server.kvjson`'s.
 
 Rule 2: a node that is not the leader hands writes to the leader it knows as
 the command it validated -- never as a URL rebuilt from the request, whose
@@ -58,34 +60,32 @@ from raftkv.core.types import NodeId
 from raftkv.limits import NODE_ID_RULE, is_node_id
 from raftkv.replica.kv import (
     ABSENT,
-    DEFAULT_SESSION_TTL_MS,
-    ERR_CONFLICT,
-    ERR_INVALID_COMMAND,
-    ERR_NOT_FOUND,
-    ERR_SESSION_OWNER,
-    ERR_STALE_SEQUENCE,
-    ERR_TOO_MANY_OWNER_SESSIONS,
-    ERR_TOO_MANY_SESSIONS,
+    Alarm,
     Cas,
     Command,
+    Compact,
     Delete,
+    DeleteRange,
     Get,
     InvalidCommand,
-    KVResult,
+    KeyRange,
     KVStateMachine,
     MultiPut,
     Put,
+    Range,
     Session,
-    check_key,
+    Txn,
     decode_command,
     encode_command,
     parse_idempotency_key,
 )
 from raftkv.replica.membership import InvalidMember, Member
+from raftkv.replica.mvcc import RevisionError
 from raftkv.server.config import ServerConfig
 from raftkv.server.errors import (
     BadRequest,
     NoLeader,
+    NoSpace,
     OutcomeUnknown,
     ServerError,
     TooLarge,
@@ -99,6 +99,22 @@ from raftkv.server.fasthttp import (
     FastRequest,
 )
 from raftkv.server.fdlimit import FORWARD_CONNECTIONS, apply_fd_budget
+from raftkv.server.kvjson import (
+    CONSISTENCY_LEVELS,
+    check_command_limits,
+    check_key_limit,
+    check_value_size,
+    compact_revision,
+    delete_range_query,
+    listing_answer,
+    nospace_answer,
+    range_query,
+    read_answer,
+    revision_error_answer,
+    revision_param,
+    txn_parts,
+    write_answer,
+)
 from raftkv.server.metrics import CONTENT_TYPE
 from raftkv.server.node import ForwardReply, RaftNode
 from raftkv.server.security import TokenTable, api_ssl_contexts, bearer_token
@@ -159,6 +175,8 @@ cause is in the node's log, not in answers to clients."""
 
 
 def _server_error_answer(exc: ServerError) -> Answer:
+    if isinstance(exc, NoSpace):
+        return nospace_answer()  # the same answer as the replica's refusal
     body: dict[str, Any] = {"error": exc.message}
     if exc.status == 503 or exc.leader is not None:
         body["leader"] = exc.leader
@@ -317,31 +335,8 @@ def _parse_json(raw: bytes) -> Any:
         raise BadRequest("bad JSON: nested too deeply") from None
 
 
-def _check_value_size(value: Any, raw_size: int, limit: int, what: str) -> None:
-    """413 if ``value`` encodes to more than ``limit`` bytes; ``raw_size`` bounds that size
-    from above (the body it came in), so small bodies skip the re-encoding."""
-    if raw_size <= limit:
-        return
-    try:
-        size = len(json.dumps(value, separators=(",", ":")))
-    except (TypeError, ValueError, RecursionError):
-        return  # not JSON: the command's own validation answers 400
-    if size > limit:
-        raise TooLarge(f"{what} is {size} bytes of JSON; the limit is {limit}")
-
-
 def _key(request: web.Request) -> str:
-    return _check_key(request.match_info["key"], request.app[_CONFIG_KEY].max_key_bytes)
-
-
-def _check_key(text: str, limit: int) -> str:
-    try:
-        key = check_key(text)
-    except InvalidCommand as exc:
-        raise BadRequest(f"bad key: {exc}") from None
-    if len(key.encode("utf-8")) > limit:
-        raise BadRequest(f"bad key: longer than {limit} bytes of UTF-8")
-    return key
+    return check_key_limit(request.match_info["key"], request.app[_CONFIG_KEY].max_key_bytes)
 
 
 def _member_id(text: str) -> NodeId:
@@ -422,45 +417,6 @@ def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
 
 
-_SESSION_OWNER_MESSAGE = (
-    f"{ERR_SESSION_OWNER}: this Idempotency-Key's client id was first used with another "
-    "token; use a client id of your own"
-)
-_TOO_MANY_SESSIONS_ADVICE = (
-    ": no new client id (Idempotency-Key) is accepted until idle sessions expire "
-    f"({DEFAULT_SESSION_TTL_MS // 60_000} minutes after their last write); "
-    "existing client ids keep working"
-)
-
-
-def _result_answer(result: object, *, key: str | None, leader: str) -> Answer:
-    """Map a :class:`KVResult` of a write (applied on ``leader``) to the HTTP answer."""
-    if not isinstance(result, KVResult):
-        return _answer(200, {"ok": True, "result": result, "leader": leader})
-    if result.ok:
-        return _answer(200, {"ok": True, "index": result.index, "leader": leader})
-    error = result.error or "failed"
-    if error == ERR_NOT_FOUND:
-        return _answer(404, {"error": error, "key": key, "index": result.index})
-    if error == ERR_CONFLICT:
-        body: dict[str, Any] = {"error": error, "key": key, "index": result.index}
-        body["found"] = result.found
-        if result.replayed:  # the first attempt's conflict; its value was not kept
-            body["replayed"] = True
-        else:
-            body["current"] = result.current
-        return _answer(409, body)
-    if error == ERR_STALE_SEQUENCE:
-        return _answer(409, {"error": error, "index": result.index})
-    if error == ERR_SESSION_OWNER:
-        return _answer(403, {"error": _SESSION_OWNER_MESSAGE})
-    if error in (ERR_TOO_MANY_SESSIONS, ERR_TOO_MANY_OWNER_SESSIONS):
-        return _answer(429, {"error": f"{error}{_TOO_MANY_SESSIONS_ADVICE}"})
-    if error.startswith(ERR_INVALID_COMMAND):
-        return _answer(400, {"error": error})
-    return _answer(500, {"error": error})
-
-
 # ----------------------------------------------------------------------------- the API
 
 
@@ -515,21 +471,24 @@ class _Api:
             # Every forwarded request changes something: the outcome is unknown.
             raise OutcomeUnknown(f"lost contact with the leader: {exc}") from None
 
-    async def _write(
-        self, origin: _Origin, build: Callable[[int], Command], key: str | None
-    ) -> Answer:
-        """Validate on this node, then propose on the leader (forwarding if needed)."""
+    async def _write(self, origin: _Origin, build: Callable[[int], Command]) -> Answer:
+        """Validate on this node, then propose on the leader (forwarding if needed).
+
+        The leader refuses a write the space quota does not let in before
+        proposing it (:meth:`RaftNode.admit_write`, 507).
+        """
         command = build(_now_ms())  # validates now, even if forwarded
         node = self.node
         if not node.is_leader:
             return await self._forward_write(origin, node.leader, command)
+        node.admit_write(command)
         try:
             result = await node.propose(encode_command(command))
         except NoLeader as exc:
             if exc.leader is not None and exc.leader != node.node_id:
                 return await self._forward_write(origin, NodeId(exc.leader), command)
             raise
-        return _result_answer(result, key=key, leader=node.node_id)
+        return write_answer(result, command, node.node_id)
 
     async def _forward_write(
         self, origin: _Origin, leader: NodeId | None, command: Command
@@ -577,12 +536,15 @@ class _Api:
     def _propose_forwarded(self, command: Command, reply: ForwardReply) -> None:
         node = self.node
         try:
-            if isinstance(command, Get):
-                raise InvalidCommand("a get is not a write")
+            if isinstance(command, Get | Range | Alarm):
+                # Reads are served by the node that received them (ReadIndex);
+                # only the leader's quota check proposes an alarm.
+                raise InvalidCommand(f"{command.op} is not a write a client may send")
             if not node.is_leader:
                 # The follower's view was stale; as for an HTTP forward, no second hop.
                 reply(503, _dumps({"error": "not the leader", "leader": node.leader}))
                 return
+            node.admit_write(command)
             proposed = node.propose_nowait(encode_command(command, time_ms=_now_ms()))
         except ServerError as exc:
             reply(*_server_error_answer(exc)[:2])
@@ -590,11 +552,10 @@ class _Api:
         except InvalidCommand as exc:
             reply(400, _dumps({"error": str(exc)}))
             return
-        key = command.key if isinstance(command, Put | Delete | Cas | Get) else None
-        proposed.add_done_callback(functools.partial(self._forwarded_applied, key, reply))
+        proposed.add_done_callback(functools.partial(self._forwarded_applied, command, reply))
 
     def _forwarded_applied(
-        self, key: str | None, reply: ForwardReply, proposed: asyncio.Future[object]
+        self, command: Command, reply: ForwardReply, proposed: asyncio.Future[object]
     ) -> None:
         if proposed.cancelled():
             return  # nothing cancels it; the follower's forward would time out (504)
@@ -606,7 +567,7 @@ class _Api:
             logger.error("serving a forwarded write failed", exc_info=exc)
             reply(500, b'{"error": "internal error"}')
             return
-        status, body, _ = _result_answer(proposed.result(), key=key, leader=self.node.node_id)
+        status, body, _ = write_answer(proposed.result(), command, self.node.node_id)
         self.node.metrics.http("forwarded-write", status)
         reply(status, body)
 
@@ -640,26 +601,12 @@ class _Api:
     def _check_limits(self, command: Command) -> None:
         """The size limits of the KV routes, for a command built elsewhere."""
         config = self.config
-        if isinstance(command, MultiPut):
-            if len(command.pairs) > config.max_multi_put_pairs:
-                raise TooLarge(
-                    f"{len(command.pairs)} pairs; the limit is "
-                    f"{config.max_multi_put_pairs} per multi-put"
-                )
-            pairs = list(command.pairs.items())
-        elif isinstance(command, Cas):
-            pairs = [(command.key, command.value)]
-            if command.expect is not ABSENT:
-                pairs.append((command.key, command.expect))
-        elif isinstance(command, Put):
-            pairs = [(command.key, command.value)]
-        elif isinstance(command, Delete | Get):
-            pairs = [(command.key, None)]
-        else:
-            pairs = []
-        for key, value in pairs:
-            _check_key(key, config.max_key_bytes)
-            _check_value_size(value, config.max_value_bytes + 1, config.max_value_bytes, "value")
+        check_command_limits(
+            command,
+            max_key_bytes=config.max_key_bytes,
+            max_value_bytes=config.max_value_bytes,
+            max_multi_put_pairs=config.max_multi_put_pairs,
+        )
 
     # -- the fast path (Rule 5) ------------------------------------------------
 
@@ -710,12 +657,12 @@ class _Api:
                 return self._live()
             return await self._ready()
         origin = _Origin.of_fast(request)
-        key = _check_key(request.key, self.config.max_key_bytes)
+        key = check_key_limit(request.key, self.config.max_key_bytes)
         if request.method == "PUT":
             return await self._put(origin, key, request.body)
         if request.method == "DELETE":
             return await self._delete(origin, key)
-        return await self._get(key, request.consistency or "linearizable")
+        return await self._get(key, request.consistency or "linearizable", 0)
 
     # -- KV routes -----------------------------------------------------------
 
@@ -732,7 +679,7 @@ class _Api:
                 f"value is {len(body)} bytes; the limit is {self.config.max_value_bytes}"
             )
         return await self._write(
-            origin, lambda t: Put(key=key, value=value, time_ms=t, session=session), key
+            origin, lambda t: Put(key=key, value=value, time_ms=t, session=session)
         )
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -740,7 +687,7 @@ class _Api:
 
     async def _delete(self, origin: _Origin, key: str) -> Answer:
         session = _session(origin, self.config.client_tokens)
-        return await self._write(origin, lambda t: Delete(key=key, time_ms=t, session=session), key)
+        return await self._write(origin, lambda t: Delete(key=key, time_ms=t, session=session))
 
     async def cas(self, request: web.Request) -> web.Response:
         key = _key(request)
@@ -751,14 +698,13 @@ class _Api:
         expect = ABSENT if obj["expect"] is None else obj["expect"]
         session = _session(request, self.config.client_tokens)
         for part in ("expect", "value"):
-            _check_value_size(obj[part], len(body), self.config.max_value_bytes, part)
+            check_value_size(obj[part], len(body), self.config.max_value_bytes, part)
         return _web(
             await self._write(
                 _Origin.of(request),
                 lambda t: Cas(
                     key=key, expect=expect, value=obj["value"], time_ms=t, session=session
                 ),
-                key,
             )
         )
 
@@ -781,31 +727,113 @@ class _Api:
         for k, v in obj.items():
             if len(k.encode("utf-8", "surrogatepass")) > limit:
                 raise BadRequest(f"bad key: longer than {limit} bytes of UTF-8")
-            _check_value_size(v, len(body), self.config.max_value_bytes, f"value of {k[:64]!r}")
-        return await self._write(
-            origin, lambda t: MultiPut(pairs=obj, time_ms=t, session=session), None
-        )
+            check_value_size(v, len(body), self.config.max_value_bytes, f"value of {k[:64]!r}")
+        return await self._write(origin, lambda t: MultiPut(pairs=obj, time_ms=t, session=session))
+
+    def _kv(self) -> KVStateMachine:
+        sm = self.node.state_machine
+        if not isinstance(sm, KVStateMachine):
+            raise BadRequest("this node does not run the KV state machine")
+        return sm
+
+    async def _read_barrier(self, consistency: str) -> None:
+        """Linearizable (ReadIndex, on followers too) unless ``stale``."""
+        if consistency == "linearizable":
+            await self.node.read_barrier()
+        else:
+            self.node.metrics.read("stale")
 
     async def get(self, request: web.Request) -> web.Response:
         key = _key(request)
         consistency = request.query.get("consistency", "linearizable")
-        return _web(await self._get(key, consistency))
+        revision = request.query.get("revision")
+        return _web(await self._get(key, consistency, revision_param(revision) if revision else 0))
 
-    async def _get(self, key: str, consistency: str) -> Answer:
-        if consistency not in ("linearizable", "stale"):
+    async def _get(self, key: str, consistency: str, revision: int) -> Answer:
+        """``GET /v1/kv/{key}``: the key now, or as of ``revision`` (> 0)."""
+        if consistency not in CONSISTENCY_LEVELS:
             raise BadRequest("consistency must be linearizable or stale")
-        node = self.node
-        sm = node.state_machine
-        if not isinstance(sm, KVStateMachine):
-            raise BadRequest("this node does not run the KV state machine")
-        if consistency == "linearizable":
-            await node.read_barrier()
-        else:
-            node.metrics.read("stale")
-        result = sm.read(key)
-        if not result.found:
-            return _answer(404, {"error": ERR_NOT_FOUND, "key": key, "index": result.index})
-        return _answer(200, {"key": key, "value": result.value, "index": result.index})
+        sm = self._kv()
+        await self._read_barrier(consistency)
+        if not revision:
+            result = sm.read(key)
+            return read_answer(key, result.item, index=result.index, revision=result.revision)
+        try:
+            listing = sm.range(KeyRange(key=key), revision=revision)
+        except RevisionError as exc:
+            return revision_error_answer(exc, sm.revision)
+        item = listing.items[0] if listing.items else None
+        return read_answer(key, item, index=listing.index, revision=listing.revision)
+
+    async def range(self, request: web.Request) -> web.Response:
+        """``GET /v1/kv?prefix=P`` or ``?key=K[&range_end=E]``: a range read."""
+        query = range_query(request.query.items(), max_key_bytes=self.config.max_key_bytes)
+        sm = self._kv()
+        await self._read_barrier(query.consistency)
+        try:
+            listing = sm.range(
+                query.range,
+                revision=query.revision,
+                limit=query.limit,
+                keys_only=query.keys_only,
+                count_only=query.count_only,
+                sort_order=query.sort_order,
+                sort_target=query.sort_target,
+            )
+        except RevisionError as exc:
+            return _web(revision_error_answer(exc, sm.revision))
+        return _web(listing_answer(listing))
+
+    async def delete_range(self, request: web.Request) -> web.Response:
+        """``DELETE /v1/kv?prefix=P`` or ``?key=K[&range_end=E]``, ``&prev_kv=true``."""
+        key_range, prev_kv = delete_range_query(
+            request.query.items(), max_key_bytes=self.config.max_key_bytes
+        )
+        origin = _Origin.of(request)
+        session = _session(origin, self.config.client_tokens)
+        return _web(
+            await self._write(
+                origin,
+                lambda t: DeleteRange(range=key_range, prev_kv=prev_kv, time_ms=t, session=session),
+            )
+        )
+
+    async def txn(self, request: web.Request) -> web.Response:
+        """``POST /v1/txn``: compares, then the success or the failure branch."""
+        config = self.config
+        body = await _read_body(request, config.max_body_bytes)
+        parts = txn_parts(
+            _parse_json(body),
+            raw_size=len(body),
+            max_key_bytes=config.max_key_bytes,
+            max_value_bytes=config.max_value_bytes,
+        )
+        origin = _Origin.of(request)
+        session = _session(origin, config.client_tokens)
+        return _web(
+            await self._write(
+                origin,
+                lambda t: Txn(
+                    compares=parts.compares,
+                    success=parts.success,
+                    failure=parts.failure,
+                    time_ms=t,
+                    session=session,
+                ),
+            )
+        )
+
+    async def compact(self, request: web.Request) -> web.Response:
+        """``POST /v1/compact`` ``{"revision": R}``: drop the history below ``R``."""
+        body = await _read_body(request, self.config.max_body_bytes)
+        revision = compact_revision(_parse_json(body))
+        origin = _Origin.of(request)
+        session = _session(origin, self.config.client_tokens)
+        return _web(
+            await self._write(
+                origin, lambda t: Compact(revision=revision, time_ms=t, session=session)
+            )
+        )
 
     # -- cluster routes ------------------------------------------------------
 
@@ -1013,6 +1041,10 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
     r.add_delete("/v1/kv/{key}", api.delete)
     r.add_post("/v1/kv/{key}/cas", api.cas)
     r.add_post("/v1/kv", api.multi_put)
+    r.add_get("/v1/kv", api.range, allow_head=False)
+    r.add_delete("/v1/kv", api.delete_range)
+    r.add_post("/v1/txn", api.txn)
+    r.add_post("/v1/compact", api.compact)
     r.add_get(STATUS_ROUTE, api.status, allow_head=False)
     r.add_get("/v1/cluster", api.cluster, allow_head=False)
     r.add_get("/", api.dashboard, allow_head=False)

@@ -22,6 +22,7 @@ from raftkv.transport.codec import DEFAULT_MAX_FRAME_SIZE
 __all__ = [
     "HostPort",
     "INITIAL_CLUSTER_STATES",
+    "DEFAULT_QUOTA_BYTES",
     "Member",
     "ServerConfig",
     "parse_host_port",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 INITIAL_CLUSTER_STATES = ("new", "existing")
+DEFAULT_QUOTA_BYTES = 2 * 1024**3
+"""The KV store's default space quota: 2 GiB, etcd's default ``--quota-backend-bytes``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +87,10 @@ class ServerConfig:
         http_write_timeout_s: a client that does not read its answers is
             disconnected after writing stayed paused this long.
         max_peer_frame_bytes: largest peer frame accepted (checked before reading it).
+        quota_bytes: the space quota of the KV store, on its logical size
+            (:attr:`~raftkv.replica.kv.KVStateMachine.size_bytes`): past it the
+            leader raises the NOSPACE alarm (:mod:`raftkv.server.node.quota`).
+            Give every member the same value.
         leader_hints: a follower whose connection to the leader is refused
             (the leader's process died) campaigns after a tick or two instead
             of a whole election timeout (:meth:`raftkv.core.RawNode.report_unreachable`).
@@ -119,6 +126,7 @@ class ServerConfig:
     http_idle_timeout_s: float = 75.0
     http_write_timeout_s: float = 30.0
     max_peer_frame_bytes: int = DEFAULT_MAX_FRAME_SIZE
+    quota_bytes: int = DEFAULT_QUOTA_BYTES
     leader_hints: bool = True
 
     @property
@@ -164,6 +172,8 @@ class ServerConfig:
                 "--max-value-bytes, --max-multi-put-pairs and --max-concurrent-requests "
                 "must be positive"
             )
+        if self.quota_bytes < 1:
+            raise ConfigError("--quota-bytes must be positive")
         if self.max_connections is not None and self.max_connections < 1:
             raise ConfigError("--max-connections must be positive")
         timeouts = (

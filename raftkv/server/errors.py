@@ -23,6 +23,7 @@ __all__ = [
     "LearnerNotReady",
     "MemberRemoved",
     "TooLarge",
+    "NoSpace",
     "SnapshotUndecodable",
 ]
 
@@ -128,6 +129,14 @@ class TooLarge(ServerError):
     """A request over a configured limit (body, key, value, multi-put pairs)."""
 
     status = 413
+
+
+class NoSpace(ServerError):
+    """The NOSPACE alarm is raised (the store passed ``--quota-bytes``): a write
+    that may add data was refused before it was proposed. Not retryable until
+    an operator frees space (docs/operations.md)."""
+
+    status = 507
 
 
 class SnapshotUndecodable(ServerError):

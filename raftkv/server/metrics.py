@@ -146,6 +146,33 @@ class NodeMetrics:
         self._http.events = events
         self._http.open_connections = open_connections
 
+    def watch_store(
+        self,
+        *,
+        revision: Callable[[], int],
+        compact_revision: Callable[[], int],
+        size_bytes: Callable[[], int],
+        quota_bytes: Callable[[], int],
+        nospace: Callable[[], int],
+    ) -> None:
+        """Export the KV store's gauges, read at scrape time: ``raftkv_store_revision``,
+        ``_compact_revision``, ``_size_bytes`` (the logical size the quota
+        measures), ``_quota_bytes`` and ``_nospace_alarm`` (1 while raised)."""
+        gauges = (
+            ("revision", "The store's revision (etcd's header revision).", revision),
+            (
+                "compact_revision",
+                "The revision the store is compacted to (0: never).",
+                compact_revision,
+            ),
+            ("size_bytes", "The store's logical size, which --quota-bytes limits.", size_bytes),
+            ("quota_bytes", "The space quota (--quota-bytes).", quota_bytes),
+            ("nospace_alarm", "1 while the NOSPACE alarm is raised (writes refused).", nospace),
+        )
+        for name, doc, read in gauges:
+            gauge = Gauge(f"raftkv_store_{name}", doc, ["node"], registry=self.registry)
+            gauge.labels(node=self._node).set_function(read)
+
     def refused(self, reason: str) -> None:
         self.http_refused.labels(node=self._node, reason=reason).inc()
 

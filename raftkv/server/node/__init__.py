@@ -11,6 +11,7 @@ jepsen use it); it composes one part per job:
 - :mod:`~raftkv.server.node.forwarding`: writes forwarded to the leader over
   the peer link, and those served here;
 - :mod:`~raftkv.server.node.admin`: membership changes and leadership transfer;
+- :mod:`~raftkv.server.node.quota`: the KV store's space quota (the NOSPACE alarm);
 - :mod:`~raftkv.server.node.snapshots`: snapshots taken, installed, restored;
 - :mod:`~raftkv.server.node.datadir`: opening storage, ``members.json``;
 - :mod:`~raftkv.server.node.status`: the status view.

@@ -55,6 +55,7 @@ from raftkv.core.types import (
     Role,
     Term,
 )
+from raftkv.replica.commands import Command
 from raftkv.replica.membership import Member, Refusal
 from raftkv.replica.replica import ConfApplied, Replica
 from raftkv.replica.statemachine import StateMachine
@@ -66,6 +67,7 @@ from raftkv.server.node.admin import Admin, refusal_error
 from raftkv.server.node.datadir import MembersFile, is_empty, open_storage
 from raftkv.server.node.forwarding import ForwardHandler, Forwarding
 from raftkv.server.node.proposals import Proposals
+from raftkv.server.node.quota import SpaceQuota
 from raftkv.server.node.reads import Reads
 from raftkv.server.node.snapshots import Snapshots
 from raftkv.server.node.status import NodeStatus
@@ -184,6 +186,8 @@ class RaftNode:
             election_timeout_s=config.election_timeout_ms / 1000,
             poll_s=config.heartbeat_interval_ms / 4000,
         )
+        # The KV store's space quota (None for another state machine).
+        self._quota = SpaceQuota.of(self._replica.state_machine, config.quota_bytes, self.metrics)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -591,6 +595,8 @@ class RaftNode:
             answered = self._proposals.applied(e, result) or answered
         # Proposals at or below the applied index that never matched are lost.
         self._proposals.lost_up_to(replica.applied_index)
+        if self._quota is not None and self._accepting:
+            self._quota.applied(raw, replica.applied_index)
         return answered
 
     def _conf_change_applied(self, e: Entry, result: ConfApplied | Refusal) -> object:
@@ -666,7 +672,11 @@ class RaftNode:
         if raw is None:
             raise NodeStopped("node not started")
         return NodeStatus.of(
-            self.node_id, raw, applied_index=self._replica.applied_index, members=self.members
+            self.node_id,
+            raw,
+            applied_index=self._replica.applied_index,
+            members=self.members,
+            store=self._quota.status_fields() if self._quota is not None else None,
         )
 
     def is_live(self) -> bool:
@@ -689,6 +699,17 @@ class RaftNode:
         if not self._accepting or self._raw is None:
             raise NodeStopped("node is not serving")
         return self._raw
+
+    def admit_write(self, command: Command) -> None:
+        """Check, on the leader before proposing ``command``, that the space
+        quota lets it in (:mod:`~raftkv.server.node.quota`); a no-op for a
+        state machine without a quota.
+
+        Raises:
+            NoSpace: the NOSPACE alarm is raised and ``command`` may add data.
+        """
+        if self._quota is not None:
+            self._quota.admit(command)
 
     async def propose(self, command: bytes, *, timeout: float | None = None) -> object:
         """Replicate ``command`` and return the state machine's result for it.

@@ -33,6 +33,9 @@ class NodeStatus:
     voters: tuple[NodeId, ...]
     learners: tuple[NodeId, ...]
     progress: dict[str, dict[str, Any]] | None
+    store: dict[str, Any] | None = None
+    """The KV store's revisions, size, quota and alarm (:mod:`~raftkv.server.node.quota`);
+    None for another state machine."""
 
     @staticmethod
     def of(
@@ -41,8 +44,10 @@ class NodeStatus:
         *,
         applied_index: Index,
         members: Mapping[NodeId, Member],
+        store: dict[str, Any] | None = None,
     ) -> NodeStatus:
-        """The view of ``raw`` and the replica's ``applied_index`` and ``members`` now."""
+        """The view of ``raw`` and the replica's ``applied_index``, ``members``
+        and ``store`` fields now."""
         conf = raw.status().conf_state
         voters = tuple(sorted({*conf.voters, *conf.voters_outgoing}))
         return NodeStatus(
@@ -57,10 +62,11 @@ class NodeStatus:
             voters=voters,
             learners=conf.learners,
             progress=_progress(raw),
+            store=store,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "id": self.node_id,
             "role": self.role,
             "term": self.term,
@@ -73,6 +79,9 @@ class NodeStatus:
             "learners": list(self.learners),
             "progress": self.progress,
         }
+        if self.store is not None:
+            body.update(self.store)
+        return body
 
 
 def _progress(raw: RawNode) -> dict[str, dict[str, Any]] | None:

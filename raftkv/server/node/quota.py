@@ -1,0 +1,157 @@
+"""The KV store's space quota on a running node: the NOSPACE alarm, raised and
+cleared through the log.
+
+Rule 1: the alarm is replicated state. Whether it is raised is decided by
+:class:`~raftkv.replica.kv.Alarm` entries, so every replica refuses the same
+writes (``KVStateMachine`` rule 5); only the leader proposes them, from the
+quota it was started with (``--quota-bytes``), measured on the store's logical
+size (:attr:`~raftkv.replica.kv.KVStateMachine.size_bytes`), which is the same
+on every replica.
+
+Rule 2: the leader checks after each batch of entries it applied: past the
+quota with the alarm clear, it proposes ``Alarm(active=True)``; back within the
+quota (after a compaction freed space) with the alarm raised,
+``Alarm(active=False)``. One proposal at a time: the next check waits until
+the entry it proposed was applied (or leadership moved). A leader that finds
+the store over its quota at election raises the alarm after applying its first
+entry.
+
+Rule 3: while the alarm is raised, the leader refuses a write that may add
+data (:func:`may_add_data`) before it is proposed (:class:`~raftkv.server.errors.NoSpace`,
+507); reads, deletes and compaction go on. A write proposed just before the
+alarm entry is refused by the replica alike.
+
+Only a :class:`~raftkv.replica.kv.KVStateMachine` has a quota: for any other
+state machine the node has no :class:`SpaceQuota` (:meth:`SpaceQuota.of`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from raftkv.core.errors import NotLeader, ProposalDropped
+from raftkv.core.rawnode import RawNode
+from raftkv.core.types import Index, Role
+from raftkv.replica.kv import (
+    ERR_NOSPACE,
+    Alarm,
+    Cas,
+    Command,
+    KVStateMachine,
+    MultiPut,
+    Put,
+    Txn,
+    TxnPut,
+    encode_command,
+)
+from raftkv.replica.statemachine import StateMachine
+from raftkv.server.errors import NoSpace
+from raftkv.server.metrics import NodeMetrics
+
+__all__ = ["ALARM_NOSPACE", "SpaceQuota", "may_add_data"]
+
+logger = logging.getLogger(__name__)
+
+ALARM_NOSPACE = "NOSPACE"
+"""The alarm's name in ``/v1/status`` and in 507 answers (etcd's)."""
+
+
+def may_add_data(command: Command) -> bool:
+    """Whether ``command`` may write a value: a put, a compare-and-set, a
+    multi-put, or a transaction with a put in either branch (which branch runs
+    is known only when it is applied; etcd refuses these alike)."""
+    if isinstance(command, Put | Cas | MultiPut):
+        return True
+    if isinstance(command, Txn):
+        return any(isinstance(op, TxnPut) for op in (*command.success, *command.failure))
+    return False
+
+
+class SpaceQuota:
+    """The quota of one node's KV store (the module rules).
+
+    Args:
+        state_machine: the store it watches (read-only).
+        quota_bytes: the quota, in bytes of the store's logical size.
+        metrics: gets the store's gauges.
+    """
+
+    __slots__ = ("_sm", "_quota_bytes", "_proposed_at")
+
+    def __init__(
+        self, state_machine: KVStateMachine, quota_bytes: int, metrics: NodeMetrics
+    ) -> None:
+        self._sm = state_machine
+        self._quota_bytes = quota_bytes
+        # Invariant: the index of the Alarm entry this node proposed as leader
+        # and has not applied yet, or None.
+        self._proposed_at: Index | None = None
+        metrics.watch_store(
+            revision=lambda: state_machine.revision,
+            compact_revision=lambda: state_machine.compact_revision,
+            size_bytes=lambda: state_machine.size_bytes,
+            quota_bytes=lambda: quota_bytes,
+            nospace=lambda: int(state_machine.alarm),
+        )
+
+    @classmethod
+    def of(
+        cls, state_machine: StateMachine, quota_bytes: int, metrics: NodeMetrics
+    ) -> SpaceQuota | None:
+        """The quota of ``state_machine``, or None if it is not a KV store."""
+        if not isinstance(state_machine, KVStateMachine):
+            return None
+        return cls(state_machine, quota_bytes, metrics)
+
+    @property
+    def alarm(self) -> str | None:
+        """``"NOSPACE"`` while the alarm is raised, else None."""
+        return ALARM_NOSPACE if self._sm.alarm else None
+
+    def status_fields(self) -> dict[str, Any]:
+        """The store's part of ``/v1/status``: its revisions, size, quota and alarm."""
+        sm = self._sm
+        return {
+            "revision": sm.revision,
+            "compact_revision": sm.compact_revision,
+            "size_bytes": sm.size_bytes,
+            "quota_bytes": self._quota_bytes,
+            "alarm": self.alarm,
+        }
+
+    def admit(self, command: Command) -> None:
+        """Rule 3, on the leader before it proposes ``command``.
+
+        Raises:
+            NoSpace: the alarm is raised and ``command`` may add data.
+        """
+        if self._sm.alarm and may_add_data(command):
+            raise NoSpace(ERR_NOSPACE)
+
+    def applied(self, raw: RawNode, applied_index: Index) -> None:
+        """Rule 2: entries up to ``applied_index`` were applied; on the leader,
+        propose the alarm's change if the store's size calls for one."""
+        if raw.role is not Role.LEADER:
+            self._proposed_at = None
+            return
+        if self._proposed_at is not None:
+            if applied_index < self._proposed_at:
+                return
+            self._proposed_at = None
+        sm = self._sm
+        over = sm.size_bytes > self._quota_bytes
+        if over == sm.alarm:
+            return
+        command = encode_command(Alarm(active=over, time_ms=int(time.time() * 1000)))
+        try:
+            self._proposed_at = raw.propose(command)
+        except (NotLeader, ProposalDropped) as exc:  # a transfer: the next leader checks
+            logger.debug("alarm proposal dropped: %s", exc)
+            return
+        fields = {"size_bytes": sm.size_bytes, "quota_bytes": self._quota_bytes}
+        if over:
+            logger.warning("space quota: raising the NOSPACE alarm", extra={"fields": fields})
+        else:
+            logger.info("space quota: clearing the NOSPACE alarm", extra={"fields": fields})
