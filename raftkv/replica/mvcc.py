@@ -45,10 +45,11 @@ Rules:
    dropped, and every read at ``r`` or later answers as before.
 7. **Size.** :attr:`MVCCStore.size_bytes` is
    ``sum(len(key) + len(value) + VERSION_OVERHEAD_BYTES)`` over every kept
-   version, tombstones included (a tombstone's value is empty). It is a
-   function of the logical content only, so every replica computes the same
-   number (a snapshot restores it exactly); it grows with each write and falls
-   with compaction.
+   version, tombstones included (a tombstone's value is empty). It grows with
+   each write and falls as a compaction's physical pass frees versions
+   (:meth:`MVCCStore.compact_step`), so two stores with the same content may
+   differ in it until their passes end; a store restored from :meth:`to_wire`
+   starts compacted.
 
 Where this deliberately differs from etcd (v3.6 and main), and why:
 

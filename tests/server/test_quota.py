@@ -224,3 +224,41 @@ def test_alarm_is_proposed_once_per_change(tmp_path: Path) -> None:
             assert node.status().applied_index == before
 
     run(main())
+
+
+def test_an_idle_leader_finishes_the_compaction_pass_and_clears_the_alarm(
+    tmp_path: Path,
+) -> None:
+    """A compaction frees its history in slices, a few keys per applied entry; on
+    an idle cluster (no entry after the compaction) the ticks run the rest of
+    the pass, and then the alarm clears without any further write."""
+    quota = 60_000
+
+    async def main() -> None:
+        async with HubCluster(tmp_path, overrides={"quota_bytes": quota}) as c:
+            lead, follow, leader = await leader_and_follower(c)
+            async with aiohttp.ClientSession() as s:
+                # 200 keys with two versions each: more keys than one entry frees.
+                for version in range(2):
+                    pairs = {f"h{i:03}": version for i in range(200)}
+                    code, body = await call(s, "POST", f"{follow}/v1/kv", pairs)
+                    assert code in (200, 507), body
+                await eventually(
+                    lambda: c.nodes[leader].status().to_json()["alarm"] == "NOSPACE",
+                    "the leader raised the alarm",
+                )
+                code, body = await call(s, "DELETE", f"{follow}/v1/kv{q(prefix='h')}")
+                assert code == 200, body
+                st = await status(s, lead)
+                code, body = await call(
+                    s, "POST", f"{follow}/v1/compact", {"revision": st["revision"]}
+                )
+                assert code == 200, body
+                # No write from here on: only ticks can finish the pass.
+                await eventually(
+                    lambda: c.nodes[leader].status().to_json()["alarm"] is None,
+                    "the alarm cleared on an idle cluster",
+                )
+                assert (await status(s, lead))["size_bytes"] < quota
+
+    run(main())

@@ -4,9 +4,9 @@ cleared through the log.
 Rule 1: the alarm is replicated state. Whether it is raised is decided by
 :class:`~raftkv.replica.kv.Alarm` entries, so every replica refuses the same
 writes (``KVStateMachine`` rule 5); only the leader proposes them, from the
-quota it was started with (``--quota-bytes``), measured on the store's logical
-size (:attr:`~raftkv.replica.kv.KVStateMachine.size_bytes`), which is the same
-on every replica.
+quota it was started with (``--quota-bytes``), measured on the store's size
+(:attr:`~raftkv.replica.kv.KVStateMachine.size_bytes`: its keys and values
+plus a fixed overhead per version; rule 4 says when replicas may differ).
 
 Rule 2: the leader checks after each batch of entries it applied: past the
 quota with the alarm clear, it proposes ``Alarm(active=True)``; back within the
@@ -20,6 +20,13 @@ Rule 3: while the alarm is raised, the leader refuses a write that may add
 data (:func:`may_add_data`) before it is proposed (:class:`~raftkv.server.errors.NoSpace`,
 507); reads, deletes and compaction go on. A write proposed just before the
 alarm entry is refused by the replica alike.
+
+Rule 4: a compaction frees space in slices (``KVStateMachine.compact_step``):
+a few per applied entry, and on every tick :data:`COMPACT_KEYS_PER_TICK` more, so
+an idle node finishes the pass too; the tick then checks the quota again (an
+alarm clears once the pass has freed enough). How far a replica's pass got is
+visible only in its size, which only the leader's check reads, and the alarm
+it proposes is what every replica follows -- so replicas need not agree on it.
 
 Only a :class:`~raftkv.replica.kv.KVStateMachine` has a quota: for any other
 state machine the node has no :class:`SpaceQuota` (:meth:`SpaceQuota.of`).
@@ -50,12 +57,15 @@ from raftkv.replica.statemachine import StateMachine
 from raftkv.server.errors import NoSpace
 from raftkv.server.metrics import NodeMetrics
 
-__all__ = ["ALARM_NOSPACE", "SpaceQuota", "may_add_data"]
+__all__ = ["ALARM_NOSPACE", "COMPACT_KEYS_PER_TICK", "SpaceQuota", "may_add_data"]
 
 logger = logging.getLogger(__name__)
 
 ALARM_NOSPACE = "NOSPACE"
 """The alarm's name in ``/v1/status`` and in 507 answers (etcd's)."""
+COMPACT_KEYS_PER_TICK = 2_000
+"""Keys of a compaction's physical pass freed per tick (a few ms to ~20 ms per
+100 ms tick with ten versions per key; docs/benchmarks.md)."""
 
 
 def may_add_data(command: Command) -> bool:
@@ -129,6 +139,12 @@ class SpaceQuota:
         """
         if self._sm.alarm and may_add_data(command):
             raise NoSpace(ERR_NOSPACE)
+
+    def tick(self, raw: RawNode, applied_index: Index) -> None:
+        """Rule 4: free a slice of a compaction's history, then check the quota."""
+        if self._sm.compacting:
+            self._sm.compact_step(COMPACT_KEYS_PER_TICK)
+            self.applied(raw, applied_index)
 
     def applied(self, raw: RawNode, applied_index: Index) -> None:
         """Rule 2: entries up to ``applied_index`` were applied; on the leader,

@@ -442,6 +442,8 @@ class RaftNode:
             assert self._raw is not None
             self._raw.tick()
             self._reads.tick(self._raw)
+            if self._quota is not None and self._accepting:
+                self._quota.tick(self._raw, self._replica.applied_index)
             self._wake.set()
 
     # ------------------------------------------------------------------ drive loop
