@@ -1436,9 +1436,11 @@ def jepsen(
     Each node runs in its own network namespace (as root; else on a loopback
     address behind TCP proxies). A nemesis drawn from --seed partitions, kills,
     pauses, restarts and removes/re-adds nodes while clients read, write and
-    compare-and-set. Everything is healed, every key is read on every node, and
-    the history is checked for linearizability (the simulator's checker),
-    durability and exactly-once execution against the replicated log.
+    compare-and-set (with --txn also range-read, run transactions, delete ranges
+    and compact). Everything is healed, every key is read on every node, and
+    the history is checked for linearizability (the simulator's checker), by
+    its revisions (the simulator's revision checker), and for durability and
+    exactly-once execution against the replicated log.
     Exit status: 0 pass, 1 violation, 2 undecided or harness error. The last
     line is the verdict.
     """
