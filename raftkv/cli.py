@@ -291,8 +291,10 @@ def sim(
     --timing) and the --trace file are byte-identical when a run is repeated.
     The checkers -- election safety, leader append-only, log matching, leader
     completeness, state machine safety, durability across crashes, and
-    linearizability of the client history -- run after every event; the run
-    stops at the first violation and the command exits with status 1.
+    linearizability of the client history (with --txn also the revision check
+    of ranges, transactions and compaction) -- run after every event or at the
+    end; the run stops at the first violation and the command exits with
+    status 1.
 
     \b
     Examples:
@@ -300,6 +302,7 @@ def sim(
       raftkv sim --seed 7 --trace seed-7.jsonl
       raftkv sim --seeds 1-500 --faults all --time 30
       raftkv sim --seeds 1-200 --tick-ms 10 --latency-us 3000 --jitter-us 3000
+      raftkv sim --seeds 1-1000 --membership --snapshots 20 --reads --txn
     """
     replay_extra: str | None = None
     if mutant is not None:
