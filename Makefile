@@ -20,7 +20,8 @@ help:
 	@echo "make typecheck  mypy (strict on raftkv/)"
 	@echo "make format     ruff format + ruff check --fix"
 	@echo "make test-all   all tests, including those marked slow"
-	@echo "make sim-long   simulate seeds 1-5000 with all faults, then 1-1000 with all,hints"
+	@echo "make sim-long   simulate seeds 1-5000 with all faults, 1-1000 with all,hints, then"
+	@echo "                1-1000 with --txn, with and without membership/snapshots/reads"
 	@echo "make bench      both benchmarks below, one after the other"
 	@echo "make bench-sim  simulator throughput (BENCH_PY=... runs it on another CPython)"
 	@echo "make bench-kv   KV throughput/latency/failover: raftkv, etcd, PySyncObj side by side"
@@ -66,6 +67,8 @@ format: $(STAMP)
 sim-long: $(STAMP)
 	$(BIN)/raftkv sim --seeds 1-5000 --nodes 5 --faults all
 	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all,hints
+	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all --txn
+	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all --membership --snapshots 20 --reads --txn
 
 bench: bench-sim bench-kv
 
@@ -106,11 +109,13 @@ rolling-restart: $(STAMP)
 
 # Jepsen-style fault test of real processes (docs/jepsen.md): 3 nodes, then 5,
 # every fault kind, JEPSEN_TIME seconds each; network namespaces when run as root.
+# --txn: range reads, transactions, delete-ranges and compactions too (checked by
+# their revisions); it fails at once if the nodes lack the /v1 range and txn routes.
 JEPSEN_SEED ?= $(shell date +%s)
 JEPSEN_TIME ?= 120
 jepsen: $(STAMP)
-	$(BIN)/raftkv jepsen --nodes 3 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED)
-	$(BIN)/raftkv jepsen --nodes 5 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED)
+	$(BIN)/raftkv jepsen --nodes 3 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED) --txn
+	$(BIN)/raftkv jepsen --nodes 5 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED) --txn
 
 # Headless Chromium for the browser tests: Debian's package, installed when we
 # are root with apt-get (as in CI); otherwise those tests skip and say why.

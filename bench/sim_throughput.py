@@ -16,7 +16,10 @@ It prints a markdown table and appends one JSON line (date, machine, Python,
 git commit, load average, figures) to ``bench/results/sim_throughput.jsonl``.
 
 Usage: python bench/sim_throughput.py [--seeds 1-10] [--repeat 1] [--sweep 100]
-       [--jobs 2] [--faults all] [--time 30] [--nodes 5] [--no-record]
+       [--jobs 2] [--faults all] [--time 30] [--nodes 5] [--txn] [--no-record]
+
+``--txn`` runs the multi-key workload (range reads, transactions,
+delete-range, compaction) and its revision check, as ``raftkv sim --txn``.
 
 The simulator needs nothing outside the standard library but msgpack (the
 replica layer it shares with the server encodes commands with it), so any
@@ -163,6 +166,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--time", type=float, default=30.0, help="virtual seconds per seed")
     parser.add_argument("--faults", default="all")
+    parser.add_argument("--txn", action="store_true", help="the multi-key workload too")
     parser.add_argument("--label", default="", help="free text stored with the result")
     parser.add_argument("--no-record", action="store_true", help="do not append to the JSONL")
     args = parser.parse_args()
@@ -170,7 +174,9 @@ def main() -> None:
     faults = parse_faults(args.faults)
 
     def config(seed: int) -> SimConfig:
-        return SimConfig(seed=seed, nodes=args.nodes, duration=args.time, faults=faults)
+        return SimConfig(
+            seed=seed, nodes=args.nodes, duration=args.time, faults=faults, txn=args.txn
+        )
 
     load_before = os.getloadavg()
     passes = [
@@ -201,6 +207,7 @@ def main() -> None:
             "time_s": args.time,
             "faults": ",".join(sorted(faults)),
             "repeat": args.repeat,
+            "txn": args.txn,
         },
         "single": best,
         "single_median_deliveries_per_cpu_s": round(
@@ -222,7 +229,8 @@ def main() -> None:
     print("|---|---|")
     print(
         f"| single process: seeds {args.seeds} x{args.repeat} ({args.nodes} nodes, "
-        f"{args.time:g} s, faults {args.faults}) | {best['deliveries']:,} deliveries, "
+        f"{args.time:g} s, faults {args.faults}{', txn' if args.txn else ''}) | "
+        f"{best['deliveries']:,} deliveries, "
         f"{best['events']:,} events |"
     )
     print(f"| deliveries / CPU-second (best pass) | {_fmt(best['deliveries_per_cpu_s'])} |")

@@ -24,7 +24,7 @@ import click
 
 from raftkv.core import Raft
 from raftkv.sim.faults import FAULT_KINDS, parse_faults
-from raftkv.sim.mutants import MUTANTS
+from raftkv.sim.mutants import ALL_MUTANTS, MUTANTS, plant
 from raftkv.sim.runner import SimConfig, SimResult, format_summary, run_simulation
 from raftkv.viz.timeline import timeline_page
 
@@ -101,6 +101,8 @@ def _replay_command(config: SimConfig, extra: str | None) -> str:
         parts.append("--reads")
     if config.retries != (2 if config.reads else 0):
         parts.append(f"--retries {config.retries}")
+    if config.txn:
+        parts.append("--txn")
     if not config.check_linearizability:
         parts.append("--no-linearizability")
     if extra is not None:
@@ -211,10 +213,10 @@ def _sweep_worker(args: tuple[SimConfig, str | None]) -> tuple[SimResult, float]
 )
 @click.option(
     "--mutant",
-    type=click.Choice(sorted(MUTANTS)),
+    type=click.Choice(sorted(ALL_MUTANTS)),
     default=None,
-    help="Run this deliberately broken Raft (raftkv.sim.mutants) on every node; "
-    "a checker should report a violation.",
+    help="Run this deliberately broken Raft, replica layer or read path "
+    "(raftkv.sim.mutants) on every node; a checker should report a violation.",
 )
 @click.option(
     "--raft-class",
@@ -252,6 +254,13 @@ def _sweep_worker(args: tuple[SimConfig, str | None]) -> tuple[SimResult, float]
     help="Times a client resends a timed-out write under the same request id "
     "[default: 2 with --reads, else 0].",
 )
+@click.option(
+    "--txn",
+    is_flag=True,
+    help="Clients also issue range reads (some at an older revision), multi-key "
+    "transactions, delete-ranges and compactions; every operation is checked by its "
+    "revision against a model of the store (docs/testing.md).",
+)
 def sim(
     seed: int | None,
     seeds_spec: str | None,
@@ -274,6 +283,7 @@ def sim(
     snapshot_every: int | None,
     reads: bool,
     retries: int | None,
+    txn: bool,
 ) -> None:
     """Run the deterministic cluster simulator and check Raft's safety properties.
 
@@ -281,8 +291,10 @@ def sim(
     --timing) and the --trace file are byte-identical when a run is repeated.
     The checkers -- election safety, leader append-only, log matching, leader
     completeness, state machine safety, durability across crashes, and
-    linearizability of the client history -- run after every event; the run
-    stops at the first violation and the command exits with status 1.
+    linearizability of the client history (with --txn also the revision check
+    of ranges, transactions and compaction) -- run after every event or at the
+    end; the run stops at the first violation and the command exits with
+    status 1.
 
     \b
     Examples:
@@ -290,12 +302,14 @@ def sim(
       raftkv sim --seed 7 --trace seed-7.jsonl
       raftkv sim --seeds 1-500 --faults all --time 30
       raftkv sim --seeds 1-200 --tick-ms 10 --latency-us 3000 --jitter-us 3000
+      raftkv sim --seeds 1-1000 --membership --snapshots 20 --reads --txn
     """
     replay_extra: str | None = None
     if mutant is not None:
         if raft_class is not None:
             raise click.UsageError("give either --mutant or --raft-class, not both")
-        raft_class = f"{MUTANTS[mutant].__module__}:{MUTANTS[mutant].__qualname__}"
+        if mutant in MUTANTS:
+            raft_class = f"{MUTANTS[mutant].__module__}:{MUTANTS[mutant].__qualname__}"
         replay_extra = f"--mutant {mutant}"
     elif raft_class is not None:
         replay_extra = f"--raft-class {raft_class}"
@@ -324,7 +338,10 @@ def sim(
         snapshot_every=snapshot_every or 0,
         reads=reads,
         retries=retries if retries is not None else (2 if reads else 0),
+        txn=txn,
     )
+    if mutant is not None and mutant not in MUTANTS:
+        base = plant(mutant, base)  # a replica or read-path mutant: turns on what it needs
     if seeds_spec is None:
         _single(base, timing, trace_path, html_path, replay_extra)
         return
@@ -420,7 +437,8 @@ def _sweep(
     failures.sort(key=lambda r: r.config.seed)
     faults = ",".join(sorted(base.faults)) or "none"
     click.echo(
-        f"swept {len(seeds)} seeds (nodes={base.nodes} time={base.duration:g}s faults={faults}): "
+        f"swept {len(seeds)} seeds (nodes={base.nodes} time={base.duration:g}s faults={faults}"
+        f"{' txn' if base.txn else ''}): "
         f"{len(seeds) - len(failures)} ok, {len(failures)} failed, {deliveries} deliveries"
     )
     if timing:
@@ -1560,6 +1578,12 @@ def transfer_leader(node_id: str, endpoints: str | None, timeout: float) -> None
 )
 @click.option("--no-fsync", is_flag=True, help="Run the nodes with --no-fsync (UNSAFE).")
 @click.option("--keep-data", is_flag=True, help="Keep the data dirs of a passing run.")
+@click.option(
+    "--txn/--no-txn",
+    default=None,
+    help="Also run range reads, transactions, delete-ranges and compactions, checked by "
+    "their revisions [default: when the nodes list GET /v1/kv?prefix=].",
+)
 def jepsen(
     seed: int | None,
     nodes: int,
@@ -1576,15 +1600,18 @@ def jepsen(
     unsafe_stale_reads: bool,
     no_fsync: bool,
     keep_data: bool,
+    txn: bool | None,
 ) -> None:
     """Fault-test real `raftkv serve` processes and check the history (docs/jepsen.md).
 
     Each node runs in its own network namespace (as root; else on a loopback
     address behind TCP proxies). A nemesis drawn from --seed partitions, kills,
     pauses, restarts and removes/re-adds nodes while clients read, write and
-    compare-and-set. Everything is healed, every key is read on every node, and
-    the history is checked for linearizability (the simulator's checker),
-    durability and exactly-once execution against the replicated log.
+    compare-and-set (with --txn also range-read, run transactions, delete ranges
+    and compact). Everything is healed, every key is read on every node, and
+    the history is checked for linearizability (the simulator's checker), by
+    its revisions (the simulator's revision checker), and for durability and
+    exactly-once execution against the replicated log.
     Exit status: 0 pass, 1 violation, 2 undecided or harness error. The last
     line is the verdict.
     """
@@ -1615,6 +1642,7 @@ def jepsen(
         stale_reads=unsafe_stale_reads,
         fsync=not no_fsync,
         keep_data=keep_data,
+        txn=txn,
     )
     result = run_jepsen(config, out=lambda line: click.echo(line))
     sys.exit(result.exit_code)

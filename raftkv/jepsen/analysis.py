@@ -21,13 +21,19 @@ Checks:
   the harness classified ``fail`` (every attempt definitely not applied, e.g.
   503) is not in the log; every ``ok`` read returned the key's value at the
   applied index it reported.
-* **linearizability** -- the history, including the final reads, is checked
-  by :mod:`raftkv.sim.linearizability`, the simulator's checker. First each
-  ``info`` write is settled from the log, as the simulator settles its own: not
-  executed means it never took effect (``fail``); executed stays ``info``
-  (it took effect at some unknown instant after its call). Settling only ever
-  removes operations the log says never happened, so a read of such a write's
-  value is still caught.
+* **linearizability** -- the single-key history, including the final reads,
+  is checked by :mod:`raftkv.sim.linearizability`, the simulator's checker.
+  First each ``info`` write is settled from the log, as the simulator settles
+  its own: not executed means it never took effect (``fail``); executed stays
+  ``info`` (it took effect at some unknown instant after its call). Settling
+  only ever removes operations the log says never happened, so a read of such
+  a write's value is still caught.
+* **revisions** -- the whole history, multi-key operations included, is
+  checked by :mod:`raftkv.sim.revisions`, the simulator's revision checker
+  (:func:`revision_history` builds its input). Every write enters with the
+  command and the answer of its first execution in the log (an ``info`` write
+  the log executed enters as answered at the end of the run); reads enter with
+  the answer the client got, when it carries the store's revision.
 """
 
 from __future__ import annotations
@@ -39,21 +45,44 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.core.types import Entry, EntryType, NodeId
-from raftkv.jepsen.workload import OpRecord
+from raftkv.jepsen.workload import (
+    MULTI_KEY_KINDS,
+    SINGLE_KEY_KINDS,
+    OpRecord,
+    listing_of,
+    refusal_of,
+)
 from raftkv.replica.kv import (
     ERR_CONFLICT,
+    ERR_NOT_FOUND,
+    Answer,
     Cas,
+    Command,
     Delete,
+    Get,
     InvalidCommand,
+    Item,
+    KVResult,
     KVStateMachine,
     MultiPut,
     Put,
     decode_command,
+    json_text,
 )
 from raftkv.sim.linearizability import FAIL, INFO, OK, CheckResult, check_history
+from raftkv.sim.revisions import RevisionCheck, RevOp, check_revisions
 from raftkv.storage.disk_storage import DiskStorage
 
-__all__ = ["NodeLog", "Execution", "Replay", "Verdict", "read_node_log", "replay", "analyze"]
+__all__ = [
+    "NodeLog",
+    "Execution",
+    "Replay",
+    "Verdict",
+    "read_node_log",
+    "replay",
+    "revision_history",
+    "analyze",
+]
 
 _MAX_EXAMPLES = 10
 
@@ -93,6 +122,10 @@ class Execution:
     """False when the session table answered it from its cache (a retry)."""
     ok: bool
     error: str | None
+    command: Command | None = None
+    """The command as the log holds it."""
+    answer: Answer | None = None
+    """What the state machine answered (the whole answer, with its revision)."""
 
 
 @dataclass(slots=True)
@@ -172,7 +205,7 @@ def replay(logs: Mapping[NodeId, NodeLog]) -> Replay:
             key = f"{session.client_id}/{session.seq}"
             executed = before is None or session.seq > before[0]
             out.by_session.setdefault(key, []).append(
-                Execution(entry.index, key, executed, result.ok, result.error)
+                Execution(entry.index, key, executed, result.ok, result.error, cmd, result)
             )
             if not executed:
                 continue
@@ -194,6 +227,7 @@ class Verdict:
     linearizable: bool | None
     check: CheckResult | None
     replay: Replay
+    revisions: RevisionCheck | None = None
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     answer_mismatches: list[str] = field(default_factory=list)
@@ -224,8 +258,19 @@ class Verdict:
         )
 
     @property
+    def revisions_ok(self) -> bool | None:
+        """The revision check's verdict (``None``: undecided, or not run)."""
+        return None if self.revisions is None else self.revisions.ok
+
+    @property
     def ok(self) -> bool:
-        return self.linearizable is True and self.durable and self.exactly_once and self.consistent
+        return (
+            self.linearizable is True
+            and self.revisions_ok is True
+            and self.durable
+            and self.exactly_once
+            and self.consistent
+        )
 
     def problems(self, *, max_lines_per_key: int | None = 40) -> list[str]:
         """Human-readable lines, a few examples per kind of problem.
@@ -248,6 +293,10 @@ class Verdict:
                 lines.append(f"{label}: {item}")
             if len(items) > _MAX_EXAMPLES:
                 lines.append(f"{label}: ... {len(items) - _MAX_EXAMPLES} more")
+        if self.revisions is not None and self.revisions.ok is False:
+            for problem in self.revisions.problems[:_MAX_EXAMPLES]:
+                lines.extend(f"revisions: {line}" for line in problem.splitlines()[:1])
+                lines.extend(f"  {line}" for line in problem.splitlines()[1:])
         if self.check is not None and self.check.ok is not True:
             for part in self.check.partitions:
                 if part.ok is True:
@@ -280,6 +329,8 @@ def analyze(
         else:
             v.sessions_executed += 1
     for rec in records:
+        if rec.kind == "range":
+            continue
         if rec.kind == "get":
             if rec.status == OK and rec.index is not None:
                 want = rp.value_at(rec.key, rec.index)
@@ -296,7 +347,8 @@ def analyze(
         executed = rp.executed(rec.session)
         first = executed[0] if executed else None
         if rec.status == OK:
-            applied = rec.kind == "put" or rec.output is True
+            multi = rec.kind in MULTI_KEY_KINDS
+            applied = multi or rec.kind == "put" or rec.output is True
             if first is None:
                 if applied:
                     v.lost.append(
@@ -307,7 +359,11 @@ def analyze(
                         f"op {rec.op_id} {rec.session}: answered conflict, not in the log"
                     )
                 continue
-            if first.ok != applied or (not applied and first.error != ERR_CONFLICT):
+            if multi:
+                mismatch = _multi_mismatch(rec, first)
+                if mismatch is not None:
+                    v.answer_mismatches.append(mismatch)
+            elif first.ok != applied or (not applied and first.error != ERR_CONFLICT):
                 v.answer_mismatches.append(
                     f"op {rec.op_id} {rec.session}: answered applied={applied}, the log's "
                     f"execution at {first.index} gave ok={first.ok} error={first.error}"
@@ -336,6 +392,94 @@ def analyze(
             else:
                 rec.resolution = f"applied@{first.index}"
                 v.resolved_applied += 1
-    v.check = check_history((rec.to_operation() for rec in records), max_steps=max_steps)
+    v.check = check_history(
+        (rec.to_operation() for rec in records if rec.kind in SINGLE_KEY_KINDS),
+        max_steps=max_steps,
+    )
     v.linearizable = v.check.ok
+    v.revisions = check_revisions(revision_history(records, rp))
     return v
+
+
+def _multi_mismatch(rec: OpRecord, first: Execution) -> str | None:
+    """Whether a multi-key write's answer disagrees with the log's execution of it."""
+    refused = rec.output is False
+    if first.ok == refused:
+        return (
+            f"op {rec.op_id} {rec.session}: answered {'refused' if refused else 'ok'}, the "
+            f"log's execution at {first.index} gave ok={first.ok} error={first.error}"
+        )
+    answered = rec.answer.get("revision") if isinstance(rec.answer, dict) else None
+    made = None if first.answer is None else first.answer.revision
+    if isinstance(answered, int) and made is not None and answered != made:
+        return (
+            f"op {rec.op_id} {rec.session}: answered revision {answered}, the log's "
+            f"execution at {first.index} made revision {made}"
+        )
+    return None
+
+
+def _get_answer(rec: OpRecord) -> KVResult | None:
+    """A single-key read's answer, if it carries the store's revision."""
+    body = rec.answer
+    if not isinstance(body, dict) or not isinstance(body.get("revision"), int):
+        return None
+    revision = body["revision"]
+    if not rec.found:
+        return KVResult(ok=False, index=0, revision=revision, error=ERR_NOT_FOUND)
+    try:
+        item = Item(
+            key=rec.key,
+            value_json=json_text(body["value"]),
+            create_revision=int(body["create_revision"]),
+            mod_revision=int(body["mod_revision"]),
+            version=int(body["version"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return KVResult(ok=True, index=0, revision=revision, item=item, found=True)
+
+
+def revision_history(records: Iterable[OpRecord], rp: Replay) -> list[RevOp]:
+    """The input of the revision check (module docstring): writes as the log
+    executed them, reads as the clients saw them (when their answer says the
+    store's revision). Run after the ``info`` writes were settled."""
+    records = list(records)
+    end = max((rec.ret for rec in records if rec.ret is not None), default=0.0) + 1.0
+    ops: list[RevOp] = []
+    for rec in records:
+        answer: Answer | None
+        command: Command
+        if rec.session is not None:
+            executed = rp.executed(rec.session)
+            if not executed or rec.status == FAIL:
+                continue  # never applied; or reported (lost, fail but applied)
+            first = executed[0]
+            if first.command is None or first.answer is None:
+                continue
+            # An info write the log executed: answered, at the latest, by the end.
+            ret = rec.ret if rec.status == OK and rec.ret is not None else end
+            command, answer = first.command, first.answer
+        elif rec.status == OK and rec.kind == "range" and rec.command is not None:
+            answer = listing_of(rec.answer) or refusal_of(rec.answer)
+            if answer is None:
+                continue
+            command, ret = rec.command, rec.ret if rec.ret is not None else end
+        elif rec.status == OK and rec.kind == "get":
+            answer = _get_answer(rec)
+            if answer is None:
+                continue
+            command, ret = Get(key=rec.key, time_ms=0), rec.ret if rec.ret is not None else end
+        else:
+            continue
+        ops.append(
+            RevOp(
+                op_id=rec.op_id,
+                client_id=rec.client,
+                command=command,
+                call=rec.call,
+                ret=ret,
+                answer=answer,
+            )
+        )
+    return ops

@@ -15,7 +15,8 @@ the results directory::
     RESULTS/<date>-n<N>-seed<S>/
       summary.txt     what was printed, ending with the verdict line
       verdict.json    every count and every problem found
-      history.jsonl   the checker's input (raftkv.sim.linearizability format)
+      history.jsonl   the per-key checker's input (raftkv.sim.linearizability format)
+      revisions.jsonl the revision checker's input (raftkv.sim.revisions format)
       ops.jsonl       every operation with its attempts, nodes and settlement
       schedule.json   the fault schedule drawn from the seed
       faults.jsonl    the faults as applied (wall-clock offsets, targets)
@@ -29,8 +30,8 @@ lists each id's host under ``nodes``.
 
 The verdict line is the last line printed::
 
-    linearizable=true durable=true exactly-once=true ops=... ok=... info=... fail=...
-        faults=... seed=... nodes=... net=...     (one line)
+    linearizable=true durable=true exactly-once=true revisions=true ops=... ok=... info=...
+        fail=... faults=... seed=... nodes=... net=...     (one line)
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.core.types import NodeId
-from raftkv.jepsen.analysis import NodeLog, Verdict, analyze, read_node_log
+from raftkv.jepsen.analysis import NodeLog, Verdict, analyze, read_node_log, revision_history
 from raftkv.jepsen.nemesis import FAULT_KINDS, Nemesis, make_schedule
 from raftkv.jepsen.net import HostId, Network, choose_network
 from raftkv.jepsen.nodes import Cluster
-from raftkv.jepsen.workload import Workload, WorkloadConfig
+from raftkv.jepsen.workload import SINGLE_KEY_KINDS, Workload, WorkloadConfig, listing_of
 from raftkv.sim.linearizability import FAIL, INFO, OK, write_history
+from raftkv.sim.revisions import write_rev_history
 
 __all__ = ["JepsenConfig", "JepsenResult", "run_jepsen"]
 
@@ -85,6 +87,8 @@ class JepsenConfig:
     fsync: bool = True
     keep_data: bool = False
     max_steps: int = 2_000_000
+    txn: bool | None = None
+    """Multi-key operations too: ``None`` when the nodes answer range reads."""
 
     def replay_command(self) -> str:
         parts = [
@@ -101,6 +105,8 @@ class JepsenConfig:
             parts.append("--unsafe-stale-reads")
         if not self.fsync:
             parts.append("--no-fsync")
+        if self.txn is not None:
+            parts.append("--txn" if self.txn else "--no-txn")
         return " ".join(parts)
 
 
@@ -202,6 +208,14 @@ class _Run:
             json.dumps([f.to_json() for f in schedule], indent=1) + "\n"
         )
         self.say(f"  schedule   {len(schedule)} faults drawn from seed {cfg.seed}")
+        txn = cfg.txn
+        if txn is None:
+            code, body = await cluster.request("GET", leader, "/v1/kv?prefix=t/", timeout=5.0)
+            txn = code == 200 and listing_of(body) is not None
+            self.say(
+                "  txn        "
+                + ("on" if txn else "off: the nodes do not list GET /v1/kv?prefix= (--txn forces)")
+            )
         workload = Workload(
             cluster,
             WorkloadConfig(
@@ -212,6 +226,7 @@ class _Run:
                 attempt_timeout=cfg.attempt_timeout,
                 op_timeout=cfg.op_timeout,
                 stale_reads=cfg.stale_reads,
+                txn=txn,
             ),
             self.clock,
         )
@@ -278,7 +293,11 @@ class _Run:
 
     def _write_files(self, workload: Workload, nemesis: Nemesis, verdict: Verdict) -> None:
         out = self.out_dir
-        write_history(out / "history.jsonl", (op.to_operation() for op in workload.ops))
+        write_history(
+            out / "history.jsonl",
+            (op.to_operation() for op in workload.ops if op.kind in SINGLE_KEY_KINDS),
+        )
+        write_rev_history(out / "revisions.jsonl", revision_history(workload.ops, verdict.replay))
         with open(out / "ops.jsonl", "w", encoding="utf-8") as f:
             for op in workload.ops:
                 f.write(json.dumps(op.to_json(), sort_keys=True) + "\n")
@@ -325,11 +344,20 @@ class _Run:
         )
         check = verdict.check
         partitions = len(check.partitions) if check is not None else 0
+        rev = verdict.revisions
+        revs = {True: "true", False: "false", None: "unknown"}[verdict.revisions_ok]
+        multi = _multi_counts(workload)
+        self.say(
+            f"  multi-key  ranges={multi['range']} txns={multi['txn']} "
+            f"delete-ranges={multi['delete_range']} compactions={multi['compact']}; "
+            f"revisions={revs} ({rev.revisions if rev else 0} revisions, "
+            f"{rev.writes if rev else 0} writes, {rev.observed if rev else 0} answers checked)"
+        )
         self.say(
             f"  checks     linearizable={lin} ({partitions} keys, {check_s:.1f}s) "
             f"durable={str(verdict.durable).lower()} (lost={len(verdict.lost)}) "
             f"exactly-once={str(verdict.exactly_once).lower()} "
-            f"(duplicated={len(verdict.duplicated)}) "
+            f"(duplicated={len(verdict.duplicated)}) revisions={revs} "
             f"log-agreement={str(not rp.disagreements).lower()} "
             f"answers-match-log={str(verdict.consistent).lower()}"
         )
@@ -345,7 +373,12 @@ class _Run:
             self.say(f"  anomalies  {workload.anomalies[:5]}")
         if verdict.ok:
             code = EXIT_OK
-        elif verdict.linearizable is None and verdict.durable and verdict.exactly_once:
+        elif (
+            None in (verdict.linearizable, verdict.revisions_ok)
+            and False not in (verdict.linearizable, verdict.revisions_ok)
+            and verdict.durable
+            and verdict.exactly_once
+        ):
             code = EXIT_UNDECIDED if verdict.consistent else EXIT_VIOLATION
         else:
             code = EXIT_VIOLATION
@@ -355,7 +388,8 @@ class _Run:
         self.say(f"  wall time  {elapsed:.1f}s")
         summary = (
             f"linearizable={lin} durable={str(verdict.durable).lower()} "
-            f"exactly-once={str(verdict.exactly_once).lower()} ops={raw['ops']} ok={raw['ok']} "
+            f"exactly-once={str(verdict.exactly_once).lower()} revisions={revs} "
+            f"ops={raw['ops']} ok={raw['ok']} "
             f"info={raw['info']} fail={raw['fail']} faults={len(nemesis.applied)} "
             f"seed={cfg.seed} nodes={cfg.nodes} net={self.result.net}"
         )
@@ -370,7 +404,9 @@ class _Run:
             "linearizable": verdict.linearizable,
             "durable": verdict.durable,
             "exactly_once": verdict.exactly_once,
+            "revisions": verdict.revisions_ok,
             "consistent": verdict.consistent,
+            "multi_key": multi,
             "counts": raw,
             "attempts": attempts,
             "unanswered_final_reads": unread,
@@ -410,6 +446,15 @@ def _attempt_counts(workload: Workload) -> dict[str, int]:
                 c["unknown"] += 1
             else:
                 c["answered"] += 1
+    return c
+
+
+def _multi_counts(workload: Workload) -> dict[str, int]:
+    """Answered multi-key operations by kind."""
+    c = {"range": 0, "txn": 0, "delete_range": 0, "compact": 0}
+    for op in workload.ops:
+        if op.kind in c and op.status == OK:
+            c[op.kind] += 1
     return c
 
 

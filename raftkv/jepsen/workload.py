@@ -1,4 +1,5 @@
-"""Concurrent clients that record a history: reads, unique writes and compare-and-set.
+"""Concurrent clients that record a history: reads, unique writes and compare-and-set,
+and (``txn``) range reads, transactions, delete-ranges and compactions.
 
 Rules:
 
@@ -19,6 +20,12 @@ Rules:
 4. **Keys rotate.** Every ``key_period`` seconds the clients move to a fresh
    set of ``keys`` keys, which bounds each key's history (the checker's search
    is per key). Every key ever used is read at the end, on every node.
+5. **Multi-key operations** (``txn``) use the fixed keys :data:`TXN_KEYS`
+   (two prefixes of three keys), which single-key operations never write; they
+   may read the single-key keys. They are checked by their revisions
+   (:mod:`raftkv.sim.revisions`), not per key. The HTTP forms they use are in
+   :func:`range_path`, :func:`txn_request` and :func:`listing_of` -- the one place
+   that knows the ``/v1`` shapes of ranges and transactions.
 
 Randomness comes from ``random.Random(f"{seed}/client/{i}")``; a seed fixes each
 client's choices, not the timing of a real cluster.
@@ -38,12 +45,158 @@ import aiohttp
 
 from raftkv.core.types import NodeId
 from raftkv.jepsen.nodes import Cluster
+from raftkv.replica.kv import (
+    ERR_COMPACTED,
+    ERR_FUTURE_REVISION,
+    Command,
+    Compact,
+    Compare,
+    DeleteRange,
+    Item,
+    KeyRange,
+    KVResult,
+    Listing,
+    Range,
+    Txn,
+    TxnDelete,
+    TxnOp,
+    TxnPut,
+    TxnRange,
+    json_text,
+)
 from raftkv.sim.linearizability import FAIL, INFO, OK, Operation
+from raftkv.sim.revisions import command_from_json, command_to_json
 
-__all__ = ["Attempt", "OpRecord", "WorkloadConfig", "Workload", "FINAL_READ_CLIENT"]
+__all__ = [
+    "Attempt",
+    "OpRecord",
+    "WorkloadConfig",
+    "Workload",
+    "FINAL_READ_CLIENT",
+    "SINGLE_KEY_KINDS",
+    "MULTI_KEY_KINDS",
+    "TXN_KEYS",
+    "range_path",
+    "txn_request",
+    "listing_of",
+    "refusal_of",
+]
 
 FINAL_READ_CLIENT = 10_000
 """Final reads on node ``nK`` are recorded as client ``FINAL_READ_CLIENT + K``."""
+
+SINGLE_KEY_KINDS = frozenset({"get", "put", "cas"})
+"""Kinds checked per key (linearizability) and against the log's values."""
+MULTI_KEY_KINDS = frozenset({"range", "txn", "delete_range", "compact"})
+"""Kinds checked by their revisions only."""
+TXN_PREFIXES = ("t/a/", "t/b/")
+TXN_KEYS = tuple(f"{p}{i}" for p in TXN_PREFIXES for i in (1, 2, 3))
+_KNOWN_REVISIONS = 8
+
+
+# ----------------------------------------------------------------------------- /v1 shapes
+
+
+def _range_json(kr: KeyRange) -> dict[str, Any]:
+    body: dict[str, Any] = {"key": kr.key}
+    if kr.prefix:
+        body["prefix"] = True
+    elif kr.range_end is not None:
+        body["range_end"] = kr.range_end
+    return body
+
+
+def range_path(cmd: Range) -> str:
+    """``GET`` path of a prefix range read: ``/v1/kv?prefix=P[&limit=N][&revision=R]``."""
+    assert cmd.range.prefix, "the /v1 API lists prefixes"
+    path = f"/v1/kv?prefix={quote(cmd.range.key, safe='')}"
+    if cmd.limit:
+        path += f"&limit={cmd.limit}"
+    if cmd.revision:
+        path += f"&revision={cmd.revision}"
+    return path
+
+
+def _txn_op_json(op: TxnOp) -> dict[str, Any]:
+    if isinstance(op, TxnPut):
+        return {"op": "put", "key": op.key, "value": op.value}
+    if isinstance(op, TxnDelete):
+        return {"op": "delete", **_range_json(op.range), "prev_kv": op.prev_kv}
+    body = {"op": "range", **_range_json(op.range)}
+    if op.limit:
+        body["limit"] = op.limit
+    return body
+
+
+def txn_request(cmd: Txn) -> dict[str, Any]:
+    """The ``POST /v1/txn`` body of a transaction.
+
+    ``{"compare": [{"key", "prefix"|"range_end", "target", "cmp", "value"}],
+    "success": [op...], "failure": [op...]}`` with ops ``{"op": "put", "key",
+    "value"}``, ``{"op": "delete", "key", "prefix"|"range_end", "prev_kv"}`` and
+    ``{"op": "range", "key", "prefix"|"range_end", "limit"}`` -- the replica's
+    own field names (:class:`~raftkv.replica.kv.Compare`, ``TxnPut``, ``TxnDelete``,
+    ``TxnRange``).
+    """
+    return {
+        "compare": [
+            {**_range_json(c.range), "target": c.target, "cmp": c.cmp, "value": c.value}
+            for c in cmd.compares
+        ],
+        "success": [_txn_op_json(op) for op in cmd.success],
+        "failure": [_txn_op_json(op) for op in cmd.failure],
+    }
+
+
+def listing_of(body: Any) -> Listing | None:
+    """A range read's answer ``{"kvs": [...], "count", "more", "revision"}``; ``None``
+    if ``body`` is not one."""
+    if not isinstance(body, dict) or not isinstance(body.get("revision"), int):
+        return None
+    try:
+        items = tuple(
+            Item(
+                key=str(kv["key"]),
+                value_json=json_text(kv["value"]) if "value" in kv else b"",
+                create_revision=int(kv["create_revision"]),
+                mod_revision=int(kv["mod_revision"]),
+                version=int(kv["version"]),
+            )
+            for kv in body.get("kvs", ())
+        )
+        return Listing(
+            index=int(body.get("index", 0)),
+            revision=body["revision"],
+            items=items,
+            count=int(body.get("count", len(items))),
+            more=bool(body.get("more", False)),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def refusal_of(body: Any) -> KVResult | None:
+    """A read refused for its revision (compacted, or a future one), as the
+    state machine answers it; ``None`` if ``body`` is not such a refusal or
+    does not say the store's revision."""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return None
+    error = body["error"]
+    revision = body.get("revision")
+    if not isinstance(revision, int):
+        return None
+    if "compacted" in error:
+        compact = body.get("compact_revision")
+        return KVResult(
+            ok=False,
+            index=0,
+            revision=revision,
+            error=ERR_COMPACTED,
+            compact_revision=compact if isinstance(compact, int) else 0,
+        )
+    if "future revision" in error:
+        return KVResult(ok=False, index=0, revision=revision, error=ERR_FUTURE_REVISION)
+    return None
 
 
 class HarnessError(Exception):
@@ -63,6 +216,10 @@ class WorkloadConfig:
     op_timeout: float = 5.0
     stale_reads: bool = False
     """UNSAFE: read with ``?consistency=stale`` (served from local state)."""
+    txn: bool = False
+    """Also issue range reads, transactions, delete-ranges and compactions."""
+    multi_ratio: float = 0.35
+    """With ``txn``: the share of operations that are multi-key."""
 
 
 @dataclass(slots=True)
@@ -109,6 +266,10 @@ class OpRecord:
     final: bool = False
     pending: bool = True
     """Still in flight (its status is not settled yet)."""
+    command: Command | None = None
+    """A multi-key operation's command (single-key ones: ``kind``, ``key``...)."""
+    answer: Any = None
+    """The JSON body of the answer that settled it (for the revision check)."""
 
     def to_operation(self) -> Operation:
         return Operation(
@@ -143,8 +304,36 @@ class OpRecord:
             "resolution": self.resolution,
             "final": self.final,
             "pending": self.pending,
+            "command": None if self.command is None else command_to_json(self.command),
+            "answer": self.answer,
             "attempts": [a.to_json() for a in self.attempts],
         }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> OpRecord:
+        """The inverse of :meth:`to_json` (ops.jsonl)."""
+        command = obj.get("command")
+        return cls(
+            op_id=int(obj["op_id"]),
+            client=int(obj["client"]),
+            kind=str(obj["kind"]),
+            key=str(obj["key"]),
+            call=float(obj["call"]),
+            value=obj.get("value"),
+            expect=obj.get("expect"),
+            ret=obj.get("ret"),
+            status=str(obj["status"]),
+            output=obj.get("output"),
+            found=bool(obj.get("found", True)),
+            session=obj.get("session"),
+            index=obj.get("index"),
+            attempts=[Attempt(**a) for a in obj.get("attempts", ())],
+            resolution=str(obj.get("resolution", "")),
+            final=bool(obj.get("final", False)),
+            pending=bool(obj.get("pending", False)),
+            command=None if command is None else command_from_json(command),
+            answer=obj.get("answer"),
+        )
 
 
 class Workload:
@@ -228,7 +417,18 @@ class Workload:
         rng = random.Random(f"{cfg.seed}/client/{i}")
         client_id = f"j{cfg.seed % 100000}c{i}"
         seq = 0
+        revisions: list[int] = []  # the newest revisions this client saw
         while not stop.is_set():
+            if cfg.txn and rng.random() < cfg.multi_ratio:
+                node = rng.choice(self.cluster.node_ids)
+                cmd = self._draw_multi(rng, revisions)
+                if isinstance(cmd, Range):
+                    rec = await self._range(i, node, cmd)
+                else:
+                    seq += 1
+                    rec = await self._multi_write(i, rng, node, cmd, f"{client_id}/{seq}")
+                _learn(revisions, rec.answer)
+                continue
             key = self._key(rng)
             node = rng.choice(self.cluster.node_ids)
             r = rng.random()
@@ -242,6 +442,46 @@ class Workload:
                 await self._write(i, rng, node, "put", key, value, None, session)
             else:
                 await self._write(i, rng, node, "cas", key, value, self.latest.get(key), session)
+
+    def _draw_multi(self, rng: random.Random, revisions: list[int]) -> Command:
+        """A range read, a transaction, a delete-range or a compaction of :data:`TXN_KEYS`."""
+        prefixes = [KeyRange(key=p, prefix=True) for p in TXN_PREFIXES]
+        roll = rng.random()
+        if roll < 0.03 and len(revisions) > 1:
+            return Compact(revision=revisions[rng.randrange(len(revisions) - 1)], time_ms=0)
+        if roll < 0.4:
+            gen = int((self.clock() - self._t0) // self.config.key_period)
+            target = rng.choice([*prefixes, KeyRange(key=f"g{gen}k", prefix=True)])
+            old = revisions[rng.randrange(len(revisions))] if revisions else 0
+            return Range(
+                range=target,
+                revision=old if rng.random() < 0.25 else 0,
+                limit=rng.randint(1, 3) if rng.random() < 0.2 else 0,
+                time_ms=0,
+            )
+        if roll < 0.52:
+            return DeleteRange(range=rng.choice(prefixes), time_ms=0)
+        compares = []
+        for _ in range(rng.randrange(3)):
+            prefix = rng.choice(prefixes)
+            if rng.random() < 0.6:
+                seen = revisions[rng.randrange(len(revisions))] if revisions else 1
+                compares.append(
+                    Compare(range=prefix, target="mod_revision", cmp="<", value=seen + 1)
+                )
+            else:
+                compares.append(Compare(range=prefix, target="version", cmp=">", value=0))
+        if rng.random() < 0.2:
+            reads: tuple[TxnOp, ...] = (TxnRange(range=prefixes[0]), TxnRange(range=prefixes[1]))
+            return Txn(compares=tuple(compares), success=reads, failure=reads[:1], time_ms=0)
+        success: list[TxnOp] = [
+            TxnPut(key=key, value=self._fresh_value()) for key in rng.sample(TXN_KEYS, 2)
+        ]
+        success.append(TxnRange(range=rng.choice(prefixes)))
+        failure: list[TxnOp] = [TxnRange(range=rng.choice(prefixes))]
+        return Txn(
+            compares=tuple(compares), success=tuple(success), failure=tuple(failure), time_ms=0
+        )
 
     # ------------------------------------------------------------------ requests
 
@@ -291,10 +531,12 @@ class Workload:
         if status == 200 and isinstance(body, dict):
             rec.status, rec.ret, rec.found, rec.output = OK, now, True, body.get("value")
             rec.index = body.get("index")
+            rec.answer = body
             self.latest[key] = rec.output
         elif status == 404 and error_text == "not found":
             rec.status, rec.ret, rec.found, rec.output = OK, now, False, None
             rec.index = body.get("index") if isinstance(body, dict) else None
+            rec.answer = body
         else:
             rec.status = FAIL
         rec.pending = False
@@ -311,7 +553,6 @@ class Workload:
         expect: Any,
         session: str,
     ) -> OpRecord:
-        cfg = self.config
         rec = self._new_op(client, kind, key, value=value, session=session)
         if kind == "cas":
             rec.expect = expect
@@ -319,7 +560,90 @@ class Workload:
             body: Any = {"expect": expect, "value": value}
         else:
             method, path, body = "PUT", f"/v1/kv/{quote(key, safe='')}", value
-        headers = {"Idempotency-Key": session}
+
+        def settle(status: int, answer: Any, error_text: Any) -> bool:
+            if status == 200:
+                rec.output = True if kind == "cas" else None
+                self.latest[key] = value
+                return True
+            if status == 409 and kind == "cas" and error_text == "conflict":
+                rec.output = False
+                if isinstance(answer, dict) and answer.get("found") and "current" in answer:
+                    self.latest[key] = answer.get("current")  # not in a replay
+                return True
+            return False
+
+        return await self._attempts(rec, rng, node_id, method, path, body, settle)
+
+    async def _multi_write(
+        self, client: int, rng: random.Random, node_id: NodeId, cmd: Command, session: str
+    ) -> OpRecord:
+        """A transaction, delete-range or compaction, retried like a write."""
+        if isinstance(cmd, Txn):
+            kind, method, path, body = "txn", "POST", "/v1/txn", txn_request(cmd)
+        elif isinstance(cmd, DeleteRange):
+            kind, method, body = "delete_range", "DELETE", None
+            path = f"/v1/kv?prefix={quote(cmd.range.key, safe='')}"
+        else:
+            assert isinstance(cmd, Compact)
+            kind, method, path, body = "compact", "POST", "/v1/compact", {"revision": cmd.revision}
+        rec = self._new_op(client, kind, "", session=session, command=cmd)
+
+        def settle(status: int, answer: Any, error_text: Any) -> bool:
+            if status == 200:
+                rec.output = True
+                return True
+            refused = isinstance(error_text, str) and (
+                "compacted" in error_text or "future revision" in error_text
+            )
+            if kind == "compact" and 400 <= status < 500 and refused:
+                rec.output = False  # refused for its revision: executed, no effect
+                return True
+            return False
+
+        return await self._attempts(rec, rng, node_id, method, path, body, settle)
+
+    async def _range(self, client: int, node_id: NodeId, cmd: Range) -> OpRecord:
+        """A range read: one attempt (reads change nothing)."""
+        rec = self._new_op(client, "range", cmd.range.key, command=cmd)
+        path = range_path(cmd)
+        if self.config.stale_reads:
+            path += "&consistency=stale"
+        rec.call = self.clock()
+        status, body, error = await self._request(
+            "GET", node_id, path, timeout=self.config.attempt_timeout
+        )
+        now = self.clock()
+        rec.attempts.append(Attempt(node_id, rec.call, now, status, error))
+        if (status == 200 and listing_of(body) is not None) or (
+            400 <= status < 500 and refusal_of(body) is not None
+        ):
+            rec.status, rec.ret, rec.answer = OK, now, body
+        elif status in (400, 404, 405) and refusal_of(body) is None:
+            raise HarnessError(f"GET {path} -> {status} {body!r}")
+        else:
+            rec.status = FAIL
+        rec.pending = False
+        return rec
+
+    async def _attempts(
+        self,
+        rec: OpRecord,
+        rng: random.Random,
+        node_id: NodeId,
+        method: str,
+        path: str,
+        body: Any,
+        settle: Callable[[int, Any, Any], bool],
+    ) -> OpRecord:
+        """Send a write until a definite answer (``settle`` says which are) or its deadline.
+
+        Module rule 2: an answer ``settle`` accepts makes it ``ok``; without one it
+        is ``fail`` only if no attempt may have been applied, else ``info``.
+        """
+        cfg = self.config
+        assert rec.session is not None
+        headers = {"Idempotency-Key": rec.session}
         rec.call = self.clock()
         deadline = rec.call + cfg.op_timeout
         maybe_applied = False
@@ -333,25 +657,15 @@ class Workload:
             now = self.clock()
             rec.attempts.append(Attempt(node_id, start, now, status, error))
             error_text = answer.get("error") if isinstance(answer, dict) else None
-            if status == 200:
-                rec.status, rec.ret = OK, now
-                rec.output = True if kind == "cas" else None
+            if settle(status, answer, error_text):
+                rec.status, rec.ret, rec.answer = OK, now, answer
                 rec.index = answer.get("index") if isinstance(answer, dict) else None
-                self.latest[key] = value
-                rec.pending = False
-                return rec
-            if status == 409 and kind == "cas" and error_text == "conflict":
-                rec.status, rec.ret, rec.output = OK, now, False
-                if isinstance(answer, dict):
-                    rec.index = answer.get("index")
-                    if answer.get("found") and "current" in answer:  # not in a replay
-                        self.latest[key] = answer.get("current")
                 rec.pending = False
                 return rec
             if status in (400, 404, 405, 413):
                 raise HarnessError(f"{method} {path} -> {status} {answer!r}")
             if status == 409:  # "stale sequence": impossible for a sequential client
-                self.anomalies.append(f"op {rec.op_id} {session}: {status} {answer!r}")
+                self.anomalies.append(f"op {rec.op_id} {rec.session}: {status} {answer!r}")
                 maybe_applied = True
             elif status == 503 or error.startswith("refused"):
                 pass  # this attempt was definitely not applied
@@ -365,3 +679,12 @@ class Workload:
         rec.status = INFO if maybe_applied else FAIL
         rec.pending = False
         return rec
+
+
+def _learn(revisions: list[int], answer: Any) -> None:
+    """Keep the newest revisions a client saw (ascending, at most a few)."""
+    revision = answer.get("revision") if isinstance(answer, dict) else None
+    if isinstance(revision, int) and (not revisions or revision > revisions[-1]):
+        revisions.append(revision)
+        if len(revisions) > _KNOWN_REVISIONS:
+            del revisions[0]

@@ -51,20 +51,30 @@ from raftkv.core import (
 from raftkv.replica import ConfApplied, Refusal, Replica
 from raftkv.replica.kv import (
     ABSENT,
+    ERR_COMPACTED,
+    ERR_FUTURE_REVISION,
+    Answer,
     Cas,
     Command,
     Delete,
+    Deleted,
     Get,
     KVResult,
     KVStateMachine,
+    Listing,
     MultiPut,
     Put,
+    Range,
+    TxnAnswer,
     decode_command,
 )
+from raftkv.replica.mvcc import CompactedError, FutureRevisionError
 from raftkv.sim.clock import Clock, Micros
 from raftkv.sim.disk import SimDisk
 from raftkv.sim.invariants import Invariants
 from raftkv.sim.network import Handler, Network
+from raftkv.sim.revisions import describe_answer
+from raftkv.sim.revisions import describe_command as _describe_command
 from raftkv.sim.trace import Tracer
 from raftkv.sim.workload import ClientReply, ClientRequest, Outcome, session_id
 
@@ -83,6 +93,7 @@ _VOTE_KINDS: dict[type, tuple[str, str]] = {
 """Counter names of vote messages: ``[msg.pre_vote]`` picks the PreVote name."""
 
 _CONF_CHANGE = EntryType.CONF_CHANGE
+_ANSWERS = (KVResult, Listing, Deleted, TxnAnswer)
 
 
 class _ClientNumbers(dict[str, int | None]):
@@ -101,14 +112,19 @@ def _kv_state_machine(decode_cache: dict[bytes, Command]) -> KVStateMachine:
     return KVStateMachine(decode_cache=decode_cache)
 
 
-def _client_outcome(command: Command, result: KVResult) -> Outcome:
-    """What the simulated client of ``command`` is told: ``(output, found)``."""
+def _client_outcome(command: Command, result: Answer) -> Outcome:
+    """What the simulated client of a single-key ``command`` is told:
+    ``(output, found)`` (multi-key commands: the whole answer, in the reply's
+    ``result``)."""
     op = command.op
     if op == "put":
         return None, True
     if op == "get":
+        assert isinstance(result, KVResult)
         return (result.value, True) if result.ok else (None, False)
-    return result.ok, True  # cas: it took effect; delete: the key existed
+    if op in ("cas", "delete"):
+        return result.ok, True  # cas: it took effect; delete: the key existed
+    return None, True
 
 
 def _members(conf: ConfState) -> set[NodeId]:
@@ -267,7 +283,7 @@ class Cluster:
         self._client_numbers = _ClientNumbers()
         # (index, term) of every snapshot taken -> chain hashes of the prefix it covers.
         self._snapshot_hashes: dict[tuple[int, int], list[int]] = {}
-        self.first_applied: dict[tuple[int, int], tuple[Micros, Outcome]] = {}
+        self.first_applied: dict[tuple[int, int], tuple[Micros, Outcome, Answer]] = {}
         """(client_id, request_id) -> first time any node applied it, and its result."""
         self.on_leader: Callable[[NodeId, int], None] | None = None
         """Called with (node, term) at the instant a node becomes leader, before
@@ -517,10 +533,7 @@ class Cluster:
 
     def _serve_reads(self, node: SimNode) -> None:
         """Answer the released reads whose read index the state machine has applied."""
-        replica = node.replica
-        applied = replica.applied_index
-        sm = replica.state_machine
-        assert isinstance(sm, KVStateMachine)
+        applied = node.replica.applied_index
         waiting: list[tuple[int, bytes]] = []
         for index, context in node.ready_reads:
             if index > applied:
@@ -530,21 +543,58 @@ class Cluster:
             if asked is None:
                 continue
             dst, client_id, cmd = asked
-            assert isinstance(cmd, Get) and cmd.session is not None
-            result = sm.read(cmd.key)
-            self.stats["reads_served"] += 1
-            self._reply(
-                node,
-                dst,
-                ClientReply(
-                    client_id=client_id,
-                    request_id=cmd.session.seq,
-                    ok=True,
-                    output=result.value,
-                    found=result.found,
-                ),
-            )
+            self._answer_read(node, dst, client_id, cmd)
         node.ready_reads = waiting
+
+    def _answer_read(self, node: SimNode, dst: str, client_id: int, cmd: Command) -> None:
+        """Answer a get or a range from ``node``'s applied state."""
+        sm = node.replica.state_machine
+        assert isinstance(sm, KVStateMachine) and cmd.session is not None
+        result: KVResult | Listing
+        if isinstance(cmd, Get):
+            result = sm.read(cmd.key)
+            output, found = result.value, result.found
+        else:
+            assert isinstance(cmd, Range)
+            output, found = None, True
+            try:
+                result = sm.range(
+                    cmd.range,
+                    revision=cmd.revision,
+                    limit=cmd.limit,
+                    keys_only=cmd.keys_only,
+                    count_only=cmd.count_only,
+                    sort_order=cmd.sort_order,
+                    sort_target=cmd.sort_target,
+                )
+            except CompactedError:
+                result = KVResult(
+                    ok=False,
+                    index=sm.applied_index,
+                    revision=sm.revision,
+                    error=ERR_COMPACTED,
+                    compact_revision=sm.compact_revision,
+                )
+            except FutureRevisionError:
+                result = KVResult(
+                    ok=False,
+                    index=sm.applied_index,
+                    revision=sm.revision,
+                    error=ERR_FUTURE_REVISION,
+                )
+        self.stats["reads_served"] += 1
+        self._reply(
+            node,
+            dst,
+            ClientReply(
+                client_id=client_id,
+                request_id=cmd.session.seq,
+                ok=True,
+                output=output,
+                found=found,
+                result=result,
+            ),
+        )
 
     def _reply(self, node: SimNode, dst: str, reply: ClientReply) -> None:
         self.network.send(node.node_id, dst, reply, "ClientReply", duplicate=False)
@@ -757,7 +807,7 @@ class Cluster:
                     assert isinstance(result, ConfApplied | Refusal)
                     self._conf_change_applied(node, e.index, result)
                     continue
-                if not isinstance(result, KVResult) or not e.data:
+                if not isinstance(result, _ANSWERS) or not e.data:
                     continue
                 cmd = decoded.get(e.data)
                 if cmd is None or cmd.session is None:
@@ -775,7 +825,7 @@ class Cluster:
                     continue  # refused by the session table: no effect, no answer
                 outcome = _client_outcome(cmd, result)
                 if key not in first_applied:
-                    first_applied[key] = (now, outcome)
+                    first_applied[key] = (now, outcome, result)
                 if not pending:
                     continue
                 dst = pending.pop(key, None)
@@ -789,6 +839,7 @@ class Cluster:
                             ok=True,
                             output=outcome[0],
                             found=outcome[1],
+                            result=result,
                         ),
                     )
         if node.ready_reads:
@@ -827,11 +878,14 @@ def describe_command(cmd: Command) -> str:
         return f"cas {cmd.key} {expect}->{cmd.value!r}"
     if isinstance(cmd, Delete | Get):
         return f"{cmd.op} {cmd.key}"
-    return repr(cmd)
+    return _describe_command(cmd)  # ranges, transactions, compaction
 
 
-def describe_payload(payload: object) -> str:
-    """A stable one-line description of anything the network carries (for traces)."""
+def describe_payload(payload: object, *, results: bool = False) -> str:
+    """A stable one-line description of anything the network carries (for traces).
+
+    With ``results``, a client reply also shows the state machine's whole answer.
+    """
     if isinstance(
         payload,
         (
@@ -852,8 +906,11 @@ def describe_payload(payload: object) -> str:
         except ValueError:
             return f"{head} {payload.data!r}"
     if isinstance(payload, ClientReply):
-        return (
+        text = (
             f"reply c{payload.client_id}/{payload.request_id} ok={payload.ok} "
             f"output={payload.output!r} found={payload.found} leader={payload.leader}"
         )
+        if results and payload.result is not None:
+            text += f" answer={describe_answer(payload.result)}"
+        return text
     return repr(payload)

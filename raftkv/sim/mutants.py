@@ -1,9 +1,20 @@
-"""Deliberately broken Raft variants ("mutants") that the checkers must catch.
+"""Deliberately broken variants ("mutants") that the checkers must catch.
 
-Rule: each mutant breaks exactly one rule of the paper by overriding the methods
-of :class:`raftkv.core.Raft` that implement it; production code carries no bug switches. The
-simulator runs a mutant on every node (``raftkv sim --mutant NAME``), and
-``tests/sim/test_mutants.py`` shows each one is caught within a bounded sweep.
+Rule: each mutant breaks exactly one rule by overriding the methods that
+implement it; production code carries no bug switches. Three kinds:
+
+* Raft mutants (:data:`MUTANTS`) break a rule of the paper in a subclass of
+  :class:`raftkv.core.Raft`, run on every node;
+* replica mutants (:data:`REPLICA_MUTANTS`) break the store's semantics in a
+  subclass of :class:`~raftkv.replica.kv.KVStateMachine` (or of the MVCC store
+  it holds) -- the code real nodes run -- planted on every node through the
+  cluster's ``state_machine`` factory;
+* driver mutants (:data:`CLUSTER_MUTANTS`) break the simulated nodes' read
+  path in a subclass of :class:`~raftkv.sim.cluster.Cluster`.
+
+``raftkv sim --mutant NAME`` runs any of them (:func:`plant` turns on the
+workload a replica or driver mutant needs); ``tests/sim/test_mutants.py`` and
+``tests/sim/test_mutants_txn.py`` show each one is caught within a bounded sweep.
 
 Mutants bypass the core's own defensive assertions where the broken rule
 would otherwise trip them first, so that what catches them is a safety checker
@@ -12,6 +23,8 @@ and not the core noticing its own inconsistency.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from raftkv.core import (
@@ -23,11 +36,18 @@ from raftkv.core import (
     Message,
     NodeId,
     Raft,
+    RawNode,
     ReadIndexResponse,
     ReadState,
     RequestVote,
     Role,
 )
+from raftkv.replica.kv import Command, Compare, KeyRange, KVStateMachine, Range
+from raftkv.replica.mvcc import VERSION_OVERHEAD_BYTES, MVCCStore, Op, RangeOp, TxnResult
+from raftkv.replica.mvcc import Compare as StoreCompare
+from raftkv.sim.cluster import Cluster, SimNode
+from raftkv.sim.runner import SimConfig
+from raftkv.sim.workload import ClientRequest
 
 
 class VotesTwice(Raft):
@@ -267,3 +287,142 @@ MUTANTS: dict[str, type[Raft]] = {
     "incoming-half-only-commit": IncomingHalfOnlyCommit,
 }
 """Mutants by their command-line name."""
+
+
+# -- issue 16: the replicated store (tests/sim/test_mutants_txn.py) ------------
+
+
+class RangeReadsWithoutReadIndex(Cluster):
+    """A node answers a range read from its own applied state at once, without
+    a ReadIndex round (breaks dissertation §6.4): a follower that has not yet
+    applied a write already acknowledged to another client -- or a node cut
+    off from the leader -- serves an older revision."""
+
+    def _on_client_request(self, node: SimNode, raw: RawNode, src: str, req: ClientRequest) -> None:
+        if req.read:
+            cmd = self._decode(req.data)
+            if isinstance(cmd, Range):
+                self._answer_read(node, src, req.client_id, cmd)
+                return
+        super()._on_client_request(node, raw, src, req)
+
+
+class CompareHoldsOnAnyKey(KVStateMachine):
+    """A transaction compare over a range holds when it holds for *some* key
+    of the range, not every key: the success branch runs although the compare
+    fails on one key (etcd's rule: over a range, every key must satisfy it)."""
+
+    def _holds(self, compares: tuple[Compare, ...]) -> bool:
+        for compare in compares:
+            if compare.range.is_single:
+                if not super()._holds((compare,)):
+                    return False
+                continue
+            key, end = compare.range.to_bytes()
+            keys = [kv.key.decode("utf-8") for kv in self._store.range(key, end).kvs]
+            singles = [replace(compare, range=KeyRange(key=k)) for k in keys] or [compare]
+            if not any(super(CompareHoldsOnAnyKey, self)._holds((c,)) for c in singles):
+                return False
+        return True
+
+
+class _ReadOnlyTxnBumps(MVCCStore):
+    def txn(
+        self,
+        compares: Sequence[StoreCompare] = (),
+        success: Sequence[Op] = (),
+        failure: Sequence[Op] = (),
+    ) -> TxnResult:
+        result = super().txn(compares, success, failure)
+        ran = success if result.succeeded else failure
+        if ran and all(isinstance(op, RangeOp) for op in ran):
+            self._revision += 1
+            return TxnResult(
+                succeeded=result.succeeded, responses=result.responses, revision=self._revision
+            )
+        return result
+
+
+class _CompactionDropsNewest(MVCCStore):
+    def compact(self, revision: int) -> None:
+        historied = list(self._historied)
+        super().compact(revision)
+        for key in historied:
+            entry = self._entries.get(key)
+            if entry is None or isinstance(entry, list) or not entry[2] or entry[0] >= revision:
+                continue
+            # The key's newest version, below the compaction point: dropped too.
+            del self._entries[key]
+            self._index.discard(key)
+            self._live -= 1
+            self._versions -= 1
+            self._size -= len(key) + len(entry[4]) + VERSION_OVERHEAD_BYTES
+
+
+class _WithStore(KVStateMachine):
+    """A state machine whose MVCC store is of class ``store_class`` (also after
+    a snapshot is restored)."""
+
+    store_class: type[MVCCStore] = MVCCStore
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._store = self.store_class()
+
+    def restore(self, data: bytes) -> None:
+        super().restore(data)
+        self._store = self.store_class.from_wire(self._store.to_wire())
+
+
+class ReadOnlyTxnBumpsRevision(_WithStore):
+    """A transaction whose executed branch only reads still moves the store's
+    revision (breaks etcd's rule: only a change makes a revision)."""
+
+    store_class = _ReadOnlyTxnBumps
+
+
+class CompactionDropsNewestVersion(_WithStore):
+    """Compaction drops a key's newest version when it is below the compaction
+    point, instead of keeping it: the key vanishes (breaks: compaction only
+    drops history no read at or after the compaction revision needs)."""
+
+    store_class = _CompactionDropsNewest
+
+
+def _make(cls: type[KVStateMachine], decode_cache: dict[bytes, Command]) -> KVStateMachine:
+    return cls(decode_cache=decode_cache)
+
+
+REPLICA_MUTANTS: dict[str, type[KVStateMachine]] = {
+    "txn-compare-any-key": CompareHoldsOnAnyKey,
+    "read-only-txn-bumps-revision": ReadOnlyTxnBumpsRevision,
+    "compaction-drops-newest-version": CompactionDropsNewestVersion,
+}
+"""Replica-layer mutants by their command-line name (they need ``--txn``)."""
+
+CLUSTER_MUTANTS: dict[str, type[Cluster]] = {
+    "range-reads-without-read-index": RangeReadsWithoutReadIndex,
+}
+"""Driver mutants by their command-line name (they need ``--txn --reads``)."""
+
+ALL_MUTANTS: frozenset[str] = (
+    frozenset(MUTANTS) | frozenset(REPLICA_MUTANTS) | frozenset(CLUSTER_MUTANTS)
+)
+
+
+def state_machine_factory(name: str) -> Callable[[dict[bytes, Command]], KVStateMachine]:
+    """The ``SimConfig.state_machine`` factory of replica mutant ``name`` (picklable)."""
+    return functools.partial(_make, REPLICA_MUTANTS[name])
+
+
+def plant(name: str, config: SimConfig) -> SimConfig:
+    """``config`` with mutant ``name`` planted, and the workload it needs on.
+
+    Raises:
+        KeyError: no mutant has that name.
+    """
+    if name in MUTANTS:
+        return replace(config, raft_class=MUTANTS[name])
+    if name in REPLICA_MUTANTS:
+        return replace(config, txn=True, state_machine=state_machine_factory(name))
+    return replace(config, txn=True, reads=True, cluster_class=CLUSTER_MUTANTS[name])

@@ -13,10 +13,12 @@ from __future__ import annotations
 import random
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
 from raftkv.core import NodeId, Raft, Role
+from raftkv.replica.kv import Command, KVStateMachine
 from raftkv.sim.clock import Clock, seconds
 from raftkv.sim.cluster import Cluster, ClusterParams, describe_payload
 from raftkv.sim.faults import FaultInjector, generate_schedule
@@ -24,6 +26,7 @@ from raftkv.sim.invariants import CHECKERS, Invariants, InvariantViolation, Viol
 from raftkv.sim.linearizability import Operation, check_history
 from raftkv.sim.network import LinkParams, Network
 from raftkv.sim.operator import Operator
+from raftkv.sim.revisions import RevOp, check_revisions
 from raftkv.sim.trace import Tracer
 from raftkv.sim.workload import Workload
 
@@ -73,6 +76,13 @@ class SimConfig:
             transfers leadership, while the faults go on
             (:mod:`raftkv.sim.operator`).
         operator_interval: mean virtual seconds between two operator actions.
+        txn: clients also issue range reads (some at an older revision),
+            transactions, delete-ranges and compactions, and the whole history
+            is checked by its revisions (:mod:`raftkv.sim.revisions`) besides
+            the per-key check of the single-key operations.
+        state_machine: makes each node's KV state machine from the run's shared
+            decode cache (mutation tests plant a broken replica layer).
+        cluster_class: the cluster driver (mutation tests plant a broken read path).
     """
 
     seed: int
@@ -105,6 +115,9 @@ class SimConfig:
     snapshot_chunk_size: int = 256
     membership: bool = False
     operator_interval: float = 1.5
+    txn: bool = False
+    state_machine: Callable[[dict[bytes, Command]], KVStateMachine] | None = None
+    cluster_class: type[Cluster] = Cluster
 
     def validate(self) -> None:
         """Raise ``ValueError`` on a configuration that cannot run."""
@@ -147,7 +160,13 @@ class SimResult:
     converged: bool = False
     history_size: int = 0
     history: tuple[Operation, ...] = ()
-    """The client history as checked (see ``SimConfig.resolve_unknown``)."""
+    """The single-key client history as checked (see ``SimConfig.resolve_unknown``)."""
+    rev_history: tuple[RevOp, ...] = ()
+    """With ``txn``: every operation, as the revision checker saw it."""
+    txn_ops: dict[str, int] = field(default_factory=dict)
+    """With ``txn``: answered operations by kind."""
+    revisions: dict[str, int] = field(default_factory=dict)
+    """With ``txn``: what the revision check covered."""
     trace_sha256: str | None = None
     profile: str = "configured"
     """The timing/batching regime the run used (see :func:`draw_profile`)."""
@@ -245,7 +264,7 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         LinkParams(latency_us=profile.latency_us, jitter_us=profile.jitter_us),
     )
     invariants = Invariants(ids, seed, lambda: clock.now)
-    cluster = Cluster(
+    cluster = config.cluster_class(
         seed=seed,
         node_ids=ids,
         clock=clock,
@@ -267,6 +286,7 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         ),
         raft_class=config.raft_class,
         tracer=tracer,
+        state_machine=config.state_machine,
     )
     end = seconds(config.duration)
     faults_end = max(0, end - seconds(min(config.quiet, config.duration / 2)))
@@ -286,6 +306,7 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         stop_at=max(0, end - seconds(config.client_timeout)),
         reads=config.reads,
         retries=config.retries,
+        txn=config.txn,
     )
     cluster.on_nodes_changed = workload.set_nodes
     operator: Operator | None = None
@@ -298,8 +319,9 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
             tracer=tracer,
         )
     if tracer is not None:
+        results = config.txn
         network.on_deliver = lambda src, dst, kind, payload: tracer.emit(
-            clock.now, "deliver", dst, src=src, msg=describe_payload(payload)
+            clock.now, "deliver", dst, src=src, msg=describe_payload(payload, results=results)
         )
 
     violation: Violation | None = None
@@ -344,6 +366,22 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         verdicts["linearizability"] = "skipped"
     elif violation is not None:
         verdicts["linearizability"] = "not run"
+    revision_stats: dict[str, int] = {}
+    if config.txn:
+        verdicts["revisions"] = "not run"
+        if violation is None:
+            rev = check_revisions(workload.rev_history)
+            revision_stats = {
+                "revisions": rev.revisions,
+                "writes": rev.writes,
+                "observed": rev.observed,
+                "unknown_placed": rev.unknown_placed,
+            }
+            verdicts["revisions"] = {True: "ok", None: "undecided", False: "VIOLATED"}[rev.ok]
+            if rev.ok is False:
+                violation = Violation(
+                    checker="revisions", time=clock.now, message=rev.describe(), seed=seed
+                )
     if violation is not None:
         verdicts[violation.checker] = "VIOLATED"
 
@@ -405,6 +443,9 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         converged=converged,
         history_size=len(history),
         history=tuple(history),
+        rev_history=tuple(workload.rev_history),
+        txn_ops=dict(workload.kinds),
+        revisions=revision_stats,
         trace_sha256=tracer.sha256() if tracer is not None else None,
     )
 
@@ -435,7 +476,8 @@ def format_summary(result: SimResult, *, wall_seconds: float | None = None) -> s
         + (" membership" if c.membership else "")
         + (f" snapshots={c.snapshot_every}" if c.snapshot_every else "")
         + (f" reads retries={c.retries}" if c.reads else "")
-        + (f" retries={c.retries}" if c.retries and not c.reads else ""),
+        + (f" retries={c.retries}" if c.retries and not c.reads else "")
+        + (" txn" if c.txn else ""),
         _row("virtual time", f"{result.end_time_us / 1e6:.3f}s, {result.events} events"),
         _row("profile", result.profile),
         _row(
@@ -504,14 +546,36 @@ def format_summary(result: SimResult, *, wall_seconds: float | None = None) -> s
         ("duplicated", result.messages_duplicated),
     ):
         lines.append(_row(label, f"{sum(counts.values())}: {_counts(counts)}"))
+    size = len(result.rev_history) if c.txn else result.history_size
     lines.append(
         _row(
             "client ops",
-            f"{result.history_size}: ok={cs.get('ok', 0)} fail={cs.get('fail', 0)} "
+            f"{size}: ok={cs.get('ok', 0)} fail={cs.get('fail', 0)} "
             f"info={cs.get('info', 0)} (info resolved: applied={cs.get('resolved-applied', 0)} "
             f"never-applied={cs.get('resolved-never-applied', 0)})",
         )
     )
+    if c.txn:
+        t = result.txn_ops
+        lines.append(
+            _row(
+                "multi-key ops",
+                f"ranges={t.get('range', 0)} (refused={t.get('range-refused', 0)}) "
+                f"txns={t.get('txn', 0)} (failed={t.get('txn-failed', 0)} "
+                f"read-only={t.get('txn-read-only', 0)}) "
+                f"delete-ranges={t.get('delete_range', 0)} "
+                f"compactions={t.get('compact', 0)} (refused={t.get('compact-refused', 0)})",
+            )
+        )
+        if result.revisions:
+            r = result.revisions
+            lines.append(
+                _row(
+                    "revisions",
+                    f"replayed={r['revisions']} writes={r['writes']} "
+                    f"answers-checked={r['observed']} unknown-placed={r['unknown_placed']}",
+                )
+            )
     for n, state in result.final_nodes.items():
         lines.append(_row("final " + n, state))
     lines.append(_row("converged", "yes" if result.converged else "no"))

@@ -31,10 +31,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftkv.core._frozen import fast_init
-from raftkv.replica.kv import ABSENT, Cas, Command, Delete, Get, Put, Session, encode_command
+from raftkv.replica.kv import (
+    ABSENT,
+    Answer,
+    Cas,
+    Command,
+    Compact,
+    Compare,
+    Delete,
+    Deleted,
+    DeleteRange,
+    Get,
+    InvalidCommand,
+    KeyRange,
+    KVResult,
+    Listing,
+    Put,
+    Range,
+    Session,
+    Txn,
+    TxnAnswer,
+    TxnDelete,
+    TxnOp,
+    TxnPut,
+    TxnRange,
+    encode_command,
+)
 from raftkv.sim.clock import Clock, Micros
 from raftkv.sim.linearizability import FAIL, INFO, OK, Operation
 from raftkv.sim.network import Endpoint, Network
+from raftkv.sim.revisions import RevOp
 
 
 @fast_init
@@ -64,6 +90,8 @@ class ClientReply:
     output: Any = None
     found: bool = True
     leader: str | None = None
+    result: Answer | None = None
+    """The state machine's whole answer (with its revision), when ``ok``."""
 
 
 Outcome = tuple[Any, bool]
@@ -110,9 +138,39 @@ class _Pending:
     call: Micros
     node: str
     attempts: int = 1
+    cmd: Command | None = None  # with txn: the command, for the revision history
 
 
 _WEIGHTS = (("put", 30), ("get", 35), ("cas", 20), ("delete", 15))
+_READ_KINDS = ("get", "range")
+"""Kinds served through ReadIndex with ``reads``, and never retried."""
+_SINGLE_KEY_KINDS = frozenset(("put", "get", "cas", "delete"))
+
+# -- the multi-key workload (``txn``) -------------------------------------------
+_SINGLE_KEY_SHARE = 45
+"""Percent of a txn run's operations drawn from the single-key workload."""
+_MULTI_WEIGHTS = (("range", 35), ("txn", 45), ("delete_range", 17), ("compact", 3))
+TXN_PREFIXES = ("a/", "b/")
+TXN_KEYS = tuple(f"{p}{i}" for p in TXN_PREFIXES for i in (1, 2, 3))
+"""The keys multi-key operations write. Single-key operations use ``k1``...
+(checked per key), which multi-key operations only read, so a per-key history
+stays complete."""
+_RANGES = (
+    KeyRange(key="a/", prefix=True),
+    KeyRange(key="b/", prefix=True),
+    KeyRange(key="", prefix=True),
+    KeyRange(key="a/2", range_end="b/2"),
+    KeyRange(key="k", prefix=True),
+    KeyRange(key="b/", range_end="\0"),
+)
+_WRITE_RANGES = (
+    KeyRange(key="a/", prefix=True),
+    KeyRange(key="b/", prefix=True),
+    KeyRange(key="a/2", range_end="b/2"),
+    KeyRange(key="a/3", range_end="b/"),
+)
+_SORTS = (("descend", "key"), ("ascend", "mod_revision"), ("descend", "version"))
+_KNOWN_REVISIONS = 8
 
 
 class Client:
@@ -127,6 +185,10 @@ class Client:
         self._target: str | None = None
         # The last value this client saw for each key (drives plausible cas).
         self._known: dict[str, Any] = {}
+        # With txn: the newest revisions this client saw (ascending), and the
+        # last value it saw of each key (drive compares and compactions).
+        self._revisions: list[int] = []
+        self._values: dict[str, Any] = {}
 
     def start(self, at: Micros) -> None:
         self._w.clock.call_at(at, self._issue)
@@ -138,6 +200,27 @@ class Client:
         rng = w.rng
         self._next_request += 1
         rid = self._next_request
+        if w.txn and rng.randrange(100) >= _SINGLE_KEY_SHARE:
+            kind, cmd = self._draw_multi(rid)
+            p = _Pending(0, self.client_id, rid, kind, "", None, None, encode_command(cmd), 0, "")
+            p.cmd = cmd
+        else:
+            p = self._draw_single(rid)
+        node = self._target
+        if node is None or rng.random() < 0.05:
+            node = w.node_ids[rng.randrange(len(w.node_ids))]
+        p.op_id = w.new_op_id()
+        p.call = w.clock.now
+        p.node = node
+        self._pending = p
+        if p.value is not None:
+            w.last_written[p.key] = p.value
+        self._send(p)
+
+    def _draw_single(self, rid: int) -> _Pending:
+        """A put, get, cas or delete of one of the keys ``k1``..."""
+        w = self._w
+        rng = w.rng
         roll = rng.randrange(100)
         kind = "delete"
         for name, weight in _WEIGHTS:
@@ -157,19 +240,160 @@ class Client:
                 expect = None
             else:
                 expect = w.last_written.get(key)
-        data = encode_command(
-            command(self.client_id, rid, kind, key, value, expect, w.clock.now // 1000)
+        cmd = command(self.client_id, rid, kind, key, value, expect, w.clock.now // 1000)
+        p = _Pending(0, self.client_id, rid, kind, key, value, expect, encode_command(cmd), 0, "")
+        if w.txn:
+            p.cmd = cmd
+        return p
+
+    # -- the multi-key workload ----------------------------------------------
+
+    def _draw_multi(self, rid: int) -> tuple[str, Command]:
+        """A range read, a transaction, a delete-range or a compaction."""
+        w = self._w
+        rng = w.rng
+        roll = rng.randrange(100)
+        kind = "range"
+        for name, weight in _MULTI_WEIGHTS:
+            if roll < weight:
+                kind = name
+                break
+            roll -= weight
+        session = Session(client_id=session_id(self.client_id), seq=rid)
+        time_ms = w.clock.now // 1000
+        if kind == "compact" and len(self._revisions) > 1:
+            # Rarely, and at a revision this client saw (not the newest).
+            revision = self._revisions[rng.randrange(len(self._revisions) - 1)]
+            return kind, Compact(revision=revision, time_ms=time_ms, session=session)
+        if kind == "txn":
+            return kind, self._draw_txn(rid, time_ms, session)
+        if kind == "delete_range":
+            chosen = rng.choice((*_WRITE_RANGES, None))
+            kr = KeyRange(key=rng.choice(TXN_KEYS)) if chosen is None else chosen
+            return kind, DeleteRange(
+                range=kr, prev_kv=rng.random() < 0.5, time_ms=time_ms, session=session
+            )
+        revision = 0
+        if self._revisions and rng.random() < 0.25:
+            revision = self._revisions[rng.randrange(len(self._revisions))]
+        order, by = "none", "key"
+        if rng.random() < 0.1:
+            order, by = rng.choice(_SORTS)
+        return "range", Range(
+            range=rng.choice(_RANGES),
+            revision=revision,
+            limit=rng.randint(1, 3) if rng.random() < 0.2 else 0,
+            keys_only=rng.random() < 0.1,
+            count_only=rng.random() < 0.05,
+            sort_order=order,
+            sort_target=by,
+            time_ms=time_ms,
+            session=session,
         )
-        node = self._target
-        if node is None or rng.random() < 0.05:
-            node = w.node_ids[rng.randrange(len(w.node_ids))]
-        op_id = w.new_op_id()
-        self._pending = _Pending(
-            op_id, self.client_id, rid, kind, key, value, expect, data, w.clock.now, node
+
+    def _draw_txn(self, rid: int, time_ms: int, session: Session) -> Txn:
+        rng = self._w.rng
+        compares = tuple(self._draw_compare() for _ in range(rng.randrange(3)))
+        if rng.random() < 0.2:
+            # A read-only snapshot of both prefixes (one revision for both).
+            reads: tuple[TxnOp, ...] = (
+                TxnRange(range=_RANGES[0]),
+                TxnRange(range=_RANGES[1], limit=rng.choice((0, 2))),
+            )
+            return Txn(
+                compares=compares,
+                success=reads,
+                failure=reads[:1],
+                time_ms=time_ms,
+                session=session,
+            )
+        success: list[TxnOp] = []
+        for j, key in enumerate(rng.sample(TXN_KEYS, rng.randint(1, 2))):
+            success.append(TxnPut(key=key, value=self.client_id * 1_000_000 + rid * 10 + j))
+        if rng.random() < 0.4:
+            success.insert(
+                rng.randrange(len(success) + 1),
+                TxnDelete(range=rng.choice(_WRITE_RANGES), prev_kv=rng.random() < 0.5),
+            )
+        if rng.random() < 0.5:
+            success.append(TxnRange(range=rng.choice(_RANGES)))
+        failure: list[TxnOp] = [TxnRange(range=rng.choice(_RANGES))]
+        if rng.random() < 0.3:
+            key = rng.choice(TXN_KEYS)
+            failure.insert(0, TxnPut(key=key, value=self.client_id * 1_000_000 + rid * 10 + 9))
+        try:
+            return Txn(
+                compares=compares,
+                success=tuple(success),
+                failure=tuple(failure),
+                time_ms=time_ms,
+                session=session,
+            )
+        except InvalidCommand:  # a delete covering a key the branch puts
+            return Txn(
+                compares=compares,
+                success=tuple(op for op in success if not isinstance(op, TxnDelete)),
+                failure=tuple(failure),
+                time_ms=time_ms,
+                session=session,
+            )
+
+    def _draw_compare(self) -> Compare:
+        """A guard that holds often enough to be interesting: over a prefix
+        (unchanged since a revision this client saw, every key present, no key
+        holding a value) or on one key (its value, version or creation)."""
+        rng = self._w.rng
+        roll = rng.randrange(100)
+        prefix = rng.choice(_RANGES[:2])
+        if roll < 35:
+            seen = self._revisions[-1] if self._revisions else 1
+            since = rng.choice(self._revisions) if self._revisions else 1
+            return Compare(
+                range=prefix, target="mod_revision", cmp="<", value=rng.choice((seen, since)) + 1
+            )
+        if roll < 50:
+            return Compare(range=prefix, target="version", cmp=">", value=0)
+        key = rng.choice(TXN_KEYS) if rng.random() < 0.8 else rng.choice(self._w.keys)
+        if roll < 75:
+            value = self._values.get(key, self.client_id)
+            return Compare(
+                range=KeyRange(key=key), target="value", cmp=rng.choice(("==", "!=")), value=value
+            )
+        if roll < 85 and self._values:
+            value = self._values[rng.choice(sorted(self._values))]
+            return Compare(range=prefix, target="value", cmp="!=", value=value)
+        target = rng.choice(("version", "create_revision"))
+        return Compare(
+            range=KeyRange(key=key),
+            target=target,
+            cmp=rng.choice(("==", ">")),
+            value=rng.randrange(3),
         )
-        if value is not None:
-            w.last_written[key] = value
-        self._send(self._pending)
+
+    def _learn(self, answer: Answer | None) -> None:
+        """Remember the revisions and values an answer shows."""
+        if answer is None:
+            return
+        revision = answer.revision
+        revisions = self._revisions
+        if not revisions or revision > revisions[-1]:
+            revisions.append(revision)
+            if len(revisions) > _KNOWN_REVISIONS:
+                del revisions[0]
+        if isinstance(answer, KVResult):
+            if answer.item is not None and answer.item.value_json:
+                self._values[answer.item.key] = answer.item.value
+        elif isinstance(answer, Listing):
+            for item in answer.items:
+                if item.value_json:
+                    self._values[item.key] = item.value
+        elif isinstance(answer, TxnAnswer):
+            for response in answer.responses:
+                if isinstance(response, Listing):
+                    self._learn(response)
+        elif isinstance(answer, Deleted):
+            for item in answer.prev:
+                self._values.pop(item.key, None)
 
     def _send(self, p: _Pending) -> None:
         w = self._w
@@ -180,7 +404,7 @@ class Client:
                 client_id=self.client_id,
                 request_id=p.request_id,
                 data=p.data,
-                read=w.reads and p.kind == "get",
+                read=w.reads and p.kind in _READ_KINDS,
             ),
             "ClientRequest",
             duplicate=False,
@@ -219,10 +443,12 @@ class Client:
             elif kind == "delete":
                 self._known.pop(p.key, None)
             output = None if kind == "put" else reply.output
-            w.record(p, OK, w.clock.now, output, reply.found)
+            if w.txn:
+                self._learn(reply.result)
+            w.record(p, OK, w.clock.now, output, reply.found, reply.result)
             self._target = p.node
             w.clock.call_later(w.think(), self._issue)
-        elif p.attempts > 1 and kind != "get":
+        elif p.attempts > 1 and kind not in _READ_KINDS:
             # An earlier attempt may still be in some log: not a definite failure.
             leader = reply.leader if reply.leader in w.node_set else None
             self._pending = p
@@ -241,7 +467,7 @@ class Client:
         if p is None or p.request_id != request_id or p.attempts != attempt:
             return
         w = self._w
-        if p.kind != "get" and self._retry(p, None):
+        if p.kind not in _READ_KINDS and self._retry(p, None):
             return
         self._pending = None
         w.record_unknown(p)
@@ -272,6 +498,9 @@ class Workload:
         reads: serve ``get`` through ReadIndex instead of the log.
         retries: how many times a timed-out write is sent again under the
             same request id (0: never).
+        txn: besides the single-key operations, issue range reads,
+            transactions, delete-ranges and compactions (on :data:`TXN_KEYS`),
+            and record every operation with its answer in :attr:`rev_history`.
     """
 
     def __init__(
@@ -288,6 +517,7 @@ class Workload:
         stop_at: Micros,
         reads: bool = False,
         retries: int = 0,
+        txn: bool = False,
     ) -> None:
         self.clock = clock
         self.network = network
@@ -302,7 +532,14 @@ class Workload:
         self.retries = retries
         self.retried = 0
         """Requests sent again after a timeout or an ambiguous rejection."""
+        self.txn = txn
         self.history: list[Operation] = []
+        """The single-key operations (for the per-key linearizability check)."""
+        self.rev_history: list[RevOp] = []
+        """With ``txn``: every operation with its answer (for the revision check)."""
+        self.kinds: Counter[str] = Counter()
+        """With ``txn``: answered operations by kind (``txn-read-only`` and
+        ``txn-failed`` too)."""
         self.status: Counter[str] = Counter()
         """Operations by the status the clients observed."""
         self.resolved: Counter[str] = Counter()
@@ -326,7 +563,8 @@ class Workload:
             c.start(self.clock.now + self.rng.randrange(100_000))
 
     def finish(
-        self, resolve: Callable[[int, int], tuple[Micros, Outcome] | None] | None = None
+        self,
+        resolve: Callable[[int, int], tuple[Micros, Outcome, Answer] | None] | None = None,
     ) -> list[Operation]:
         """Close the history and return it.
 
@@ -339,7 +577,8 @@ class Workload:
         was applied becomes ``ok`` returning at its first application (which
         lies after its call, before any reply, and in log order -- a correct
         cluster's history stays linearizable, and the checker no longer has to
-        guess). ``status`` keeps counting what the clients saw.
+        guess). ``status`` keeps counting what the clients saw. A resolved
+        operation's answer (for :attr:`rev_history`) is the first application's.
         """
         for c in self.clients:
             c.abandon()
@@ -352,11 +591,13 @@ class Workload:
                 self.resolved["never-applied"] += 1
                 self._append(p, FAIL, None, None, True)
             else:
-                when, (output, found) = outcome
+                when, (output, found), answer = outcome
                 self.resolved["applied"] += 1
-                self._append(p, OK, max(when, p.call), None if p.kind == "put" else output, found)
+                output = None if p.kind == "put" else output
+                self._append(p, OK, max(when, p.call), output, found, answer)
         self._unknown.clear()
         self.history.sort(key=lambda op: op.op_id)
+        self.rev_history.sort(key=lambda op: op.op_id)
         return self.history
 
     def new_op_id(self) -> int:
@@ -375,14 +616,44 @@ class Workload:
         self._unknown.append(p)
 
     def record(
-        self, p: _Pending, status: str, ret: Micros | None, output: Any, found: bool
+        self,
+        p: _Pending,
+        status: str,
+        ret: Micros | None,
+        output: Any,
+        found: bool,
+        answer: Answer | None = None,
     ) -> None:
         self.status[status] += 1
-        self._append(p, status, ret, output, found)
+        self._append(p, status, ret, output, found, answer)
 
     def _append(
-        self, p: _Pending, status: str, ret: Micros | None, output: Any, found: bool
+        self,
+        p: _Pending,
+        status: str,
+        ret: Micros | None,
+        output: Any,
+        found: bool,
+        answer: Answer | None = None,
     ) -> None:
+        if self.txn:
+            assert p.cmd is not None
+            ok = status == OK and answer is not None
+            self.rev_history.append(
+                RevOp(
+                    op_id=p.op_id,
+                    client_id=p.client_id,
+                    command=p.cmd,
+                    call=p.call,
+                    ret=ret if ok else None,
+                    status=status if ok or status != OK else INFO,
+                    answer=answer if ok else None,
+                )
+            )
+            if ok:
+                self._count(p.kind, answer)
+            if p.kind not in _SINGLE_KEY_KINDS:
+                return
         self.history.append(
             Operation(
                 op_id=p.op_id,
@@ -398,6 +669,24 @@ class Workload:
                 found=found if status == OK else True,
             )
         )
+
+    def _count(self, kind: str, answer: Answer | None) -> None:
+        self.kinds[kind] += 1
+        if isinstance(answer, TxnAnswer):
+            if not answer.succeeded:
+                self.kinds["txn-failed"] += 1
+            if answer.responses and all(isinstance(r, Listing) for r in answer.responses):
+                self.kinds["txn-read-only"] += 1
+        elif (
+            isinstance(answer, KVResult)
+            and answer.error is not None
+            and kind
+            in (
+                "range",
+                "compact",
+            )
+        ):
+            self.kinds[f"{kind}-refused"] += 1
 
     def _on_message(self, src: str, payload: object) -> None:
         if isinstance(payload, ClientReply):
