@@ -199,11 +199,13 @@ def replay(logs: Mapping[NodeId, NodeLog]) -> Replay:
             sm.apply(entry.index, entry.data)
             continue
         session = cmd.session
-        before = sm.sessions().get(session.client_id) if session is not None else None
         result = sm.apply(entry.index, entry.data)
         if session is not None:
             key = f"{session.client_id}/{session.seq}"
-            executed = before is None or session.seq > before[0]
+            # Not a replay from the session table, and not refused (a refusal --
+            # a compaction below the point, NOSPACE -- changes nothing and is
+            # not recorded: its retry runs again).
+            executed = result.executed
             out.by_session.setdefault(key, []).append(
                 Execution(entry.index, key, executed, result.ok, result.error, cmd, result)
             )
@@ -346,6 +348,16 @@ def analyze(
             v.retried_writes += 1
         executed = rp.executed(rec.session)
         first = executed[0] if executed else None
+        if rec.status == OK and rec.kind == "compact" and rec.output is False:
+            # Refused for its revision (410/400): a refusal changes nothing and
+            # is not recorded, so the log has no execution of it -- unless a
+            # retry of it succeeded, which would contradict the answer.
+            if first is not None:
+                v.answer_mismatches.append(
+                    f"op {rec.op_id} {rec.session}: answered a refused compaction, but it "
+                    f"was executed at index {first.index}"
+                )
+            continue
         if rec.status == OK:
             multi = rec.kind in MULTI_KEY_KINDS
             applied = multi or rec.kind == "put" or rec.output is True

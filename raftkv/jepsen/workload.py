@@ -119,28 +119,26 @@ def range_path(cmd: Range) -> str:
 
 def _txn_op_json(op: TxnOp) -> dict[str, Any]:
     if isinstance(op, TxnPut):
-        return {"op": "put", "key": op.key, "value": op.value}
+        return {"put": {"key": op.key, "value": op.value}}
     if isinstance(op, TxnDelete):
-        return {"op": "delete", **_range_json(op.range), "prev_kv": op.prev_kv}
-    body = {"op": "range", **_range_json(op.range)}
+        return {"delete": {**_range_json(op.range), "prev_kv": op.prev_kv}}
+    body = _range_json(op.range)
     if op.limit:
         body["limit"] = op.limit
-    return body
+    return {"range": body}
 
 
 def txn_request(cmd: Txn) -> dict[str, Any]:
     """The ``POST /v1/txn`` body of a transaction.
 
-    ``{"compare": [{"key", "prefix"|"range_end", "target", "cmp", "value"}],
-    "success": [op...], "failure": [op...]}`` with ops ``{"op": "put", "key",
-    "value"}``, ``{"op": "delete", "key", "prefix"|"range_end", "prev_kv"}`` and
-    ``{"op": "range", "key", "prefix"|"range_end", "limit"}`` -- the replica's
-    own field names (:class:`~raftkv.replica.kv.Compare`, ``TxnPut``, ``TxnDelete``,
-    ``TxnRange``).
+    ``{"compare": [{"key", "prefix"|"range_end", "target", "op", "value"}],
+    "success": [op...], "failure": [op...]}`` with ops ``{"put": {"key",
+    "value"}}``, ``{"delete": {"key", "prefix"|"range_end", "prev_kv"}}`` and
+    ``{"range": {"key", "prefix"|"range_end", "limit"}}`` (docs/api.md).
     """
     return {
         "compare": [
-            {**_range_json(c.range), "target": c.target, "cmp": c.cmp, "value": c.value}
+            {**_range_json(c.range), "target": c.target, "op": c.cmp, "value": c.value}
             for c in cmd.compares
         ],
         "success": [_txn_op_json(op) for op in cmd.success],
@@ -151,7 +149,12 @@ def txn_request(cmd: Txn) -> dict[str, Any]:
 def listing_of(body: Any) -> Listing | None:
     """A range read's answer ``{"kvs": [...], "count", "more", "revision"}``; ``None``
     if ``body`` is not one."""
-    if not isinstance(body, dict) or not isinstance(body.get("revision"), int):
+    if (
+        not isinstance(body, dict)
+        or "error" in body  # a refusal also says the store's revision
+        or "count" not in body
+        or not isinstance(body.get("revision"), int)
+    ):
         return None
     try:
         items = tuple(
@@ -185,7 +188,7 @@ def refusal_of(body: Any) -> KVResult | None:
     revision = body.get("revision")
     if not isinstance(revision, int):
         return None
-    if "compacted" in error:
+    if error == ERR_COMPACTED:
         compact = body.get("compact_revision")
         return KVResult(
             ok=False,
@@ -194,7 +197,7 @@ def refusal_of(body: Any) -> KVResult | None:
             error=ERR_COMPACTED,
             compact_revision=compact if isinstance(compact, int) else 0,
         )
-    if "future revision" in error:
+    if error == ERR_FUTURE_REVISION:
         return KVResult(ok=False, index=0, revision=revision, error=ERR_FUTURE_REVISION)
     return None
 
@@ -593,9 +596,7 @@ class Workload:
             if status == 200:
                 rec.output = True
                 return True
-            refused = isinstance(error_text, str) and (
-                "compacted" in error_text or "future revision" in error_text
-            )
+            refused = error_text in (ERR_COMPACTED, ERR_FUTURE_REVISION)
             if kind == "compact" and 400 <= status < 500 and refused:
                 rec.output = False  # refused for its revision: executed, no effect
                 return True
