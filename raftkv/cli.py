@@ -698,9 +698,19 @@ def _fail(message: str) -> NoReturn:
     show_default=True,
     envvar="RAFTKV_QUOTA_BYTES",
     help="Space quota of the KV store, on its logical size (every kept version of every key: "
-    "key + value + 64 bytes). Past it the leader raises the NOSPACE alarm: writes that add "
+    "key + value + 192 bytes). Past it the leader raises the NOSPACE alarm: writes that add "
     "data are refused (HTTP 507) until deletes and a compaction bring the size back under it "
     "(docs/operations.md). Give every member the same value.",
+)
+@click.option(
+    "--auto-compaction-retention",
+    type=click.IntRange(0),
+    default=10_000,
+    show_default=True,
+    envvar="RAFTKV_AUTO_COMPACTION_RETENTION",
+    help="Revisions of history to keep: the leader compacts everything older once the store is "
+    "a tenth past it (etcd's revision mode). Reads at older revisions then answer 410. "
+    "0 keeps all history until `raftkv compact`.",
 )
 @click.option(
     "--no-leader-hints",
@@ -740,6 +750,7 @@ def serve(
     max_connections: int | None,
     max_peer_frame_bytes: int,
     quota_bytes: int,
+    auto_compaction_retention: int,
     no_leader_hints: bool,
 ) -> None:
     """Run one raftkv node (Raft peer transport + HTTP API) until SIGTERM/SIGINT.
@@ -854,6 +865,7 @@ def serve(
             max_connections=max_connections,
             max_peer_frame_bytes=max_peer_frame_bytes,
             quota_bytes=quota_bytes,
+            auto_compaction_retention=auto_compaction_retention,
             leader_hints=not no_leader_hints,
         )
         config.validate()

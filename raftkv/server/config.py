@@ -35,6 +35,8 @@ __all__ = [
 INITIAL_CLUSTER_STATES = ("new", "existing")
 DEFAULT_QUOTA_BYTES = 2 * 1024**3
 """The KV store's default space quota: 2 GiB, etcd's default ``--quota-backend-bytes``."""
+DEFAULT_AUTO_COMPACTION_RETENTION = 10_000
+"""Revisions of history the leader keeps by compacting the rest (0: off)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +93,8 @@ class ServerConfig:
             (:attr:`~raftkv.replica.kv.KVStateMachine.size_bytes`): past it the
             leader raises the NOSPACE alarm (:mod:`raftkv.server.node.quota`).
             Give every member the same value.
+        auto_compaction_retention: revisions of history kept: the leader
+            compacts below ``revision - retention`` (0: never on its own).
         leader_hints: a follower whose connection to the leader is refused
             (the leader's process died) campaigns after a tick or two instead
             of a whole election timeout (:meth:`raftkv.core.RawNode.report_unreachable`).
@@ -127,6 +131,7 @@ class ServerConfig:
     http_write_timeout_s: float = 30.0
     max_peer_frame_bytes: int = DEFAULT_MAX_FRAME_SIZE
     quota_bytes: int = DEFAULT_QUOTA_BYTES
+    auto_compaction_retention: int = DEFAULT_AUTO_COMPACTION_RETENTION
     leader_hints: bool = True
 
     @property
@@ -174,6 +179,8 @@ class ServerConfig:
             )
         if self.quota_bytes < 1:
             raise ConfigError("--quota-bytes must be positive")
+        if self.auto_compaction_retention < 0:
+            raise ConfigError("--auto-compaction-retention must be 0 (off) or positive")
         if self.max_connections is not None and self.max_connections < 1:
             raise ConfigError("--max-connections must be positive")
         timeouts = (

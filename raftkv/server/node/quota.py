@@ -28,6 +28,14 @@ alarm clears once the pass has freed enough). How far a replica's pass got is
 visible only in its size, which only the leader's check reads, and the alarm
 it proposes is what every replica follows -- so replicas need not agree on it.
 
+Rule 5: auto-compaction. With ``--auto-compaction-retention N`` (revisions,
+default :data:`~raftkv.server.config.DEFAULT_AUTO_COMPACTION_RETENTION`; 0 turns
+it off) the leader keeps the last ``N`` revisions of history: once the store is
+``N`` plus a tenth of ``N`` revisions past its compaction point, it proposes
+``Compact(revision - N)`` (etcd's revision mode). Without it, history grows
+with every write until an operator compacts, and every snapshot carries it.
+Like the alarm it is a log entry, so every replica compacts at the same point.
+
 Only a :class:`~raftkv.replica.kv.KVStateMachine` has a quota: for any other
 state machine the node has no :class:`SpaceQuota` (:meth:`SpaceQuota.of`).
 """
@@ -46,6 +54,7 @@ from raftkv.replica.kv import (
     Alarm,
     Cas,
     Command,
+    Compact,
     KVStateMachine,
     MultiPut,
     Put,
@@ -88,15 +97,21 @@ class SpaceQuota:
         metrics: gets the store's gauges.
     """
 
-    __slots__ = ("_sm", "_quota_bytes", "_proposed_at")
+    __slots__ = ("_sm", "_quota_bytes", "_retention", "_proposed_at")
 
     def __init__(
-        self, state_machine: KVStateMachine, quota_bytes: int, metrics: NodeMetrics
+        self,
+        state_machine: KVStateMachine,
+        quota_bytes: int,
+        metrics: NodeMetrics,
+        *,
+        retention: int = 0,
     ) -> None:
         self._sm = state_machine
         self._quota_bytes = quota_bytes
-        # Invariant: the index of the Alarm entry this node proposed as leader
-        # and has not applied yet, or None.
+        self._retention = retention
+        # Invariant: the index of the Alarm or Compact entry this node proposed
+        # as leader and has not applied yet, or None.
         self._proposed_at: Index | None = None
         metrics.watch_store(
             revision=lambda: state_machine.revision,
@@ -108,12 +123,17 @@ class SpaceQuota:
 
     @classmethod
     def of(
-        cls, state_machine: StateMachine, quota_bytes: int, metrics: NodeMetrics
+        cls,
+        state_machine: StateMachine,
+        quota_bytes: int,
+        metrics: NodeMetrics,
+        *,
+        retention: int = 0,
     ) -> SpaceQuota | None:
         """The quota of ``state_machine``, or None if it is not a KV store."""
         if not isinstance(state_machine, KVStateMachine):
             return None
-        return cls(state_machine, quota_bytes, metrics)
+        return cls(state_machine, quota_bytes, metrics, retention=retention)
 
     @property
     def alarm(self) -> str | None:
@@ -159,6 +179,7 @@ class SpaceQuota:
         sm = self._sm
         over = sm.size_bytes > self._quota_bytes
         if over == sm.alarm:
+            self._auto_compact(raw)
             return
         command = encode_command(Alarm(active=over, time_ms=int(time.time() * 1000)))
         try:
@@ -171,3 +192,21 @@ class SpaceQuota:
             logger.warning("space quota: raising the NOSPACE alarm", extra={"fields": fields})
         else:
             logger.info("space quota: clearing the NOSPACE alarm", extra={"fields": fields})
+
+    def _auto_compact(self, raw: RawNode) -> None:
+        """Rule 5: propose a compaction once history passes the retention."""
+        retention = self._retention
+        if retention <= 0:
+            return
+        sm = self._sm
+        floor = max(sm.compact_revision, 1)
+        if sm.revision - floor < retention + max(1, retention // 10):
+            return
+        target = sm.revision - retention
+        command = encode_command(Compact(revision=target, time_ms=int(time.time() * 1000)))
+        try:
+            self._proposed_at = raw.propose(command)
+        except (NotLeader, ProposalDropped) as exc:  # a transfer: the next leader checks
+            logger.debug("auto-compaction proposal dropped: %s", exc)
+            return
+        logger.debug("auto-compaction", extra={"fields": {"revision": target}})

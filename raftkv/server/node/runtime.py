@@ -187,7 +187,12 @@ class RaftNode:
             poll_s=config.heartbeat_interval_ms / 4000,
         )
         # The KV store's space quota (None for another state machine).
-        self._quota = SpaceQuota.of(self._replica.state_machine, config.quota_bytes, self.metrics)
+        self._quota = SpaceQuota.of(
+            self._replica.state_machine,
+            config.quota_bytes,
+            self.metrics,
+            retention=config.auto_compaction_retention,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
