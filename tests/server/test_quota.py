@@ -271,7 +271,7 @@ def test_auto_compaction_keeps_the_last_revisions(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with HubCluster(tmp_path, overrides={"auto_compaction_retention": 20}) as c:
-            lead, follow, leader = await leader_and_follower(c)
+            lead, follow, _leader = await leader_and_follower(c)
             async with aiohttp.ClientSession() as s:
                 for i in range(60):
                     code, body = await call(s, "PUT", f"{follow}/v1/kv/k{i % 5}", i)
