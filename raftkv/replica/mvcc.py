@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -680,7 +681,10 @@ class MVCCStore:
     __slots__ = (
         "_entries",
         "_index",
-        "_historied",
+        "_superseded_keys",
+        "_superseded_revs",
+        "_superseded_head",
+        "_floor_tombstones",
         "_pending_compaction",
         "_revision",
         "_compact_revision",
@@ -698,12 +702,23 @@ class MVCCStore:
         # mod_revision == _compact_revision (module rule 6).
         self._index = KeyIndex()
         # Invariant: the keys of _index are exactly the keys of _entries.
-        self._historied: set[bytes] = set()
-        # Keys whose versions below _compact_revision may not be freed yet
-        # (compact() is logical at once, compact_step() physical in slices).
+        self._superseded_keys: list[bytes] = []
+        self._superseded_revs = array("q")
+        self._superseded_head = 0
+        # Invariant: from _superseded_head on, one (revision, key) pair per kept
+        # version that a later write superseded, in revision order: the key, and
+        # the revision of the write that superseded it. A compaction at r can
+        # drop a version only if it was superseded at or before r, so the keys
+        # compact(r) must visit are those of the pairs up to r -- a pass that
+        # costs what the history since the last compaction wrote, not the whole
+        # key space.
+        self._floor_tombstones: list[bytes] = []
+        # Invariant: the keys whose first kept version is a tombstone (left at
+        # the compact revision, rule 6): a later compaction drops it, though no
+        # write superseded it.
         self._pending_compaction: list[bytes] = []
-        # Invariant: the keys whose entry is not one live version (a list, or a
-        # lone tombstone): the only keys compaction can change.
+        # Invariant: keys whose versions below _compact_revision may not be freed
+        # yet (compact() is logical at once, compact_step() physical in slices).
         self._revision = 1
         # Invariant: every kept version's mod_revision <= _revision.
         self._compact_revision = 0
@@ -1016,7 +1031,8 @@ class MVCCStore:
                 entry.append(v)
             else:
                 entries[key] = [entry, v]
-                self._historied.add(key)
+            self._superseded_keys.append(key)
+            self._superseded_revs.append(revision)
         self._size += len(key) + len(value) + VERSION_OVERHEAD_BYTES
         self._versions += 1
         return prev
@@ -1029,7 +1045,8 @@ class MVCCStore:
             entry.append(tomb)
         else:
             self._entries[key] = [entry, tomb]
-            self._historied.add(key)
+        self._superseded_keys.append(key)
+        self._superseded_revs.append(revision)
         self._live -= 1
         self._size += len(key) + VERSION_OVERHEAD_BYTES
         self._versions += 1
@@ -1199,9 +1216,24 @@ class MVCCStore:
         if revision > self._revision:
             raise FutureRevisionError(self._revision)
         self._compact_revision = revision
-        # Every key with history may have versions to drop; a pass still under
-        # way is simply restarted at the new point (compacting is idempotent).
-        self._pending_compaction = list(self._historied)
+        # The keys with a version superseded at or before ``revision`` and those
+        # with a tombstone left first (the invariants in __init__), added to a
+        # pass still under way: it goes on at the new point (compacting a key is
+        # idempotent), each key visited once.
+        keys = self._superseded_keys
+        revs = self._superseded_revs
+        head = self._superseded_head
+        cut = bisect_right(revs, revision, lo=head)
+        due = dict.fromkeys(self._pending_compaction)
+        due.update(dict.fromkeys(self._floor_tombstones))
+        due.update(dict.fromkeys(keys[head:cut]))
+        self._floor_tombstones = []
+        self._pending_compaction = list(due)
+        if cut > 4096 and cut * 2 > len(keys):
+            del keys[:cut]
+            del revs[:cut]
+            cut = 0
+        self._superseded_head = cut
 
     @property
     def compacting(self) -> bool:
@@ -1220,7 +1252,7 @@ class MVCCStore:
             return False
         revision = self._compact_revision
         entries = self._entries
-        historied = self._historied
+        floor_tombstones = self._floor_tombstones
         index = self._index
         dropped_size = 0
         dropped_versions = 0
@@ -1240,7 +1272,6 @@ class MVCCStore:
                 )
                 del entries[key]
                 index.discard(key)
-                historied.discard(key)
                 continue
             assert isinstance(entry, list)
             drop = len(entry) - len(kept)
@@ -1248,13 +1279,13 @@ class MVCCStore:
             dropped_size += drop * (len(key) + VERSION_OVERHEAD_BYTES) + sum(
                 [len(v[4]) for v in entry[:drop]]
             )
+            first = entry[drop]
             if len(kept) > 1:
                 del entry[:drop]
-                continue
-            v = kept[0]
-            entries[key] = v
-            if v[2]:
-                historied.discard(key)
+            else:
+                entries[key] = first
+            if not first[2]:
+                floor_tombstones.append(key)
         self._size -= dropped_size
         self._versions -= dropped_versions
         return bool(pending)
@@ -1337,7 +1368,7 @@ class MVCCStore:
             raise InvalidSnapshotError("keys are not a list")
         store = cls()
         entries = store._entries
-        historied = store._historied
+        superseded: list[tuple[int, bytes]] = []
         ordered: list[bytes] = []
         size = versions_total = live = 0
         previous_key: bytes | None = None
@@ -1354,16 +1385,19 @@ class MVCCStore:
             ordered.append(key)
             if len(versions) == 1:
                 entries[key] = versions[0]
-                if not versions[0][2]:
-                    historied.add(key)
             else:
                 entries[key] = versions
-                historied.add(key)
+                superseded.extend((v[0], key) for v in versions[1:])
+            if not versions[0][2]:
+                store._floor_tombstones.append(key)
             if versions[-1][2]:
                 live += 1
             versions_total += len(versions)
             for v in versions:
                 size += len(key) + len(v[4]) + VERSION_OVERHEAD_BYTES
+        superseded.sort(key=itemgetter(0))
+        store._superseded_keys = [key for _, key in superseded]
+        store._superseded_revs = array("q", [rev for rev, _ in superseded])
         store._index = KeyIndex(ordered)
         store._revision = revision
         store._compact_revision = compact_revision

@@ -345,7 +345,8 @@ class _ReadOnlyTxnBumps(MVCCStore):
 
 class _CompactionDropsNewest(MVCCStore):
     def compact(self, revision: int) -> None:
-        historied = list(self._historied)
+        # The keys with history (more than one version, or a lone tombstone).
+        historied = [k for k, e in self._entries.items() if isinstance(e, list) or not e[2]]
         super().compact(revision)
         while self.compact_step(1 << 30):  # the physical pass, at once
             pass
