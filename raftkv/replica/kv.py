@@ -786,8 +786,8 @@ class KVStateMachine:
         if isinstance(cmd, Put):
             if self._alarm:
                 return self._error(index, ERR_NOSPACE)
-            revision, prev = store.put(cmd.key.encode("utf-8"), json_text(cmd.value))
-            return KVResult(ok=True, index=index, revision=revision, found=prev is not None)
+            revision, existed = store.put_found(cmd.key.encode("utf-8"), json_text(cmd.value))
+            return KVResult(ok=True, index=index, revision=revision, found=existed)
         if isinstance(cmd, Get):
             result = self.read(cmd.key)
             return KVResult(

@@ -985,6 +985,20 @@ class MVCCStore:
             return revision, None
         return revision, _make_kv(key, prev)
 
+    def put_found(self, key: bytes, value: bytes, lease: int = 0) -> tuple[int, bool]:
+        """:meth:`put` without building the previous version: the new revision
+        and whether ``key`` was live before (the single-key write's hot path).
+
+        Raises:
+            EmptyKeyError: ``key`` is empty.
+        """
+        if not key:
+            raise EmptyKeyError()
+        revision = self._revision + 1
+        prev = self._write_put(key, value, lease, revision)
+        self._revision = revision
+        return revision, prev is not None
+
     def delete_range(self, key: bytes, range_end: bytes = b"") -> tuple[int, tuple[KeyValue, ...]]:
         """Delete ``key`` or a range of keys (etcd's ``DeleteRange``).
 
@@ -1261,6 +1275,18 @@ class MVCCStore:
             entry = entries.get(key)
             if entry is None:
                 continue
+            if entry.__class__ is list:
+                last = entry[-1]
+                if last[2] and last[0] <= revision:
+                    # The common case: every version at or below the point, the
+                    # newest live -- it alone stays (rule 6).
+                    drop = len(entry) - 1
+                    dropped_versions += drop
+                    dropped_size += drop * (len(key) + VERSION_OVERHEAD_BYTES) + sum(
+                        [len(v[4]) for v in entry[:drop]]
+                    )
+                    entries[key] = last
+                    continue
             kept = _compacted(entry, revision)
             if kept is entry:
                 continue
@@ -1280,10 +1306,9 @@ class MVCCStore:
                 [len(v[4]) for v in entry[:drop]]
             )
             first = entry[drop]
-            if len(kept) > 1:
-                del entry[:drop]
-            else:
-                entries[key] = first
+            # A new list, not ``del entry[:drop]``: a capture (snapshot) taken
+            # before may still share the old one (capture()).
+            entries[key] = kept if len(kept) > 1 else first
             if not first[2]:
                 floor_tombstones.append(key)
         self._size -= dropped_size
@@ -1321,11 +1346,14 @@ class MVCCStore:
         result as of the capture, and may run in another thread while the store
         goes on changing (a replica encoding a snapshot off its event loop).
 
-        The capture copies the key order, the entry map and each key's list of
-        versions (versions are immutable tuples): O(keys), no encoding.
+        The capture copies only the key order and the entry map (~0.2 ms for
+        10,000 keys): a key's list of versions is shared, which is safe because
+        the store only ever appends to a list (versions above the captured
+        revision, which the build leaves out) or replaces it (compaction makes
+        a new list); versions themselves are immutable tuples.
         """
         keys = list(self._index)
-        entries = {k: (e.copy() if isinstance(e, list) else e) for k, e in self._entries.items()}
+        entries = self._entries.copy()
         revision, compact_revision = self._revision, self._compact_revision
         compacting = bool(self._pending_compaction)
 
@@ -1334,6 +1362,11 @@ class MVCCStore:
             append = wire.append
             for key in keys:
                 entry: _Entry | list[_Version] | None = entries[key]
+                if entry.__class__ is list:
+                    versions: list[_Version] = entry[:]  # one atomic copy
+                    if versions[-1][0] > revision:  # appended since the capture
+                        versions = [v for v in versions if v[0] <= revision]
+                    entry = versions
                 if compacting:
                     entry = _compacted(entry, compact_revision)  # type: ignore[arg-type]
                     if entry is None:

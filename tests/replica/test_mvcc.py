@@ -129,6 +129,25 @@ def test_compaction_visits_only_keys_written_since_and_frees_them_all() -> None:
     assert store.key_count == 200 + sum(1 for k in store.range(b"hot", b"hou").kvs)
 
 
+def test_a_capture_builds_the_store_as_it_was_whatever_changes_after() -> None:
+    """capture() shares the version lists; later appends, deletes, new keys and
+    a compaction's physical pass (which replaces lists) must not reach it."""
+    store = MVCCStore()
+    for i in range(30):
+        store.put(b"k%d" % (i % 4), b"v%d" % i)
+    store.delete_range(b"k3")
+    store.compact(store.revision - 5)  # a pass under way at capture time
+    expected = store.to_wire()
+    build = store.capture()
+    for i in range(20):
+        store.put(b"k%d" % (i % 6), b"w%d" % i)  # appends to shared lists, new keys
+    store.delete_range(b"k0", b"k2")
+    while store.compact_step(1):
+        pass
+    compact_now(store, store.revision - 1)  # replaces the lists the capture holds
+    assert build() == expected
+
+
 def kv(key: bytes, value: bytes, create: int, mod: int, version: int, lease: int = 0) -> KeyValue:
     return KeyValue(
         key=key,
