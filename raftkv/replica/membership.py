@@ -135,7 +135,10 @@ class MembershipBook:
     def refuse(self, cc: ConfChange, index: Index, current: ConfState) -> Refusal | None:
         """Why the change committed at ``index`` may not be applied, or None.
 
-        Checked before proposing (with the next index) and again when applying.
+        Checked when the change is applied, on every replica alike; a node
+        checks the same rules before proposing (the removed ids and
+        :func:`refuse_members`), so a refusal here takes a proposer that did
+        not (an older version) or a membership that changed since.
         """
         reused = self.reused_ids(cc, index)
         if reused:
