@@ -123,6 +123,29 @@ _REPLICATE = ProgressState.REPLICATE
 _SNAPSHOT = ProgressState.SNAPSHOT
 
 
+def needs_persist(msg: Message) -> bool:
+    """Whether ``msg`` may leave only once this node's hard state and log are
+    durable (Figure 2: "respond to RPCs only after updating stable storage"):
+    the one home of that rule. :class:`Raft` queues such messages in
+    ``msgs_after_persist`` and the driver sends them after its sync.
+
+    - a RequestVote of a real election promises our new term and self-vote;
+    - every vote answer (PreVote too: a rejection carries our term) and every
+      AppendEntries / heartbeat answer promise our term, vote and log;
+    - a finished InstallSnapshot answer promises the snapshot is installed;
+      a chunk's acknowledgement promises nothing and goes at once.
+    Everything else (a leader's AppendEntries, heartbeats, PreVote requests,
+    ReadIndex traffic, TimeoutNow) goes at once.
+    """
+    if isinstance(msg, RequestVoteResponse | AppendEntriesResponse | HeartbeatResponse):
+        return True
+    if isinstance(msg, RequestVote):
+        return not msg.pre_vote
+    if isinstance(msg, InstallSnapshotResponse):
+        return msg.done
+    return False
+
+
 class Raft:
     """One node's Raft state machine. Use it through :class:`RawNode`."""
 
@@ -411,11 +434,7 @@ class Raft:
                 pre_vote=pre_vote,
                 transfer=transfer,
             )
-            if pre_vote:
-                self.msgs.append(msg)
-            else:
-                # A RequestVote promises that our new term and self-vote are durable.
-                self.msgs_after_persist.append(msg)
+            self.send(msg)
 
     def vote_for_self(self) -> bool:
         """Cast a candidate's own vote; True if that ended the election.
@@ -427,7 +446,7 @@ class Raft:
         never ends the election here; a single voter becomes leader only once
         the Ready holding its vote has been persisted and advanced.
         """
-        self.msgs_after_persist.append(
+        self.send(
             RequestVoteResponse(term=self.term, sender=self.node_id, to=self.node_id, granted=True)
         )
         return False
@@ -462,7 +481,7 @@ class Raft:
 
     def _handle_request_vote(self, msg: RequestVote) -> None:
         if self.can_vote_for(msg) and self.log_is_up_to_date(msg):
-            self.send_after_persist(
+            self.send(
                 RequestVoteResponse(
                     term=msg.term,
                     sender=self.node_id,
@@ -475,7 +494,7 @@ class Raft:
                 self.election_elapsed = 0
                 self.vote = msg.sender
         else:
-            self.send_after_persist(
+            self.send(
                 RequestVoteResponse(
                     term=self.term,
                     sender=self.node_id,
@@ -621,13 +640,13 @@ class Raft:
                 # Tell the stale leader about the newer term so it steps down;
                 # without this a node that bumped its term while isolated could
                 # never be reached by a leader that cannot win a PreVote from it.
-                self.send_after_persist(
+                self.send(
                     AppendEntriesResponse(
                         term=self.term, sender=self.node_id, to=msg.sender, index=0
                     )
                 )
         elif isinstance(msg, RequestVote) and msg.pre_vote:
-            self.send_after_persist(
+            self.send(
                 RequestVoteResponse(
                     term=self.term,
                     sender=self.node_id,
@@ -716,7 +735,7 @@ class Raft:
         """AppendEntries receiver (paper Figure 2)."""
         if msg.prev_log_index < self.log.committed:
             # Everything up to our commit index already matches the leader.
-            self.send_after_persist(
+            self.send(
                 AppendEntriesResponse(
                     term=self.term, sender=self.node_id, to=msg.sender, index=self.log.committed
                 )
@@ -724,7 +743,7 @@ class Raft:
             return
         last_new = self.append_from_leader(msg)
         if last_new is not None:
-            self.send_after_persist(
+            self.send(
                 AppendEntriesResponse(
                     term=self.term, sender=self.node_id, to=msg.sender, index=last_new
                 )
@@ -733,7 +752,7 @@ class Raft:
         hint_index, hint_term = self.log.find_conflict_by_term(
             min(msg.prev_log_index, self.log.last_index()), msg.prev_log_term
         )
-        self.send_after_persist(
+        self.send(
             AppendEntriesResponse(
                 term=self.term,
                 sender=self.node_id,
@@ -752,7 +771,7 @@ class Raft:
     def handle_heartbeat(self, msg: Heartbeat) -> None:
         # The leader never sends a commit index beyond what we are known to match.
         self.log.commit_to(msg.commit)
-        self.send_after_persist(
+        self.send(
             HeartbeatResponse(
                 term=self.term, sender=self.node_id, to=msg.sender, context=msg.context
             )
@@ -1166,11 +1185,7 @@ class Raft:
             done=done,
             reject=reject,
         )
-        if done:
-            # "Installed" promises the snapshot is durable.
-            self.send_after_persist(reply)
-        else:
-            self.send(reply)
+        self.send(reply)
 
     def restore(self, snapshot: Snapshot) -> bool:
         """Install a leader's snapshot; False if our log already covers it."""
@@ -1307,8 +1322,9 @@ class Raft:
     # -- output ------------------------------------------------------------
 
     def send(self, msg: Message) -> None:
-        self.msgs.append(msg)
-
-    def send_after_persist(self, msg: Message) -> None:
-        """Queue a message that promises our hard state and log are durable."""
-        self.msgs_after_persist.append(msg)
+        """Queue ``msg``: in ``msgs_after_persist`` if it promises that our hard
+        state and log are durable (:func:`needs_persist`), else in ``msgs``."""
+        if needs_persist(msg):
+            self.msgs_after_persist.append(msg)
+        else:
+            self.msgs.append(msg)

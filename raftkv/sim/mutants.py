@@ -42,6 +42,7 @@ from raftkv.core import (
     RequestVote,
     Role,
 )
+from raftkv.core.raft import needs_persist
 from raftkv.replica.kv import Command, Compare, KeyRange, KVStateMachine, Range
 from raftkv.replica.mvcc import VERSION_OVERHEAD_BYTES, MVCCStore, Op, RangeOp, TxnResult
 from raftkv.replica.mvcc import Compare as StoreCompare
@@ -101,8 +102,11 @@ class LeaderOverwritesLog(Raft):
 class AcksBeforePersist(Raft):
     """Sends votes and append acknowledgements before they are durable."""
 
-    def send_after_persist(self, msg: Message) -> None:
-        self.send(msg)
+    def send(self, msg: Message) -> None:
+        if needs_persist(msg) and not isinstance(msg, RequestVote) and msg.to != self.node_id:
+            self.msgs.append(msg)  # an answer to a peer, before the sync
+        else:
+            super().send(msg)
 
 
 class CountsOwnVoteEarly(Raft):
