@@ -3,8 +3,11 @@
 Rule: the CLI is a thin shell over library functions -- it parses options,
 calls them and prints; it holds no Raft or simulation logic. Wall-clock time,
 processes and files are allowed here (and only here among the layers that use
-the simulator). Commands are added to the :func:`main` group; ``sim`` is the
-first, ``serve`` and friends come later.
+the simulator). The commands, all in the :func:`main` group: ``sim`` (the
+deterministic simulator), ``serve`` (one node), ``cluster`` (a local cluster of
+``serve`` processes), the client commands ``put``, ``get``, ``delete``,
+``cas``, ``txn``, ``compact``, ``status``, ``members`` and
+``transfer-leader``, and ``jepsen`` (real nodes under faults, history checked).
 """
 
 from __future__ import annotations

@@ -10,6 +10,12 @@ States:
 * REPLICATE -- the follower is known to match up to ``match``; the leader sends
   optimistically (``next`` runs ahead of ``match``), bounded by the inflight
   window (pipelining, dissertation §10.2.1).
+* SNAPSHOT -- the entries the follower needs are compacted away; the leader
+  sends its snapshot instead, in chunks (``pending_snapshot``, ``snap_sent``,
+  ``snap_acked``, a bounded window of chunks in flight, §7), and no
+  AppendEntries until the follower reports the snapshot installed, which moves
+  it to PROBE. A heartbeat reply while in this state resends from the last
+  acknowledged chunk.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ class EntryType(enum.Enum):
     NORMAL = 0
     """Opaque application command (an empty payload is a leader's no-op)."""
     CONF_CHANGE = 1
-    """A membership change (reserved for the membership work)."""
+    """A membership change: ``data`` is an encoded :class:`ConfChange` (see core/confchange.py)."""
 
 
 @fast_init
