@@ -21,8 +21,9 @@ Rules:
    with ``compact_revision`` (:data:`CANCEL_COMPACTED`), and a client restarts
    from there.
 4. **Progress never overtakes events.** :meth:`WatchHub.progress` tells a
-   watcher "you have everything up to revision R" only when it is synced and
-   nothing is waiting in its queue; R never decreases.
+   watcher "you have everything up to revision R" only when it is synced,
+   nothing is waiting in its queue and R is not below its start revision - 1;
+   R never decreases, also across a resume on another node.
 5. **Bounded.** Events wait in a watcher's queue until :meth:`Watcher.take`;
    a watcher whose queue would pass ``max_pending_bytes`` is cancelled with a
    reason starting with :data:`CANCEL_SLOW` and its queue freed. Catching up
@@ -422,7 +423,10 @@ class WatchHub:
         self.applied()
         revision = self._revision
         for w in sorted(self._watchers.values(), key=_watch_id):
-            if w.id in self._unsynced or w._pending:
+            if w.id in self._unsynced or w._pending or w._next > revision + 1:
+                # Catching up, events waiting, or starting later than the next
+                # revision (a resume on a node that lags: its revision would be
+                # older than what the client already has).
                 continue
             w._pending.append(WatchResponse(watch_id=w.id, revision=revision, progress=True))
 

@@ -178,6 +178,9 @@ def test_progress_only_when_synced_and_drained(node: Node) -> None:
     behind = node.hub.create(b"a", start_revision=2)
     node.hub.progress()
     assert behind.take() == []  # catching up: nothing to promise yet
+    ahead = node.hub.create(b"a", start_revision=9)  # resumed on a node that lags
+    node.hub.progress()
+    assert ahead.take() == []  # revision 3 would be below what its client has
 
 
 def test_a_slow_watcher_is_cancelled_and_freed(node: Node) -> None:
@@ -398,11 +401,11 @@ def test_every_watcher_gets_the_history_exactly_once_in_order(ops: list[tuple[An
     for _ in range(1000):
         busy = node.hub.step(budget=64)
         for c in clients:
+            if c.watcher is not None:
+                _receive(c, c.watcher.take(), node)
             if c.watcher is None:
                 connect(c)
                 busy = True
-            if c.watcher is not None:
-                _receive(c, c.watcher.take(), node)
         if not busy:
             break
     else:
