@@ -79,6 +79,9 @@ class Lessor:
         # Invariant: empty unless _leader; else lease id -> when it expires.
         self._revoking: dict[int, int] = {}
         # Invariant: lease id -> when its expiry revoke was last returned by tick.
+        self._checkpointed: set[int] = set()
+        # Invariant: leases a checkpoint returned since promote() named (it may
+        # not be applied yet).
         self._last_checkpoint = 0
 
     def __repr__(self) -> str:
@@ -94,6 +97,7 @@ class Lessor:
         self._leader = True
         self._deadlines = {}
         self._revoking = {}
+        self._checkpointed = set()
         table = self._table()
         for lease_id in table.ids():
             lease = table.get(lease_id)
@@ -107,27 +111,37 @@ class Lessor:
         self._leader = False
         self._deadlines = {}
         self._revoking = {}
+        self._checkpointed = set()
 
     def keepalive(self, lease_id: int, now_ms: int) -> int | None:
         """Restart a lease's TTL from ``now_ms``; its TTL in seconds, or ``None``
-        if there is no such lease or this lessor is not promoted (rule 3: answer
-        the client only once leadership is confirmed)."""
+        if there is no such lease, it has expired already (its revoke is or will
+        be on its way, as etcd refuses to renew it), or this lessor is not
+        promoted. Rule 3: answer the client only once leadership is confirmed."""
         if not self._leader:
             return None
         lease = self._table().get(lease_id)
         if lease is None:
             self._deadlines.pop(lease_id, None)
             return None
+        deadline = self._deadlines.get(lease_id)
+        if deadline is not None and deadline <= now_ms:
+            return None
         self._deadlines[lease_id] = now_ms + lease.ttl_s * 1000
-        self._revoking.pop(lease_id, None)
         return lease.ttl_s
 
     def keepalive_checkpoint(self, lease_id: int, time_ms: int) -> LeaseCheckpoint | None:
-        """The checkpoint to commit before answering a keep-alive, if the lease's
-        replicated remaining time is shorter than its TTL (rule 3); else ``None``
+        """The checkpoint to commit before answering a keep-alive (rule 3), if the
+        lease's replicated remaining time is shorter than its TTL or a
+        checkpoint this leader proposed may still be on its way; else ``None``
         (a ReadIndex confirms leadership)."""
         lease = self._table().get(lease_id)
-        if lease is None or lease.remaining_ms is None or lease.remaining_ms >= lease.ttl_s * 1000:
+        if lease is None:
+            return None
+        ttl_ms = lease.ttl_s * 1000
+        if lease_id not in self._checkpointed and (
+            lease.remaining_ms is None or lease.remaining_ms >= ttl_ms
+        ):
             return None
         return LeaseCheckpoint(checkpoints=((lease_id, lease.ttl_s * 1000),), time_ms=time_ms)
 
@@ -178,6 +192,7 @@ class Lessor:
                 for lease_id, deadline in sorted(deadlines.items())
                 if deadline > now_ms
             ]
+            self._checkpointed.update(lease_id for lease_id, _ in pairs)
             for i in range(0, len(pairs), MAX_LEASE_CHECKPOINTS):
                 commands.append(
                     LeaseCheckpoint(

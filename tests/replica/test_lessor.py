@@ -68,6 +68,20 @@ def test_keepalive_restarts_the_ttl(log: Log) -> None:
     assert lessor.tick(4_499, time_ms=0) == []
     assert len(lessor.tick(4_500, time_ms=0)) == 1
     assert lessor.keepalive(99, 0) is None
+    assert lessor.keepalive(1, 4_500) is None  # expired: its revoke is on its way
+
+
+def test_a_keepalive_after_a_periodic_checkpoint_goes_through_the_log(log: Log) -> None:
+    """A checkpoint proposed before a keep-alive may apply after it: the reset
+    must follow it in the log, or a new leader would take its older remaining time."""
+    log.apply(LeaseGrant(id=1, ttl_s=10, time_ms=0))
+    lessor = lessor_of(log, checkpoint_interval_ms=1_000)
+    lessor.promote(0, 0)
+    assert len(lessor.tick(1_000, time_ms=0)) == 1  # proposed, not applied yet
+    assert lessor.keepalive(1, 1_100) == 10
+    assert lessor.keepalive_checkpoint(1, 0) == LeaseCheckpoint(
+        checkpoints=((1, 10_000),), time_ms=0
+    )
 
 
 def test_a_lease_granted_while_leading_gets_its_ttl_from_the_next_tick(log: Log) -> None:
@@ -119,7 +133,7 @@ def test_a_keepalive_of_a_checkpointed_lease_resets_it_through_the_log(log: Log)
     successor = lessor_of(log)
     successor.promote(9_000, 1_000)  # the old leader died right after answering
     assert successor.remaining_ms(1, 9_000) == 11_000  # not 2_000 + 1_000
-    assert lessor.keepalive_checkpoint(1, 0) is None
+    assert successor.keepalive_checkpoint(1, 0) is None
 
 
 def test_a_revoked_lease_is_forgotten(log: Log) -> None:
