@@ -106,6 +106,10 @@ def _replay_command(config: SimConfig, extra: str | None) -> str:
         parts.append(f"--retries {config.retries}")
     if config.txn:
         parts.append("--txn")
+    if config.watches:
+        parts.append("--watches")
+    if config.leases:
+        parts.append("--leases")
     if not config.check_linearizability:
         parts.append("--no-linearizability")
     if extra is not None:
@@ -264,6 +268,20 @@ def _sweep_worker(args: tuple[SimConfig, str | None]) -> tuple[SimResult, float]
     "transactions, delete-ranges and compactions; every operation is checked by its "
     "revision against a model of the store (docs/testing.md).",
 )
+@click.option(
+    "--watches",
+    is_flag=True,
+    help="Watchers on every node disconnect, reconnect (often to another node) and resume "
+    "from their last revision, across compaction too; every watcher's events are checked "
+    "against the applied history (docs/testing.md).",
+)
+@click.option(
+    "--leases",
+    is_flag=True,
+    help="Lease clients grant leases, attach keys, keep them alive through the leader, stop "
+    "renewing or revoke, while every node's lessor runs on the virtual clock; the lease "
+    "checker holds the cluster to the lease contract (docs/testing.md).",
+)
 def sim(
     seed: int | None,
     seeds_spec: str | None,
@@ -287,6 +305,8 @@ def sim(
     reads: bool,
     retries: int | None,
     txn: bool,
+    watches: bool,
+    leases: bool,
 ) -> None:
     """Run the deterministic cluster simulator and check Raft's safety properties.
 
@@ -306,6 +326,7 @@ def sim(
       raftkv sim --seeds 1-500 --faults all --time 30
       raftkv sim --seeds 1-200 --tick-ms 10 --latency-us 3000 --jitter-us 3000
       raftkv sim --seeds 1-1000 --membership --snapshots 20 --reads --txn
+      raftkv sim --seeds 1-200 --watches --leases
     """
     replay_extra: str | None = None
     if mutant is not None:
@@ -320,6 +341,8 @@ def sim(
         fault_set = parse_faults(faults)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--faults") from None
+    if leases and txn:
+        raise click.UsageError("--leases cannot be combined with --txn yet")
     if (seed is None) == (seeds_spec is None):
         if seed is None and seeds_spec is None:
             seed = 1
@@ -342,6 +365,8 @@ def sim(
         reads=reads,
         retries=retries if retries is not None else (2 if reads else 0),
         txn=txn,
+        watches=watches,
+        leases=leases,
     )
     if mutant is not None and mutant not in MUTANTS:
         base = plant(mutant, base)  # a replica or read-path mutant: turns on what it needs
@@ -441,7 +466,8 @@ def _sweep(
     faults = ",".join(sorted(base.faults)) or "none"
     click.echo(
         f"swept {len(seeds)} seeds (nodes={base.nodes} time={base.duration:g}s faults={faults}"
-        f"{' txn' if base.txn else ''}): "
+        f"{' txn' if base.txn else ''}{' watches' if base.watches else ''}"
+        f"{' leases' if base.leases else ''}): "
         f"{len(seeds) - len(failures)} ok, {len(failures)} failed, {deliveries} deliveries"
     )
     if timing:

@@ -92,10 +92,12 @@ def test_bad_options() -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["sim", "--faults", "meteor"]).exit_code == 2
     assert runner.invoke(main, ["sim", "--seed", "1", "--seeds", "1-2"]).exit_code == 2
+    assert runner.invoke(main, ["sim", "--leases", "--txn"]).exit_code == 2
     assert "--faults" in runner.invoke(main, ["sim", "--help"]).output
 
 
-def test_runs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [(), ("--watches", "--leases")])
+def test_runs_do_not_depend_on_the_hash_seed(tmp_path: Path, extra: tuple[str, ...]) -> None:
     """str/bytes hashing is salted per process; nothing observable may depend on it."""
     outputs = []
     for hash_seed in ("1", "2"):
@@ -113,6 +115,7 @@ def test_runs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
                 "4",
                 "--trace",
                 str(trace),
+                *extra,
             ],
             env=env,
             capture_output=True,
