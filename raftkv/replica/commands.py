@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 import msgpack
 
 from raftkv.core.errors import RaftKVError
+from raftkv.replica.leases import MAX_LEASE_ID, MAX_LEASE_TTL_S
 from raftkv.replica.mvcc import prefix_range_end
 
 __all__ = [
@@ -76,6 +77,10 @@ __all__ = [
     "Txn",
     "Compact",
     "Alarm",
+    "LeaseGrant",
+    "LeaseRevoke",
+    "LeaseCheckpoint",
+    "MAX_LEASE_CHECKPOINTS",
     "Command",
     "encode_command",
     "decode_command",
@@ -93,6 +98,8 @@ MAX_TXN_OPS: Final = 128
 ``--max-txn-ops`` default)."""
 OWNER_CHARS: Final = 16
 """Length of a session owner: lowercase hex digits."""
+MAX_LEASE_CHECKPOINTS: Final = 1000
+"""Most leases one :class:`LeaseCheckpoint` carries (etcd's batch size)."""
 
 SORT_ORDERS: Final = ("none", "ascend", "descend")
 SORT_TARGETS: Final = ("key", "version", "create_revision", "mod_revision", "value")
@@ -363,6 +370,12 @@ def _check_time(time_ms: object) -> None:
         raise InvalidCommand(f"time_ms must be a non-negative integer, not {time_ms!r}")
 
 
+def _check_lease_id(lease_id: object, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if type(lease_id) is not int or not low <= lease_id <= MAX_LEASE_ID:
+        raise InvalidCommand(f"lease id must be an integer from {low} to 2**63-1, not {lease_id!r}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Put:
     """Set ``key`` to ``value``."""
@@ -372,11 +385,14 @@ class Put:
     value: JSONValue
     time_ms: int
     session: Session | None = None
+    lease: int = 0
+    """The lease to attach the key to (0: none; the key leaves any lease it had)."""
 
     def __post_init__(self) -> None:
         check_key(self.key)
         check_value(self.value)
         _check_time(self.time_ms)
+        _check_lease_id(self.lease, allow_zero=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -529,10 +545,13 @@ class TxnPut:
     kind: ClassVar[str] = "put"
     key: str
     value: JSONValue
+    lease: int = 0
+    """As :attr:`Put.lease`."""
 
     def __post_init__(self) -> None:
         check_key(self.key)
         check_value(self.value)
+        _check_lease_id(self.lease, allow_zero=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -662,8 +681,93 @@ class Alarm:
         _check_time(self.time_ms)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseGrant:
+    """Create a lease of ``ttl_s`` seconds.
+
+    ``id=0``: the state machine assigns one (the entry's index, or the next
+    free id above it); ``id > 0``: the client's choice. The node raises
+    ``ttl_s`` to its minimum TTL before proposing (the replica does not know
+    the election timeout).
+    """
+
+    op: ClassVar[str] = "lease_grant"
+    id: int
+    ttl_s: int
+    time_ms: int
+    session: Session | None = None
+
+    def __post_init__(self) -> None:
+        _check_lease_id(self.id, allow_zero=True)
+        if type(self.ttl_s) is not int or not 1 <= self.ttl_s <= MAX_LEASE_TTL_S:
+            raise InvalidCommand(
+                f"lease ttl must be an integer from 1 to {MAX_LEASE_TTL_S} seconds, "
+                f"not {self.ttl_s!r}"
+            )
+        _check_time(self.time_ms)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseRevoke:
+    """Remove a lease and delete every key attached to it, in one revision.
+
+    ``expired=True`` marks the revoke the leader's lessor proposed because the
+    lease's TTL ran out (the effect is the same).
+    """
+
+    op: ClassVar[str] = "lease_revoke"
+    id: int
+    time_ms: int
+    expired: bool = False
+    session: Session | None = None
+
+    def __post_init__(self) -> None:
+        _check_lease_id(self.id)
+        _check_flag("expired", self.expired)
+        _check_time(self.time_ms)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseCheckpoint:
+    """Record the remaining time of leases, as the leader measured it:
+    ``(id, remaining_ms)`` pairs (ids of leases that are gone are ignored).
+    Proposed by the leader's lessor, never by clients; changes no revision."""
+
+    op: ClassVar[str] = "lease_checkpoint"
+    checkpoints: tuple[tuple[int, int], ...]
+    time_ms: int
+    session: Session | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.checkpoints, tuple):
+            raise InvalidCommand("checkpoints must be a list of [id, remaining_ms]")
+        if len(self.checkpoints) > MAX_LEASE_CHECKPOINTS:
+            raise InvalidCommand(
+                f"too many checkpoints: {len(self.checkpoints)}; "
+                f"the limit is {MAX_LEASE_CHECKPOINTS}"
+            )
+        for pair in self.checkpoints:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise InvalidCommand("a checkpoint must be [id, remaining_ms]")
+            _check_lease_id(pair[0])
+            _check_count("remaining_ms", pair[1])
+        _check_time(self.time_ms)
+
+
 Command: TypeAlias = (
-    Put | Delete | Cas | MultiPut | Get | Range | DeleteRange | Txn | Compact | Alarm
+    Put
+    | Delete
+    | Cas
+    | MultiPut
+    | Get
+    | Range
+    | DeleteRange
+    | Txn
+    | Compact
+    | Alarm
+    | LeaseGrant
+    | LeaseRevoke
+    | LeaseCheckpoint
 )
 
 
@@ -681,6 +785,8 @@ def _range_fields(body: dict[str, Any], cmd: Range) -> None:
 
 def _txn_op_to_wire(op: TxnOp) -> list[object]:
     if isinstance(op, TxnPut):
+        if op.lease:
+            return ["put", op.key, op.value, op.lease]
         return ["put", op.key, op.value]
     if isinstance(op, TxnDelete):
         return ["delete", op.range.to_wire(), op.prev_kv]
@@ -691,8 +797,8 @@ def _txn_op_from_wire(raw: object) -> TxnOp:
     if not isinstance(raw, list) or not raw:
         raise InvalidCommand("a transaction op must be a list")
     kind = raw[0]
-    if kind == "put" and len(raw) == 3:
-        return TxnPut(key=raw[1], value=raw[2])
+    if kind == "put" and len(raw) in (3, 4):
+        return TxnPut(key=raw[1], value=raw[2], lease=raw[3] if len(raw) == 4 else 0)
     if kind == "delete" and len(raw) == 3:
         return TxnDelete(range=KeyRange.from_wire(raw[1]), prev_kv=raw[2])
     if kind == "range" and len(raw) == 5:
@@ -722,6 +828,8 @@ def encode_command(command: Command, *, time_ms: int | None = None) -> bytes:
         body["key"] = command.key
     if isinstance(command, Put | Cas):
         body["value"] = command.value
+    if isinstance(command, Put) and command.lease:
+        body["lease"] = command.lease  # absent for no lease: old entries read alike
     if isinstance(command, Cas):
         body["expect_absent"] = command.expect is ABSENT
         body["expect"] = None if command.expect is ABSENT else command.expect
@@ -738,6 +846,15 @@ def encode_command(command: Command, *, time_ms: int | None = None) -> bytes:
         body["revision"] = command.revision
     elif isinstance(command, Alarm):
         body["active"] = command.active
+    elif isinstance(command, LeaseGrant):
+        body["id"] = command.id
+        body["ttl_s"] = command.ttl_s
+    elif isinstance(command, LeaseRevoke):
+        body["id"] = command.id
+        if command.expired:
+            body["expired"] = True
+    elif isinstance(command, LeaseCheckpoint):
+        body["checkpoints"] = [list(pair) for pair in command.checkpoints]
     body["time_ms"] = command.time_ms if time_ms is None else time_ms
     if command.session is not None:
         body["session"] = [command.session.client_id, command.session.seq]
@@ -792,6 +909,7 @@ def decode_command(data: bytes) -> Command:
             value=_field(fields, "value"),
             time_ms=time_ms,
             session=session,
+            lease=fields.get("lease", 0),
         )
     if op == "delete":
         return Delete(key=_field(fields, "key"), time_ms=time_ms, session=session)
@@ -851,4 +969,22 @@ def decode_command(data: bytes) -> Command:
         return Compact(revision=_field(fields, "revision"), time_ms=time_ms, session=session)
     if op == "alarm":
         return Alarm(active=_field(fields, "active"), time_ms=time_ms, session=session)
+    if op == "lease_grant":
+        return LeaseGrant(
+            id=_field(fields, "id"), ttl_s=_field(fields, "ttl_s"), time_ms=time_ms, session=session
+        )
+    if op == "lease_revoke":
+        return LeaseRevoke(
+            id=_field(fields, "id"),
+            expired=fields.get("expired", False),
+            time_ms=time_ms,
+            session=session,
+        )
+    if op == "lease_checkpoint":
+        pairs = []
+        for raw in _tuple(_field(fields, "checkpoints"), "checkpoints"):
+            if not isinstance(raw, list) or len(raw) != 2:
+                raise InvalidCommand("a checkpoint must be [id, remaining_ms]")
+            pairs.append((raw[0], raw[1]))
+        return LeaseCheckpoint(checkpoints=tuple(pairs), time_ms=time_ms, session=session)
     raise InvalidCommand(f"unknown operation {op!r}")

@@ -36,7 +36,14 @@ Rules:
    decode at apply time produce ``KVResult(ok=False, error="invalid command: ...")``
    on every replica alike. Only caller misuse of the state machine itself (indexes
    that do not increase) raises.
-7. **Absent is not null.** A key may hold the JSON value ``null``; that is
+7. **Leases** (:mod:`raftkv.replica.leases`). A ``LeaseGrant`` entry creates a
+   lease, a ``LeaseRevoke`` removes it and deletes its keys in one revision, a
+   ``LeaseCheckpoint`` records the remaining times the leader measured. A put
+   may name a lease (which must exist: :data:`ERR_LEASE_NOT_FOUND`); any write
+   re-attaches the keys it touches to the lease their new version names (a
+   delete to none). No replica times a lease: the leader's lessor
+   (:mod:`raftkv.replica.lessor`) proposes the revoke of an expired one.
+8. **Absent is not null.** A key may hold the JSON value ``null``; that is
    different from the key being absent. :data:`ABSENT` is the compare-and-set
    expectation "the key does not exist".
 
@@ -44,9 +51,11 @@ The store keeps keys as UTF-8 and values as compact JSON text
 (:func:`~raftkv.replica.commands.json_text`); results carry :class:`Item`, whose
 ``value_json`` is that text and ``value`` the decoded JSON.
 
-Snapshots are msgpack: the store's wire form, the sessions, the alarm,
-``applied_index`` and ``log_time_ms``. Versions 1 and 2 (a plain key/value map,
-written before revisions) still restore: their keys are put in one revision.
+Snapshots are msgpack (version 4): the store's wire form, the sessions, the
+leases ``(id, ttl_s, remaining_ms)``, the alarm, ``applied_index`` and
+``log_time_ms``; the keys of each lease are rebuilt from the store. Versions 1
+to 3 still restore, with no leases; 1 and 2 (a plain key/value map, written
+before revisions) put their keys in one revision.
 """
 
 from __future__ import annotations
@@ -79,6 +88,9 @@ from raftkv.replica.commands import (
     JSONValue,
     KeyRange,
     KVError,
+    LeaseCheckpoint,
+    LeaseGrant,
+    LeaseRevoke,
     MultiPut,
     Put,
     Range,
@@ -97,12 +109,14 @@ from raftkv.replica.commands import (
     json_text,
     parse_idempotency_key,
 )
+from raftkv.replica.leases import LeaseTable
 from raftkv.replica.mvcc import (
     CompactedError,
     CompareResult,
     CompareTarget,
     DeleteRangeOp,
     DeleteResult,
+    Event,
     FutureRevisionError,
     KeyValue,
     MVCCError,
@@ -161,6 +175,9 @@ __all__ = [
     "Txn",
     "Compact",
     "Alarm",
+    "LeaseGrant",
+    "LeaseRevoke",
+    "LeaseCheckpoint",
     "Command",
     "check_key",
     "check_value",
@@ -181,12 +198,16 @@ __all__ = [
     "ERR_NOSPACE",
     "ERR_COMPACTED",
     "ERR_FUTURE_REVISION",
+    "ERR_LEASE_NOT_FOUND",
+    "ERR_LEASE_EXISTS",
     "Item",
     "KVResult",
     "Listing",
     "Deleted",
     "PutDone",
     "TxnAnswer",
+    "LeaseGranted",
+    "LeaseRevoked",
     "Answer",
     "KVStateMachine",
 ]
@@ -205,14 +226,19 @@ ERR_NOSPACE: Final = "database space exceeded"
 """The NOSPACE alarm is raised: writes that add data are refused (etcd's message)."""
 ERR_COMPACTED: Final = "required revision has been compacted"
 ERR_FUTURE_REVISION: Final = "required revision is a future revision"
+ERR_LEASE_NOT_FOUND: Final = "lease not found"
+"""A put names a lease that does not exist, or a revoke one that does not (any more)."""
+ERR_LEASE_EXISTS: Final = "lease already exists"
+"""A grant names an id a lease already has."""
 
-# Version 3: the MVCC store. 2: a plain map and sessions of outcomes; 1: sessions
-# with cached results (their values are dropped on restore).
+# Version 4: the MVCC store and the leases. 3: the MVCC store; 2: a plain map and
+# sessions of outcomes; 1: sessions with cached results (their values are dropped
+# on restore).
 COMPACT_KEYS_PER_ENTRY: Final = 16
 """Keys of a compaction's physical pass freed per applied entry (about 0.15 ms with ten
 versions per key)."""
-_SNAPSHOT_VERSION: Final = 3
-_SNAPSHOT_VERSIONS: Final = (1, 2, 3)
+_SNAPSHOT_VERSION: Final = 4
+_SNAPSHOT_VERSIONS: Final = (1, 2, 3, 4)
 _REFUSALS: Final = frozenset(
     {
         ERR_STALE_SEQUENCE,
@@ -222,6 +248,8 @@ _REFUSALS: Final = frozenset(
         ERR_NOSPACE,
         ERR_COMPACTED,
         ERR_FUTURE_REVISION,
+        ERR_LEASE_NOT_FOUND,
+        ERR_LEASE_EXISTS,
     }
 )
 _SORT_ORDERS: Final = {
@@ -429,7 +457,55 @@ class TxnAnswer:
         return not self.replayed
 
 
-Answer: TypeAlias = KVResult | Listing | Deleted | TxnAnswer
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseGranted:
+    """The answer to a lease grant.
+
+    Attributes:
+        index, revision, replayed: as in :class:`KVResult` (a grant moves no revision).
+        id: the lease's id (on a replay: the id the command named, 0 if it let
+            the state machine choose -- propose grants with an id to retry them).
+        ttl_s: its TTL in seconds.
+    """
+
+    index: int
+    revision: int
+    id: int
+    ttl_s: int
+    replayed: bool = False
+
+    ok: bool = True
+    error: str | None = None
+
+    @property
+    def executed(self) -> bool:
+        return not self.replayed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseRevoked:
+    """The answer to a lease revoke (a client's or an expiry).
+
+    Attributes:
+        index, revision, replayed: as in :class:`KVResult` (``revision`` is the
+            revision that deleted the keys, if there were any).
+        deleted: how many keys it deleted (0 on a replay).
+    """
+
+    index: int
+    revision: int
+    deleted: int
+    replayed: bool = False
+
+    ok: bool = True
+    error: str | None = None
+
+    @property
+    def executed(self) -> bool:
+        return not self.replayed
+
+
+Answer: TypeAlias = KVResult | Listing | Deleted | TxnAnswer | LeaseGranted | LeaseRevoked
 """What :meth:`KVStateMachine.apply` returns."""
 
 
@@ -469,6 +545,11 @@ class KVStateMachine:
         )
         self._decoded = decode_cache
         self._store = MVCCStore()
+        self._leases = LeaseTable()
+        # Invariant: a key is attached to lease L in _leases iff its newest
+        # version in _store is live with lease L (leases.py rule 2).
+        self._restores = 0
+        # Invariant: how many times restore() replaced the state.
         # Invariant: the NOSPACE alarm, as the last Alarm entry applied left it.
         self._alarm = False
         # Invariant: the index of the last entry passed to apply() (or restored).
@@ -522,6 +603,35 @@ class KVStateMachine:
     def alarm(self) -> bool:
         """Whether the NOSPACE alarm is raised (rule 5)."""
         return self._alarm
+
+    @property
+    def leases(self) -> LeaseTable:
+        """The lease table (read it, never change it: only entries do)."""
+        return self._leases
+
+    @property
+    def restores(self) -> int:
+        """How many snapshots :meth:`restore` installed in this object (a
+        watch hub re-syncs its watchers when it changes)."""
+        return self._restores
+
+    def last_events(self) -> tuple[int, tuple[Event, ...]] | None:
+        """The current revision and its events (in key order, with ``prev_kv``)
+        if an entry applied to this state machine since its last restore wrote
+        it; else ``None``. Cheap until called: the store records only the keys
+        a revision writes. A watch hub calls it after each applied entry and
+        ignores revisions it has seen."""
+        return self._store.last_events()
+
+    def events_between(
+        self, key: bytes, range_end: bytes, start_revision: int, end_revision: int
+    ) -> list[Event]:
+        """The store's :meth:`~raftkv.replica.mvcc.MVCCStore.events_between`.
+
+        Raises:
+            CompactedError: ``start_revision`` is below the compact revision.
+        """
+        return self._store.events_between(key, range_end, start_revision, end_revision)
 
     def sessions(self) -> dict[str, tuple[int, int]]:
         """``client_id -> (last seq, last active log time)``, sorted by client id."""
@@ -659,6 +769,7 @@ class KVStateMachine:
         """
         store_wire = self._store.capture()
         sessions = self._sessions.copy_wire()
+        leases = self._leases.to_wire()
         header = (self._applied_index, self._log_time_ms, self._alarm)
 
         def encode() -> bytes:
@@ -670,6 +781,7 @@ class KVStateMachine:
                 "alarm": alarm,
                 "store": store_wire(),
                 "sessions": sorted(sessions, key=lambda wire: str(wire[0])),
+                "leases": leases,
             }
             encoded: bytes = msgpack.packb(body, use_bin_type=True)
             return encoded
@@ -679,8 +791,9 @@ class KVStateMachine:
     def restore(self, data: bytes) -> None:
         """Replace the state with a snapshot; on error the state is unchanged.
 
-        Reads versions 1 and 2 too (a plain key/value map, put into the store in
-        one revision; version 1's cached session values are dropped). Sessions
+        Reads versions 1 to 3 too (1 and 2: a plain key/value map, put into the
+        store in one revision; version 1's cached session values are dropped;
+        1 to 3 have no leases). Sessions
         beyond the caps are kept; new ones are refused until enough expire.
 
         Raises:
@@ -691,7 +804,7 @@ class KVStateMachine:
         except Exception as exc:  # msgpack raises many unrelated types on bad input
             raise InvalidSnapshot(f"not msgpack: {exc}") from exc
         if not isinstance(body, dict) or body.get("version") not in _SNAPSHOT_VERSIONS:
-            raise InvalidSnapshot("not a raftkv KV snapshot (version 1, 2 or 3)")
+            raise InvalidSnapshot("not a raftkv KV snapshot (version 1 to 4)")
         version = body["version"]
         applied_index = body.get("applied_index")
         log_time_ms = body.get("log_time_ms")
@@ -701,6 +814,12 @@ class KVStateMachine:
         if not isinstance(alarm, bool):
             raise InvalidSnapshot("snapshot alarm must be a boolean")
         store = _store_of(body, version)
+        try:
+            leases = LeaseTable.from_wire(
+                body.get("leases", []) if version >= 4 else [], store.live_leases()
+            )
+        except ValueError as exc:
+            raise InvalidSnapshot(f"bad leases: {exc}") from exc
         records = decode_sessions(body.get("sessions"), version)
         sessions = SessionTable(
             ttl_ms=self._sessions.ttl_ms,
@@ -709,6 +828,8 @@ class KVStateMachine:
         )
         sessions.restore(records)
         self._store = store
+        self._leases = leases
+        self._restores += 1
         self._sessions = sessions
         self._alarm = alarm
         self._applied_index = applied_index
@@ -772,6 +893,18 @@ class KVStateMachine:
             )
         if isinstance(cmd, DeleteRange):
             return Deleted(index=record.index, revision=record.revision, deleted=0, replayed=True)
+        if isinstance(cmd, LeaseGrant):
+            return LeaseGranted(
+                index=record.index,
+                revision=record.revision,
+                id=cmd.id,
+                ttl_s=cmd.ttl_s,
+                replayed=True,
+            )
+        if isinstance(cmd, LeaseRevoke):
+            return LeaseRevoked(
+                index=record.index, revision=record.revision, deleted=0, replayed=True
+            )
         return KVResult(
             ok=record.outcome in (Outcome.OK, Outcome.READ),
             index=record.index,
@@ -786,7 +919,14 @@ class KVStateMachine:
         if isinstance(cmd, Put):
             if self._alarm:
                 return self._error(index, ERR_NOSPACE)
-            revision, prev = store.put(cmd.key.encode("utf-8"), json_text(cmd.value))
+            lease = cmd.lease
+            leases = self._leases
+            if lease and lease not in leases:
+                return self._error(index, ERR_LEASE_NOT_FOUND)
+            key = cmd.key.encode("utf-8")
+            revision, prev = store.put(key, json_text(cmd.value), lease)
+            if lease or leases.attached_keys:
+                leases.attach(key, lease)
             return KVResult(ok=True, index=index, revision=revision, found=prev is not None)
         if isinstance(cmd, Get):
             result = self.read(cmd.key)
@@ -802,6 +942,8 @@ class KVStateMachine:
             revision, deleted = store.delete_range(cmd.key.encode("utf-8"))
             if not deleted:
                 return self._error(index, ERR_NOT_FOUND)
+            if deleted[0].lease:
+                self._leases.attach(deleted[0].key, 0)
             return KVResult(ok=True, index=index, revision=revision, found=True)
         if isinstance(cmd, Cas):
             return self._cas(index, cmd)
@@ -810,6 +952,7 @@ class KVStateMachine:
                 return self._error(index, ERR_NOSPACE)
             ops = [PutOp(key=k.encode("utf-8"), value=json_text(v)) for k, v in cmd.pairs.items()]
             txn = store.txn((), ops, ())
+            self._sync_leases(False)
             return KVResult(ok=True, index=index, revision=txn.revision)
         if isinstance(cmd, Range):
             try:
@@ -829,6 +972,8 @@ class KVStateMachine:
             key, end = cmd.range.to_bytes()
             done = store.execute(DeleteRangeOp(key=key, range_end=end, prev_kv=cmd.prev_kv))
             assert isinstance(done, DeleteResult)
+            if done.deleted:
+                self._sync_leases(False)
             return _deleted(index, done)
         if isinstance(cmd, Txn):
             return self._txn(index, cmd)
@@ -838,8 +983,46 @@ class KVStateMachine:
             except MVCCError as exc:
                 return self._revision_error(index, exc)
             return KVResult(ok=True, index=index, revision=store.revision)
-        self._alarm = cmd.active
+        if isinstance(cmd, Alarm):
+            self._alarm = cmd.active
+            return KVResult(ok=True, index=index, revision=store.revision)
+        return self._lease_command(index, cmd)
+
+    def _lease_command(self, index: int, cmd: LeaseGrant | LeaseRevoke | LeaseCheckpoint) -> Answer:
+        store = self._store
+        leases = self._leases
+        if isinstance(cmd, LeaseGrant):
+            if self._alarm:
+                return self._error(index, ERR_NOSPACE)
+            lease_id = cmd.id or leases.free_id(index)
+            if lease_id in leases:
+                return self._error(index, ERR_LEASE_EXISTS)
+            leases.grant(lease_id, cmd.ttl_s)
+            return LeaseGranted(index=index, revision=store.revision, id=lease_id, ttl_s=cmd.ttl_s)
+        if isinstance(cmd, LeaseRevoke):
+            if cmd.id not in leases:
+                return self._error(index, ERR_LEASE_NOT_FOUND)
+            keys = leases.revoke(cmd.id)
+            if keys:
+                # One revision, keys in order (leases.revoke sorts them).
+                store.txn((), [DeleteRangeOp(key=k) for k in keys], ())
+            return LeaseRevoked(index=index, revision=store.revision, deleted=len(keys))
+        leases.checkpoint(cmd.checkpoints)
         return KVResult(ok=True, index=index, revision=store.revision)
+
+    def _sync_leases(self, force: bool) -> None:
+        """After a write: attach each key the revision wrote to the lease its new
+        version names (a delete's tombstone names none). Nothing to do while no
+        key has a lease and the write attached none (``force``)."""
+        leases = self._leases
+        if not (force or leases.attached_keys):
+            return
+        written = self._store.last_written()
+        if written is None:
+            return
+        for key in written[1]:
+            kv = self._store.get(key)
+            leases.attach(key, 0 if kv is None else kv.lease)
 
     def _cas(self, index: int, cmd: Cas) -> KVResult:
         store = self._store
@@ -854,7 +1037,9 @@ class KVStateMachine:
             return self._error(index, ERR_CONFLICT, found=kv is not None, current=current)
         if self._alarm:
             return self._error(index, ERR_NOSPACE)
-        revision, _ = store.put(key, json_text(cmd.value))
+        revision, _ = store.put(key, json_text(cmd.value), prev_kv=False)
+        if self._leases.attached_keys:
+            self._leases.attach(key, 0)
         return KVResult(ok=True, index=index, revision=revision, found=kv is not None)
 
     def _txn(self, index: int, cmd: Txn) -> Answer:
@@ -862,11 +1047,20 @@ class KVStateMachine:
         branch = cmd.success if succeeded else cmd.failure
         if self._alarm and any(isinstance(op, TxnPut) for op in branch):
             return self._error(index, ERR_NOSPACE)
+        leased = False
+        for op in branch:
+            if isinstance(op, TxnPut) and op.lease:
+                if op.lease not in self._leases:
+                    return self._error(index, ERR_LEASE_NOT_FOUND)
+                leased = True
         ops = [_store_op(op) for op in branch]
+        revision = self._store.revision
         try:
             result = self._store.txn((), ops, ())
         except MVCCError as exc:  # a duplicate key the command's own check missed
             return self._error(index, f"{ERR_INVALID_COMMAND}: {exc}")
+        if result.revision != revision:
+            self._sync_leases(leased)
         responses: list[PutDone | Deleted | Listing] = []
         for response in result.responses:
             if isinstance(response, PutResult):
@@ -950,7 +1144,7 @@ _OUTCOME_ERRORS: Final = {
 
 def _store_op(op: TxnOp) -> PutOp | DeleteRangeOp | RangeOp:
     if isinstance(op, TxnPut):
-        return PutOp(key=op.key.encode("utf-8"), value=json_text(op.value))
+        return PutOp(key=op.key.encode("utf-8"), value=json_text(op.value), lease=op.lease)
     key, end = op.range.to_bytes()
     if isinstance(op, TxnDelete):
         return DeleteRangeOp(key=key, range_end=end, prev_kv=op.prev_kv)
@@ -984,7 +1178,7 @@ def _store_of(body: dict[str, Any], version: int) -> MVCCStore:
     Raises:
         InvalidSnapshot: malformed.
     """
-    if version == _SNAPSHOT_VERSION:
+    if version >= 3:
         try:
             return MVCCStore.from_wire(body.get("store"))
         except MVCCError as exc:

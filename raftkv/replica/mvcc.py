@@ -110,6 +110,9 @@ __all__ = [
     "CompareTarget",
     "CompareResult",
     "KeyValue",
+    "EVENT_PUT",
+    "EVENT_DELETE",
+    "Event",
     "Compare",
     "RangeOp",
     "PutOp",
@@ -291,6 +294,28 @@ class KeyValue:
     """Lease the key is attached to; 0 = none."""
 
 
+EVENT_PUT: Final = "put"
+EVENT_DELETE: Final = "delete"
+
+
+@fast_init
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One change of one key at one revision (etcd's ``mvccpb.Event``).
+
+    A put's ``kv`` is the version it wrote; a delete's ``kv`` has the key and
+    ``mod_revision`` = the delete's revision, everything else 0 or empty (etcd).
+    ``prev_kv`` is the key's previous live version (``None`` if it was absent,
+    or if compaction dropped it: the events at the compact revision itself have
+    none).
+    """
+
+    kind: str
+    """:data:`EVENT_PUT` or :data:`EVENT_DELETE`."""
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+
 @fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Compare:
@@ -456,6 +481,7 @@ _ABSENT: Final[_Version] = (0, 0, 0, 0, b"")
 """What a compare sees for a range with no live key (etcd compares an empty ``KeyValue``)."""
 
 _by_mod_revision = itemgetter(0)
+_revision_then_key = itemgetter(0, 1)
 _new = object.__new__
 
 
@@ -687,6 +713,8 @@ class MVCCStore:
         "_size",
         "_versions",
         "_live",
+        "_feed",
+        "_feed_revision",
     )
 
     def __init__(self) -> None:
@@ -717,6 +745,10 @@ class MVCCStore:
         # Invariant: the number of kept versions, tombstones included.
         self._live = 0
         # Invariant: the number of keys whose newest version is live.
+        self._feed: list[bytes] = []
+        self._feed_revision = 0
+        # Invariant: _feed holds the keys written at _feed_revision, in write
+        # order (the change feed: only keys, the versions are in _entries).
 
     def __repr__(self) -> str:
         return (
@@ -995,6 +1027,11 @@ class MVCCStore:
 
     def _write_put(self, key: bytes, value: bytes, lease: int, revision: int) -> _Version | None:
         """Append a put at ``revision``; return the previous version if it was live."""
+        feed = self._feed
+        if revision != self._feed_revision:
+            feed.clear()
+            self._feed_revision = revision
+        feed.append(key)
         entries = self._entries
         entry = entries.get(key)
         prev: _Version | None
@@ -1024,6 +1061,11 @@ class MVCCStore:
     def _write_tombstone(self, key: bytes, revision: int) -> None:
         """Append a tombstone at ``revision`` to a key whose newest version is live."""
         tomb: _Version = (revision, 0, 0, 0, b"")
+        feed = self._feed
+        if revision != self._feed_revision:
+            feed.clear()
+            self._feed_revision = revision
+        feed.append(key)
         entry = self._entries[key]
         if isinstance(entry, list):
             entry.append(tomb)
@@ -1176,6 +1218,100 @@ class MVCCStore:
                     )
                 )
         return tuple(responses)
+
+    # ------------------------------------------------------------------ change feed
+
+    def last_written(self) -> tuple[int, tuple[bytes, ...]] | None:
+        """The current revision and the keys written at it, in write order, if
+        this store object wrote it (``None`` in a fresh or restored store until
+        its first write)."""
+        if self._feed_revision != self._revision or not self._feed:
+            return None
+        return self._revision, tuple(self._feed)
+
+    def last_events(self) -> tuple[int, tuple[Event, ...]] | None:
+        """The events of the current revision, in key order, with ``prev_kv``
+        (``None`` as for :meth:`last_written`)."""
+        if self._feed_revision != self._revision or not self._feed:
+            return None
+        revision = self._revision
+        entries = self._entries
+        events: list[Event] = []
+        for key in sorted(self._feed):
+            entry = entries[key]
+            if isinstance(entry, list):
+                events.append(self._event(key, entry, len(entry) - 1))
+            else:
+                events.append(self._event(key, [entry], 0))
+        return revision, tuple(events)
+
+    def _event(self, key: bytes, versions: list[_Version], i: int) -> Event:
+        """The event of ``versions[i]``; its ``prev_kv`` unless compaction dropped it."""
+        v = versions[i]
+        prev_kv = None
+        if i > 0 and v[0] > self._compact_revision:
+            p = versions[i - 1]
+            if p[2]:
+                prev_kv = _make_kv(key, p)
+        ev: Any = _new(Event)
+        ev.kind = EVENT_PUT if v[2] else EVENT_DELETE
+        ev.kv = _make_kv(key, v)
+        ev.prev_kv = prev_kv
+        return cast(Event, ev)
+
+    def events_between(
+        self, key: bytes, range_end: bytes, start_revision: int, end_revision: int
+    ) -> list[Event]:
+        """Every change to a key or range at revisions ``start..end`` (both
+        included; ``end`` is cut to the current revision), in revision order
+        and within a revision in key order -- what a watcher from
+        ``start_revision`` must see.
+
+        ``range_end`` is as for :meth:`range`. The history is complete from the
+        compact revision on: a change at the compact revision itself is kept
+        (module rule 6), but without its ``prev_kv``.
+
+        Raises:
+            EmptyKeyError: ``key`` is empty.
+            CompactedError: ``start_revision`` is below the compact revision.
+        """
+        if not key:
+            raise EmptyKeyError()
+        if start_revision < self._compact_revision:
+            raise CompactedError(self._compact_revision)
+        end_revision = min(end_revision, self._revision)
+        if start_revision > end_revision:
+            return []
+        entries = self._entries
+        if not range_end:
+            keys: Iterable[bytes] = (key,) if key in entries else ()
+        else:
+            keys = self._index.irange(key, None if range_end == b"\0" else range_end)
+        found: list[tuple[int, bytes, list[_Version], int]] = []
+        for k in keys:
+            entry = entries[k]
+            if isinstance(entry, list):
+                versions = entry
+                i = bisect_right(versions, start_revision - 1, key=_by_mod_revision)
+            else:
+                versions = [entry]
+                i = 0 if entry[0] >= start_revision else 1
+            while i < len(versions) and versions[i][0] <= end_revision:
+                found.append((versions[i][0], k, versions, i))
+                i += 1
+        found.sort(key=_revision_then_key)
+        return [self._event(k, versions, i) for _, k, versions, i in found]
+
+    def live_leases(self) -> list[tuple[bytes, int]]:
+        """``(key, lease)`` of every live key attached to a lease, in key order."""
+        out: list[tuple[bytes, int]] = []
+        entries = self._entries
+        for key in self._index:
+            entry = entries[key]
+            v = entry[-1] if isinstance(entry, list) else entry
+            if v[2] and v[3]:
+                out.append((key, v[3]))
+        return out
 
     # ------------------------------------------------------------------ compaction
 

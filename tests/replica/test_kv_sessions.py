@@ -302,7 +302,7 @@ def test_a_version_1_snapshot_restores_without_its_cached_values() -> None:
     sm.restore(data)
     assert sm.sessions() == {"conflict": (1, 50), "get": (2, 60), "nf": (4, 80), "put": (3, 70)}
     assert len(sm.snapshot()) < MB + 4 * MAX_SESSION_SNAPSHOT_BYTES + 100
-    assert msgpack.unpackb(sm.snapshot())["version"] == 3
+    assert msgpack.unpackb(sm.snapshot())["version"] == 4
     log = Log(sm, start=9)
     r = log.apply(Cas(key="big", expect=1, value=2, time_ms=101, session=s("conflict", 1)))
     assert (r.ok, r.error, r.index, r.found, r.current) == (False, ERR_CONFLICT, 3, True, None)
