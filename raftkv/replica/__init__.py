@@ -13,6 +13,9 @@ proves is proved about the code that serves real traffic").
 - :mod:`~raftkv.replica.mvcc`: the MVCC key space under it (etcd v3's
   revisions, ranges, transactions and compaction) and
   :mod:`~raftkv.replica.keyindex` the sorted key index under that;
+- :mod:`~raftkv.replica.leases`: the replicated lease table, and
+  :mod:`~raftkv.replica.lessor` the leader's lease clock that proposes expiries;
+- :mod:`~raftkv.replica.watch`: watches over the applied history;
 - :mod:`~raftkv.replica.statemachine`: the interface an application implements.
 """
 
