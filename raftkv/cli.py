@@ -1831,8 +1831,11 @@ def lock(
     held through a lease kept alive meanwhile; if the lease is lost (this
     process could not renew it for TTL seconds), COMMAND is terminated and the
     exit status is 1. Otherwise the exit status is COMMAND's. COMMAND sees the
-    key as $RAFTKV_LOCK_KEY. Use -- before a COMMAND with options."""
+    key as $RAFTKV_LOCK_KEY. Use -- before a COMMAND with options. Ctrl-C or
+    SIGTERM releases the lock at once (and stops COMMAND)."""
     from raftkv.client.concurrency import Lock, LockLost, Session
+
+    _interrupt_on_sigterm()
 
     def run(client: Any) -> int:
         with Session(client, ttl=ttl) as session:
@@ -1851,6 +1854,17 @@ def lock(
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (``kill``, ``timeout``) ends a lock or election as Ctrl-C does:
+    the key is released and the lease revoked now, not after its TTL."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _hold(session: Any, key: str, command: tuple[str, ...]) -> int:
@@ -1898,6 +1912,7 @@ def elect(name: str, value: str, ttl: int, endpoints: str | None, timeout: float
     from raftkv.client.concurrency import Election, LockLost, Session
 
     proposal = _json_arg(value, "VALUE")
+    _interrupt_on_sigterm()
 
     def run(client: Any) -> int:
         with Session(client, ttl=ttl) as session:

@@ -393,10 +393,7 @@ class Client:
     def leases(self) -> tuple[Lease, ...]:
         """Every live lease (id and granted TTL), by id."""
         body, _ = self._call(lease_list_request(), self._router)
-        raw = body.get("leases")
-        return (
-            tuple(Lease.of(x) for x in raw if isinstance(x, dict)) if isinstance(raw, list) else ()
-        )
+        return Lease.list_of(body)
 
     def keep_alive(self, lease_id: int, *, interval: float | None = None) -> KeepAlive:
         """Keep ``lease_id`` alive from a background thread while the returned

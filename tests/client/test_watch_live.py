@@ -123,7 +123,7 @@ def test_leases_and_the_keep_alive_helper(tmp_path: Path) -> None:
                     info = kv.lease_ttl(kept.id, keys=True)
                     assert info.keys == ("kept",) and info.granted_ttl == 1
                 assert kv.range(prefix="").kvs[0].key == "kept"
-                assert {le.id for le in kv.leases()} == {kept.id}
+                assert [(le.id, le.ttl) for le in kv.leases()] == [(kept.id, 1)]
                 kv.lease_revoke(kept.id)
                 assert kv.range(prefix="").kvs == ()
                 with pytest.raises(LeaseNotFound):
