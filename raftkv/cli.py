@@ -103,6 +103,10 @@ def _replay_command(config: SimConfig, extra: str | None) -> str:
         parts.append(f"--retries {config.retries}")
     if config.txn:
         parts.append("--txn")
+    if config.watches:
+        parts.append("--watches")
+    if config.leases:
+        parts.append("--leases")
     if not config.check_linearizability:
         parts.append("--no-linearizability")
     if extra is not None:
@@ -261,6 +265,20 @@ def _sweep_worker(args: tuple[SimConfig, str | None]) -> tuple[SimResult, float]
     "transactions, delete-ranges and compactions; every operation is checked by its "
     "revision against a model of the store (docs/testing.md).",
 )
+@click.option(
+    "--watches",
+    is_flag=True,
+    help="Watchers on every node disconnect, reconnect (often to another node) and resume "
+    "from their last revision, across compaction too; every watcher's events are checked "
+    "against the applied history (docs/testing.md).",
+)
+@click.option(
+    "--leases",
+    is_flag=True,
+    help="Lease clients grant leases, attach keys, keep them alive through the leader, stop "
+    "renewing or revoke, while every node's lessor runs on the virtual clock; the lease "
+    "checker holds the cluster to the lease contract (docs/testing.md).",
+)
 def sim(
     seed: int | None,
     seeds_spec: str | None,
@@ -284,6 +302,8 @@ def sim(
     reads: bool,
     retries: int | None,
     txn: bool,
+    watches: bool,
+    leases: bool,
 ) -> None:
     """Run the deterministic cluster simulator and check Raft's safety properties.
 
@@ -303,6 +323,7 @@ def sim(
       raftkv sim --seeds 1-500 --faults all --time 30
       raftkv sim --seeds 1-200 --tick-ms 10 --latency-us 3000 --jitter-us 3000
       raftkv sim --seeds 1-1000 --membership --snapshots 20 --reads --txn
+      raftkv sim --seeds 1-200 --watches --leases
     """
     replay_extra: str | None = None
     if mutant is not None:
@@ -339,6 +360,8 @@ def sim(
         reads=reads,
         retries=retries if retries is not None else (2 if reads else 0),
         txn=txn,
+        watches=watches,
+        leases=leases,
     )
     if mutant is not None and mutant not in MUTANTS:
         base = plant(mutant, base)  # a replica or read-path mutant: turns on what it needs
@@ -438,7 +461,8 @@ def _sweep(
     faults = ",".join(sorted(base.faults)) or "none"
     click.echo(
         f"swept {len(seeds)} seeds (nodes={base.nodes} time={base.duration:g}s faults={faults}"
-        f"{' txn' if base.txn else ''}): "
+        f"{' txn' if base.txn else ''}{' watches' if base.watches else ''}"
+        f"{' leases' if base.leases else ''}): "
         f"{len(seeds) - len(failures)} ok, {len(failures)} failed, {deliveries} deliveries"
     )
     if timing:

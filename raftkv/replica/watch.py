@@ -186,6 +186,11 @@ class Watcher:
         )
 
     @property
+    def pending(self) -> int:
+        """How many responses wait in the queue."""
+        return len(self._pending)
+
+    @property
     def pending_bytes(self) -> int:
         """Size of the events waiting in the queue."""
         return self._pending_bytes

@@ -21,6 +21,7 @@ runs, configuration changes and snapshot images included.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -61,21 +62,31 @@ from raftkv.replica.kv import (
     Get,
     KVResult,
     KVStateMachine,
+    LeaseCheckpoint,
+    LeaseGranted,
+    LeaseRevoke,
+    LeaseRevoked,
     Listing,
     MultiPut,
     Put,
     Range,
+    Session,
     TxnAnswer,
     decode_command,
+    encode_command,
 )
+from raftkv.replica.lessor import Lessor
 from raftkv.replica.mvcc import CompactedError, FutureRevisionError
+from raftkv.replica.watch import Watcher, WatchHub
 from raftkv.sim.clock import Clock, Micros
 from raftkv.sim.disk import SimDisk
-from raftkv.sim.invariants import Invariants
+from raftkv.sim.invariants import Invariants, InvariantViolation, Violation
+from raftkv.sim.leases import KeepAliveRequest, LeaseLog, LessorForward
 from raftkv.sim.network import Handler, Network
 from raftkv.sim.revisions import describe_answer
 from raftkv.sim.revisions import describe_command as _describe_command
 from raftkv.sim.trace import Tracer
+from raftkv.sim.watches import RevisionLog, WatchClose, WatchOpen, WatchPush
 from raftkv.sim.workload import ClientReply, ClientRequest, Outcome, session_id
 
 _KINDS: dict[type, str] = {
@@ -93,7 +104,12 @@ _VOTE_KINDS: dict[type, tuple[str, str]] = {
 """Counter names of vote messages: ``[msg.pre_vote]`` picks the PreVote name."""
 
 _CONF_CHANGE = EntryType.CONF_CHANGE
-_ANSWERS = (KVResult, Listing, Deleted, TxnAnswer)
+_ANSWERS = (KVResult, Listing, Deleted, TxnAnswer, LeaseGranted, LeaseRevoked)
+_KEEPALIVE_PUSH_US = 500_000
+"""A node sends an empty push on a watch stream that was silent this long (as a
+TCP keep-alive would): a watcher that hears nothing for longer gives up."""
+_PROGRESS_EVERY_TICKS = 5
+_WATCH_STEP_BUDGET = 64
 
 
 class _ClientNumbers(dict[str, int | None]):
@@ -161,6 +177,10 @@ class ClusterParams:
             once it has applied this many entries past its last snapshot (0:
             never, and a leader never needs InstallSnapshot).
         snapshot_chunk_size: ``Config.snapshot_chunk_size``.
+        watches: every node runs a watch hub and serves watch streams.
+        leases: every node runs a lessor on the virtual clock and answers
+            keep-alives.
+        lease_checkpoint_ms: the lessors' checkpoint interval.
         bootstrap_in_log: founding members start with empty disks and write the
             founding membership as log entry 1 (as real nodes do), so nodes
             that join later learn it by replaying the log. Otherwise each
@@ -179,6 +199,9 @@ class ClusterParams:
     snapshot_every: int = 0
     snapshot_chunk_size: int = 1 << 20
     bootstrap_in_log: bool = False
+    watches: bool = False
+    leases: bool = False
+    lease_checkpoint_ms: int = 2_000
 
 
 class SimNode:
@@ -199,6 +222,14 @@ class SimNode:
         "ready_reads",
         "retired",
         "tick_args",
+        "hub",
+        "streams",
+        "lessor",
+        "lead_from",
+        "promoted_at",
+        "leaderless_since",
+        "ka_reads",
+        "ticks",
     )
 
     def __init__(self, node_id: NodeId, disk: SimDisk, rng: random.Random) -> None:
@@ -223,6 +254,20 @@ class SimNode:
         self.retired = False
         # The arguments of this node's tick event, built once.
         self.tick_args = (self,)
+        # With watches: the hub, and (client, stream) -> [watcher, next seq,
+        # time of the last push].
+        self.hub: WatchHub | None = None
+        self.streams: dict[tuple[str, int], list[object]] = {}
+        # With leases: the lessor; the index of this leader's first entry of its
+        # term (promote once applied); when it was promoted.
+        self.lessor: Lessor | None = None
+        self.lead_from: int | None = None
+        self.promoted_at: Micros | None = None
+        self.leaderless_since: Micros | None = None
+        # Keep-alives waiting for their ReadIndex: context -> (endpoint, client,
+        # request id, ttl).
+        self.ka_reads: dict[bytes, tuple[str, int, int, int]] = {}
+        self.ticks = 0
 
     @property
     def up(self) -> bool:
@@ -244,6 +289,9 @@ class Cluster:
         tracer: an optional trace sink.
         state_machine: makes each node's KV state machine from the run's
             shared decode cache (tests pass one with a bug planted on purpose).
+        watch_hub_class, lessor_class: the watch hub and lessor every node runs
+            with ``params.watches`` / ``params.leases`` (mutation tests pass
+            broken ones).
     """
 
     def __init__(
@@ -258,6 +306,8 @@ class Cluster:
         raft_class: type[Raft] = Raft,
         tracer: Tracer | None = None,
         state_machine: Callable[[dict[bytes, Command]], KVStateMachine] | None = None,
+        watch_hub_class: type[WatchHub] = WatchHub,
+        lessor_class: type[Lessor] = Lessor,
     ) -> None:
         self.node_ids = tuple(sorted(node_ids))
         """The nodes in service: founding members and joiners, minus retired ones."""
@@ -270,6 +320,21 @@ class Cluster:
         self.raft_class = raft_class
         self.tracer = tracer
         self._make_state_machine = state_machine or _kv_state_machine
+        self._hub_class = watch_hub_class
+        self._lessor_class = lessor_class
+        self._extras = self.params.watches or self.params.leases
+        self._election_us = self.params.election_tick * self.params.tick_us
+        self.revision_log = RevisionLog()
+        """With watches or leases: every revision applied, with its events."""
+        self.lease_log = LeaseLog()
+        """With leases: what the lessors decided."""
+        self._side: dict[type, Callable[[SimNode, RawNode, str, object], None]] = {}
+        if self.params.watches:
+            self._side[WatchOpen] = self._on_watch_open  # type: ignore[assignment]
+            self._side[WatchClose] = self._on_watch_close  # type: ignore[assignment]
+        if self.params.leases:
+            self._side[KeepAliveRequest] = self._on_keepalive  # type: ignore[assignment]
+            self._side[LessorForward] = self._on_lessor_forward  # type: ignore[assignment]
         self._fsync_rng = random.Random(f"{seed}/fsync")
         self._phase_rng = random.Random(f"{seed}/phase")
         self.nodes: dict[NodeId, SimNode] = {}
@@ -370,6 +435,18 @@ class Cluster:
         node.ready_reads = []
         node.role = None
         node.term = 0
+        sm = node.replica.state_machine
+        if self.params.watches and isinstance(sm, KVStateMachine):
+            node.hub = self._hub_class(sm)
+            node.streams = {}
+        if self.params.leases and isinstance(sm, KVStateMachine):
+            node.lessor = self._lessor_class(
+                lambda: sm.leases, checkpoint_interval_ms=self.params.lease_checkpoint_ms
+            )
+        node.lead_from = None
+        node.promoted_at = None
+        node.leaderless_since = None
+        node.ka_reads = {}
         self.network.down.discard(node.node_id)
         self._after_input(node)
 
@@ -387,6 +464,10 @@ class Cluster:
         node.reads = {}
         node.ready_reads = []
         node.role = None
+        node.hub = None  # its watch streams die with it
+        node.streams = {}
+        node.lessor = None
+        node.ka_reads = {}
         self.network.down.add(nid)
         node.disk.crash()
         self.stats["crashes"] += 1
@@ -446,7 +527,7 @@ class Cluster:
         clock._seq += 1
         _heappush(clock._heap, (clock._now + self._tick_us, clock._seq, self._tick, node.tick_args))
         raw = node.raw
-        if raw is None or not raw.tick():
+        if raw is None or (not raw.tick() and not self._extras):
             # Down, or the tick only advanced the timers: every input is pumped
             # until no Ready is left (or one waits for its fsync), so there is
             # still nothing to do.
@@ -456,6 +537,8 @@ class Cluster:
         role = r.role
         if role is not node.role or r.term != node.term:
             self._role_changed(node, raw, role)
+        if self._extras:
+            self._tick_extras(node, raw)
         if node.inflight is None and raw.has_ready():
             self._pump(node, raw)
 
@@ -463,14 +546,18 @@ class Cluster:
         node = self.nodes[nid]
         role_changed = self._role_changed
         pump = self._pump
+        side = self._side
 
         def handle(src: str, payload: object) -> None:
             # The hot path: _after_input inlined.
             raw = node.raw
             if raw is None:
                 return
-            if type(payload) is ClientRequest:
-                self._on_client_request(node, raw, src, payload)
+            kind = type(payload)
+            if kind is ClientRequest:
+                self._on_client_request(node, raw, src, payload)  # type: ignore[arg-type]
+            elif side and kind in side:
+                side[kind](node, raw, src, payload)
             else:
                 raw.step(payload)  # type: ignore[arg-type]
             r = raw.raft
@@ -541,6 +628,14 @@ class Cluster:
                 continue
             asked = node.reads.pop(context, None)
             if asked is None:
+                ka = node.ka_reads.pop(context, None) if node.ka_reads else None
+                if ka is not None:
+                    # Leadership confirmed: the keep-alive stands.
+                    self._reply(
+                        node,
+                        ka[0],
+                        ClientReply(client_id=ka[1], request_id=ka[2], ok=True, output=ka[3]),
+                    )
                 continue
             dst, client_id, cmd = asked
             self._answer_read(node, dst, client_id, cmd)
@@ -624,6 +719,14 @@ class Cluster:
                     self.stats["failovers"] += 1
                     self.stats["failover_us"] += self.clock.now - self._leader_lost_at
                     self._leader_lost_at = None
+        if node.lessor is not None:
+            if role is Role.LEADER:
+                if node.lead_from is None or node.role is not Role.LEADER:
+                    node.lead_from = raw.last_index  # its no-op: promote once applied
+            else:
+                node.lead_from = None
+                node.promoted_at = None
+                node.lessor.demote()
         node.role = role
         node.term = raw.term
         if self.tracer is not None:
@@ -800,9 +903,16 @@ class Cluster:
             def apply_conf(cc: ConfChange) -> ConfState:
                 return raw.apply_conf_change(cc, strict=True)
 
+            extras = self._extras
+            sm = replica.state_machine
+            hub = node.hub
             for e in rd.committed_entries:
                 inv.on_apply(nid, e)
+                if extras:
+                    before = sm.revision  # type: ignore[attr-defined]
                 result = replica.apply(e, apply_conf)
+                if extras:
+                    self._applied_extras(node, sm, hub, before, e.data, result)
                 if e.type is _CONF_CHANGE:
                     assert isinstance(result, ConfApplied | Refusal)
                     self._conf_change_applied(node, e.index, result)
@@ -842,11 +952,205 @@ class Cluster:
                             result=result,
                         ),
                     )
+        if self._extras:
+            if rd.snapshot is not None and node.hub is not None:
+                node.hub.applied()
+            self._after_apply_extras(node)
         if node.ready_reads:
             self._serve_reads(node)
         raw.advance(rd)
         if self.params.snapshot_every:
             self._maybe_take_snapshot(node, raw)
+
+    # -- watches and leases (issue 17) ----------------------------------------
+
+    def _applied_extras(
+        self,
+        node: SimNode,
+        sm: object,
+        hub: WatchHub | None,
+        before: int,
+        data: bytes,
+        result: object,
+    ) -> None:
+        """After one entry: record a new revision, tell the hub, note revokes."""
+        assert isinstance(sm, KVStateMachine)
+        if sm.revision != before:
+            got = sm.last_events()
+            if got is not None and got[0] == sm.revision:
+                self.revision_log.record(got[0], got[1], self._decode_cache.get(data))
+        if hub is not None:
+            hub.applied()
+        if type(result) is LeaseRevoked and data:
+            cmd = self._decode_cache.get(data)
+            if isinstance(cmd, LeaseRevoke):
+                self.lease_log.revoked(cmd.id, result.revision, result.deleted)
+
+    def _after_apply_extras(self, node: SimNode) -> None:
+        """After a Ready's entries: promote a new leader once it applied its
+        term's first entry; push what the watchers have."""
+        lessor = node.lessor
+        if (
+            lessor is not None
+            and node.lead_from is not None
+            and node.promoted_at is None
+            and node.role is Role.LEADER
+            and node.replica.applied_index >= node.lead_from
+        ):
+            now = self.clock.now
+            lessor.promote(now // 1000, self._election_us // 1000)
+            node.promoted_at = now
+            self.stats["lessor_promotions"] += 1
+        if node.streams:
+            self._flush_streams(node)
+
+    def _tick_extras(self, node: SimNode, raw: RawNode) -> None:
+        now = self.clock.now
+        node.ticks += 1
+        lessor = node.lessor
+        if lessor is not None:
+            for cmd in lessor.tick(now // 1000, time_ms=now // 1000):
+                if isinstance(cmd, LeaseRevoke):
+                    self.lease_log.expiry(
+                        cmd.id, now, node.node_id, node.role is Role.LEADER, node.promoted_at
+                    )
+                    self.stats["lease_expiries"] += 1
+                elif isinstance(cmd, LeaseCheckpoint):
+                    self.stats["lease_checkpoints"] += 1
+                self._propose_lessor(node, raw, encode_command(cmd))
+        hub = node.hub
+        if hub is not None:
+            if raw.leader is None and node.role is not Role.LEADER:
+                if node.leaderless_since is None:
+                    node.leaderless_since = now
+                elif now - node.leaderless_since >= self._election_us and hub.leader_lost():
+                    self.stats["watch_leader_lost"] += 1
+            else:
+                node.leaderless_since = None
+            hub.step(_WATCH_STEP_BUDGET)
+            if node.ticks % _PROGRESS_EVERY_TICKS == 0:
+                hub.progress()
+            if node.streams:
+                self._flush_streams(node, keepalive=True)
+
+    def _propose_lessor(self, node: SimNode, raw: RawNode, data: bytes) -> None:
+        """Propose a lessor's command; a node that does not lead forwards it to
+        the leader it knows (as it would any proposal)."""
+        try:
+            raw.propose(data)
+        except NotLeader as exc:
+            if exc.leader is not None:
+                self.network.send(
+                    node.node_id, exc.leader, LessorForward(data=data), "LessorForward"
+                )
+        except ProposalDropped:
+            pass
+
+    def _on_lessor_forward(self, node: SimNode, raw: RawNode, src: str, msg: LessorForward) -> None:
+        with contextlib.suppress(NotLeader, ProposalDropped):
+            raw.propose(msg.data)
+
+    def _on_keepalive(self, node: SimNode, raw: RawNode, src: str, req: KeepAliveRequest) -> None:
+        lessor = node.lessor
+        if lessor is None or node.role is not Role.LEADER or not lessor.is_leader:
+            self._reply(
+                node,
+                src,
+                ClientReply(
+                    client_id=req.client_id, request_id=req.request_id, ok=False, leader=raw.leader
+                ),
+            )
+            return
+        now_ms = self.clock.now // 1000
+        ttl = lessor.keepalive(req.lease_id, now_ms)
+        if ttl is None:
+            self._reply(
+                node,
+                src,
+                ClientReply(
+                    client_id=req.client_id, request_id=req.request_id, ok=False, found=False
+                ),
+            )
+            return
+        reset = lessor.keepalive_checkpoint(req.lease_id, now_ms)
+        if reset is not None:
+            # Confirmed by committing the reset of its replicated remaining time.
+            cmd = LeaseCheckpoint(
+                checkpoints=reset.checkpoints,
+                time_ms=now_ms,
+                session=Session(client_id=session_id(req.client_id), seq=req.request_id),
+            )
+            try:
+                raw.propose(encode_command(cmd))
+            except (NotLeader, ProposalDropped):
+                return
+            node.pending[(req.client_id, req.request_id)] = src
+            self.stats["keepalive_checkpoints"] += 1
+            return
+        context = f"ka/{req.client_id}/{req.request_id}".encode()
+        try:
+            raw.read_index(context)
+        except ProposalDropped:
+            return
+        node.ka_reads[context] = (src, req.client_id, req.request_id, ttl)
+        self.stats["keepalive_reads"] += 1
+
+    def _on_watch_open(self, node: SimNode, raw: RawNode, src: str, req: WatchOpen) -> None:
+        hub = node.hub
+        assert hub is not None
+        watcher = hub.create(
+            req.key,
+            req.range_end,
+            start_revision=req.start_revision,
+            prev_kv=req.prev_kv,
+            require_leader=req.require_leader,
+        )
+        opened = req.start_revision or hub.revision + 1
+        node.streams[(src, req.stream)] = [watcher, 0, self.clock.now]
+        self._push(node, src, req.stream, node.streams[(src, req.stream)], opened)
+
+    def _on_watch_close(self, node: SimNode, raw: RawNode, src: str, req: WatchClose) -> None:
+        entry = node.streams.pop((src, req.stream), None)
+        if entry is not None and node.hub is not None:
+            watcher = entry[0]
+            assert isinstance(watcher, Watcher)
+            node.hub.close(watcher.id)
+
+    def _flush_streams(self, node: SimNode, *, keepalive: bool = False) -> None:
+        now = self.clock.now
+        for (client, stream), entry in list(node.streams.items()):
+            watcher = entry[0]
+            assert isinstance(watcher, Watcher)
+            if watcher.pending or (
+                keepalive and now - entry[2] >= _KEEPALIVE_PUSH_US  # type: ignore[operator]
+            ):
+                self._push(node, client, stream, entry)
+
+    def _push(
+        self, node: SimNode, client: str, stream: int, entry: list[object], opened: int = 0
+    ) -> None:
+        watcher = entry[0]
+        assert isinstance(watcher, Watcher)
+        responses = tuple(watcher.take())
+        seq = entry[1]
+        assert isinstance(seq, int)
+        entry[1] = seq + 1
+        entry[2] = self.clock.now
+        self.network.send(
+            node.node_id,
+            client,
+            WatchPush(stream=stream, seq=seq, responses=responses, opened=opened),
+            "WatchPush",
+            duplicate=False,
+        )
+        if watcher.canceled:
+            node.streams.pop((client, stream), None)
+
+    def violation(self, checker: str, message: str) -> None:
+        """Stop the run with a violation of ``checker``."""
+        raise InvariantViolation(
+            Violation(checker=checker, time=self.clock.now, message=message, seed=self._seed)
+        )
 
     def _trace_ready(self, nid: NodeId, rd: Ready) -> None:
         assert self.tracer is not None

@@ -19,15 +19,19 @@ from typing import IO
 
 from raftkv.core import NodeId, Raft, Role
 from raftkv.replica.kv import Command, KVStateMachine
+from raftkv.replica.lessor import Lessor
+from raftkv.replica.watch import WatchHub
 from raftkv.sim.clock import Clock, seconds
 from raftkv.sim.cluster import Cluster, ClusterParams, describe_payload
 from raftkv.sim.faults import FaultInjector, generate_schedule
 from raftkv.sim.invariants import CHECKERS, Invariants, InvariantViolation, Violation
+from raftkv.sim.leases import LeaseWorkload, check_leases
 from raftkv.sim.linearizability import Operation, check_history
 from raftkv.sim.network import LinkParams, Network
 from raftkv.sim.operator import Operator
 from raftkv.sim.revisions import RevOp, check_revisions
 from raftkv.sim.trace import Tracer
+from raftkv.sim.watches import WatchWorkload, check_watches
 from raftkv.sim.workload import Workload
 
 
@@ -83,6 +87,15 @@ class SimConfig:
         state_machine: makes each node's KV state machine from the run's shared
             decode cache (mutation tests plant a broken replica layer).
         cluster_class: the cluster driver (mutation tests plant a broken read path).
+        watches: watchers on every node (``watchers`` of them) that disconnect,
+            reconnect -- often to another node -- and resume, and a simulated
+            operator compacting the history; checked by the watch checker
+            (:mod:`raftkv.sim.watches`).
+        leases: lease clients (``lease_clients``) that grant, attach keys, keep
+            alive, stop renewing and revoke, every node's lessor on the virtual
+            clock; checked by the lease checker (:mod:`raftkv.sim.leases`).
+        watch_hub_class: the watch hub every node runs (mutation tests).
+        lessor_class: the lessor every node runs (mutation tests).
     """
 
     seed: int
@@ -118,6 +131,12 @@ class SimConfig:
     txn: bool = False
     state_machine: Callable[[dict[bytes, Command]], KVStateMachine] | None = None
     cluster_class: type[Cluster] = Cluster
+    watches: bool = False
+    watchers: int = 5
+    leases: bool = False
+    lease_clients: int = 3
+    watch_hub_class: type[WatchHub] = WatchHub
+    lessor_class: type[Lessor] = Lessor
 
     def validate(self) -> None:
         """Raise ``ValueError`` on a configuration that cannot run."""
@@ -167,6 +186,10 @@ class SimResult:
     """With ``txn``: answered operations by kind."""
     revisions: dict[str, int] = field(default_factory=dict)
     """With ``txn``: what the revision check covered."""
+    watch_stats: dict[str, int] = field(default_factory=dict)
+    """With ``watches``: what the watchers did and what the check covered."""
+    lease_stats: dict[str, int] = field(default_factory=dict)
+    """With ``leases``: what the lease clients and lessors did."""
     trace_sha256: str | None = None
     profile: str = "configured"
     """The timing/batching regime the run used (see :func:`draw_profile`)."""
@@ -283,10 +306,15 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
             snapshot_every=config.snapshot_every,
             snapshot_chunk_size=config.snapshot_chunk_size,
             bootstrap_in_log=config.membership,
+            watches=config.watches,
+            leases=config.leases,
+            lease_checkpoint_ms=max(1, 2 * config.election_tick * int(profile.tick_ms)),
         ),
         raft_class=config.raft_class,
         tracer=tracer,
         state_machine=config.state_machine,
+        watch_hub_class=config.watch_hub_class,
+        lessor_class=config.lessor_class,
     )
     end = seconds(config.duration)
     faults_end = max(0, end - seconds(min(config.quiet, config.duration / 2)))
@@ -308,7 +336,42 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         retries=config.retries,
         txn=config.txn,
     )
-    cluster.on_nodes_changed = workload.set_nodes
+    election_us = config.election_tick * int(profile.tick_ms * 1000)
+    watchers: WatchWorkload | None = None
+    if config.watches:
+        watchers = WatchWorkload(
+            clock=clock,
+            network=network,
+            rng=random.Random(f"{seed}/watchers"),
+            node_ids=ids,
+            watchers=config.watchers,
+            stop_at=max(0, end - seconds(config.client_timeout)),
+        )
+    leasing: LeaseWorkload | None = None
+    if config.leases or config.watches:
+        log = cluster.revision_log
+        leasing = LeaseWorkload(
+            clock=clock,
+            network=network,
+            rng=random.Random(f"{seed}/leases"),
+            node_ids=ids,
+            clients=config.lease_clients if config.leases else 0,
+            min_ttl_s=max(1, -(-3 * election_us // 2_000_000)),
+            timeout_us=seconds(config.client_timeout),
+            stop_at=max(0, end - seconds(config.client_timeout)),
+            compactor=(lambda: max(log.events, default=1)) if config.watches else None,
+        )
+    changed = [workload.set_nodes]
+    if watchers is not None:
+        changed.append(watchers.set_nodes)
+    if leasing is not None:
+        changed.append(leasing.set_nodes)
+
+    def nodes_changed(node_ids: tuple[NodeId, ...]) -> None:
+        for fn in changed:
+            fn(node_ids)
+
+    cluster.on_nodes_changed = nodes_changed
     operator: Operator | None = None
     if config.membership:
         operator = Operator(
@@ -330,6 +393,10 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         cluster.start()
         injector.install()
         workload.start()
+        if watchers is not None:
+            watchers.start()
+        if leasing is not None:
+            leasing.start()
         if operator is not None:
             operator.start()
         events = clock.run_until(end)
@@ -381,6 +448,34 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
             if rev.ok is False:
                 violation = Violation(
                     checker="revisions", time=clock.now, message=rev.describe(), seed=seed
+                )
+    watch_stats: dict[str, int] = {}
+    if watchers is not None:
+        verdicts["watch"] = "not run"
+        watch_stats = dict(watchers.stats)
+        if violation is None:
+            wc = check_watches(cluster.revision_log, watchers.records())
+            watch_stats["checked_events"] = wc.events
+            watch_stats["checked_progress"] = wc.progress
+            verdicts["watch"] = "ok" if wc.ok else "VIOLATED"
+            if not wc.ok:
+                violation = Violation(
+                    checker="watch", time=clock.now, message=wc.message, seed=seed
+                )
+    lease_stats: dict[str, int] = {}
+    if config.leases and leasing is not None:
+        verdicts["lease"] = "not run"
+        lease_stats = dict(leasing.stats)
+        if violation is None:
+            lc = check_leases(
+                cluster.lease_log, cluster.revision_log, leasing.records, extend_us=election_us
+            )
+            lease_stats["expiries"] = lc.expiries
+            lease_stats["renewals_checked"] = lc.renewals
+            verdicts["lease"] = "ok" if lc.ok else "VIOLATED"
+            if not lc.ok:
+                violation = Violation(
+                    checker="lease", time=clock.now, message=lc.message, seed=seed
                 )
     if violation is not None:
         verdicts[violation.checker] = "VIOLATED"
@@ -446,6 +541,8 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
         rev_history=tuple(workload.rev_history),
         txn_ops=dict(workload.kinds),
         revisions=revision_stats,
+        watch_stats=watch_stats,
+        lease_stats=lease_stats,
         trace_sha256=tracer.sha256() if tracer is not None else None,
     )
 
@@ -477,7 +574,9 @@ def format_summary(result: SimResult, *, wall_seconds: float | None = None) -> s
         + (f" snapshots={c.snapshot_every}" if c.snapshot_every else "")
         + (f" reads retries={c.retries}" if c.reads else "")
         + (f" retries={c.retries}" if c.retries and not c.reads else "")
-        + (" txn" if c.txn else ""),
+        + (" txn" if c.txn else "")
+        + (" watches" if c.watches else "")
+        + (" leases" if c.leases else ""),
         _row("virtual time", f"{result.end_time_us / 1e6:.3f}s, {result.events} events"),
         _row("profile", result.profile),
         _row(
@@ -576,6 +675,30 @@ def format_summary(result: SimResult, *, wall_seconds: float | None = None) -> s
                     f"answers-checked={r['observed']} unknown-placed={r['unknown_placed']}",
                 )
             )
+    if c.watches:
+        ws = result.watch_stats
+        lines.append(
+            _row(
+                "watches",
+                f"streams={ws.get('streams', 0)} events={ws.get('events', 0)} "
+                f"progress={ws.get('progress', 0)} compacted={ws.get('compacted', 0)} "
+                f"no-leader={ws.get('canceled-no leader', 0)} gaps={ws.get('ended-gap', 0)} "
+                f"silences={ws.get('ended-silence', 0)} hang-ups={ws.get('ended-hang-up', 0)} "
+                f"checked-events={ws.get('checked_events', 0)}",
+            )
+        )
+    if c.leases:
+        le = result.lease_stats
+        lines.append(
+            _row(
+                "leases",
+                f"granted={le.get('granted', 0)} keepalives={le.get('keepalives', 0)} "
+                f"revoked={le.get('revoked', 0)} abandoned={le.get('abandoned', 0)} "
+                f"lost={le.get('lost', 0)} expiries={cl.get('lease_expiries', 0)} "
+                f"checkpoints={cl.get('lease_checkpoints', 0)} "
+                f"promotions={cl.get('lessor_promotions', 0)}",
+            )
+        )
     for n, state in result.final_nodes.items():
         lines.append(_row("final " + n, state))
     lines.append(_row("converged", "yes" if result.converged else "no"))

@@ -95,7 +95,8 @@ def test_bad_options() -> None:
     assert "--faults" in runner.invoke(main, ["sim", "--help"]).output
 
 
-def test_runs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [(), ("--watches", "--leases")])
+def test_runs_do_not_depend_on_the_hash_seed(tmp_path: Path, extra: tuple[str, ...]) -> None:
     """str/bytes hashing is salted per process; nothing observable may depend on it."""
     outputs = []
     for hash_seed in ("1", "2"):
@@ -113,6 +114,7 @@ def test_runs_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
                 "4",
                 "--trace",
                 str(trace),
+                *extra,
             ],
             env=env,
             capture_output=True,

@@ -33,6 +33,16 @@ def test_same_seed_same_trace_and_summary() -> None:
     assert format_summary(c) != format_summary(a)
 
 
+def test_same_seed_same_run_with_watches_and_leases() -> None:
+    a = run(7, duration=6, faults=ALL, trace=True, watches=True, leases=True)
+    b = run(7, duration=6, faults=ALL, trace=True, watches=True, leases=True)
+    assert_ok(a)
+    assert a.trace_sha256 is not None and a.trace_sha256 == b.trace_sha256
+    assert format_summary(a) == format_summary(b)
+    assert a.watch_stats == b.watch_stats and a.lease_stats == b.lease_stats
+    assert a.watch_stats["events"] > 0 and a.lease_stats["granted"] > 0
+
+
 def test_tracing_does_not_change_the_run() -> None:
     traced = run(3, duration=5, faults=ALL, trace=True)
     plain = run(3, duration=5, faults=ALL)
