@@ -737,6 +737,24 @@ def _fail(message: str) -> NoReturn:
     "0 keeps all history until `raftkv compact`.",
 )
 @click.option(
+    "--watch-progress-interval-s",
+    type=click.FloatRange(0.01),
+    default=600.0,
+    show_default=True,
+    envvar="RAFTKV_WATCH_PROGRESS_INTERVAL_S",
+    help="How often a watch that asked for progress notifications (progress_notify=true) "
+    "gets one: the revision it has every event up to (etcd: 10 minutes).",
+)
+@click.option(
+    "--watch-buffer-bytes",
+    type=click.IntRange(1024),
+    default=4 << 20,
+    show_default=True,
+    envvar="RAFTKV_WATCH_BUFFER_BYTES",
+    help="Events one watcher may have waiting for a client that does not read them; past "
+    "this the watch is cancelled ('slow watcher') and the client resumes from its last revision.",
+)
+@click.option(
     "--no-leader-hints",
     is_flag=True,
     envvar="RAFTKV_NO_LEADER_HINTS",
@@ -775,6 +793,8 @@ def serve(
     max_peer_frame_bytes: int,
     quota_bytes: int,
     auto_compaction_retention: int,
+    watch_progress_interval_s: float,
+    watch_buffer_bytes: int,
     no_leader_hints: bool,
 ) -> None:
     """Run one raftkv node (Raft peer transport + HTTP API) until SIGTERM/SIGINT.
@@ -890,6 +910,8 @@ def serve(
             max_peer_frame_bytes=max_peer_frame_bytes,
             quota_bytes=quota_bytes,
             auto_compaction_retention=auto_compaction_retention,
+            watch_progress_interval_s=watch_progress_interval_s,
+            watch_buffer_bytes=watch_buffer_bytes,
             leader_hints=not no_leader_hints,
         )
         config.validate()

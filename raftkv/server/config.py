@@ -194,6 +194,10 @@ class ServerConfig:
             raise ConfigError("--auto-compaction-retention must be 0 (off) or positive")
         if self.max_connections is not None and self.max_connections < 1:
             raise ConfigError("--max-connections must be positive")
+        if self.watch_progress_interval_s <= 0 or self.watch_buffer_bytes < 1:
+            raise ConfigError(
+                "--watch-progress-interval-s and --watch-buffer-bytes must be positive"
+            )
         timeouts = (
             self.http_head_timeout_s,
             self.http_body_timeout_s,
