@@ -109,7 +109,9 @@ _KEEPALIVE_PUSH_US = 500_000
 """A node sends an empty push on a watch stream that was silent this long (as a
 TCP keep-alive would): a watcher that hears nothing for longer gives up."""
 _PROGRESS_EVERY_TICKS = 5
-_WATCH_STEP_BUDGET = 64
+_WATCH_STEP_BUDGET = 8
+"""Revisions of history a node's watchers catch up per tick: few, so catching
+up takes a while and overlaps progress notifications and new revisions."""
 
 
 class _ClientNumbers(dict[str, int | None]):
@@ -1027,9 +1029,9 @@ class Cluster:
                     self.stats["watch_leader_lost"] += 1
             else:
                 node.leaderless_since = None
-            hub.step(_WATCH_STEP_BUDGET)
             if node.ticks % _PROGRESS_EVERY_TICKS == 0:
-                hub.progress()
+                hub.progress()  # before catching up: watchers opened since are behind
+            hub.step(_WATCH_STEP_BUDGET)
             if node.streams:
                 self._flush_streams(node, keepalive=True)
 

@@ -193,7 +193,7 @@ class LeaseClient:
             self._request(cmd, "put")
             return
         if w.clock.now >= self._release_at:
-            if self._rng.random() < 0.4:
+            if self._rng.random() < 0.3:
                 self._holding = False
                 self._request(
                     LeaseRevoke(id=lease.lease_id, time_ms=self._now_ms(), session=self._session()),
@@ -211,7 +211,7 @@ class LeaseClient:
         assert lease is not None
         w = self._w
         self._holding = True
-        self._release_at = w.clock.now + seconds(self._rng.uniform(1.0, 8.0))
+        self._release_at = w.clock.now + seconds(self._rng.uniform(0.5, 4.0))
         keys = [f"l/{self.number}/{i}" for i in range(1 + self._rng.randrange(2))]
         self._steps = [
             Put(

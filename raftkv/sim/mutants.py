@@ -10,11 +10,15 @@ implement it; production code carries no bug switches. Three kinds:
   it holds) -- the code real nodes run -- planted on every node through the
   cluster's ``state_machine`` factory;
 * driver mutants (:data:`CLUSTER_MUTANTS`) break the simulated nodes' read
-  path in a subclass of :class:`~raftkv.sim.cluster.Cluster`.
+  path in a subclass of :class:`~raftkv.sim.cluster.Cluster`;
+* watch and lease mutants (:data:`WATCH_MUTANTS`, :data:`LEASE_MUTANTS`) break
+  the replica layer's :class:`~raftkv.replica.watch.WatchHub` or
+  :class:`~raftkv.replica.lessor.Lessor` in a subclass run on every node.
 
 ``raftkv sim --mutant NAME`` runs any of them (:func:`plant` turns on the
 workload a replica or driver mutant needs); ``tests/sim/test_mutants.py`` and
-``tests/sim/test_mutants_txn.py`` show each one is caught within a bounded sweep.
+``tests/sim/test_mutants_txn.py`` and ``tests/sim/test_mutants_watch.py`` show
+each one is caught within a bounded sweep.
 
 Mutants bypass the core's own defensive assertions where the broken rule
 would otherwise trip them first, so that what catches them is a safety checker
@@ -43,8 +47,10 @@ from raftkv.core import (
     Role,
 )
 from raftkv.replica.kv import Command, Compare, KeyRange, KVStateMachine, Range
+from raftkv.replica.lessor import Lessor
 from raftkv.replica.mvcc import VERSION_OVERHEAD_BYTES, MVCCStore, Op, RangeOp, TxnResult
 from raftkv.replica.mvcc import Compare as StoreCompare
+from raftkv.replica.watch import Watcher, WatchHub, WatchResponse
 from raftkv.sim.cluster import Cluster, SimNode
 from raftkv.sim.runner import SimConfig
 from raftkv.sim.workload import ClientRequest
@@ -407,8 +413,77 @@ CLUSTER_MUTANTS: dict[str, type[Cluster]] = {
 }
 """Driver mutants by their command-line name (they need ``--txn --reads``)."""
 
+# -- issue 17: watches and leases (tests/sim/test_mutants_watch.py) -----------
+
+
+class WatchSkipsOnResume(WatchHub):
+    """A watch resumed from a past revision starts at the next one instead: what
+    happened while the client was away is skipped (breaks "a watcher resuming
+    from the last revision it saw gets exactly what it missed")."""
+
+    def create(self, key: bytes, range_end: bytes = b"", **kw: object) -> Watcher:
+        start = kw.get("start_revision", 0)
+        assert isinstance(start, int)
+        if start and start <= self.revision:
+            kw["start_revision"] = 0
+        return super().create(key, range_end, **kw)  # type: ignore[arg-type]
+
+
+class ProgressAheadOfEvents(WatchHub):
+    """Progress notifications go to watchers still catching up, at the hub's
+    current revision, ahead of the history events they have not been given
+    (breaks "progress never overtakes events", etcd#15220)."""
+
+    def progress(self) -> None:
+        super().progress()
+        for watch_id in range(1, self._next_id):
+            w = self.get(watch_id)
+            if w is not None and watch_id in self._unsynced and not w.pending:
+                w._pending.append(
+                    WatchResponse(watch_id=watch_id, revision=self.revision, progress=True)
+                )
+
+
+class FollowerExpiresLeases(Lessor):
+    """Every node times leases on its own clock, leader or not, and never stops
+    (breaks "only the leader times leases"): a follower never sees keep-alives
+    and expires leases that are kept alive."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._leader = True
+
+    def demote(self) -> None:
+        pass
+
+
+class LeaderDoesNotExtendLeases(Lessor):
+    """A new leader starts every lease's remaining time at once, without the
+    election timeout's extension (breaks etcd's Promote: a lease may expire
+    right after an election that kept its client from renewing)."""
+
+    def promote(self, now_ms: int, extend_ms: int) -> None:
+        super().promote(now_ms, 0)
+
+
+WATCH_MUTANTS: dict[str, type[WatchHub]] = {
+    "watch-skips-on-resume": WatchSkipsOnResume,
+    "progress-ahead-of-events": ProgressAheadOfEvents,
+}
+"""Watch hub mutants by their command-line name (they turn on ``--watches``)."""
+
+LEASE_MUTANTS: dict[str, type[Lessor]] = {
+    "follower-expires-leases": FollowerExpiresLeases,
+    "leader-does-not-extend-leases": LeaderDoesNotExtendLeases,
+}
+"""Lessor mutants by their command-line name (they turn on ``--leases``)."""
+
 ALL_MUTANTS: frozenset[str] = (
-    frozenset(MUTANTS) | frozenset(REPLICA_MUTANTS) | frozenset(CLUSTER_MUTANTS)
+    frozenset(MUTANTS)
+    | frozenset(REPLICA_MUTANTS)
+    | frozenset(CLUSTER_MUTANTS)
+    | frozenset(WATCH_MUTANTS)
+    | frozenset(LEASE_MUTANTS)
 )
 
 
@@ -427,4 +502,8 @@ def plant(name: str, config: SimConfig) -> SimConfig:
         return replace(config, raft_class=MUTANTS[name])
     if name in REPLICA_MUTANTS:
         return replace(config, txn=True, state_machine=state_machine_factory(name))
+    if name in WATCH_MUTANTS:
+        return replace(config, watches=True, watch_hub_class=WATCH_MUTANTS[name])
+    if name in LEASE_MUTANTS:
+        return replace(config, leases=True, lessor_class=LEASE_MUTANTS[name])
     return replace(config, txn=True, reads=True, cluster_class=CLUSTER_MUTANTS[name])

@@ -134,7 +134,7 @@ class SimConfig:
     watches: bool = False
     watchers: int = 5
     leases: bool = False
-    lease_clients: int = 3
+    lease_clients: int = 5
     watch_hub_class: type[WatchHub] = WatchHub
     lessor_class: type[Lessor] = Lessor
 
@@ -308,7 +308,9 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
             bootstrap_in_log=config.membership,
             watches=config.watches,
             leases=config.leases,
-            lease_checkpoint_ms=max(1, 2 * config.election_tick * int(profile.tick_ms)),
+            # Often (half an election timeout), so that leader changes meet
+            # checkpointed remaining times of every size.
+            lease_checkpoint_ms=max(1, config.election_tick * int(profile.tick_ms) // 2),
         ),
         raft_class=config.raft_class,
         tracer=tracer,

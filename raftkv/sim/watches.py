@@ -200,7 +200,12 @@ class Watcher:
         self._stream = None
         w.stats[f"ended-{reason}"] += 1
         w.network.send(self.endpoint, s.node, WatchClose(stream=s.stream), "WatchClose")
-        delay = reopen_after if reopen_after is not None else 1_000 + self._rng.randrange(200_000)
+        if reopen_after is not None:
+            delay = reopen_after
+        elif self._rng.random() < 0.2:
+            delay = 1_000_000 + self._rng.randrange(3_000_000)  # away for a while
+        else:
+            delay = 1_000 + self._rng.randrange(200_000)
         w.clock.call_later(delay, self._open)
 
     def _hang_up(self, stream: int) -> None:
