@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
+from raftkv.replica.watch import WatchHub
 from tests.cluster.harness import eventually
 from tests.security.conftest import HubCluster, run
 from tests.server.test_api_store import Session, call, leader_and_follower, q
@@ -274,5 +276,54 @@ def test_progress_notifications_only_when_asked(tmp_path: Path) -> None:
                 assert (await quiet.line())["events"][0]["kv"]["mod_revision"] == 3
                 for st in (stream, quiet):
                     st.resp.close()
+
+    run(main())
+
+
+def test_a_watcher_that_does_not_read_is_cancelled_not_grown(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with HubCluster(tmp_path, overrides={"watch_buffer_bytes": 64 << 10}) as c:
+            lead, follow, _ = await leader_and_follower(c)
+            connector = aiohttp.TCPConnector(limit=0)
+            async with Session(connector=connector) as s:
+                stream, _ = await open_watch(s, f"{follow}/v1/watch{q(prefix='big/')}")
+                # Not reading: the socket buffers fill, then the watcher's queue.
+                value = "x" * (256 << 10)
+                for i in range(80):
+                    status, body = await call(s, "PUT", f"{lead}/v1/kv/big%2F{i}", value)
+                    assert status == 200, body
+                revisions = []
+                while True:
+                    body = await stream.line()
+                    if body.get("canceled"):
+                        break
+                    revisions.append(body["revision"])
+                assert body["cancel_reason"].startswith("slow watcher"), body
+                # Whatever it got before is in order, without a gap; the rest is a resume away.
+                assert revisions == list(range(2, 2 + len(revisions)))
+                assert len(revisions) < 80
+                assert await stream.resp.content.read() == b""
+
+    run(main())
+
+
+def test_a_broken_hub_stops_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        async with HubCluster(tmp_path) as c:
+            leader = await c.leader()
+            lead = c.url(leader)
+            node = c.nodes[leader]
+            async with Session() as s:
+                stream, _ = await open_watch(s, f"{lead}/v1/watch{q(prefix='a')}")
+
+                def broken(self: WatchHub) -> None:
+                    raise RuntimeError("broken invariant")
+
+                monkeypatch.setattr(WatchHub, "applied", broken)
+                await call(s, "PUT", f"{lead}/v1/kv/a", 1)
+                failure = await asyncio.wait_for(node.failed, 5)
+                assert "broken invariant" in str(failure)
+                body = await stream.line()
+                assert body["canceled"] is True and body["cancel_reason"] == "node failed", body
 
     run(main())

@@ -72,7 +72,7 @@ from raftkv.server.node.quota import SpaceQuota
 from raftkv.server.node.reads import Reads
 from raftkv.server.node.snapshots import Snapshots
 from raftkv.server.node.status import NodeStatus
-from raftkv.server.node.watches import Watches, WatchStream
+from raftkv.server.node.watches import REASON_FAILED, Watches, WatchStream
 from raftkv.server.security import peer_ssl_contexts
 from raftkv.storage.disk_storage import DiskStorage
 from raftkv.transport.base import InMemoryHub, Transport
@@ -389,7 +389,7 @@ class RaftNode:
         self._accepting = False
         self._stopping = True
         self._wake.set()
-        self._watches.stop()
+        self._watches.stop(REASON_FAILED)
         self._fail_all(NodeStopped("node failed"))
         if not self.failed.done():
             self.failed.set_result(failure)

@@ -30,7 +30,7 @@ from typing import Final
 
 from raftkv.replica.kv import KVStateMachine
 from raftkv.replica.statemachine import StateMachine
-from raftkv.replica.watch import Watcher, WatchHub, WatchResponse
+from raftkv.replica.watch import InvalidWatch, Watcher, WatchHub, WatchResponse
 from raftkv.server.errors import BadRequest, NodeStopped
 
 __all__ = [
@@ -38,13 +38,15 @@ __all__ = [
     "WatchStream",
     "CATCH_UP_BUDGET",
     "REASON_STOPPING",
+    "REASON_FAILED",
 ]
 
 logger = logging.getLogger(__name__)
 
-CATCH_UP_BUDGET: Final = 1000
-"""History events replayed per catch-up step (one loop turn; others run between)."""
+CATCH_UP_BUDGET: Final = 256
+"""Revisions of history read per catch-up step (one loop turn; others run between)."""
 REASON_STOPPING: Final = "node stopping"
+REASON_FAILED: Final = "node failed"
 
 
 class WatchStream:
@@ -168,7 +170,8 @@ class Watches:
         """A new watcher of ``[key, range_end)`` from ``start_revision`` (0: the next).
 
         Raises:
-            BadRequest: this node's state machine has no watches.
+            BadRequest: this node's state machine has no watches, or the hub
+                refuses the arguments.
             NodeStopped: the node stops.
         """
         hub = self._hub
@@ -176,15 +179,18 @@ class Watches:
             raise BadRequest("this node's state machine has no watches")
         if self._stopped:
             raise NodeStopped("node is not serving")
-        watcher = hub.create(
-            key,
-            range_end,
-            start_revision=start_revision,
-            prev_kv=prev_kv,
-            filters=filters,
-            require_leader=require_leader,
-            max_pending_bytes=self._buffer_bytes,
-        )
+        try:
+            watcher = hub.create(
+                key,
+                range_end,
+                start_revision=start_revision,
+                prev_kv=prev_kv,
+                filters=filters,
+                require_leader=require_leader,
+                max_pending_bytes=self._buffer_bytes,
+            )
+        except InvalidWatch as exc:
+            raise BadRequest(str(exc)) from None
         stream = WatchStream(self, watcher, progress_notify=progress_notify)
         self._streams[watcher.id] = stream
         self._schedule_step()  # a watcher from an old revision catches up now
@@ -206,42 +212,52 @@ class Watches:
         if self._streams:
             for stream in self._streams.values():
                 stream.wake()
-            self._schedule_step()
+            if self._hub is not None and self._hub.catching_up:
+                self._schedule_step()
 
     def tick(self, now: float, leader_known: bool) -> None:
-        """The ticker's turn: catch-up work, progress notifications, leader loss.
+        """The ticker's turn: progress notifications, leader loss, catch-up work.
 
         Raises:
             Exception: a broken invariant in the hub (the ticker stops the node).
         """
-        hub = self._hub
-        if hub is None or not self._streams:
-            self._leaderless_since = None if leader_known else self._leaderless_since or now
-            return
-        woken = False
         if leader_known:
             self._leaderless_since = None
         elif self._leaderless_since is None:
             self._leaderless_since = now
-        elif now - self._leaderless_since >= self._election_timeout_s:
-            hub.leader_lost()
-            woken = True
+        hub = self._hub
+        if hub is None or not self._streams:
+            return
+        woken = False
+        since = self._leaderless_since
+        if since is not None and now - since >= self._election_timeout_s:
+            woken = hub.leader_lost() > 0
         if now >= self._next_progress:
             self._next_progress = now + self._progress_interval_s
             hub.progress()
             woken = True
-        woken = self._step(hub) or woken
+        if hub.catching_up:
+            hub.step(CATCH_UP_BUDGET)
+            woken = True
         if woken:
             for stream in list(self._streams.values()):
                 stream.wake()
 
-    def stop(self) -> None:
-        """The node stops: every watcher is cancelled (its reader writes why and ends)."""
+    def stop(self, reason: str = REASON_STOPPING) -> None:
+        """The node stops (or failed): every watcher is cancelled with ``reason``
+        (its reader writes it and ends).
+
+        Also on a failed node: a hub that raises here is logged, and the
+        readers end without a reason.
+        """
         self._stopped = True
         hub = self._hub
         for watch_id, stream in list(self._streams.items()):
-            if hub is not None:
-                hub.cancel(watch_id, REASON_STOPPING)
+            try:
+                if hub is not None:
+                    hub.cancel(watch_id, reason)
+            except Exception:
+                logger.exception("cancelling watch %d failed", watch_id)
             stream.end()
 
     # ------------------------------------------------------------------ catch-up
@@ -257,7 +273,7 @@ class Watches:
         if hub is None or self._stopped:
             return
         try:
-            more = self._step(hub)
+            more = hub.step(CATCH_UP_BUDGET)
         except Exception as exc:  # a broken invariant in the hub: crash-stop
             self._fail("watch catch-up", exc)
             return
@@ -265,8 +281,3 @@ class Watches:
             stream.wake()
         if more:
             self._schedule_step()
-
-    @staticmethod
-    def _step(hub: WatchHub) -> bool:
-        """One bounded step of catch-up work; whether there is more."""
-        return bool(hub.step(CATCH_UP_BUDGET))
