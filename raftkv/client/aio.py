@@ -26,6 +26,7 @@ from types import TracebackType
 import aiohttp
 from yarl import URL
 
+from raftkv.client._keepalive import RenewalSchedule
 from raftkv.client._sansio import (
     Request,
     RetryPolicy,
@@ -460,8 +461,9 @@ class AsyncWatch:
 
 class AsyncKeepAlive:
     """Keeps a lease alive from a background task (as :class:`raftkv.client.KeepAlive`):
-    ``async with kv.keep_alive(lease_id) as ka:``; :attr:`lost` is set when the
-    lease is gone, or could not be renewed for its TTL."""
+    ``async with kv.keep_alive(lease_id) as ka:``; :meth:`expired` says when the
+    lease may have ended (counted from when the last renewing keep-alive was
+    sent), :attr:`lost` is set once the task sees it or the lease is gone."""
 
     def __init__(self, client: AsyncClient, lease_id: int, *, interval: float | None) -> None:
         self.lease_id = lease_id
@@ -470,8 +472,7 @@ class AsyncKeepAlive:
         self._client = client
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
-        self._ttl = 0
-        self._renewed = 0.0
+        self._schedule: RenewalSchedule | None = None
 
     async def __aenter__(self) -> AsyncKeepAlive:
         await self.start()
@@ -485,10 +486,18 @@ class AsyncKeepAlive:
     ) -> None:
         await self.aclose()
 
+    def expired(self) -> bool:
+        """Whether the lease may have ended (lost, or not renewed in time)."""
+        schedule = self._schedule
+        return self.lost.is_set() or (
+            schedule is not None and schedule.expired(self._client._clock())
+        )
+
     async def start(self) -> None:
         """Renew once now (raises ``LeaseNotFound``), then in the background."""
-        self._ttl = await self._client.lease_keepalive(self.lease_id)
-        self._renewed = self._client._clock()
+        sent = self._client._clock()
+        ttl = await self._client.lease_keepalive(self.lease_id)
+        self._schedule = RenewalSchedule(ttl=ttl, renewed_at=sent, interval=self._interval)
         self._task = asyncio.create_task(self._run(), name=f"raftkv-keepalive-{self.lease_id}")
 
     async def aclose(self) -> None:
@@ -499,11 +508,18 @@ class AsyncKeepAlive:
 
     async def _run(self) -> None:
         client = self._client
+        schedule = self._schedule
+        assert schedule is not None
         while True:
-            await asyncio.sleep(self._interval or max(0.5, self._ttl / 3))
+            await asyncio.sleep(schedule.wait(client._clock()))
+            if schedule.expired(client._clock()):
+                self.lost.set()
+                return
+            if client._clock() < schedule.next_attempt():
+                continue
+            sent = client._clock()
             try:
-                self._ttl = await client.lease_keepalive(self.lease_id)
-                self._renewed = client._clock()
+                schedule.renewed(sent, await client.lease_keepalive(self.lease_id))
                 self.error = None
             except LeaseNotFound as exc:
                 self.error = exc
@@ -511,6 +527,4 @@ class AsyncKeepAlive:
                 return
             except ClientError as exc:
                 self.error = exc
-                if client._clock() - self._renewed > self._ttl:
-                    self.lost.set()
-                    return
+                schedule.failed()

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 
+from raftkv.client._keepalive import RenewalSchedule
 from raftkv.client._sansio import (
     Request,
     RetryPolicy,
@@ -601,11 +602,13 @@ class KeepAlive:
     """Keeps a lease alive from a daemon thread: a keep-alive every third of its
     TTL (or every ``interval`` seconds) until :meth:`close`.
 
-    Use as a context manager. When the lease is gone (expired, revoked),
-    :attr:`lost` is set and the thread stops; another error (no node reachable
-    for the client's deadline) is kept in :attr:`error` and the thread keeps
-    trying until the lease's TTL has passed since the last renewal, then sets
-    :attr:`lost` too.
+    Use as a context manager. The lease counts as held until its TTL has passed
+    since the last keep-alive that renewed it was *sent*
+    (:mod:`raftkv.client._keepalive`), which is never later than the leader's
+    own deadline: :meth:`expired` says when that is over, :attr:`lost` is set
+    once the thread sees it (or the cluster says the lease is gone), and the
+    thread stops. A failed keep-alive (no node reachable) is kept in
+    :attr:`error` and retried soon.
     """
 
     def __init__(self, client: Client, lease_id: int, *, interval: float | None = None) -> None:
@@ -613,14 +616,31 @@ class KeepAlive:
         self.lost = threading.Event()
         self.error: ClientError | None = None
         self._client = client
-        self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"raftkv-keepalive-{lease_id}", daemon=True
         )
-        self._ttl = client.lease_keepalive(lease_id)
-        self._renewed = client._clock()
+        sent = client._clock()
+        ttl = client.lease_keepalive(lease_id)
+        self._schedule = RenewalSchedule(ttl=ttl, renewed_at=sent, interval=interval)
         self._thread.start()
+
+    def expired(self) -> bool:
+        """Whether the lease may have ended (lost, or not renewed in time)."""
+        return self.lost.is_set() or self._schedule.expired(self._client._clock())
+
+    def wait_lost(self, timeout: float | None = None) -> bool:
+        """Wait until :meth:`expired` (at most ``timeout`` seconds); whether it is."""
+        clock = self._client._clock
+        end = None if timeout is None else clock() + timeout
+        while not self.expired():
+            left = self._schedule.deadline - clock()
+            if end is not None:
+                left = min(left, end - clock())
+                if left <= 0:
+                    return False
+            self.lost.wait(max(0.0, left))
+        return True
 
     def __enter__(self) -> KeepAlive:
         return self
@@ -640,10 +660,16 @@ class KeepAlive:
 
     def _run(self) -> None:
         client = self._client
-        while not self._stop.wait(self._interval or max(0.5, self._ttl / 3)):
+        schedule = self._schedule
+        while not self._stop.wait(schedule.wait(client._clock())):
+            if schedule.expired(client._clock()):
+                self.lost.set()
+                return
+            if client._clock() < schedule.next_attempt():
+                continue
+            sent = client._clock()
             try:
-                self._ttl = client.lease_keepalive(self.lease_id)
-                self._renewed = client._clock()
+                schedule.renewed(sent, client.lease_keepalive(self.lease_id))
                 self.error = None
             except LeaseNotFound as exc:
                 self.error = exc
@@ -651,6 +677,4 @@ class KeepAlive:
                 return
             except ClientError as exc:
                 self.error = exc
-                if client._clock() - self._renewed > self._ttl:
-                    self.lost.set()
-                    return
+                schedule.failed()

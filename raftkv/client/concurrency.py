@@ -57,12 +57,13 @@ class Session:
 
     @property
     def lost(self) -> bool:
-        """Whether the lease ended (or could not be renewed for its TTL)."""
-        return self._keepalive.lost.is_set()
+        """Whether the lease may have ended: gone, or its TTL passed since the
+        last renewing keep-alive was sent (never later than the leader's count)."""
+        return self._keepalive.expired()
 
     def wait_lost(self, timeout: float | None = None) -> bool:
-        """Wait until the lease is lost (at most ``timeout`` seconds); whether it is."""
-        return self._keepalive.lost.wait(timeout)
+        """Wait until :attr:`lost` (at most ``timeout`` seconds); whether it is."""
+        return self._keepalive.wait_lost(timeout)
 
     def close(self) -> None:
         """Stop renewing and revoke the lease (its keys are deleted now)."""

@@ -18,6 +18,7 @@ from raftkv.client import Client, Compacted, LeaseNotFound, WatchResponse
 from raftkv.client.aio import AsyncClient
 from raftkv.client.concurrency import Lock, Session
 from raftkv.core.types import NodeId
+from tests.cluster.harness import eventually
 from tests.security.conftest import HubCluster, run
 
 
@@ -119,7 +120,7 @@ def test_leases_and_the_keep_alive_helper(tmp_path: Path) -> None:
                     else:
                         raise AssertionError("the unrenewed lease did not expire")
                     time.sleep(1.2)  # a whole TTL more: kept alive meanwhile
-                    assert not ka.lost.is_set()
+                    assert not ka.expired() and not ka.lost.is_set()
                     info = kv.lease_ttl(kept.id, keys=True)
                     assert info.keys == ("kept",) and info.granted_ttl == 1
                 assert kv.range(prefix="").kvs[0].key == "kept"
@@ -206,10 +207,52 @@ def test_the_async_client_watches_and_keeps_alive(tmp_path: Path) -> None:
                     assert got[0][:2] == ("put", 1) and got[1][:2] == ("put", 2)
                     assert got[1][2] is not None and got[1][2].value == 1
                     await asyncio.sleep(1.3)
-                    assert not ka.lost.is_set()
+                    assert not ka.expired() and not ka.lost.is_set()
                     assert (await kv.lease_ttl(lease.id)).granted_ttl == 1
                 await kv.lease_revoke(lease.id)
                 with pytest.raises(LeaseNotFound):
                     await kv.lease_keepalive(lease.id)
+
+    run(main())
+
+
+def test_a_watch_moves_off_a_partitioned_node_with_every_event_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with HubCluster(tmp_path) as c:
+            leader = await c.leader()
+            follower = next(n for n in c.nodes if n != leader)
+            other = next(n for n in c.nodes if n not in (leader, follower))
+            watcher = fast_client([endpoint(c, follower), endpoint(c, other)])
+            writer = fast_client([endpoint(c, leader)])
+            seen: list[int] = []
+            done = threading.Event()
+            watch = watcher.watch(prefix="k/")
+
+            def consume() -> None:
+                for response in watch:
+                    seen.extend(e.kv.value for e in response.events)  # type: ignore[misc]
+                    if len(seen) >= 30:
+                        done.set()
+                        return
+
+            def write(lo: int, hi: int) -> None:
+                for i in range(lo, hi):
+                    writer.put(f"k/{i % 4}", i)
+
+            consumer = asyncio.create_task(asyncio.to_thread(consume))
+            await asyncio.to_thread(write, 0, 10)
+            await eventually(lambda: len(seen) == 10, "the first events", 5.0)
+            # Cut the watched node off: it sees nothing new, and after an
+            # election timeout without a leader its watch ends ("no leader");
+            # the client resumes on the other follower.
+            c.hub.isolate(follower)
+            await asyncio.to_thread(write, 10, 30)
+            await asyncio.to_thread(done.wait, 10)
+            await asyncio.wait_for(consumer, 5)
+            assert c.nodes[follower].watchers == 0  # its watch ended there
+            assert c.nodes[other].watchers == 1  # and goes on here
+            watch.close()
+            c.hub.heal()
+            assert seen == list(range(30))
 
     run(main())
