@@ -338,6 +338,8 @@ def sim(
         fault_set = parse_faults(faults)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--faults") from None
+    if leases and txn:
+        raise click.UsageError("--leases cannot be combined with --txn yet")
     if (seed is None) == (seeds_spec is None):
         if seed is None and seeds_spec is None:
             seed = 1

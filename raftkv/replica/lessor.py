@@ -17,9 +17,12 @@ Rules:
 3. **Keep-alive.** :meth:`keepalive` restarts a lease's full TTL from now. The
    node answers the client only after confirming it still leads -- by a
    ReadIndex, or, if :meth:`keepalive_checkpoint` returns a checkpoint, by
-   committing that checkpoint: a lease whose remaining time was checkpointed
-   must have it reset through the log, or a new leader would restore the old,
-   shorter remaining time (etcd#13508).
+   committing that checkpoint. A new leader, promoted after the confirmation,
+   gives the lease ``remaining + extend`` from then; that covers the renewed
+   TTL only if ``remaining >= ttl - extend``. So a lease whose replicated
+   remaining time -- applied, or in a checkpoint this leader proposed -- is
+   shorter must have it reset to the full TTL through the log first, or a new
+   leader would restore the old, shorter time (etcd#13508).
 4. **Checkpoints.** Every ``checkpoint_interval_ms`` the leader proposes the
    remaining time of every lease (``LeaseCheckpoint``), so a long lease does
    not start over from its full TTL at every leader change.
@@ -79,9 +82,10 @@ class Lessor:
         # Invariant: empty unless _leader; else lease id -> when it expires.
         self._revoking: dict[int, int] = {}
         # Invariant: lease id -> when its expiry revoke was last returned by tick.
-        self._checkpointed: set[int] = set()
-        # Invariant: leases a checkpoint returned since promote() named (it may
-        # not be applied yet).
+        self._floor: dict[int, int] = {}
+        # Invariant: lease id -> the smallest remaining time a checkpoint returned
+        # since promote() (or since its last reset) carried: it may not be applied yet.
+        self._extend_ms = 0
         self._last_checkpoint = 0
 
     def __repr__(self) -> str:
@@ -97,7 +101,8 @@ class Lessor:
         self._leader = True
         self._deadlines = {}
         self._revoking = {}
-        self._checkpointed = set()
+        self._floor = {}
+        self._extend_ms = extend_ms
         table = self._table()
         for lease_id in table.ids():
             lease = table.get(lease_id)
@@ -111,7 +116,7 @@ class Lessor:
         self._leader = False
         self._deadlines = {}
         self._revoking = {}
-        self._checkpointed = set()
+        self._floor = {}
 
     def keepalive(self, lease_id: int, now_ms: int) -> int | None:
         """Restart a lease's TTL from ``now_ms``; its TTL in seconds, or ``None``
@@ -132,17 +137,20 @@ class Lessor:
 
     def keepalive_checkpoint(self, lease_id: int, time_ms: int) -> LeaseCheckpoint | None:
         """The checkpoint to commit before answering a keep-alive (rule 3), if the
-        lease's replicated remaining time is shorter than its TTL or a
-        checkpoint this leader proposed may still be on its way; else ``None``
-        (a ReadIndex confirms leadership)."""
+        lease's replicated remaining time -- applied, or in a checkpoint this
+        leader proposed -- is below ``ttl - extend``; else ``None`` (a ReadIndex
+        confirms leadership)."""
         lease = self._table().get(lease_id)
         if lease is None:
             return None
         ttl_ms = lease.ttl_s * 1000
-        if lease_id not in self._checkpointed and (
-            lease.remaining_ms is None or lease.remaining_ms >= ttl_ms
+        enough = ttl_ms - self._extend_ms
+        floor = self._floor.get(lease_id)
+        if (lease.remaining_ms is None or lease.remaining_ms >= enough) and (
+            floor is None or floor >= enough
         ):
             return None
+        self._floor[lease_id] = ttl_ms
         return LeaseCheckpoint(checkpoints=((lease_id, lease.ttl_s * 1000),), time_ms=time_ms)
 
     def remaining_ms(self, lease_id: int, now_ms: int) -> int | None:
@@ -192,7 +200,10 @@ class Lessor:
                 for lease_id, deadline in sorted(deadlines.items())
                 if deadline > now_ms
             ]
-            self._checkpointed.update(lease_id for lease_id, _ in pairs)
+            floor = self._floor
+            for lease_id, remaining in pairs:
+                if remaining < floor.get(lease_id, remaining + 1):
+                    floor[lease_id] = remaining
             for i in range(0, len(pairs), MAX_LEASE_CHECKPOINTS):
                 commands.append(
                     LeaseCheckpoint(

@@ -84,6 +84,22 @@ def test_a_keepalive_after_a_periodic_checkpoint_goes_through_the_log(log: Log) 
     )
 
 
+def test_a_keepalive_needs_no_log_entry_while_remaining_plus_extend_covers_the_ttl(
+    log: Log,
+) -> None:
+    """A new leader promoted after the keep-alive gives ``remaining + extend``
+    from its promotion: enough when ``remaining >= ttl - extend``."""
+    log.apply(LeaseGrant(id=1, ttl_s=10, time_ms=0))
+    lessor = lessor_of(log, checkpoint_interval_ms=1_000)
+    lessor.promote(0, 2_000)
+    (cp,) = lessor.tick(1_000, time_ms=0)  # remaining 11_000 - 1_000 = 10_000
+    log.apply(cp)
+    assert lessor.keepalive(1, 1_500) == 10
+    assert lessor.keepalive_checkpoint(1, 0) is None
+    log.apply(LeaseCheckpoint(checkpoints=((1, 7_999),), time_ms=0))  # below 10_000 - 2_000
+    assert lessor.keepalive_checkpoint(1, 0) is not None
+
+
 def test_a_lease_granted_while_leading_gets_its_ttl_from_the_next_tick(log: Log) -> None:
     lessor = lessor_of(log)
     lessor.promote(0, 1_000)

@@ -92,6 +92,7 @@ def test_bad_options() -> None:
     runner = CliRunner()
     assert runner.invoke(main, ["sim", "--faults", "meteor"]).exit_code == 2
     assert runner.invoke(main, ["sim", "--seed", "1", "--seeds", "1-2"]).exit_code == 2
+    assert runner.invoke(main, ["sim", "--leases", "--txn"]).exit_code == 2
     assert "--faults" in runner.invoke(main, ["sim", "--help"]).output
 
 
