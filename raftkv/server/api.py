@@ -154,9 +154,27 @@ WATCH_ROUTE = "/v1/watch"
 WATCH_KEEPALIVE_S = 10.0
 """A watch stream with nothing to say writes an empty line this often (clients
 and proxies see a live stream; a reader that went away is noticed)."""
-# Request items: the guard's release of a long-lived request (a watch stream)
-# from the concurrency limit, and the connection it came on (ApiServer).
-_RELEASE: web.RequestKey[Callable[[], None]] = web.RequestKey("release", Callable[[], None])  # type: ignore[arg-type]
+
+
+# The connection a request came on (ApiServer), as a request item.
+class _Slot:
+    """A request's place in the concurrency limit (Rule 4), held while it is
+    served; a watch gives it up once it streams (its bound is then the
+    connection limit, ``--max-connections``)."""
+
+    __slots__ = ("_guard", "_held")
+
+    def __init__(self, guard: _Guard) -> None:
+        self._guard = guard
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._guard.inflight -= 1
+
+
+_SLOT: web.RequestKey[_Slot] = web.RequestKey("slot", _Slot)
 _CONNECTION: web.RequestKey[HandedOff] = web.RequestKey("connection", HandedOff)
 
 
@@ -312,20 +330,12 @@ class _Guard:
             return _web(refusal)
         self.inflight += 1
         self.served += 1
-        held = [True]
-
-        def release() -> None:
-            # A watch stream leaves the concurrency limit once it streams: its
-            # bound is the connection limit (--max-connections).
-            if held[0]:
-                held[0] = False
-                self.inflight -= 1
-
-        request[_RELEASE] = release
+        slot = _Slot(self)
+        request[_SLOT] = slot
         try:
             return await handler(request)
         finally:
-            release()
+            slot.release()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -945,9 +955,9 @@ class _Api:
         try:
             created = created_line(stream.watch_id, sm.revision)
             await response.prepare(request)
-            release = request.get(_RELEASE)
-            if release is not None:
-                release()
+            slot = request.get(_SLOT)
+            if slot is not None:
+                slot.release()
             conn = request.get(_CONNECTION)
             if conn is not None:
                 conn.when_lost().add_done_callback(lambda _: stream.end())

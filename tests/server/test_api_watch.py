@@ -183,6 +183,10 @@ def test_a_client_that_goes_away_closes_its_watcher(tmp_path: Path) -> None:
             async with Session() as s:
                 stream, _ = await open_watch(s, f"{follow}/v1/watch{q(prefix='')}")
                 assert node.watchers == 1
+                async with s.get(f"{follow}/metrics") as r:
+                    text = await r.text()
+                assert f'raftkv_watchers{{node="{node.node_id}"}} 1.0' in text
+                assert f'raftkv_leases{{node="{node.node_id}"}} 0.0' in text
                 stream.resp.close()
                 await eventually(lambda: node.watchers == 0, "the watcher closed", 2.0)
 

@@ -161,6 +161,11 @@ class Leases:
         self._clock_ms = clock_ms
 
     @property
+    def count(self) -> int:
+        """Leases in the replica's table (0 without a KV store)."""
+        return len(self._sm.leases) if self._sm is not None else 0
+
+    @property
     def min_ttl_s(self) -> int:
         return min_ttl_s(self._election_timeout_ms)
 

@@ -201,6 +201,9 @@ class RaftNode:
             election_timeout_ms=config.election_timeout_ms,
             propose=self._propose_unwatched,
         )
+        self.metrics.watch_watches_and_leases(
+            watchers=lambda: len(self._watches), leases=lambda: self._leases.count
+        )
         # The KV store's space quota (None for another state machine).
         self._quota = SpaceQuota.of(
             self._replica.state_machine,
