@@ -4,10 +4,14 @@ leader's clock, and the errors."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from pathlib import Path
 
+import pytest
+
+from raftkv.replica.lessor import Lessor
 from raftkv.server.node.leases import LeaseRequest, min_ttl_s
 from raftkv.server.security import parse_tokens
 from tests.cluster.harness import eventually
@@ -195,5 +199,20 @@ def test_lease_routes_with_tokens(tmp_path: Path) -> None:
                 assert status == 200 and body["granted_ttl"] == 5, body
                 status, body = await call(s, "GET", f"{follow}/v1/watch{q(key='k')}")
                 assert status == 401, body
+
+    run(main())
+
+
+def test_a_broken_lessor_stops_the_leader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        async with HubCluster(tmp_path) as c:
+            leader = await c.leader()
+
+            def broken(self: Lessor, now_ms: int, *, time_ms: int) -> list[object]:
+                raise RuntimeError("broken lessor")
+
+            monkeypatch.setattr(Lessor, "tick", broken)
+            failure = await asyncio.wait_for(c.nodes[leader].failed, 5)
+            assert "broken lessor" in str(failure) and "ticker" in str(failure)
 
     run(main())
