@@ -43,7 +43,7 @@ def test_a_watch_resumes_on_another_node_with_every_event_once(tmp_path: Path) -
             seen: list[tuple[int, str, object]] = []
             started = threading.Event()
             done = threading.Event()
-            watch = watcher.watch(prefix="k/")
+            watch = watcher.watch(prefix="k/", start_revision=2)  # a fresh store: the first write
 
             def consume() -> None:
                 for response in watch:
@@ -226,14 +226,13 @@ def test_a_watch_moves_off_a_partitioned_node_with_every_event_once(tmp_path: Pa
             writer = fast_client([endpoint(c, leader)])
             seen: list[int] = []
             done = threading.Event()
-            watch = watcher.watch(prefix="k/")
+            watch = watcher.watch(prefix="k/", start_revision=2)  # a fresh store: the first write
 
             def consume() -> None:
-                for response in watch:
+                for response in watch:  # until watch.close()
                     seen.extend(e.kv.value for e in response.events)  # type: ignore[misc]
                     if len(seen) >= 30:
                         done.set()
-                        return
 
             def write(lo: int, hi: int) -> None:
                 for i in range(lo, hi):
@@ -248,10 +247,10 @@ def test_a_watch_moves_off_a_partitioned_node_with_every_event_once(tmp_path: Pa
             c.hub.isolate(follower)
             await asyncio.to_thread(write, 10, 30)
             await asyncio.to_thread(done.wait, 10)
-            await asyncio.wait_for(consumer, 5)
             assert c.nodes[follower].watchers == 0  # its watch ended there
             assert c.nodes[other].watchers == 1  # and goes on here
             watch.close()
+            await asyncio.wait_for(consumer, 5)
             c.hub.heal()
             assert seen == list(range(30))
 

@@ -77,7 +77,7 @@ def test_a_watch_on_a_follower_survives_a_leader_kill_and_its_own_node(tmp_path:
         writer = Client(endpoints(c), deadline=30.0, timeout=2.0)
         seen: list[tuple[int, str]] = []
         stop = threading.Event()
-        watch = watcher.watch(prefix="w/")
+        watch = watcher.watch(prefix="w/", start_revision=2)  # a fresh store: every write
 
         def consume() -> None:
             for response in watch:
