@@ -20,7 +20,7 @@ import dataclasses
 import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 
 import aiohttp
@@ -384,7 +384,9 @@ class AsyncWatch:
         self._client = client
         self._cursor = cursor
         self._closed = False
-        self._responses: AsyncIterator[WatchResponse] | None = None
+        self._responses: AsyncGenerator[WatchResponse, None] | None = None
+        # The stream being read, if any (aclose from another task closes it).
+        self._answer: aiohttp.ClientResponse | None = None
 
     @property
     def next_revision(self) -> int:
@@ -403,9 +405,13 @@ class AsyncWatch:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Stop watching; an iteration in progress (in any task) ends."""
         self._closed = True
+        answer = self._answer
+        if answer is not None:
+            answer.close()  # wakes a reader in another task
         responses = self._responses
-        if responses is not None and hasattr(responses, "aclose"):
+        if responses is not None and not getattr(responses, "ag_running", False):
             await responses.aclose()
 
     def __aiter__(self) -> AsyncIterator[WatchResponse]:
@@ -419,7 +425,7 @@ class AsyncWatch:
             for event in response.events:
                 yield event
 
-    async def _stream(self) -> AsyncIterator[WatchResponse]:
+    async def _stream(self) -> AsyncGenerator[WatchResponse, None]:
         client = self._client
         state = client._retry_state(self._cursor.request())
         session = client._http()
@@ -436,6 +442,7 @@ class AsyncWatch:
                 async with session.get(
                     url, headers=request.headers(), timeout=timeout, allow_redirects=False
                 ) as answer:
+                    self._answer = answer
                     if answer.status != 200:
                         state.answered(endpoint, answer.status, await answer.read())
                     else:
@@ -454,6 +461,8 @@ class AsyncWatch:
                 if self._closed:
                     return
                 state.not_sent(endpoint, exc)
+            finally:
+                self._answer = None
             delay = state.pause()
             if delay > 0:
                 await client._sleep(delay)

@@ -255,3 +255,25 @@ def test_a_watch_moves_off_a_partitioned_node_with_every_event_once(tmp_path: Pa
             assert seen == list(range(30))
 
     run(main())
+
+
+def test_an_async_watch_closed_from_another_task_ends(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with HubCluster(tmp_path) as c:
+            leader = await c.leader()
+            async with AsyncClient([endpoint(c, leader)], deadline=10.0) as kv:
+                watch = kv.watch("k")
+
+                async def consume() -> list[WatchResponse]:
+                    return [r async for r in watch]
+
+                task = asyncio.create_task(consume())
+                await kv.put("k", 1)
+                await asyncio.sleep(0.2)
+                await watch.aclose()
+                got = await asyncio.wait_for(task, 5)
+                assert [e.kv.value for r in got for e in r.events] == [1]
+                await asyncio.sleep(0.1)
+                assert c.nodes[leader].watchers == 0
+
+    run(main())
