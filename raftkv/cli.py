@@ -1949,20 +1949,33 @@ def _hold(session: Any, key: str, command: tuple[str, ...]) -> int:
 
 @main.command()
 @click.argument("name")
-@click.argument("value")
+@click.argument("value", required=False)
+@click.option(
+    "--listen", is_flag=True, help="Do not campaign: print the leader each time it changes."
+)
 @_ttl_option
 @_endpoints_option
 @_timeout_option
-def elect(name: str, value: str, ttl: int, endpoints: str | None, timeout: float) -> None:
+def elect(
+    name: str, value: str | None, listen: bool, ttl: int, endpoints: str | None, timeout: float
+) -> None:
     """Campaign to be the leader of NAME with the JSON VALUE as proposal; once
     elected print the leader key and value, and lead until Ctrl-C (or until the
-    lease is lost: exit status 1)."""
-    from raftkv.client.concurrency import Election, LockLost, Session
+    lease is lost: exit status 1). With --listen (no VALUE): print the leader's
+    key and value now and whenever the leader changes, until Ctrl-C."""
+    from raftkv.client.concurrency import Election, LockLost, Session, observe_leader
 
-    proposal = _json_arg(value, "VALUE")
+    if listen == (value is not None):
+        raise click.UsageError("give VALUE to campaign, or --listen to follow the leader")
     _interrupt_on_sigterm()
 
+    def follow(client: Any) -> int:
+        for leader in observe_leader(client, name):
+            click.echo("(no leader)" if leader is None else f"{leader.key} {_kv_text(leader)}")
+        return 0
+
     def run(client: Any) -> int:
+        proposal = _json_arg(value or "", "VALUE")
         with Session(client, ttl=ttl) as session:
             election = Election(session, name, proposal)
             try:
@@ -1978,7 +1991,7 @@ def elect(name: str, value: str, ttl: int, endpoints: str | None, timeout: float
                 election.resign()
 
     try:
-        code = _client_call(endpoints, timeout, run)
+        code = _client_call(endpoints, timeout, follow if listen else run)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)

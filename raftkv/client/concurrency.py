@@ -24,13 +24,14 @@ Synchronous, on :class:`~raftkv.client.Client`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from types import TracebackType
 
 from raftkv.client.client import Client, KeepAlive
 from raftkv.client.errors import ClientError, JSONValue, LeaseNotFound, NotFound
 from raftkv.client.results import KeyValue
 
-__all__ = ["Session", "Lock", "Election", "LockLost", "DEFAULT_SESSION_TTL"]
+__all__ = ["Session", "Lock", "Election", "LockLost", "observe_leader", "DEFAULT_SESSION_TTL"]
 
 DEFAULT_SESSION_TTL = 10
 """Seconds a session's lease lives without a keep-alive (its holder's grace)."""
@@ -171,6 +172,25 @@ class Election(Lock):
         """The current leader's key (lowest create_revision), or None."""
         listing = self.session.client.range(prefix=self.prefix)
         return min(listing.kvs, key=lambda kv: kv.create_revision, default=None)
+
+
+def observe_leader(client: Client, name: str) -> Iterator[KeyValue | None]:
+    """The leader of the election ``name`` now, then each time it changes (None:
+    nobody campaigns); endless (a watch of ``NAME/``, resumed across failures)."""
+    prefix = name.rstrip("/") + "/"
+    listing = client.range(prefix=prefix)
+    leader = min(listing.kvs, key=lambda kv: kv.create_revision, default=None)
+    yield leader
+    with client.watch(prefix=prefix, start_revision=listing.revision + 1) as watch:
+        for _ in watch:
+            now = min(
+                client.range(prefix=prefix).kvs, key=lambda kv: kv.create_revision, default=None
+            )
+            if (now and (now.key, now.create_revision)) != (
+                leader and (leader.key, leader.create_revision)
+            ):
+                leader = now
+                yield leader
 
 
 def _range_kvs(response: JSONValue) -> tuple[KeyValue, ...]:

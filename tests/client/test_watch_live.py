@@ -16,7 +16,7 @@ import pytest
 
 from raftkv.client import Client, Compacted, LeaseNotFound, WatchResponse
 from raftkv.client.aio import AsyncClient
-from raftkv.client.concurrency import Lock, Session
+from raftkv.client.concurrency import Election, Lock, Session, observe_leader
 from raftkv.core.types import NodeId
 from tests.cluster.harness import eventually
 from tests.security.conftest import HubCluster, run
@@ -275,5 +275,39 @@ def test_an_async_watch_closed_from_another_task_ends(tmp_path: Path) -> None:
                 assert [e.kv.value for r in got for e in r.events] == [1]
                 await asyncio.sleep(0.1)
                 assert c.nodes[leader].watchers == 0
+
+    run(main())
+
+
+def test_an_election_hands_over_and_observers_see_each_leader(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with HubCluster(tmp_path) as c:
+            await c.leader()
+            kv = fast_client([endpoint(c, n) for n in c.nodes])
+
+            def scenario() -> list[object]:
+                seen: list[object] = []
+                observed = observe_leader(kv, "elect/web")
+                seen.append(next(observed))  # nobody yet
+                with Session(kv, ttl=5) as one:
+                    first = Election(one, "elect/web", "host-1")
+                    assert first.campaign().value == "host-1"
+                    seen.append(next(observed).value)  # type: ignore[union-attr]
+                    two = Session(kv, ttl=5)
+                    second = Election(two, "elect/web", "host-2")
+                    waiter = threading.Thread(target=second.campaign)
+                    waiter.start()
+                    time.sleep(0.2)
+                    assert waiter.is_alive()  # host-1 leads
+                    assert first.leader() is not None and first.leader().value == "host-1"  # type: ignore[union-attr]
+                    first.resign()
+                    waiter.join(5)
+                    assert not waiter.is_alive()
+                    seen.append(next(observed).value)  # type: ignore[union-attr]
+                    two.close()
+                seen.append(next(observed))
+                return seen
+
+            assert await asyncio.to_thread(scenario) == [None, "host-1", "host-2", None]
 
     run(main())
