@@ -331,3 +331,28 @@ def test_a_broken_hub_stops_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyP
                 assert body["canceled"] is True and body["cancel_reason"] == "node failed", body
 
     run(main())
+
+
+def test_a_watch_on_a_connection_the_fast_path_served_goes_to_aiohttp(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with HubCluster(tmp_path) as c:
+            leader = await c.leader()
+            host, port = c.members[leader].api
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1")
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            assert head.startswith(b"HTTP/1.1 200") and b"revision" in await reader.readexactly(
+                length
+            )
+            writer.write(b"GET /v1/watch?key=k&start_revision=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower(), head
+            body = b""
+            while b'"mod_revision": 2' not in body:
+                body += await asyncio.wait_for(reader.read(4096), 5)
+            assert b'"created": true' in body
+            writer.close()
+            await writer.wait_closed()
+
+    run(main())
