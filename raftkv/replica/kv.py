@@ -919,14 +919,12 @@ class KVStateMachine:
         if isinstance(cmd, Put):
             if self._alarm:
                 return self._error(index, ERR_NOSPACE)
-            lease = cmd.lease
-            leases = self._leases
-            if lease and lease not in leases:
-                return self._error(index, ERR_LEASE_NOT_FOUND)
+            if cmd.lease:
+                return self._put_with_lease(index, cmd)
             key = cmd.key.encode("utf-8")
-            revision, prev = store.put(key, json_text(cmd.value), lease)
-            if lease or leases.attached_keys:
-                leases.attach(key, lease)
+            revision, prev = store.put(key, json_text(cmd.value))
+            if self._leases.attached_keys:
+                self._leases.attach(key, 0)  # a plain put leaves the key's lease
             return KVResult(ok=True, index=index, revision=revision, found=prev is not None)
         if isinstance(cmd, Get):
             result = self.read(cmd.key)
@@ -987,6 +985,15 @@ class KVStateMachine:
             self._alarm = cmd.active
             return KVResult(ok=True, index=index, revision=store.revision)
         return self._lease_command(index, cmd)
+
+    def _put_with_lease(self, index: int, cmd: Put) -> KVResult:
+        leases = self._leases
+        if cmd.lease not in leases:
+            return self._error(index, ERR_LEASE_NOT_FOUND)
+        key = cmd.key.encode("utf-8")
+        revision, prev = self._store.put(key, json_text(cmd.value), cmd.lease)
+        leases.attach(key, cmd.lease)
+        return KVResult(ok=True, index=index, revision=revision, found=prev is not None)
 
     def _lease_command(self, index: int, cmd: LeaseGrant | LeaseRevoke | LeaseCheckpoint) -> Answer:
         store = self._store

@@ -57,12 +57,16 @@ class Lease:
 class LeaseTable:
     """The leases of one replica and their keys (see the module rules)."""
 
-    __slots__ = ("_leases", "_key_lease")
+    __slots__ = ("_leases", "_key_lease", "attached_keys")
 
     def __init__(self) -> None:
         self._leases: dict[int, Lease] = {}
         self._key_lease: dict[bytes, int] = {}
         # Invariant: key in _leases[i].keys  <=>  _key_lease[key] == i.
+        self.attached_keys = 0
+        """How many keys are attached to some lease (read-only; a plain
+        attribute: the put path checks it)."""
+        # Invariant: attached_keys == len(_key_lease).
 
     def __len__(self) -> int:
         return len(self._leases)
@@ -72,11 +76,6 @@ class LeaseTable:
 
     def __repr__(self) -> str:
         return f"LeaseTable(leases={len(self._leases)}, keys={len(self._key_lease)})"
-
-    @property
-    def attached_keys(self) -> int:
-        """How many keys are attached to some lease."""
-        return len(self._key_lease)
 
     def get(self, lease_id: int) -> Lease | None:
         """The lease, or ``None``."""
@@ -116,6 +115,7 @@ class LeaseTable:
         key_lease = self._key_lease
         for key in lease.keys:
             del key_lease[key]
+        self.attached_keys = len(key_lease)
         return sorted(lease.keys)
 
     def checkpoint(self, checkpoints: Iterable[tuple[int, int]]) -> None:
@@ -141,6 +141,7 @@ class LeaseTable:
         if lease_id:
             self._leases[lease_id].keys.add(key)
             key_lease[key] = lease_id
+        self.attached_keys = len(key_lease)
 
     # ------------------------------------------------------------------ snapshots
 

@@ -670,12 +670,13 @@ class _Plan:
 
 
 class _Changes:
-    """Number of versions a running transaction has written so far."""
+    """The keys a running transaction has written so far."""
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "keys")
 
     def __init__(self) -> None:
         self.count = 0
+        self.keys: list[bytes] = []
 
 
 def _compacted(entry: _Entry, revision: int) -> _Entry | list[_Version] | None:
@@ -714,6 +715,7 @@ class MVCCStore:
         "_versions",
         "_live",
         "_feed",
+        "_feed_key",
         "_feed_revision",
     )
 
@@ -745,10 +747,12 @@ class MVCCStore:
         # Invariant: the number of kept versions, tombstones included.
         self._live = 0
         # Invariant: the number of keys whose newest version is live.
+        self._feed_key: bytes | None = None
         self._feed: list[bytes] = []
         self._feed_revision = 0
-        # Invariant: _feed holds the keys written at _feed_revision, in write
-        # order (the change feed: only keys, the versions are in _entries).
+        # Invariant: the change feed, only keys (the versions are in _entries):
+        # the keys written at _feed_revision are [_feed_key] if it is not None
+        # (a plain put: two stores on the hot path), else _feed.
 
     def __repr__(self) -> str:
         return (
@@ -998,6 +1002,8 @@ class MVCCStore:
         revision = self._revision + 1
         prev = self._write_put(key, value, lease, revision)
         self._revision = revision
+        self._feed_key = key
+        self._feed_revision = revision
         if prev is None or not prev_kv:
             return revision, None
         return revision, _make_kv(key, prev)
@@ -1023,15 +1029,13 @@ class MVCCStore:
         for k, _ in found:
             self._write_tombstone(k, revision)
         self._revision = revision
+        self._feed_key = None
+        self._feed = [k for k, _ in found]
+        self._feed_revision = revision
         return revision, tuple(_make_kv(k, v) for k, v in found)
 
     def _write_put(self, key: bytes, value: bytes, lease: int, revision: int) -> _Version | None:
         """Append a put at ``revision``; return the previous version if it was live."""
-        feed = self._feed
-        if revision != self._feed_revision:
-            feed.clear()
-            self._feed_revision = revision
-        feed.append(key)
         entries = self._entries
         entry = entries.get(key)
         prev: _Version | None
@@ -1061,11 +1065,6 @@ class MVCCStore:
     def _write_tombstone(self, key: bytes, revision: int) -> None:
         """Append a tombstone at ``revision`` to a key whose newest version is live."""
         tomb: _Version = (revision, 0, 0, 0, b"")
-        feed = self._feed
-        if revision != self._feed_revision:
-            feed.clear()
-            self._feed_revision = revision
-        feed.append(key)
         entry = self._entries[key]
         if isinstance(entry, list):
             entry.append(tomb)
@@ -1115,6 +1114,9 @@ class MVCCStore:
         responses = self._execute(plan, begin, changes)
         if changes.count:
             self._revision = begin + 1
+            self._feed_key = None
+            self._feed = changes.keys
+            self._feed_revision = begin + 1
         return TxnResult(succeeded=plan.succeeded, responses=responses, revision=self._revision)
 
     def execute(self, op: Op) -> OpResult:
@@ -1191,12 +1193,14 @@ class MVCCStore:
                         lease = prev[3]
                 self._write_put(key, value, lease, write_revision)
                 changes.count += 1
+                changes.keys.append(key)
                 prev_kv = _make_kv(key, prev) if op.prev_kv and prev is not None else None
                 responses.append(PutResult(revision=write_revision, prev_kv=prev_kv))
             elif isinstance(op, DeleteRangeOp):
                 found = self._collect(op.key, op.range_end, None)
                 for k, _ in found:
                     self._write_tombstone(k, write_revision)
+                    changes.keys.append(k)
                 changes.count += len(found)
                 responses.append(
                     DeleteResult(
@@ -1225,19 +1229,22 @@ class MVCCStore:
         """The current revision and the keys written at it, in write order, if
         this store object wrote it (``None`` in a fresh or restored store until
         its first write)."""
-        if self._feed_revision != self._revision or not self._feed:
+        if self._feed_revision != self._revision:
             return None
+        if self._feed_key is not None:
+            return self._revision, (self._feed_key,)
         return self._revision, tuple(self._feed)
 
     def last_events(self) -> tuple[int, tuple[Event, ...]] | None:
         """The events of the current revision, in key order, with ``prev_kv``
         (``None`` as for :meth:`last_written`)."""
-        if self._feed_revision != self._revision or not self._feed:
+        written = self.last_written()
+        if written is None:
             return None
-        revision = self._revision
+        revision, keys = written
         entries = self._entries
         events: list[Event] = []
-        for key in sorted(self._feed):
+        for key in sorted(keys):
             entry = entries[key]
             if isinstance(entry, list):
                 events.append(self._event(key, entry, len(entry) - 1))
