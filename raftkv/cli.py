@@ -742,6 +742,24 @@ def _fail(message: str) -> NoReturn:
     "0 keeps all history until `raftkv compact`.",
 )
 @click.option(
+    "--watch-progress-interval-s",
+    type=click.FloatRange(0.01),
+    default=600.0,
+    show_default=True,
+    envvar="RAFTKV_WATCH_PROGRESS_INTERVAL_S",
+    help="How often a watch that asked for progress notifications (progress_notify=true) "
+    "gets one: the revision it has every event up to (etcd: 10 minutes).",
+)
+@click.option(
+    "--watch-buffer-bytes",
+    type=click.IntRange(1024),
+    default=4 << 20,
+    show_default=True,
+    envvar="RAFTKV_WATCH_BUFFER_BYTES",
+    help="Events one watcher may have waiting for a client that does not read them; past "
+    "this the watch is cancelled ('slow watcher') and the client resumes from its last revision.",
+)
+@click.option(
     "--no-leader-hints",
     is_flag=True,
     envvar="RAFTKV_NO_LEADER_HINTS",
@@ -780,6 +798,8 @@ def serve(
     max_peer_frame_bytes: int,
     quota_bytes: int,
     auto_compaction_retention: int,
+    watch_progress_interval_s: float,
+    watch_buffer_bytes: int,
     no_leader_hints: bool,
 ) -> None:
     """Run one raftkv node (Raft peer transport + HTTP API) until SIGTERM/SIGINT.
@@ -895,6 +915,8 @@ def serve(
             max_peer_frame_bytes=max_peer_frame_bytes,
             quota_bytes=quota_bytes,
             auto_compaction_retention=auto_compaction_retention,
+            watch_progress_interval_s=watch_progress_interval_s,
+            watch_buffer_bytes=watch_buffer_bytes,
             leader_hints=not no_leader_hints,
         )
         config.validate()
@@ -1300,12 +1322,18 @@ def _show_json(body: dict[str, Any]) -> None:
 @main.command()
 @click.argument("key")
 @click.argument("value")
+@click.option(
+    "--lease",
+    type=click.IntRange(0, 2**63 - 1),
+    default=0,
+    help="Attach KEY to this lease (raftkv lease grant): it is deleted when the lease ends.",
+)
 @_endpoints_option
 @_timeout_option
-def put(key: str, value: str, endpoints: str | None, timeout: float) -> None:
+def put(key: str, value: str, lease: int, endpoints: str | None, timeout: float) -> None:
     """Set KEY to the JSON VALUE (e.g. raftkv put x 7, raftkv put s '"text"')."""
     v = _json_arg(value, "VALUE")
-    _show_write(_client_call(endpoints, timeout, lambda c: c.put(key, v)))
+    _show_write(_client_call(endpoints, timeout, lambda c: c.put(key, v, lease=lease)))
 
 
 def _key_or_prefix(key: str | None, prefix: str | None) -> None:
@@ -1687,6 +1715,289 @@ def jepsen(
     )
     result = run_jepsen(config, out=lambda line: click.echo(line))
     sys.exit(result.exit_code)
+
+
+# ----------------------------------------------------------------------------- watch
+
+
+def _kv_text(kv: Any) -> str:
+    import json as _json
+
+    return _json.dumps(kv.value, ensure_ascii=False)
+
+
+def _show_event(event: Any, prev_kv: bool) -> None:
+    kv = event.kv
+    if event.type == "put":
+        line = f"{kv.mod_revision} PUT {kv.key} {_kv_text(kv)}"
+        if kv.lease:
+            line += f" lease={kv.lease}"
+    else:
+        line = f"{kv.mod_revision} DELETE {kv.key}"
+    if prev_kv and event.prev_kv is not None:
+        line += f" (was {_kv_text(event.prev_kv)})"
+    click.echo(line)
+
+
+@main.command()
+@click.argument("key", required=False)
+@click.option("--prefix", default=None, help="Watch every key starting with PREFIX ('' = all).")
+@click.option(
+    "--rev",
+    "revision",
+    type=click.IntRange(0),
+    default=0,
+    help="Start at this store revision (a 4xx once compacted away) [default: the next one].",
+)
+@click.option("--prev-kv", is_flag=True, help="Show each key's value before the change.")
+@_endpoints_option
+@_timeout_option
+def watch(
+    key: str | None,
+    prefix: str | None,
+    revision: int,
+    prev_kv: bool,
+    endpoints: str | None,
+    timeout: float,
+) -> None:
+    """Print every change of KEY (or under --prefix) as it happens, one line each:
+    REVISION PUT KEY VALUE, or REVISION DELETE KEY. Reconnects on its own and
+    resumes after the last revision printed; Ctrl-C stops.
+
+    --timeout is how long it keeps trying while no node accepts the watch."""
+
+    def run(client: Any) -> None:
+        with client.watch(key, prefix=prefix, start_revision=revision, prev_kv=prev_kv) as w:
+            for response in w:
+                for event in response.events:
+                    _show_event(event, prev_kv)
+
+    _key_or_prefix(key, prefix)
+    try:
+        _client_call(endpoints, timeout, run)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+# ----------------------------------------------------------------------------- leases
+
+
+@main.group()
+def lease() -> None:
+    """Grant, renew, inspect and revoke leases (keys put with --lease vanish with them)."""
+
+
+@lease.command("grant")
+@click.argument("ttl", type=click.IntRange(1))
+@click.option("--id", "lease_id", type=click.IntRange(0, 2**63 - 1), default=0, help="Its id.")
+@_endpoints_option
+@_timeout_option
+def lease_grant(ttl: int, lease_id: int, endpoints: str | None, timeout: float) -> None:
+    """A lease of TTL seconds (raised to the cluster's minimum); prints its id."""
+    granted = _client_call(endpoints, timeout, lambda c: c.lease_grant(ttl, lease_id=lease_id))
+    click.echo(f"lease {granted.id} granted with TTL {granted.ttl}s")
+
+
+@lease.command("revoke")
+@click.argument("lease_id", type=click.IntRange(1, 2**63 - 1))
+@_endpoints_option
+@_timeout_option
+def lease_revoke(lease_id: int, endpoints: str | None, timeout: float) -> None:
+    """End the lease now: every key attached to it is deleted."""
+    result = _client_call(endpoints, timeout, lambda c: c.lease_revoke(lease_id))
+    click.echo(f"lease {lease_id} revoked (revision {result.revision})")
+
+
+@lease.command("keep-alive")
+@click.argument("lease_id", type=click.IntRange(1, 2**63 - 1))
+@click.option("--once", is_flag=True, help="Renew once and exit.")
+@_endpoints_option
+@_timeout_option
+def lease_keep_alive(lease_id: int, once: bool, endpoints: str | None, timeout: float) -> None:
+    """Renew the lease every third of its TTL until Ctrl-C (or once)."""
+
+    def run(client: Any) -> None:
+        while True:
+            ttl = client.lease_keepalive(lease_id)
+            click.echo(f"lease {lease_id} kept alive with TTL {ttl}s")
+            if once:
+                return
+            time.sleep(max(0.5, ttl / 3))
+
+    try:
+        _client_call(endpoints, timeout, run)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@lease.command("ttl")
+@click.argument("lease_id", type=click.IntRange(1, 2**63 - 1))
+@click.option("--keys", is_flag=True, help="List the keys attached to it.")
+@_endpoints_option
+@_timeout_option
+def lease_ttl(lease_id: int, keys: bool, endpoints: str | None, timeout: float) -> None:
+    """The lease's remaining TTL as the leader counts it (and its keys)."""
+    info = _client_call(endpoints, timeout, lambda c: c.lease_ttl(lease_id, keys=keys))
+    line = f"lease {info.id} granted with TTL {info.granted_ttl}s, remaining {info.ttl}s"
+    if keys:
+        line += ", keys: " + (" ".join(info.keys) if info.keys else "(none)")
+    click.echo(line)
+
+
+@lease.command("list")
+@_endpoints_option
+@_timeout_option
+def lease_list(endpoints: str | None, timeout: float) -> None:
+    """Every lease, one per line: ID (granted TTL)."""
+    leases = _client_call(endpoints, timeout, lambda c: c.leases())
+    click.echo(f"{len(leases)} lease(s)")
+    for granted in leases:
+        click.echo(f"{granted.id} (TTL {granted.ttl}s)")
+
+
+# ----------------------------------------------------------------------------- lock, elect
+
+
+_ttl_option = click.option(
+    "--ttl",
+    type=click.IntRange(1),
+    default=10,
+    show_default=True,
+    help="The session lease's TTL: how long a holder that stopped renewing keeps it.",
+)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@_ttl_option
+@_endpoints_option
+@_timeout_option
+def lock(
+    name: str, command: tuple[str, ...], ttl: int, endpoints: str | None, timeout: float
+) -> None:
+    """Hold the lock NAME (waiting for it), then run COMMAND and release it.
+
+    Without COMMAND: print the lock's key and hold it until Ctrl-C. The lock is
+    held through a lease kept alive meanwhile; if the lease is lost (this
+    process could not renew it for TTL seconds), COMMAND is terminated and the
+    exit status is 1. Otherwise the exit status is COMMAND's. COMMAND sees the
+    key as $RAFTKV_LOCK_KEY. Use -- before a COMMAND with options. Ctrl-C or
+    SIGTERM releases the lock at once (and stops COMMAND)."""
+    from raftkv.client.concurrency import Lock, LockLost, Session
+
+    _interrupt_on_sigterm()
+
+    def run(client: Any) -> int:
+        with Session(client, ttl=ttl) as session:
+            mutex = Lock(session, name)
+            try:
+                held = mutex.acquire()
+            except LockLost as exc:
+                _fail(str(exc))
+            try:
+                return _hold(session, held.key, command)
+            finally:
+                mutex.release()
+
+    try:
+        code = _client_call(endpoints, timeout, run)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (``kill``, ``timeout``) ends a lock or election as Ctrl-C does:
+    the key is released and the lease revoked now, not after its TTL."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _hold(session: Any, key: str, command: tuple[str, ...]) -> int:
+    """Run ``command`` (or wait for Ctrl-C) while the session's lease lives."""
+    import subprocess
+
+    if not command:
+        click.echo(key)
+        session.wait_lost()
+        click.echo(f"lost {key}: the lease ended", err=True)
+        return 1
+    env = {**os.environ, "RAFTKV_LOCK_KEY": key}
+    child = subprocess.Popen(list(command), env=env)
+    try:
+        while True:
+            try:
+                return child.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                pass
+            if session.lost:
+                click.echo(f"lost {key}: the lease ended; stopping the command", err=True)
+                child.terminate()
+                try:
+                    child.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                return 1
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+
+
+@main.command()
+@click.argument("name")
+@click.argument("value", required=False)
+@click.option(
+    "--listen", is_flag=True, help="Do not campaign: print the leader each time it changes."
+)
+@_ttl_option
+@_endpoints_option
+@_timeout_option
+def elect(
+    name: str, value: str | None, listen: bool, ttl: int, endpoints: str | None, timeout: float
+) -> None:
+    """Campaign to be the leader of NAME with the JSON VALUE as proposal; once
+    elected print the leader key and value, and lead until Ctrl-C (or until the
+    lease is lost: exit status 1). With --listen (no VALUE): print the leader's
+    key and value now and whenever the leader changes, until Ctrl-C."""
+    from raftkv.client.concurrency import Election, LockLost, Session, observe_leader
+
+    if listen == (value is not None):
+        raise click.UsageError("give VALUE to campaign, or --listen to follow the leader")
+    _interrupt_on_sigterm()
+
+    def follow(client: Any) -> int:
+        for leader in observe_leader(client, name):
+            click.echo("(no leader)" if leader is None else f"{leader.key} {_kv_text(leader)}")
+        return 0
+
+    def run(client: Any) -> int:
+        proposal = _json_arg(value or "", "VALUE")
+        with Session(client, ttl=ttl) as session:
+            election = Election(session, name, proposal)
+            try:
+                leader = election.campaign()
+            except LockLost as exc:
+                _fail(str(exc))
+            try:
+                click.echo(f"{leader.key} {_kv_text(leader)}")
+                session.wait_lost()
+                click.echo(f"lost {leader.key}: the lease ended", err=True)
+                return 1
+            finally:
+                election.resign()
+
+    try:
+        code = _client_call(endpoints, timeout, follow if listen else run)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,13 @@ Example::
     ).succeeded                          # True
     kv.compact(rev)
 
+    lease = kv.lease_grant(10)           # keys put with it vanish when it ends
+    kv.put("svc/a", "10.0.0.1", lease=lease.id)
+    with kv.keep_alive(lease.id):        # renewed from a thread meanwhile
+        for response in kv.watch(prefix="svc/"):   # resumes across failures
+            for event in response.events:
+                print(event.type, event.kv.key, event.kv.value)
+
 The transaction shapes are ``POST /v1/txn``'s (docs/api.md).
 """
 
@@ -32,7 +39,7 @@ from raftkv.client._sansio import (
     make_ssl_context,
     parse_endpoints,
 )
-from raftkv.client.client import Client
+from raftkv.client.client import Client, KeepAlive, Watch
 from raftkv.client.errors import (
     AuthError,
     BadRequest,
@@ -40,6 +47,7 @@ from raftkv.client.errors import (
     Compacted,
     Conflict,
     JSONValue,
+    LeaseNotFound,
     NoSpace,
     NotFound,
     OutcomeUnknown,
@@ -51,9 +59,13 @@ from raftkv.client.results import (
     CompactResult,
     DeleteResult,
     KeyValue,
+    Lease,
+    LeaseInfo,
     RangeResult,
     ReadResult,
     TxnResult,
+    WatchEvent,
+    WatchResponse,
     WriteResult,
 )
 
@@ -70,6 +82,12 @@ __all__ = [
     "DeleteResult",
     "TxnResult",
     "CompactResult",
+    "Watch",
+    "WatchEvent",
+    "WatchResponse",
+    "KeepAlive",
+    "Lease",
+    "LeaseInfo",
     "JSONValue",
     "DEFAULT_ENDPOINTS",
     "ENDPOINTS_ENV",
@@ -78,6 +96,7 @@ __all__ = [
     "ClientError",
     "BadRequest",
     "NotFound",
+    "LeaseNotFound",
     "Conflict",
     "TooManySessions",
     "Compacted",

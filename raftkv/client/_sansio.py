@@ -38,6 +38,7 @@ from raftkv.client.errors import (
     Compacted,
     Conflict,
     JSONValue,
+    LeaseNotFound,
     NoSpace,
     NotFound,
     OutcomeUnknown,
@@ -252,6 +253,7 @@ class Request:
         write: whether the outcome of a lost answer is unknown (writes).
         idempotency_key: ``CLIENT/SEQ`` sent with every attempt, for writes.
         token: bearer token sent as ``Authorization`` (``--client-token-file``).
+        lease: the lease acted on, if any (a 404 then means the lease is unknown).
     """
 
     op: str
@@ -262,6 +264,7 @@ class Request:
     write: bool = False
     idempotency_key: str | None = None
     token: str | None = None
+    lease: int | None = None
 
     def headers(self) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -303,16 +306,83 @@ def json_body(value: object, what: str) -> bytes:
         raise BadRequest(f"{what}: not a JSON value: {exc}") from None
 
 
-def put_request(key: str, value: JSONValue, idempotency_key: str) -> Request:
+def put_request(key: str, value: JSONValue, idempotency_key: str, lease: int = 0) -> Request:
+    """``PUT /v1/kv/{key}``; ``lease``: attach the key to that lease (0: none)."""
+    path = kv_path(key)
+    if lease_id(lease, allow_zero=True):
+        path += f"?lease={lease}"
     return Request(
         op="put",
         method="PUT",
-        path=kv_path(key),
+        path=path,
         body=json_body(value, f"put {key!r}"),
         key=key,
         write=True,
         idempotency_key=idempotency_key,
+        lease=lease or None,
     )
+
+
+MAX_LEASE_ID: Final = 2**63 - 1
+
+
+def lease_id(value: int, *, allow_zero: bool = False) -> int:
+    """``value`` if it is a lease id (1..2**63-1; 0 too with ``allow_zero``).
+
+    Raises:
+        BadRequest: it is not.
+    """
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_LEASE_ID:
+        raise BadRequest(f"a lease id is an integer in {low}..2**63-1, not {value!r}")
+    return value
+
+
+def lease_grant_request(ttl: int, idempotency_key: str, lease: int = 0) -> Request:
+    """``POST /v1/leases``: a lease of ``ttl`` seconds (``lease``: its id; 0: any)."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+        raise BadRequest(f"lease grant: ttl must be an integer >= 1 (seconds), not {ttl!r}")
+    body: dict[str, int] = {"ttl": ttl}
+    if lease_id(lease, allow_zero=True):
+        body["id"] = lease
+    return Request(
+        op="lease grant",
+        method="POST",
+        path="/v1/leases",
+        body=json_body(body, "lease grant"),
+        write=True,
+        idempotency_key=idempotency_key,
+    )
+
+
+def lease_revoke_request(lease: int, idempotency_key: str) -> Request:
+    return Request(
+        op=f"lease revoke {lease_id(lease)}",
+        method="DELETE",
+        path=f"/v1/leases/{lease}",
+        write=True,
+        idempotency_key=idempotency_key,
+        lease=lease,
+    )
+
+
+def lease_keepalive_request(lease: int) -> Request:
+    """``POST /v1/leases/{id}/keepalive`` (not a log entry: safe to repeat)."""
+    return Request(
+        op=f"lease keep-alive {lease_id(lease)}",
+        method="POST",
+        path=f"/v1/leases/{lease}/keepalive",
+        lease=lease,
+    )
+
+
+def lease_ttl_request(lease: int, keys: bool) -> Request:
+    path = f"/v1/leases/{lease_id(lease)}" + ("?keys=true" if keys else "")
+    return Request(op=f"lease ttl {lease}", method="GET", path=path, lease=lease)
+
+
+def lease_list_request() -> Request:
+    return Request(op="lease list", method="GET", path="/v1/leases")
 
 
 def _check_consistency(consistency: str) -> None:
@@ -527,6 +597,8 @@ def interpret(request: Request, status: int, raw: bytes) -> dict[str, JSONValue]
         return Retry(f"503 {message or 'unavailable'}", hint)
     if status in (502, 504):
         return Retry(f"{status} {message or 'outcome unknown'}", hint, unknown=request.write)
+    if status == 404 and request.lease is not None:
+        raise LeaseNotFound(f"{what}: lease {request.lease} not found", lease_id=request.lease)
     if status == 404 and request.key is not None:
         raise NotFound(f"{what}: not found", key=request.key)
     if status == 409 and request.key is not None:

@@ -22,14 +22,17 @@ asyncio client lives in :mod:`raftkv.client.aio`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
 
+from raftkv.client._keepalive import RenewalSchedule
 from raftkv.client._sansio import (
     Request,
     RetryPolicy,
@@ -41,6 +44,11 @@ from raftkv.client._sansio import (
     delete_range_request,
     delete_request,
     get_request,
+    lease_grant_request,
+    lease_keepalive_request,
+    lease_list_request,
+    lease_revoke_request,
+    lease_ttl_request,
     make_ssl_context,
     multi_put_request,
     new_client_id,
@@ -52,17 +60,22 @@ from raftkv.client._sansio import (
     txn_request,
     wants_https,
 )
-from raftkv.client.errors import AuthError, JSONValue
+from raftkv.client._watch import IDLE_TIMEOUT_S, StreamLost, WatchCursor
+from raftkv.client.errors import AuthError, ClientError, JSONValue, LeaseNotFound
 from raftkv.client.results import (
     CompactResult,
     DeleteResult,
+    Lease,
+    LeaseInfo,
     RangeResult,
     ReadResult,
     TxnResult,
+    WatchEvent,
+    WatchResponse,
     WriteResult,
 )
 
-__all__ = ["Client", "WriteResult", "ReadResult"]
+__all__ = ["Client", "WriteResult", "ReadResult", "Watch", "KeepAlive"]
 
 
 class _NotSent(Exception):
@@ -143,9 +156,14 @@ class Client:
 
     # ------------------------------------------------------------------ operations
 
-    def put(self, key: str, value: JSONValue) -> WriteResult:
-        """Set ``key`` to ``value`` (any JSON value)."""
-        return self._write(lambda k: put_request(key, value, k))
+    def put(self, key: str, value: JSONValue, *, lease: int = 0) -> WriteResult:
+        """Set ``key`` to ``value`` (any JSON value); ``lease``: attach the key to
+        that lease (it is deleted when the lease ends; 0: no lease).
+
+        Raises:
+            LeaseNotFound: ``lease`` does not exist (nothing was written).
+        """
+        return self._write(lambda k: put_request(key, value, k, lease))
 
     def get(self, key: str, consistency: str = "linearizable", *, revision: int = 0) -> JSONValue:
         """The value of ``key``.
@@ -296,6 +314,93 @@ class Client:
             self._router.learn(body, answered)
         return body
 
+    # ------------------------------------------------------------------ watch
+
+    def watch(
+        self,
+        key: str | None = None,
+        *,
+        prefix: str | None = None,
+        range_end: str | None = None,
+        start_revision: int = 0,
+        prev_kv: bool = False,
+        filters: Sequence[str] = (),
+        progress_notify: bool = True,
+    ) -> Watch:
+        """Watch ``key``, every key starting with ``prefix``, or ``[key, range_end)``.
+
+        Iterating the :class:`Watch` yields a :class:`WatchResponse` per batch of
+        whole revisions, in revision order, from ``start_revision`` (0: the next
+        revision). It resumes on its own across dropped connections, nodes that
+        lose their leader and leader changes, from the revision after the last
+        one it delivered: every event exactly once, none missed.
+
+        Args:
+            prev_kv: each event carries the key as it was before.
+            filters: leave out ``"noput"`` or ``"nodelete"`` events.
+            progress_notify: also yield progress notifications (no events;
+                ``revision`` says the watch is complete up to it).
+
+        Raises (while iterating):
+            Compacted: the next revision was compacted away (final).
+            Unavailable: no node accepted the watch for ``deadline`` seconds.
+        """
+        cursor = WatchCursor.of(
+            prefix=prefix,
+            key=key,
+            range_end=range_end,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            filters=filters,
+            progress_notify=progress_notify,
+        )
+        return Watch(self, cursor)
+
+    # ------------------------------------------------------------------ leases
+
+    def lease_grant(self, ttl: int, *, lease_id: int = 0) -> Lease:
+        """A new lease of ``ttl`` seconds (raised to the cluster's minimum TTL);
+        ``lease_id``: the id to give it (0: the cluster picks one)."""
+        body, _ = self._write_call(lambda k: lease_grant_request(ttl, k, lease_id))
+        return Lease.of(body)
+
+    def lease_revoke(self, lease_id: int) -> WriteResult:
+        """End the lease now: every key attached to it is deleted (one revision).
+
+        Raises:
+            LeaseNotFound: no such lease (revoked or expired already).
+        """
+        return self._write(lambda k: lease_revoke_request(lease_id, k))
+
+    def lease_keepalive(self, lease_id: int) -> int:
+        """Renew the lease to its full TTL (the leader answers after it confirmed
+        it still leads); its TTL in seconds.
+
+        Raises:
+            LeaseNotFound: no such lease (it expired, or was revoked).
+        """
+        body, _ = self._call(self._authorized(lease_keepalive_request(lease_id)), self._router)
+        return Lease.of(body).ttl
+
+    def lease_ttl(self, lease_id: int, *, keys: bool = False) -> LeaseInfo:
+        """The lease's remaining and granted TTL (and attached ``keys``).
+
+        Raises:
+            LeaseNotFound: no such lease.
+        """
+        body, _ = self._call(lease_ttl_request(lease_id, keys), self._router)
+        return LeaseInfo.of(body)
+
+    def leases(self) -> tuple[Lease, ...]:
+        """Every live lease (id and granted TTL), by id."""
+        body, _ = self._call(lease_list_request(), self._router)
+        return Lease.list_of(body)
+
+    def keep_alive(self, lease_id: int, *, interval: float | None = None) -> KeepAlive:
+        """Keep ``lease_id`` alive from a background thread while the returned
+        :class:`KeepAlive` is open (a context manager); see there."""
+        return KeepAlive(self, lease_id, interval=interval)
+
     # ------------------------------------------------------------------ internals
 
     def _write(self, build: Callable[[str], Request]) -> WriteResult:
@@ -317,9 +422,22 @@ class Client:
             with self._lock:
                 self._lanes.release(lane)
 
-    def _call(self, request: Request, router: Router) -> tuple[dict[str, JSONValue], str]:
+    def _authorized(self, request: Request) -> Request:
         if self._token is not None:
-            request = dataclasses.replace(request, token=self._token)
+            return dataclasses.replace(request, token=self._token)
+        return request
+
+    def _retry_state(self, request: Request) -> RetryState:
+        return RetryState(
+            request=request,
+            router=self._router,
+            policy=self._policy,
+            clock=self._clock,
+            rng=self._rng,
+        )
+
+    def _call(self, request: Request, router: Router) -> tuple[dict[str, JSONValue], str]:
+        request = self._authorized(request)
         state = RetryState(
             request=request, router=router, policy=self._policy, clock=self._clock, rng=self._rng
         )
@@ -339,13 +457,14 @@ class Client:
             if delay > 0:
                 self._sleep(delay)
 
-    def _send(self, endpoint: str, request: Request, timeout: float) -> tuple[int, bytes]:
+    def _connection(self, endpoint: str, timeout: float) -> http.client.HTTPConnection:
         host, port = split_host_port(endpoint)
-        conn: http.client.HTTPConnection
         if self._ssl is not None:
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def _send(self, endpoint: str, request: Request, timeout: float) -> tuple[int, bytes]:
+        conn = self._connection(endpoint, timeout)
         try:
             try:
                 conn.connect()
@@ -378,3 +497,184 @@ def write_result(body: dict[str, JSONValue], endpoint: str, leader: str | None) 
         leader=leader,
         revision=revision if isinstance(revision, int) and not isinstance(revision, bool) else None,
     )
+
+
+class Watch:
+    """A watch from :meth:`Client.watch`: an iterator of :class:`WatchResponse`.
+
+    Rule: one stream at a time, from one endpoint; when it ends without a final
+    answer it is opened again -- on the next endpoint -- from the revision after
+    the last one delivered (:mod:`raftkv.client._watch`). :meth:`close` (from any
+    thread) or leaving a ``with`` block ends it; iteration then stops.
+
+    Attributes:
+        next_revision: the first revision not yet delivered (0 before the
+            first stream said where "now" is).
+    """
+
+    def __init__(self, client: Client, cursor: WatchCursor) -> None:
+        self._client = client
+        self._cursor = cursor
+        self._closed = False
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def next_revision(self) -> int:
+        return self._cursor.next_revision
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop watching (an iteration in progress ends)."""
+        with self._lock:
+            self._closed = True
+            conn = self._conn
+        if conn is not None and conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(2)  # wakes a reader blocked in another thread
+
+    def events(self) -> Iterator[WatchEvent]:
+        """Just the events, one at a time."""
+        for response in self:
+            yield from response.events
+
+    def __iter__(self) -> Iterator[WatchResponse]:
+        client = self._client
+        state = client._retry_state(client._authorized(self._cursor.request()))
+        while not self._closed:
+            request = client._authorized(self._cursor.request())
+            endpoint = state.next_endpoint()
+            conn = client._connection(endpoint, IDLE_TIMEOUT_S)
+            with self._lock:
+                if self._closed:
+                    return
+                self._conn = conn
+            try:
+                try:
+                    conn.connect()
+                except ssl.SSLError as exc:
+                    raise AuthError(
+                        f"{request.describe()}: TLS with {endpoint}: {exc}", status=0
+                    ) from exc
+                except OSError as exc:
+                    state.not_sent(endpoint, exc)
+                else:
+                    try:
+                        conn.request(request.method, request.path, None, request.headers())
+                        answer = conn.getresponse()
+                        if answer.status != 200:
+                            state.answered(endpoint, answer.status, answer.read())
+                        else:
+                            state = client._retry_state(request)  # a stream: a new deadline
+                            while True:
+                                line = answer.readline()
+                                if not line:
+                                    raise StreamLost("the server closed the stream")
+                                response = self._cursor.feed(line)
+                                if response is not None:
+                                    yield response
+                    except (StreamLost, OSError, http.client.HTTPException) as exc:
+                        if self._closed:
+                            return
+                        state.not_sent(endpoint, exc)
+            finally:
+                with self._lock:
+                    self._conn = None
+                conn.close()
+            if self._closed:
+                return
+            delay = state.pause()
+            if delay > 0:
+                client._sleep(delay)
+
+
+class KeepAlive:
+    """Keeps a lease alive from a daemon thread: a keep-alive every third of its
+    TTL (or every ``interval`` seconds) until :meth:`close`.
+
+    Use as a context manager. The lease counts as held until its TTL has passed
+    since the last keep-alive that renewed it was *sent*
+    (:mod:`raftkv.client._keepalive`), which is never later than the leader's
+    own deadline: :meth:`expired` says when that is over, :attr:`lost` is set
+    once the thread sees it (or the cluster says the lease is gone), and the
+    thread stops. A failed keep-alive (no node reachable) is kept in
+    :attr:`error` and retried soon.
+    """
+
+    def __init__(self, client: Client, lease_id: int, *, interval: float | None = None) -> None:
+        self.lease_id = lease_id
+        self.lost = threading.Event()
+        self.error: ClientError | None = None
+        self._client = client
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"raftkv-keepalive-{lease_id}", daemon=True
+        )
+        sent = client._clock()
+        ttl = client.lease_keepalive(lease_id)
+        self._schedule = RenewalSchedule(ttl=ttl, renewed_at=sent, interval=interval)
+        self._thread.start()
+
+    def expired(self) -> bool:
+        """Whether the lease may have ended (lost, or not renewed in time)."""
+        return self.lost.is_set() or self._schedule.expired(self._client._clock())
+
+    def wait_lost(self, timeout: float | None = None) -> bool:
+        """Wait until :meth:`expired` (at most ``timeout`` seconds); whether it is."""
+        clock = self._client._clock
+        end = None if timeout is None else clock() + timeout
+        while not self.expired():
+            left = self._schedule.deadline - clock()
+            if end is not None:
+                left = min(left, end - clock())
+                if left <= 0:
+                    return False
+            self.lost.wait(max(0.0, left))
+        return True
+
+    def __enter__(self) -> KeepAlive:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        client = self._client
+        schedule = self._schedule
+        while not self._stop.wait(schedule.wait(client._clock())):
+            if schedule.expired(client._clock()):
+                self.lost.set()
+                return
+            if client._clock() < schedule.next_attempt():
+                continue
+            sent = client._clock()
+            try:
+                schedule.renewed(sent, client.lease_keepalive(self.lease_id))
+                self.error = None
+            except LeaseNotFound as exc:
+                self.error = exc
+                self.lost.set()
+                return
+            except ClientError as exc:
+                self.error = exc
+                schedule.failed()

@@ -17,6 +17,7 @@ __all__ = [
     "ClientError",
     "BadRequest",
     "NotFound",
+    "LeaseNotFound",
     "Conflict",
     "TooManySessions",
     "Compacted",
@@ -48,6 +49,19 @@ class NotFound(ClientError):
     def __init__(self, message: str, *, key: str) -> None:
         super().__init__(message)
         self.key = key
+
+
+class LeaseNotFound(ClientError):
+    """The lease does not exist (HTTP 404): never granted, revoked, or expired.
+    A put with such a lease changed nothing.
+
+    Attributes:
+        lease_id: the lease asked for.
+    """
+
+    def __init__(self, message: str, *, lease_id: int) -> None:
+        super().__init__(message)
+        self.lease_id = lease_id
 
 
 class Conflict(ClientError):

@@ -19,6 +19,10 @@ __all__ = [
     "DeleteResult",
     "TxnResult",
     "CompactResult",
+    "WatchEvent",
+    "WatchResponse",
+    "Lease",
+    "LeaseInfo",
 ]
 
 Body = dict[str, JSONValue]
@@ -93,13 +97,19 @@ class ReadResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyValue:
-    """One key of a range read (``value`` is ``None`` in a keys-only read)."""
+    """One key of a range read (``value`` is ``None`` in a keys-only read), or
+    of a watch event (a delete's has only ``key`` and ``mod_revision``).
+
+    ``lease`` is the lease the key is attached to (0: none; reported by watch
+    events).
+    """
 
     key: str
     value: JSONValue
     create_revision: int
     mod_revision: int
     version: int
+    lease: int = 0
 
     @staticmethod
     def of(raw: JSONValue) -> KeyValue:
@@ -111,6 +121,7 @@ class KeyValue:
             create_revision=_int(body, "create_revision") or 0,
             mod_revision=_int(body, "mod_revision") or 0,
             version=_int(body, "version") or 0,
+            lease=_int(body, "lease") or 0,
         )
 
 
@@ -236,4 +247,110 @@ class CompactResult:
             compact_revision=_int(body, "compact_revision") or 0,
             index=_int(body, "index"),
             leader=_leader(body),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchEvent:
+    """One change a watch saw.
+
+    Attributes:
+        type: ``"put"`` or ``"delete"``.
+        kv: the key after the change (a delete's: the key and ``mod_revision``,
+            the revision that deleted it; the rest empty).
+        prev_kv: the key before the change, if the watch asked for it
+            (``prev_kv=True``) and the key existed.
+    """
+
+    type: str
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+    @property
+    def revision(self) -> int:
+        """The revision of the change."""
+        return self.kv.mod_revision
+
+    @staticmethod
+    def of(raw: JSONValue) -> WatchEvent:
+        body = raw if isinstance(raw, dict) else {}
+        kind = body.get("type")
+        prev = body.get("prev_kv")
+        return WatchEvent(
+            type=kind if isinstance(kind, str) else "",
+            kv=KeyValue.of(body.get("kv")),
+            prev_kv=KeyValue.of(prev) if isinstance(prev, dict) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WatchResponse:
+    """What a watch delivers at once: the events of one or more whole revisions
+    (in revision order), or a progress notification (no events).
+
+    Attributes:
+        revision: the watch has every event up to this revision.
+        events: the changes, in revision order.
+        progress: a progress notification.
+    """
+
+    revision: int
+    events: tuple[WatchEvent, ...] = ()
+    progress: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lease:
+    """A granted lease.
+
+    Attributes:
+        id: the lease id (put keys with ``lease=id``).
+        ttl: its time to live in seconds (the server raises a TTL below its
+            minimum to that minimum).
+    """
+
+    id: int
+    ttl: int
+
+    @staticmethod
+    def of(body: Body) -> Lease:
+        return Lease(id=_int(body, "id") or 0, ttl=_int(body, "ttl") or 0)
+
+    @staticmethod
+    def list_of(body: Body) -> tuple[Lease, ...]:
+        """The leases of ``GET /v1/leases``'s answer (each with its granted TTL)."""
+        raw = body.get("leases")
+        if not isinstance(raw, list):
+            return ()
+        return tuple(
+            Lease(id=_int(x, "id") or 0, ttl=_int(x, "granted_ttl") or 0)
+            for x in raw
+            if isinstance(x, dict)
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseInfo:
+    """A lease's time to live, as the leader sees it.
+
+    Attributes:
+        id: the lease id.
+        ttl: seconds left before it expires (as the leader's clock counts).
+        granted_ttl: the TTL it was granted with, in seconds.
+        keys: the keys attached to it, sorted (if asked for).
+    """
+
+    id: int
+    ttl: int
+    granted_ttl: int
+    keys: tuple[str, ...] = ()
+
+    @staticmethod
+    def of(body: Body) -> LeaseInfo:
+        keys = body.get("keys")
+        return LeaseInfo(
+            id=_int(body, "id") or 0,
+            ttl=_int(body, "ttl") or 0,
+            granted_ttl=_int(body, "granted_ttl") or 0,
+            keys=tuple(k for k in keys if isinstance(k, str)) if isinstance(keys, list) else (),
         )

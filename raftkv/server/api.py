@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -60,6 +61,7 @@ from raftkv.core.types import NodeId
 from raftkv.limits import NODE_ID_RULE, is_node_id
 from raftkv.replica.kv import (
     ABSENT,
+    ERR_LEASE_NOT_FOUND,
     Alarm,
     Cas,
     Command,
@@ -70,6 +72,9 @@ from raftkv.replica.kv import (
     InvalidCommand,
     KeyRange,
     KVStateMachine,
+    LeaseCheckpoint,
+    LeaseGrant,
+    LeaseRevoke,
     MultiPut,
     Put,
     Range,
@@ -97,6 +102,7 @@ from raftkv.server.fasthttp import (
     Answer,
     FastHttpServer,
     FastRequest,
+    HandedOff,
 )
 from raftkv.server.fdlimit import FORWARD_CONNECTIONS, apply_fd_budget
 from raftkv.server.kvjson import (
@@ -106,6 +112,8 @@ from raftkv.server.kvjson import (
     check_value_size,
     compact_revision,
     delete_range_query,
+    lease_grant_fields,
+    lease_param,
     listing_answer,
     nospace_answer,
     range_query,
@@ -117,7 +125,9 @@ from raftkv.server.kvjson import (
 )
 from raftkv.server.metrics import CONTENT_TYPE
 from raftkv.server.node import ForwardReply, RaftNode
+from raftkv.server.node.leases import REQUEST_KEEPALIVE, REQUEST_TTL, LeaseRequest
 from raftkv.server.security import TokenTable, api_ssl_contexts, bearer_token
+from raftkv.server.watchjson import created_line, response_line, watch_query
 
 __all__ = ["ApiServer", "build_app", "FORWARDED_HEADER"]
 
@@ -140,6 +150,32 @@ _CLUSTER_STATUS_TIMEOUT_S = 0.5
 _DASHBOARD = (resources.files("raftkv.viz") / "dashboard.html").read_text(encoding="utf-8")
 _MAX_LOGGED_REFUSALS = 256
 _HTTP_KEY: web.AppKey[aiohttp.ClientSession] = web.AppKey("http", aiohttp.ClientSession)
+WATCH_ROUTE = "/v1/watch"
+WATCH_KEEPALIVE_S = 10.0
+"""A watch stream with nothing to say writes an empty line this often (clients
+and proxies see a live stream; a reader that went away is noticed)."""
+
+
+# The connection a request came on (ApiServer), as a request item.
+class _Slot:
+    """A request's place in the concurrency limit (Rule 4), held while it is
+    served; a watch gives it up once it streams (its bound is then the
+    connection limit, ``--max-connections``)."""
+
+    __slots__ = ("_guard", "_held")
+
+    def __init__(self, guard: _Guard) -> None:
+        self._guard = guard
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._guard.inflight -= 1
+
+
+_SLOT: web.RequestKey[_Slot] = web.RequestKey("slot", _Slot)
+_CONNECTION: web.RequestKey[HandedOff] = web.RequestKey("connection", HandedOff)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -294,10 +330,12 @@ class _Guard:
             return _web(refusal)
         self.inflight += 1
         self.served += 1
+        slot = _Slot(self)
+        request[_SLOT] = slot
         try:
             return await handler(request)
         finally:
-            self.inflight -= 1
+            slot.release()
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -413,6 +451,21 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _new_lease_id(session: Session | None) -> int:
+    """A lease id for a grant that names none: from its session (a retry gets
+    the same one), else random; 1..2**63-1."""
+    if session is None:
+        seed = os.urandom(8)
+    else:
+        seed = f"{session.client_id}/{session.seq}/{session.owner or ''}".encode()
+    digest = hashlib.blake2b(seed, digest_size=8, person=b"raftkv-lease").digest()
+    return int.from_bytes(digest, "big") & (2**63 - 1) or 1
+
+
+def _lease_not_found(lease_id: int) -> Answer:
+    return _answer(404, {"error": ERR_LEASE_NOT_FOUND, "id": lease_id})
+
+
 def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
 
@@ -428,6 +481,8 @@ class _Api:
         self.config = config
         self.http: aiohttp.ClientSession | None = None
         self.guard: _Guard | None = None
+        # Forwarded lease requests being served (a reference keeps each task alive).
+        self._tasks: set[asyncio.Future[None]] = set()
 
     # -- forwarding (Rule 2) --------------------------------------------------
 
@@ -527,18 +582,46 @@ class _Api:
         the proposal's future, no task.
         """
         try:
+            lease_request = LeaseRequest.decode(payload)
+            if lease_request is not None:
+                self._spawn(self._answer_forwarded_lease(lease_request, reply))
+                return
             command = decode_command(payload)
-        except InvalidCommand as exc:
+        except (InvalidCommand, BadRequest) as exc:
             reply(400, _dumps({"error": str(exc)}))
             return
         self._propose_forwarded(command, reply)
 
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_forwarded_lease(self, request: LeaseRequest, reply: ForwardReply) -> None:
+        node = self.node
+        try:
+            if not node.is_leader:
+                # The follower's view was stale; as for an HTTP forward, no second hop.
+                reply(503, _dumps({"error": "not the leader", "leader": node.leader}))
+                return
+            status, body, _ = await self._serve_lease(request)
+        except ServerError as exc:
+            status, body, _ = _server_error_answer(exc)
+        except Exception:
+            logger.exception("serving a forwarded lease request failed")
+            status, body = 500, b'{"error": "internal error"}'
+        node.metrics.http("forwarded-lease", status)
+        reply(status, body)
+
     def _propose_forwarded(self, command: Command, reply: ForwardReply) -> None:
         node = self.node
         try:
-            if isinstance(command, Get | Range | Alarm):
+            if isinstance(command, Get | Range | Alarm | LeaseCheckpoint) or (
+                isinstance(command, LeaseRevoke) and command.expired
+            ):
                 # Reads are served by the node that received them (ReadIndex);
-                # only the leader's quota check proposes an alarm.
+                # only the leader's quota check proposes an alarm, and only its
+                # lessor checkpoints leases and revokes expired ones.
                 raise InvalidCommand(f"{command.op} is not a write a client may send")
             if not node.is_leader:
                 # The follower's view was stale; as for an HTTP forward, no second hop.
@@ -668,10 +751,17 @@ class _Api:
 
     async def put(self, request: web.Request) -> web.Response:
         key = _key(request)
+        lease = 0
+        for name, text in request.query.items():
+            if name != "lease" or lease:
+                raise BadRequest(
+                    f"unknown or repeated parameter {name[:40]!r}; this route takes lease"
+                )
+            lease = lease_param(text)
         body = await _read_body(request, self.config.max_body_bytes)
-        return _web(await self._put(_Origin.of(request), key, body))
+        return _web(await self._put(_Origin.of(request), key, body, lease))
 
-    async def _put(self, origin: _Origin, key: str, body: bytes) -> Answer:
+    async def _put(self, origin: _Origin, key: str, body: bytes, lease: int = 0) -> Answer:
         value = _parse_json(body)
         session = _session(origin, self.config.client_tokens)
         if len(body) > self.config.max_value_bytes:
@@ -679,7 +769,7 @@ class _Api:
                 f"value is {len(body)} bytes; the limit is {self.config.max_value_bytes}"
             )
         return await self._write(
-            origin, lambda t: Put(key=key, value=value, time_ms=t, session=session)
+            origin, lambda t: Put(key=key, value=value, time_ms=t, session=session, lease=lease)
         )
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -834,6 +924,169 @@ class _Api:
                 origin, lambda t: Compact(revision=revision, time_ms=t, session=session)
             )
         )
+
+    # -- watch ---------------------------------------------------------------
+
+    async def watch(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/watch``: a stream of JSON lines (:mod:`raftkv.server.watchjson`).
+
+        The watcher lives as long as the stream: it is closed when the client
+        goes away, and the stream ends (with a ``canceled`` line saying why)
+        when the hub cancels it -- no leader for an election timeout (unless
+        ``require_leader=false``), a slow reader, a compacted start revision,
+        the node stopping.
+        """
+        query = watch_query(request.query.items(), max_key_bytes=self.config.max_key_bytes)
+        sm = self._kv()
+        key, range_end = query.range.to_bytes()
+        stream = self.node.open_watch(
+            key,
+            range_end,
+            start_revision=query.start_revision,
+            prev_kv=query.prev_kv,
+            filters=query.filters,
+            progress_notify=query.progress_notify,
+            require_leader=query.require_leader,
+        )
+        response = web.StreamResponse(
+            status=200,
+            headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"},
+        )
+        try:
+            created = created_line(stream.watch_id, sm.revision)
+            await response.prepare(request)
+            slot = request.get(_SLOT)
+            if slot is not None:
+                slot.release()
+            conn = request.get(_CONNECTION)
+            if conn is not None:
+                conn.when_lost().add_done_callback(lambda _: stream.end())
+            await response.write(created)
+            while True:
+                responses = await stream.responses(WATCH_KEEPALIVE_S)
+                if responses is None:
+                    break
+                if not responses:
+                    await response.write(b"\n")
+                    continue
+                await response.write(b"".join(response_line(r) for r in responses))
+                if responses[-1].canceled:
+                    break
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            stream.close()
+        return response
+
+    # -- leases --------------------------------------------------------------
+
+    async def lease_grant(self, request: web.Request) -> web.Response:
+        """``POST /v1/leases`` ``{"ttl": s[, "id": n]}``: a lease (TTL raised to the minimum).
+
+        Without an id the node picks one before proposing -- derived from the
+        request's ``Idempotency-Key`` when it has one, so that a retry names
+        the same lease (and its answer, replayed, the same id) -- else at random.
+        """
+        body = await _read_body(request, self.config.max_body_bytes)
+        ttl, lease_id = lease_grant_fields(_parse_json(body))
+        ttl = self.node.leases.grant_ttl(ttl)
+        origin = _Origin.of(request)
+        session = _session(origin, self.config.client_tokens)
+        if not lease_id:
+            lease_id = _new_lease_id(session)
+        return _web(
+            await self._write(
+                origin, lambda t: LeaseGrant(id=lease_id, ttl_s=ttl, time_ms=t, session=session)
+            )
+        )
+
+    async def lease_revoke(self, request: web.Request) -> web.Response:
+        """``DELETE /v1/leases/{id}``: end the lease, delete its keys (one revision)."""
+        lease_id = lease_param(request.match_info["lease_id"], "the lease id")
+        origin = _Origin.of(request)
+        session = _session(origin, self.config.client_tokens)
+        return _web(
+            await self._write(
+                origin, lambda t: LeaseRevoke(id=lease_id, time_ms=t, session=session)
+            )
+        )
+
+    async def lease_keepalive(self, request: web.Request) -> web.Response:
+        """``POST /v1/leases/{id}/keepalive``: renew; the leader answers once it
+        confirmed its leadership (followers forward)."""
+        lease_id = lease_param(request.match_info["lease_id"], "the lease id")
+        lease_request = LeaseRequest(kind=REQUEST_KEEPALIVE, lease_id=lease_id)
+        return _web(await self._lease_request(_Origin.of(request), lease_request))
+
+    async def lease_ttl(self, request: web.Request) -> web.Response:
+        """``GET /v1/leases/{id}[?keys=true]``: remaining and granted TTL (and keys)."""
+        lease_id = lease_param(request.match_info["lease_id"], "the lease id")
+        keys = False
+        for name, text in request.query.items():
+            if name != "keys" or text not in ("true", "false"):
+                raise BadRequest("this route takes keys=true|false")
+            keys = text == "true"
+        lease_request = LeaseRequest(kind=REQUEST_TTL, lease_id=lease_id, keys=keys)
+        return _web(await self._lease_request(_Origin.of(request), lease_request))
+
+    async def lease_list(self, request: web.Request) -> web.Response:
+        """``GET /v1/leases``: every lease (linearizable: after a ReadIndex)."""
+        if request.query:
+            raise BadRequest("this route takes no parameters")
+        sm = self._kv()
+        await self.node.read_barrier()
+        leases = [{"id": le.id, "granted_ttl": le.ttl_s} for le in self.node.leases.leases()]
+        return _json(200, {"leases": leases, "revision": sm.revision})
+
+    async def _lease_request(self, origin: _Origin, request: LeaseRequest) -> Answer:
+        """Serve ``request`` on the leader, or have the leader serve it (Rule 2)."""
+        node = self.node
+        self._kv()
+        if node.is_leader:
+            try:
+                return await self._serve_lease(request)
+            except NoLeader as exc:
+                if exc.leader is None or exc.leader == node.node_id:
+                    raise
+                leader: NodeId | None = NodeId(exc.leader)
+        else:
+            leader = node.leader
+        if (
+            self.config.client_tokens is not None
+            or origin.forwarded
+            or not node.can_forward(leader)
+        ):
+            lease_id = request.lease_id
+            if request.kind == REQUEST_KEEPALIVE:
+                method, path = "POST", f"/v1/leases/{lease_id}/keepalive"
+            else:
+                method = "GET"
+                path = f"/v1/leases/{lease_id}" + ("?keys=true" if request.keys else "")
+            return await self._forward(origin, leader, method, path, b"")
+        assert leader is not None
+        status, body = await node.forward(request.encode())
+        return status, body, {"X-Raftkv-Leader": leader}
+
+    async def _serve_lease(self, request: LeaseRequest) -> Answer:
+        """On the leader: a keep-alive or a time-to-live (after a ReadIndex round)."""
+        node = self.node
+        lease_id = request.lease_id
+        if request.kind == REQUEST_KEEPALIVE:
+            ttl = await node.lease_keepalive(lease_id)
+            if ttl is None:
+                return _lease_not_found(lease_id)
+            return _answer(200, {"id": lease_id, "ttl": ttl})
+        view = await node.lease_time_to_live(lease_id, keys=request.keys)
+        if view is None:
+            return _lease_not_found(lease_id)
+        body: dict[str, Any] = {
+            "id": lease_id,
+            "ttl": view.ttl_s,
+            "granted_ttl": view.granted_ttl_s,
+        }
+        if request.keys:
+            body["keys"] = [k.decode("utf-8", "surrogateescape") for k in view.keys]
+        return _answer(200, body)
 
     # -- cluster routes ------------------------------------------------------
 
@@ -1057,6 +1310,12 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
     r.add_post("/v1/members/{node_id}/promote", api.promote_member)
     r.add_post("/v1/leader/transfer", api.transfer)
     r.add_post(FORWARD_ROUTE, api.forwarded)
+    r.add_get(WATCH_ROUTE, api.watch, allow_head=False)
+    r.add_post("/v1/leases", api.lease_grant)
+    r.add_get("/v1/leases", api.lease_list, allow_head=False)
+    r.add_get("/v1/leases/{lease_id}", api.lease_ttl, allow_head=False)
+    r.add_delete("/v1/leases/{lease_id}", api.lease_revoke)
+    r.add_post("/v1/leases/{lease_id}/keepalive", api.lease_keepalive)
     return app, api
 
 
@@ -1137,6 +1396,7 @@ class ApiServer:
         if conn is None:
             return await handler(request)
         conn.request_started(request.content)
+        request[_CONNECTION] = conn
         try:
             return await handler(request)
         finally:

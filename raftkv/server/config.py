@@ -38,6 +38,11 @@ DEFAULT_QUOTA_BYTES = 2 * 1024**3
 DEFAULT_AUTO_COMPACTION_RETENTION = 10_000
 """Revisions of history the leader keeps by compacting the rest (0: off)."""
 
+DEFAULT_WATCH_PROGRESS_INTERVAL_S = 600.0
+"""Progress notifications to watchers that asked for them: etcd's default, 10 minutes."""
+DEFAULT_WATCH_BUFFER_BYTES = 4 << 20
+"""Responses a watcher may have waiting for its reader before it is cancelled."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerConfig:
@@ -98,6 +103,10 @@ class ServerConfig:
         leader_hints: a follower whose connection to the leader is refused
             (the leader's process died) campaigns after a tick or two instead
             of a whole election timeout (:meth:`raftkv.core.RawNode.report_unreachable`).
+        watch_progress_interval_s: how often watchers that asked for progress
+            notifications get one (etcd: 10 minutes).
+        watch_buffer_bytes: responses one watcher may have waiting for its
+            reader; past it the watcher is cancelled as a slow watcher.
     """
 
     node_id: NodeId
@@ -133,6 +142,8 @@ class ServerConfig:
     quota_bytes: int = DEFAULT_QUOTA_BYTES
     auto_compaction_retention: int = DEFAULT_AUTO_COMPACTION_RETENTION
     leader_hints: bool = True
+    watch_progress_interval_s: float = DEFAULT_WATCH_PROGRESS_INTERVAL_S
+    watch_buffer_bytes: int = DEFAULT_WATCH_BUFFER_BYTES
 
     @property
     def tls(self) -> bool:
@@ -183,6 +194,10 @@ class ServerConfig:
             raise ConfigError("--auto-compaction-retention must be 0 (off) or positive")
         if self.max_connections is not None and self.max_connections < 1:
             raise ConfigError("--max-connections must be positive")
+        if self.watch_progress_interval_s <= 0 or self.watch_buffer_bytes < 1:
+            raise ConfigError(
+                "--watch-progress-interval-s and --watch-buffer-bytes must be positive"
+            )
         timeouts = (
             self.http_head_timeout_s,
             self.http_body_timeout_s,

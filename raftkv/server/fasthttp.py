@@ -594,6 +594,10 @@ class HandedOff(asyncio.Protocol):
         self.reason: str = _HEAD
         self.deadline: float | None = server.now() + server.head_timeout
         self.write_deadline: float | None = None
+        # Resolved when the connection closes (made on demand: a streaming
+        # answer ends its stream when its reader goes away).
+        self._lost: asyncio.Future[None] | None = None
+        self._closed = False
         server.handed[protocol] = self
 
     # -- asyncio.Protocol, forwarded to aiohttp's
@@ -614,7 +618,18 @@ class HandedOff(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.handed.pop(self.protocol, None)
+        self._closed = True
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
         self.protocol.connection_lost(exc)
+
+    def when_lost(self) -> asyncio.Future[None]:
+        """A future resolved when the connection closes (at once if it has)."""
+        if self._lost is None:
+            self._lost = asyncio.get_running_loop().create_future()
+            if self._closed:
+                self._lost.set_result(None)
+        return self._lost
 
     def pause_writing(self) -> None:
         self.write_deadline = self._server.now() + self._server.write_timeout

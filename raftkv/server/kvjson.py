@@ -33,6 +33,8 @@ from raftkv.replica.kv import (
     ERR_COMPACTED,
     ERR_CONFLICT,
     ERR_FUTURE_REVISION,
+    ERR_LEASE_EXISTS,
+    ERR_LEASE_NOT_FOUND,
     ERR_NOSPACE,
     ERR_NOT_FOUND,
     ERR_SESSION_OWNER,
@@ -52,6 +54,10 @@ from raftkv.replica.kv import (
     Item,
     KeyRange,
     KVResult,
+    LeaseGrant,
+    LeaseGranted,
+    LeaseRevoke,
+    LeaseRevoked,
     Listing,
     MultiPut,
     Put,
@@ -83,6 +89,8 @@ __all__ = [
     "delete_range_query",
     "txn_parts",
     "compact_revision",
+    "lease_param",
+    "lease_grant_fields",
     "read_answer",
     "listing_answer",
     "write_answer",
@@ -112,7 +120,7 @@ _TXN_FIELDS: Final = frozenset({"compare", "success", "failure"})
 _COMPARE_FIELDS: Final = frozenset({"key", "range_end", "prefix", "target", "op", "value"})
 _RANGE_FIELDS: Final = frozenset({"key", "range_end", "prefix"})
 _OP_FIELDS: Final = {
-    "put": frozenset({"key", "value"}),
+    "put": frozenset({"key", "value", "lease"}),
     "delete": _RANGE_FIELDS | {"prev_kv"},
     "range": _RANGE_FIELDS | {"limit", "keys_only", "count_only"},
 }
@@ -428,7 +436,7 @@ def txn_parts(obj: object, *, raw_size: int, max_key_bytes: int, max_value_bytes
                     raise BadRequest("a put needs key and value")
                 key = check_key_limit(fields["key"], max_key_bytes)
                 check_value_size(fields["value"], raw_size, max_value_bytes, f"value of {key!r}")
-                ops.append(TxnPut(key=key, value=fields["value"]))
+                ops.append(TxnPut(key=key, value=fields["value"], lease=fields.get("lease", 0)))
             elif kind == "delete":
                 key_range = _json_range(fields, "a delete", max_key_bytes)
                 ops.append(TxnDelete(range=key_range, prev_kv=fields.get("prev_kv", False)))
@@ -456,6 +464,35 @@ def compact_revision(obj: object) -> int:
         raise BadRequest('body must be {"revision": R}')
     revision: int = body["revision"]
     return revision
+
+
+def lease_param(text: str, name: str = "lease") -> int:
+    """A lease id from a path or query string (1..2**63-1).
+
+    Raises:
+        BadRequest: it is not one.
+    """
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or not 0 < int(text) < 2**63:
+        raise BadRequest(
+            f"{name} must be a lease id (an integer from 1 to 2**63-1), not {text[:40]!r}"
+        )
+    return int(text)
+
+
+def lease_grant_fields(obj: object) -> tuple[int, int]:
+    """``(ttl_s, id)`` of a ``POST /v1/leases`` body ``{"ttl": s[, "id": n]}``
+    (id 0: the node picks one).
+
+    Raises:
+        BadRequest: another shape, or a TTL or id that is not a positive integer.
+    """
+    body = _fields(obj, frozenset({"ttl", "id"}), "the body")
+    ttl, lease_id = body.get("ttl"), body.get("id", 0)
+    if type(ttl) is not int or ttl < 1:
+        raise BadRequest(f'body must be {{"ttl": seconds >= 1[, "id": n]}}; ttl is {ttl!r}')
+    if type(lease_id) is not int or not 0 <= lease_id < 2**63:
+        raise BadRequest(f"id must be a lease id (an integer from 1 to 2**63-1), not {lease_id!r}")
+    return ttl, lease_id
 
 
 # ----------------------------------------------------------------------------- answers
@@ -564,6 +601,10 @@ def error_answer(result: KVResult, key: str | None) -> Answer:
         else:
             body["current"] = result.current
         return _answer(409, body)
+    if error == ERR_LEASE_NOT_FOUND:
+        return _answer(404, {"error": error, "index": result.index, "revision": result.revision})
+    if error == ERR_LEASE_EXISTS:
+        return _answer(409, {"error": error, "index": result.index, "revision": result.revision})
     if error == ERR_STALE_SEQUENCE:
         return _answer(409, {"error": error, "index": result.index})
     if error == ERR_SESSION_OWNER:
@@ -621,6 +662,21 @@ def write_answer(result: object, command: Command, leader: str) -> Answer:
         if isinstance(command, Compact):
             fields += b', "compact_revision": %d' % command.revision
         return 200, b'{%s, "leader": %s}' % (fields, _text(leader)), None
+    if isinstance(result, LeaseGranted) and isinstance(command, LeaseGrant):
+        body = b'{"id": %d, "ttl": %d, "revision": %d, "index": %d, "leader": %s}' % (
+            result.id,
+            result.ttl_s,
+            result.revision,
+            result.index,
+            _text(leader),
+        )
+        return 200, body, None
+    if isinstance(result, LeaseRevoked) and isinstance(command, LeaseRevoke):
+        head = b'{"ok": true, "id": %d, "revision": %d, ' % (command.id, result.revision)
+        tail = b'"index": %d, "leader": %s' % (result.index, _text(leader))
+        if result.replayed:
+            return 200, head + tail + b', "replayed": true}', None
+        return 200, head + tail + b', "deleted": %d}' % result.deleted, None
     if isinstance(result, TxnAnswer) and isinstance(command, Txn):
         head = b'{"succeeded": %s, "revision": %d, ' % (_bool(result.succeeded), result.revision)
         tail = b'"index": %d, "leader": %s' % (result.index, _text(leader))

@@ -173,6 +173,18 @@ class NodeMetrics:
             gauge = Gauge(f"raftkv_store_{name}", doc, ["node"], registry=self.registry)
             gauge.labels(node=self._node).set_function(read)
 
+    def watch_watches_and_leases(
+        self, *, watchers: Callable[[], int], leases: Callable[[], int]
+    ) -> None:
+        """Export, read at scrape time, ``raftkv_watchers`` (open watch streams
+        on this node) and ``raftkv_leases`` (leases in this node's replica)."""
+        for name, doc, read in (
+            ("watchers", "Open watches (streams) on this node.", watchers),
+            ("leases", "Leases in this node's replica.", leases),
+        ):
+            gauge = Gauge(f"raftkv_{name}", doc, ["node"], registry=self.registry)
+            gauge.labels(node=self._node).set_function(read)
+
     def refused(self, reason: str) -> None:
         self.http_refused.labels(node=self._node, reason=reason).inc()
 

@@ -418,7 +418,7 @@ BAD_TXNS: list[tuple[Any, str]] = [
     ({"compare": [], "succes": []}, "unknown field 'succes'"),
     ({"compare": {}}, "compare must be a list"),
     ({"success": [{"put": {"key": "a"}}]}, "put needs key and value"),
-    ({"success": [{"put": {"key": "a", "value": 1, "lease": 3}}]}, "unknown field 'lease'"),
+    ({"success": [{"put": {"key": "a", "value": 1, "ttl": 3}}]}, "unknown field 'ttl'"),
     ({"success": [{"put": {"key": "a", "value": 1}, "range": {"key": "a"}}]}, "exactly one of"),
     ({"success": [{"get": {"key": "a"}}]}, "exactly one of"),
     ({"success": ["put"]}, "exactly one of"),

@@ -21,6 +21,9 @@ from raftkv.replica.kv import (
     DeleteRange,
     Get,
     KeyRange,
+    LeaseCheckpoint,
+    LeaseGrant,
+    LeaseRevoke,
     MultiPut,
     Put,
     Range,
@@ -49,6 +52,7 @@ def test_which_writes_may_add_data() -> None:
         MultiPut(pairs={"a": 1}, time_ms=1),
         Txn(compares=(), success=(put,), failure=(), time_ms=1),
         Txn(compares=(), success=(), failure=(put,), time_ms=1),
+        LeaseGrant(id=1, ttl_s=5, time_ms=1),
     ]
     freeing = [
         Delete(key="a", time_ms=1),
@@ -63,6 +67,8 @@ def test_which_writes_may_add_data() -> None:
         Get(key="a", time_ms=1),
         Range(range=every, time_ms=1),
         Alarm(active=False, time_ms=1),
+        LeaseRevoke(id=1, time_ms=1),
+        LeaseCheckpoint(checkpoints=((1, 1000),), time_ms=1),
     ]
     assert [may_add_data(c) for c in adding] == [True] * len(adding)
     assert [may_add_data(c) for c in freeing] == [False] * len(freeing)

@@ -56,6 +56,7 @@ from raftkv.replica.kv import (
     Command,
     Compact,
     KVStateMachine,
+    LeaseGrant,
     MultiPut,
     Put,
     Txn,
@@ -80,8 +81,9 @@ COMPACT_KEYS_PER_TICK = 2_000
 def may_add_data(command: Command) -> bool:
     """Whether ``command`` may write a value: a put, a compare-and-set, a
     multi-put, or a transaction with a put in either branch (which branch runs
-    is known only when it is applied; etcd refuses these alike)."""
-    if isinstance(command, Put | Cas | MultiPut):
+    is known only when it is applied; etcd refuses these alike); or grant a
+    lease (the replica refuses a grant under the alarm too, as etcd does)."""
+    if isinstance(command, Put | Cas | MultiPut | LeaseGrant):
         return True
     if isinstance(command, Txn):
         return any(isinstance(op, TxnPut) for op in (*command.success, *command.failure))

@@ -60,17 +60,19 @@ from raftkv.replica.membership import Member, Refusal
 from raftkv.replica.replica import ConfApplied, Replica
 from raftkv.replica.statemachine import StateMachine
 from raftkv.server.config import ServerConfig
-from raftkv.server.errors import NodeFailed, NodeStopped, OutcomeUnknown, ServerError
+from raftkv.server.errors import NodeFailed, NodeStopped, NoLeader, OutcomeUnknown, ServerError
 from raftkv.server.identity import claim_data_dir
 from raftkv.server.metrics import NodeMetrics
 from raftkv.server.node.admin import Admin, refusal_error
 from raftkv.server.node.datadir import MembersFile, is_empty, open_storage
 from raftkv.server.node.forwarding import ForwardHandler, Forwarding
+from raftkv.server.node.leases import Leases, LeaseView
 from raftkv.server.node.proposals import Proposals
 from raftkv.server.node.quota import SpaceQuota
 from raftkv.server.node.reads import Reads
 from raftkv.server.node.snapshots import Snapshots
 from raftkv.server.node.status import NodeStatus
+from raftkv.server.node.watches import REASON_FAILED, Watches, WatchStream
 from raftkv.server.security import peer_ssl_contexts
 from raftkv.storage.disk_storage import DiskStorage
 from raftkv.transport.base import InMemoryHub, Transport
@@ -185,6 +187,22 @@ class RaftNode:
             wake=wake,
             election_timeout_s=config.election_timeout_ms / 1000,
             poll_s=config.heartbeat_interval_ms / 4000,
+        )
+        # Watchers of the store's changes, and the leader's lease clock.
+        self._watches = Watches(
+            self._replica.state_machine,
+            election_timeout_s=config.election_timeout_ms / 1000,
+            progress_interval_s=config.watch_progress_interval_s,
+            buffer_bytes=config.watch_buffer_bytes,
+            fail=self._fail,
+        )
+        self._leases = Leases(
+            self._replica.state_machine,
+            election_timeout_ms=config.election_timeout_ms,
+            propose=self._propose_unwatched,
+        )
+        self.metrics.watch_watches_and_leases(
+            watchers=lambda: len(self._watches), leases=lambda: self._leases.count
         )
         # The KV store's space quota (None for another state machine).
         self._quota = SpaceQuota.of(
@@ -301,6 +319,7 @@ class RaftNode:
         self._closed = True
         self._snapshots.close()
         self._accepting = False
+        self._watches.stop()
         if (
             transfer
             and self._failure is None
@@ -373,6 +392,7 @@ class RaftNode:
         self._accepting = False
         self._stopping = True
         self._wake.set()
+        self._watches.stop(REASON_FAILED)
         self._fail_all(NodeStopped("node failed"))
         if not self.failed.done():
             self.failed.set_result(failure)
@@ -447,6 +467,8 @@ class RaftNode:
             assert self._raw is not None
             self._raw.tick()
             self._reads.tick(self._raw)
+            self._leases.tick(self._raw)
+            self._watches.tick(loop.time(), self._raw.leader is not None)
             if self._quota is not None and self._accepting:
                 self._quota.tick(self._raw, self._replica.applied_index)
             self._wake.set()
@@ -568,6 +590,7 @@ class RaftNode:
             self._ready_mark = self._raw.commit_index if leader is not None else None
         self._leader = leader
         self._role = role
+        self._leases.role_changed(role)
         self.metrics.set_role(role.value)
 
     def _track_gauges(self, raw: RawNode) -> None:
@@ -591,15 +614,21 @@ class RaftNode:
         def apply_conf(cc: ConfChange) -> ConfState:
             return raw.apply_conf_change(cc, strict=True)
 
+        term = 0
         for e in entries:
             if e.index <= replica.applied_index:
                 continue  # already in the restored snapshot
+            term = e.term
             # An exception here is a state machine bug: it stops the node
             # (statemachine.py), rather than letting replicas diverge.
             result = replica.apply(e, apply_conf)
+            self._watches.applied()
             if isinstance(result, ConfApplied | Refusal):
                 result = self._conf_change_applied(e, result)
             answered = self._proposals.applied(e, result) or answered
+        self._watches.flush()
+        if term:
+            self._leases.applied(raw, term)
         # Proposals at or below the applied index that never matched are lost.
         self._proposals.lost_up_to(replica.applied_index)
         if self._quota is not None and self._accepting:
@@ -729,6 +758,12 @@ class RaftNode:
         index, term = self._proposals.submit(self._check_accepting(), command)
         return await self._proposals.wait(index, term, timeout)
 
+    def _propose_unwatched(self, command: bytes) -> None:
+        """Propose ``command`` on the leader; nobody waits for its result (the
+        lessor's revokes and checkpoints: a lost one is proposed again later)."""
+        self._proposals.submit(self._check_accepting(), command)
+        self._wake.set()
+
     def propose_nowait(
         self, command: bytes, *, timeout: float | None = None
     ) -> asyncio.Future[object]:
@@ -755,6 +790,91 @@ class RaftNode:
     async def wait_applied(self, index: Index, *, timeout: float) -> None:
         """Wait until the state machine applied ``index``."""
         await self._reads.wait_applied(index, timeout=timeout)
+
+    # ------------------------------------------------------------------ watches and leases
+
+    def open_watch(
+        self,
+        key: bytes,
+        range_end: bytes = b"",
+        *,
+        start_revision: int = 0,
+        prev_kv: bool = False,
+        filters: frozenset[str] = frozenset(),
+        progress_notify: bool = False,
+        require_leader: bool = True,
+    ) -> WatchStream:
+        """A watcher of ``[key, range_end)`` on this node (a follower too: it sees
+        applied, committed events), from ``start_revision`` (0: the next one).
+        Close the returned stream when done (:mod:`~raftkv.server.node.watches`).
+
+        Raises:
+            NoLeader: ``require_leader`` and no leader is known.
+            NodeStopped: the node is not serving.
+            BadRequest: the state machine has no watches.
+        """
+        self._check_accepting()
+        if require_leader and self.leader is None:
+            raise NoLeader("no leader: a watch that requires one cannot start")
+        return self._watches.open(
+            key,
+            range_end,
+            start_revision=start_revision,
+            prev_kv=prev_kv,
+            filters=filters,
+            progress_notify=progress_notify,
+            require_leader=require_leader,
+        )
+
+    @property
+    def watchers(self) -> int:
+        """Open watchers on this node."""
+        return len(self._watches)
+
+    @property
+    def leases(self) -> Leases:
+        """The lease clock and requests (:mod:`~raftkv.server.node.leases`)."""
+        return self._leases
+
+    async def lease_keepalive(self, lease_id: int) -> int | None:
+        """On the leader: renew ``lease_id`` once a ReadIndex round confirmed
+        leadership; its TTL in seconds, or None if there is no such lease.
+
+        Raises:
+            NoLeader: not the leader (or leadership changed meanwhile).
+            ReadTimeout: leadership was not confirmed in time.
+        """
+        raw = self._check_accepting()
+        term = raw.term
+        checkpoint = self._leases.keepalive_checkpoint(lease_id)
+        if checkpoint is None:
+            await self._confirm_leadership()
+        else:
+            # Committing the reset of its replicated remaining time confirms
+            # leadership too (raftkv.replica.lessor, rule 3).
+            await self.propose(checkpoint)
+            if raw.role is not Role.LEADER or raw.term != term:
+                raise NoLeader("leadership changed", leader=raw.leader)
+        return self._leases.keepalive(lease_id)
+
+    async def lease_time_to_live(self, lease_id: int, *, keys: bool) -> LeaseView | None:
+        """On the leader, once leadership is confirmed: ``lease_id``'s remaining
+        TTL (and keys), or None if there is no such lease.
+
+        Raises:
+            NoLeader: not the leader (or leadership changed meanwhile).
+        """
+        await self._confirm_leadership()
+        return self._leases.time_to_live(lease_id, keys=keys)
+
+    async def _confirm_leadership(self) -> None:
+        raw = self._check_accepting()
+        if raw.role is not Role.LEADER:
+            raise NoLeader("not the leader", leader=raw.leader)
+        term = raw.term
+        await self.read_barrier()
+        if raw.role is not Role.LEADER or raw.term != term:
+            raise NoLeader("leadership changed", leader=raw.leader)
 
     # ------------------------------------------------------------------ forwarding
 
