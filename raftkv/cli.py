@@ -493,6 +493,14 @@ def _fail(message: str) -> NoReturn:
 @click.option("--raft-addr", required=True, envvar="RAFTKV_RAFT_ADDR", help="HOST:PORT for peers.")
 @click.option("--api-addr", required=True, envvar="RAFTKV_API_ADDR", help="HOST:PORT for HTTP.")
 @click.option(
+    "--grpc-addr",
+    default=None,
+    envvar="RAFTKV_GRPC_ADDR",
+    help="HOST:PORT for the etcd v3 gRPC API (etcdctl, etcd client libraries; docs/etcd.md). "
+    "Same TLS and client tokens as the HTTP API. Default: not served (the JSON gateway "
+    "under /v3/ on --api-addr is served either way).",
+)
+@click.option(
     "--initial-cluster",
     default=None,
     envvar="RAFTKV_INITIAL_CLUSTER",
@@ -724,6 +732,7 @@ def serve(
     data_dir: str,
     raft_addr: str,
     api_addr: str,
+    grpc_addr: str | None,
     initial_cluster: str | None,
     initial_cluster_state: str | None,
     peers_from_statefulset: bool,
@@ -809,6 +818,7 @@ def serve(
     try:
         raft = parse_host_port(raft_addr, what="--raft-addr")
         api = parse_host_port(api_addr, what="--api-addr")
+        grpc = parse_host_port(grpc_addr, what="--grpc-addr") if grpc_addr else None
         if peers_from_statefulset:
             if initial_cluster:
                 raise ConfigError(
@@ -843,6 +853,7 @@ def serve(
             data_dir=data_dir,
             raft_addr=raft,
             api_addr=api,
+            grpc_addr=grpc,
             initial_cluster=members,
             initial_cluster_state=initial_cluster_state or "new",
             heartbeat_interval_ms=heartbeat_interval_ms,
