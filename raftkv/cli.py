@@ -974,6 +974,12 @@ def _warn_exposed(
     help="Raft ports are BASE+1.., API ports BASE+1001.. (7001.. and 8001.. by default).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--no-grpc",
+    is_flag=True,
+    help="Do not serve the etcd v3 gRPC API (by default nodes 1-6 serve it on etcd's "
+    "local-cluster ports 2379, 22379, 32379, ...).",
+)
 @click.option("--heartbeat-interval-ms", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--election-timeout-ms", type=click.IntRange(2), default=1000, show_default=True)
 @click.option("--no-fsync", is_flag=True, help="UNSAFE, for tests/benchmarks only.")
@@ -983,18 +989,25 @@ def cluster(
     data_dir: str,
     base_port: int,
     host: str,
+    no_grpc: bool,
     heartbeat_interval_ms: int,
     election_timeout_ms: int,
     no_fsync: bool,
     log_format: str,
 ) -> None:
-    """Start a local cluster of NODES `raftkv serve` processes; Ctrl-C stops them all."""
+    """Start a local cluster of NODES `raftkv serve` processes; Ctrl-C stops them all.
+
+    Each node serves the etcd v3 gRPC API too, on etcd's local-cluster ports
+    (2379, 22379, 32379, then 42379, 52379, 62379; nodes 7-9 serve none):
+    ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:2379 put foo bar
+    """
     import signal
     import subprocess
 
     ids = [f"n{i}" for i in range(1, nodes + 1)]
     raft = {n: f"{host}:{base_port + i}" for i, n in enumerate(ids, 1)}
     api = {n: f"{host}:{base_port + 1000 + i}" for i, n in enumerate(ids, 1)}
+    grpc = {} if no_grpc else {n: f"{host}:{_etcd_port(i)}" for i, n in enumerate(ids, 1) if i <= 6}
     spec = ",".join(f"{n}={raft[n]}/{api[n]}" for n in ids)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
@@ -1033,10 +1046,19 @@ def cluster(
         ]
         if no_fsync:
             cmd.append("--no-fsync")
+        if n in grpc:
+            cmd += ["--grpc-addr", grpc[n]]
         # Own process group: a terminal's Ctrl-C reaches us, and we stop the nodes.
         procs[n] = subprocess.Popen(cmd, env=env, start_new_session=True)
-        click.echo(f"{n}: api http://{api[n]}  raft {raft[n]}  data {os.path.join(data_dir, n)}")
+        etcd = f"  etcd grpc {grpc[n]}" if n in grpc else ""
+        click.echo(
+            f"{n}: api http://{api[n]}{etcd}  raft {raft[n]}  data {os.path.join(data_dir, n)}"
+        )
     click.echo(f"endpoints: {','.join('http://' + api[n] for n in ids)}")
+    if grpc:
+        click.echo(
+            f"etcd endpoints: {','.join(grpc.values())} (ETCDCTL_API=3 etcdctl --endpoints ...)"
+        )
     click.echo(f"dashboard: http://{api[ids[0]]}/ (any node's API serves it)")
     click.echo("Ctrl-C stops the cluster.")
     try:
@@ -1060,6 +1082,11 @@ def cluster(
                 p.kill()
                 p.wait()
     click.echo("cluster stopped", err=True)
+
+
+def _etcd_port(i: int) -> int:
+    """etcd's local-cluster client port of node ``i`` (1-based): 2379, 22379, 32379, ..."""
+    return 2379 if i == 1 else i * 10_000 + 2379
 
 
 class _Http:
