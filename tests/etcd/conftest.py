@@ -39,7 +39,8 @@ def stubs(channel: grpc.aio.Channel) -> Stubs:
 @asynccontextmanager
 async def etcd_cluster(tmp_path: Path, **overrides: Any) -> AsyncIterator[HubCluster]:
     """A 3-node in-process cluster with the gRPC API on free ports, a leader elected."""
-    async with HubCluster(tmp_path, overrides={"grpc_addr": ("127.0.0.1", 0), **overrides}) as c:
+    c = HubCluster(tmp_path, overrides={"grpc_addr": ("127.0.0.1", 0), **overrides})
+    async with c:
         await c.leader()
         yield c
 
