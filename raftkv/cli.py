@@ -952,6 +952,16 @@ def _warn_exposed(
             "HTTP API %s:%d serves anyone: no --client-token-file (docs/security.md)",
             *config.api_addr,
         )
+    grpc_addr = getattr(config, "grpc_addr", None)
+    if (
+        grpc_addr is not None
+        and not grpc_addr[0].startswith(loopback)
+        and config.client_tokens is None
+    ):
+        log.warning(
+            "etcd gRPC API %s:%d serves anyone: no --client-token-file (docs/security.md)",
+            *grpc_addr,
+        )
     for path in (secret_file, token_file):
         if path and exposed(path):
             log.warning("%s is readable by group or others; chmod 600 it", path)
