@@ -10,6 +10,7 @@ import pytest
 from raftkv.etcd.convert import name_id
 from raftkv.etcd.pb import rpc_pb2
 from raftkv.replica.kv import KVStateMachine
+from tests.cluster.harness import eventually
 from tests.etcd.conftest import etcd_cluster, follower, grpc_target, stubs
 from tests.security.conftest import run
 
@@ -195,6 +196,16 @@ def test_nospace_is_resource_exhausted_and_alarm_lists_it(tmp_path: Path) -> Non
                 ]
                 status = await s.maintenance.Status(rpc_pb2.StatusRequest())
                 assert status.errors == [f"memberID:{name_id(leader)} alarm:NOSPACE "]
+                # etcdctl alarm disarm: cleared through the log on every node...
+                disarm = rpc_pb2.AlarmRequest(
+                    action=rpc_pb2.AlarmRequest.DEACTIVATE, alarm=rpc_pb2.NOSPACE
+                )
+                cleared = await s.maintenance.Alarm(disarm)
+                assert [a.alarm for a in cleared.alarms] == [rpc_pb2.NOSPACE]
+                # ... and raised again by the leader: the store is still over the quota.
+                sm = c.nodes[leader].state_machine
+                assert isinstance(sm, KVStateMachine)
+                await eventually(lambda: sm.alarm, "the alarm raised again")
 
     run(scenario())
 
