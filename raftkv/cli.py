@@ -978,10 +978,11 @@ def _warn_exposed(
 )
 @click.option(
     "--base-port",
-    type=click.IntRange(1, 64000),
+    type=click.IntRange(1, 63000),
     default=7000,
     show_default=True,
-    help="Raft ports are BASE+1.., API ports BASE+1001.. (7001.. and 8001.. by default).",
+    help="Raft ports are BASE+1.., API ports BASE+1001.. (7001.. and 8001.. by default); "
+    "gRPC ports etcd's 2379, 22379, 32379.. by default, else BASE+2001..",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option(
@@ -1008,7 +1009,8 @@ def cluster(
     """Start a local cluster of NODES `raftkv serve` processes; Ctrl-C stops them all.
 
     Each node serves the etcd v3 gRPC API too, on etcd's local-cluster ports
-    (2379, 22379, 32379, then 42379, 52379, 62379; nodes 7-9 serve none):
+    (2379, 22379, 32379, then 42379, 52379, 62379; nodes 7-9 serve none; with
+    another --base-port, BASE+2001..):
     ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:2379 put foo bar
     """
     import signal
@@ -1017,7 +1019,11 @@ def cluster(
     ids = [f"n{i}" for i in range(1, nodes + 1)]
     raft = {n: f"{host}:{base_port + i}" for i, n in enumerate(ids, 1)}
     api = {n: f"{host}:{base_port + 1000 + i}" for i, n in enumerate(ids, 1)}
-    grpc = {} if no_grpc else {n: f"{host}:{_etcd_port(i)}" for i, n in enumerate(ids, 1) if i <= 6}
+    grpc = (
+        {}
+        if no_grpc
+        else {n: f"{host}:{_etcd_port(i, base_port)}" for i, n in enumerate(ids, 1) if i <= 6}
+    )
     spec = ",".join(f"{n}={raft[n]}/{api[n]}" for n in ids)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
@@ -1094,8 +1100,14 @@ def cluster(
     click.echo("cluster stopped", err=True)
 
 
-def _etcd_port(i: int) -> int:
-    """etcd's local-cluster client port of node ``i`` (1-based): 2379, 22379, 32379, ..."""
+_DEFAULT_BASE_PORT = 7000
+
+
+def _etcd_port(i: int, base_port: int) -> int:
+    """Node ``i``'s (1-based) gRPC port: etcd's local-cluster client ports 2379, 22379,
+    32379, ... with the default ``--base-port``, else BASE+2001, BASE+2002, ..."""
+    if base_port != _DEFAULT_BASE_PORT:
+        return base_port + 2000 + i
     return 2379 if i == 1 else i * 10_000 + 2379
 
 
