@@ -59,7 +59,7 @@ import enum
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, cast
 
 import msgpack
 
@@ -278,17 +278,30 @@ def _reject_constant(name: str) -> JSONValue:
     raise ValueError(f"{name} is not JSON")
 
 
-_decode_json: Final = json.JSONDecoder(parse_constant=_reject_constant).decode
+# The decoder's C scanner (typeshed does not declare the attribute).
+_scan_json: Final[Callable[[str, int], tuple[Any, int]]] = cast(
+    Any, json.JSONDecoder(parse_constant=_reject_constant)
+).scan_once
+_JSON_SPACE: Final = " \t\n\r"
 
 
 def stored_json(raw: bytes) -> JSONValue | NotJSON:
     """A stored value decoded as JSON, or :data:`NOT_JSON` if it is not JSON text
-    in UTF-8 (the etcd API stores any bytes). ``NaN`` and ``Infinity`` are not JSON."""
+    in UTF-8 (the etcd API stores any bytes). ``NaN`` and ``Infinity`` are not JSON.
+
+    The decoder's scanner is called directly: half the cost of ``json.loads``
+    on the values ``/v1`` writes (compact, no surrounding space).
+    """
     try:
-        value: JSONValue = _decode_json(raw.decode("utf-8"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        text = raw.decode("utf-8")
+        start = 0 if text[:1] not in _JSON_SPACE else len(text) - len(text.lstrip(_JSON_SPACE))
+        value, end = _scan_json(text, start)
+    except (ValueError, StopIteration, RecursionError):  # UnicodeDecodeError is a ValueError
         return NOT_JSON
-    return value
+    if end != len(text) and text[end:].strip(_JSON_SPACE):
+        return NOT_JSON
+    result: JSONValue = value
+    return result
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -321,8 +334,9 @@ class Item:
     @property
     def is_json(self) -> bool:
         """Whether the value is JSON text (an etcd client may have stored any
-        bytes); the ``/v1`` API shows another value as ``value_base64``."""
-        return not self.value_json or stored_json(self.value_json) is not NOT_JSON
+        bytes, the empty value included); the ``/v1`` API shows another value
+        as ``value_base64``."""
+        return stored_json(self.value_json) is not NOT_JSON
 
     def to_json(self, *, keys_only: bool = False) -> dict[str, Any]:
         """The ``/v1`` API's form: key, value (unless keys-only; ``value_base64``

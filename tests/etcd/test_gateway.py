@@ -119,3 +119,16 @@ def test_gateway_reads_take_a_read_only_token(tmp_path: Path) -> None:
                     assert r.status == 200  # a probe: no token
 
     run(scenario())
+
+
+def test_v1_get_of_an_empty_etcd_value_is_valid_json(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with etcd_cluster(tmp_path) as c:
+            url = c.url(await c.leader())
+            async with aiohttp.ClientSession() as s:
+                await post(s, url + "/v3/kv/put", {"key": b64(b"empty")})
+                async with s.get(url + "/v1/kv/empty") as r:
+                    body = await r.json()
+                assert body["value_base64"] == "" and "value" not in body
+
+    run(scenario())

@@ -169,3 +169,11 @@ def test_v1_puts_still_decode_and_apply_as_before() -> None:
     assert log.sm.etcd_range(RangeOp(key=b"a")).kvs[0].value == b'[1,"x"]'
     log.apply(Txn(compares=(), success=(TxnPut(key="b", value=2),), failure=(), time_ms=1))
     assert log.sm.read("b").value == 2
+
+
+def test_an_empty_etcd_value_is_not_json() -> None:
+    log = Log()
+    log.apply(etcd(PutOp(key=b"k", value=b"")))
+    item = log.sm.read("k").item
+    assert item is not None and not item.is_json
+    assert item.to_json()["value_base64"] == ""
