@@ -11,7 +11,7 @@ STAMP = $(VENV)/.installed
 .DEFAULT_GOAL := help
 
 .PHONY: help setup run test lint typecheck format pytest test-all sim-long bench bench-sim bench-kv clean jepsen \
-	deploy-check rolling-restart fuzz browser screenshots
+	deploy-check rolling-restart fuzz browser etcd-tools screenshots
 
 help:
 	@echo "make run        set up and start a local 3-node cluster (Ctrl-C stops it)"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench-sim  simulator throughput (BENCH_PY=... runs it on another CPython)"
 	@echo "make bench-kv   KV throughput/latency/failover: raftkv, etcd, PySyncObj side by side"
 	@echo "make screenshots  regenerate docs/img/*.png (timeline pages in headless Chromium)"
+	@echo "make etcd-tools  install Debian's etcdctl and etcd for the etcd API tests (as root)"
 	@echo "make fuzz       long fuzz runs of every decoder (FUZZ_EXAMPLES, FUZZ_SECONDS)"
 	@echo "make jepsen     fault-test real nodes, 3 then 5 (JEPSEN_SEED, JEPSEN_TIME)"
 	@echo "make deploy-check     lint/validate deploy/ (Dockerfile, compose, Kubernetes)"
@@ -46,7 +47,7 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python run.py
 
-test: lint typecheck browser pytest
+test: lint typecheck browser etcd-tools pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -130,6 +131,18 @@ browser:
 			{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
 			echo "could not install chromium: browser tests will skip"; \
 		else echo "no chromium and not root: browser tests will skip"; fi; }
+
+# Debian's etcdctl (etcd-client) and etcd (etcd-server) for the etcd API's real-client
+# tests (tests/etcd/test_real_clients.py), installed as chromium is; else they skip.
+etcd-tools:
+	@command -v etcdctl >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's etcd-client and etcd-server for the etcd API tests"; \
+			apt-get install -y -q etcd-client etcd-server >/dev/null 2>&1 || \
+			{ apt-get update -q >/dev/null 2>&1 && \
+				apt-get install -y -q etcd-client etcd-server >/dev/null 2>&1; } || \
+			echo "could not install etcd-client/etcd-server: etcdctl tests will skip"; \
+		else echo "no etcdctl/etcd and not root: etcdctl tests will skip"; fi; }
 
 # The README's pictures: timelines of a failing mutant seed and of a run with
 # membership changes, snapshots and reads, rendered by headless Chromium.

@@ -522,6 +522,14 @@ def _fail(message: str) -> NoReturn:
 @click.option("--raft-addr", required=True, envvar="RAFTKV_RAFT_ADDR", help="HOST:PORT for peers.")
 @click.option("--api-addr", required=True, envvar="RAFTKV_API_ADDR", help="HOST:PORT for HTTP.")
 @click.option(
+    "--grpc-addr",
+    default=None,
+    envvar="RAFTKV_GRPC_ADDR",
+    help="HOST:PORT for the etcd v3 gRPC API (etcdctl, etcd client libraries; docs/etcd.md). "
+    "Same TLS and client tokens as the HTTP API. Default: not served (the JSON gateway "
+    "under /v3/ on --api-addr is served either way).",
+)
+@click.option(
     "--initial-cluster",
     default=None,
     envvar="RAFTKV_INITIAL_CLUSTER",
@@ -771,6 +779,7 @@ def serve(
     data_dir: str,
     raft_addr: str,
     api_addr: str,
+    grpc_addr: str | None,
     initial_cluster: str | None,
     initial_cluster_state: str | None,
     peers_from_statefulset: bool,
@@ -858,6 +867,7 @@ def serve(
     try:
         raft = parse_host_port(raft_addr, what="--raft-addr")
         api = parse_host_port(api_addr, what="--api-addr")
+        grpc = parse_host_port(grpc_addr, what="--grpc-addr") if grpc_addr else None
         if peers_from_statefulset:
             if initial_cluster:
                 raise ConfigError(
@@ -892,6 +902,7 @@ def serve(
             data_dir=data_dir,
             raft_addr=raft,
             api_addr=api,
+            grpc_addr=grpc,
             initial_cluster=members,
             initial_cluster_state=initial_cluster_state or "new",
             heartbeat_interval_ms=heartbeat_interval_ms,
@@ -992,6 +1003,16 @@ def _warn_exposed(
             "HTTP API %s:%d serves anyone: no --client-token-file (docs/security.md)",
             *config.api_addr,
         )
+    grpc_addr = getattr(config, "grpc_addr", None)
+    if (
+        grpc_addr is not None
+        and not grpc_addr[0].startswith(loopback)
+        and config.client_tokens is None
+    ):
+        log.warning(
+            "etcd gRPC API %s:%d serves anyone: no --client-token-file (docs/security.md)",
+            *grpc_addr,
+        )
     for path in (secret_file, token_file):
         if path and exposed(path):
             log.warning("%s is readable by group or others; chmod 600 it", path)
@@ -1008,12 +1029,19 @@ def _warn_exposed(
 )
 @click.option(
     "--base-port",
-    type=click.IntRange(1, 64000),
+    type=click.IntRange(1, 63000),
     default=7000,
     show_default=True,
-    help="Raft ports are BASE+1.., API ports BASE+1001.. (7001.. and 8001.. by default).",
+    help="Raft ports are BASE+1.., API ports BASE+1001.. (7001.. and 8001.. by default); "
+    "gRPC ports etcd's 2379, 22379, 32379.. by default, else BASE+2001..",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--no-grpc",
+    is_flag=True,
+    help="Do not serve the etcd v3 gRPC API (by default nodes 1-6 serve it on etcd's "
+    "local-cluster ports 2379, 22379, 32379, ...).",
+)
 @click.option("--heartbeat-interval-ms", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--election-timeout-ms", type=click.IntRange(2), default=1000, show_default=True)
 @click.option("--no-fsync", is_flag=True, help="UNSAFE, for tests/benchmarks only.")
@@ -1023,18 +1051,30 @@ def cluster(
     data_dir: str,
     base_port: int,
     host: str,
+    no_grpc: bool,
     heartbeat_interval_ms: int,
     election_timeout_ms: int,
     no_fsync: bool,
     log_format: str,
 ) -> None:
-    """Start a local cluster of NODES `raftkv serve` processes; Ctrl-C stops them all."""
+    """Start a local cluster of NODES `raftkv serve` processes; Ctrl-C stops them all.
+
+    Each node serves the etcd v3 gRPC API too, on etcd's local-cluster ports
+    (2379, 22379, 32379, then 42379, 52379, 62379; nodes 7-9 serve none; with
+    another --base-port, BASE+2001..):
+    ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:2379 put foo bar
+    """
     import signal
     import subprocess
 
     ids = [f"n{i}" for i in range(1, nodes + 1)]
     raft = {n: f"{host}:{base_port + i}" for i, n in enumerate(ids, 1)}
     api = {n: f"{host}:{base_port + 1000 + i}" for i, n in enumerate(ids, 1)}
+    grpc = (
+        {}
+        if no_grpc
+        else {n: f"{host}:{_etcd_port(i, base_port)}" for i, n in enumerate(ids, 1) if i <= 6}
+    )
     spec = ",".join(f"{n}={raft[n]}/{api[n]}" for n in ids)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
@@ -1073,10 +1113,19 @@ def cluster(
         ]
         if no_fsync:
             cmd.append("--no-fsync")
+        if n in grpc:
+            cmd += ["--grpc-addr", grpc[n]]
         # Own process group: a terminal's Ctrl-C reaches us, and we stop the nodes.
         procs[n] = subprocess.Popen(cmd, env=env, start_new_session=True)
-        click.echo(f"{n}: api http://{api[n]}  raft {raft[n]}  data {os.path.join(data_dir, n)}")
+        etcd = f"  etcd grpc {grpc[n]}" if n in grpc else ""
+        click.echo(
+            f"{n}: api http://{api[n]}{etcd}  raft {raft[n]}  data {os.path.join(data_dir, n)}"
+        )
     click.echo(f"endpoints: {','.join('http://' + api[n] for n in ids)}")
+    if grpc:
+        click.echo(
+            f"etcd endpoints: {','.join(grpc.values())} (ETCDCTL_API=3 etcdctl --endpoints ...)"
+        )
     click.echo(f"dashboard: http://{api[ids[0]]}/ (any node's API serves it)")
     click.echo("Ctrl-C stops the cluster.")
     try:
@@ -1100,6 +1149,17 @@ def cluster(
                 p.kill()
                 p.wait()
     click.echo("cluster stopped", err=True)
+
+
+_DEFAULT_BASE_PORT = 7000
+
+
+def _etcd_port(i: int, base_port: int) -> int:
+    """Node ``i``'s (1-based) gRPC port: etcd's local-cluster client ports 2379, 22379,
+    32379, ... with the default ``--base-port``, else BASE+2001, BASE+2002, ..."""
+    if base_port != _DEFAULT_BASE_PORT:
+        return base_port + 2000 + i
+    return 2379 if i == 1 else i * 10_000 + 2379
 
 
 class _Http:

@@ -147,3 +147,11 @@ def test_help_texts_name_the_new_options() -> None:
     assert "--prefix" in runner.invoke(main, ["delete", "--help"]).output
     assert "stdin" in runner.invoke(main, ["txn", "--help"]).output
     assert "REVISION" in runner.invoke(main, ["compact", "--help"]).output
+
+
+def test_cluster_grpc_ports_are_etcds_local_cluster_ports() -> None:
+    from raftkv.cli import _etcd_port
+
+    assert [_etcd_port(i, 7000) for i in (1, 2, 3)] == [2379, 22379, 32379]
+    # Another --base-port moves them too (parallel clusters on one machine).
+    assert [_etcd_port(i, 20000) for i in (1, 2, 3)] == [22001, 22002, 22003]

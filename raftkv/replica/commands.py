@@ -13,7 +13,9 @@ Rules:
 3. **Keys are text, values are JSON** at this level (the ``/v1`` API's model);
    the store underneath holds bytes: a key's UTF-8, a value's compact JSON text
    (:func:`json_text`). Ranges follow etcd's conventions on those bytes
-   (:class:`KeyRange`).
+   (:class:`KeyRange`). The one exception is :class:`EtcdTxn`, the etcd v3
+   API's writes: raw key and value bytes, stored exactly as the client sent
+   them, in the MVCC store's own vocabulary (:mod:`raftkv.replica.mvcc`).
 4. **Log time.** Every command carries ``time_ms``, stamped by the leader when it
    proposed it; the state machine's clock is the largest one applied.
 
@@ -36,7 +38,25 @@ import msgpack
 
 from raftkv.core.errors import RaftKVError
 from raftkv.replica.leases import MAX_LEASE_ID, MAX_LEASE_TTL_S
-from raftkv.replica.mvcc import prefix_range_end
+from raftkv.replica.mvcc import (
+    Compare as StoreCompare,
+)
+from raftkv.replica.mvcc import (
+    CompareResult,
+    CompareTarget,
+    DeleteRangeOp,
+    InvalidRequestError,
+    Op,
+    PutOp,
+    RangeOp,
+    SortOrder,
+    SortTarget,
+    check_txn,
+    prefix_range_end,
+)
+from raftkv.replica.mvcc import (
+    TxnOp as StoreTxnOp,
+)
 
 __all__ = [
     "JSONValue",
@@ -81,6 +101,7 @@ __all__ = [
     "LeaseRevoke",
     "LeaseCheckpoint",
     "MAX_LEASE_CHECKPOINTS",
+    "EtcdTxn",
     "Command",
     "encode_command",
     "decode_command",
@@ -754,6 +775,54 @@ class LeaseCheckpoint:
         _check_time(self.time_ms)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EtcdTxn:
+    """An etcd v3 API write on raw bytes: a ``Txn``, or a ``Put`` or a
+    ``DeleteRange`` as a transaction of one op with no compares.
+
+    The fields are the MVCC store's (:meth:`~raftkv.replica.mvcc.MVCCStore.txn`):
+    keys and values are bytes and are stored as they are, nested transactions
+    included. Checked when built with :func:`~raftkv.replica.mvcc.check_txn`.
+    """
+
+    op: ClassVar[str] = "etcd_txn"
+    compares: tuple[StoreCompare, ...]
+    success: tuple[Op, ...]
+    failure: tuple[Op, ...]
+    time_ms: int
+    session: Session | None = None
+
+    def __post_init__(self) -> None:
+        for name, items in (
+            ("compares", self.compares),
+            ("success", self.success),
+            ("failure", self.failure),
+        ):
+            if not isinstance(items, tuple):
+                raise InvalidCommand(f"{name} must be a tuple")
+        if any(not isinstance(c, StoreCompare) for c in self.compares):
+            raise InvalidCommand("bad item in compares")
+        try:
+            check_txn(self.compares, self.success, self.failure)
+        except (InvalidRequestError, TypeError) as exc:
+            raise InvalidCommand(f"invalid etcd request: {exc}") from None
+        _check_time(self.time_ms)
+
+    @property
+    def may_put(self) -> bool:
+        """Whether either branch (nested ones included) has a put."""
+        return _has_put(self.success) or _has_put(self.failure)
+
+
+def _has_put(ops: tuple[Op, ...]) -> bool:
+    for op in ops:
+        if isinstance(op, PutOp):
+            return True
+        if isinstance(op, StoreTxnOp) and (_has_put(op.success) or _has_put(op.failure)):
+            return True
+    return False
+
+
 Command: TypeAlias = (
     Put
     | Delete
@@ -768,6 +837,7 @@ Command: TypeAlias = (
     | LeaseGrant
     | LeaseRevoke
     | LeaseCheckpoint
+    | EtcdTxn
 )
 
 
@@ -855,6 +925,8 @@ def encode_command(command: Command, *, time_ms: int | None = None) -> bytes:
             body["expired"] = True
     elif isinstance(command, LeaseCheckpoint):
         body["checkpoints"] = [list(pair) for pair in command.checkpoints]
+    elif isinstance(command, EtcdTxn):
+        body["txn"] = _etcd_txn_to_wire(command.compares, command.success, command.failure)
     body["time_ms"] = command.time_ms if time_ms is None else time_ms
     if command.session is not None:
         body["session"] = [command.session.client_id, command.session.seq]
@@ -987,4 +1059,136 @@ def decode_command(data: bytes) -> Command:
                 raise InvalidCommand("a checkpoint must be [id, remaining_ms]")
             pairs.append((raw[0], raw[1]))
         return LeaseCheckpoint(checkpoints=tuple(pairs), time_ms=time_ms, session=session)
+    if op == "etcd_txn":
+        txn = _etcd_op_from_wire(["t", *_tuple(_field(fields, "txn"), "txn")])
+        assert isinstance(txn, StoreTxnOp)
+        return EtcdTxn(
+            compares=txn.compares,
+            success=txn.success,
+            failure=txn.failure,
+            time_ms=time_ms,
+            session=session,
+        )
     raise InvalidCommand(f"unknown operation {op!r}")
+
+
+# ----------------------------------------------------------------------------- etcd ops
+#
+# An EtcdTxn's wire form: [compares, success, failure], each a list; a compare
+# is [key, range_end, target, result, operand] (enums as their etcd numbers),
+# an op a list tagged "r" (range), "p" (put), "d" (delete) or "t" (nested txn).
+
+
+def _etcd_txn_to_wire(
+    compares: tuple[StoreCompare, ...], success: tuple[Op, ...], failure: tuple[Op, ...]
+) -> list[object]:
+    return [
+        [[c.key, c.range_end, c.target.value, c.result.value, c.operand] for c in compares],
+        [_etcd_op_to_wire(op) for op in success],
+        [_etcd_op_to_wire(op) for op in failure],
+    ]
+
+
+def _etcd_op_to_wire(op: Op) -> list[object]:
+    if isinstance(op, PutOp):
+        return ["p", op.key, op.value, op.lease, op.prev_kv, op.ignore_value, op.ignore_lease]
+    if isinstance(op, DeleteRangeOp):
+        return ["d", op.key, op.range_end, op.prev_kv]
+    if isinstance(op, RangeOp):
+        return [
+            "r",
+            op.key,
+            op.range_end,
+            op.revision,
+            op.limit,
+            op.keys_only,
+            op.count_only,
+            op.sort_order.value,
+            op.sort_target.value,
+            op.min_mod_revision,
+            op.max_mod_revision,
+            op.min_create_revision,
+            op.max_create_revision,
+        ]
+    return ["t", *_etcd_txn_to_wire(op.compares, op.success, op.failure)]
+
+
+def _bytes(raw: object) -> bytes:
+    if not isinstance(raw, bytes):
+        raise InvalidCommand("an etcd key or value must be bytes")
+    return raw
+
+
+def _int(raw: object) -> int:
+    if type(raw) is not int or not _INT_MIN <= raw <= _SEQ_MAX:
+        raise InvalidCommand("an etcd revision, limit or lease must be a 64-bit integer")
+    return raw
+
+
+def _bool(raw: object) -> bool:
+    if not isinstance(raw, bool):
+        raise InvalidCommand("an etcd flag must be true or false")
+    return raw
+
+
+def _enum(kind: type[enum.Enum], raw: object) -> Any:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise InvalidCommand(f"bad {kind.__name__} {raw!r}") from None
+
+
+def _etcd_compare_from_wire(raw: object) -> StoreCompare:
+    if not isinstance(raw, list) or len(raw) != 5:
+        raise InvalidCommand("an etcd compare must be [key, range_end, target, result, operand]")
+    target = _enum(CompareTarget, raw[2])
+    operand = _bytes(raw[4]) if target is CompareTarget.VALUE else _int(raw[4])
+    return StoreCompare(
+        key=_bytes(raw[0]),
+        range_end=_bytes(raw[1]),
+        target=target,
+        result=_enum(CompareResult, raw[3]),
+        operand=operand,
+    )
+
+
+def _etcd_op_from_wire(raw: object, depth: int = 0) -> Op:
+    if not isinstance(raw, list) or not raw:
+        raise InvalidCommand("an etcd op must be a non-empty list")
+    kind = raw[0]
+    if kind == "p" and len(raw) == 7:
+        return PutOp(
+            key=_bytes(raw[1]),
+            value=_bytes(raw[2]),
+            lease=_int(raw[3]),
+            prev_kv=_bool(raw[4]),
+            ignore_value=_bool(raw[5]),
+            ignore_lease=_bool(raw[6]),
+        )
+    if kind == "d" and len(raw) == 4:
+        return DeleteRangeOp(key=_bytes(raw[1]), range_end=_bytes(raw[2]), prev_kv=_bool(raw[3]))
+    if kind == "r" and len(raw) == 13:
+        return RangeOp(
+            key=_bytes(raw[1]),
+            range_end=_bytes(raw[2]),
+            revision=_int(raw[3]),
+            limit=_int(raw[4]),
+            keys_only=_bool(raw[5]),
+            count_only=_bool(raw[6]),
+            sort_order=_enum(SortOrder, raw[7]),
+            sort_target=_enum(SortTarget, raw[8]),
+            min_mod_revision=_int(raw[9]),
+            max_mod_revision=_int(raw[10]),
+            min_create_revision=_int(raw[11]),
+            max_create_revision=_int(raw[12]),
+        )
+    if kind == "t" and len(raw) == 4:
+        if depth > MAX_VALUE_DEPTH:
+            raise InvalidCommand(f"etcd transactions nested deeper than {MAX_VALUE_DEPTH}")
+        compares, success, failure = (_tuple(part, "an etcd txn part") for part in raw[1:])
+        return StoreTxnOp(
+            compares=tuple(_etcd_compare_from_wire(c) for c in compares),
+            success=tuple(_etcd_op_from_wire(op, depth + 1) for op in success),
+            failure=tuple(_etcd_op_from_wire(op, depth + 1) for op in failure),
+        )
+    raise InvalidCommand(f"unknown etcd op {str(raw)[:60]}")

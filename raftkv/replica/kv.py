@@ -49,7 +49,10 @@ Rules:
 
 The store keeps keys as UTF-8 and values as compact JSON text
 (:func:`~raftkv.replica.commands.json_text`); results carry :class:`Item`, whose
-``value_json`` is that text and ``value`` the decoded JSON.
+``value_json`` is that text and ``value`` the decoded JSON. The etcd v3 API
+(:class:`EtcdTxn`) writes any bytes: a stored value that is not JSON text
+(:func:`stored_json`) never equals a JSON value (a CAS or a value compare on
+it fails), and the ``/v1`` API shows it base64-encoded (:attr:`Item.is_json`).
 
 Snapshots are msgpack (version 4): the store's wire form, the sessions, the
 leases ``(id, ttl_s, remaining_ms)``, the alarm, ``applied_index`` and
@@ -60,10 +63,12 @@ before revisions) put their keys in one revision.
 
 from __future__ import annotations
 
+import base64
+import enum
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, cast
 
 import msgpack
 
@@ -82,6 +87,7 @@ from raftkv.replica.commands import (
     Compare,
     Delete,
     DeleteRange,
+    EtcdTxn,
     Get,
     InvalidCommand,
     InvalidSnapshot,
@@ -118,17 +124,21 @@ from raftkv.replica.mvcc import (
     DeleteResult,
     Event,
     FutureRevisionError,
+    KeyNotFoundError,
     KeyValue,
     MVCCError,
     MVCCStore,
+    Op,
     PutOp,
     PutResult,
     RangeOp,
     RangeResult,
     SortOrder,
     SortTarget,
+    TxnResult,
 )
 from raftkv.replica.mvcc import Compare as StoreCompare
+from raftkv.replica.mvcc import TxnOp as StoreTxnOp
 from raftkv.replica.sessions import (
     DEFAULT_MAX_SESSIONS,
     DEFAULT_MAX_SESSIONS_PER_OWNER,
@@ -178,6 +188,7 @@ __all__ = [
     "LeaseGrant",
     "LeaseRevoke",
     "LeaseCheckpoint",
+    "EtcdTxn",
     "Command",
     "check_key",
     "check_value",
@@ -208,7 +219,11 @@ __all__ = [
     "TxnAnswer",
     "LeaseGranted",
     "LeaseRevoked",
+    "EtcdAnswer",
     "Answer",
+    "NotJSON",
+    "NOT_JSON",
+    "stored_json",
     "KVStateMachine",
 ]
 
@@ -280,6 +295,45 @@ _COMPARE_RESULTS: Final = {
 # ----------------------------------------------------------------------------- results
 
 
+class NotJSON(enum.Enum):
+    """Type of :data:`NOT_JSON`: a stored value that is not JSON text."""
+
+    NOT_JSON = "not json"
+
+
+NOT_JSON: Final = NotJSON.NOT_JSON
+
+
+def _reject_constant(name: str) -> JSONValue:
+    raise ValueError(f"{name} is not JSON")
+
+
+# The decoder's C scanner (typeshed does not declare the attribute).
+_scan_json: Final[Callable[[str, int], tuple[Any, int]]] = cast(
+    Any, json.JSONDecoder(parse_constant=_reject_constant)
+).scan_once
+_JSON_SPACE: Final = " \t\n\r"
+
+
+def stored_json(raw: bytes) -> JSONValue | NotJSON:
+    """A stored value decoded as JSON, or :data:`NOT_JSON` if it is not JSON text
+    in UTF-8 (the etcd API stores any bytes). ``NaN`` and ``Infinity`` are not JSON.
+
+    The decoder's scanner is called directly: half the cost of ``json.loads``
+    on the values ``/v1`` writes (compact, no surrounding space).
+    """
+    try:
+        text = raw.decode("utf-8")
+        start = 0 if text[:1] not in _JSON_SPACE else len(text) - len(text.lstrip(_JSON_SPACE))
+        value, end = _scan_json(text, start)
+    except (ValueError, StopIteration, RecursionError):  # UnicodeDecodeError is a ValueError
+        return NOT_JSON
+    if end != len(text) and text[end:].strip(_JSON_SPACE):
+        return NOT_JSON
+    result: JSONValue = value
+    return result
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Item:
     """One key as the store holds it at some revision.
@@ -300,16 +354,27 @@ class Item:
 
     @property
     def value(self) -> JSONValue:
-        """The decoded value (``None`` in a keys-only read)."""
+        """The decoded value (``None`` in a keys-only read, and for a value that
+        is not JSON text: see :attr:`is_json`)."""
         if not self.value_json:
             return None
-        value: JSONValue = json.loads(self.value_json)
-        return value
+        value = stored_json(self.value_json)
+        return None if value is NOT_JSON else value
+
+    @property
+    def is_json(self) -> bool:
+        """Whether the value is JSON text (an etcd client may have stored any
+        bytes, the empty value included); the ``/v1`` API shows another value
+        as ``value_base64``."""
+        return stored_json(self.value_json) is not NOT_JSON
 
     def to_json(self, *, keys_only: bool = False) -> dict[str, Any]:
-        """The ``/v1`` API's form: key, value (unless keys-only) and revisions."""
+        """The ``/v1`` API's form: key, value (unless keys-only; ``value_base64``
+        if it is not JSON text) and revisions."""
         body: dict[str, Any] = {"key": self.key}
-        if not keys_only:
+        if not keys_only and not self.is_json:
+            body["value_base64"] = base64.b64encode(self.value_json).decode("ascii")
+        elif not keys_only:
             body["value"] = self.value
         body["create_revision"] = self.create_revision
         body["mod_revision"] = self.mod_revision
@@ -505,7 +570,41 @@ class LeaseRevoked:
         return not self.replayed
 
 
-Answer: TypeAlias = KVResult | Listing | Deleted | TxnAnswer | LeaseGranted | LeaseRevoked
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EtcdAnswer:
+    """The answer to an :class:`EtcdTxn` (an etcd v3 API write).
+
+    Attributes:
+        index: the entry's log index.
+        revision: the store's revision after it.
+        result: the store's answer, byte for byte (``None`` on an error).
+        error: ``None``, or :data:`ERR_NOSPACE`, :data:`ERR_NOT_FOUND` (a put
+            with ``ignore_value``/``ignore_lease`` on an absent key),
+            :data:`ERR_COMPACTED` / :data:`ERR_FUTURE_REVISION` (a range in the
+            executed branch), or a message starting with
+            :data:`ERR_INVALID_COMMAND`. Nothing was changed.
+        compact_revision: with :data:`ERR_COMPACTED`, the store's compact revision.
+    """
+
+    index: int
+    revision: int
+    result: TxnResult | None = None
+    error: str | None = None
+    compact_revision: int = 0
+    replayed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def executed(self) -> bool:
+        return not self.replayed and (self.error is None or self.error not in _REFUSALS)
+
+
+Answer: TypeAlias = (
+    KVResult | Listing | Deleted | TxnAnswer | LeaseGranted | LeaseRevoked | EtcdAnswer
+)
 """What :meth:`KVStateMachine.apply` returns."""
 
 
@@ -678,10 +777,23 @@ class KVStateMachine:
         )
         return _listing(self._applied_index, result)
 
-    def items(self) -> Iterator[tuple[str, JSONValue]]:
-        """``(key, value)`` pairs in key order, at the current revision."""
+    def etcd_range(self, op: RangeOp) -> RangeResult:
+        """An etcd v3 range read on raw bytes from local state (after a ReadIndex
+        barrier, or stale): the store's own answer.
+
+        Raises:
+            InvalidRequestError: the empty key.
+            RevisionError: ``op.revision`` is compacted or in the future.
+        """
+        result = self._store.execute(op)
+        assert isinstance(result, RangeResult)
+        return result
+
+    def items(self) -> Iterator[tuple[str, JSONValue | NotJSON]]:
+        """``(key, value)`` pairs in key order, at the current revision
+        (:data:`NOT_JSON` for a value that is not JSON text)."""
         for kv in self._store.range(b"\0", b"\0").kvs:
-            yield kv.key.decode("utf-8", "surrogateescape"), json.loads(kv.value)
+            yield kv.key.decode("utf-8", "surrogateescape"), stored_json(kv.value)
 
     def __len__(self) -> int:
         return self._store.key_count
@@ -975,6 +1087,8 @@ class KVStateMachine:
             return _deleted(index, done)
         if isinstance(cmd, Txn):
             return self._txn(index, cmd)
+        if isinstance(cmd, EtcdTxn):
+            return self._etcd_txn(index, cmd)
         if isinstance(cmd, Compact):
             try:
                 store.compact(cmd.revision)
@@ -1038,9 +1152,11 @@ class KVStateMachine:
         if cmd.expect is ABSENT:
             matches = kv is None
         else:
-            matches = kv is not None and json_equal(json.loads(kv.value), cmd.expect)
+            matches = kv is not None and _json_equal(stored_json(kv.value), cmd.expect)
         if not matches:
-            current = None if kv is None else json.loads(kv.value)
+            current = None if kv is None else stored_json(kv.value)
+            if current is NOT_JSON:
+                current = None
             return self._error(index, ERR_CONFLICT, found=kv is not None, current=current)
         if self._alarm:
             return self._error(index, ERR_NOSPACE)
@@ -1081,6 +1197,35 @@ class KVStateMachine:
             index=index, revision=result.revision, succeeded=succeeded, responses=tuple(responses)
         )
 
+    def _etcd_txn(self, index: int, cmd: EtcdTxn) -> EtcdAnswer:
+        store = self._store
+        if self._alarm and cmd.may_put:
+            return EtcdAnswer(index=index, revision=store.revision, error=ERR_NOSPACE)
+        leases = {lease for lease in _put_leases((*cmd.success, *cmd.failure)) if lease}
+        if any(lease not in self._leases for lease in leases):
+            # Stricter than etcd, which checks only the branch that runs.
+            return EtcdAnswer(index=index, revision=store.revision, error=ERR_LEASE_NOT_FOUND)
+        try:
+            result = store.txn(cmd.compares, cmd.success, cmd.failure)
+        except MVCCError as exc:
+            if isinstance(exc, CompactedError):
+                error = ERR_COMPACTED
+            elif isinstance(exc, FutureRevisionError):
+                error = ERR_FUTURE_REVISION
+            elif isinstance(exc, KeyNotFoundError):
+                error = ERR_NOT_FOUND
+            else:
+                error = f"{ERR_INVALID_COMMAND}: {exc}"
+            return EtcdAnswer(
+                index=index,
+                revision=store.revision,
+                error=error,
+                compact_revision=store.compact_revision,
+            )
+        # Keys it wrote follow their new version's lease; keys it deleted leave theirs.
+        self._sync_leases(bool(leases))
+        return EtcdAnswer(index=index, revision=result.revision, result=result)
+
     def _holds(self, compares: tuple[Compare, ...]) -> bool:
         """Whether every compare holds now (etcd's rules for a range and a missing key).
 
@@ -1105,7 +1250,7 @@ class KVStateMachine:
             kvs = self._store.range(key, end).kvs
             if not kvs:
                 return False  # a value compare on no key is false (etcd)
-            equal = [json_equal(json.loads(kv.value), compare.value) for kv in kvs]
+            equal = [_json_equal(stored_json(kv.value), compare.value) for kv in kvs]
             if not (all(equal) if compare.cmp == "==" else not any(equal)):
                 return False
         # Over every key of a range; a transaction without ops writes nothing.
@@ -1141,12 +1286,26 @@ class KVStateMachine:
         return self._error(index, f"{ERR_INVALID_COMMAND}: {exc}")
 
 
+def _json_equal(stored: JSONValue | NotJSON, value: JSONValue) -> bool:
+    """:func:`json_equal`; a value that is not JSON text equals no JSON value."""
+    return stored is not NOT_JSON and json_equal(stored, value)
+
+
 _OUTCOME_ERRORS: Final = {
     Outcome.OK: None,
     Outcome.NOT_FOUND: ERR_NOT_FOUND,
     Outcome.CONFLICT: ERR_CONFLICT,
     Outcome.READ: None,
 }
+
+
+def _put_leases(ops: tuple[Op, ...]) -> Iterator[int]:
+    """The leases the puts of ``ops`` name, nested transactions included."""
+    for op in ops:
+        if isinstance(op, PutOp):
+            yield op.lease
+        elif isinstance(op, StoreTxnOp):
+            yield from _put_leases((*op.success, *op.failure))
 
 
 def _store_op(op: TxnOp) -> PutOp | DeleteRangeOp | RangeOp:

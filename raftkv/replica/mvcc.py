@@ -126,6 +126,7 @@ __all__ = [
     "TxnResult",
     "OpResult",
     "MVCCStore",
+    "check_txn",
     "prefix_range_end",
 ]
 
@@ -591,6 +592,20 @@ def _validate_txn(
             raise EmptyKeyError()
     _validate_ops(success)
     _validate_ops(failure)
+
+
+def check_txn(compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]) -> None:
+    """The checks of module rule 5 that need no state: what :meth:`MVCCStore.txn`
+    raises before it looks at the store, for a caller to refuse a request early.
+
+    Raises:
+        InvalidRequestError: an empty key, ``ignore_value`` with a value,
+            ``ignore_lease`` with a lease, or a branch that writes a key twice.
+        TypeError: an op is none of :data:`Op`'s types.
+    """
+    _validate_txn(compares, success, failure)
+    _branch_writes(success)
+    _branch_writes(failure)
 
 
 _Span: TypeAlias = tuple[bytes, bytes | None]

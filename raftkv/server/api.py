@@ -58,6 +58,10 @@ import aiohttp
 from aiohttp import web
 
 from raftkv.core.types import NodeId
+from raftkv.etcd.gateway import READ_ROUTES
+from raftkv.etcd.gateway import add_routes as add_gateway_routes
+from raftkv.etcd.grpcserver import EtcdGrpcServer
+from raftkv.etcd.service import EtcdService, forwarded_answer
 from raftkv.limits import NODE_ID_RULE, is_node_id
 from raftkv.replica.kv import (
     ABSENT,
@@ -68,6 +72,7 @@ from raftkv.replica.kv import (
     Compact,
     Delete,
     DeleteRange,
+    EtcdTxn,
     Get,
     InvalidCommand,
     KeyRange,
@@ -144,7 +149,7 @@ _READY_TIMEOUT_S = 0.8
 _NODE_KEY: web.AppKey[RaftNode] = web.AppKey("node", RaftNode)
 _CONFIG_KEY: web.AppKey[ServerConfig] = web.AppKey("config", ServerConfig)
 # Routes served without a token and outside the concurrency limit (probes).
-_UNGUARDED = frozenset({"/v1/health/live", "/v1/health/ready", "/"})
+_UNGUARDED = frozenset({"/v1/health/live", "/v1/health/ready", "/", "/health", "/version"})
 _CLUSTER_STATUS_TIMEOUT_S = 0.5
 # The dashboard page (static; it holds no data and fetches /v1/cluster).
 _DASHBOARD = (resources.files("raftkv.viz") / "dashboard.html").read_text(encoding="utf-8")
@@ -302,7 +307,7 @@ class _Guard:
                 if method == "GET" and path == STATUS_ROUTE and tokens.is_status_token(token):
                     return self._admit(method, path, remote)
                 return self._refuse(method, path, remote, 401, "unauthenticated", "invalid token")
-            if method not in ("GET", "HEAD") and not entry.can_write:
+            if method not in ("GET", "HEAD") and path not in READ_ROUTES and not entry.can_write:
                 return self._refuse(
                     method, path, remote, 403, "forbidden", "this token is read-only"
                 )
@@ -483,6 +488,7 @@ class _Api:
         self.guard: _Guard | None = None
         # Forwarded lease requests being served (a reference keeps each task alive).
         self._tasks: set[asyncio.Future[None]] = set()
+        self.etcd: EtcdService | None = None
 
     # -- forwarding (Rule 2) --------------------------------------------------
 
@@ -572,6 +578,15 @@ class _Api:
         status, body = await node.forward(payload)
         return status, body, {"X-Raftkv-Leader": leader}
 
+    async def forward_command(
+        self, command: Command, authorization: str | None
+    ) -> tuple[int, bytes]:
+        """Hand a validated write of another API (the etcd API's) to the leader
+        as :meth:`_write` does; the leader's (status, body)."""
+        origin = _Origin(None, authorization, None)
+        status, body, _ = await self._forward_write(origin, self.node.leader, command)
+        return status, body
+
     def serve_forwarded(self, payload: bytes, reply: ForwardReply) -> None:
         """On the leader: serve a write a follower forwarded over the peer link.
 
@@ -616,12 +631,16 @@ class _Api:
     def _propose_forwarded(self, command: Command, reply: ForwardReply) -> None:
         node = self.node
         try:
-            if isinstance(command, Get | Range | Alarm | LeaseCheckpoint) or (
-                isinstance(command, LeaseRevoke) and command.expired
+            if (
+                isinstance(command, Get | Range | LeaseCheckpoint)
+                or (isinstance(command, Alarm) and command.active)
+                or (isinstance(command, LeaseRevoke) and command.expired)
             ):
                 # Reads are served by the node that received them (ReadIndex);
-                # only the leader's quota check proposes an alarm, and only its
-                # lessor checkpoints leases and revokes expired ones.
+                # only the leader's quota check raises the alarm (a client may
+                # clear it, as etcd's may: the quota raises it again if need
+                # be), and only its lessor checkpoints leases and revokes
+                # expired ones.
                 raise InvalidCommand(f"{command.op} is not a write a client may send")
             if not node.is_leader:
                 # The follower's view was stale; as for an HTTP forward, no second hop.
@@ -650,7 +669,10 @@ class _Api:
             logger.error("serving a forwarded write failed", exc_info=exc)
             reply(500, b'{"error": "internal error"}')
             return
-        status, body, _ = write_answer(proposed.result(), command, self.node.node_id)
+        if isinstance(command, EtcdTxn):
+            status, body = forwarded_answer(proposed.result())
+        else:
+            status, body, _ = write_answer(proposed.result(), command, self.node.node_id)
         self.node.metrics.http("forwarded-write", status)
         reply(status, body)
 
@@ -1316,6 +1338,8 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
     r.add_get("/v1/leases/{lease_id}", api.lease_ttl, allow_head=False)
     r.add_delete("/v1/leases/{lease_id}", api.lease_revoke)
     r.add_post("/v1/leases/{lease_id}/keepalive", api.lease_keepalive)
+    api.etcd = EtcdService(node, config, api.forward_command)
+    add_gateway_routes(r, api.etcd)
     return app, api
 
 
@@ -1341,6 +1365,12 @@ class ApiServer:
             not os.environ.get("RAFTKV_NO_FAST_HTTP") if fast_path is None else fast_path
         )
         self.port = config.api_addr[1]
+        self.grpc: EtcdGrpcServer | None = None
+
+    @property
+    def grpc_port(self) -> int | None:
+        """The etcd gRPC API's port (``None``: not served)."""
+        return self.grpc.port if self.grpc is not None else None
 
     async def start(self) -> None:
         config = self.config
@@ -1376,6 +1406,15 @@ class ApiServer:
         )
         self.node.metrics.watch_http(self.fast.stats, self._open_connections)
         self.port = await self.fast.start(host, port, ssl=server_ssl)
+        if config.grpc_addr is not None:
+            assert api.etcd is not None
+            self.grpc = EtcdGrpcServer(api.etcd, config)
+            try:
+                await self.grpc.start()
+            except BaseException:
+                await self.stop(abort=True)
+                raise
+            api.etcd.grpc_addr = (config.grpc_addr[0], self.grpc.port)
         logger.info(
             "http api listening",
             extra={
@@ -1406,6 +1445,9 @@ class ApiServer:
         """Stop listening and close every connection; ``abort``: without waiting
         for requests in progress (a failed node)."""
         fast, self.fast = self.fast, None
+        grpc_server, self.grpc = self.grpc, None
+        if grpc_server is not None:
+            await grpc_server.stop(grace=None if abort else self.config.request_timeout_s)
         if fast is not None:
             fast.close(abort=abort)
         if self._runner is not None:

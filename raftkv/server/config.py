@@ -53,6 +53,8 @@ class ServerConfig:
         data_dir: where the WAL and snapshots live.
         raft_addr: (host, port) the peer transport listens on.
         api_addr: (host, port) the HTTP API listens on.
+        grpc_addr: (host, port) the etcd v3 gRPC API listens on (``None``: not
+            served; the JSON gateway on ``api_addr`` is served either way).
         initial_cluster: the founding members (``new``) or the current members
             plus this node (``existing``); read only when the data dir is empty,
             except as a fallback address book.
@@ -113,6 +115,7 @@ class ServerConfig:
     data_dir: str
     raft_addr: HostPort
     api_addr: HostPort
+    grpc_addr: HostPort | None = None
     initial_cluster: dict[NodeId, Member] = field(default_factory=dict)
     initial_cluster_state: str = "new"
     heartbeat_interval_ms: int = 100

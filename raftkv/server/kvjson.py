@@ -16,11 +16,14 @@ NOSPACE 507, a revision below the compaction point 410 (with
 
 Rule 3: a stored value leaves as it is stored: its compact JSON text
 (:attr:`~raftkv.replica.kv.Item.value_json`) is spliced into the answer, not
-decoded and encoded again (the key read is the hottest route).
+encoded again (the key read is the hottest route) -- once checked to be JSON
+text: a value an etcd client stored that is not leaves base64-encoded, as
+``value_base64`` instead of ``value``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -498,6 +501,14 @@ def lease_grant_fields(obj: object) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- answers
 
 
+def _value_field(item: Item) -> bytes:
+    """``"value": <JSON text>``, or ``"value_base64": "..."`` for a value that is
+    not JSON text (an etcd client's bytes; docs/api.md)."""
+    if item.is_json:
+        return b'"value": ' + item.value_json
+    return b'"value_base64": "' + base64.b64encode(item.value_json) + b'"'
+
+
 def _item(item: Item) -> bytes:
     """One key as the API shows it; a keys-only read's item (empty text) has no value."""
     if not item.value_json:
@@ -507,9 +518,9 @@ def _item(item: Item) -> bytes:
             item.mod_revision,
             item.version,
         )
-    return b'{"key": %s, "value": %s, "create_revision": %d, "mod_revision": %d, "version": %d}' % (
+    return b'{"key": %s, %s, "create_revision": %d, "mod_revision": %d, "version": %d}' % (
         _text(item.key),
-        item.value_json,
+        _value_field(item),
         item.create_revision,
         item.mod_revision,
         item.version,
@@ -539,11 +550,11 @@ def read_answer(key: str, item: Item | None, *, index: int, revision: int) -> An
             404, {"error": ERR_NOT_FOUND, "key": key, "index": index, "revision": revision}
         )
     body = (
-        b'{"key": %s, "value": %s, "index": %d, "create_revision": %d, "mod_revision": %d, '
+        b'{"key": %s, %s, "index": %d, "create_revision": %d, "mod_revision": %d, '
         b'"version": %d, "revision": %d}'
         % (
             _text(key),
-            item.value_json,
+            _value_field(item),
             index,
             item.create_revision,
             item.mod_revision,

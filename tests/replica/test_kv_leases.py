@@ -309,3 +309,29 @@ def test_history_after_compaction(log: Log) -> None:
     assert [e.kv.mod_revision for e in events] == [4, 5, 6]
     assert events[0].prev_kv is None  # dropped by the compaction
     assert events[1].prev_kv is not None and events[1].prev_kv.mod_revision == 4
+
+
+def test_etcd_writes_keep_the_lease_table_true(log: Log) -> None:
+    """The etcd API's raw-bytes transactions attach, move and detach keys like
+    /v1 writes, and refuse a lease that does not exist."""
+    from raftkv.replica.kv import EtcdAnswer, EtcdTxn
+    from raftkv.replica.mvcc import DeleteRangeOp, PutOp
+
+    def etcd(*ops: object) -> Any:
+        return log.apply(EtcdTxn(compares=(), success=ops, failure=(), time_ms=1))  # type: ignore[arg-type]
+
+    lease = grant(log)
+    r = etcd(PutOp(key=b"a", value=b"x", lease=lease), PutOp(key=b"b", value=b"y", lease=lease))
+    assert isinstance(r, EtcdAnswer) and r.ok
+    assert log.sm.leases.keys_of(lease) == [b"a", b"b"]
+    etcd(DeleteRangeOp(key=b"a"))  # a delete detaches
+    etcd(PutOp(key=b"b", value=b"z"))  # a put without a lease detaches
+    assert log.sm.leases.keys_of(lease) == []
+    etcd(PutOp(key=b"a", value=b"again"))
+    revoked = log.apply(LeaseRevoke(id=lease, time_ms=1))
+    assert isinstance(revoked, LeaseRevoked) and revoked.deleted == 0
+    assert "a" in log.sm and "b" in log.sm  # the revoke left the re-put keys alone
+    before = log.sm.revision
+    r = etcd(PutOp(key=b"c", value=b"x", lease=424242))
+    assert isinstance(r, EtcdAnswer) and r.error == ERR_LEASE_NOT_FOUND
+    assert log.sm.revision == before and "c" not in log.sm

@@ -55,6 +55,7 @@ from raftkv.replica.kv import (
     Cas,
     Command,
     Compact,
+    EtcdTxn,
     KVStateMachine,
     LeaseGrant,
     MultiPut,
@@ -80,13 +81,16 @@ COMPACT_KEYS_PER_TICK = 2_000
 
 def may_add_data(command: Command) -> bool:
     """Whether ``command`` may write a value: a put, a compare-and-set, a
-    multi-put, or a transaction with a put in either branch (which branch runs
-    is known only when it is applied; etcd refuses these alike); or grant a
-    lease (the replica refuses a grant under the alarm too, as etcd does)."""
+    multi-put, or a transaction (``/v1``'s or etcd's) with a put in either
+    branch (which branch runs is known only when it is applied; etcd refuses
+    these alike); or grant a lease (the replica refuses a grant under the
+    alarm too, as etcd does)."""
     if isinstance(command, Put | Cas | MultiPut | LeaseGrant):
         return True
     if isinstance(command, Txn):
         return any(isinstance(op, TxnPut) for op in (*command.success, *command.failure))
+    if isinstance(command, EtcdTxn):
+        return command.may_put
     return False
 
 

@@ -1,0 +1,374 @@
+"""The etcd v3 API's handlers on one node, for the gRPC server and the JSON gateway.
+
+Rule 1: one handler per etcd method, taking and returning etcd's protobuf
+messages and raising :class:`~raftkv.etcd.errors.EtcdError`; the transports
+(:mod:`raftkv.etcd.grpcserver`, :mod:`raftkv.etcd.gateway`) only decode,
+authenticate and encode.
+
+Rule 2: reads and writes take the node's own paths, as ``/v1`` does. A
+``Range`` is linearizable (ReadIndex, on followers too) unless ``serializable``,
+then served from local state. A write is an
+:class:`~raftkv.replica.kv.EtcdTxn` (``Put``, ``DeleteRange``, ``Txn``) or a
+:class:`~raftkv.replica.kv.Compact`, proposed on the leader after the space
+quota's check; a follower forwards it as the ``/v1`` API does (over the peer
+link, or over HTTP with the client's token), through the ``forward`` callable
+the API gives it. The leader answers a forwarded ``EtcdTxn`` with
+:func:`forwarded_answer`, which :func:`_forwarded_result` reads back.
+
+Rule 3: identity. A member's id is :func:`~raftkv.etcd.convert.name_id` of its
+node id, the cluster's of :data:`CLUSTER_NAME`; every answer's header carries
+them, the store revision and this node's Raft term.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from raftkv.core.types import NodeId
+from raftkv.etcd import convert, errors
+from raftkv.etcd.errors import EtcdError
+from raftkv.etcd.pb import rpc_pb2
+from raftkv.replica.kv import (
+    ERR_COMPACTED,
+    ERR_FUTURE_REVISION,
+    ERR_NOSPACE,
+    ERR_NOT_FOUND,
+    Alarm,
+    Command,
+    Compact,
+    EtcdAnswer,
+    EtcdTxn,
+    KVResult,
+    KVStateMachine,
+    encode_command,
+)
+from raftkv.replica.mvcc import MVCCError, TxnOp
+from raftkv.server.config import ServerConfig
+from raftkv.server.errors import (
+    NodeFailed,
+    NodeStopped,
+    NoLeader,
+    NoSpace,
+    OutcomeUnknown,
+    ProposalLost,
+    ReadTimeout,
+    ServerError,
+)
+from raftkv.server.node import RaftNode
+
+__all__ = [
+    "CLUSTER_NAME",
+    "SERVER_VERSION",
+    "ForwardWrite",
+    "EtcdService",
+    "forwarded_answer",
+]
+
+logger = logging.getLogger(__name__)
+
+CLUSTER_NAME: Final = "raftkv"
+"""The name the cluster id is derived from (every raftkv cluster has the same id)."""
+SERVER_VERSION: Final = "3.5.0"
+"""The etcd version raftkv answers as (``Status``, ``GET /version``): the API it
+speaks is etcd 3.5's, and clients gate features on this number."""
+
+ForwardWrite = Callable[[Command, str | None], Awaitable[tuple[int, bytes]]]
+"""Have the leader serve a validated write, with the client's ``Authorization``
+(for the leader's token check): its (HTTP status, body)."""
+
+_FORWARDED_OK: Final = 200
+_FORWARDED_REFUSED: Final = 409
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def forwarded_answer(answer: object) -> tuple[int, bytes]:
+    """On the leader: the (status, body) a follower gets for its forwarded
+    ``EtcdTxn``: 200 and the ``TxnResponse`` (no header), or 409 and
+    ``{"error": ERR_*, "compact_revision": N}``."""
+    if not isinstance(answer, EtcdAnswer):
+        return 500, b'{"error": "not an etcd answer"}'
+    if answer.result is not None:
+        return _FORWARDED_OK, convert.txn_response(answer.result).SerializeToString()
+    body = {"error": answer.error, "compact_revision": answer.compact_revision}
+    return _FORWARDED_REFUSED, json.dumps(body).encode()
+
+
+def _answer_error(error: str | None) -> EtcdError:
+    """The etcd error of an :class:`EtcdAnswer`'s (or a forwarded answer's) ``error``."""
+    if error == ERR_NOSPACE:
+        return errors.NO_SPACE
+    if error == ERR_COMPACTED:
+        return errors.COMPACTED
+    if error == ERR_FUTURE_REVISION:
+        return errors.FUTURE_REVISION
+    if error == ERR_NOT_FOUND:
+        return errors.KEY_NOT_FOUND
+    return errors.invalid_argument(str(error))
+
+
+def _server_error(exc: ServerError) -> EtcdError:
+    """The etcd error of a runtime error (nothing happened, or the outcome is unknown)."""
+    if isinstance(exc, NoSpace):
+        return errors.NO_SPACE
+    if isinstance(exc, NoLeader | ProposalLost):
+        return errors.NO_LEADER
+    if isinstance(exc, OutcomeUnknown | ReadTimeout):
+        return errors.TIMEOUT
+    if isinstance(exc, NodeStopped | NodeFailed):
+        return errors.STOPPED
+    return EtcdError(errors.Code.UNAVAILABLE, f"etcdserver: {exc.message}")
+
+
+def _forwarded_error(status: int, body: bytes) -> EtcdError:
+    """The etcd error of a leader's refusal of a forwarded write (``/v1``'s statuses)."""
+    try:
+        parsed: Any = json.loads(body)
+    except ValueError:
+        parsed = {}
+    message = parsed.get("error") if isinstance(parsed, dict) else None
+    if status == _FORWARDED_REFUSED:
+        return _answer_error(message)
+    if status == 410:
+        return errors.COMPACTED
+    if status == 507:
+        return errors.NO_SPACE
+    if status == 503:
+        return errors.NO_LEADER
+    if status == 504:
+        return errors.TIMEOUT
+    if status == 401:
+        return errors.INVALID_AUTH_TOKEN
+    if status == 403:
+        return errors.PERMISSION_DENIED
+    if status == 400 and message == ERR_FUTURE_REVISION:
+        return errors.FUTURE_REVISION
+    if status in (400, 413):
+        return errors.invalid_argument(str(message))
+    return EtcdError(errors.Code.UNKNOWN, f"etcdserver: leader answered {status}: {message}")
+
+
+class EtcdService:
+    """The etcd API's handlers on ``node`` (the module rules).
+
+    Args:
+        node: the node served.
+        config: its configuration (timeouts, limits, TLS, advertised addresses).
+        forward: how a follower hands a write to the leader (``/v1``'s forwarding).
+    """
+
+    def __init__(self, node: RaftNode, config: ServerConfig, forward: ForwardWrite) -> None:
+        self.node = node
+        self.config = config
+        self._forward = forward
+        self.cluster_id = convert.name_id(CLUSTER_NAME)
+        self.member_id = convert.name_id(node.node_id)
+        # Where this node's gRPC API listens (its port once bound), for MemberList.
+        self.grpc_addr = config.grpc_addr
+
+    # ------------------------------------------------------------------ helpers
+
+    def _kv(self) -> KVStateMachine:
+        sm = self.node.state_machine
+        if not isinstance(sm, KVStateMachine):
+            raise errors.unimplemented("the KV service on a node without the KV store")
+        return sm
+
+    def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
+        """This node's header; ``revision`` defaults to the store's current one."""
+        if revision is None:
+            revision = self._kv().revision
+        return convert.header(self.cluster_id, self.member_id, revision, self.node.term)
+
+    def _check_size(self, txn: TxnOp) -> None:
+        """etcd's request size limit, on our key and value limits."""
+        config = self.config
+        for op in (*txn.success, *txn.failure):
+            key = getattr(op, "key", b"")
+            if len(key) > config.max_key_bytes:
+                raise errors.REQUEST_TOO_LARGE
+            if len(getattr(op, "value", b"")) > config.max_value_bytes:
+                raise errors.REQUEST_TOO_LARGE
+            if isinstance(op, TxnOp):
+                self._check_size(op)
+
+    async def _propose(self, command: Command, authorization: str | None) -> object:
+        """The result of ``command`` applied on the leader (Rule 2)."""
+        node = self.node
+        try:
+            if node.is_leader:
+                node.admit_write(command)
+                return await node.propose(
+                    encode_command(command), timeout=self.config.request_timeout_s
+                )
+            if node.leader is None:
+                raise errors.NO_LEADER
+            status, body = await self._forward(command, authorization)
+        except ServerError as exc:
+            raise _server_error(exc) from None
+        if status != _FORWARDED_OK:
+            raise _forwarded_error(status, body)
+        if isinstance(command, EtcdTxn):
+            return rpc_pb2.TxnResponse.FromString(body)
+        return None
+
+    async def _write(self, txn: TxnOp, authorization: str | None) -> rpc_pb2.TxnResponse:
+        """An ``EtcdTxn`` proposed (or forwarded) and answered, header and all."""
+        self._check_size(txn)
+        command = EtcdTxn(
+            compares=txn.compares, success=txn.success, failure=txn.failure, time_ms=_now_ms()
+        )
+        result = await self._propose(command, authorization)
+        if isinstance(result, EtcdAnswer):
+            if result.result is None:
+                raise _answer_error(result.error)
+            response = convert.txn_response(result.result)
+        elif isinstance(result, rpc_pb2.TxnResponse):
+            response = result
+        else:
+            raise EtcdError(errors.Code.INTERNAL, "etcdserver: unexpected answer to a write")
+        response.header.CopyFrom(self.header(response.header.revision))
+        return response
+
+    # ------------------------------------------------------------------ KV
+
+    async def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        op = convert.range_op(req)
+        sm = self._kv()
+        try:
+            if req.serializable:
+                self.node.metrics.read("stale")
+            else:
+                await self.node.read_barrier(timeout=self.config.request_timeout_s)
+        except ServerError as exc:
+            raise _server_error(exc) from None
+        try:
+            result = sm.etcd_range(op)
+        except MVCCError as exc:
+            raise convert.mvcc_error(exc) from None
+        return convert.range_response(result, self.header(result.revision))
+
+    async def put(
+        self, req: rpc_pb2.PutRequest, authorization: str | None = None
+    ) -> rpc_pb2.PutResponse:
+        txn = convert.txn_op(rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_put=req)]))
+        response = await self._write(txn, authorization)
+        put = response.responses[0].response_put
+        put.header.CopyFrom(response.header)
+        return put
+
+    async def delete_range(
+        self, req: rpc_pb2.DeleteRangeRequest, authorization: str | None = None
+    ) -> rpc_pb2.DeleteRangeResponse:
+        txn = convert.txn_op(
+            rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_delete_range=req)])
+        )
+        response = await self._write(txn, authorization)
+        deleted = response.responses[0].response_delete_range
+        deleted.header.CopyFrom(response.header)
+        return deleted
+
+    async def txn(
+        self, req: rpc_pb2.TxnRequest, authorization: str | None = None
+    ) -> rpc_pb2.TxnResponse:
+        return await self._write(convert.txn_op(req), authorization)
+
+    async def compact(
+        self, req: rpc_pb2.CompactionRequest, authorization: str | None = None
+    ) -> rpc_pb2.CompactionResponse:
+        sm = self._kv()
+        if req.revision <= sm.compact_revision:
+            raise errors.COMPACTED
+        if req.revision > sm.revision:
+            raise errors.FUTURE_REVISION
+        command = Compact(revision=req.revision, time_ms=_now_ms())
+        result = await self._propose(command, authorization)
+        if isinstance(result, KVResult) and not result.ok:
+            raise _answer_error(result.error)
+        return rpc_pb2.CompactionResponse(header=self.header())
+
+    # ------------------------------------------------------------------ Maintenance
+
+    def _alarms(self) -> list[rpc_pb2.AlarmMember]:
+        if not self._kv().alarm:
+            return []
+        # The alarm is the cluster's (one replicated flag); etcd lists it per
+        # member that raised it. raftkv names the leader, which raised it.
+        leader = self.node.leader
+        member = convert.name_id(leader) if leader is not None else self.member_id
+        return [rpc_pb2.AlarmMember(memberID=member, alarm=rpc_pb2.NOSPACE)]
+
+    async def status(self, req: rpc_pb2.StatusRequest) -> rpc_pb2.StatusResponse:
+        try:
+            status = self.node.status()
+        except ServerError as exc:
+            raise _server_error(exc) from None
+        sm = self._kv()
+        alarms = [f"memberID:{a.memberID} alarm:NOSPACE " for a in self._alarms()]
+        return rpc_pb2.StatusResponse(
+            header=self.header(),
+            version=SERVER_VERSION,
+            dbSize=sm.size_bytes,
+            dbSizeInUse=sm.size_bytes,
+            leader=convert.name_id(status.leader) if status.leader is not None else 0,
+            raftIndex=status.commit_index,
+            raftTerm=status.term,
+            raftAppliedIndex=status.applied_index,
+            errors=alarms,
+            isLearner=self.node.node_id in status.learners,
+        )
+
+    async def alarm(
+        self, req: rpc_pb2.AlarmRequest, authorization: str | None = None
+    ) -> rpc_pb2.AlarmResponse:
+        if req.action == rpc_pb2.AlarmRequest.GET:
+            return rpc_pb2.AlarmResponse(header=self.header(), alarms=self._alarms())
+        if req.action == rpc_pb2.AlarmRequest.ACTIVATE:
+            raise errors.invalid_argument(
+                "raftkv raises the NOSPACE alarm itself, when the store passes --quota-bytes"
+            )
+        if req.alarm in (rpc_pb2.NONE, rpc_pb2.NOSPACE) and self._kv().alarm:
+            # The quota raises it again at once if the store is still over it.
+            alarms = self._alarms()
+            await self._propose(Alarm(active=False, time_ms=_now_ms()), authorization)
+            return rpc_pb2.AlarmResponse(header=self.header(), alarms=alarms)
+        return rpc_pb2.AlarmResponse(header=self.header())
+
+    # ------------------------------------------------------------------ Cluster
+
+    async def member_list(self, req: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
+        try:
+            if req.linearizable:
+                await self.node.read_barrier(timeout=self.config.request_timeout_s)
+            status = self.node.status()
+        except ServerError as exc:
+            raise _server_error(exc) from None
+        scheme = "https" if self.config.tls else "http"
+        members = []
+        for node_id, member in sorted(self.node.members.items()):
+            client_urls = [member.api_url(scheme=scheme)]
+            if node_id == self.node.node_id and self.grpc_addr is not None:
+                client_urls.insert(0, _url(scheme, self.grpc_addr))
+            members.append(
+                rpc_pb2.Member(
+                    ID=convert.name_id(node_id),
+                    name=node_id,
+                    peerURLs=[_url(scheme, member.raft)],
+                    clientURLs=client_urls,
+                    isLearner=NodeId(node_id) in status.learners,
+                )
+            )
+        return rpc_pb2.MemberListResponse(header=self.header(), members=members)
+
+
+def _url(scheme: str, addr: tuple[str, int]) -> str:
+    host, port = addr
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
