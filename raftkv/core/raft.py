@@ -44,6 +44,7 @@ from raftkv.core.messages import (
 )
 from raftkv.core.progress import Progress, ProgressState
 from raftkv.core.quorum import JointConfig, VoteResult
+from raftkv.core.read_only import ReadOnly
 from raftkv.core.storage import Storage
 from raftkv.core.types import (
     ConfChange,
@@ -71,16 +72,6 @@ class RandomSource(Protocol):
     """The only randomness the core uses; ``random.Random`` satisfies it."""
 
     def randrange(self, start: int, stop: int) -> int: ...
-
-
-@dataclass(slots=True)
-class _ReadRequest:
-    """A ReadIndex request waiting for its heartbeat round to be acknowledged."""
-
-    index: Index
-    context: bytes
-    sender: NodeId
-    round: int
 
 
 @dataclass(slots=True)
@@ -191,19 +182,12 @@ class Raft:
         # proposed only once it has been applied.
         self.pending_conf_index: Index = 0
 
-        # ReadIndex (§6.4).
-        self.read_round = 0
-        self.read_round_unsent = False
-        self.read_queue: list[_ReadRequest] = []
-        self.read_acks: dict[int, set[NodeId]] = {}
-        self.reads_awaiting_commit: list[tuple[bytes, NodeId]] = []
+        # ReadIndex (§6.4): the leader's rounds and queued reads, and the
+        # answers for the driver.
+        self.reads = ReadOnly()
         self.read_states: list[ReadState] = []
-        # Lease reads (§6.4.1): ticks since this node became leader, the tick
-        # at which each heartbeat round was sent, and the tick before which a
-        # quorum's acknowledgement guarantees no other leader can exist.
+        # Lease reads (§6.4.1): ticks since this node became leader.
         self.leader_ticks = 0
-        self.round_sent_tick: dict[int, int] = {}
-        self.lease_until = 0
 
         self.snapshot_receiver: _SnapshotReceiver | None = None
         # The snapshot last sent and its checksum: computed once per snapshot,
@@ -308,13 +292,8 @@ class Raft:
         self.prs = {}
         self.pending_broadcast = False
         self.lead_transferee = None
-        self.read_round_unsent = False
-        self.read_queue = []
-        self.read_acks = {}
-        self.reads_awaiting_commit = []
+        self.reads.reset()
         self.leader_ticks = 0
-        self.round_sent_tick = {}
-        self.lease_until = 0
 
     def become_follower(self, term: Term, leader: NodeId | None) -> None:
         self._reset(term)
@@ -577,11 +556,10 @@ class Raft:
                 return True
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
             self.heartbeat_elapsed = 0
-            if self.config.read_only == "lease" and not self.read_round_unsent:
+            if self.config.read_only == "lease":
                 # Every heartbeat is a round, so acknowledgements extend the lease.
-                self.read_round += 1
-                self.read_round_unsent = True
-            self.broadcast_heartbeat(self._take_read_round())
+                self.reads.open_round()
+            self.broadcast_heartbeat(self.reads.take_round(self.node_id, self.leader_ticks))
             return True
         return acted
 
@@ -814,9 +792,8 @@ class Raft:
         index = self.voters.committed_index(acked)
         if not self.log.maybe_commit(index, self.term):
             return False
-        if self.reads_awaiting_commit and self.may_serve_reads():
-            waiting, self.reads_awaiting_commit = self.reads_awaiting_commit, []
-            for context, sender in waiting:
+        if self.reads.awaiting_commit and self.may_serve_reads():
+            for context, sender in self.reads.take_awaiting():
                 self.handle_read_index(context, sender)
         return True
 
@@ -937,35 +914,23 @@ class Raft:
             # committed prefix (§6.4 step 1) -- a single voter neither: after a
             # restart its stored commit index may be below what it acknowledged.
             # Answer after the first commit.
-            self.reads_awaiting_commit.append((context, sender))
+            self.reads.wait_for_commit(context, sender)
             return
         if self.voters.has_quorum({self.node_id}):
             # A single voter is its own quorum: no heartbeat round (step 3).
-            self._release_read(_ReadRequest(self.log.committed, context, sender, 0))
+            self._release_read(self.log.committed, context, sender)
             return
         if (
             self.config.read_only == "lease"
             and self.lead_transferee is None
-            and self.leader_ticks < self.lease_until
+            and self.leader_ticks < self.reads.lease_until
         ):
             # Lease-based read (§6.4.1): a quorum acknowledged a heartbeat sent
             # less than an election timeout ago, and each of those voters ignores
             # candidates for an election timeout after hearing from us.
-            self._release_read(_ReadRequest(self.log.committed, context, sender, 0))
+            self._release_read(self.log.committed, context, sender)
             return
-        if not self.read_round_unsent:
-            self.read_round += 1
-            self.read_round_unsent = True
-        self.read_queue.append(_ReadRequest(self.log.committed, context, sender, self.read_round))
-
-    def _take_read_round(self) -> bytes:
-        """The context for the next heartbeat: the newest unsent read round, if any."""
-        if not self.read_round_unsent:
-            return b""
-        self.read_round_unsent = False
-        self.read_acks[self.read_round] = {self.node_id}
-        self.round_sent_tick[self.read_round] = self.leader_ticks
-        return self.read_round.to_bytes(8, "big")
+        self.reads.add(self.log.committed, context, sender)
 
     def flush_reads(self) -> None:
         """Send the heartbeat round that confirms leadership for queued reads.
@@ -973,42 +938,22 @@ class Raft:
         Every read registered since the last round rides on one round (batched
         ReadIndex): one broadcast, however many reads arrived.
         """
-        if self.role is _LEADER and self.read_round_unsent:
-            self.broadcast_heartbeat(self._take_read_round())
+        if self.role is _LEADER and self.reads.unsent:
+            self.broadcast_heartbeat(self.reads.take_round(self.node_id, self.leader_ticks))
 
     def handle_read_ack(self, context: bytes, sender: NodeId) -> None:
-        if len(context) != 8:
-            return
-        round_ = int.from_bytes(context, "big")
-        acks = self.read_acks.get(round_)
-        if acks is None:
-            return
-        acks.add(sender)
-        if not self.voters.has_quorum(acks):
-            return
-        # A quorum still accepted us as leader after these reads arrived.
-        sent = self.round_sent_tick.get(round_, 0)
-        lease = sent + self.election_timeout - self.config.lease_drift_ticks
-        self.lease_until = max(self.lease_until, lease)
-        for r in [r for r in self.read_acks if r <= round_]:
-            del self.read_acks[r]
-            self.round_sent_tick.pop(r, None)
-        ready = [req for req in self.read_queue if req.round <= round_]
-        self.read_queue = [req for req in self.read_queue if req.round > round_]
-        for req in ready:
-            self._release_read(req)
+        # Once a quorum still accepted us as leader after these reads arrived.
+        lease_ticks = self.election_timeout - self.config.lease_drift_ticks
+        for req in self.reads.ack(context, sender, self.voters.has_quorum, lease_ticks):
+            self._release_read(req.index, req.context, req.sender)
 
-    def _release_read(self, req: _ReadRequest) -> None:
-        if req.sender == self.node_id:
-            self.read_states.append(ReadState(req.index, req.context))
+    def _release_read(self, index: Index, context: bytes, sender: NodeId) -> None:
+        if sender == self.node_id:
+            self.read_states.append(ReadState(index, context))
         else:
             self.send(
                 ReadIndexResponse(
-                    term=self.term,
-                    sender=self.node_id,
-                    to=req.sender,
-                    index=req.index,
-                    context=req.context,
+                    term=self.term, sender=self.node_id, to=sender, index=index, context=context
                 )
             )
 

@@ -225,13 +225,7 @@ class RawNode:
         if self._ready_in_flight:
             return False
         r = self.raft
-        if (
-            r.msgs
-            or r.msgs_after_persist
-            or r.pending_broadcast
-            or r.read_states
-            or r.read_round_unsent
-        ):
+        if r.msgs or r.msgs_after_persist or r.pending_broadcast or r.read_states or r.reads.unsent:
             return True
         log = r.log
         unstable = log.unstable
@@ -253,7 +247,7 @@ class RawNode:
         if r.pending_broadcast and r.role is _LEADER:
             r.broadcast_append()
         r.pending_broadcast = False
-        if r.read_round_unsent:
+        if r.reads.unsent:
             r.flush_reads()
         log = r.log
         unstable = log.unstable
