@@ -240,7 +240,9 @@ def check_lease_feeds(
     v.problems.extend(_acknowledgements(replay, ops))
     v.ok = not v.problems
     kinds: Counter[str] = Counter(f"{op.kind}-{_outcome(op)}" for op in ops)
+    slack = _min_slack_ms(replay, records)
     v.counts = {
+        **({"min_slack_ms": slack} if slack is not None else {}),
         "leases": len(records),
         "renewals": lc.renewals,
         "expiries": len({lease for lease, _, _ in replay.expiries}),
@@ -248,6 +250,19 @@ def check_lease_feeds(
         **dict(sorted(kinds.items())),
     }
     return v
+
+
+def _min_slack_ms(replay: Replay, records: Sequence[LeaseRecord]) -> int | None:
+    """The least time (ms) by which an expiry came after the end of the TTL
+    its lease's last confirmed renewal started (None: no such expiry)."""
+    by_id = {r.lease_id: r for r in records}
+    slacks = []
+    for lease_id, time_ms, _ in replay.expiries:
+        record = by_id.get(lease_id)
+        sent = [t for t in record.renewals if t <= time_ms * 1000] if record else []
+        if record is not None and sent:
+            slacks.append(time_ms - (max(sent) // 1000 + record.ttl_s * 1000))
+    return min(slacks, default=None)
 
 
 def _outcome(op: LeaseOp) -> str:

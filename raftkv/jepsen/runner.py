@@ -540,9 +540,13 @@ class _Run:
         if lease_v is not None and leasers is not None:
             c = lease_v.counts
             other = " ".join(f"{k}={v}" for k, v in c.items() if "-" in k)
+            slack = c.get("min_slack_ms")
             self.say(
-                f"  leases     {c['leases']} granted, {c['renewals']} renewals confirmed, "
-                f"{c['expiries']} expired, {c['revokes']} revoked (log); requests: {other}"
+                f"  leases     {c['leases']} granted, {c['renewals']} grants and keep-alives "
+                f"confirmed; in the log {c['revokes']} ended ({c['expiries']} by expiry"
+                + (f", the earliest {slack} ms after its TTL ran out" if slack is not None else "")
+                + "); "
+                f"requests: {other}"
             )
             feeds_ok = feeds_ok and bool(lease_v.ok)
             feed_words += f" lease={str(lease_v.ok).lower()}"
