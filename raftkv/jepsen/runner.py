@@ -18,6 +18,8 @@ the results directory::
       history.jsonl   the per-key checker's input (raftkv.sim.linearizability format)
       revisions.jsonl the revision checker's input (raftkv.sim.revisions format)
       ops.jsonl       every operation with its attempts, nodes and settlement
+      watches.jsonl   (--watches) what each watcher received
+      leases.jsonl    (--leases) every lease request
       schedule.json   the fault schedule drawn from the seed
       faults.jsonl    the faults as applied (wall-clock offsets, targets)
       logs/nK.log     each node's output, with the harness's markers
@@ -30,8 +32,13 @@ lists each id's host under ``nodes``.
 
 The verdict line is the last line printed::
 
-    linearizable=true durable=true exactly-once=true revisions=true ops=... ok=... info=...
-        fail=... faults=... seed=... nodes=... net=...     (one line)
+    linearizable=true durable=true exactly-once=true revisions=true [watch=true] [lease=true]
+        ops=... ok=... info=... fail=... faults=... seed=... nodes=... net=...     (one line)
+
+With ``watches`` the watchers (:mod:`~raftkv.jepsen.watchers`) run beside the
+clients and, once the clients stop, until they have reached the store's
+revision; with ``leases`` the lease clients (:mod:`~raftkv.jepsen.leasing`)
+stop with the clients. Both are checked by :mod:`~raftkv.jepsen.feeds`.
 """
 
 from __future__ import annotations
