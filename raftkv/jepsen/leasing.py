@@ -41,6 +41,7 @@ import aiohttp
 
 from raftkv.core.types import NodeId
 from raftkv.jepsen.nodes import Cluster
+from raftkv.jepsen.workload import HarnessError
 from raftkv.sim.leasecheck import LeaseRecord
 from raftkv.sim.linearizability import FAIL, INFO, OK
 
@@ -157,6 +158,8 @@ class LeaseClients:
             if status in (200, 404, 409) and isinstance(answer, dict):
                 op.status, op.answer = OK, {**answer, "status": status}
                 return op
+            if status in (400, 405, 413):
+                raise HarnessError(f"{method} {path} -> {status} {answer!r}")
             maybe = maybe or unknown
             if self.clock() + backoff >= deadline:
                 break

@@ -204,7 +204,11 @@ class Watchers:
         w.stats["streams"] += 1
         try:
             async with session.get(
-                url, timeout=aiohttp.ClientTimeout(total=None, sock_connect=cfg.open_timeout_s)
+                url,
+                # sock_read: a paused node accepts the connection but never answers.
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=cfg.open_timeout_s, sock_read=cfg.silence_s + 0.5
+                ),
             ) as resp:
                 if resp.status != 200:
                     w.stats[f"open-{resp.status}"] += 1
