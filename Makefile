@@ -115,11 +115,13 @@ rolling-restart: $(STAMP)
 # every fault kind, JEPSEN_TIME seconds each; network namespaces when run as root.
 # --txn: range reads, transactions, delete-ranges and compactions too (checked by
 # their revisions); it fails at once if the nodes lack the /v1 range and txn routes.
+# --watches --leases: watchers on every node and lease clients, checked against the
+# history replayed from the committed log.
 JEPSEN_SEED ?= $(shell date +%s)
 JEPSEN_TIME ?= 120
 jepsen: $(STAMP)
-	$(BIN)/raftkv jepsen --nodes 3 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED) --txn
-	$(BIN)/raftkv jepsen --nodes 5 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED) --txn
+	$(BIN)/raftkv jepsen --nodes 3 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED) --txn --watches --leases
+	$(BIN)/raftkv jepsen --nodes 5 --time $(JEPSEN_TIME) --seed $(JEPSEN_SEED) --txn --watches --leases
 
 # Headless Chromium for the browser tests: Debian's package, installed when we
 # are root with apt-get (as in CI); otherwise those tests skip and say why.

@@ -1713,6 +1713,18 @@ def transfer_leader(node_id: str, endpoints: str | None, timeout: float) -> None
     help="Also run range reads, transactions, delete-ranges and compactions, checked by "
     "their revisions [default: when the nodes list GET /v1/kv?prefix=].",
 )
+@click.option(
+    "--watches",
+    is_flag=True,
+    help="Also run watchers on every node (resuming across faults), each checked against "
+    "the committed history.",
+)
+@click.option(
+    "--leases",
+    is_flag=True,
+    help="Also run lease clients (grant, attach keys, keep alive, revoke or let expire), "
+    "checked against the lease contract.",
+)
 def jepsen(
     seed: int | None,
     nodes: int,
@@ -1730,6 +1742,8 @@ def jepsen(
     no_fsync: bool,
     keep_data: bool,
     txn: bool | None,
+    watches: bool,
+    leases: bool,
 ) -> None:
     """Fault-test real `raftkv serve` processes and check the history (docs/jepsen.md).
 
@@ -1737,10 +1751,13 @@ def jepsen(
     address behind TCP proxies). A nemesis drawn from --seed partitions, kills,
     pauses, restarts and removes/re-adds nodes while clients read, write and
     compare-and-set (with --txn also range-read, run transactions, delete ranges
-    and compact). Everything is healed, every key is read on every node, and
-    the history is checked for linearizability (the simulator's checker), by
-    its revisions (the simulator's revision checker), and for durability and
-    exactly-once execution against the replicated log.
+    and compact; with --watches watchers on every node record every event; with
+    --leases lease clients grant, keep alive and revoke). Everything is healed,
+    every key is read on every node, and the history is checked for
+    linearizability (the simulator's checker), by its revisions (the
+    simulator's revision checker), for durability and exactly-once execution
+    against the replicated log, and the watchers and leases against the
+    committed history (the simulator's watch and lease checkers).
     Exit status: 0 pass, 1 violation, 2 undecided or harness error. The last
     line is the verdict.
     """
@@ -1772,6 +1789,8 @@ def jepsen(
         fsync=not no_fsync,
         keep_data=keep_data,
         txn=txn,
+        watches=watches,
+        leases=leases,
     )
     result = run_jepsen(config, out=lambda line: click.echo(line))
     sys.exit(result.exit_code)

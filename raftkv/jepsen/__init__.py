@@ -3,9 +3,11 @@
 Rule: this package sits on top of the others, like the CLI: it starts real
 nodes (:mod:`~raftkv.jepsen.nodes`) on their own network hosts
 (:mod:`~raftkv.jepsen.net`), drives concurrent clients
-(:mod:`~raftkv.jepsen.workload`) while a seeded nemesis injects faults
-(:mod:`~raftkv.jepsen.nemesis`), and checks the history with the simulator's
-linearizability checker plus the replicated log (:mod:`~raftkv.jepsen.analysis`).
+(:mod:`~raftkv.jepsen.workload`), and optionally watchers
+(:mod:`~raftkv.jepsen.watchers`) and lease clients (:mod:`~raftkv.jepsen.leasing`),
+while a seeded nemesis injects faults (:mod:`~raftkv.jepsen.nemesis`), and checks
+the history with the simulator's checkers plus the replicated log
+(:mod:`~raftkv.jepsen.analysis`, :mod:`~raftkv.jepsen.feeds`).
 :func:`run_jepsen` (``raftkv jepsen``) runs one test. See docs/jepsen.md.
 """
 

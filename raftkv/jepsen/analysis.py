@@ -39,7 +39,7 @@ Checks:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,18 +59,26 @@ from raftkv.replica.kv import (
     Cas,
     Command,
     Delete,
+    Deleted,
     Get,
     InvalidCommand,
     Item,
+    KeyRange,
     KVResult,
     KVStateMachine,
+    LeaseRevoke,
+    LeaseRevoked,
     MultiPut,
     Put,
+    Txn,
+    TxnAnswer,
+    TxnDelete,
     decode_command,
     json_text,
 )
 from raftkv.sim.linearizability import FAIL, INFO, OK, CheckResult, check_history
 from raftkv.sim.revisions import RevisionCheck, RevOp, check_revisions
+from raftkv.sim.watchcheck import RevisionLog
 from raftkv.storage.disk_storage import DiskStorage
 
 __all__ = [
@@ -85,6 +93,8 @@ __all__ = [
 ]
 
 _MAX_EXAMPLES = 10
+LEASE_CLIENT = 20_000
+"""The client number lease writes enter the revision check with."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +151,17 @@ class Replay:
     final: dict[str, Any] = field(default_factory=dict)
     disagreements: list[str] = field(default_factory=list)
     undecodable: int = 0
+    history: RevisionLog = field(default_factory=RevisionLog)
+    """Every revision the committed log made: its events and its command (what
+    watchers must have seen, :mod:`raftkv.jepsen.feeds`)."""
+    revokes: list[tuple[int, int, int]] = field(default_factory=list)
+    """``(lease, revision, keys deleted)`` of each lease's first applied revoke."""
+    expiries: list[tuple[int, int, int]] = field(default_factory=list)
+    """``(lease, time_ms, index)`` of every committed expiry revoke: ``time_ms``
+    is the wall clock of the leader that decided it."""
+    revoke_deletes: list[tuple[int, int, tuple[str, ...]]] = field(default_factory=list)
+    """``(index, revision, keys)`` of every revoke (a client's or an expiry)
+    that deleted keys: the revision check sees it as a transaction deleting them."""
 
     def executed(self, session: str) -> list[Execution]:
         return [e for e in self.by_session.get(session, ()) if e.executed]
@@ -199,7 +220,22 @@ def replay(logs: Mapping[NodeId, NodeLog]) -> Replay:
             sm.apply(entry.index, entry.data)
             continue
         session = cmd.session
+        before = sm.revision
         result = sm.apply(entry.index, entry.data)
+        made = None
+        if sm.revision != before:
+            made = sm.last_events()
+            if made is not None and made[0] == sm.revision:
+                out.history.record(made[0], made[1], cmd)
+        if isinstance(cmd, LeaseRevoke):
+            if cmd.expired:
+                out.expiries.append((cmd.id, cmd.time_ms, entry.index))
+            first = all(lease != cmd.id for lease, _, _ in out.revokes)
+            if isinstance(result, LeaseRevoked) and not result.replayed and first:
+                out.revokes.append((cmd.id, result.revision, result.deleted))
+                if result.deleted and made is not None and made[0] == result.revision:
+                    keys = tuple(e.kv.key.decode("utf-8", "surrogateescape") for e in made[1])
+                    out.revoke_deletes.append((entry.index, result.revision, keys))
         if session is not None:
             key = f"{session.client_id}/{session.seq}"
             # Not a replay from the session table, and not refused (a refusal --
@@ -312,12 +348,17 @@ class Verdict:
 
 
 def analyze(
-    ops: Iterable[OpRecord], logs: Mapping[NodeId, NodeLog], *, max_steps: int = 2_000_000
+    ops: Iterable[OpRecord],
+    logs: Mapping[NodeId, NodeLog],
+    *,
+    max_steps: int = 2_000_000,
+    lease_sessions: Sequence[str] = (),
 ) -> Verdict:
     """Settle ``info`` writes from the log, then run every check (module docstring).
 
     ``ops`` are updated in place: settled ``info`` writes get ``status=fail`` and
-    a ``resolution``.
+    a ``resolution``. ``lease_sessions`` are the lease clients' puts
+    (:func:`revision_history`).
     """
     records = list(ops)
     rp = replay(logs)
@@ -409,7 +450,7 @@ def analyze(
         max_steps=max_steps,
     )
     v.linearizable = v.check.ok
-    v.revisions = check_revisions(revision_history(records, rp))
+    v.revisions = check_revisions(revision_history(records, rp, lease_sessions))
     return v
 
 
@@ -452,13 +493,54 @@ def _get_answer(rec: OpRecord) -> KVResult | None:
     return KVResult(ok=True, index=0, revision=revision, item=item, found=True)
 
 
-def revision_history(records: Iterable[OpRecord], rp: Replay) -> list[RevOp]:
+def revision_history(
+    records: Iterable[OpRecord], rp: Replay, lease_sessions: Iterable[str] = ()
+) -> list[RevOp]:
     """The input of the revision check (module docstring): writes as the log
     executed them, reads as the clients saw them (when their answer says the
-    store's revision). Run after the ``info`` writes were settled."""
+    store's revision). Run after the ``info`` writes were settled.
+
+    Writes of the lease clients (``lease_sessions``, their puts) and the
+    revokes that deleted keys (:attr:`Replay.revoke_deletes`; the model has no
+    leases: a revoke enters as a transaction deleting exactly the keys it
+    deleted) enter as the log executed them, called at 0 and answered by the
+    end: their timing is the lease check's business (:mod:`raftkv.jepsen.feeds`)."""
     records = list(records)
     end = max((rec.ret for rec in records if rec.ret is not None), default=0.0) + 1.0
     ops: list[RevOp] = []
+    foreign = 1 + max((rec.op_id for rec in records), default=0)
+    for session in lease_sessions:
+        executed = rp.executed(session)
+        if executed and executed[0].command is not None:
+            made = executed[0].answer
+            if isinstance(made, KVResult) and made.ok:
+                ops.append(
+                    RevOp(
+                        op_id=foreign,
+                        client_id=LEASE_CLIENT,
+                        command=executed[0].command,
+                        call=0.0,
+                        ret=end,
+                        answer=made,
+                    )
+                )
+                foreign += 1
+    for index, revision, keys in rp.revoke_deletes:
+        deletes = tuple(TxnDelete(range=KeyRange(key=k)) for k in keys)
+        responses = tuple(Deleted(index=index, revision=revision, deleted=1) for _ in keys)
+        ops.append(
+            RevOp(
+                op_id=foreign,
+                client_id=LEASE_CLIENT,
+                command=Txn(compares=(), success=deletes, failure=(), time_ms=0),
+                call=0.0,
+                ret=end,
+                answer=TxnAnswer(
+                    index=index, revision=revision, succeeded=True, responses=responses
+                ),
+            )
+        )
+        foreign += 1
     for rec in records:
         answer: Answer | None
         command: Command

@@ -68,8 +68,11 @@ class Cluster:
         election_ms: int,
         fsync: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        watch_progress_s: float | None = None,
     ) -> None:
         self.net = net
+        self.watch_progress_s = watch_progress_s
+        """``--watch-progress-interval-s`` of the nodes (None: their default)."""
         self.hosts = hosts
         # Invariant: node_on and host_of agree for the current nodes; host_of
         # keeps every id that ever ran (the analysis reads all their logs).
@@ -170,6 +173,8 @@ class Cluster:
         ]
         if not self.fsync:
             argv.append("--no-fsync")
+        if self.watch_progress_s is not None:
+            argv += ["--watch-progress-interval-s", f"{self.watch_progress_s:g}"]
         return self.net.wrap(host, argv)
 
     def note(self, node_id: NodeId, text: str) -> None:

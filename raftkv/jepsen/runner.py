@@ -18,6 +18,8 @@ the results directory::
       history.jsonl   the per-key checker's input (raftkv.sim.linearizability format)
       revisions.jsonl the revision checker's input (raftkv.sim.revisions format)
       ops.jsonl       every operation with its attempts, nodes and settlement
+      watches.jsonl   (--watches) what each watcher received
+      leases.jsonl    (--leases) every lease request
       schedule.json   the fault schedule drawn from the seed
       faults.jsonl    the faults as applied (wall-clock offsets, targets)
       logs/nK.log     each node's output, with the harness's markers
@@ -30,14 +32,20 @@ lists each id's host under ``nodes``.
 
 The verdict line is the last line printed::
 
-    linearizable=true durable=true exactly-once=true revisions=true ops=... ok=... info=...
-        fail=... faults=... seed=... nodes=... net=...     (one line)
+    linearizable=true durable=true exactly-once=true revisions=true [watch=true] [lease=true]
+        ops=... ok=... info=... fail=... faults=... seed=... nodes=... net=...     (one line)
+
+With ``watches`` the watchers (:mod:`~raftkv.jepsen.watchers`) run beside the
+clients and, once the clients stop, until they have reached the store's
+revision; with ``leases`` the lease clients (:mod:`~raftkv.jepsen.leasing`)
+stop with the clients. Both are checked by :mod:`~raftkv.jepsen.feeds`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import shutil
 import signal
@@ -50,10 +58,19 @@ from typing import Any
 
 from raftkv.core.types import NodeId
 from raftkv.jepsen.analysis import NodeLog, Verdict, analyze, read_node_log, revision_history
+from raftkv.jepsen.feeds import (
+    FeedVerdict,
+    acknowledged_writes,
+    check_lease_feeds,
+    check_watch_feeds,
+)
+from raftkv.jepsen.leasing import LeaseClients, LeaseClientsConfig, wall_us
 from raftkv.jepsen.nemesis import FAULT_KINDS, Nemesis, make_schedule
 from raftkv.jepsen.net import HostId, Network, choose_network
 from raftkv.jepsen.nodes import Cluster
+from raftkv.jepsen.watchers import Watchers, WatchersConfig
 from raftkv.jepsen.workload import SINGLE_KEY_KINDS, Workload, WorkloadConfig, listing_of
+from raftkv.server.node.leases import min_ttl_s
 from raftkv.sim.linearizability import FAIL, INFO, OK, write_history
 from raftkv.sim.revisions import write_rev_history
 
@@ -63,6 +80,9 @@ EXIT_OK = 0
 EXIT_VIOLATION = 1
 EXIT_UNDECIDED = 2
 EXIT_INTERRUPTED = 130
+WATCH_PROGRESS_S = 0.5
+"""The nodes' ``--watch-progress-interval-s`` with watchers: a stream that
+says nothing for 5 of these is given up (:mod:`raftkv.jepsen.watchers`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +109,13 @@ class JepsenConfig:
     max_steps: int = 2_000_000
     txn: bool | None = None
     """Multi-key operations too: ``None`` when the nodes answer range reads."""
+    watches: bool = False
+    """Watchers on every node (:mod:`raftkv.jepsen.watchers`)."""
+    watchers: int = 0
+    """How many (0: two per node)."""
+    leases: bool = False
+    """Lease clients (:mod:`raftkv.jepsen.leasing`)."""
+    lease_clients: int = 4
 
     def replay_command(self) -> str:
         parts = [
@@ -107,6 +134,10 @@ class JepsenConfig:
             parts.append("--no-fsync")
         if self.txn is not None:
             parts.append("--txn" if self.txn else "--no-txn")
+        if self.watches:
+            parts.append("--watches")
+        if self.leases:
+            parts.append("--leases")
         return " ".join(parts)
 
 
@@ -146,6 +177,8 @@ class _Run:
         self.out_dir = _out_dir(config)
         self.lines: list[str] = []
         self.t_start = time.monotonic()
+        self.wall0_us = wall_us()
+        """The wall clock at ``t_start`` (lease times count from it)."""
         self.net: Network | None = None
         self.cluster: Cluster | None = None
         self.result = JepsenResult(exit_code=EXIT_UNDECIDED, summary="", out_dir=self.out_dir)
@@ -195,6 +228,7 @@ class _Run:
             election_ms=cfg.election_ms,
             fsync=cfg.fsync,
             clock=self.clock,
+            watch_progress_s=WATCH_PROGRESS_S if cfg.watches else None,
         )
         for node_id in cluster.node_ids:
             cluster.start(node_id)
@@ -232,6 +266,29 @@ class _Run:
         )
         nemesis = Nemesis(cluster, clock=self.clock, log=self.say, seed=cfg.seed)
         stop_clients = asyncio.Event()
+        stop_watchers = asyncio.Event()
+        watchers = leasers = None
+        feeds: list[asyncio.Task[None]] = []
+        if cfg.watches:
+            watchers = Watchers(
+                cluster,
+                WatchersConfig(seed=cfg.seed, watchers=cfg.watchers or 2 * cfg.nodes),
+                self.clock,
+            )
+            feeds.append(asyncio.create_task(watchers.run(stop_watchers)))
+        if cfg.leases:
+            leasers = LeaseClients(
+                cluster,
+                LeaseClientsConfig(
+                    seed=cfg.seed,
+                    clients=cfg.lease_clients,
+                    min_ttl_s=min_ttl_s(cfg.election_ms),
+                    attempt_timeout=cfg.attempt_timeout,
+                    op_timeout=cfg.op_timeout,
+                ),
+                self.clock,
+            )
+            feeds.append(asyncio.create_task(leasers.run(stop_clients)))
         clients = asyncio.create_task(workload.run(stop_clients))
         progress = asyncio.create_task(self._progress(workload))
         try:
@@ -254,6 +311,14 @@ class _Run:
             with contextlib.suppress(asyncio.CancelledError):
                 await progress
             await clients
+            if leasers is not None:
+                await feeds[-1]
+            target = 0
+            if watchers is not None:
+                target = await self._watchers_catch_up(watchers)
+            stop_watchers.set()
+            for task in feeds:
+                await task
         unread = await workload.final_reads(cluster.live())
         finals = sum(1 for op in workload.ops if op.final and op.status == OK)
         self.say(
@@ -277,10 +342,100 @@ class _Run:
             if log is not None:
                 logs[node_id] = log
         t_check = time.monotonic()
-        verdict = await asyncio.to_thread(analyze, workload.ops, logs, max_steps=cfg.max_steps)
+        lease_sessions = [
+            op.session for op in (leasers.ops if leasers else ()) if op.kind == "put" and op.session
+        ]
+        verdict = await asyncio.to_thread(
+            functools.partial(
+                analyze,
+                workload.ops,
+                logs,
+                max_steps=cfg.max_steps,
+                lease_sessions=lease_sessions,
+            )
+        )
+        watch_v = lease_v = None
+        if watchers is not None:
+            acked = acknowledged_writes(workload.ops, leasers.ops if leasers else ())
+            watch_v = check_watch_feeds(
+                verdict.replay.history,
+                watchers.records,
+                acknowledged=acked,
+                target=target,
+                lasts=[w.last for w in watchers.watchers],
+                errors=[e for w in watchers.watchers for e in w.errors],
+            )
+        if leasers is not None:
+            lease_v = check_lease_feeds(
+                verdict.replay, leasers.records, leasers.ops, origin_us=self.wall0_us
+            )
         check_s = time.monotonic() - t_check
-        self._write_files(workload, nemesis, verdict)
-        return self._finish(workload, nemesis, verdict, raw_counts, check_s, unread)
+        self._write_files(workload, nemesis, verdict, lease_sessions)
+        self._write_feeds(watchers, leasers)
+        return self._finish(
+            workload,
+            nemesis,
+            verdict,
+            raw_counts,
+            check_s,
+            unread,
+            watchers,
+            watch_v,
+            leasers,
+            lease_v,
+        )
+
+    async def _watchers_catch_up(self, watchers: Watchers, timeout: float = 20.0) -> int:
+        """The store's revision now; wait until every watcher has reached it."""
+        assert self.cluster is not None
+        target = 0
+        leader = await self.cluster.leader()
+        if leader is not None:
+            code, body = await self.cluster.request(
+                "GET", leader, "/v1/kv?prefix=t/&limit=1", timeout=5.0
+            )
+            if code == 200 and isinstance(body, dict) and isinstance(body.get("revision"), int):
+                target = body["revision"]
+        end = self.clock() + timeout
+        while not watchers.caught_up(target) and self.clock() < end:
+            await asyncio.sleep(0.1)
+        behind = sum(1 for w in watchers.watchers if w.last < target)
+        self.say(
+            f"  watchers   {'caught up' if not behind else f'{behind} behind'} with revision "
+            f"{target} at t={self.clock():.1f}s"
+        )
+        return target
+
+    def _write_feeds(self, watchers: Watchers | None, leasers: LeaseClients | None) -> None:
+        out = self.out_dir
+        if watchers is not None:
+            with open(out / "watches.jsonl", "w", encoding="utf-8") as f:
+                for w in watchers.watchers:
+                    r = w.record
+                    f.write(
+                        json.dumps(
+                            {
+                                "watcher": r.name,
+                                "watch": f"{w.kind}={w.text}",
+                                "prev_kv": r.prev_kv,
+                                "start": r.start,
+                                "last": w.last,
+                                "missed": r.missed,
+                                "progress": r.progress,
+                                "stats": dict(w.stats),
+                                "errors": w.errors,
+                                "events": [
+                                    [e.kv.mod_revision, e.kind, e.kv.key.decode("utf-8", "replace")]
+                                    for e in r.got
+                                ],
+                            }
+                        )
+                        + "\n"
+                    )
+        if leasers is not None:
+            with open(out / "leases.jsonl", "w", encoding="utf-8") as f:
+                for op in leasers.ops:
+                    f.write(json.dumps(asdict(op), sort_keys=True) + "\n")
 
     async def _progress(self, workload: Workload) -> None:
         while True:
@@ -291,13 +446,18 @@ class _Run:
                 f"info={c['info']} fail={c['fail']}"
             )
 
-    def _write_files(self, workload: Workload, nemesis: Nemesis, verdict: Verdict) -> None:
+    def _write_files(
+        self, workload: Workload, nemesis: Nemesis, verdict: Verdict, lease_sessions: list[str]
+    ) -> None:
         out = self.out_dir
         write_history(
             out / "history.jsonl",
             (op.to_operation() for op in workload.ops if op.kind in SINGLE_KEY_KINDS),
         )
-        write_rev_history(out / "revisions.jsonl", revision_history(workload.ops, verdict.replay))
+        write_rev_history(
+            out / "revisions.jsonl",
+            revision_history(workload.ops, verdict.replay, lease_sessions),
+        )
         with open(out / "ops.jsonl", "w", encoding="utf-8") as f:
             for op in workload.ops:
                 f.write(json.dumps(op.to_json(), sort_keys=True) + "\n")
@@ -313,6 +473,10 @@ class _Run:
         raw: dict[str, int],
         check_s: float,
         unread: int,
+        watchers: Watchers | None = None,
+        watch_v: FeedVerdict | None = None,
+        leasers: LeaseClients | None = None,
+        lease_v: FeedVerdict | None = None,
     ) -> JepsenResult:
         cfg = self.config
         rp = verdict.replay
@@ -361,7 +525,42 @@ class _Run:
             f"log-agreement={str(not rp.disagreements).lower()} "
             f"answers-match-log={str(verdict.consistent).lower()}"
         )
+        feeds_ok = True
+        feed_words = ""
+        if watch_v is not None and watchers is not None:
+            c, st = watch_v.counts, watchers.stats()
+            ended = ", ".join(
+                f"{k.removeprefix('ended-').removeprefix('canceled-')}={v}"
+                for k, v in sorted(st.items())
+                if k.startswith(("ended-", "canceled-"))
+            )
+            found_once = not any(p.startswith("history:") for p in watch_v.problems)
+            self.say(
+                f"  watches    {c['watchers']} watchers: events={c['events']} (checked "
+                f"{c['checked']}) progress={c['progress']} missed-to-compaction={c['missed']} "
+                f"streams={st['streams']} (ended: {ended or 'none'}); history: "
+                f"{c['revisions']} revisions, {c['acknowledged']} acknowledged writes each "
+                f"found once={str(found_once).lower()}"
+            )
+            feeds_ok = feeds_ok and bool(watch_v.ok)
+            feed_words += f" watch={str(watch_v.ok).lower()}"
+        if lease_v is not None and leasers is not None:
+            c = lease_v.counts
+            other = " ".join(f"{k}={v}" for k, v in c.items() if "-" in k)
+            slack = c.get("min_slack_ms")
+            self.say(
+                f"  leases     {c['leases']} granted, {c['renewals']} grants and keep-alives "
+                f"confirmed; in the log {c['revokes']} ended ({c['expiries']} by expiry"
+                + (f", the earliest {slack} ms after its TTL ran out" if slack is not None else "")
+                + "); "
+                f"requests: {other}"
+            )
+            feeds_ok = feeds_ok and bool(lease_v.ok)
+            feed_words += f" lease={str(lease_v.ok).lower()}"
         problems = verdict.problems()
+        for v in (watch_v, lease_v):
+            if v is not None:
+                problems.extend(v.problems[:20])
         for line in problems[:120]:
             self.say("  " + line)
         if len(problems) > 120:
@@ -371,7 +570,9 @@ class _Run:
             (self.out_dir / "problems.txt").write_text("\n".join(full) + "\n")
         if workload.anomalies:
             self.say(f"  anomalies  {workload.anomalies[:5]}")
-        if verdict.ok:
+        if not feeds_ok:
+            code = EXIT_VIOLATION
+        elif verdict.ok:
             code = EXIT_OK
         elif (
             None in (verdict.linearizable, verdict.revisions_ok)
@@ -388,8 +589,8 @@ class _Run:
         self.say(f"  wall time  {elapsed:.1f}s")
         summary = (
             f"linearizable={lin} durable={str(verdict.durable).lower()} "
-            f"exactly-once={str(verdict.exactly_once).lower()} revisions={revs} "
-            f"ops={raw['ops']} ok={raw['ok']} "
+            f"exactly-once={str(verdict.exactly_once).lower()} revisions={revs}"
+            f"{feed_words} ops={raw['ops']} ok={raw['ok']} "
             f"info={raw['info']} fail={raw['fail']} faults={len(nemesis.applied)} "
             f"seed={cfg.seed} nodes={cfg.nodes} net={self.result.net}"
         )
@@ -406,6 +607,10 @@ class _Run:
             "exactly_once": verdict.exactly_once,
             "revisions": verdict.revisions_ok,
             "consistent": verdict.consistent,
+            "watch": None if watch_v is None else watch_v.ok,
+            "watch_counts": None if watch_v is None else watch_v.counts,
+            "lease": None if lease_v is None else lease_v.ok,
+            "lease_counts": None if lease_v is None else lease_v.counts,
             "multi_key": multi,
             "counts": raw,
             "attempts": attempts,

@@ -10,7 +10,9 @@ nodes run -- on the virtual clock (see :class:`~raftkv.sim.cluster.Cluster`):
 promoted once it leads and has applied its term's first entry, demoted when it
 stops leading, and its expiries and checkpoints proposed through the log.
 
-The checker (:func:`check_leases`) holds the cluster to the lease contract:
+The checker (:func:`~raftkv.sim.leasecheck.check_leases`, a leaf shared with
+the fault test of real nodes; re-exported here) holds the cluster to the
+lease contract:
 
 * an expiry is decided only by a leader (:class:`LeaseLog` notes who decided
   each one and whether it led then);
@@ -28,7 +30,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from raftkv.core._frozen import fast_init
 from raftkv.replica.kv import (
@@ -41,9 +43,18 @@ from raftkv.replica.kv import (
     encode_command,
 )
 from raftkv.sim.clock import Clock, Micros, seconds
+from raftkv.sim.leasecheck import LeaseCheck, LeaseLog, LeaseRecord, check_leases
 from raftkv.sim.network import Network
-from raftkv.sim.watches import RevisionLog
 from raftkv.sim.workload import ClientReply, ClientRequest, session_id
+
+__all__ = [
+    "LeaseCheck",
+    "LeaseClient",
+    "LeaseLog",
+    "LeaseRecord",
+    "LeaseWorkload",
+    "check_leases",
+]
 
 LEASE_CLIENT_BASE = 1000
 """Lease client ``n`` has client number (and session ``c<number>``) ``1000 + n``."""
@@ -73,37 +84,6 @@ class LessorForward:
     does not lead (what a node does with any proposal it cannot make)."""
 
     data: bytes
-
-
-@dataclass(slots=True)
-class LeaseRecord:
-    """One lease as its client saw it."""
-
-    lease_id: int
-    ttl_s: int
-    renewals: list[Micros] = field(default_factory=list)
-    """Send times of the grant and the keep-alives that were confirmed."""
-
-
-class LeaseLog:
-    """What the cluster's lessors decided, for the checker."""
-
-    def __init__(self) -> None:
-        self.expiries: list[tuple[int, Micros, str, bool, Micros | None]] = []
-        """(lease, when, node, whether it led, when it was promoted)."""
-        self.revokes: list[tuple[int, int, int]] = []
-        """(lease, store revision after it, keys deleted): each revoke applied first."""
-        self._revoked: set[int] = set()
-
-    def expiry(
-        self, lease_id: int, now: Micros, node: str, leading: bool, promoted: Micros | None
-    ) -> None:
-        self.expiries.append((lease_id, now, node, leading, promoted))
-
-    def revoked(self, lease_id: int, revision: int, deleted: int) -> None:
-        if lease_id not in self._revoked:
-            self._revoked.add(lease_id)
-            self.revokes.append((lease_id, revision, deleted))
 
 
 class LeaseClient:
@@ -434,87 +414,3 @@ class LeaseWorkload:
             c.start(self.clock.now + self.rng.randrange(300_000))
         if self.compactor is not None:
             self.compactor.start(self.clock.now + seconds(1))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LeaseCheck:
-    ok: bool
-    message: str
-    expiries: int
-    renewals: int
-
-
-def check_leases(
-    lease_log: LeaseLog,
-    revisions: RevisionLog,
-    records: Sequence[LeaseRecord],
-    *,
-    extend_us: Micros,
-) -> LeaseCheck:
-    """Check the lease contract (see the module rules)."""
-    by_id = {r.lease_id: r for r in records}
-    renewals = sum(len(r.renewals) for r in records)
-
-    def fail(message: str) -> LeaseCheck:
-        return LeaseCheck(
-            ok=False, message=message, expiries=len(lease_log.expiries), renewals=renewals
-        )
-
-    # Lessors count whole milliseconds (as real nodes do): compare in them.
-    extend_ms = extend_us // 1000
-    for lease_id, when, node, leading, promoted in lease_log.expiries:
-        at = f"lease {lease_id} expired by {node} at t={when / 1e6:.6f}s"
-        when_ms = when // 1000
-        if not leading:
-            return fail(f"{at}: {node} did not lead (a follower decided an expiry)")
-        if promoted is not None and when_ms < promoted // 1000 + extend_ms:
-            return fail(
-                f"{at}, {(when - promoted) / 1e3:.0f} ms after it was promoted: a new leader "
-                f"must give every lease an election timeout ({extend_us / 1e3:.0f} ms) first"
-            )
-        record = by_id.get(lease_id)
-        if record is not None:
-            sent = [k for k in record.renewals if k <= when]
-            end_ms = max(sent) // 1000 + record.ttl_s * 1000 if sent else 0
-            if sent and when_ms < end_ms:
-                return fail(
-                    f"{at}: kept alive at t={max(sent) / 1e6:.6f}s (confirmed) with a TTL of "
-                    f"{record.ttl_s}s: expired {end_ms - when_ms} ms early"
-                )
-    # Leased keys go only with their lease, all of them at once.
-    attached: dict[bytes, int] = {}
-    zero_revokes: dict[int, list[int]] = {}
-    for lease_id, revision, deleted in lease_log.revokes:
-        if not deleted:
-            zero_revokes.setdefault(revision, []).append(lease_id)
-    for revision in sorted(revisions.events):
-        cmd = revisions.commands[revision]
-        deleted_leased: set[bytes] = set()
-        for ev in revisions.events[revision]:
-            key = ev.kv.key
-            if ev.kind == "put":
-                if ev.kv.lease:
-                    attached[key] = ev.kv.lease
-                else:
-                    attached.pop(key, None)
-                continue
-            lease = attached.pop(key, 0)
-            if not lease:
-                continue
-            if not isinstance(cmd, LeaseRevoke) or cmd.id != lease:
-                return fail(
-                    f"revision {revision}: key {key!r} of lease {lease} deleted by "
-                    f"{type(cmd).__name__}, not by its lease's revoke"
-                )
-            deleted_leased.add(key)
-        if isinstance(cmd, LeaseRevoke):
-            left = sorted(k for k, lease in attached.items() if lease == cmd.id)
-            if left:
-                return fail(
-                    f"revision {revision}: lease {cmd.id} revoked but its keys {left} survive"
-                )
-        for lease_id in zero_revokes.get(revision, ()):
-            left = sorted(k for k, lease in attached.items() if lease == lease_id)
-            if left:
-                return fail(f"lease {lease_id} revoked without deleting its keys {left}")
-    return LeaseCheck(ok=True, message="", expiries=len(lease_log.expiries), renewals=renewals)

@@ -12,7 +12,8 @@ node -- from where it stopped. A compacted cancel makes it restart from the
 compact revision, as a client would, and it notes the revisions it was told it
 missed.
 
-The checker (:func:`check_watches`) compares what each watcher received with
+The checker (:func:`~raftkv.sim.watchcheck.check_watches`, a leaf shared with
+the fault test of real nodes; re-exported here) compares what each watcher received with
 the revisions the nodes applied (:class:`RevisionLog`, recorded by the cluster
 as each revision is first applied): every event of the watcher's range from its
 start revision, minus the declared gaps, exactly once, in revision order,
@@ -25,14 +26,23 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from raftkv.core._frozen import fast_init
-from raftkv.replica.kv import Command
-from raftkv.replica.mvcc import Event, prefix_range_end
+from raftkv.replica.mvcc import prefix_range_end
 from raftkv.replica.watch import CANCEL_COMPACTED, WatchResponse
 from raftkv.sim.clock import Clock, Micros
 from raftkv.sim.network import Network
+from raftkv.sim.watchcheck import RevisionLog, WatchCheck, WatchRecord, check_watches
+
+__all__ = [
+    "RevisionLog",
+    "WatchCheck",
+    "WatchRecord",
+    "Watcher",
+    "WatchWorkload",
+    "check_watches",
+]
 
 
 @fast_init
@@ -73,30 +83,6 @@ WATCH_MESSAGES = (WatchOpen, WatchClose)
 """What a node receives from watchers."""
 
 
-class RevisionLog:
-    """Every revision the nodes applied: its events and the command that made it.
-
-    Recorded by the cluster when a node first applies the revision (every node
-    applies the same ones: state machine safety is checked elsewhere).
-    """
-
-    def __init__(self) -> None:
-        self.events: dict[int, tuple[Event, ...]] = {}
-        self.commands: dict[int, Command | None] = {}
-        self.compact_revisions: list[int] = []
-
-    def record(self, revision: int, events: tuple[Event, ...], command: Command | None) -> None:
-        if revision not in self.events:
-            self.events[revision] = events
-            self.commands[revision] = command
-
-    def missing(self) -> list[int]:
-        """Revisions below the newest that nobody recorded (should be none)."""
-        if not self.events:
-            return []
-        return [r for r in range(2, max(self.events) + 1) if r not in self.events]
-
-
 _RANGES: tuple[tuple[bytes, bytes], ...] = (
     (b"k1", b""),
     (b"k", prefix_range_end(b"k")),
@@ -115,29 +101,6 @@ class _Stream:
     opened_at: Micros
     expect: int = 0
     last_heard: Micros = 0
-
-
-@dataclass(slots=True)
-class WatchRecord:
-    """What one watcher saw, for the checker."""
-
-    name: str
-    key: bytes
-    range_end: bytes
-    start: int
-    prev_kv: bool
-    got: list[Event] = field(default_factory=list)
-    missed: list[tuple[int, int]] = field(default_factory=list)
-    progress: list[tuple[int, int]] = field(default_factory=list)
-    """(revision, how many events it had received then)."""
-
-    def matches(self, key: bytes) -> bool:
-        end = self.range_end
-        if not end:
-            return key == self.key
-        if end == b"\0":
-            return key >= self.key
-        return self.key <= key < end
 
 
 class Watcher:
@@ -319,95 +282,3 @@ class WatchWorkload:
 
     def records(self) -> list[WatchRecord]:
         return [wt.record for wt in self.watchers]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WatchCheck:
-    ok: bool
-    message: str
-    events: int
-    progress: int
-
-
-def check_watches(log: RevisionLog, records: Sequence[WatchRecord]) -> WatchCheck:
-    """Check every watcher against the applied revisions (see the module rules)."""
-    missing = log.missing()
-    if missing:
-        return WatchCheck(
-            ok=False,
-            message=f"revisions never applied anywhere: {missing[:10]}",
-            events=0,
-            progress=0,
-        )
-    revisions = sorted(log.events)
-    checked = progressed = 0
-    for rec in records:
-        if not rec.start:
-            continue  # never got a first response
-        expected: list[Event] = []
-        upto: list[int] = []  # revision of each expected event
-        for rev in revisions:
-            if rev < rec.start or any(lo <= rev <= hi for lo, hi in rec.missed):
-                continue
-            for ev in log.events[rev]:
-                if rec.matches(ev.kv.key):
-                    expected.append(ev)
-                    upto.append(rev)
-        got = rec.got
-        for i, ev in enumerate(got):
-            where = f"watcher {rec.name} ({rec.key!r}..{rec.range_end!r} from {rec.start})"
-            if i >= len(expected):
-                return WatchCheck(
-                    ok=False,
-                    message=f"{where}: event {i} at revision {ev.kv.mod_revision} "
-                    f"({ev.kind} {ev.kv.key!r}) is not in the history (extra or duplicate)",
-                    events=checked,
-                    progress=progressed,
-                )
-            want = expected[i]
-            if ev.kind != want.kind or ev.kv != want.kv:
-                return WatchCheck(
-                    ok=False,
-                    message=f"{where}: event {i} is {ev.kind} {ev.kv.key!r} at revision "
-                    f"{ev.kv.mod_revision}, the history has {want.kind} {want.kv.key!r} at "
-                    f"revision {want.kv.mod_revision} (a gap, a duplicate or a reordering)",
-                    events=checked,
-                    progress=progressed,
-                )
-            if not rec.prev_kv and ev.prev_kv is not None:
-                return WatchCheck(
-                    ok=False,
-                    message=f"{where}: prev_kv it did not ask for",
-                    events=checked,
-                    progress=progressed,
-                )
-            if rec.prev_kv and ev.prev_kv is not None and ev.prev_kv != want.prev_kv:
-                return WatchCheck(
-                    ok=False,
-                    message=f"{where}: event {i} has a wrong prev_kv",
-                    events=checked,
-                    progress=progressed,
-                )
-            checked += 1
-        last = 0
-        for revision, had in rec.progress:
-            where = f"watcher {rec.name} ({rec.key!r}..{rec.range_end!r} from {rec.start})"
-            if revision < last:
-                return WatchCheck(
-                    ok=False,
-                    message=f"{where}: progress went back from {last} to {revision}",
-                    events=checked,
-                    progress=progressed,
-                )
-            last = revision
-            due = sum(1 for r in upto if r <= revision)
-            if had < due:
-                return WatchCheck(
-                    ok=False,
-                    message=f"{where}: progress at revision {revision} with {had} events "
-                    f"received, but the history has {due} up to it (progress overtook events)",
-                    events=checked,
-                    progress=progressed,
-                )
-            progressed += 1
-    return WatchCheck(ok=True, message="", events=checked, progress=progressed)

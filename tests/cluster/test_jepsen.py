@@ -641,8 +641,9 @@ def _config(tmp_path: Path, **kw: object) -> JepsenConfig:
 def test_short_run_with_every_fault_kind_passes(tmp_path: Path) -> None:
     # Seed 1451's 25 s schedule: kill -9; replace the node on h2 (n2 removed and
     # wiped, n4 added in its place); a partition bridged by h2 (n4 by then);
-    # a pause; a rolling restart of h2 (n4), h3, h1.
-    config = _config(tmp_path, seed=1451, nodes=3, time=25.0, clients=8)
+    # a pause; a rolling restart of h2 (n4), h3, h1. Watchers and lease clients
+    # run through all of it (docs/jepsen.md).
+    config = _config(tmp_path, seed=1451, nodes=3, time=25.0, clients=8, watches=True, leases=True)
     schedule = make_schedule(1451, HOSTS, 25.0, FAULT_KINDS, election_ms=500)
     assert {f.kind for f in schedule} == set(FAULT_KINDS)
     assert [(f.kind, f.hosts) for f in schedule][1:3] == [
@@ -654,11 +655,13 @@ def test_short_run_with_every_fault_kind_passes(tmp_path: Path) -> None:
     text = "\n".join(lines)
     assert result.exit_code == 0, text
     assert result.summary.startswith("linearizable=true durable=true exactly-once=true"), text
+    assert " watch=true lease=true " in result.summary, text
     assert lines[-1] == result.summary
     assert result.faults_applied >= 4, text
     assert result.counts["ok"] >= 500, text
     out = result.out_dir
-    for name in ("summary.txt", "verdict.json", "history.jsonl", "ops.jsonl", "faults.jsonl"):
+    names = ("summary.txt", "verdict.json", "history.jsonl", "ops.jsonl", "faults.jsonl")
+    for name in (*names, "watches.jsonl", "leases.jsonl"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "logs" / "n1.log").exists()
     assert not (out / "data").exists()  # removed after a pass
@@ -673,6 +676,13 @@ def test_short_run_with_every_fault_kind_passes(tmp_path: Path) -> None:
     assert "nodes      n1@h1 n4@h2 n3@h3 (replaced: n2)" in text, text
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["nodes"] == {"n1": "h1", "n2": "h2", "n3": "h3", "n4": "h2"}
+    # Six watchers, every event checked; streams ended (faults, hang-ups) and resumed.
+    watches = verdict["watch_counts"]
+    assert watches["watchers"] == 6 and watches["checked"] == watches["events"] > 1000, watches
+    watchers = [json.loads(line) for line in (out / "watches.jsonl").read_text().splitlines()]
+    assert sum(w["stats"]["streams"] for w in watchers) > 6, watchers
+    leases = verdict["lease_counts"]
+    assert leases["leases"] > 5 and leases["expiries"] > 0 and leases["renewals"] > 10, leases
     assert (out / "logs" / "n4.log").exists()
     # n4 served clients, and every key in the final reads.
     ops = [json.loads(line) for line in (out / "ops.jsonl").read_text().splitlines()]
