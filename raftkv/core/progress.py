@@ -137,6 +137,45 @@ class Progress:
         self.inflights.reset()
         self.pending_snapshot = None
 
+    # -- SNAPSHOT: chunked transfer (flow control by acknowledged offset) ------
+
+    def next_snapshot_chunk(self, chunk: int, window: int) -> tuple[int, int, bool] | None:
+        """The next chunk of the pending snapshot to send, as ``(offset, end,
+        done)``, recorded as sent; None when the window is full or everything
+        is out. An empty snapshot is one empty chunk."""
+        snapshot = self.pending_snapshot
+        if snapshot is None or self.snap_sent - self.snap_acked >= window:
+            return None
+        total = len(snapshot.data)
+        offset = self.snap_sent
+        if offset >= total and (total > 0 or self.snap_done_sent):
+            return None
+        end = min(offset + chunk, total)
+        done = end >= total
+        self.snap_sent = end
+        if done:
+            self.snap_done_sent = True
+        return offset, end, done
+
+    def rewind_snapshot(self, chunk: int) -> None:
+        """Send again from the last acknowledged chunk (chunks were lost; §7)."""
+        snapshot = self.pending_snapshot
+        if snapshot is None:
+            return
+        total = len(snapshot.data)
+        last_chunk = ((total - 1) // chunk) * chunk if total else 0
+        self.snap_sent = min(self.snap_acked, last_chunk)
+        self.snap_done_sent = False
+
+    def snapshot_acked(self, offset: int, *, reject: bool) -> None:
+        """The follower holds ``offset`` bytes; with ``reject`` it asks to go on from there."""
+        if reject:
+            self.snap_acked = offset
+            self.snap_sent = offset
+            self.snap_done_sent = False
+        elif offset > self.snap_acked:
+            self.snap_acked = offset
+
     def is_paused(self) -> bool:
         """Whether the leader should hold back AppendEntries to this follower."""
         state = self.state

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from raftkv.core.confchange import ConfChangeError, Membership, apply_conf_change
@@ -45,6 +44,7 @@ from raftkv.core.messages import (
 from raftkv.core.progress import Progress, ProgressState
 from raftkv.core.quorum import JointConfig, VoteResult
 from raftkv.core.read_only import ReadOnly
+from raftkv.core.snapshot_transfer import Ack, Corrupt, SnapshotAssembler
 from raftkv.core.storage import Storage
 from raftkv.core.types import (
     ConfChange,
@@ -59,7 +59,6 @@ from raftkv.core.types import (
     ReadState,
     Role,
     Snapshot,
-    SnapshotMetadata,
     SoftState,
     Term,
     snapshot_checksum,
@@ -72,35 +71,6 @@ class RandomSource(Protocol):
     """The only randomness the core uses; ``random.Random`` satisfies it."""
 
     def randrange(self, start: int, stop: int) -> int: ...
-
-
-@dataclass(slots=True)
-class _SnapshotReceiver:
-    """Chunks of a leader's snapshot received so far (follower side).
-
-    Keyed by everything that identifies one transfer: the sender and its term
-    as well as the snapshot's (index, term) and checksum -- two leaders'
-    snapshots at the same index may differ byte for byte, so chunks of
-    different transfers are never joined.
-    """
-
-    sender: NodeId
-    leader_term: Term
-    index: Index
-    term: Term
-    checksum: int
-    conf_state: ConfState
-    data: bytearray
-
-    def continues(self, msg: InstallSnapshot) -> bool:
-        """Whether ``msg`` is a chunk of the transfer under way."""
-        return (
-            msg.sender == self.sender
-            and msg.term == self.leader_term
-            and msg.snapshot_index == self.index
-            and msg.snapshot_term == self.term
-            and msg.checksum == self.checksum
-        )
 
 
 _LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
@@ -189,7 +159,7 @@ class Raft:
         # Lease reads (§6.4.1): ticks since this node became leader.
         self.leader_ticks = 0
 
-        self.snapshot_receiver: _SnapshotReceiver | None = None
+        self.snapshot_in = SnapshotAssembler()
         # The snapshot last sent and its checksum: computed once per snapshot,
         # not per chunk or per follower.
         self._sent_snapshot_checksum: tuple[Snapshot, int] | None = None
@@ -974,18 +944,12 @@ class Raft:
         snapshot = pr.pending_snapshot
         if snapshot is None:
             return
-        data = snapshot.data
-        total = len(data)
         chunk = self.config.snapshot_chunk_size
         window = chunk * self.config.max_snapshot_chunks_inflight
         md = snapshot.metadata
         checksum = self._snapshot_checksum(snapshot)
-        while pr.snap_sent - pr.snap_acked < window:
-            offset = pr.snap_sent
-            if offset >= total and (total > 0 or pr.snap_done_sent):
-                return
-            piece = data[offset : offset + chunk]
-            done = offset + len(piece) >= total
+        while (piece := pr.next_snapshot_chunk(chunk, window)) is not None:
+            offset, end, done = piece
             self.send(
                 InstallSnapshot(
                     term=self.term,
@@ -995,16 +959,12 @@ class Raft:
                     snapshot_term=md.term,
                     conf_state=md.conf_state,
                     offset=offset,
-                    data=piece,
+                    data=snapshot.data[offset:end],
                     done=done,
-                    total=total,
+                    total=len(snapshot.data),
                     checksum=checksum,
                 )
             )
-            pr.snap_sent = offset + len(piece)
-            if done:
-                pr.snap_done_sent = True
-                return
 
     def _snapshot_checksum(self, snapshot: Snapshot) -> int:
         cached = self._sent_snapshot_checksum
@@ -1016,14 +976,9 @@ class Raft:
 
     def resend_snapshot(self, to: NodeId, pr: Progress) -> None:
         """Restart sending from the last acknowledged chunk (lost chunks, §7)."""
-        snapshot = pr.pending_snapshot
-        if snapshot is None:
+        if pr.pending_snapshot is None:
             return
-        chunk = self.config.snapshot_chunk_size
-        total = len(snapshot.data)
-        last_chunk = ((total - 1) // chunk) * chunk if total else 0
-        pr.snap_sent = min(pr.snap_acked, last_chunk)
-        pr.snap_done_sent = False
+        pr.rewind_snapshot(self.config.snapshot_chunk_size)
         self.send_snapshot_chunks(to, pr)
 
     def handle_snapshot_response(self, msg: InstallSnapshotResponse, pr: Progress) -> None:
@@ -1040,76 +995,39 @@ class Raft:
             return
         if msg.snapshot_index != snapshot.metadata.index:
             return
-        if msg.reject:
-            pr.snap_acked = msg.offset
-            pr.snap_sent = msg.offset
-            pr.snap_done_sent = False
-        elif msg.offset > pr.snap_acked:
-            pr.snap_acked = msg.offset
+        pr.snapshot_acked(msg.offset, reject=msg.reject)
         self.send_snapshot_chunks(msg.sender, pr)
 
     def handle_install_snapshot(self, msg: InstallSnapshot) -> None:
         """Follower side of InstallSnapshot: collect chunks, then restore (§7, Figure 13)."""
         if msg.snapshot_index <= self.log.committed:
             # We already hold (and committed) everything the snapshot covers.
-            self.snapshot_receiver = None
+            self.snapshot_in.drop()
             self._reply_snapshot(msg, self.log.committed, done=True)
             return
-        recv = self.snapshot_receiver
-        if recv is None or not recv.continues(msg):
-            if msg.offset != 0:
-                # Not the transfer we hold (another leader, term or snapshot):
-                # the sender starts over from 0.
-                self._reply_snapshot(msg, 0, reject=True)
-                return
-            recv = _SnapshotReceiver(
-                sender=msg.sender,
-                leader_term=msg.term,
-                index=msg.snapshot_index,
-                term=msg.snapshot_term,
-                checksum=msg.checksum,
-                conf_state=msg.conf_state,
-                data=bytearray(),
-            )
-            self.snapshot_receiver = recv
-        have = len(recv.data)
-        if msg.offset != have:
-            # A duplicate (behind us) is acknowledged; a gap asks for a resend.
-            self._reply_snapshot(msg, have, reject=msg.offset > have)
+        # While the driver still applies committed entries we handed out (a
+        # Ready is in flight), the last chunk waits: restoring now would switch
+        # the state and membership under them.
+        got = self.snapshot_in.add(msg, may_finish=self.log.applying <= self.log.applied)
+        if isinstance(got, Ack):
+            self._reply_snapshot(msg, got.offset, reject=got.reject)
             return
-        if msg.done and self.log.applying > self.log.applied:
-            # The driver is still applying committed entries we handed out
-            # (a Ready is in flight). Restoring now would switch the state and
-            # membership under them -- a configuration change among them would
-            # then apply to the snapshot's membership. Acknowledge all but this
-            # last chunk: the leader sends it again after its next heartbeat.
-            self._reply_snapshot(msg, have)
-            return
-        recv.data += msg.data
-        if not msg.done:
-            self._reply_snapshot(msg, len(recv.data))
-            return
-        self.snapshot_receiver = None
-        data = bytes(recv.data)
-        if snapshot_checksum(data) != recv.checksum:
+        if isinstance(got, Corrupt):
             # Corrupted in transit or assembled wrongly: never hand it to the
-            # driver. Discard it and ask for the whole snapshot again.
+            # driver. Discarded; ask for the whole snapshot again.
             logger.warning(
                 "%s: snapshot %d/%d from %s fails its checksum; asking for it again",
                 self.node_id,
-                recv.term,
-                recv.index,
+                got.term,
+                got.index,
                 msg.sender,
             )
             self._reply_snapshot(msg, 0, reject=True)
             return
-        snapshot = Snapshot(
-            metadata=SnapshotMetadata(index=recv.index, term=recv.term, conf_state=recv.conf_state),
-            data=data,
-        )
-        if self.restore(snapshot):
-            logger.debug("%s restored snapshot at %d/%d", self.node_id, recv.term, recv.index)
-            self._reply_snapshot(msg, recv.index, done=True)
+        md = got.metadata
+        if self.restore(got):
+            logger.debug("%s restored snapshot at %d/%d", self.node_id, md.term, md.index)
+            self._reply_snapshot(msg, md.index, done=True)
         else:
             self._reply_snapshot(msg, self.log.committed, done=True)
 

@@ -159,8 +159,8 @@ def test_follower_restarting_mid_transfer_gets_the_transfer_restarted():
     h.drop_if = lambda m: isinstance(m, InstallSnapshot) and m.offset >= 3 * CHUNK
     h.tick(1)
     h.stabilize()
-    assert h.raft(3).snapshot_receiver is not None
-    assert len(h.raft(3).snapshot_receiver.data) == 3 * CHUNK
+    assert h.raft(3).snapshot_in.transfer is not None
+    assert len(h.raft(3).snapshot_in.transfer.data) == 3 * CHUNK
 
     h.restart(N3)
     h.drop_if = None
@@ -249,7 +249,7 @@ def test_chunk_of_an_unknown_snapshot_not_at_offset_zero_is_rejected():
     r.step(chunk(4, b"efgh"))
     [rej] = replies(r)
     assert (rej.offset, rej.reject) == (0, True)
-    assert r.snapshot_receiver is None
+    assert r.snapshot_in.transfer is None
 
 
 def test_snapshot_older_than_the_commit_index_is_acknowledged_without_restoring():
@@ -469,7 +469,7 @@ def test_a_corrupted_chunk_is_caught_by_the_checksum_and_the_snapshot_resent():
     r.step(chunk(8, b"ijkl", done=True))
     *_, last = replies(r)
     assert (last.offset, last.reject, last.done) == (0, True, False)
-    assert r.log.unstable.snapshot is None and r.snapshot_receiver is None
+    assert r.log.unstable.snapshot is None and r.snapshot_in.transfer is None
     assert r.log.committed == 0 and r.log.last_index() == 0
 
     r.step(chunk(0, b"abcd"))
@@ -493,7 +493,10 @@ def test_the_leader_computes_the_checksum_once_per_snapshot(monkeypatch):
         calls.append(len(data))
         return real(data)
 
-    monkeypatch.setattr(raft_module, "snapshot_checksum", counting)
+    import raftkv.core.snapshot_transfer as transfer_module
+
+    monkeypatch.setattr(raft_module, "snapshot_checksum", counting)  # the leader's
+    monkeypatch.setattr(transfer_module, "snapshot_checksum", counting)  # the follower's
     h = lagging_follower()
     data = leader_snapshot(h)
     since = len(h.delivered)
