@@ -177,3 +177,28 @@ def test_require_leader_ends_the_stream_with_no_leader(tmp_path: Path) -> None:
                 free.cancel()
 
     run(scenario())
+
+
+def test_a_slow_watcher_is_cancelled_with_the_reason_and_the_others_go_on(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with etcd_cluster(tmp_path, watch_buffer_bytes=1000) as c:
+            leader = await c.leader()
+            async with grpc.aio.insecure_channel(grpc_target(c, leader)) as channel:
+                s = stubs(channel)
+                call = s.watch.Watch()
+                await call.write(create(b"big"))
+                await call.write(create(b"small"))
+                assert [(await read(call)).watch_id for _ in range(2)] == [0, 1]
+                # One revision over the bound: more than this watcher may have queued.
+                await s.kv.Put(rpc_pb2.PutRequest(key=b"big", value=b"x" * 2000))
+                slow = await read(call)
+                assert (slow.watch_id, slow.canceled) == (0, True)
+                assert slow.cancel_reason.startswith("slow watcher: ")
+                assert "limit 1000" in slow.cancel_reason
+                await s.kv.Put(rpc_pb2.PutRequest(key=b"small", value=b"y"))
+                assert events(await read(call)) == [(PUT, b"small", b"y", 3)]
+                call.cancel()
+
+    run(scenario())
