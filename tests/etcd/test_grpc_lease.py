@@ -41,13 +41,19 @@ def test_grant_put_ttl_keepalive_list_revoke_through_a_follower(tmp_path: Path) 
                 )
                 assert ttl.ID == 42 and 58 <= ttl.TTL <= 60 and ttl.grantedTTL == 60
                 assert list(ttl.keys) == [b"k"]
+                await s.kv.Put(rpc_pb2.PutRequest(key=b"\xff\x00", lease=42))  # not UTF-8
+                ttl = await s.lease.LeaseTimeToLive(
+                    rpc_pb2.LeaseTimeToLiveRequest(ID=42, keys=True)
+                )
+                assert list(ttl.keys) == [b"k", b"\xff\x00"]
                 listed = await s.lease.LeaseLeases(rpc_pb2.LeaseLeasesRequest())
                 assert sorted(le.ID for le in listed.leases) == sorted([42, picked.ID])
                 answers = [r async for r in s.lease.LeaseKeepAlive(_keepalives(42, 999, 42))]
                 assert [(r.ID, r.TTL) for r in answers] == [(42, 60), (999, 0), (42, 60)]
                 revoked = await s.lease.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=42))
-                assert revoked.header.revision == 3  # the revision that deleted its key
-                assert (await s.kv.Range(rpc_pb2.RangeRequest(key=b"k"))).kvs == []
+                assert revoked.header.revision == 4  # the revision that deleted its keys
+                everything = rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0")
+                assert (await s.kv.Range(everything)).kvs == []
                 gone = await s.lease.LeaseTimeToLive(rpc_pb2.LeaseTimeToLiveRequest(ID=42))
                 assert (gone.ID, gone.TTL, gone.grantedTTL) == (42, -1, 0)
 
