@@ -150,7 +150,12 @@ def _stream_route(
                     waiting.add(lost)
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if not following.done():
-                    following.cancel()  # the client went away
+                    # The client went away: stop the stream's generator where
+                    # it waits (its cleanup closes the watchers) before closing it.
+                    following.cancel()
+                    await asyncio.wait({following})
+                    if not following.cancelled():
+                        following.exception()  # retrieved: it ended as it was cancelled
                     break
                 try:
                     message = following.result()

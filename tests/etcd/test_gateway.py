@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from raftkv.etcd.convert import name_id
 from raftkv.server.security import parse_tokens
@@ -167,7 +169,9 @@ def test_gateway_leases_and_keepalive_stream(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_gateway_watch_streams_result_lines(tmp_path: Path) -> None:
+def test_gateway_watch_streams_result_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async def scenario() -> None:
         async with etcd_cluster(tmp_path) as c:
             leader = await c.leader()
@@ -192,5 +196,7 @@ def test_gateway_watch_streams_result_lines(tmp_path: Path) -> None:
                     b'"mod_revision":"2","version":"1","value":"eA=="}}]}}\n'
                 ), event
             await eventually(lambda: all(n.watchers == 0 for n in c.nodes.values()), "closed")
+            # The client went away mid-stream: the stream ended quietly.
+            assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
     run(scenario())
