@@ -98,7 +98,9 @@ def test_several_watchers_on_one_stream_created_events_cancel(tmp_path: Path) ->
                 await w.kv.Put(rpc_pb2.PutRequest(key=b"b", value=b"2"))
                 last = await read(call)
                 assert last.watch_id == 7 and events(last) == [(PUT, b"b", b"2", 6)]
-                call.cancel()
+                assert c.nodes[follower(c, leader)].watchers == 1
+                call.cancel()  # the client goes away: its watchers are closed
+                await eventually(lambda: all(n.watchers == 0 for n in c.nodes.values()), "closed")
 
     run(scenario())
 
