@@ -8,8 +8,8 @@ so these functions only translate; they never decide.
 Rule 2: a request is checked here as etcd's server checks it before
 proposing (``checkRequestOp``/``checkTxnRequest``, the op count, the duplicate
 keys; :func:`~raftkv.replica.mvcc.check_txn`), raising the
-:class:`~raftkv.etcd.errors.EtcdError` etcd answers. A lease other than 0
-answers "requested lease not found": raftkv has no leases yet.
+:class:`~raftkv.etcd.errors.EtcdError` etcd answers. Whether a put's lease
+exists is the replica's to say, when the write is applied.
 
 Rule 3: headers. A top-level answer's header is :func:`header`'s (cluster and
 member id, the revision, the Raft term); the answers inside a transaction carry
@@ -25,6 +25,7 @@ from raftkv.etcd import errors
 from raftkv.etcd.errors import EtcdError
 from raftkv.etcd.pb import kv_pb2, rpc_pb2
 from raftkv.replica.mvcc import (
+    EVENT_DELETE,
     CompactedError,
     Compare,
     CompareResult,
@@ -33,6 +34,7 @@ from raftkv.replica.mvcc import (
     DeleteResult,
     DuplicateKeyError,
     EmptyKeyError,
+    Event,
     FutureRevisionError,
     InvalidRequestError,
     KeyNotFoundError,
@@ -66,6 +68,7 @@ __all__ = [
     "put_response",
     "delete_response",
     "txn_response",
+    "event",
 ]
 
 MAX_TXN_OPS: Final = 128
@@ -90,11 +93,6 @@ def header(
 # ----------------------------------------------------------------------------- requests
 
 
-def _no_lease(lease: int) -> None:
-    if lease:
-        raise errors.LEASE_NOT_FOUND
-
-
 def range_op(req: rpc_pb2.RangeRequest) -> RangeOp:
     """A ``RangeRequest`` as the store's op (``serializable`` is the caller's)."""
     if not req.key:
@@ -116,7 +114,8 @@ def range_op(req: rpc_pb2.RangeRequest) -> RangeOp:
 
 
 def put_op(req: rpc_pb2.PutRequest) -> PutOp:
-    _no_lease(req.lease)
+    if req.lease < 0:
+        raise errors.LEASE_NOT_FOUND  # lease ids are 1..2**63-1
     return PutOp(
         key=req.key,
         value=req.value,
@@ -274,3 +273,14 @@ def txn_response(
         succeeded=result.succeeded,
         responses=[_response_op(r) for r in result.responses],
     )
+
+
+def event(ev: Event) -> kv_pb2.Event:
+    """A watch event as etcd's ``mvccpb.Event``."""
+    out = kv_pb2.Event(
+        type=kv_pb2.Event.DELETE if ev.kind == EVENT_DELETE else kv_pb2.Event.PUT,
+        kv=_kv(ev.kv),
+    )
+    if ev.prev_kv is not None:
+        out.prev_kv.CopyFrom(_kv(ev.prev_kv))
+    return out

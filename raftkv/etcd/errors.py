@@ -31,10 +31,11 @@ __all__ = [
     "REQUEST_TOO_LARGE",
     "TOO_MANY_REQUESTS",
     "LEASE_NOT_FOUND",
+    "LEASE_EXISTS",
+    "LEASE_TTL_TOO_LARGE",
     "INVALID_AUTH_TOKEN",
     "PERMISSION_DENIED",
     "STOPPED",
-    "UNTIL_WATCH_LEASE",
     "unimplemented",
     "invalid_argument",
 ]
@@ -128,12 +129,10 @@ TOO_MANY_OPS: Final = EtcdError(
 REQUEST_TOO_LARGE: Final = EtcdError(Code.INVALID_ARGUMENT, "etcdserver: request is too large")
 TOO_MANY_REQUESTS: Final = EtcdError(Code.RESOURCE_EXHAUSTED, "etcdserver: too many requests")
 LEASE_NOT_FOUND: Final = EtcdError(Code.NOT_FOUND, "etcdserver: requested lease not found")
+LEASE_EXISTS: Final = EtcdError(Code.FAILED_PRECONDITION, "etcdserver: lease already exists")
+LEASE_TTL_TOO_LARGE: Final = EtcdError(Code.OUT_OF_RANGE, "etcdserver: too large lease TTL")
 INVALID_AUTH_TOKEN: Final = EtcdError(Code.UNAUTHENTICATED, "etcdserver: invalid auth token")
 PERMISSION_DENIED: Final = EtcdError(Code.PERMISSION_DENIED, "etcdserver: permission denied")
-
-
-UNTIL_WATCH_LEASE: Final = "it comes with raftkv's watch and lease support"
-"""Why the Watch and Lease services answer UNIMPLEMENTED for now."""
 
 
 def unimplemented(what: str, until: str = "") -> EtcdError:

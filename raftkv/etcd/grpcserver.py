@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,15 +49,13 @@ _WRITES: Final = frozenset(
         "/etcdserverpb.KV/Txn",
         "/etcdserverpb.KV/Compact",
         "/etcdserverpb.Maintenance/Alarm",
+        "/etcdserverpb.Lease/LeaseGrant",
+        "/etcdserverpb.Lease/LeaseRevoke",
+        "/etcdserverpb.Lease/LeaseKeepAlive",
     }
 )
 # Every method of etcd's services that raftkv does not serve yet, with why.
 _UNSERVED: Final = {
-    "Watch": {"Watch": errors.UNTIL_WATCH_LEASE},
-    "Lease": dict.fromkeys(
-        ("LeaseGrant", "LeaseRevoke", "LeaseKeepAlive", "LeaseTimeToLive", "LeaseLeases"),
-        errors.UNTIL_WATCH_LEASE,
-    ),
     "Cluster": dict.fromkeys(
         ("MemberAdd", "MemberRemove", "MemberUpdate", "MemberPromote"),
         "use `raftkv members` (docs/operations.md)",
@@ -88,8 +86,16 @@ _UNSERVED: Final = {
     ),
 }
 _AUTHENTICATE: Final = "/etcdserverpb.Auth/Authenticate"
+REQUIRE_LEADER_KEY: Final = "hasleader"
+HAS_LEADER: Final = "true"
+"""The metadata etcd's ``clientv3.WithRequireLeader`` sends: the stream ends
+with "etcdserver: no leader" when the node has had no leader for an election
+timeout (and cannot start without one)."""
 
 Handler = Callable[[Any, str | None], Awaitable[Message]]
+StreamHandler = Callable[[AsyncIterator[Any], str | None, dict[str, str]], AsyncIterator[Message]]
+"""A bidirectional stream's handler: the requests, the ``Authorization`` and
+the call's metadata; its responses."""
 
 
 def _metadata(context: Any) -> dict[str, str]:
@@ -152,6 +158,26 @@ class EtcdGrpcServer:
             response_serializer=lambda message: message.SerializeToString(),
         )
 
+    def _stream(self, method: str, request_type: type[Message], handler: StreamHandler) -> Any:
+        """A bidirectional stream (Watch, LeaseKeepAlive): authorized once, when it
+        opens; it does not count against ``--max-concurrent-requests`` (a watch
+        lives for hours); an error ends it with etcd's code and message."""
+
+        async def serve(requests: AsyncIterator[Message], context: Any) -> AsyncIterator[Message]:
+            try:
+                metadata = _metadata(context)
+                authorization = self._authorize(method, metadata)
+                async for response in handler(requests, authorization, metadata):
+                    yield response
+            except EtcdError as exc:
+                await context.abort(grpc.StatusCode[exc.code.name], exc.message)
+
+        return grpc.stream_stream_rpc_method_handler(
+            serve,
+            request_deserializer=request_type.FromString,
+            response_serializer=lambda message: message.SerializeToString(),
+        )
+
     def _unserved(self, service: str, method: str, why: str) -> Any:
         error = errors.unimplemented(f"{service}.{method}", why)
 
@@ -163,10 +189,6 @@ class EtcdGrpcServer:
             yield  # an async generator: grpc serves it as a stream
 
         identity = bytes  # the request is never decoded
-        if method in ("Watch", "LeaseKeepAlive"):
-            return grpc.stream_stream_rpc_method_handler(
-                refuse_stream, request_deserializer=identity, response_serializer=identity
-            )
         if method == "Snapshot":
             return grpc.unary_stream_rpc_method_handler(
                 refuse_stream, request_deserializer=identity, response_serializer=identity
@@ -202,6 +224,22 @@ class EtcdGrpcServer:
         async def member_list(req: Any, auth: str | None) -> Message:
             return await s.member_list(req)
 
+        def keepalive(
+            requests: AsyncIterator[Any], auth: str | None, metadata: dict[str, str]
+        ) -> AsyncIterator[Message]:
+            return s.lease_keepalive(requests, auth)
+
+        def watch(
+            requests: AsyncIterator[Any], auth: str | None, metadata: dict[str, str]
+        ) -> AsyncIterator[Message]:
+            # etcd's clients send it with WithRequireLeader (etcdctl watch, lock, elect).
+            require_leader = metadata.get(REQUIRE_LEADER_KEY) == HAS_LEADER
+            return s.watch(requests, require_leader=require_leader)
+
+        streams: dict[str, dict[str, tuple[type[Message], StreamHandler]]] = {
+            "Watch": {"Watch": (rpc_pb2.WatchRequest, watch)},
+            "Lease": {"LeaseKeepAlive": (rpc_pb2.LeaseKeepAliveRequest, keepalive)},
+        }
         served: dict[str, dict[str, tuple[type[Message], Handler]]] = {
             "KV": {
                 "Range": (rpc_pb2.RangeRequest, range_),
@@ -214,6 +252,12 @@ class EtcdGrpcServer:
                 "Status": (rpc_pb2.StatusRequest, status),
                 "Alarm": (rpc_pb2.AlarmRequest, s.alarm),
             },
+            "Lease": {
+                "LeaseGrant": (rpc_pb2.LeaseGrantRequest, s.lease_grant),
+                "LeaseRevoke": (rpc_pb2.LeaseRevokeRequest, s.lease_revoke),
+                "LeaseTimeToLive": (rpc_pb2.LeaseTimeToLiveRequest, s.lease_time_to_live),
+                "LeaseLeases": (rpc_pb2.LeaseLeasesRequest, s.lease_leases),
+            },
             "Cluster": {"MemberList": (rpc_pb2.MemberListRequest, member_list)},
             "Auth": {"Authenticate": (rpc_pb2.AuthenticateRequest, self._authenticate)},
         }
@@ -223,6 +267,9 @@ class EtcdGrpcServer:
             for method, (request_type, handler) in served.get(service, {}).items():
                 path = f"/etcdserverpb.{service}/{method}"
                 methods[method] = self._unary(path, request_type, handler)
+            for method, (request_type, stream) in streams.get(service, {}).items():
+                path = f"/etcdserverpb.{service}/{method}"
+                methods[method] = self._stream(path, request_type, stream)
             for method, why in _UNSERVED.get(service, {}).items():
                 methods[method] = self._unserved(service, method, why)
             handlers.append(

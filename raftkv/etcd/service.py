@@ -24,17 +24,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 from raftkv.core.types import NodeId
 from raftkv.etcd import convert, errors
 from raftkv.etcd.errors import EtcdError
 from raftkv.etcd.pb import rpc_pb2
+from raftkv.etcd.watch import WatchSession
 from raftkv.replica.kv import (
     ERR_COMPACTED,
     ERR_FUTURE_REVISION,
+    ERR_LEASE_EXISTS,
+    ERR_LEASE_NOT_FOUND,
     ERR_NOSPACE,
     ERR_NOT_FOUND,
     Alarm,
@@ -44,8 +48,13 @@ from raftkv.replica.kv import (
     EtcdTxn,
     KVResult,
     KVStateMachine,
+    LeaseGrant,
+    LeaseGranted,
+    LeaseRevoke,
+    LeaseRevoked,
     encode_command,
 )
+from raftkv.replica.leases import MAX_LEASE_ID, MAX_LEASE_TTL_S
 from raftkv.replica.mvcc import MVCCError, TxnOp
 from raftkv.server.config import ServerConfig
 from raftkv.server.errors import (
@@ -59,11 +68,13 @@ from raftkv.server.errors import (
     ServerError,
 )
 from raftkv.server.node import RaftNode
+from raftkv.server.node.leases import REQUEST_KEEPALIVE, REQUEST_TTL, LeaseRequest
 
 __all__ = [
     "CLUSTER_NAME",
     "SERVER_VERSION",
     "ForwardWrite",
+    "LeaseCall",
     "EtcdService",
     "forwarded_answer",
 ]
@@ -79,6 +90,11 @@ speaks is etcd 3.5's, and clients gate features on this number."""
 ForwardWrite = Callable[[Command, str | None], Awaitable[tuple[int, bytes]]]
 """Have the leader serve a validated write, with the client's ``Authorization``
 (for the leader's token check): its (HTTP status, body)."""
+
+LeaseCall = Callable[[LeaseRequest, str | None], Awaitable[tuple[int, bytes]]]
+"""Serve a keep-alive or time-to-live as ``/v1``'s lease routes do (on the
+leader after a ReadIndex round, or forwarded to it): its (HTTP status, ``/v1``
+JSON body)."""
 
 _FORWARDED_OK: Final = 200
 _FORWARDED_REFUSED: Final = 409
@@ -110,6 +126,10 @@ def _answer_error(error: str | None) -> EtcdError:
         return errors.FUTURE_REVISION
     if error == ERR_NOT_FOUND:
         return errors.KEY_NOT_FOUND
+    if error == ERR_LEASE_NOT_FOUND:
+        return errors.LEASE_NOT_FOUND
+    if error == ERR_LEASE_EXISTS:
+        return errors.LEASE_EXISTS
     return errors.invalid_argument(str(error))
 
 
@@ -135,6 +155,8 @@ def _forwarded_error(status: int, body: bytes) -> EtcdError:
     message = parsed.get("error") if isinstance(parsed, dict) else None
     if status == _FORWARDED_REFUSED:
         return _answer_error(message)
+    if status == 404 and message == ERR_LEASE_NOT_FOUND:
+        return errors.LEASE_NOT_FOUND
     if status == 410:
         return errors.COMPACTED
     if status == 507:
@@ -161,12 +183,20 @@ class EtcdService:
         node: the node served.
         config: its configuration (timeouts, limits, TLS, advertised addresses).
         forward: how a follower hands a write to the leader (``/v1``'s forwarding).
+        lease_call: how keep-alives and time-to-lives are served (``/v1``'s path).
     """
 
-    def __init__(self, node: RaftNode, config: ServerConfig, forward: ForwardWrite) -> None:
+    def __init__(
+        self,
+        node: RaftNode,
+        config: ServerConfig,
+        forward: ForwardWrite,
+        lease_call: LeaseCall,
+    ) -> None:
         self.node = node
         self.config = config
         self._forward = forward
+        self._lease_call = lease_call
         self.cluster_id = convert.name_id(CLUSTER_NAME)
         self.member_id = convert.name_id(node.node_id)
         # Where this node's gRPC API listens (its port once bound), for MemberList.
@@ -199,7 +229,9 @@ class EtcdService:
                 self._check_size(op)
 
     async def _propose(self, command: Command, authorization: str | None) -> object:
-        """The result of ``command`` applied on the leader (Rule 2)."""
+        """The result of ``command`` applied on the leader (Rule 2): the state
+        machine's answer, or (forwarded) an ``EtcdTxn``'s ``TxnResponse`` or
+        another command's ``/v1`` JSON answer as a dict."""
         node = self.node
         try:
             if node.is_leader:
@@ -216,7 +248,11 @@ class EtcdService:
             raise _forwarded_error(status, body)
         if isinstance(command, EtcdTxn):
             return rpc_pb2.TxnResponse.FromString(body)
-        return None
+        try:
+            parsed: object = json.loads(body)
+        except ValueError:
+            parsed = None
+        return parsed if isinstance(parsed, dict) else {}
 
     async def _write(self, txn: TxnOp, authorization: str | None) -> rpc_pb2.TxnResponse:
         """An ``EtcdTxn`` proposed (or forwarded) and answered, header and all."""
@@ -340,6 +376,116 @@ class EtcdService:
             return rpc_pb2.AlarmResponse(header=self.header(), alarms=alarms)
         return rpc_pb2.AlarmResponse(header=self.header())
 
+    # ------------------------------------------------------------------ Watch
+
+    def watch(
+        self, requests: AsyncIterator[rpc_pb2.WatchRequest], *, require_leader: bool
+    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        """A ``Watch`` stream's responses (:mod:`raftkv.etcd.watch`)."""
+        return WatchSession(self, require_leader=require_leader).run(requests)
+
+    # ------------------------------------------------------------------ Lease
+
+    async def lease_grant(
+        self, req: rpc_pb2.LeaseGrantRequest, authorization: str | None = None
+    ) -> rpc_pb2.LeaseGrantResponse:
+        """A lease through the log, as ``POST /v1/leases``: ``ID`` 0 lets this
+        node pick one at random; the TTL is raised to the node's minimum."""
+        self._kv()
+        if req.TTL > MAX_LEASE_TTL_S:
+            raise errors.LEASE_TTL_TOO_LARGE
+        if req.ID < 0:
+            raise errors.invalid_argument(f"lease ids are 1 to {MAX_LEASE_ID}")
+        ttl = self.node.leases.grant_ttl(max(req.TTL, 1))
+        lease_id = req.ID or _new_lease_id()
+        command = LeaseGrant(id=lease_id, ttl_s=ttl, time_ms=_now_ms())
+        result = await self._propose(command, authorization)
+        if isinstance(result, KVResult) and not result.ok:
+            raise _answer_error(result.error)
+        if isinstance(result, LeaseGranted):
+            lease_id, ttl = result.id, result.ttl_s
+        elif isinstance(result, dict):
+            lease_id, ttl = int(result.get("id", lease_id)), int(result.get("ttl", ttl))
+        return rpc_pb2.LeaseGrantResponse(header=self.header(), ID=lease_id, TTL=ttl)
+
+    async def lease_revoke(
+        self, req: rpc_pb2.LeaseRevokeRequest, authorization: str | None = None
+    ) -> rpc_pb2.LeaseRevokeResponse:
+        """End a lease and delete its keys (one revision), as ``DELETE /v1/leases/ID``."""
+        self._kv()
+        if not 1 <= req.ID <= MAX_LEASE_ID:
+            raise errors.LEASE_NOT_FOUND
+        result = await self._propose(LeaseRevoke(id=req.ID, time_ms=_now_ms()), authorization)
+        if isinstance(result, KVResult) and not result.ok:
+            raise _answer_error(result.error)
+        revision = None
+        if isinstance(result, LeaseRevoked):
+            revision = result.revision
+        elif isinstance(result, dict) and isinstance(result.get("revision"), int):
+            revision = result["revision"]
+        return rpc_pb2.LeaseRevokeResponse(header=self.header(revision))
+
+    async def _lease_request(
+        self, request: LeaseRequest, authorization: str | None
+    ) -> dict[str, Any] | None:
+        """``/v1``'s answer to a keep-alive or time-to-live; None: no such lease."""
+        self._kv()
+        if not 1 <= request.lease_id <= MAX_LEASE_ID:
+            return None
+        try:
+            status, body = await self._lease_call(request, authorization)
+        except ServerError as exc:
+            raise _server_error(exc) from None
+        if status != _FORWARDED_OK:
+            error = _forwarded_error(status, body)
+            if error == errors.LEASE_NOT_FOUND:
+                return None
+            raise error
+        parsed = json.loads(body)
+        assert isinstance(parsed, dict)
+        return parsed
+
+    async def lease_keepalive(
+        self,
+        requests: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest],
+        authorization: str | None = None,
+    ) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
+        """One answer per keep-alive, in order, each once the leader confirmed
+        it still leads; ``TTL`` 0 for a lease that is gone (etcd's)."""
+        async for req in requests:
+            request = LeaseRequest(kind=REQUEST_KEEPALIVE, lease_id=req.ID)
+            answer = await self._lease_request(request, authorization)
+            ttl = int(answer["ttl"]) if answer is not None else 0
+            yield rpc_pb2.LeaseKeepAliveResponse(header=self.header(), ID=req.ID, TTL=ttl)
+
+    async def lease_time_to_live(
+        self, req: rpc_pb2.LeaseTimeToLiveRequest, authorization: str | None = None
+    ) -> rpc_pb2.LeaseTimeToLiveResponse:
+        """The leader's view of a lease; ``TTL`` -1 for one that is gone (etcd's)."""
+        request = LeaseRequest(kind=REQUEST_TTL, lease_id=req.ID, keys=req.keys)
+        answer = await self._lease_request(request, authorization)
+        if answer is None:
+            return rpc_pb2.LeaseTimeToLiveResponse(header=self.header(), ID=req.ID, TTL=-1)
+        return rpc_pb2.LeaseTimeToLiveResponse(
+            header=self.header(),
+            ID=req.ID,
+            TTL=int(answer["ttl"]),
+            grantedTTL=int(answer["granted_ttl"]),
+            keys=[k.encode("utf-8", "surrogateescape") for k in answer.get("keys", ())],
+        )
+
+    async def lease_leases(
+        self, req: rpc_pb2.LeaseLeasesRequest, authorization: str | None = None
+    ) -> rpc_pb2.LeaseLeasesResponse:
+        """Every lease, after a ReadIndex (as ``GET /v1/leases``)."""
+        self._kv()
+        try:
+            await self.node.read_barrier(timeout=self.config.request_timeout_s)
+        except ServerError as exc:
+            raise _server_error(exc) from None
+        leases = [rpc_pb2.LeaseStatus(ID=lease.id) for lease in self.node.leases.leases()]
+        return rpc_pb2.LeaseLeasesResponse(header=self.header(), leases=leases)
+
     # ------------------------------------------------------------------ Cluster
 
     async def member_list(self, req: rpc_pb2.MemberListRequest) -> rpc_pb2.MemberListResponse:
@@ -365,6 +511,11 @@ class EtcdService:
                 )
             )
         return rpc_pb2.MemberListResponse(header=self.header(), members=members)
+
+
+def _new_lease_id() -> int:
+    """A random lease id, 1..2**63-1 (a grant that names none)."""
+    return int.from_bytes(os.urandom(8), "big") & MAX_LEASE_ID or 1
 
 
 def _url(scheme: str, addr: tuple[str, int]) -> str:

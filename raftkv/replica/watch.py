@@ -266,6 +266,11 @@ class WatchHub:
     def get(self, watch_id: int) -> Watcher | None:
         return self._watchers.get(watch_id)
 
+    def synced(self, watch_id: int) -> bool:
+        """Whether the watcher is open and synced: it has been given every
+        matching event up to :attr:`revision` (once its queue is taken)."""
+        return watch_id in self._watchers and watch_id not in self._unsynced
+
     # ------------------------------------------------------------------ watchers
 
     def create(

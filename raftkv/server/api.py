@@ -186,6 +186,16 @@ _CONNECTION: web.RequestKey[HandedOff] = web.RequestKey("connection", HandedOff)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _streaming(request: web.Request) -> asyncio.Future[None] | None:
+    """A request starts streaming (a watch): it gives up its place in the
+    concurrency limit; the future of its connection's end (None: unknown)."""
+    slot = request.get(_SLOT)
+    if slot is not None:
+        slot.release()
+    conn = request.get(_CONNECTION)
+    return conn.when_lost() if conn is not None else None
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
@@ -585,6 +595,16 @@ class _Api:
         as :meth:`_write` does; the leader's (status, body)."""
         origin = _Origin(None, authorization, None)
         status, body, _ = await self._forward_write(origin, self.node.leader, command)
+        return status, body
+
+    async def lease_call(
+        self, request: LeaseRequest, authorization: str | None
+    ) -> tuple[int, bytes]:
+        """Serve a keep-alive or time-to-live of another API (the etcd API's) as
+        ``/v1``'s lease routes do: on the leader, or forwarded to it; its
+        (status, body) in ``/v1``'s JSON."""
+        origin = _Origin(None, authorization, None)
+        status, body, _ = await self._lease_request(origin, request)
         return status, body
 
     def serve_forwarded(self, payload: bytes, reply: ForwardReply) -> None:
@@ -1338,8 +1358,8 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
     r.add_get("/v1/leases/{lease_id}", api.lease_ttl, allow_head=False)
     r.add_delete("/v1/leases/{lease_id}", api.lease_revoke)
     r.add_post("/v1/leases/{lease_id}/keepalive", api.lease_keepalive)
-    api.etcd = EtcdService(node, config, api.forward_command)
-    add_gateway_routes(r, api.etcd)
+    api.etcd = EtcdService(node, config, api.forward_command, api.lease_call)
+    add_gateway_routes(r, api.etcd, _streaming)
     return app, api
 
 

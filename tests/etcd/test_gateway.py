@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from raftkv.etcd.convert import name_id
 from raftkv.server.security import parse_tokens
+from tests.cluster.harness import eventually
 from tests.etcd.conftest import etcd_cluster, follower
 from tests.security.conftest import RO_TOKEN, RW_TOKEN, TOKENS_TEXT, run
 
@@ -70,8 +74,6 @@ def test_gateway_put_range_txn_in_grpc_gateway_json(tmp_path: Path) -> None:
                 assert status == 200 and b'"version":"3.5.0"' in body
                 status, body = await post(s, url + "/v3/cluster/member/list", {})
                 assert status == 200 and b'"name":"n1"' in body
-                status, body = await post(s, url + "/v3/watch", {})
-                assert status == 501
                 async with s.get(url + "/version") as r:
                     assert await r.read() == b'{"etcdserver":"3.5.0","etcdcluster":"3.5.0"}'
                 async with s.get(url + "/health") as r:
@@ -130,5 +132,71 @@ def test_v1_get_of_an_empty_etcd_value_is_valid_json(tmp_path: Path) -> None:
                 async with s.get(url + "/v1/kv/empty") as r:
                     body = await r.json()
                 assert body["value_base64"] == "" and "value" not in body
+
+    run(scenario())
+
+
+def test_gateway_leases_and_keepalive_stream(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with etcd_cluster(tmp_path) as c:
+            leader = await c.leader()
+            url = c.url(follower(c, leader))
+            async with aiohttp.ClientSession() as s:
+                status, body = await post(s, url + "/v3/lease/grant", {"TTL": "60", "ID": "5"})
+                assert status == 200 and body.endswith(b',"ID":"5","TTL":"60"}'), body
+                put = {"key": b64(b"k"), "value": b64(b"v"), "lease": "5"}
+                assert (await post(s, url + "/v3/kv/put", put))[0] == 200
+                status, body = await post(
+                    s, url + "/v3/kv/lease/timetolive", {"ID": 5, "keys": True}
+                )
+                assert status == 200 and b'"grantedTTL":"60","keys":["aw=="]' in body, body
+                status, body = await post(s, url + "/v3/lease/leases", {})
+                assert status == 200 and body.endswith(b'"leases":[{"ID":"5"}]}'), body
+                async with s.post(url + "/v3/lease/keepalive", data=b'{"ID":5}\n{"ID":6}') as r:
+                    lines = (await r.read()).splitlines()
+                assert len(lines) == 2
+                assert lines[0].startswith(b'{"result":{"header":{')
+                assert lines[0].endswith(b'},"ID":"5","TTL":"60"}}')
+                assert lines[1].endswith(b'},"ID":"6"}}')  # TTL 0: gone
+                assert (await post(s, url + "/v3/kv/lease/revoke", {"ID": "5"}))[0] == 200
+                status, body = await post(s, url + "/v3/lease/revoke", {"ID": "5"})
+                assert (status, body) == (
+                    404,
+                    b'{"error":"etcdserver: requested lease not found","code":5,'
+                    b'"message":"etcdserver: requested lease not found"}',
+                )
+
+    run(scenario())
+
+
+def test_gateway_watch_streams_result_lines(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        async with etcd_cluster(tmp_path) as c:
+            leader = await c.leader()
+            url = c.url(follower(c, leader))
+            create = {"create_request": {"key": b64(b"a/"), "range_end": b64(b"a0")}}
+            term = c.nodes[follower(c, leader)].term
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(url + "/v3/watch", json=create) as r,
+            ):
+                assert r.status == 200
+                created = await asyncio.wait_for(r.content.readline(), 5)
+                assert created.startswith(b'{"result":{"header":{')
+                assert created.endswith(
+                    b'"revision":"1","raft_term":"%d"},"created":true}}\n' % term
+                )
+                put = {"key": b64(b"a/1"), "value": b64(b"x")}
+                await post(s, c.url(leader) + "/v3/kv/put", put)
+                event = await asyncio.wait_for(r.content.readline(), 5)
+                assert event.endswith(
+                    b'"events":[{"kv":{"key":"YS8x","create_revision":"2",'
+                    b'"mod_revision":"2","version":"1","value":"eA=="}}]}}\n'
+                ), event
+            await eventually(lambda: all(n.watchers == 0 for n in c.nodes.values()), "closed")
+            # The client went away mid-stream: the stream ended quietly.
+            assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
     run(scenario())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -74,5 +76,44 @@ def test_tls_serves_the_grpc_port(tmp_path: Path, pki: Pki) -> None:
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await stubs(channel).kv.Range(rpc_pb2.RangeRequest(key=b"k"), timeout=2)
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    run(scenario())
+
+
+def test_tokens_on_lease_calls_and_watch_streams_through_a_follower(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with etcd_cluster(tmp_path, client_tokens=parse_tokens(TOKENS_TEXT)) as c:
+            leader = await c.leader()
+            rw, ro = (("token", RW_TOKEN),), (("token", RO_TOKEN),)
+            async with grpc.aio.insecure_channel(grpc_target(c, follower(c, leader))) as channel:
+                s = stubs(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await s.lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=30), metadata=ro)
+                assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                granted = await s.lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=30), metadata=rw)
+
+                async def one() -> AsyncIterator[rpc_pb2.LeaseKeepAliveRequest]:
+                    yield rpc_pb2.LeaseKeepAliveRequest(ID=granted.ID)
+
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    [r async for r in s.lease.LeaseKeepAlive(one(), metadata=ro)]
+                assert info.value.details() == "etcdserver: permission denied"
+                # Forwarded to the leader over HTTP with the client's token.
+                renewed = [r async for r in s.lease.LeaseKeepAlive(one(), metadata=rw)]
+                assert [(r.ID, r.TTL) for r in renewed] == [(granted.ID, 30)]
+                ttl = await s.lease.LeaseTimeToLive(
+                    rpc_pb2.LeaseTimeToLiveRequest(ID=granted.ID), metadata=ro
+                )
+                assert ttl.grantedTTL == 30
+                call = s.watch.Watch(metadata=ro)  # a read
+                await call.write(
+                    rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"k"))
+                )
+                assert (await asyncio.wait_for(call.read(), 5)).created
+                call.cancel()
+                unknown = s.watch.Watch()
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await asyncio.wait_for(unknown.read(), 5)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     run(scenario())

@@ -1,6 +1,6 @@
 """Real clients: Debian's etcdctl against a 3-node raftkv cluster, side by side with a
 real etcd when Debian's etcd-server is installed (``make etcd-tools`` installs both),
-and PyPI's etcd3 client.
+and PyPI's etcd3 client: KV, leases, watches, and etcdctl's lock and elect.
 
 Every etcdctl scenario runs the same command line against both and compares the
 outputs, with the ids that differ by nature (cluster and member ids, Raft terms)
@@ -186,10 +186,178 @@ def test_etcdctl_endpoint_status_and_member_list(raftkv_endpoints: str) -> None:
     assert code == 0 and out.count("is healthy") == 3, out
 
 
-def test_etcdctl_watch_and_lease_say_they_are_not_served_yet(raftkv_endpoints: str) -> None:
-    code, out = etcdctl(raftkv_endpoints, "lease", "grant", "10")
-    assert code != 0
-    assert "Lease.LeaseGrant is not implemented by raftkv" in out
+_LEASE_GRANTED = re.compile(r"lease ([0-9a-f]{16}) granted")
+_REMAINING = re.compile(r"remaining\(\d+s\)")
+_ATTACHED = re.compile(r"attached keys\(\[([^]]*)\]\)")
+
+
+def _grant(endpoints: str, ttl: str) -> str:
+    code, out = etcdctl(endpoints, "lease", "grant", ttl)
+    found = _LEASE_GRANTED.search(out)
+    assert code == 0 and found is not None, out
+    return found.group(1)
+
+
+def _without_lease(output: str, lease: str) -> str:
+    """``output`` with the lease's id (hex, and decimal as -w json prints it)
+    blanked, the remaining seconds of a time-to-live (99 or 100), and its
+    attached keys sorted (etcd lists them in Go's random map order)."""
+    output = output.replace(lease, "LEASE").replace(str(int(lease, 16)), "LEASE")
+    output = _ATTACHED.sub(
+        lambda m: "attached keys([" + " ".join(sorted(m.group(1).split())) + "])", output
+    )
+    return _REMAINING.sub("remaining(Ns)", output)
+
+
+def test_etcdctl_lease_scenario_matches_a_real_etcd(
+    raftkv_endpoints: str, etcd_endpoint: str
+) -> None:
+    runs = []
+    for endpoints in (raftkv_endpoints, etcd_endpoint):
+        lease = _grant(endpoints, "100")
+        steps = [
+            ("put", "--lease", lease, "leased/k", "v"),
+            ("put", "--lease", lease, "leased/j", "w"),
+            ("lease", "timetolive", lease, "--keys"),
+            ("lease", "keep-alive", "--once", lease),
+            ("get", "leased/", "--prefix"),
+            ("lease", "revoke", lease),
+            ("get", "leased/", "--prefix"),
+            ("lease", "timetolive", lease),
+            ("lease", "timetolive", lease, "-w", "json"),
+            ("lease", "keep-alive", "--once", lease),
+            ("lease", "revoke", lease),
+            ("put", "--lease", lease, "leased/k", "v"),
+        ]
+        listed = etcdctl(endpoints, "lease", "list")
+        assert listed[0] == 0 and lease in listed[1], listed
+        outputs = []
+        for args in steps:
+            code, out = etcdctl(endpoints, *args)
+            shown = " ".join(args).replace(lease, "LEASE")
+            outputs.append((shown, code, normalize(_without_lease(out, lease))))
+        runs.append(outputs)
+    ours, theirs = runs
+    for mine, etcds in zip(ours, theirs, strict=True):
+        assert mine == etcds, mine[0]
+
+
+def _revision(endpoints: str) -> int:
+    code, out = etcdctl(endpoints, "get", "nothing", "-w", "json")
+    assert code == 0, out
+    revision: int = json.loads(out)["header"]["revision"]
+    return revision
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if not line.startswith('{"level"')]
+
+
+def _wait_lines(path: Path, n: int, timeout: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while len(_lines(path)) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _lines(path)
+
+
+def _background(endpoints: str, out: Path, *args: str) -> subprocess.Popen[bytes]:
+    assert ETCDCTL is not None
+    with out.open("wb") as log:
+        return subprocess.Popen(
+            [ETCDCTL, "--endpoints", endpoints, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ETCDCTL_API": "3"},
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_etcdctl_watch_matches_a_real_etcd(
+    raftkv_endpoints: str, etcd_endpoint: str, tmp_path: Path
+) -> None:
+    """``watch --prefix --rev R --prev-kv`` from history, then live, then
+    ``watch`` from a compacted revision (each store compacted to its current
+    revision first): the same lines from both."""
+    outputs = []
+    for name, endpoints in (("raftkv", raftkv_endpoints), ("etcd", etcd_endpoint)):
+        start = _revision(endpoints) + 1
+        assert etcdctl(endpoints, "put", "w/a", "1")[0] == 0  # history at start
+        out = tmp_path / f"{name}.watch"
+        proc = _background(
+            endpoints, out, "watch", "--prefix", "w/", "--rev", str(start), "--prev-kv"
+        )
+        try:
+            assert _wait_lines(out, 3)[:3] == ["PUT", "w/a", "1"]
+            for args in (("put", "w/b", "2"), ("put", "w/a", "3"), ("put", "x", "no")):
+                assert etcdctl(endpoints, *args)[0] == 0
+            assert etcdctl(endpoints, "del", "w/", "--prefix")[0] == 0
+            lines = _wait_lines(out, 21)
+        finally:
+            _stop(proc)
+        outputs.append(lines)
+        assert etcdctl(endpoints, "compaction", str(_revision(endpoints)))[0] == 0
+        code, text = etcdctl(endpoints, "watch", "foo", "--rev", "1")
+        outputs.append([str(code), text])
+    assert outputs[0] == outputs[2]
+    # With --prev-kv, the previous key and value come before the new ones.
+    assert outputs[0][:11] == ["PUT", "w/a", "1", "PUT", "w/b", "2", "PUT", "w/a", "1", "w/a", "3"]
+    assert len(outputs[0]) == 21 and outputs[0][11] == outputs[0][16] == "DELETE"
+    assert outputs[1] == outputs[3]
+    assert "required revision has been compacted" in outputs[1][1]
+
+
+def test_etcdctl_lock_excludes_and_hands_over(raftkv_endpoints: str, tmp_path: Path) -> None:
+    code, out = etcdctl(raftkv_endpoints, "lock", "mylock", "--", "echo", "held")
+    assert (code, out) == (0, "held")
+    holder = _background(raftkv_endpoints, tmp_path / "holder", "lock", "mylock")
+    waiter = None
+    try:
+        first = _wait_lines(tmp_path / "holder", 1)
+        assert first[0].startswith("mylock/"), first  # the lock's key (then a blank line)
+        waiter = _background(
+            raftkv_endpoints, tmp_path / "waiter", "lock", "mylock", "--", "echo", "second"
+        )
+        time.sleep(1.5)
+        assert waiter.poll() is None and _lines(tmp_path / "waiter") == []  # still waiting
+        _stop(holder)  # etcdctl unlocks on SIGTERM
+        assert waiter.wait(timeout=15) == 0
+        assert _lines(tmp_path / "waiter") == ["second"]
+    finally:
+        _stop(holder)
+        if waiter is not None:
+            _stop(waiter)
+
+
+def test_etcdctl_elect_campaign_observe_and_hand_over(
+    raftkv_endpoints: str, tmp_path: Path
+) -> None:
+    p1 = _background(raftkv_endpoints, tmp_path / "p1", "elect", "myelection", "p1")
+    procs = [p1]
+    try:
+        first = _wait_lines(tmp_path / "p1", 2)
+        assert len(first) == 2 and first[0].startswith("myelection/") and first[1] == "p1"
+        procs.append(
+            _background(raftkv_endpoints, tmp_path / "listen", "elect", "-l", "myelection")
+        )
+        assert _wait_lines(tmp_path / "listen", 2) == first
+        procs.append(_background(raftkv_endpoints, tmp_path / "p2", "elect", "myelection", "p2"))
+        time.sleep(1.0)
+        assert _lines(tmp_path / "p2") == []  # p1 leads
+        _stop(p1)  # resigns
+        second = _wait_lines(tmp_path / "p2", 2)
+        assert len(second) == 2 and second[1] == "p2" and second[0] != first[0]
+        assert _wait_lines(tmp_path / "listen", 4) == first + second
+    finally:
+        for proc in procs:
+            _stop(proc)
 
 
 ETCD3_FLOW = """
@@ -220,6 +388,21 @@ assert not ok and client.get("/app/b")[0] is None
 assert client.delete_prefix("/app/").deleted == 1
 status = client.status()
 assert status.version == "3.5.0" and status.raft_term >= 1
+lease = client.lease(30)
+client.put("/app/leased", "v", lease=lease)
+assert lease.refresh()[0].TTL == 30
+assert lease.granted_ttl == 30 and 28 <= lease.remaining_ttl <= 30
+assert lease.keys == [b"/app/leased"]
+events, cancel = client.watch_prefix("/app/")
+client.put("/app/watched", "w")
+event = next(events)
+assert (type(event).__name__, event.key, event.value) == ("PutEvent", b"/app/watched", b"w")
+lease.revoke()
+event = next(events)
+assert (type(event).__name__, event.key) == ("DeleteEvent", b"/app/leased")
+cancel()
+with client.lock("mylock", ttl=10) as lock:
+    assert lock.is_acquired()
 print("etcd3 flow ok")
 """
 

@@ -100,9 +100,13 @@ def test_a_watch_from_the_past_catches_up_then_follows(node: Node) -> None:
     assert node.hub.step(budget=2)  # revisions 3, 4
     node.put("a")  # 7: not given yet, it is still catching up
     assert [r.revision for r in w.take()] == [3, 4]
+    assert not node.hub.synced(w.id)  # a progress answer now would overtake 5..7
     assert not node.hub.step()
+    assert node.hub.synced(w.id)
     node.put("a")
     assert [r.revision for r in w.take()] == [5, 6, 7, 8]
+    node.hub.close(w.id)
+    assert not node.hub.synced(w.id)
 
 
 def test_a_future_start_revision_waits(node: Node) -> None:

@@ -803,6 +803,7 @@ class RaftNode:
         filters: frozenset[str] = frozenset(),
         progress_notify: bool = False,
         require_leader: bool = True,
+        ready: asyncio.Event | None = None,
     ) -> WatchStream:
         """A watcher of ``[key, range_end)`` on this node (a follower too: it sees
         applied, committed events), from ``start_revision`` (0: the next one).
@@ -824,6 +825,7 @@ class RaftNode:
             filters=filters,
             progress_notify=progress_notify,
             require_leader=require_leader,
+            ready=ready,
         )
 
     @property

@@ -50,21 +50,30 @@ REASON_FAILED: Final = "node failed"
 
 
 class WatchStream:
-    """One watcher, read by one HTTP stream.
+    """One watcher, read by one HTTP stream (or one of a gRPC Watch stream's).
 
     Args:
         watches: the node's watches (closing the stream closes the watcher).
         watcher: the hub's watcher.
         progress_notify: whether the reader wants progress notifications.
+        ready: the event to set when the hub may have responses (several
+            watchers read by one reader share theirs); default: its own.
     """
 
     __slots__ = ("watcher", "progress_notify", "_watches", "_ready", "_ended")
 
-    def __init__(self, watches: Watches, watcher: Watcher, *, progress_notify: bool) -> None:
+    def __init__(
+        self,
+        watches: Watches,
+        watcher: Watcher,
+        *,
+        progress_notify: bool,
+        ready: asyncio.Event | None = None,
+    ) -> None:
         self.watcher = watcher
         self.progress_notify = progress_notify
         self._watches = watches
-        self._ready = asyncio.Event()
+        self._ready = ready if ready is not None else asyncio.Event()
         # The reader went away, or the node stopped: no more responses.
         self._ended = False
 
@@ -81,14 +90,29 @@ class WatchStream:
         self._ended = True
         self._ready.set()
 
+    @property
+    def ended(self) -> bool:
+        """The reader went away, or the node stopped."""
+        return self._ended
+
+    def take(self) -> list[WatchResponse]:
+        """The responses waiting, without waiting (progress only if wanted)."""
+        return [
+            r for r in self.watcher.take() if not r.progress or r.events or self.progress_notify
+        ]
+
+    def progress_revision(self) -> int | None:
+        """The revision up to which this watcher has been given every event --
+        the hub's cursor -- if it is synced and its queue is empty; else None
+        (a progress answer now could overtake events)."""
+        return self._watches.progress_revision(self)
+
     async def responses(self, timeout: float) -> list[WatchResponse] | None:
         """The responses waiting (at least one), ``[]`` when none came within
         ``timeout`` seconds, or None once the stream ended."""
         while True:
             self._ready.clear()
-            taken = [
-                r for r in self.watcher.take() if not r.progress or r.events or self.progress_notify
-            ]
+            taken = self.take()
             if taken:
                 return taken
             if self._ended:
@@ -166,8 +190,10 @@ class Watches:
         filters: frozenset[str],
         progress_notify: bool,
         require_leader: bool,
+        ready: asyncio.Event | None = None,
     ) -> WatchStream:
-        """A new watcher of ``[key, range_end)`` from ``start_revision`` (0: the next).
+        """A new watcher of ``[key, range_end)`` from ``start_revision`` (0: the next);
+        ``ready`` as for :class:`WatchStream`.
 
         Raises:
             BadRequest: this node's state machine has no watches, or the hub
@@ -191,7 +217,7 @@ class Watches:
             )
         except InvalidWatch as exc:
             raise BadRequest(str(exc)) from None
-        stream = WatchStream(self, watcher, progress_notify=progress_notify)
+        stream = WatchStream(self, watcher, progress_notify=progress_notify, ready=ready)
         self._streams[watcher.id] = stream
         self._schedule_step()  # a watcher from an old revision catches up now
         return stream
@@ -199,6 +225,16 @@ class Watches:
     def close(self, stream: WatchStream) -> None:
         if self._streams.pop(stream.watch_id, None) is not None and self._hub is not None:
             self._hub.close(stream.watch_id)
+
+    def progress_revision(self, stream: WatchStream) -> int | None:
+        """:meth:`WatchStream.progress_revision`."""
+        hub = self._hub
+        if hub is None:
+            return None
+        hub.applied()
+        if not hub.synced(stream.watch_id) or stream.watcher.pending:
+            return None
+        return hub.revision
 
     # ------------------------------------------------------------------ the runtime's calls
 
