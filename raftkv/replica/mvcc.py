@@ -726,6 +726,7 @@ class MVCCStore:
         "_superseded_keys",
         "_superseded_revs",
         "_superseded_head",
+        "_compact_cut",
         "_floor_tombstones",
         "_pending_compaction",
         "_revision",
@@ -750,6 +751,7 @@ class MVCCStore:
         self._superseded_keys: list[bytes] = []
         self._superseded_revs = array("q")
         self._superseded_head = 0
+        self._compact_cut = 0
         # Invariant: from _superseded_head on, one (revision, key) pair per kept
         # version that a later write superseded, in revision order: the key, and
         # the revision of the write that superseded it. A compaction at r can
@@ -762,8 +764,10 @@ class MVCCStore:
         # the compact revision, rule 6): a later compaction drops it, though no
         # write superseded it.
         self._pending_compaction: list[bytes] = []
-        # Invariant: keys whose versions below _compact_revision may not be freed
-        # yet (compact() is logical at once, compact_step() physical in slices).
+        # Invariant: the keys whose versions below _compact_revision may not be
+        # freed yet (compact() is logical at once, compact_step() physical in
+        # slices) are those of _pending_compaction and of the superseded pairs
+        # from _superseded_head up to _compact_cut.
         self._revision = 1
         # Invariant: every kept version's mod_revision <= _revision.
         self._compact_revision = 0
@@ -1388,29 +1392,22 @@ class MVCCStore:
         if revision > self._revision:
             raise FutureRevisionError(self._revision)
         self._compact_revision = revision
-        # The keys with a version superseded at or before ``revision`` and those
-        # with a tombstone left first (the invariants in __init__), added to a
-        # pass still under way: it goes on at the new point (compacting a key is
-        # idempotent), each key visited once.
-        keys = self._superseded_keys
-        revs = self._superseded_revs
-        head = self._superseded_head
-        cut = bisect_right(revs, revision, lo=head)
-        due = dict.fromkeys(self._pending_compaction)
-        due.update(dict.fromkeys(self._floor_tombstones))
-        due.update(dict.fromkeys(keys[head:cut]))
+        # The pass visits the keys with a version superseded at or before
+        # ``revision`` -- the superseded pairs up to the cut -- and those left
+        # with a tombstone first (the invariants in __init__). A pass under way
+        # just goes on to the new cut (compacting a key is idempotent, and uses
+        # the newest compact revision). O(log n) here: the keys are visited by
+        # compact_step, not listed now.
+        self._compact_cut = bisect_right(
+            self._superseded_revs, revision, lo=max(self._superseded_head, self._compact_cut)
+        )
+        self._pending_compaction.extend(self._floor_tombstones)
         self._floor_tombstones = []
-        self._pending_compaction = list(due)
-        if cut > 4096 and cut * 2 > len(keys):
-            del keys[:cut]
-            del revs[:cut]
-            cut = 0
-        self._superseded_head = cut
 
     @property
     def compacting(self) -> bool:
         """Whether a physical compaction pass is unfinished (:meth:`compact_step`)."""
-        return bool(self._pending_compaction)
+        return bool(self._pending_compaction) or self._superseded_head < self._compact_cut
 
     def compact_step(self, budget: int) -> bool:
         """Free the old versions of up to ``budget`` keys; whether work is left.
@@ -1420,16 +1417,30 @@ class MVCCStore:
         store whatever the pass reached.
         """
         pending = self._pending_compaction
-        if not pending:
+        head, cut = self._superseded_head, self._compact_cut
+        if not pending and head >= cut:
             return False
+        # This slice's keys: the tombstones left first, then the next pairs.
+        batch = [pending.pop() for _ in range(min(budget, len(pending)))]
+        take = min(budget - len(batch), cut - head)
+        if take > 0:
+            keys = self._superseded_keys
+            batch += keys[head : head + take]
+            head += take
+            if head > 4096 and head * 2 > len(keys):
+                # Forget the pairs visited (amortized: once per halving).
+                del keys[:head]
+                del self._superseded_revs[:head]
+                self._compact_cut = cut - head
+                head = 0
+            self._superseded_head = head
         revision = self._compact_revision
         entries = self._entries
         floor_tombstones = self._floor_tombstones
         index = self._index
         dropped_size = 0
         dropped_versions = 0
-        for _ in range(min(budget, len(pending))):
-            key = pending.pop()
+        for key in batch:
             entry = entries.get(key)
             if entry is None:
                 continue
@@ -1471,7 +1482,7 @@ class MVCCStore:
                 floor_tombstones.append(key)
         self._size -= dropped_size
         self._versions -= dropped_versions
-        return bool(pending)
+        return self.compacting
 
     # ------------------------------------------------------------------ snapshots
 
@@ -1488,7 +1499,7 @@ class MVCCStore:
         keys: list[object] = []
         append = keys.append
         entries = self._entries
-        compacting = bool(self._pending_compaction)
+        compacting = self.compacting
         revision = self._compact_revision
         for key in self._index:
             entry: _Entry | list[_Version] | None = entries[key]
@@ -1513,7 +1524,7 @@ class MVCCStore:
         keys = list(self._index)
         entries = self._entries.copy()
         revision, compact_revision = self._revision, self._compact_revision
-        compacting = bool(self._pending_compaction)
+        compacting = self.compacting
 
         def build() -> list[object]:
             wire: list[object] = []
