@@ -34,13 +34,16 @@ serve`` flags (e.g. ``nohints=--no-leader-hints``). ``--load wrk`` drives every
 point with wrk (``apt-get install wrk``) and bench/kv_wrk.lua instead of the
 asyncio client: the same closed loop, keys, values and routes from C event
 loops, which leave more of a small machine's CPUs to the servers (a second
-opinion; see :func:`run_point_wrk`). ``--plot PNG`` draws the run with
+opinion; see :func:`run_point_wrk`). ``--load grpc`` drives both etcd and
+raftkv through the etcd v3 API (``Put``, ``Range``) with one grpc.aio client,
+so the comparison uses the very same client code (raftkv nodes then get
+``--grpc-addr``). ``--plot PNG`` draws the run with
 bench/plot_kv.py.
 
 Usage: python bench/kv_bench.py [--systems raftkv,etcd] [--duration 10]
        [--concurrency 1,16,64] [--ops put,get] [--keys 10000] [--value-size 100]
        [--nodes 3] [--data-dir DIR] [--no-fsync] [--failover N] [--cpu]
-       [--variant NAME=DIR ...] [--flavor NAME=FLAGS ...] [--load asyncio|wrk]
+       [--variant NAME=DIR ...] [--flavor NAME=FLAGS ...] [--load asyncio|wrk|grpc]
        [--plot PNG]
 
 The data dir must be on the disk you care about (tmpfs makes fsync free); the
@@ -119,14 +122,18 @@ class Cluster:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     api: dict[str, str] = field(default_factory=dict)
     cmds: dict[str, list[str]] = field(default_factory=dict)
+    serve_grpc: bool = False  # --load grpc: start raftkv nodes with --grpc-addr
+    grpc: dict[str, str] = field(default_factory=dict)  # etcd v3 gRPC address per node
 
     # -- processes
 
     def start(self) -> None:
-        ports = _free_ports(2 * self.nodes)
+        ports = _free_ports(3 * self.nodes)
         ids = [f"n{i + 1}" for i in range(self.nodes)]
-        raft = {n: f"127.0.0.1:{ports[2 * i]}" for i, n in enumerate(ids)}
-        self.api = {n: f"127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(ids)}
+        raft = {n: f"127.0.0.1:{ports[3 * i]}" for i, n in enumerate(ids)}
+        self.api = {n: f"127.0.0.1:{ports[3 * i + 1]}" for i, n in enumerate(ids)}
+        if self.serve_grpc:
+            self.grpc = {n: f"127.0.0.1:{ports[3 * i + 2]}" for i, n in enumerate(ids)}
         spec = ",".join(f"{n}={raft[n]}/{self.api[n]}" for n in ids)
         for n in ids:
             cmd = [
@@ -142,6 +149,8 @@ class Cluster:
             ]  # fmt: skip
             if not self.fsync:
                 cmd.append("--no-fsync")
+            if self.serve_grpc:
+                cmd += ["--grpc-addr", self.grpc[n]]
             self.cmds[n] = cmd + self.extra_args
             self.spawn(n)
 
@@ -243,6 +252,7 @@ class EtcdCluster(Cluster):
         ids = [f"e{i + 1}" for i in range(self.nodes)]
         peer = {n: f"http://127.0.0.1:{ports[2 * i]}" for i, n in enumerate(ids)}
         self.api = {n: f"127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(ids)}
+        self.grpc = dict(self.api)  # etcd serves gRPC and its gateway on one port
         spec = ",".join(f"{n}={peer[n]}" for n in ids)
         for n in ids:
             self.cmds[n] = [
@@ -618,6 +628,103 @@ async def run_point(
     return point
 
 
+async def _grpc_worker(
+    stubs: list[Any],
+    point: Point,
+    keys: int,
+    payload: bytes,
+    rng: random.Random,
+    stop_at: float,
+    record_from: float,
+    stale: bool,
+) -> None:
+    import grpc  # the etcd v3 API's client (raftkv's runtime dependency)
+
+    from raftkv.etcd.pb import rpc_pb2
+
+    n = rng.randrange(len(stubs))
+    while True:
+        now = time.perf_counter()
+        if now >= stop_at:
+            return
+        n = (n + 1) % len(stubs)
+        key = _key(rng.randrange(keys)).encode()
+        try:
+            if point.op == "put":
+                await stubs[n].Put(rpc_pb2.PutRequest(key=key, value=payload), timeout=10)
+            else:
+                await stubs[n].Range(rpc_pb2.RangeRequest(key=key, serializable=stale), timeout=10)
+            ok, status = True, "OK"
+        except grpc.aio.AioRpcError as exc:
+            ok, status = False, exc.code().name
+        done = time.perf_counter()
+        if now >= record_from:
+            if ok:
+                point.latencies.append(done - now)
+            else:
+                point.errors[status] = point.errors.get(status, 0) + 1
+        if not ok:
+            await asyncio.sleep(0.01)
+
+
+async def run_point_grpc(
+    cluster: Cluster,
+    op: str,
+    concurrency: int,
+    *,
+    duration: float,
+    warmup: float,
+    keys: int,
+    payload: bytes,
+    seed: int,
+    stale: bool = False,
+    cpu: bool = False,
+) -> Point:
+    """:func:`run_point` through the etcd v3 gRPC API: the same closed loop, keys
+    and values, sent with one grpc.aio client (a channel per node) to etcd and to
+    raftkv alike, so the two are compared with the very same client."""
+    import grpc
+
+    from raftkv.etcd.pb import rpc_pb2_grpc
+
+    point = Point(op, concurrency)
+    leader = await _leader_once(cluster) if cpu else None
+    channels = [grpc.aio.insecure_channel(addr) for addr in cluster.grpc.values()]
+    try:
+        stubs = [rpc_pb2_grpc.KVStub(ch) for ch in channels]
+        start = time.perf_counter()
+        record_from = start + warmup
+        stop_at = record_from + duration
+        ticker = asyncio.create_task(_progress(cluster.name, point, start, warmup, duration))
+        cpu_before: dict[str, float] = {}
+
+        async def sample_at_record_from() -> None:
+            await asyncio.sleep(max(0.0, record_from - time.perf_counter()))
+            cpu_before.update(_cpu_snapshot(cluster))
+
+        sampler = asyncio.create_task(sample_at_record_from()) if cpu else None
+        await asyncio.gather(
+            *(
+                _grpc_worker(
+                    stubs, point, keys, payload, random.Random(seed * 1000 + w), stop_at,
+                    record_from, stale,
+                )
+                for w in range(concurrency)
+            )
+        )  # fmt: skip
+        ticker.cancel()
+        point.seconds = time.perf_counter() - record_from
+        if sampler is not None:
+            await sampler
+            ops = len(point.latencies) + sum(point.errors.values())
+            point.cpu_us_per_op = cpu_per_op(cpu_before, _cpu_snapshot(cluster), ops, leader)
+    finally:
+        for ch in channels:
+            await ch.close()
+    sys.stderr.write("\r" + " " * 80 + "\r")
+    return point
+
+
 WRK_SCRIPT = REPO / "bench" / "kv_wrk.lua"
 
 
@@ -869,6 +976,9 @@ def _make_cluster(system: str, root: Path, args: argparse.Namespace) -> Cluster:
 async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
     root = Path(tempfile.mkdtemp(prefix="raftkv-kvbench-", dir=args.data_dir))
     clusters = [_make_cluster(system, root, args) for system in args.systems]
+    if args.load == "grpc":
+        for cluster in clusters:
+            cluster.serve_grpc = type(cluster) is Cluster  # raftkv (etcd serves gRPC anyway)
     for name, src in args.variant:
         cluster = _make_cluster("raftkv", root, args)
         cluster.name, cluster.root, cluster.src = name, root / name, src
@@ -925,7 +1035,9 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for concurrency in args.concurrency:
                     for rep in range(args.repeat):
                         for cluster in clusters:
-                            if not cluster.supports(op):
+                            if not cluster.supports(op) or (
+                                args.load == "grpc" and not cluster.grpc
+                            ):
                                 continue
                             cluster.check_alive()
                             load_before = os.getloadavg()[0]
@@ -941,6 +1053,21 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                                     seed=args.seed,
                                     cpu=args.cpu,
                                 )
+                            elif args.load == "grpc":
+                                point = await run_point_grpc(
+                                    cluster,
+                                    "get" if op == "stale" else op,
+                                    concurrency,
+                                    duration=args.duration,
+                                    warmup=args.warmup,
+                                    keys=args.keys,
+                                    payload=payload,
+                                    seed=args.seed,
+                                    stale=op == "stale",
+                                    cpu=args.cpu,
+                                )
+                                s = point.summary()
+                                s["op"] = op
                             else:
                                 point = await run_point(
                                     session,
@@ -1105,11 +1232,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--load",
-        choices=("asyncio", "wrk"),
+        choices=("asyncio", "wrk", "grpc"),
         default="asyncio",
-        help="load generator: this process's asyncio/aiohttp client (default), or wrk"
+        help="load generator: this process's asyncio/aiohttp client (default), wrk"
         " (apt-get install wrk) with bench/kv_wrk.lua, whose C event loops leave more of"
-        " the CPUs to the servers",
+        " the CPUs to the servers, or grpc: the etcd v3 API (Put, Range) through one grpc.aio"
+        " client for raftkv (--grpc-addr) and etcd alike",
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds first")

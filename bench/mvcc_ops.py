@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from raftkv.replica.kv import KVStateMachine, Put, encode_command
 from raftkv.replica.mvcc import (
     Compare,
     CompareResult,
@@ -32,7 +33,6 @@ from raftkv.replica.mvcc import (
     PutOp,
     prefix_range_end,
 )
-from raftkv.replica.kv import KVStateMachine, Put, encode_command
 
 
 def best(
