@@ -66,6 +66,7 @@ from __future__ import annotations
 import base64
 import enum
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias, cast
@@ -334,6 +335,19 @@ def stored_json(raw: bytes) -> JSONValue | NotJSON:
     return result
 
 
+# A JSON string of printable ASCII without escapes: what most /v1 values are.
+_PLAIN_JSON_STRING: Final = re.compile(rb'"[^"\\\x00-\x1f\x7f-\xff]*"')
+
+
+def is_json_text(raw: bytes) -> bool:
+    """Whether ``raw`` is JSON text in UTF-8 (:func:`stored_json` is not
+    :data:`NOT_JSON`), with a fast path for plain strings (a read checks every
+    value it answers: the etcd API may have stored any bytes)."""
+    if _PLAIN_JSON_STRING.fullmatch(raw):
+        return True
+    return stored_json(raw) is not NOT_JSON
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Item:
     """One key as the store holds it at some revision.
@@ -366,7 +380,7 @@ class Item:
         """Whether the value is JSON text (an etcd client may have stored any
         bytes, the empty value included); the ``/v1`` API shows another value
         as ``value_base64``."""
-        return stored_json(self.value_json) is not NOT_JSON
+        return is_json_text(self.value_json)
 
     def to_json(self, *, keys_only: bool = False) -> dict[str, Any]:
         """The ``/v1`` API's form: key, value (unless keys-only; ``value_base64``

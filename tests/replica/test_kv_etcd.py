@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from raftkv.replica.kv import (
     ERR_COMPACTED,
@@ -27,6 +30,8 @@ from raftkv.replica.kv import (
     TxnPut,
     decode_command,
     encode_command,
+    is_json_text,
+    stored_json,
 )
 from raftkv.replica.mvcc import Compare as StoreCompare
 from raftkv.replica.mvcc import (
@@ -177,3 +182,22 @@ def test_an_empty_etcd_value_is_not_json() -> None:
     item = log.sm.read("k").item
     assert item is not None and not item.is_json
     assert item.to_json()["value_base64"] == ""
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.text(max_size=30).map(lambda t: json.dumps(t, ensure_ascii=False).encode()),
+        st.text(max_size=30).map(lambda t: b'"' + t.encode("utf-8", "surrogatepass") + b'"'),
+        st.text(alphabet='a"\\\x01\x7f\u00e9', max_size=6).map(lambda t: b'"' + t.encode() + b'"'),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+            max_leaves=5,
+        ).map(lambda v: json.dumps(v, separators=(",", ":")).encode()),
+    )
+)
+def test_the_fast_json_check_agrees_with_the_decoder(raw: bytes) -> None:
+    """is_json_text's fast path for plain strings never answers otherwise than
+    decoding does (a read shows a value as JSON only if it is JSON)."""
+    assert is_json_text(raw) == (stored_json(raw) is not NOT_JSON)
