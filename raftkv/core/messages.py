@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from raftkv.core._frozen import fast_init
+from raftkv.core.frozen import fast_init
 from raftkv.core.types import ConfState, Entry, Index, NodeId, Term
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raftkv.core._frozen import fast_init
+from raftkv.core.frozen import fast_init
 from raftkv.core.messages import Message, describe_message
 from raftkv.core.types import Entry, HardState, ReadState, Snapshot, SoftState
 

@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass
 from typing import NewType, TypeAlias
 
-from raftkv.core._frozen import fast_init
+from raftkv.core.frozen import fast_init
 
 NodeId = NewType("NodeId", str)
 Term: TypeAlias = int

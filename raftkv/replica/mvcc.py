@@ -88,8 +88,8 @@ from typing import Any, ClassVar, Final, TypeAlias, cast
 
 import msgpack
 
-from raftkv.core._frozen import fast_init
 from raftkv.core.errors import RaftKVError, bug
+from raftkv.core.frozen import fast_init
 from raftkv.replica.keyindex import KeyIndex
 
 __all__ = [

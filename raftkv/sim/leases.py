@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from raftkv.core._frozen import fast_init
+from raftkv.core.frozen import fast_init
 from raftkv.replica.kv import (
     Command,
     Compact,

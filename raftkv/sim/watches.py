@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from raftkv.core._frozen import fast_init
+from raftkv.core.frozen import fast_init
 from raftkv.replica.mvcc import prefix_range_end
 from raftkv.replica.watch import CANCEL_COMPACTED, WatchResponse
 from raftkv.sim.clock import Clock, Micros

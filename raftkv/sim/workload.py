@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from raftkv.core._frozen import fast_init
+from raftkv.core.frozen import fast_init
 from raftkv.replica.kv import (
     ABSENT,
     Answer,

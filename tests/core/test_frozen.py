@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from raftkv.core import AppendEntries, Entry, HardState, Heartbeat, Ready, RequestVote
-from raftkv.core._frozen import fast_init
+from raftkv.core.frozen import fast_init
 from raftkv.core.types import EntryType, ReadState, Role, SoftState
 
 
