@@ -1,10 +1,11 @@
-"""Determinism guard: what ``raftkv.core``, ``raftkv.replica`` and ``raftkv.sim`` may import.
+"""Determinism guard: what the core, replica, history and sim packages may import.
 
 Rule (DESIGN.md, STYLE.md "Determinism"): the core and the replica layer never
 touch the clock, the OS, threads or any randomness; the simulator may use
 ``random.Random(seed)`` instances but never the global RNG or the wall clock.
 The replica layer is what the simulator proves and the server runs, so it may
-import only the core (and the shared limits), never the server.
+import only the core (and the shared limits), never the server; the history
+checkers (shared by the simulator and jepsen) only the replica layer and below.
 
 ruff's banned-api rule (configured in pyproject.toml) cannot tell core from sim
 for ``random``, so this test is the authoritative check. It parses every module
@@ -24,7 +25,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_ROOT = REPO_ROOT / "raftkv"
 
-Layer = Literal["core", "replica", "sim"]
+Layer = Literal["core", "replica", "history", "sim"]
 
 # Modules that leak wall-clock time, OS state, concurrency or OS randomness.
 _NONDETERMINISTIC = frozenset(
@@ -44,13 +45,15 @@ _NONDETERMINISTIC = frozenset(
 BANNED_MODULES: dict[Layer, frozenset[str]] = {
     "core": _NONDETERMINISTIC | {"random"},
     "replica": _NONDETERMINISTIC | {"random"},
+    "history": _NONDETERMINISTIC | {"random"},
     "sim": _NONDETERMINISTIC,
 }
 # raftkv packages each layer may import (DESIGN.md "Dependency direction").
 ALLOWED_RAFTKV: dict[Layer, tuple[str, ...]] = {
     "core": ("raftkv.core",),
     "replica": ("raftkv.core", "raftkv.limits", "raftkv.replica"),
-    "sim": ("raftkv.core", "raftkv.limits", "raftkv.replica", "raftkv.sim"),
+    "history": ("raftkv.core", "raftkv.limits", "raftkv.replica", "raftkv.history"),
+    "sim": ("raftkv.core", "raftkv.limits", "raftkv.replica", "raftkv.history", "raftkv.sim"),
 }
 # The only name of the `random` module the simulator may touch.
 ALLOWED_RANDOM_NAMES = frozenset({"Random"})
@@ -197,13 +200,13 @@ def check_layer(layer: Layer) -> list[Violation]:
 # ----------------------------------------------------------------- the real check
 
 
-@pytest.mark.parametrize("layer", ["core", "replica", "sim"])
+@pytest.mark.parametrize("layer", ["core", "replica", "history", "sim"])
 def test_layer_is_deterministic(layer: Layer) -> None:
     violations = check_layer(layer)
     assert not violations, "determinism violations:\n" + "\n".join(map(str, violations))
 
 
-@pytest.mark.parametrize("layer", ["core", "replica", "sim"])
+@pytest.mark.parametrize("layer", ["core", "replica", "history", "sim"])
 def test_layer_has_modules(layer: Layer) -> None:
     # Guards against the walk silently checking nothing (e.g. a moved package).
     assert any(_layer_files(layer))

@@ -22,14 +22,14 @@ Checks:
   503) is not in the log; every ``ok`` read returned the key's value at the
   applied index it reported.
 * **linearizability** -- the single-key history, including the final reads,
-  is checked by :mod:`raftkv.sim.linearizability`, the simulator's checker.
+  is checked by :mod:`raftkv.history.linearizability`, the simulator's checker.
   First each ``info`` write is settled from the log, as the simulator settles
   its own: not executed means it never took effect (``fail``); executed stays
   ``info`` (it took effect at some unknown instant after its call). Settling
   only ever removes operations the log says never happened, so a read of such
   a write's value is still caught.
 * **revisions** -- the whole history, multi-key operations included, is
-  checked by :mod:`raftkv.sim.revisions`, the simulator's revision checker
+  checked by :mod:`raftkv.history.revisions`, the simulator's revision checker
   (:func:`revision_history` builds its input). Every write enters with the
   command and the answer of its first execution in the log (an ``info`` write
   the log executed enters as answered at the end of the run); reads enter with
@@ -45,6 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.core.types import Entry, EntryType, NodeId
+from raftkv.history.linearizability import FAIL, INFO, OK, CheckResult, check_history
+from raftkv.history.revisions import RevisionCheck, RevOp, check_revisions
+from raftkv.history.watchcheck import RevisionLog
 from raftkv.jepsen.workload import (
     MULTI_KEY_KINDS,
     SINGLE_KEY_KINDS,
@@ -76,9 +79,6 @@ from raftkv.replica.kv import (
     decode_command,
     json_text,
 )
-from raftkv.sim.linearizability import FAIL, INFO, OK, CheckResult, check_history
-from raftkv.sim.revisions import RevisionCheck, RevOp, check_revisions
-from raftkv.sim.watchcheck import RevisionLog
 from raftkv.storage.disk_storage import DiskStorage
 
 __all__ = [

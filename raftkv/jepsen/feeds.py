@@ -6,7 +6,7 @@ its data dir after the nodes stopped, checks that they agree, and replays the
 committed entries through a fresh :class:`~raftkv.replica.kv.KVStateMachine`
 (the code the servers run); each entry that makes a revision records its
 events and its command (:attr:`~raftkv.jepsen.analysis.Replay.history`, the
-simulator's :class:`~raftkv.sim.watchcheck.RevisionLog`). Why this and not a
+simulator's :class:`~raftkv.history.watchcheck.RevisionLog`). Why this and not a
 final read of the store's history over HTTP (every key's versions by
 ``?revision=R``, or a watch from revision 1 at the end):
 
@@ -26,13 +26,13 @@ that (unique) value, at the revision the answer named -- (:func:`check_acknowled
 
 Checks, each with the simulator's checker where one exists:
 
-* **watch** -- :func:`~raftkv.sim.watchcheck.check_watches` over every
+* **watch** -- :func:`~raftkv.history.watchcheck.check_watches` over every
   watcher's record: the events of its range from its start revision, minus the
   revisions a ``compacted`` cancel said were gone, exactly once, in revision
   order, nothing never committed; progress revisions never go back and never
   overtake an event. Plus liveness: every watcher caught up to the revision
   read when the clients stopped, and no watcher saw a malformed line.
-* **lease** -- :func:`~raftkv.sim.leasecheck.check_leases`: a leased key
+* **lease** -- :func:`~raftkv.history.leasecheck.check_leases`: a leased key
   disappears only by a revoke (a client's or an expiry) of its lease, every
   key of the lease in that one revision; no lease is expired before the end of
   the TTL its last confirmed grant or keep-alive started, measured from when
@@ -53,13 +53,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftkv.history.leasecheck import LeaseCheck, LeaseLog, LeaseRecord, check_leases
+from raftkv.history.linearizability import OK
+from raftkv.history.watchcheck import RevisionLog, WatchCheck, WatchRecord, check_watches
 from raftkv.jepsen.analysis import Replay
 from raftkv.jepsen.leasing import LeaseOp
 from raftkv.jepsen.workload import OpRecord
 from raftkv.replica.kv import Txn, TxnPut, json_text
-from raftkv.sim.leasecheck import LeaseCheck, LeaseLog, LeaseRecord, check_leases
-from raftkv.sim.linearizability import OK
-from raftkv.sim.watchcheck import RevisionLog, WatchCheck, WatchRecord, check_watches
 
 __all__ = [
     "CLOCK_ALLOWANCE_US",

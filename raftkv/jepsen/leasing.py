@@ -40,10 +40,10 @@ from urllib.parse import quote
 import aiohttp
 
 from raftkv.core.types import NodeId
+from raftkv.history.leasecheck import LeaseRecord
+from raftkv.history.linearizability import FAIL, INFO, OK
 from raftkv.jepsen.nodes import Cluster
 from raftkv.jepsen.workload import HarnessError
-from raftkv.sim.leasecheck import LeaseRecord
-from raftkv.sim.linearizability import FAIL, INFO, OK
 
 __all__ = ["LeaseOp", "LeaseClientsConfig", "LeaseClients", "wall_us"]
 

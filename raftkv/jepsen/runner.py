@@ -15,8 +15,8 @@ the results directory::
     RESULTS/<date>-n<N>-seed<S>/
       summary.txt     what was printed, ending with the verdict line
       verdict.json    every count and every problem found
-      history.jsonl   the per-key checker's input (raftkv.sim.linearizability format)
-      revisions.jsonl the revision checker's input (raftkv.sim.revisions format)
+      history.jsonl   the per-key checker's input (raftkv.history.linearizability format)
+      revisions.jsonl the revision checker's input (raftkv.history.revisions format)
       ops.jsonl       every operation with its attempts, nodes and settlement
       watches.jsonl   (--watches) what each watcher received
       leases.jsonl    (--leases) every lease request
@@ -57,6 +57,8 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.core.types import NodeId
+from raftkv.history.linearizability import FAIL, INFO, OK, write_history
+from raftkv.history.revisions import write_rev_history
 from raftkv.jepsen.analysis import NodeLog, Verdict, analyze, read_node_log, revision_history
 from raftkv.jepsen.feeds import (
     FeedVerdict,
@@ -71,8 +73,6 @@ from raftkv.jepsen.nodes import Cluster
 from raftkv.jepsen.watchers import Watchers, WatchersConfig
 from raftkv.jepsen.workload import SINGLE_KEY_KINDS, Workload, WorkloadConfig, listing_of
 from raftkv.server.node.leases import min_ttl_s
-from raftkv.sim.linearizability import FAIL, INFO, OK, write_history
-from raftkv.sim.revisions import write_rev_history
 
 __all__ = ["JepsenConfig", "JepsenResult", "run_jepsen"]
 

@@ -9,7 +9,7 @@ Rules:
    watcher keeps the revision up to which it has everything (``last``: the
    newest event or progress revision it received) and opens every stream with
    ``start_revision = last + 1`` -- the resume a correct client does.
-2. **Every line is recorded as it arrives** (:class:`~raftkv.sim.watchcheck.WatchRecord`,
+2. **Every line is recorded as it arrives** (:class:`~raftkv.history.watchcheck.WatchRecord`,
    the simulator's record): events in arrival order, including any the
    watcher already had; each progress notification with the number of events
    received before it; and the revisions a ``compacted`` cancel said are gone
@@ -46,11 +46,11 @@ from urllib.parse import quote
 import aiohttp
 
 from raftkv.core.types import NodeId
+from raftkv.history.watchcheck import WatchRecord
 from raftkv.jepsen.nodes import Cluster
 from raftkv.replica.kv import json_text
 from raftkv.replica.mvcc import Event, KeyValue, prefix_range_end
 from raftkv.replica.watch import CANCEL_COMPACTED
-from raftkv.sim.watchcheck import WatchRecord
 
 __all__ = [
     "WATCH_RANGES",

@@ -23,7 +23,7 @@ Rules:
 5. **Multi-key operations** (``txn``) use the fixed keys :data:`TXN_KEYS`
    (two prefixes of three keys), which single-key operations never write; they
    may read the single-key keys. They are checked by their revisions
-   (:mod:`raftkv.sim.revisions`), not per key. The HTTP forms they use are in
+   (:mod:`raftkv.history.revisions`), not per key. The HTTP forms they use are in
    :func:`range_path`, :func:`txn_request` and :func:`listing_of` -- the one place
    that knows the ``/v1`` shapes of ranges and transactions.
 
@@ -44,6 +44,8 @@ from urllib.parse import quote
 import aiohttp
 
 from raftkv.core.types import NodeId
+from raftkv.history.linearizability import FAIL, INFO, OK, Operation
+from raftkv.history.revisions import command_from_json, command_to_json
 from raftkv.jepsen.nodes import Cluster
 from raftkv.replica.kv import (
     ERR_COMPACTED,
@@ -64,8 +66,6 @@ from raftkv.replica.kv import (
     TxnRange,
     json_text,
 )
-from raftkv.sim.linearizability import FAIL, INFO, OK, Operation
-from raftkv.sim.revisions import command_from_json, command_to_json
 
 __all__ = [
     "Attempt",

@@ -49,6 +49,8 @@ from raftkv.core import (
     Role,
     describe_message,
 )
+from raftkv.history.revisions import describe_answer
+from raftkv.history.revisions import describe_command as _describe_command
 from raftkv.replica import ConfApplied, Refusal, Replica
 from raftkv.replica.kv import (
     ABSENT,
@@ -83,8 +85,6 @@ from raftkv.sim.disk import SimDisk
 from raftkv.sim.invariants import Invariants, InvariantViolation, Violation
 from raftkv.sim.leases import KeepAliveRequest, LeaseLog, LessorForward
 from raftkv.sim.network import Handler, Network
-from raftkv.sim.revisions import describe_answer
-from raftkv.sim.revisions import describe_command as _describe_command
 from raftkv.sim.trace import Tracer
 from raftkv.sim.watches import RevisionLog, WatchClose, WatchOpen, WatchPush
 from raftkv.sim.workload import ClientReply, ClientRequest, Outcome, session_id

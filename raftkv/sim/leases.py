@@ -10,7 +10,7 @@ nodes run -- on the virtual clock (see :class:`~raftkv.sim.cluster.Cluster`):
 promoted once it leads and has applied its term's first entry, demoted when it
 stops leading, and its expiries and checkpoints proposed through the log.
 
-The checker (:func:`~raftkv.sim.leasecheck.check_leases`, a leaf shared with
+The checker (:func:`~raftkv.history.leasecheck.check_leases`, a leaf shared with
 the fault test of real nodes; re-exported here) holds the cluster to the
 lease contract:
 
@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from raftkv.core.frozen import fast_init
+from raftkv.history.leasecheck import LeaseCheck, LeaseLog, LeaseRecord, check_leases
 from raftkv.replica.kv import (
     Command,
     Compact,
@@ -43,7 +44,6 @@ from raftkv.replica.kv import (
     encode_command,
 )
 from raftkv.sim.clock import Clock, Micros, seconds
-from raftkv.sim.leasecheck import LeaseCheck, LeaseLog, LeaseRecord, check_leases
 from raftkv.sim.network import Network
 from raftkv.sim.workload import ClientReply, ClientRequest, session_id
 

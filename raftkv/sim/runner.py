@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from raftkv.core import NodeId, Raft, Role
+from raftkv.history.linearizability import Operation, check_history
+from raftkv.history.revisions import RevOp, check_revisions
 from raftkv.replica.kv import Command, KVStateMachine
 from raftkv.replica.lessor import Lessor
 from raftkv.replica.watch import WatchHub
@@ -26,10 +28,8 @@ from raftkv.sim.cluster import Cluster, ClusterParams, describe_payload
 from raftkv.sim.faults import FaultInjector, generate_schedule
 from raftkv.sim.invariants import CHECKERS, Invariants, InvariantViolation, Violation
 from raftkv.sim.leases import LeaseWorkload, check_leases
-from raftkv.sim.linearizability import Operation, check_history
 from raftkv.sim.network import LinkParams, Network
 from raftkv.sim.operator import Operator
-from raftkv.sim.revisions import RevOp, check_revisions
 from raftkv.sim.trace import Tracer
 from raftkv.sim.watches import WatchWorkload, check_watches
 from raftkv.sim.workload import Workload
@@ -82,7 +82,7 @@ class SimConfig:
         operator_interval: mean virtual seconds between two operator actions.
         txn: clients also issue range reads (some at an older revision),
             transactions, delete-ranges and compactions, and the whole history
-            is checked by its revisions (:mod:`raftkv.sim.revisions`) besides
+            is checked by its revisions (:mod:`raftkv.history.revisions`) besides
             the per-key check of the single-key operations.
         state_machine: makes each node's KV state machine from the run's shared
             decode cache (mutation tests plant a broken replica layer).

@@ -12,7 +12,7 @@ node -- from where it stopped. A compacted cancel makes it restart from the
 compact revision, as a client would, and it notes the revisions it was told it
 missed.
 
-The checker (:func:`~raftkv.sim.watchcheck.check_watches`, a leaf shared with
+The checker (:func:`~raftkv.history.watchcheck.check_watches`, a leaf shared with
 the fault test of real nodes; re-exported here) compares what each watcher received with
 the revisions the nodes applied (:class:`RevisionLog`, recorded by the cluster
 as each revision is first applied): every event of the watcher's range from its
@@ -29,11 +29,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from raftkv.core.frozen import fast_init
+from raftkv.history.watchcheck import RevisionLog, WatchCheck, WatchRecord, check_watches
 from raftkv.replica.mvcc import prefix_range_end
 from raftkv.replica.watch import CANCEL_COMPACTED, WatchResponse
 from raftkv.sim.clock import Clock, Micros
 from raftkv.sim.network import Network
-from raftkv.sim.watchcheck import RevisionLog, WatchCheck, WatchRecord, check_watches
 
 __all__ = [
     "RevisionLog",

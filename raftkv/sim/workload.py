@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftkv.core.frozen import fast_init
+from raftkv.history.linearizability import FAIL, INFO, OK, Operation
+from raftkv.history.revisions import RevOp
 from raftkv.replica.kv import (
     ABSENT,
     Answer,
@@ -58,9 +60,7 @@ from raftkv.replica.kv import (
     encode_command,
 )
 from raftkv.sim.clock import Clock, Micros
-from raftkv.sim.linearizability import FAIL, INFO, OK, Operation
 from raftkv.sim.network import Endpoint, Network
-from raftkv.sim.revisions import RevOp
 
 
 @fast_init

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from raftkv.core.types import Entry, EntryType, NodeId
+from raftkv.history.linearizability import FAIL, INFO, OK
 from raftkv.jepsen import (
     FAULT_KINDS,
     JepsenConfig,
@@ -67,7 +68,6 @@ from raftkv.replica.kv import (
 )
 from raftkv.replica.mvcc import CompactedError
 from raftkv.server.kvjson import txn_parts
-from raftkv.sim.linearizability import FAIL, INFO, OK
 from raftkv.transport.codec import Hello, encode_control, encode_frame
 from tests.cluster.harness import REPO_ROOT
 

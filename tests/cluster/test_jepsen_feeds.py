@@ -15,6 +15,10 @@ import json
 from dataclasses import replace
 
 from raftkv.core.types import Entry, EntryType, NodeId
+from raftkv.history.leasecheck import LeaseRecord
+from raftkv.history.linearizability import OK
+from raftkv.history.revisions import check_revisions
+from raftkv.history.watchcheck import RevisionLog, WatchRecord
 from raftkv.jepsen.analysis import NodeLog, Replay, replay, revision_history
 from raftkv.jepsen.feeds import (
     CLOCK_ALLOWANCE_US,
@@ -38,10 +42,6 @@ from raftkv.replica.kv import (
     json_text,
 )
 from raftkv.replica.mvcc import Event, prefix_range_end
-from raftkv.sim.leasecheck import LeaseRecord
-from raftkv.sim.linearizability import OK
-from raftkv.sim.revisions import check_revisions
-from raftkv.sim.watchcheck import RevisionLog, WatchRecord
 
 T0_MS = 1_700_000_000_000
 """The wall clock (ms) at which the hand-made histories happen."""

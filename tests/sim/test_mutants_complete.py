@@ -7,7 +7,7 @@ from the schedule or the checker being wrong. The checkers are the simulator's:
 
 * :class:`raftkv.sim.invariants.Invariants` (Figure 3 safety properties), fed
   every Ready and every applied entry of every node, as the simulator does;
-* :func:`raftkv.sim.linearizability.check_history` over the history of
+* :func:`raftkv.history.linearizability.check_history` over the history of
   scripted clients talking to :class:`raftkv.replica.kv.KVStateMachine` replicas;
 * the simulator's at-most-once checker (``Invariants.on_execute``) over what
   the replicas' state machines executed;
@@ -45,6 +45,7 @@ from raftkv.core import (
     RequestVoteResponse,
     Role,
 )
+from raftkv.history.linearizability import INFO, OK, Operation, check_history
 from raftkv.replica.kv import (
     KVResult,
     KVStateMachine,
@@ -54,7 +55,6 @@ from raftkv.replica.kv import (
     encode_command,
 )
 from raftkv.sim.invariants import Invariants, InvariantViolation, Violation
-from raftkv.sim.linearizability import INFO, OK, Operation, check_history
 from raftkv.sim.mutants import (
     MUTANTS,
     ConfChangeBeforeOwnCommit,

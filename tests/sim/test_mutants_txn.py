@@ -4,7 +4,7 @@ Each mutant in :data:`raftkv.sim.mutants.REPLICA_MUTANTS` and
 :data:`~raftkv.sim.mutants.CLUSTER_MUTANTS` breaks one rule of the store or of
 its read path -- in the replica layer the servers run, or in the simulated
 nodes' read path. A test sweeps seeds in order with every fault on and the
-multi-key workload, until the revision checker (:mod:`raftkv.sim.revisions`)
+multi-key workload, until the revision checker (:mod:`raftkv.history.revisions`)
 reports a violation, and fails if none does within the bound. A control runs
 the correct code through the same seeds.
 """

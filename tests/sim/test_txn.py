@@ -1,5 +1,5 @@
 """``raftkv sim --txn``: range reads, transactions, delete-range and compaction
-under every fault, checked by their revisions (raftkv.sim.revisions).
+under every fault, checked by their revisions (raftkv.history.revisions).
 
 The default run takes a short slice of seeds; ``make sim-long`` runs the full
 sweeps of issue 16 (seeds 1-1000, with and without membership, snapshots and
@@ -12,9 +12,9 @@ from collections import Counter
 
 import pytest
 
+from raftkv.history.linearizability import OK
 from raftkv.replica.kv import Compact, DeleteRange, Listing, Range, Txn
 from raftkv.sim.faults import parse_faults
-from raftkv.sim.linearizability import OK
 from raftkv.sim.runner import SimConfig, SimResult, format_summary, run_simulation
 
 ALL = parse_faults("all")

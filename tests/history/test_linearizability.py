@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raftkv.sim.linearizability import (
+from raftkv.history.linearizability import (
     CheckResult,
     KVModel,
     Operation,
@@ -663,6 +663,6 @@ _json = st.recursive(
 def test_canonical_encoding_matches_json(value: Any) -> None:
     import json
 
-    from raftkv.sim.linearizability import _canon
+    from raftkv.history.linearizability import _canon
 
     assert _canon(value) == json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,4 +1,4 @@
-"""The revision checker (raftkv.sim.revisions) on hand-made histories.
+"""The revision checker (raftkv.history.revisions) on hand-made histories.
 
 Correct histories are produced by applying commands to a real
 :class:`~raftkv.replica.kv.KVStateMachine` one after another and recording its
@@ -15,6 +15,13 @@ from dataclasses import replace
 
 import pytest
 
+from raftkv.history.linearizability import FAIL, INFO
+from raftkv.history.revisions import (
+    RevOp,
+    check_revisions,
+    read_rev_history,
+    write_rev_history,
+)
 from raftkv.replica.kv import (
     ABSENT,
     ERR_COMPACTED,
@@ -40,13 +47,6 @@ from raftkv.replica.kv import (
     TxnPut,
     TxnRange,
     encode_command,
-)
-from raftkv.sim.linearizability import FAIL, INFO
-from raftkv.sim.revisions import (
-    RevOp,
-    check_revisions,
-    read_rev_history,
-    write_rev_history,
 )
 
 A = KeyRange(key="a/", prefix=True)

@@ -12,7 +12,7 @@ a compare over a range holds if it holds for every key in it, and a value
 compare on no key is false).
 
 Compaction is not modelled: the model keeps all history, and
-:mod:`raftkv.sim.revisions` checks which reads compaction may refuse.
+:mod:`raftkv.history.revisions` checks which reads compaction may refuse.
 """
 
 from __future__ import annotations

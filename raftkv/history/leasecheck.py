@@ -8,7 +8,7 @@ not how it was observed:
   times of the grant and of every keep-alive that was confirmed;
 * :class:`LeaseLog` -- every expiry decision (when, by which node, whether it
   led, when it was promoted) and the first application of every revoke;
-* :class:`~raftkv.sim.watchcheck.RevisionLog` -- every committed revision.
+* :class:`~raftkv.history.watchcheck.RevisionLog` -- every committed revision.
 
 :func:`check_leases` holds them to the contract:
 
@@ -30,8 +30,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from raftkv.history.watchcheck import RevisionLog
 from raftkv.replica.kv import LeaseRevoke
-from raftkv.sim.watchcheck import RevisionLog
 
 __all__ = ["LeaseRecord", "LeaseLog", "LeaseCheck", "check_leases"]
 

@@ -1,6 +1,6 @@
 """Checking multi-key histories by their revisions: ranges, transactions, compaction.
 
-Per-key linearizability (:mod:`raftkv.sim.linearizability`) cannot check an
+Per-key linearizability (:mod:`raftkv.history.linearizability`) cannot check an
 operation that reads or writes several keys at once. The store gives every
 operation a place in one total order instead -- its *revision* -- and this
 checker verifies that order and every answer against a model.
@@ -61,6 +61,8 @@ from typing import IO, Any, Final, TypeAlias
 
 import msgpack
 
+from raftkv.history.linearizability import FAIL, INFO, OK
+from raftkv.history.storemodel import NoSuchRevision, StoreModel, difference, execute
 from raftkv.replica.kv import (
     ABSENT,
     ERR_COMPACTED,
@@ -93,8 +95,6 @@ from raftkv.replica.kv import (
     encode_command,
     json_text,
 )
-from raftkv.sim.linearizability import FAIL, INFO, OK
-from raftkv.sim.storemodel import NoSuchRevision, StoreModel, difference, execute
 
 __all__ = [
     "RevOp",
@@ -130,7 +130,7 @@ class RevOp:
         command: what was asked (its ``time_ms`` and ``session`` do not matter).
         call: invocation time.
         ret: completion time (``None`` unless ``ok``).
-        status: ``ok``, ``fail`` or ``info`` (:mod:`raftkv.sim.linearizability`'s).
+        status: ``ok``, ``fail`` or ``info`` (:mod:`raftkv.history.linearizability`'s).
         answer: for ``ok``: the store's answer (``KVResult``, ``Listing``,
             ``Deleted`` or ``TxnAnswer``, as :class:`~raftkv.replica.kv.KVStateMachine`
             returns them; ``index`` is not checked).
