@@ -189,7 +189,7 @@ class CommitsPastMatch(Raft):
         super().handle_heartbeat(replace(msg, commit=min(msg.commit, self.log.last_index())))
 
 
-# -- issue 3: membership, reads, PreVote (tests/sim/test_mutants_complete.py) ----
+# -- membership, reads, PreVote (tests/sim/test_mutants_membership_reads_sessions.py) ----
 
 
 class ConfChangeBeforeOwnCommit(Raft):

@@ -280,7 +280,7 @@ def test_commit_with_incoming_majority_only_is_caught():
     """§4.3 matters: the broken subclass commits with C_new alone, which C_old
     never agreed to (the test above would fail against it). That this loses a
     committed entry, caught by the simulator's checkers, is
-    tests/sim/test_mutants_complete.py::
+    tests/sim/test_mutants_membership_reads_sessions.py::
     test_mutant_incoming_half_only_commit_is_caught_by_leader_completeness."""
     h, idx = replace_two_voters_jointly(IncomingHalfOnlyCommit)
     assert h.raft(1).log.committed >= idx

@@ -170,7 +170,7 @@ def test_new_leader_defers_reads_until_its_noop_commits():
 def test_skipping_own_term_commit_rule_reads_below_acknowledged_write():
     """§6.4 step 1 matters: without it the read index is below a write that was
     already acknowledged, so the read could miss it (not linearizable; the
-    history-checked version is tests/sim/test_mutants_complete.py::
+    history-checked version is tests/sim/test_mutants_membership_reads_sessions.py::
     test_mutant_reads_before_own_commit_is_caught_by_linearizability)."""
     h, w = new_leader_with_stale_commit(ReadsBeforeOwnCommit)
     h.node(2).read_index(b"r")

@@ -1,4 +1,4 @@
-"""Mutation tests of issue 3: membership, reads, PreVote and client sessions.
+"""Mutation tests of membership, reads, PreVote and client sessions.
 
 Each test runs one deliberately broken variant through a scripted schedule and
 shows that a checker catches it, then runs the correct implementation through

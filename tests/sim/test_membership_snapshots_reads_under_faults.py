@@ -1,4 +1,4 @@
-"""Issue 3 under the simulator: membership changes, snapshots, ReadIndex reads and
+"""Under the simulator: membership changes, snapshots, ReadIndex reads and
 session retries, all while partitions, crashes, loss and duplication go on.
 
 The sweep checks that the runs are clean *and* that they exercised what they

@@ -1,4 +1,4 @@
-"""Issue 3 scenarios on the synchronous core harness: membership under load,
+"""Scenarios on the synchronous core harness: membership under load,
 replacing a failed node, removing the leader, a learner caught up from a
 snapshot, and leadership transfer to a node behind the leader's snapshot.
 
