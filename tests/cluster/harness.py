@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.core.types import NodeId
+from raftkv.replica.kv import Put, encode_command
 from raftkv.server.api import ApiServer
 from raftkv.server.config import Member, ServerConfig, format_initial_cluster
 from raftkv.server.node import RaftNode
@@ -68,6 +69,16 @@ async def eventually(check: Callable[[], bool], what: str, timeout: float = 5.0)
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         await asyncio.sleep(0.01)
+
+
+def run(coro: Any, timeout: float = 60.0) -> Any:
+    """Run an in-process cluster test's coroutine, failing it after ``timeout`` seconds."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def put_cmd(key: str, value: object) -> bytes:
+    """An encoded /v1 put, as a node proposes it."""
+    return encode_command(Put(key=key, value=value, time_ms=1))  # type: ignore[arg-type]
 
 
 @dataclass

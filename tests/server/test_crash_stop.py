@@ -22,12 +22,7 @@ from raftkv.server.errors import NodeFailed
 from raftkv.storage import wal as wal_module
 from raftkv.storage.disk_storage import DiskStorage
 from raftkv.storage.errors import StorageError
-from tests.cluster.harness import InProcCluster, member_map
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 30))
-
+from tests.cluster.harness import InProcCluster, member_map, run
 
 # Every route of the API, as (method, path, body); the first five are the fast path's.
 ROUTES: list[tuple[str, str, Any]] = [

@@ -18,7 +18,6 @@ import aiohttp
 import pytest
 
 from raftkv.core.types import NodeId
-from raftkv.replica.kv import Put, encode_command
 from raftkv.server.config import Member, ServerConfig
 from raftkv.server.errors import ConfigError
 from raftkv.server.identity import (
@@ -30,7 +29,7 @@ from raftkv.server.identity import (
 )
 from raftkv.server.node import RaftNode
 from raftkv.server.security import client_ssl_context, parse_tokens, read_request_token
-from tests.cluster.harness import InProcCluster, free_ports
+from tests.cluster.harness import InProcCluster, free_ports, put_cmd, run
 from tests.security.conftest import (
     RO_TOKEN,
     RW_TOKEN,
@@ -39,14 +38,6 @@ from tests.security.conftest import (
     Pki,
     pki,  # noqa: F401  (a fixture: the session's certificates, made once)
 )
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def put_cmd(key: str, value: object) -> bytes:
-    return encode_command(Put(key=key, value=value, time_ms=1))  # type: ignore[arg-type]
 
 
 def pod_config(

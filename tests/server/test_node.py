@@ -9,17 +9,9 @@ import aiohttp
 import pytest
 
 from raftkv.core.types import Role
-from raftkv.replica.kv import KVResult, Put, encode_command
+from raftkv.replica.kv import KVResult
 from raftkv.server.errors import NoLeader, OutcomeUnknown, ProposalLost
-from tests.cluster.harness import InProcCluster, eventually
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-def put_cmd(key: str, value: object) -> bytes:
-    return encode_command(Put(key=key, value=value, time_ms=1))  # type: ignore[arg-type]
+from tests.cluster.harness import InProcCluster, eventually, put_cmd, run
 
 
 def test_three_nodes_elect_and_replicate(tmp_path: Path) -> None:

@@ -14,19 +14,11 @@ import aiohttp
 import pytest
 
 from raftkv.core.types import NodeId
-from raftkv.replica.kv import KVResult, Put, encode_command
+from raftkv.replica.kv import KVResult, encode_command
 from raftkv.server.config import ServerConfig
 from raftkv.server.errors import OutcomeUnknown
 from raftkv.storage.wal import WAL
-from tests.cluster.harness import InProcCluster
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 30))
-
-
-def put_cmd(key: str, value: object) -> bytes:
-    return encode_command(Put(key=key, value=value, time_ms=1))  # type: ignore[arg-type]
+from tests.cluster.harness import InProcCluster, put_cmd, run
 
 
 class FsyncCluster(InProcCluster):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -15,11 +14,7 @@ from raftkv.core.types import ConfChange, ConfChangeSingle, ConfChangeType, Node
 from raftkv.replica.kv import Put, encode_command
 from raftkv.server.config import Member
 from raftkv.server.errors import BadRequest
-from tests.cluster.harness import InProcCluster, free_ports
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 30))
+from tests.cluster.harness import InProcCluster, free_ports, run
 
 
 def test_transfer_leadership_via_api(tmp_path: Path) -> None:

@@ -18,20 +18,12 @@ import msgpack
 import pytest
 
 from raftkv.core.types import ConfChange, ConfChangeSingle, ConfChangeType, NodeId
-from raftkv.replica.kv import KVStateMachine, Put, encode_command
+from raftkv.replica.kv import KVStateMachine
 from raftkv.replica.replica import Replica, decode_image
 from raftkv.server.config import Member
 from raftkv.server.errors import MemberRemoved
 from raftkv.server.node import RaftNode
-from tests.cluster.harness import InProcCluster, eventually, free_ports
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def put_cmd(key: str, value: object) -> bytes:
-    return encode_command(Put(key=key, value=value, time_ms=1))  # type: ignore[arg-type]
+from tests.cluster.harness import InProcCluster, eventually, free_ports, put_cmd, run
 
 
 def member_body(node_id: str, member: Member, *, learner: bool = False) -> dict[str, object]:
