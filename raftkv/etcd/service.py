@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ from raftkv.etcd import convert, errors
 from raftkv.etcd.errors import EtcdError
 from raftkv.etcd.pb import rpc_pb2
 from raftkv.etcd.watch import WatchSession
+from raftkv.limits import NODE_ID_RULE, is_node_id
 from raftkv.replica.kv import (
     ERR_COMPACTED,
     ERR_FUTURE_REVISION,
@@ -55,9 +57,13 @@ from raftkv.replica.kv import (
     encode_command,
 )
 from raftkv.replica.leases import MAX_LEASE_ID, MAX_LEASE_TTL_S
+from raftkv.replica.membership import Member
 from raftkv.replica.mvcc import MVCCError, TxnOp
 from raftkv.server.config import ServerConfig
 from raftkv.server.errors import (
+    BadRequest,
+    LearnerNotReady,
+    MemberRemoved,
     NodeFailed,
     NodeStopped,
     NoLeader,
@@ -75,6 +81,7 @@ __all__ = [
     "SERVER_VERSION",
     "ForwardWrite",
     "LeaseCall",
+    "AdminCall",
     "EtcdService",
     "forwarded_answer",
 ]
@@ -90,6 +97,11 @@ speaks is etcd 3.5's, and clients gate features on this number."""
 ForwardWrite = Callable[[Command, str | None], Awaitable[tuple[int, bytes]]]
 """Have the leader serve a validated write, with the client's ``Authorization``
 (for the leader's token check): its (HTTP status, body)."""
+
+AdminCall = Callable[[str, str, bytes, str | None], Awaitable[tuple[int, bytes]]]
+"""On a follower: send a membership request (method, ``/v1/members`` path, JSON
+body, the client's ``Authorization``) to the leader's ``/v1`` API: its (HTTP
+status, body)."""
 
 LeaseCall = Callable[[LeaseRequest, str | None], Awaitable[tuple[int, bytes]]]
 """Serve a keep-alive or time-to-live as ``/v1``'s lease routes do (on the
@@ -184,6 +196,8 @@ class EtcdService:
         config: its configuration (timeouts, limits, TLS, advertised addresses).
         forward: how a follower hands a write to the leader (``/v1``'s forwarding).
         lease_call: how keep-alives and time-to-lives are served (``/v1``'s path).
+        admin_call: how a follower hands a membership change to the leader
+            (``/v1/members`` over HTTP); without it a follower answers "no leader".
     """
 
     def __init__(
@@ -192,8 +206,10 @@ class EtcdService:
         config: ServerConfig,
         forward: ForwardWrite,
         lease_call: LeaseCall,
+        admin_call: AdminCall | None = None,
     ) -> None:
         self.node = node
+        self._admin_call = admin_call
         self.config = config
         self._forward = forward
         self._lease_call = lease_call
@@ -511,6 +527,178 @@ class EtcdService:
                 )
             )
         return rpc_pb2.MemberListResponse(header=self.header(), members=members)
+
+    def _member_pbs(
+        self,
+        *,
+        added: tuple[NodeId, Member] | None = None,
+        voter: NodeId | None = None,
+        removed: NodeId | None = None,
+    ) -> list[rpc_pb2.Member]:
+        """The members after a change (``added``, ``voter`` promoted, or
+        ``removed``), as ``MemberList`` lists them. The change is applied on the
+        leader, not necessarily here yet: it is laid over this node's view."""
+        scheme = "https" if self.config.tls else "http"
+        learners = set(self.node.status().learners)
+        members = dict(self.node.members)
+        if added is not None:
+            members[added[0]] = added[1]
+        if voter is not None:
+            learners.discard(voter)
+        if removed is not None:
+            members.pop(removed, None)
+        return [
+            _member_pb(node_id, member, scheme, NodeId(node_id) in learners)
+            for node_id, member in sorted(members.items())
+        ]
+
+    def _member_named(self, member_id: int) -> NodeId:
+        """The node id whose etcd member id is ``member_id`` (``member not found``)."""
+        for node_id in self.node.members:
+            if convert.name_id(node_id) == member_id:
+                return NodeId(node_id)
+        raise errors.MEMBER_NOT_FOUND
+
+    async def _admin(
+        self,
+        call: Callable[[], Awaitable[object]],
+        method: str,
+        path: str,
+        body: bytes,
+        authorization: str | None,
+    ) -> None:
+        """Run a membership change on the leader, or have the leader run it (``/v1``)."""
+        node = self.node
+        try:
+            if node.is_leader:
+                await call()
+                return
+        except LearnerNotReady:
+            raise errors.LEARNER_NOT_READY from None
+        except MemberRemoved:
+            raise errors.MEMBER_NOT_FOUND from None
+        except BadRequest as exc:
+            raise errors.invalid_argument(exc.message) from None
+        except ServerError as exc:
+            raise _server_error(exc) from None
+        if self._admin_call is None or node.leader is None:
+            raise errors.NO_LEADER
+        try:
+            status, answer = await self._admin_call(method, path, body, authorization)
+        except ServerError as exc:
+            raise _server_error(exc) from None
+        if status == 200:
+            return
+        if status == LearnerNotReady.status and path.endswith("/promote"):
+            raise errors.LEARNER_NOT_READY
+        raise _forwarded_error(status, answer)
+
+    async def member_add(
+        self, req: rpc_pb2.MemberAddRequest, authorization: str | None
+    ) -> rpc_pb2.MemberAddResponse:
+        """``MemberAdd``: the new member's id and addresses from its peer URLs
+        (:func:`parse_peer_urls`), added as ``POST /v1/members`` adds."""
+        node_id, member = parse_peer_urls(list(req.peerURLs))
+        members = self.node.members
+        if node_id in members:
+            raise errors.MEMBER_EXIST
+        if node_id in self.node.removed:
+            raise errors.invalid_argument(MemberRemoved(node_id).message)
+        if any(m.raft == member.raft for m in members.values()):
+            raise errors.PEER_URL_EXIST
+        body = {"id": node_id, **member.to_json(), "learner": req.isLearner}
+        await self._admin(
+            lambda: self.node.add_member(node_id, member, learner=req.isLearner),
+            "POST",
+            "/v1/members",
+            json.dumps(body).encode(),
+            authorization,
+        )
+        scheme = "https" if self.config.tls else "http"
+        return rpc_pb2.MemberAddResponse(
+            header=self.header(),
+            member=_member_pb(node_id, member, scheme, req.isLearner),
+            members=self._member_pbs(added=(node_id, member)),
+        )
+
+    async def member_remove(
+        self, req: rpc_pb2.MemberRemoveRequest, authorization: str | None
+    ) -> rpc_pb2.MemberRemoveResponse:
+        """``MemberRemove``, refused (``unhealthy cluster``) when the voters left
+        would not have a quorum of recently active ones, as etcd's strict check."""
+        node_id = self._member_named(req.ID)
+        if not self.node.removal_keeps_quorum(node_id):
+            raise errors.UNHEALTHY
+        await self._admin(
+            lambda: self.node.remove_member(node_id),
+            "DELETE",
+            f"/v1/members/{node_id}",
+            b"",
+            authorization,
+        )
+        members = self._member_pbs(removed=node_id)
+        return rpc_pb2.MemberRemoveResponse(header=self.header(), members=members)
+
+    async def member_promote(
+        self, req: rpc_pb2.MemberPromoteRequest, authorization: str | None
+    ) -> rpc_pb2.MemberPromoteResponse:
+        """``MemberPromote``: a learner becomes a voter once it holds 90 % of the
+        leader's log (``... in sync with leader`` until then)."""
+        node_id = self._member_named(req.ID)
+        if node_id not in self.node.status().learners:
+            raise errors.MEMBER_NOT_LEARNER
+        await self._admin(
+            lambda: self.node.promote_member(node_id),
+            "POST",
+            f"/v1/members/{node_id}/promote",
+            b"",
+            authorization,
+        )
+        members = self._member_pbs(voter=node_id)
+        return rpc_pb2.MemberPromoteResponse(header=self.header(), members=members)
+
+
+def parse_peer_urls(urls: list[str]) -> tuple[NodeId, Member]:
+    """A new member's node id and addresses from ``MemberAdd``'s peer URLs.
+
+    raftkv's convention: the first URL is the Raft address with the node id as
+    its user (``http://n4@127.0.0.1:7004``), the second the HTTP API's
+    (``http://127.0.0.1:8004``).
+
+    Raises:
+        EtcdError: ``given member URLs are invalid`` (a URL etcd would refuse),
+            or INVALID_ARGUMENT naming the convention.
+    """
+    parsed = []
+    for text in urls:
+        try:
+            u = urllib.parse.urlsplit(text.strip())
+            port = u.port
+        except ValueError:
+            raise errors.MEMBER_BAD_URLS from None
+        if u.scheme not in ("http", "https") or not u.hostname or port is None or u.path:
+            raise errors.MEMBER_BAD_URLS
+        parsed.append((u, (u.hostname, port)))
+    if len(parsed) != 2 or not parsed[0][0].username:
+        raise errors.invalid_argument(
+            "raftkv takes two peer URLs: the Raft address with the new member's id as "
+            "its user, then the HTTP API's address "
+            "(e.g. http://n4@127.0.0.1:7004,http://127.0.0.1:8004)"
+        )
+    name = parsed[0][0].username or ""
+    if not is_node_id(name):
+        raise errors.invalid_argument(f"bad member id {name[:80]!r}: must be {NODE_ID_RULE}")
+    return NodeId(name), Member(parsed[0][1], parsed[1][1])
+
+
+def _member_pb(node_id: str, member: Member, scheme: str, learner: bool) -> rpc_pb2.Member:
+    return rpc_pb2.Member(
+        ID=convert.name_id(node_id),
+        name=node_id,
+        peerURLs=[_url(scheme, member.raft)],
+        clientURLs=[member.api_url(scheme=scheme)],
+        isLearner=learner,
+    )
 
 
 def _new_lease_id() -> int:

@@ -428,3 +428,55 @@ def test_etcd3_client_flow(fresh_endpoints: str) -> None:
         timeout=120,
     )
     assert done.returncode == 0 and "etcd3 flow ok" in done.stdout, done.stderr[-2000:]
+
+
+# etcdctl prints ids with %16x: a leading zero becomes a space.
+_HEX_ID = re.compile(r"\b(Member|cluster) +[0-9a-f]{1,16}\b")
+_INITIAL_CLUSTER = re.compile(r'ETCD_INITIAL_CLUSTER="[^"]*"\n')
+
+
+def _member_id(endpoints: str, name: str) -> str:
+    """The hex id etcdctl's ``member list`` shows for the member ``name`` (the
+    member etcdctl asks may apply a change a moment after the leader)."""
+    deadline = time.monotonic() + 5
+    while True:
+        code, out = etcdctl(endpoints, "member", "list")
+        assert code == 0, out
+        for line in out.splitlines():
+            fields = [f.strip() for f in line.split(",")]
+            if fields[2] == name:
+                return fields[0]
+        assert time.monotonic() < deadline, f"{name} not in {out}"
+        time.sleep(0.1)
+
+
+def test_etcdctl_member_add_promote_remove_match_a_real_etcd(
+    raftkv_endpoints: str, etcd_endpoint: str
+) -> None:
+    """A learner added with raftkv's peer URL convention (etcd takes the same URLs),
+    promoted too early, removed; refusals for unknown ids and voters."""
+    raft, api = free_ports(2)
+    peers = f"--peer-urls=http://n9@127.0.0.1:{raft},http://127.0.0.1:{api}"
+    outputs = {}
+    for name, endpoints in (("raftkv", raftkv_endpoints), ("etcd", etcd_endpoint)):
+        first = endpoints.split(",")[0]
+        voter = etcdctl(first, "endpoint", "status", "-w", "json")[1]
+        voter_id = format(json.loads(voter)[0]["Status"]["header"]["member_id"], "x")
+        steps = [etcdctl(endpoints, "member", "add", "n9", "--learner", peers)]
+        learner = _member_id(endpoints, "") if name == "etcd" else _member_id(endpoints, "n9")
+        steps += [
+            etcdctl(endpoints, "member", "add", "n9", peers),
+            etcdctl(endpoints, "member", "promote", learner),
+            etcdctl(endpoints, "member", "promote", voter_id),
+            etcdctl(endpoints, "member", "promote", "1234"),
+            etcdctl(endpoints, "member", "remove", learner),
+            etcdctl(endpoints, "member", "remove", learner),
+        ]
+        # etcdctl prints the members' peer URLs as the response lists them
+        # (etcd: both of the new one's; raftkv: its Raft address).
+        if name == "raftkv":
+            assert f"n9=http://127.0.0.1:{raft}" in steps[0][1], steps[0][1]
+        outputs[name] = [
+            (code, _HEX_ID.sub(r"\1 ID", _INITIAL_CLUSTER.sub("", out))) for code, out in steps
+        ]
+    assert outputs["raftkv"] == outputs["etcd"]

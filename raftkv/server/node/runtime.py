@@ -937,6 +937,11 @@ class RaftNode:
     async def remove_member(self, node_id: NodeId) -> object:
         return await self._admin.remove_member(node_id)
 
+    def removal_keeps_quorum(self, node_id: NodeId) -> bool:
+        """Whether removing ``node_id`` leaves a quorum of recently active voters
+        (on the leader; True on a follower)."""
+        return self._admin.removal_keeps_quorum(node_id)
+
     async def transfer_leadership(
         self, to: NodeId, *, timeout: float | None = None
     ) -> NodeId | None:
