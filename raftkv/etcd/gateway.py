@@ -76,8 +76,14 @@ def _error(exc: EtcdError) -> web.Response:
     )
 
 
-def _route(request_type: type[Message], call: Call) -> Callable[[web.Request], Awaitable[Any]]:
+def _route(
+    request_type: type[Message],
+    call: Call,
+    leader_only: Callable[[web.Request], bool] | None = None,
+) -> Callable[[web.Request], Awaitable[Any]]:
     async def handle(request: web.Request) -> web.Response:
+        if leader_only is not None and leader_only(request):
+            return _error(errors.NO_LEADER)
         raw = await request.read()
         message = request_type()
         try:
@@ -177,10 +183,24 @@ def _stream_route(
 
 
 def add_routes(
-    router: web.UrlDispatcher, service: EtcdService, streaming: Streaming | None = None
+    router: web.UrlDispatcher,
+    service: EtcdService,
+    streaming: Streaming | None = None,
+    *,
+    forwarded_header: str | None = None,
 ) -> None:
-    """Add the gateway's routes (Rule 1) to the HTTP API's router."""
+    """Add the gateway's routes (Rule 1) to the HTTP API's router.
+
+    ``forwarded_header``: the header a member sets on a request it forwards to
+    the leader; a membership change carrying it is refused (``no leader``) by a
+    node that is not the leader any more, rather than forwarded a second time.
+    """
     s = service
+
+    def stale_forward(request: web.Request) -> bool:
+        forwarded = forwarded_header is not None and forwarded_header in request.headers
+        return forwarded and not s.node.is_leader
+
     if streaming is None:
         streaming = _no_hook
 
@@ -202,9 +222,6 @@ def add_routes(
         "/maintenance/status": (rpc_pb2.StatusRequest, status),
         "/maintenance/alarm": (rpc_pb2.AlarmRequest, s.alarm),
         "/cluster/member/list": (rpc_pb2.MemberListRequest, member_list),
-        "/cluster/member/add": (rpc_pb2.MemberAddRequest, s.member_add),
-        "/cluster/member/remove": (rpc_pb2.MemberRemoveRequest, s.member_remove),
-        "/cluster/member/promote": (rpc_pb2.MemberPromoteRequest, s.member_promote),
         "/lease/grant": (rpc_pb2.LeaseGrantRequest, s.lease_grant),
         "/lease/revoke": (rpc_pb2.LeaseRevokeRequest, s.lease_revoke),
         "/kv/lease/revoke": (rpc_pb2.LeaseRevokeRequest, s.lease_revoke),
@@ -221,9 +238,17 @@ def add_routes(
         "/watch": (rpc_pb2.WatchRequest, watch),
         "/lease/keepalive": (rpc_pb2.LeaseKeepAliveRequest, s.lease_keepalive),
     }
+    # Membership changes: on the leader (a follower forwards them here).
+    changes: dict[str, tuple[type[Message], Call]] = {
+        "/cluster/member/add": (rpc_pb2.MemberAddRequest, s.member_add),
+        "/cluster/member/remove": (rpc_pb2.MemberRemoveRequest, s.member_remove),
+        "/cluster/member/promote": (rpc_pb2.MemberPromoteRequest, s.member_promote),
+    }
     for prefix in PREFIXES:
         for path, (request_type, call) in routes.items():
             router.add_post(prefix + path, _route(request_type, call))
+        for path, (request_type, call) in changes.items():
+            router.add_post(prefix + path, _route(request_type, call, stale_forward))
         for path, (request_type, stream) in streams.items():
             router.add_post(prefix + path, _stream_route(request_type, stream, streaming))
 

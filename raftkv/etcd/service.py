@@ -28,7 +28,10 @@ import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from raftkv.core.types import NodeId
 from raftkv.etcd import convert, errors
@@ -98,15 +101,17 @@ ForwardWrite = Callable[[Command, str | None], Awaitable[tuple[int, bytes]]]
 """Have the leader serve a validated write, with the client's ``Authorization``
 (for the leader's token check): its (HTTP status, body)."""
 
-AdminCall = Callable[[str, str, bytes, str | None], Awaitable[tuple[int, bytes]]]
-"""On a follower: send a membership request (method, ``/v1/members`` path, JSON
-body, the client's ``Authorization``) to the leader's ``/v1`` API: its (HTTP
-status, body)."""
+AdminCall = Callable[[str, bytes, str | None], Awaitable[tuple[int, bytes]]]
+"""On a follower: send a membership request (a gateway path such as
+``/v3/cluster/member/add``, its JSON body, the client's ``Authorization``) to
+the leader's HTTP API: its (HTTP status, body)."""
 
 LeaseCall = Callable[[LeaseRequest, str | None], Awaitable[tuple[int, bytes]]]
 """Serve a keep-alive or time-to-live as ``/v1``'s lease routes do (on the
 leader after a ReadIndex round, or forwarded to it): its (HTTP status, ``/v1``
 JSON body)."""
+
+M = TypeVar("M", bound=Message)
 
 _FORWARDED_OK: Final = 200
 _FORWARDED_REFUSED: Final = 409
@@ -197,7 +202,7 @@ class EtcdService:
         forward: how a follower hands a write to the leader (``/v1``'s forwarding).
         lease_call: how keep-alives and time-to-lives are served (``/v1``'s path).
         admin_call: how a follower hands a membership change to the leader
-            (``/v1/members`` over HTTP); without it a follower answers "no leader".
+            (its JSON gateway); without it a follower answers "no leader".
     """
 
     def __init__(
@@ -528,28 +533,13 @@ class EtcdService:
             )
         return rpc_pb2.MemberListResponse(header=self.header(), members=members)
 
-    def _member_pbs(
-        self,
-        *,
-        added: tuple[NodeId, Member] | None = None,
-        voter: NodeId | None = None,
-        removed: NodeId | None = None,
-    ) -> list[rpc_pb2.Member]:
-        """The members after a change (``added``, ``voter`` promoted, or
-        ``removed``), as ``MemberList`` lists them. The change is applied on the
-        leader, not necessarily here yet: it is laid over this node's view."""
+    def _member_pbs(self) -> list[rpc_pb2.Member]:
+        """The members this node knows, as ``MemberList`` lists them."""
         scheme = "https" if self.config.tls else "http"
-        learners = set(self.node.status().learners)
-        members = dict(self.node.members)
-        if added is not None:
-            members[added[0]] = added[1]
-        if voter is not None:
-            learners.discard(voter)
-        if removed is not None:
-            members.pop(removed, None)
+        learners = self.node.status().learners
         return [
             _member_pb(node_id, member, scheme, NodeId(node_id) in learners)
-            for node_id, member in sorted(members.items())
+            for node_id, member in sorted(self.node.members.items())
         ]
 
     def _member_named(self, member_id: int) -> NodeId:
@@ -559,20 +549,10 @@ class EtcdService:
                 return NodeId(node_id)
         raise errors.MEMBER_NOT_FOUND
 
-    async def _admin(
-        self,
-        call: Callable[[], Awaitable[object]],
-        method: str,
-        path: str,
-        body: bytes,
-        authorization: str | None,
-    ) -> None:
-        """Run a membership change on the leader, or have the leader run it (``/v1``)."""
-        node = self.node
+    async def _on_leader(self, call: Callable[[], Awaitable[object]]) -> None:
+        """Run a membership change on this node, the leader (etcd's errors)."""
         try:
-            if node.is_leader:
-                await call()
-                return
+            await call()
         except LearnerNotReady:
             raise errors.LEARNER_NOT_READY from None
         except MemberRemoved:
@@ -581,17 +561,33 @@ class EtcdService:
             raise errors.invalid_argument(exc.message) from None
         except ServerError as exc:
             raise _server_error(exc) from None
-        if self._admin_call is None or node.leader is None:
+
+    async def _by_leader(self, path: str, req: Message, answer: M, authorization: str | None) -> M:
+        """On a follower: have the leader serve a membership request (its
+        gateway's ``path``, where its membership is the one that counts);
+        ``answer`` filled from the leader's, with this node's header."""
+        if self._admin_call is None or self.node.leader is None:
             raise errors.NO_LEADER
+        body = json_format.MessageToJson(req, preserving_proto_field_name=True).encode()
         try:
-            status, answer = await self._admin_call(method, path, body, authorization)
+            status, raw = await self._admin_call("/v3" + path, body, authorization)
         except ServerError as exc:
             raise _server_error(exc) from None
-        if status == 200:
-            return
-        if status == LearnerNotReady.status and path.endswith("/promote"):
-            raise errors.LEARNER_NOT_READY
-        raise _forwarded_error(status, answer)
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if status != 200:
+            if isinstance(parsed, dict) and isinstance(parsed.get("code"), int):
+                try:
+                    code = errors.Code(parsed["code"])
+                except ValueError:
+                    code = errors.Code.UNKNOWN
+                raise EtcdError(code, str(parsed.get("message", "")))
+            raise _forwarded_error(status, raw)
+        json_format.ParseDict(parsed, answer, ignore_unknown_fields=True)
+        answer.header.CopyFrom(self.header())  # type: ignore[attr-defined]
+        return answer
 
     async def member_add(
         self, req: rpc_pb2.MemberAddRequest, authorization: str | None
@@ -599,6 +595,9 @@ class EtcdService:
         """``MemberAdd``: the new member's id and addresses from its peer URLs
         (:func:`parse_peer_urls`), added as ``POST /v1/members`` adds."""
         node_id, member = parse_peer_urls(list(req.peerURLs))
+        if not self.node.is_leader:
+            answer = rpc_pb2.MemberAddResponse()
+            return await self._by_leader("/cluster/member/add", req, answer, authorization)
         members = self.node.members
         if node_id in members:
             raise errors.MEMBER_EXIST
@@ -606,19 +605,12 @@ class EtcdService:
             raise errors.invalid_argument(MemberRemoved(node_id).message)
         if any(m.raft == member.raft for m in members.values()):
             raise errors.PEER_URL_EXIST
-        body = {"id": node_id, **member.to_json(), "learner": req.isLearner}
-        await self._admin(
-            lambda: self.node.add_member(node_id, member, learner=req.isLearner),
-            "POST",
-            "/v1/members",
-            json.dumps(body).encode(),
-            authorization,
-        )
+        await self._on_leader(lambda: self.node.add_member(node_id, member, learner=req.isLearner))
         scheme = "https" if self.config.tls else "http"
         return rpc_pb2.MemberAddResponse(
             header=self.header(),
             member=_member_pb(node_id, member, scheme, req.isLearner),
-            members=self._member_pbs(added=(node_id, member)),
+            members=self._member_pbs(),
         )
 
     async def member_remove(
@@ -626,36 +618,28 @@ class EtcdService:
     ) -> rpc_pb2.MemberRemoveResponse:
         """``MemberRemove``, refused (``unhealthy cluster``) when the voters left
         would not have a quorum of recently active ones, as etcd's strict check."""
+        if not self.node.is_leader:
+            answer = rpc_pb2.MemberRemoveResponse()
+            return await self._by_leader("/cluster/member/remove", req, answer, authorization)
         node_id = self._member_named(req.ID)
         if not self.node.removal_keeps_quorum(node_id):
             raise errors.UNHEALTHY
-        await self._admin(
-            lambda: self.node.remove_member(node_id),
-            "DELETE",
-            f"/v1/members/{node_id}",
-            b"",
-            authorization,
-        )
-        members = self._member_pbs(removed=node_id)
-        return rpc_pb2.MemberRemoveResponse(header=self.header(), members=members)
+        await self._on_leader(lambda: self.node.remove_member(node_id))
+        return rpc_pb2.MemberRemoveResponse(header=self.header(), members=self._member_pbs())
 
     async def member_promote(
         self, req: rpc_pb2.MemberPromoteRequest, authorization: str | None
     ) -> rpc_pb2.MemberPromoteResponse:
         """``MemberPromote``: a learner becomes a voter once it holds 90 % of the
         leader's log (``... in sync with leader`` until then)."""
+        if not self.node.is_leader:
+            answer = rpc_pb2.MemberPromoteResponse()
+            return await self._by_leader("/cluster/member/promote", req, answer, authorization)
         node_id = self._member_named(req.ID)
         if node_id not in self.node.status().learners:
             raise errors.MEMBER_NOT_LEARNER
-        await self._admin(
-            lambda: self.node.promote_member(node_id),
-            "POST",
-            f"/v1/members/{node_id}/promote",
-            b"",
-            authorization,
-        )
-        members = self._member_pbs(voter=node_id)
-        return rpc_pb2.MemberPromoteResponse(header=self.header(), members=members)
+        await self._on_leader(lambda: self.node.promote_member(node_id))
+        return rpc_pb2.MemberPromoteResponse(header=self.header(), members=self._member_pbs())
 
 
 def parse_peer_urls(urls: list[str]) -> tuple[NodeId, Member]:

@@ -608,12 +608,13 @@ class _Api:
         return status, body
 
     async def admin_call(
-        self, method: str, path: str, body: bytes, authorization: str | None
+        self, path: str, body: bytes, authorization: str | None
     ) -> tuple[int, bytes]:
-        """Send a membership request of another API (the etcd API's) to the
-        leader's ``/v1/members`` routes; its (status, body)."""
+        """Send an etcd API membership request to the leader's JSON gateway
+        (``path``, a fixed route); its (status, body). The leader does not
+        forward it again (:data:`FORWARDED_HEADER`)."""
         origin = _Origin(None, authorization, None)
-        status, answer, _ = await self._forward(origin, self.node.leader, method, path, body)
+        status, answer, _ = await self._forward(origin, self.node.leader, "POST", path, body)
         return status, answer
 
     def serve_forwarded(self, payload: bytes, reply: ForwardReply) -> None:
@@ -1368,7 +1369,7 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
     r.add_delete("/v1/leases/{lease_id}", api.lease_revoke)
     r.add_post("/v1/leases/{lease_id}/keepalive", api.lease_keepalive)
     api.etcd = EtcdService(node, config, api.forward_command, api.lease_call, api.admin_call)
-    add_gateway_routes(r, api.etcd, _streaming)
+    add_gateway_routes(r, api.etcd, _streaming, forwarded_header=FORWARDED_HEADER)
     return app, api
 
 

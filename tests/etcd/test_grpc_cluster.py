@@ -73,13 +73,26 @@ def test_member_add_promote_remove_through_a_follower_and_the_leader(tmp_path: P
                     ("n3", False),
                     ("n4", True),
                 ]
+                # The leader's membership decides: a follower that has not
+                # applied an add yet forwards a second one, which the leader
+                # refuses (the learner is not made a voter that way).
+                r5, a5 = free_ports(2)
+                urls5 = [f"http://n5@127.0.0.1:{r5}", f"http://127.0.0.1:{a5}"]
+                await lead.cluster.MemberAdd(
+                    rpc_pb2.MemberAddRequest(peerURLs=urls5, isLearner=True)
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await f.cluster.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=urls5))
+                assert _error(info.value) == _status(errors.MEMBER_EXIST)
+                assert "n5" in c.nodes[leader].status().learners
+                await f.cluster.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=name_id("n5")))
                 # Refusals, with etcd's texts and codes.
                 for stub, request, want in (
                     (f, rpc_pb2.MemberAddRequest(peerURLs=urls), errors.MEMBER_EXIST),
                     (
                         lead,
                         rpc_pb2.MemberAddRequest(
-                            peerURLs=[f"http://n5@127.0.0.1:{raft_port}", urls[1]]
+                            peerURLs=[f"http://n6@127.0.0.1:{raft_port}", urls[1]]
                         ),
                         errors.PEER_URL_EXIST,
                     ),
@@ -180,5 +193,12 @@ def test_gateway_member_add_and_remove(tmp_path: Path) -> None:
                 async with http.post(f"{url}/v3/cluster/member/remove", json=member_id) as resp:
                     assert resp.status == 404
                     assert json.loads(await resp.read())["code"] == 5
+                # A change forwarded to a node that no longer leads is not forwarded again.
+                stale = {"X-Raftkv-Forwarded": leader}
+                async with http.post(
+                    f"{url}/v3/cluster/member/add", json=body, headers=stale
+                ) as resp:
+                    assert resp.status == 503
+                    assert json.loads(await resp.read())["message"] == errors.NO_LEADER.message
 
     run(scenario())
