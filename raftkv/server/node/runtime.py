@@ -194,6 +194,7 @@ class RaftNode:
             election_timeout_s=config.election_timeout_ms / 1000,
             progress_interval_s=config.watch_progress_interval_s,
             buffer_bytes=config.watch_buffer_bytes,
+            max_watchers=config.max_watchers,
             fail=self._fail,
         )
         self._leases = Leases(
