@@ -79,7 +79,7 @@ _HTTP_STATUS: Final = {
     Code.NOT_FOUND: 404,
     Code.PERMISSION_DENIED: 403,
     Code.RESOURCE_EXHAUSTED: 429,
-    Code.FAILED_PRECONDITION: 400,
+    Code.FAILED_PRECONDITION: 412,  # etcd 3.4's grpc-gateway (v1.9); later ones say 400
     Code.OUT_OF_RANGE: 400,
     Code.UNIMPLEMENTED: 501,
     Code.INTERNAL: 500,

@@ -6,7 +6,7 @@ message as JSON the way grpc-gateway does: proto field names as spelled
 (``create_revision``, ``dbSize``), 64-bit integers as strings, bytes base64,
 fields at their zero value omitted, enums by name; input fields may be spelled
 either way (``range_end`` or ``rangeEnd``). Errors answer
-``{"error", "code", "message"}`` with the gRPC code's HTTP status.
+``{"error", "message", "code"}`` with the gRPC code's HTTP status.
 
 Rule 2: the HTTP API's guard runs first (tokens, the concurrency limit;
 ``api.py``); the gateway passes the client's ``Authorization`` on with a
@@ -68,7 +68,8 @@ def encode(message: Message) -> bytes:
 
 
 def _error(exc: EtcdError) -> web.Response:
-    body = {"error": exc.message, "code": exc.code.value, "message": exc.message}
+    # etcd 3.4's grpc-gateway (v1.9) writes its errorBody in this order.
+    body = {"error": exc.message, "message": exc.message, "code": exc.code.value}
     return web.Response(
         status=exc.code.http_status,
         body=json.dumps(body, separators=(",", ":")).encode(),

@@ -183,7 +183,7 @@ def test_gateway_member_add_and_remove(tmp_path: Path) -> None:
                 assert added["member"]["isLearner"] is True
                 member_id = {"ID": added["member"]["ID"]}
                 async with http.post(f"{url}/v3/cluster/member/promote", json=member_id) as resp:
-                    assert resp.status == 400
+                    assert resp.status == 412
                     assert json.loads(await resp.read())["error"] == (
                         errors.LEARNER_NOT_READY.message
                     )
