@@ -16,12 +16,13 @@ the API gives it. The leader answers a forwarded ``EtcdTxn`` with
 :func:`forwarded_answer`, which :func:`_forwarded_result` reads back.
 
 Rule 3: identity. A member's id is :func:`~raftkv.etcd.convert.name_id` of its
-node id, the cluster's of :data:`CLUSTER_NAME`; every answer's header carries
+node id, the cluster's :func:`cluster_id` of its founding members; every answer's header carries
 them, the store revision and this node's Raft term.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -92,7 +93,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CLUSTER_NAME: Final = "raftkv"
-"""The name the cluster id is derived from (every raftkv cluster has the same id)."""
+"""The name the cluster id is derived from when the founding members are not
+known (a data dir from before log-based bootstrap)."""
 SERVER_VERSION: Final = "3.5.0"
 """The etcd version raftkv answers as (``Status``, ``GET /version``): the API it
 speaks is etcd 3.5's, and clients gate features on this number."""
@@ -218,7 +220,6 @@ class EtcdService:
         self.config = config
         self._forward = forward
         self._lease_call = lease_call
-        self.cluster_id = convert.name_id(CLUSTER_NAME)
         self.member_id = convert.name_id(node.node_id)
         # Where this node's gRPC API listens (its port once bound), for MemberList.
         self.grpc_addr = config.grpc_addr
@@ -236,6 +237,11 @@ class EtcdService:
         if revision is None:
             revision = self._kv().revision
         return convert.header(self.cluster_id, self.member_id, revision, self.node.term)
+
+    @property
+    def cluster_id(self) -> int:
+        """:func:`cluster_id` of the founding members."""
+        return cluster_id(self.node.founders)
 
     def _check_size(self, txn: TxnOp) -> None:
         """etcd's request size limit, on our key and value limits."""
@@ -640,6 +646,16 @@ class EtcdService:
             raise errors.MEMBER_NOT_LEARNER
         await self._on_leader(lambda: self.node.promote_member(node_id))
         return rpc_pb2.MemberPromoteResponse(header=self.header(), members=self._member_pbs())
+
+
+@functools.lru_cache(maxsize=4)
+def cluster_id(founders: tuple[NodeId, ...] | None) -> int:
+    """The cluster id: :func:`~raftkv.etcd.convert.name_id` of the founding
+    members' ids, sorted and joined by commas (as etcd hashes its initial
+    members' ids); of :data:`CLUSTER_NAME` where the founders are not known."""
+    if founders is None:
+        return convert.name_id(CLUSTER_NAME)
+    return convert.name_id(",".join(sorted(founders)))
 
 
 def parse_peer_urls(urls: list[str]) -> tuple[NodeId, Member]:

@@ -43,7 +43,7 @@ def test_gateway_put_range_txn_in_grpc_gateway_json(tmp_path: Path) -> None:
                 term = c.nodes[node].term
                 assert body == (
                     b'{"header":{"cluster_id":"%d","member_id":"%d","revision":"2",'
-                    b'"raft_term":"%d"}}' % (name_id("raftkv"), name_id(node), term)
+                    b'"raft_term":"%d"}}' % (name_id("n1,n2,n3"), name_id(node), term)
                 )
                 # camelCase input is accepted too; /v3beta is the same API.
                 status, body = await post(

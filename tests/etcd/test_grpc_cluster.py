@@ -123,6 +123,11 @@ def test_member_add_promote_remove_through_a_follower_and_the_leader(tmp_path: P
                     lambda: c.nodes[NodeId("n4")].applied_index >= c.nodes[leader].applied_index,
                     "n4 caught up",
                 )
+                # The joiner reports the cluster id of the founding members.
+                async with grpc.aio.insecure_channel(grpc_target(c, NodeId("n4"))) as n4ch:
+                    local = rpc_pb2.RangeRequest(key=b"k", serializable=True)
+                    got = await stubs(n4ch).kv.Range(local)
+                assert got.header.cluster_id == name_id("n1,n2,n3")
                 promoted = await f.cluster.MemberPromote(
                     rpc_pb2.MemberPromoteRequest(ID=name_id("n4"))
                 )

@@ -696,6 +696,11 @@ class RaftNode:
         return self._replica.book.members
 
     @property
+    def founders(self) -> tuple[NodeId, ...] | None:
+        """The members log entry 1 founded the cluster with (None: not known)."""
+        return self._replica.book.founders
+
+    @property
     def removed(self) -> dict[NodeId, Index]:
         """Ids removed from the cluster, with the index that removed them (read-only use)."""
         return self._replica.book.removed
