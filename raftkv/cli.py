@@ -768,6 +768,23 @@ def _fail(message: str) -> NoReturn:
     "this the watch is cancelled ('slow watcher') and the client resumes from its last revision.",
 )
 @click.option(
+    "--max-watchers",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    envvar="RAFTKV_MAX_WATCHERS",
+    help="Watchers this node serves, GET /v1/watch and etcd API watchers alike; one more "
+    "is refused (/v1: 429; etcd: 'etcdserver: too many requests').",
+)
+@click.option(
+    "--max-watchers-per-stream",
+    type=click.IntRange(1),
+    default=1_000,
+    show_default=True,
+    envvar="RAFTKV_MAX_WATCHERS_PER_STREAM",
+    help="Watchers one etcd Watch stream (gRPC or /v3/watch) may hold.",
+)
+@click.option(
     "--no-leader-hints",
     is_flag=True,
     envvar="RAFTKV_NO_LEADER_HINTS",
@@ -809,6 +826,8 @@ def serve(
     auto_compaction_retention: int,
     watch_progress_interval_s: float,
     watch_buffer_bytes: int,
+    max_watchers: int,
+    max_watchers_per_stream: int,
     no_leader_hints: bool,
 ) -> None:
     """Run one raftkv node (Raft peer transport + HTTP API) until SIGTERM/SIGINT.
@@ -928,6 +947,8 @@ def serve(
             auto_compaction_retention=auto_compaction_retention,
             watch_progress_interval_s=watch_progress_interval_s,
             watch_buffer_bytes=watch_buffer_bytes,
+            max_watchers=max_watchers,
+            max_watchers_per_stream=max_watchers_per_stream,
             leader_hints=not no_leader_hints,
         )
         config.validate()

@@ -36,6 +36,13 @@ __all__ = [
     "INVALID_AUTH_TOKEN",
     "PERMISSION_DENIED",
     "STOPPED",
+    "MEMBER_EXIST",
+    "MEMBER_NOT_FOUND",
+    "MEMBER_NOT_LEARNER",
+    "LEARNER_NOT_READY",
+    "PEER_URL_EXIST",
+    "MEMBER_BAD_URLS",
+    "UNHEALTHY",
     "unimplemented",
     "invalid_argument",
 ]
@@ -72,7 +79,7 @@ _HTTP_STATUS: Final = {
     Code.NOT_FOUND: 404,
     Code.PERMISSION_DENIED: 403,
     Code.RESOURCE_EXHAUSTED: 429,
-    Code.FAILED_PRECONDITION: 400,
+    Code.FAILED_PRECONDITION: 412,  # etcd 3.4's grpc-gateway (v1.9); later ones say 400
     Code.OUT_OF_RANGE: 400,
     Code.UNIMPLEMENTED: 501,
     Code.INTERNAL: 500,
@@ -133,6 +140,21 @@ LEASE_EXISTS: Final = EtcdError(Code.FAILED_PRECONDITION, "etcdserver: lease alr
 LEASE_TTL_TOO_LARGE: Final = EtcdError(Code.OUT_OF_RANGE, "etcdserver: too large lease TTL")
 INVALID_AUTH_TOKEN: Final = EtcdError(Code.UNAUTHENTICATED, "etcdserver: invalid auth token")
 PERMISSION_DENIED: Final = EtcdError(Code.PERMISSION_DENIED, "etcdserver: permission denied")
+
+MEMBER_EXIST: Final = EtcdError(Code.FAILED_PRECONDITION, "etcdserver: member ID already exist")
+MEMBER_NOT_FOUND: Final = EtcdError(Code.NOT_FOUND, "etcdserver: member not found")
+MEMBER_NOT_LEARNER: Final = EtcdError(
+    Code.FAILED_PRECONDITION, "etcdserver: can only promote a learner member"
+)
+LEARNER_NOT_READY: Final = EtcdError(
+    Code.FAILED_PRECONDITION,
+    "etcdserver: can only promote a learner member which is in sync with leader",
+)
+PEER_URL_EXIST: Final = EtcdError(Code.FAILED_PRECONDITION, "etcdserver: Peer URLs already exists")
+MEMBER_BAD_URLS: Final = EtcdError(
+    Code.INVALID_ARGUMENT, "etcdserver: given member URLs are invalid"
+)
+UNHEALTHY: Final = EtcdError(Code.UNAVAILABLE, "etcdserver: unhealthy cluster")
 
 
 def unimplemented(what: str, until: str = "") -> EtcdError:

@@ -6,7 +6,7 @@ message as JSON the way grpc-gateway does: proto field names as spelled
 (``create_revision``, ``dbSize``), 64-bit integers as strings, bytes base64,
 fields at their zero value omitted, enums by name; input fields may be spelled
 either way (``range_end`` or ``rangeEnd``). Errors answer
-``{"error", "code", "message"}`` with the gRPC code's HTTP status.
+``{"error", "message", "code"}`` with the gRPC code's HTTP status.
 
 Rule 2: the HTTP API's guard runs first (tokens, the concurrency limit;
 ``api.py``); the gateway passes the client's ``Authorization`` on with a
@@ -68,7 +68,8 @@ def encode(message: Message) -> bytes:
 
 
 def _error(exc: EtcdError) -> web.Response:
-    body = {"error": exc.message, "code": exc.code.value, "message": exc.message}
+    # etcd 3.4's grpc-gateway (v1.9) writes its errorBody in this order.
+    body = {"error": exc.message, "message": exc.message, "code": exc.code.value}
     return web.Response(
         status=exc.code.http_status,
         body=json.dumps(body, separators=(",", ":")).encode(),
@@ -76,8 +77,14 @@ def _error(exc: EtcdError) -> web.Response:
     )
 
 
-def _route(request_type: type[Message], call: Call) -> Callable[[web.Request], Awaitable[Any]]:
+def _route(
+    request_type: type[Message],
+    call: Call,
+    leader_only: Callable[[web.Request], bool] | None = None,
+) -> Callable[[web.Request], Awaitable[Any]]:
     async def handle(request: web.Request) -> web.Response:
+        if leader_only is not None and leader_only(request):
+            return _error(errors.NO_LEADER)
         raw = await request.read()
         message = request_type()
         try:
@@ -177,10 +184,24 @@ def _stream_route(
 
 
 def add_routes(
-    router: web.UrlDispatcher, service: EtcdService, streaming: Streaming | None = None
+    router: web.UrlDispatcher,
+    service: EtcdService,
+    streaming: Streaming | None = None,
+    *,
+    forwarded_header: str | None = None,
 ) -> None:
-    """Add the gateway's routes (Rule 1) to the HTTP API's router."""
+    """Add the gateway's routes (Rule 1) to the HTTP API's router.
+
+    ``forwarded_header``: the header a member sets on a request it forwards to
+    the leader; a membership change carrying it is refused (``no leader``) by a
+    node that is not the leader any more, rather than forwarded a second time.
+    """
     s = service
+
+    def stale_forward(request: web.Request) -> bool:
+        forwarded = forwarded_header is not None and forwarded_header in request.headers
+        return forwarded and not s.node.is_leader
+
     if streaming is None:
         streaming = _no_hook
 
@@ -218,9 +239,17 @@ def add_routes(
         "/watch": (rpc_pb2.WatchRequest, watch),
         "/lease/keepalive": (rpc_pb2.LeaseKeepAliveRequest, s.lease_keepalive),
     }
+    # Membership changes: on the leader (a follower forwards them here).
+    changes: dict[str, tuple[type[Message], Call]] = {
+        "/cluster/member/add": (rpc_pb2.MemberAddRequest, s.member_add),
+        "/cluster/member/remove": (rpc_pb2.MemberRemoveRequest, s.member_remove),
+        "/cluster/member/promote": (rpc_pb2.MemberPromoteRequest, s.member_promote),
+    }
     for prefix in PREFIXES:
         for path, (request_type, call) in routes.items():
             router.add_post(prefix + path, _route(request_type, call))
+        for path, (request_type, call) in changes.items():
+            router.add_post(prefix + path, _route(request_type, call, stale_forward))
         for path, (request_type, stream) in streams.items():
             router.add_post(prefix + path, _stream_route(request_type, stream, streaming))
 

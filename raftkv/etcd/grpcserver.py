@@ -52,13 +52,16 @@ _WRITES: Final = frozenset(
         "/etcdserverpb.Lease/LeaseGrant",
         "/etcdserverpb.Lease/LeaseRevoke",
         "/etcdserverpb.Lease/LeaseKeepAlive",
+        "/etcdserverpb.Cluster/MemberAdd",
+        "/etcdserverpb.Cluster/MemberRemove",
+        "/etcdserverpb.Cluster/MemberPromote",
     }
 )
 # Every method of etcd's services that raftkv does not serve yet, with why.
 _UNSERVED: Final = {
     "Cluster": dict.fromkeys(
-        ("MemberAdd", "MemberRemove", "MemberUpdate", "MemberPromote"),
-        "use `raftkv members` (docs/operations.md)",
+        ("MemberUpdate",),
+        "remove the member and add it under a new id (docs/etcd.md)",
     ),
     "Maintenance": dict.fromkeys(
         ("Defragment", "Hash", "HashKV", "Snapshot", "MoveLeader", "Downgrade"), ""
@@ -258,7 +261,12 @@ class EtcdGrpcServer:
                 "LeaseTimeToLive": (rpc_pb2.LeaseTimeToLiveRequest, s.lease_time_to_live),
                 "LeaseLeases": (rpc_pb2.LeaseLeasesRequest, s.lease_leases),
             },
-            "Cluster": {"MemberList": (rpc_pb2.MemberListRequest, member_list)},
+            "Cluster": {
+                "MemberList": (rpc_pb2.MemberListRequest, member_list),
+                "MemberAdd": (rpc_pb2.MemberAddRequest, s.member_add),
+                "MemberRemove": (rpc_pb2.MemberRemoveRequest, s.member_remove),
+                "MemberPromote": (rpc_pb2.MemberPromoteRequest, s.member_promote),
+            },
             "Auth": {"Authenticate": (rpc_pb2.AuthenticateRequest, self._authenticate)},
         }
         handlers = []

@@ -16,24 +16,30 @@ the API gives it. The leader answers a forwarded ``EtcdTxn`` with
 :func:`forwarded_answer`, which :func:`_forwarded_result` reads back.
 
 Rule 3: identity. A member's id is :func:`~raftkv.etcd.convert.name_id` of its
-node id, the cluster's of :data:`CLUSTER_NAME`; every answer's header carries
+node id, the cluster's :func:`cluster_id` of its founding members; every answer's header carries
 them, the store revision and this node's Raft term.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from raftkv.core.types import NodeId
 from raftkv.etcd import convert, errors
 from raftkv.etcd.errors import EtcdError
 from raftkv.etcd.pb import rpc_pb2
 from raftkv.etcd.watch import WatchSession
+from raftkv.limits import NODE_ID_RULE, is_node_id
 from raftkv.replica.kv import (
     ERR_COMPACTED,
     ERR_FUTURE_REVISION,
@@ -55,9 +61,13 @@ from raftkv.replica.kv import (
     encode_command,
 )
 from raftkv.replica.leases import MAX_LEASE_ID, MAX_LEASE_TTL_S
+from raftkv.replica.membership import Member
 from raftkv.replica.mvcc import MVCCError, TxnOp
 from raftkv.server.config import ServerConfig
 from raftkv.server.errors import (
+    BadRequest,
+    LearnerNotReady,
+    MemberRemoved,
     NodeFailed,
     NodeStopped,
     NoLeader,
@@ -75,6 +85,7 @@ __all__ = [
     "SERVER_VERSION",
     "ForwardWrite",
     "LeaseCall",
+    "AdminCall",
     "EtcdService",
     "forwarded_answer",
 ]
@@ -82,7 +93,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CLUSTER_NAME: Final = "raftkv"
-"""The name the cluster id is derived from (every raftkv cluster has the same id)."""
+"""The name the cluster id is derived from when the founding members are not
+known (a data dir from before log-based bootstrap)."""
 SERVER_VERSION: Final = "3.5.0"
 """The etcd version raftkv answers as (``Status``, ``GET /version``): the API it
 speaks is etcd 3.5's, and clients gate features on this number."""
@@ -91,10 +103,17 @@ ForwardWrite = Callable[[Command, str | None], Awaitable[tuple[int, bytes]]]
 """Have the leader serve a validated write, with the client's ``Authorization``
 (for the leader's token check): its (HTTP status, body)."""
 
+AdminCall = Callable[[str, bytes, str | None], Awaitable[tuple[int, bytes]]]
+"""On a follower: send a membership request (a gateway path such as
+``/v3/cluster/member/add``, its JSON body, the client's ``Authorization``) to
+the leader's HTTP API: its (HTTP status, body)."""
+
 LeaseCall = Callable[[LeaseRequest, str | None], Awaitable[tuple[int, bytes]]]
 """Serve a keep-alive or time-to-live as ``/v1``'s lease routes do (on the
 leader after a ReadIndex round, or forwarded to it): its (HTTP status, ``/v1``
 JSON body)."""
+
+M = TypeVar("M", bound=Message)
 
 _FORWARDED_OK: Final = 200
 _FORWARDED_REFUSED: Final = 409
@@ -184,6 +203,8 @@ class EtcdService:
         config: its configuration (timeouts, limits, TLS, advertised addresses).
         forward: how a follower hands a write to the leader (``/v1``'s forwarding).
         lease_call: how keep-alives and time-to-lives are served (``/v1``'s path).
+        admin_call: how a follower hands a membership change to the leader
+            (its JSON gateway); without it a follower answers "no leader".
     """
 
     def __init__(
@@ -192,12 +213,13 @@ class EtcdService:
         config: ServerConfig,
         forward: ForwardWrite,
         lease_call: LeaseCall,
+        admin_call: AdminCall | None = None,
     ) -> None:
         self.node = node
+        self._admin_call = admin_call
         self.config = config
         self._forward = forward
         self._lease_call = lease_call
-        self.cluster_id = convert.name_id(CLUSTER_NAME)
         self.member_id = convert.name_id(node.node_id)
         # Where this node's gRPC API listens (its port once bound), for MemberList.
         self.grpc_addr = config.grpc_addr
@@ -215,6 +237,11 @@ class EtcdService:
         if revision is None:
             revision = self._kv().revision
         return convert.header(self.cluster_id, self.member_id, revision, self.node.term)
+
+    @property
+    def cluster_id(self) -> int:
+        """:func:`cluster_id` of the founding members."""
+        return cluster_id(self.node.founders)
 
     def _check_size(self, txn: TxnOp) -> None:
         """etcd's request size limit, on our key and value limits."""
@@ -511,6 +538,167 @@ class EtcdService:
                 )
             )
         return rpc_pb2.MemberListResponse(header=self.header(), members=members)
+
+    def _member_pbs(self) -> list[rpc_pb2.Member]:
+        """The members this node knows, as ``MemberList`` lists them."""
+        scheme = "https" if self.config.tls else "http"
+        learners = self.node.status().learners
+        return [
+            _member_pb(node_id, member, scheme, NodeId(node_id) in learners)
+            for node_id, member in sorted(self.node.members.items())
+        ]
+
+    def _member_named(self, member_id: int) -> NodeId:
+        """The node id whose etcd member id is ``member_id`` (``member not found``)."""
+        for node_id in self.node.members:
+            if convert.name_id(node_id) == member_id:
+                return NodeId(node_id)
+        raise errors.MEMBER_NOT_FOUND
+
+    async def _on_leader(self, call: Callable[[], Awaitable[object]]) -> None:
+        """Run a membership change on this node, the leader (etcd's errors)."""
+        try:
+            await call()
+        except LearnerNotReady:
+            raise errors.LEARNER_NOT_READY from None
+        except MemberRemoved:
+            raise errors.MEMBER_NOT_FOUND from None
+        except BadRequest as exc:
+            raise errors.invalid_argument(exc.message) from None
+        except ServerError as exc:
+            raise _server_error(exc) from None
+
+    async def _by_leader(self, path: str, req: Message, answer: M, authorization: str | None) -> M:
+        """On a follower: have the leader serve a membership request (its
+        gateway's ``path``, where its membership is the one that counts);
+        ``answer`` filled from the leader's, with this node's header."""
+        if self._admin_call is None or self.node.leader is None:
+            raise errors.NO_LEADER
+        body = json_format.MessageToJson(req, preserving_proto_field_name=True).encode()
+        try:
+            status, raw = await self._admin_call("/v3" + path, body, authorization)
+        except ServerError as exc:
+            raise _server_error(exc) from None
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if status != 200:
+            if isinstance(parsed, dict) and isinstance(parsed.get("code"), int):
+                try:
+                    code = errors.Code(parsed["code"])
+                except ValueError:
+                    code = errors.Code.UNKNOWN
+                raise EtcdError(code, str(parsed.get("message", "")))
+            raise _forwarded_error(status, raw)
+        json_format.ParseDict(parsed, answer, ignore_unknown_fields=True)
+        answer.header.CopyFrom(self.header())  # type: ignore[attr-defined]
+        return answer
+
+    async def member_add(
+        self, req: rpc_pb2.MemberAddRequest, authorization: str | None
+    ) -> rpc_pb2.MemberAddResponse:
+        """``MemberAdd``: the new member's id and addresses from its peer URLs
+        (:func:`parse_peer_urls`), added as ``POST /v1/members`` adds."""
+        node_id, member = parse_peer_urls(list(req.peerURLs))
+        if not self.node.is_leader:
+            answer = rpc_pb2.MemberAddResponse()
+            return await self._by_leader("/cluster/member/add", req, answer, authorization)
+        members = self.node.members
+        if node_id in members:
+            raise errors.MEMBER_EXIST
+        if node_id in self.node.removed:
+            raise errors.invalid_argument(MemberRemoved(node_id).message)
+        if any(m.raft == member.raft for m in members.values()):
+            raise errors.PEER_URL_EXIST
+        await self._on_leader(lambda: self.node.add_member(node_id, member, learner=req.isLearner))
+        scheme = "https" if self.config.tls else "http"
+        return rpc_pb2.MemberAddResponse(
+            header=self.header(),
+            member=_member_pb(node_id, member, scheme, req.isLearner),
+            members=self._member_pbs(),
+        )
+
+    async def member_remove(
+        self, req: rpc_pb2.MemberRemoveRequest, authorization: str | None
+    ) -> rpc_pb2.MemberRemoveResponse:
+        """``MemberRemove``, refused (``unhealthy cluster``) when the voters left
+        would not have a quorum of recently active ones, as etcd's strict check."""
+        if not self.node.is_leader:
+            answer = rpc_pb2.MemberRemoveResponse()
+            return await self._by_leader("/cluster/member/remove", req, answer, authorization)
+        node_id = self._member_named(req.ID)
+        if not self.node.removal_keeps_quorum(node_id):
+            raise errors.UNHEALTHY
+        await self._on_leader(lambda: self.node.remove_member(node_id))
+        return rpc_pb2.MemberRemoveResponse(header=self.header(), members=self._member_pbs())
+
+    async def member_promote(
+        self, req: rpc_pb2.MemberPromoteRequest, authorization: str | None
+    ) -> rpc_pb2.MemberPromoteResponse:
+        """``MemberPromote``: a learner becomes a voter once it holds 90 % of the
+        leader's log (``... in sync with leader`` until then)."""
+        if not self.node.is_leader:
+            answer = rpc_pb2.MemberPromoteResponse()
+            return await self._by_leader("/cluster/member/promote", req, answer, authorization)
+        node_id = self._member_named(req.ID)
+        if node_id not in self.node.status().learners:
+            raise errors.MEMBER_NOT_LEARNER
+        await self._on_leader(lambda: self.node.promote_member(node_id))
+        return rpc_pb2.MemberPromoteResponse(header=self.header(), members=self._member_pbs())
+
+
+@functools.lru_cache(maxsize=4)
+def cluster_id(founders: tuple[NodeId, ...] | None) -> int:
+    """The cluster id: :func:`~raftkv.etcd.convert.name_id` of the founding
+    members' ids, sorted and joined by commas (as etcd hashes its initial
+    members' ids); of :data:`CLUSTER_NAME` where the founders are not known."""
+    if founders is None:
+        return convert.name_id(CLUSTER_NAME)
+    return convert.name_id(",".join(sorted(founders)))
+
+
+def parse_peer_urls(urls: list[str]) -> tuple[NodeId, Member]:
+    """A new member's node id and addresses from ``MemberAdd``'s peer URLs.
+
+    raftkv's convention: the first URL is the Raft address with the node id as
+    its user (``http://n4@127.0.0.1:7004``), the second the HTTP API's
+    (``http://127.0.0.1:8004``).
+
+    Raises:
+        EtcdError: ``given member URLs are invalid`` (a URL etcd would refuse),
+            or INVALID_ARGUMENT naming the convention.
+    """
+    parsed = []
+    for text in urls:
+        try:
+            u = urllib.parse.urlsplit(text.strip())
+            port = u.port
+        except ValueError:
+            raise errors.MEMBER_BAD_URLS from None
+        if u.scheme not in ("http", "https") or not u.hostname or port is None or u.path:
+            raise errors.MEMBER_BAD_URLS
+        parsed.append((u, (u.hostname, port)))
+    if len(parsed) != 2 or not parsed[0][0].username:
+        raise errors.invalid_argument(
+            "raftkv takes two peer URLs: the Raft address with the new member's id as "
+            "its user, then the HTTP API's address "
+            "(e.g. http://n4@127.0.0.1:7004,http://127.0.0.1:8004)"
+        )
+    name = parsed[0][0].username or ""
+    if not is_node_id(name):
+        raise errors.invalid_argument(f"bad member id {name[:80]!r}: must be {NODE_ID_RULE}")
+    return NodeId(name), Member(parsed[0][1], parsed[1][1])
+
+
+def _member_pb(node_id: str, member: Member, scheme: str, learner: bool) -> rpc_pb2.Member:
+    return rpc_pb2.Member(
+        ID=convert.name_id(node_id),
+        name=node_id,
+        peerURLs=[_url(scheme, member.raft)],
+        clientURLs=[member.api_url(scheme=scheme)],
+        isLearner=learner,
+    )
 
 
 def _new_lease_id() -> int:

@@ -42,7 +42,7 @@ from raftkv.replica.watch import (
     FILTER_NO_PUT,
     WatchResponse,
 )
-from raftkv.server.errors import BadRequest, NoLeader, ServerError
+from raftkv.server.errors import BadRequest, NoLeader, ServerError, TooManyWatchers
 from raftkv.server.node.watches import REASON_STOPPING, WatchStream
 
 if TYPE_CHECKING:
@@ -138,6 +138,13 @@ class WatchSession:
         if watch_id < 0:
             self._refuse("mvcc: watch ID must be >= 0")  # -1 is etcd's "no watch"
             return
+        limit = service.config.max_watchers_per_stream
+        if len(self._watchers) >= limit:
+            self._refuse(
+                f"{errors.TOO_MANY_REQUESTS.message}: a watch stream holds at most "
+                f"{limit} watchers (--max-watchers-per-stream)"
+            )
+            return
         if watch_id == 0:
             while self._next_id in self._watchers:
                 self._next_id += 1
@@ -159,6 +166,9 @@ class WatchSession:
             return
         except BadRequest as exc:
             self._refuse(exc.message)
+            return
+        except TooManyWatchers as exc:
+            self._refuse(f"{errors.TOO_MANY_REQUESTS.message}: {exc.message}")
             return
         except ServerError:
             self._error = errors.STOPPED

@@ -15,6 +15,11 @@ Rule 2: the book holds two things:
   is never added again: a node re-added under an id it had before may have
   lost the vote it cast in the current term with its disk.
 
+It also records the **founders**: the members the founding entry (log entry
+1) made, the same on every replica; the etcd API derives the cluster id from
+them, as etcd does from its initial members. None where the log did not start
+with a founding entry (a data dir from before log-based bootstrap).
+
 Rule 3: ids and addresses follow :mod:`raftkv.limits` (one table for every
 layer), and a membership has at most :data:`~raftkv.limits.MAX_MEMBERS` ids.
 
@@ -123,12 +128,13 @@ class MembershipBook:
             member's ``--initial-cluster``; empty in the simulator).
     """
 
-    __slots__ = ("members", "removed")
+    __slots__ = ("members", "removed", "founders")
 
     def __init__(self, members: Mapping[NodeId, Member] | None = None) -> None:
         self.members: dict[NodeId, Member] = dict(members or {})
         # Invariant: only grows; an id's index is the same on every replica.
         self.removed: dict[NodeId, Index] = {}
+        self.founders: tuple[NodeId, ...] | None = None
 
     # ------------------------------------------------------------------ decisions
 
@@ -172,6 +178,10 @@ class MembershipBook:
         # configuration that removed them).
         for node_id in sorted(set(before.members()) - set(after.members())):
             self.removed.setdefault(node_id, index)
+        if index == 1:  # the founding entry (the core writes it; in force already)
+            self.founders = tuple(
+                sorted(c.node_id for c in cc.changes if c.type is ConfChangeType.ADD_VOTER)
+            )
         addrs: dict[str, Any] = {}
         if cc.context:
             try:
@@ -224,6 +234,17 @@ class MembershipBook:
                 raise InvalidMember(f"bad member id {str(node_id)[:80]!r}: must be {NODE_ID_RULE}")
             members[NodeId(node_id)] = Member.from_json(info)
         return members
+
+    @staticmethod
+    def parse_members_ids(obj: object) -> list[NodeId]:
+        """A list of member ids (the founders) as a snapshot stores it.
+
+        Raises:
+            InvalidMember: malformed, or an id breaks the rule.
+        """
+        if not isinstance(obj, list) or not all(is_node_id(n) for n in obj):
+            raise InvalidMember(f"malformed member ids: {str(obj)[:200]}")
+        return [NodeId(n) for n in obj]
 
     @staticmethod
     def parse_removed(obj: object) -> dict[NodeId, Index]:

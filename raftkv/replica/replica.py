@@ -71,6 +71,7 @@ class _Image:
     members: dict[NodeId, Member]
     removed: dict[NodeId, Index]
     sm: bytes
+    founders: tuple[NodeId, ...] | None = None
 
 
 class Replica:
@@ -167,9 +168,16 @@ class Replica:
                 return image
 
         members, removed = self.book.to_wire()
+        founders = self.book.founders
 
         def encode() -> bytes:
-            body = {"v": _ENVELOPE_VERSION, "members": members, "removed": removed}
+            body: dict[str, object] = {
+                "v": _ENVELOPE_VERSION,
+                "members": members,
+                "removed": removed,
+            }
+            if founders is not None:
+                body["founders"] = list(founders)
             body["sm"] = encode_sm()
             data: bytes = msgpack.packb(body, use_bin_type=True)
             return data
@@ -191,6 +199,8 @@ class Replica:
         self.state_machine.restore(image.sm)
         self.book.members = image.members
         self.book.merge_removed(image.removed)
+        if image.founders is not None:
+            self.book.founders = image.founders
         self.applied_index = index
         self.conf_state = conf_state
 
@@ -211,8 +221,11 @@ def decode_image(data: bytes) -> _Image:
         members = MembershipBook.parse_members(obj["members"])
         removed = MembershipBook.parse_removed(obj.get("removed", {}))
         sm = obj["sm"]
+        founders = obj.get("founders")
+        if founders is not None:
+            founders = tuple(MembershipBook.parse_members_ids(founders))
     except (KeyError, InvalidMember) as exc:
         raise InvalidSnapshotImage(f"malformed snapshot envelope: {exc}") from exc
     if not isinstance(sm, bytes):
         raise InvalidSnapshotImage("malformed snapshot envelope: the state image is not bytes")
-    return _Image(members=members, removed=removed, sm=sm)
+    return _Image(members=members, removed=removed, sm=sm, founders=founders)

@@ -607,6 +607,16 @@ class _Api:
         status, body, _ = await self._lease_request(origin, request)
         return status, body
 
+    async def admin_call(
+        self, path: str, body: bytes, authorization: str | None
+    ) -> tuple[int, bytes]:
+        """Send an etcd API membership request to the leader's JSON gateway
+        (``path``, a fixed route); its (status, body). The leader does not
+        forward it again (:data:`FORWARDED_HEADER`)."""
+        origin = _Origin(None, authorization, None)
+        status, answer, _ = await self._forward(origin, self.node.leader, "POST", path, body)
+        return status, answer
+
     def serve_forwarded(self, payload: bytes, reply: ForwardReply) -> None:
         """On the leader: serve a write a follower forwarded over the peer link.
 
@@ -1358,8 +1368,8 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
     r.add_get("/v1/leases/{lease_id}", api.lease_ttl, allow_head=False)
     r.add_delete("/v1/leases/{lease_id}", api.lease_revoke)
     r.add_post("/v1/leases/{lease_id}/keepalive", api.lease_keepalive)
-    api.etcd = EtcdService(node, config, api.forward_command, api.lease_call)
-    add_gateway_routes(r, api.etcd, _streaming)
+    api.etcd = EtcdService(node, config, api.forward_command, api.lease_call, api.admin_call)
+    add_gateway_routes(r, api.etcd, _streaming, forwarded_header=FORWARDED_HEADER)
     return app, api
 
 

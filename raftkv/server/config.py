@@ -42,6 +42,10 @@ DEFAULT_WATCH_PROGRESS_INTERVAL_S = 600.0
 """Progress notifications to watchers that asked for them: etcd's default, 10 minutes."""
 DEFAULT_WATCH_BUFFER_BYTES = 4 << 20
 """Responses a watcher may have waiting for its reader before it is cancelled."""
+DEFAULT_MAX_WATCHERS = 10_000
+"""Watchers one node serves (``/v1`` and etcd API watchers alike)."""
+DEFAULT_MAX_WATCHERS_PER_STREAM = 1_000
+"""Watchers one etcd ``Watch`` stream (gRPC or the gateway's) may hold."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +113,9 @@ class ServerConfig:
             notifications get one (etcd: 10 minutes).
         watch_buffer_bytes: responses one watcher may have waiting for its
             reader; past it the watcher is cancelled as a slow watcher.
+        max_watchers: watchers this node serves, ``/v1`` and etcd API alike;
+            one more is refused (``/v1``: 429; etcd: ``too many requests``).
+        max_watchers_per_stream: watchers one etcd ``Watch`` stream may hold.
     """
 
     node_id: NodeId
@@ -147,6 +154,8 @@ class ServerConfig:
     leader_hints: bool = True
     watch_progress_interval_s: float = DEFAULT_WATCH_PROGRESS_INTERVAL_S
     watch_buffer_bytes: int = DEFAULT_WATCH_BUFFER_BYTES
+    max_watchers: int = DEFAULT_MAX_WATCHERS
+    max_watchers_per_stream: int = DEFAULT_MAX_WATCHERS_PER_STREAM
 
     @property
     def tls(self) -> bool:
@@ -201,6 +210,8 @@ class ServerConfig:
             raise ConfigError(
                 "--watch-progress-interval-s and --watch-buffer-bytes must be positive"
             )
+        if self.max_watchers < 1 or self.max_watchers_per_stream < 1:
+            raise ConfigError("--max-watchers and --max-watchers-per-stream must be positive")
         timeouts = (
             self.http_head_timeout_s,
             self.http_body_timeout_s,

@@ -23,6 +23,7 @@ __all__ = [
     "LearnerNotReady",
     "MemberRemoved",
     "TooLarge",
+    "TooManyWatchers",
     "NoSpace",
     "SnapshotUndecodable",
 ]
@@ -123,6 +124,12 @@ class MemberRemoved(ServerError):
             f"add the node under a new id"
         )
         self.node_id = node_id
+
+
+class TooManyWatchers(ServerError):
+    """The node serves ``--max-watchers`` watchers already (retry later, or elsewhere)."""
+
+    status = 429
 
 
 class TooLarge(ServerError):

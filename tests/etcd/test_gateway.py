@@ -43,7 +43,7 @@ def test_gateway_put_range_txn_in_grpc_gateway_json(tmp_path: Path) -> None:
                 term = c.nodes[node].term
                 assert body == (
                     b'{"header":{"cluster_id":"%d","member_id":"%d","revision":"2",'
-                    b'"raft_term":"%d"}}' % (name_id("raftkv"), name_id(node), term)
+                    b'"raft_term":"%d"}}' % (name_id("n1,n2,n3"), name_id(node), term)
                 )
                 # camelCase input is accepted too; /v3beta is the same API.
                 status, body = await post(
@@ -67,8 +67,8 @@ def test_gateway_put_range_txn_in_grpc_gateway_json(tmp_path: Path) -> None:
                 status, body = await post(s, url + "/v3/kv/range", {"key": ""})
                 assert status == 400
                 assert body == (
-                    b'{"error":"etcdserver: key is not provided","code":3,'
-                    b'"message":"etcdserver: key is not provided"}'
+                    b'{"error":"etcdserver: key is not provided",'
+                    b'"message":"etcdserver: key is not provided","code":3}'
                 )
                 status, body = await post(s, url + "/v3/maintenance/status", {})
                 assert status == 200 and b'"version":"3.5.0"' in body
@@ -162,8 +162,8 @@ def test_gateway_leases_and_keepalive_stream(tmp_path: Path) -> None:
                 status, body = await post(s, url + "/v3/lease/revoke", {"ID": "5"})
                 assert (status, body) == (
                     404,
-                    b'{"error":"etcdserver: requested lease not found","code":5,'
-                    b'"message":"etcdserver: requested lease not found"}',
+                    b'{"error":"etcdserver: requested lease not found",'
+                    b'"message":"etcdserver: requested lease not found","code":5}',
                 )
 
     run(scenario())

@@ -31,7 +31,8 @@ def test_put_and_range_through_a_follower_store_raw_bytes(tmp_path: Path) -> Non
                 put = await s.kv.Put(rpc_pb2.PutRequest(key=b"a/\xfe", value=RAW))
                 assert put.header.revision == 2
                 assert put.header.member_id == name_id(node)
-                assert put.header.cluster_id == name_id("raftkv")
+                # The founding members' ids, sorted and joined (docs/etcd.md).
+                assert put.header.cluster_id == name_id("n1,n2,n3") != name_id("raftkv")
                 assert put.header.raft_term == c.nodes[node].term > 0
                 for key, value in ((b"a/1", b"one"), (b"a/2", b"two"), (b"b", b"bee")):
                     await s.kv.Put(rpc_pb2.PutRequest(key=key, value=value))

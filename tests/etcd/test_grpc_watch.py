@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
@@ -201,6 +202,56 @@ def test_a_slow_watcher_is_cancelled_with_the_reason_and_the_others_go_on(
                 assert "limit 1000" in slow.cancel_reason
                 await s.kv.Put(rpc_pb2.PutRequest(key=b"small", value=b"y"))
                 assert events(await read(call)) == [(PUT, b"small", b"y", 3)]
+                call.cancel()
+
+    run(scenario())
+
+
+def test_watchers_over_the_stream_and_node_limits_are_refused(tmp_path: Path) -> None:
+    """--max-watchers-per-stream 2 and --max-watchers 3: a refused create answers
+    created+canceled with etcd's "too many requests" text; the stream's other
+    watchers go on; /v1 watches count and are refused with 429."""
+
+    async def scenario() -> None:
+        async with etcd_cluster(tmp_path, max_watchers=3, max_watchers_per_stream=2) as c:
+            leader = await c.leader()
+            url = c.url(leader)
+            async with grpc.aio.insecure_channel(grpc_target(c, leader)) as channel:
+                s = stubs(channel)
+                call = s.watch.Watch()
+                for watch_id in (0, 1):
+                    await call.write(create(b"k"))
+                    assert (await read(call)).watch_id == watch_id
+                await call.write(create(b"k"))
+                refused = await read(call)
+                assert (refused.watch_id, refused.created, refused.canceled) == (-1, True, True)
+                assert refused.cancel_reason == (
+                    "etcdserver: too many requests: a watch stream holds at most 2 watchers "
+                    "(--max-watchers-per-stream)"
+                )
+                # A /v1 watch is the node's third watcher; a fourth is refused.
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"{url}/v1/watch?key=k") as third,
+                ):
+                    assert third.status == 200
+                    async with http.get(f"{url}/v1/watch?key=k") as fourth:
+                        assert fourth.status == 429
+                        body = await fourth.json()
+                        assert "serves 3 (--max-watchers)" in body["error"], body
+                    other = s.watch.Watch()
+                    await other.write(create(b"k"))
+                    refused = await read(other)
+                    assert (refused.watch_id, refused.canceled) == (-1, True)
+                    assert refused.cancel_reason == (
+                        "etcdserver: too many requests: too many watchers: this node "
+                        "serves 3 (--max-watchers)"
+                    )
+                    other.cancel()
+                # The first stream's watchers still deliver.
+                await s.kv.Put(rpc_pb2.PutRequest(key=b"k", value=b"v"))
+                got = {(await read(call)).watch_id for _ in range(2)}
+                assert got == {0, 1}
                 call.cancel()
 
     run(scenario())

@@ -1,6 +1,7 @@
 """Real clients: Debian's etcdctl against a 3-node raftkv cluster, side by side with a
 real etcd when Debian's etcd-server is installed (``make etcd-tools`` installs both),
-and PyPI's etcd3 client: KV, leases, watches, and etcdctl's lock and elect.
+and PyPI's etcd3, etcd3gw and aetcd clients: KV, leases, watches, membership,
+and etcdctl's lock and elect.
 
 Every etcdctl scenario runs the same command line against both and compares the
 outputs, with the ids that differ by nature (cluster and member ids, Raft terms)
@@ -9,11 +10,14 @@ blanked; revisions are compared too: both stores start at revision 1.
 etcd3 (0.12) ships protobuf modules generated in 2019, which protobuf >= 4 loads
 only with its pure-Python implementation, and which define etcd's message names
 again: it runs in a subprocess of its own with
-``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python``.
+``PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python``. aetcd's generated modules
+define etcd's messages under the same names as raftkv's (a protobuf
+"duplicate symbol" error in one process): it runs in a subprocess too.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -21,6 +25,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,14 +133,20 @@ def raftkv_endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _etcd(tmp_path_factory.mktemp("etcd"))
+
+
+def _etcd(data: Path) -> Iterator[str]:
+    """A fresh one-member etcd 3.4 on free ports: its client endpoint (gRPC and
+    the JSON gateway)."""
     if ETCDCTL is None:
         pytest.skip(_NEEDS)
     if ETCD is None:
         pytest.skip("needs Debian's etcd-server to compare with: `make etcd-tools` as root")
-    data = tmp_path_factory.mktemp("etcd")
     client, peer = free_ports(2)
     url = f"http://127.0.0.1:{client}"
     peer_url = f"http://127.0.0.1:{peer}"
+    data.mkdir(parents=True, exist_ok=True)
     log = open(data / "etcd.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [
@@ -428,3 +440,289 @@ def test_etcd3_client_flow(fresh_endpoints: str) -> None:
         timeout=120,
     )
     assert done.returncode == 0 and "etcd3 flow ok" in done.stdout, done.stderr[-2000:]
+
+
+# etcdctl prints ids with %16x: a leading zero becomes a space.
+_HEX_ID = re.compile(r"\b(Member|cluster) +[0-9a-f]{1,16}\b")
+_INITIAL_CLUSTER = re.compile(r'ETCD_INITIAL_CLUSTER="[^"]*"\n')
+
+
+def _member_id(endpoints: str, name: str) -> str:
+    """The hex id etcdctl's ``member list`` shows for the member ``name`` (the
+    member etcdctl asks may apply a change a moment after the leader)."""
+    deadline = time.monotonic() + 5
+    while True:
+        code, out = etcdctl(endpoints, "member", "list")
+        assert code == 0, out
+        for line in out.splitlines():
+            fields = [f.strip() for f in line.split(",")]
+            if fields[2] == name:
+                return fields[0]
+        assert time.monotonic() < deadline, f"{name} not in {out}"
+        time.sleep(0.1)
+
+
+def test_etcdctl_member_add_promote_remove_match_a_real_etcd(
+    raftkv_endpoints: str, etcd_endpoint: str
+) -> None:
+    """A learner added with raftkv's peer URL convention (etcd takes the same URLs),
+    promoted too early, removed; refusals for unknown ids and voters."""
+    raft, api = free_ports(2)
+    peers = f"--peer-urls=http://n9@127.0.0.1:{raft},http://127.0.0.1:{api}"
+    outputs = {}
+    for name, endpoints in (("raftkv", raftkv_endpoints), ("etcd", etcd_endpoint)):
+        first = endpoints.split(",")[0]
+        voter = etcdctl(first, "endpoint", "status", "-w", "json")[1]
+        voter_id = format(json.loads(voter)[0]["Status"]["header"]["member_id"], "x")
+        steps = [etcdctl(endpoints, "member", "add", "n9", "--learner", peers)]
+        learner = _member_id(endpoints, "") if name == "etcd" else _member_id(endpoints, "n9")
+        steps += [
+            etcdctl(endpoints, "member", "add", "n9", peers),
+            etcdctl(endpoints, "member", "promote", learner),
+            etcdctl(endpoints, "member", "promote", voter_id),
+            etcdctl(endpoints, "member", "promote", "1234"),
+            etcdctl(endpoints, "member", "remove", learner),
+            etcdctl(endpoints, "member", "remove", learner),
+        ]
+        # etcdctl prints the members' peer URLs as the response lists them
+        # (etcd: both of the new one's; raftkv: its Raft address).
+        if name == "raftkv":
+            assert f"n9=http://127.0.0.1:{raft}" in steps[0][1], steps[0][1]
+        outputs[name] = [
+            (code, _HEX_ID.sub(r"\1 ID", _INITIAL_CLUSTER.sub("", out))) for code, out in steps
+        ]
+    assert outputs["raftkv"] == outputs["etcd"]
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path: Path) -> Iterator[GrpcCluster]:
+    c = GrpcCluster(tmp_path / "raftkv", fsync=False, heartbeat_ms=50)
+    c.start()
+    try:
+        c.wait_leader()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_etcd3gw_client_flow(fresh_cluster: GrpcCluster) -> None:
+    """PyPI's etcd3gw (the JSON gateway client) through a member's HTTP port."""
+    etcd3gw = pytest.importorskip("etcd3gw", reason="PyPI's etcd3gw is not installed")
+    host, port = fresh_cluster.members[NodeId("n2")].api
+    client = etcd3gw.client(host=host, port=port, timeout=10)
+    assert client.put("/app/a", "1") and client.put("/app/b", b"\xff raw")
+    assert client.get("/app/a") == [b"1"]
+    ((value, meta),) = client.get("/app/a", metadata=True)
+    assert value == b"1" and meta["version"] == "1" and meta["key"] == b"/app/a"
+    assert [(v, m["key"]) for v, m in client.get_prefix("/app/")] == [
+        (b"1", b"/app/a"),
+        (b"\xff raw", b"/app/b"),
+    ]
+    assert client.get("/app/", range_end="/app0", count_only=True) == []
+    assert client.replace("/app/a", "1", "2") and not client.replace("/app/a", "1", "3")
+    assert client.create("/app/new", "n") and not client.create("/app/new", "again")
+    txn = client.transaction(
+        {
+            "compare": [
+                {"key": _b64(b"/app/a"), "result": "EQUAL", "target": "VALUE", "value": _b64(b"2")}
+            ],
+            "success": [{"request_range": {"key": _b64(b"/app/a")}}],
+            "failure": [],
+        }
+    )
+    assert txn["succeeded"] is True
+    assert txn["responses"][0]["response_range"]["kvs"][0]["value"] == _b64(b"2")
+    assert client.status()["version"] == "3.5.0"
+    assert [m["name"] for m in client.members()] == ["n1", "n2", "n3"]
+    lease = client.lease(30)
+    assert client.put("/app/leased", "v", lease=lease)
+    assert 28 <= lease.ttl() <= 30 and lease.refresh() == 30
+    assert lease.keys() == [b"/app/leased"]
+    events, cancel = client.watch_prefix("/app/")
+    try:
+        client.put("/app/watched", "w")
+        event = next(events)
+        # A PUT has no "type": the enum's zero value, omitted (etcd's gateway too).
+        assert (event.get("type"), event["kv"]["key"], event["kv"]["value"]) == (
+            None,
+            b"/app/watched",
+            b"w",
+        )
+        assert lease.revoke()
+        event = next(events)
+        assert (event["type"], event["kv"]["key"]) == ("DELETE", b"/app/leased")
+    finally:
+        cancel()
+    assert client.delete_prefix("/app/") and client.get_prefix("/app/") == []
+    with client.lock("mylock", ttl=10) as lock:
+        assert lock.is_acquired()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+AETCD_FLOW = """
+import asyncio, sys
+import aetcd
+
+async def main():
+    host, port = sys.argv[1].rsplit(":", 1)
+    async with aetcd.Client(host=host, port=int(port), timeout=10) as client:
+        await client.put(b"/app/a", b"1")
+        await client.put(b"/app/b", b"\\xff raw")
+        got = await client.get(b"/app/a")
+        assert got.value == b"1" and got.version == 1, got
+        assert [(kv.key, kv.value) for kv in await client.get_prefix(b"/app/")] == [
+            (b"/app/a", b"1"), (b"/app/b", b"\\xff raw")
+        ]
+        ranged = await client.get_range(b"/app/", b"/app0")
+        assert ranged.count == 2 and not ranged.more, ranged
+        ok, responses = await client.transaction(
+            compare=[client.transactions.value(b"/app/a") == b"1"],
+            success=[client.transactions.put(b"/app/a", b"2"), client.transactions.get(b"/app/a")],
+            failure=[],
+        )
+        assert ok and responses[1][0][0] == b"2", responses
+        ok, _ = await client.transaction(
+            compare=[client.transactions.version(b"/app/a") == 1],
+            success=[client.transactions.put(b"/app/a", b"never")],
+            failure=[client.transactions.delete(b"/app/b")],
+        )
+        assert not ok and await client.get(b"/app/b") is None
+        status = await client.status()
+        assert status.version == "3.5.0" and status.raft_term >= 1
+        lease = await client.lease(30)
+        await client.put(b"/app/leased", b"v", lease=lease)
+        assert (await lease.refresh()).TTL == 30
+        assert await lease.granted_ttl() == 30 and 28 <= await lease.remaining_ttl() <= 30
+        assert await lease.keys() == [b"/app/leased"]
+        watch = await client.watch_prefix(b"/app/")
+        events = watch.__aiter__()
+        await client.put(b"/app/watched", b"w")
+        event = await asyncio.wait_for(events.__anext__(), 10)
+        assert (event.kind, event.kv.key, event.kv.value) == ("PUT", b"/app/watched", b"w")
+        await lease.revoke()
+        event = await asyncio.wait_for(events.__anext__(), 10)
+        assert (event.kind, event.kv.key) == ("DELETE", b"/app/leased")
+        await watch.cancel()
+        assert (await client.delete_prefix(b"/app/")).deleted == 2
+        async with client.lock(b"mylock", ttl=10) as lock:
+            assert await lock.is_acquired()
+        members = [m.name async for m in client.members()]
+        assert members == ["n1", "n2", "n3"], members
+    print("aetcd flow ok")
+
+asyncio.run(main())
+"""
+
+
+def test_aetcd_client_flow(fresh_cluster: GrpcCluster) -> None:
+    """PyPI's aetcd (asyncio gRPC). Its generated modules define etcd's messages
+    again, which raftkv's own (imported by the test process) already did: it
+    runs in a subprocess of its own."""
+    probe = subprocess.run([sys.executable, "-c", "import aetcd"], capture_output=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"PyPI's aetcd does not import here: {probe.stderr.decode()[-300:]}")
+    endpoint = fresh_cluster.endpoints.split(",")[1]
+    done = subprocess.run(
+        [sys.executable, "-c", AETCD_FLOW, endpoint],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "aetcd flow ok" in done.stdout, done.stderr[-2000:]
+
+
+def _b(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+# (path, body) in order; both stores start at revision 1 and get the same writes.
+GATEWAY_SCENARIO: list[tuple[str, dict[str, Any]]] = [
+    ("/v3/kv/put", {"key": _b("a"), "value": _b("1")}),
+    ("/v3/kv/put", {"key": _b("a"), "value": _b("2"), "prev_kv": True}),
+    ("/v3/kv/put", {"key": _b("a/x"), "value": _b("x")}),
+    ("/v3/kv/put", {"key": _b("b"), "value": _b("")}),
+    ("/v3/kv/range", {"key": _b("a")}),
+    ("/v3/kv/range", {"key": _b("a"), "range_end": _b("c"), "limit": 2}),
+    ("/v3/kv/range", {"key": _b("a"), "range_end": _b("c"), "count_only": True}),
+    ("/v3/kv/range", {"key": _b("a"), "rangeEnd": _b("c"), "keysOnly": True}),
+    ("/v3/kv/range", {"key": _b("zzz")}),
+    ("/v3/kv/range", {"key": _b("a"), "revision": "2"}),
+    ("/v3/kv/range", {"key": _b("a"), "revision": 99}),
+    (
+        "/v3/kv/txn",
+        {
+            "compare": [{"key": _b("a"), "result": "EQUAL", "target": "VALUE", "value": _b("2")}],
+            "success": [
+                {"request_put": {"key": _b("c"), "value": _b("3"), "prev_kv": True}},
+                {"request_range": {"key": _b("a")}},
+                {"request_delete_range": {"key": _b("b")}},
+            ],
+            "failure": [{"request_put": {"key": _b("never"), "value": _b("")}}],
+        },
+    ),
+    (
+        "/v3/kv/txn",
+        {
+            "compare": [{"key": _b("a"), "target": "VERSION", "result": "GREATER", "version": 5}],
+            "failure": [{"request_range": {"key": _b("a/"), "range_end": _b("a0")}}],
+        },
+    ),
+    ("/v3/kv/deleterange", {"key": _b("a"), "range_end": _b("b"), "prev_kv": True}),
+    ("/v3/kv/deleterange", {"key": _b("nothing")}),
+    ("/v3/kv/put", {"key": _b("k"), "value": _b("v"), "lease": "99"}),
+    ("/v3/lease/grant", {"TTL": 600, "ID": 7777}),
+    ("/v3/lease/grant", {"TTL": 600, "ID": 7777}),
+    ("/v3/kv/put", {"key": _b("leased"), "value": _b("v"), "lease": 7777}),
+    ("/v3/lease/timetolive", {"ID": 7777, "keys": True}),
+    ("/v3/kv/lease/timetolive", {"ID": 1}),
+    ("/v3/lease/revoke", {"ID": 7777}),
+    ("/v3/lease/revoke", {"ID": 7777}),
+    ("/v3/kv/compaction", {"revision": 4}),
+    ("/v3/kv/range", {"key": _b("a"), "revision": 3}),
+    ("/v3/kv/compaction", {"revision": 3}),
+    ("/v3/kv/compaction", {"revision": 1000}),
+    ("/v3/kv/range", {"key": _b(""), "range_end": _b("\\0")}),
+    ("/v3/kv/put", {"value": _b("v")}),
+    ("/v3beta/kv/range", {"key": _b("c")}),
+]
+
+_GATEWAY_IDS = re.compile(r'"(cluster_id|member_id|raft_term)":"\d+"')
+_TTL = re.compile(r'"TTL":"\d+"')
+
+
+def _post(base: str, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_gateway_answers_are_byte_compatible_with_etcd(
+    fresh_cluster: GrpcCluster, tmp_path: Path
+) -> None:
+    """The same JSON requests to etcd 3.4's gateway and to raftkv's, from the
+    same store state: the same status and body bytes, ids and terms blanked
+    (and a time-to-live's remaining seconds, which ticks)."""
+    etcd = _etcd(tmp_path / "etcd")
+    endpoint = next(etcd)
+    try:
+        host, port = fresh_cluster.members[NodeId("n2")].api
+        ours_base, theirs_base = f"http://{host}:{port}", f"http://{endpoint}"
+        for path, body in GATEWAY_SCENARIO:
+            ours = _post(ours_base, path, body)
+            theirs = _post(theirs_base, path, body)
+            normal = [
+                (status, _GATEWAY_IDS.sub(r'"\1":"0"', raw.decode()))
+                for status, raw in (ours, theirs)
+            ]
+            if path.endswith("/timetolive"):
+                # Remaining seconds: etcd truncates them, raftkv rounds them up.
+                normal = [(status, _TTL.sub('"TTL":"N"', text)) for status, text in normal]
+            assert normal[0] == normal[1], (path, body)
+    finally:
+        etcd.close()

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from raftkv.replica.kv import KVStateMachine, Put, encode_command
-from raftkv.server.node.watches import Watches
+from raftkv.server.errors import TooManyWatchers
+from raftkv.server.node.watches import Watches, WatchStream
 
 
 def _fail(what: str, exc: BaseException) -> None:
@@ -23,6 +26,7 @@ def test_progress_revision_waits_for_catch_up_and_an_empty_queue() -> None:
             election_timeout_s=1.0,
             progress_interval_s=600.0,
             buffer_bytes=1 << 20,
+            max_watchers=10,
             fail=_fail,
         )
         ready = asyncio.Event()
@@ -49,5 +53,38 @@ def test_progress_revision_waits_for_catch_up_and_an_empty_queue() -> None:
         assert old.progress_revision() == 4
         old.close()
         assert old.progress_revision() is None
+
+    asyncio.run(scenario())
+
+
+def test_watchers_beyond_the_node_limit_are_refused_until_one_closes() -> None:
+    async def scenario() -> None:
+        watches = Watches(
+            KVStateMachine(),
+            election_timeout_s=1.0,
+            progress_interval_s=600.0,
+            buffer_bytes=1 << 20,
+            max_watchers=2,
+            fail=_fail,
+        )
+
+        def open_one() -> WatchStream:
+            return watches.open(
+                b"k",
+                b"",
+                start_revision=0,
+                prev_kv=False,
+                filters=frozenset(),
+                progress_notify=False,
+                require_leader=False,
+            )
+
+        first, _ = open_one(), open_one()
+        with pytest.raises(TooManyWatchers, match=r"serves 2 \(--max-watchers\)"):
+            open_one()
+        assert len(watches) == 2
+        first.close()
+        open_one()
+        assert len(watches) == 2
 
     asyncio.run(scenario())

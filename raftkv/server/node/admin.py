@@ -151,6 +151,24 @@ class Admin:
         if node_id in self._replica.book.removed:
             raise MemberRemoved(node_id)
 
+    def removal_keeps_quorum(self, node_id: NodeId) -> bool:
+        """Whether removing ``node_id`` leaves a quorum of recently active voters
+        (etcd's strict reconfiguration check); True on a follower (the leader decides)."""
+        raw = self._core()
+        if raw.role is not Role.LEADER:
+            return True
+        status = raw.status()
+        voters = set(status.conf_state.voters)
+        if node_id not in voters:
+            return True
+        rest = voters - {node_id}
+        active = sum(
+            1
+            for n in rest
+            if n == self._node_id or (n in status.progress and status.progress[n].recent_active)
+        )
+        return active >= len(rest) // 2 + 1
+
     async def remove_member(self, node_id: NodeId) -> object:
         """Propose removing ``node_id``."""
         return await self.propose_conf_change(

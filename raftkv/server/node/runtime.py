@@ -194,6 +194,7 @@ class RaftNode:
             election_timeout_s=config.election_timeout_ms / 1000,
             progress_interval_s=config.watch_progress_interval_s,
             buffer_bytes=config.watch_buffer_bytes,
+            max_watchers=config.max_watchers,
             fail=self._fail,
         )
         self._leases = Leases(
@@ -695,6 +696,11 @@ class RaftNode:
         return self._replica.book.members
 
     @property
+    def founders(self) -> tuple[NodeId, ...] | None:
+        """The members log entry 1 founded the cluster with (None: not known)."""
+        return self._replica.book.founders
+
+    @property
     def removed(self) -> dict[NodeId, Index]:
         """Ids removed from the cluster, with the index that removed them (read-only use)."""
         return self._replica.book.removed
@@ -936,6 +942,11 @@ class RaftNode:
 
     async def remove_member(self, node_id: NodeId) -> object:
         return await self._admin.remove_member(node_id)
+
+    def removal_keeps_quorum(self, node_id: NodeId) -> bool:
+        """Whether removing ``node_id`` leaves a quorum of recently active voters
+        (on the leader; True on a follower)."""
+        return self._admin.removal_keeps_quorum(node_id)
 
     async def transfer_leadership(
         self, to: NodeId, *, timeout: float | None = None

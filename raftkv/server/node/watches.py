@@ -31,7 +31,7 @@ from typing import Final
 from raftkv.replica.kv import KVStateMachine
 from raftkv.replica.statemachine import StateMachine
 from raftkv.replica.watch import InvalidWatch, Watcher, WatchHub, WatchResponse
-from raftkv.server.errors import BadRequest, NodeStopped
+from raftkv.server.errors import BadRequest, NodeStopped, TooManyWatchers
 
 __all__ = [
     "Watches",
@@ -138,6 +138,7 @@ class Watches:
             require one are cancelled.
         progress_interval_s: how often watchers get a progress notification.
         buffer_bytes: responses a watcher may have waiting for its reader.
+        max_watchers: open watchers at most; one more is refused.
         fail: crash-stop the node (a broken invariant in a scheduled step).
     """
 
@@ -147,6 +148,7 @@ class Watches:
         "_election_timeout_s",
         "_progress_interval_s",
         "_buffer_bytes",
+        "_max_watchers",
         "_fail",
         "_leaderless_since",
         "_next_progress",
@@ -161,6 +163,7 @@ class Watches:
         election_timeout_s: float,
         progress_interval_s: float,
         buffer_bytes: int,
+        max_watchers: int,
         fail: Callable[[str, BaseException], None],
     ) -> None:
         self._hub = WatchHub(state_machine) if isinstance(state_machine, KVStateMachine) else None
@@ -169,6 +172,7 @@ class Watches:
         self._election_timeout_s = election_timeout_s
         self._progress_interval_s = progress_interval_s
         self._buffer_bytes = buffer_bytes
+        self._max_watchers = max_watchers
         self._fail = fail
         self._leaderless_since: float | None = None
         self._next_progress = time.monotonic() + progress_interval_s
@@ -199,12 +203,17 @@ class Watches:
             BadRequest: this node's state machine has no watches, or the hub
                 refuses the arguments.
             NodeStopped: the node stops.
+            TooManyWatchers: ``max_watchers`` are open.
         """
         hub = self._hub
         if hub is None:
             raise BadRequest("this node's state machine has no watches")
         if self._stopped:
             raise NodeStopped("node is not serving")
+        if len(self._streams) >= self._max_watchers:
+            raise TooManyWatchers(
+                f"too many watchers: this node serves {self._max_watchers} (--max-watchers)"
+            )
         try:
             watcher = hub.create(
                 key,
