@@ -79,6 +79,12 @@ def test_add_learner_then_promote(tmp_path: Path) -> None:
                 async with s.post(f"{c.url(follower)}/v1/members", json=body) as r:
                     assert r.status == 200, await r.text()
                     assert (await r.json())["result"]["learners"] == [new]
+                # Adding the learner again as a voter would skip promotion's catch-up check.
+                async with s.post(
+                    f"{c.url(leader)}/v1/members", json={**body, "learner": False}
+                ) as r:
+                    assert r.status == 400, await r.text()
+                    assert "promote" in (await r.json())["error"]
                 # Not a learner: promotion is refused.
                 async with s.post(f"{c.url(leader)}/v1/members/{follower}/promote") as r:
                     assert r.status == 400, await r.text()

@@ -104,10 +104,18 @@ class Admin:
 
         Raises:
             MemberRemoved: ``node_id`` was a member once and was removed.
-            BadRequest: ``node_id`` is not a valid id (:mod:`raftkv.limits`), or
-                the cluster has :data:`~raftkv.limits.MAX_MEMBERS` members.
+            BadRequest: ``node_id`` is not a valid id (:mod:`raftkv.limits`), the
+                cluster has :data:`~raftkv.limits.MAX_MEMBERS` members, or it is a
+                learner being added as a voter (promote it instead).
         """
         self._refuse_removed(node_id)
+        if not learner and node_id in self._replica.conf_state.learners:
+            # Adding a learner as a voter would promote it without the
+            # catch-up check promote_member makes.
+            raise BadRequest(
+                f"{node_id} is a learner: promote it (POST /v1/members/{node_id}/promote)"
+                " once it has caught up"
+            )
         kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
         context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
         cc = ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
