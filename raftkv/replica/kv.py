@@ -909,8 +909,7 @@ class KVStateMachine:
                 "sessions": sorted(sessions, key=lambda wire: str(wire[0])),
                 "leases": leases,
             }
-            encoded: bytes = msgpack.packb(body, use_bin_type=True)
-            return encoded
+            return _pack_snapshot(body)
 
         return encode
 
@@ -1311,6 +1310,30 @@ _OUTCOME_ERRORS: Final = {
     Outcome.CONFLICT: ERR_CONFLICT,
     Outcome.READ: None,
 }
+
+
+def _pack_snapshot(body: dict[str, Any]) -> bytes:
+    """``msgpack.packb(body)``, byte for byte, packed a key of the store at a time.
+
+    One ``packb`` of a large store holds the GIL for the whole encoding (~80 ms
+    for 63 MB), and the snapshot thread shares the interpreter with the node's
+    event loop; packing the store's keys one call each lets the loop run
+    between them. msgpack writes a map as its header and then its pairs, an
+    array as its header and then its items, so the bytes are the same.
+    """
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack_map_header(len(body))]
+    for name, value in body.items():
+        parts.append(packer.pack(name))
+        if name != "store":
+            parts.append(packer.pack(value))
+            continue
+        *head, keys = value
+        parts.append(packer.pack_array_header(len(value)))
+        parts.extend(packer.pack(item) for item in head)
+        parts.append(packer.pack_array_header(len(keys)))
+        parts.extend(packer.pack(item) for item in keys)
+    return b"".join(parts)
 
 
 def _put_leases(ops: tuple[Op, ...]) -> Iterator[int]:

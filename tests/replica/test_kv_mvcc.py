@@ -304,3 +304,15 @@ def test_a_version_2_snapshot_restores_into_one_revision() -> None:
     sm.restore(msgpack.packb(body, use_bin_type=True))
     assert list(sm.items()) == [("a", 1), ("b", {"x": None})]
     assert sm.revision == 2 and sm.read("b").item.mod_revision == 2  # type: ignore[union-attr]
+
+
+def test_a_snapshot_is_packed_byte_for_byte_as_one_packb(log: Log) -> None:
+    """The snapshot is packed a key at a time (the GIL is free between keys);
+    the bytes must be exactly one msgpack.packb of the same body."""
+    for i in range(300):
+        log.apply(Put(key=f"k{i % 97}", value={"i": i, "s": "x" * (i % 7)}, time_ms=1))
+    log.apply(Delete(key="k3", time_ms=1))
+    data = log.sm.snapshot()
+    body = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    assert msgpack.packb(body, use_bin_type=True) == data
+    assert len(body["store"][3]) == 97
