@@ -71,6 +71,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -526,27 +527,18 @@ class Point:
         }
 
 
-async def _worker(
-    session: aiohttp.ClientSession,
-    cluster: Cluster,
-    point: Point,
-    keys: int,
-    payload: bytes,
-    rng: random.Random,
-    stop_at: float,
-    record_from: float,
-    stale: bool,
-) -> None:
+Send = Callable[[int, str], Awaitable[tuple[bool, str]]]
+"""One request of a point's operation to node ``n`` for ``key``: (ok, status)."""
+
+
+def http_sender(
+    session: aiohttp.ClientSession, cluster: Cluster, op: str, payload: bytes, stale: bool
+) -> Send:
+    """The point's requests over each system's own HTTP API."""
     urls = cluster.urls()
-    n = rng.randrange(len(urls))
     headers = {"Content-Type": "application/json"}
-    op = point.op
-    while True:
-        now = time.perf_counter()
-        if now >= stop_at:
-            return
-        n = (n + 1) % len(urls)
-        key = _key(rng.randrange(keys))
+
+    async def send(n: int, key: str) -> tuple[bool, str]:
         if op == "put":
             method, url, body = cluster.put_request(urls[n], key, payload)
         else:
@@ -556,10 +548,51 @@ async def _worker(
                 method, url, data=body or None, headers=headers if body else None
             ) as r:
                 await r.read()
-                ok = cluster.ok(op, r.status)
-            status = str(r.status)
+                return cluster.ok(op, r.status), str(r.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            ok, status = False, type(exc).__name__
+            return False, type(exc).__name__
+
+    return send
+
+
+def grpc_sender(stubs: list[Any], op: str, payload: bytes, stale: bool) -> Send:
+    """The point's requests through the etcd v3 gRPC API (``Put``, ``Range``)."""
+    import grpc  # the etcd v3 API's client (raftkv's runtime dependency)
+
+    from raftkv.etcd.pb import rpc_pb2
+
+    async def send(n: int, key: str) -> tuple[bool, str]:
+        try:
+            if op == "put":
+                await stubs[n].Put(rpc_pb2.PutRequest(key=key.encode(), value=payload), timeout=10)
+            else:
+                await stubs[n].Range(
+                    rpc_pb2.RangeRequest(key=key.encode(), serializable=stale), timeout=10
+                )
+        except grpc.aio.AioRpcError as exc:
+            return False, exc.code().name
+        return True, "OK"
+
+    return send
+
+
+async def _worker(
+    send: Send,
+    nodes: int,
+    point: Point,
+    keys: int,
+    rng: random.Random,
+    stop_at: float,
+    record_from: float,
+) -> None:
+    """A closed loop: one request at a time, to the nodes in turn, until ``stop_at``."""
+    n = rng.randrange(nodes)
+    while True:
+        now = time.perf_counter()
+        if now >= stop_at:
+            return
+        n = (n + 1) % nodes
+        ok, status = await send(n, _key(rng.randrange(keys)))
         done = time.perf_counter()
         if now >= record_from:
             if ok:
@@ -583,32 +616,31 @@ async def _progress(label: str, point: Point, start: float, warmup: float, durat
 
 
 async def run_point(
-    session: aiohttp.ClientSession,
     cluster: Cluster,
     op: str,
     concurrency: int,
+    send: Send,
     *,
     duration: float,
     warmup: float,
     keys: int,
-    payload: bytes,
     seed: int,
-    stale: bool = False,
     cpu: bool = False,
 ) -> Point:
+    """``concurrency`` closed loops sending ``send`` requests for ``warmup`` +
+    ``duration`` seconds; latencies, errors and (``cpu``) CPU per request of
+    the recorded window."""
     point = Point(op, concurrency)
     leader = await _leader_once(cluster) if cpu else None
     start = time.perf_counter()
     record_from = start + warmup
     stop_at = record_from + duration
     ticker = asyncio.create_task(_progress(cluster.name, point, start, warmup, duration))
+    nodes = len(cluster.api)
     workers = [
-        _worker(
-            session, cluster, point, keys, payload, random.Random(seed * 1000 + w), stop_at,
-            record_from, stale,
-        )
+        _worker(send, nodes, point, keys, random.Random(seed * 1000 + w), stop_at, record_from)
         for w in range(concurrency)
-    ]  # fmt: skip
+    ]
     cpu_before: dict[str, float] = {}
 
     async def sample_at_record_from() -> None:
@@ -628,101 +660,20 @@ async def run_point(
     return point
 
 
-async def _grpc_worker(
-    stubs: list[Any],
-    point: Point,
-    keys: int,
-    payload: bytes,
-    rng: random.Random,
-    stop_at: float,
-    record_from: float,
-    stale: bool,
-) -> None:
-    import grpc  # the etcd v3 API's client (raftkv's runtime dependency)
-
-    from raftkv.etcd.pb import rpc_pb2
-
-    n = rng.randrange(len(stubs))
-    while True:
-        now = time.perf_counter()
-        if now >= stop_at:
-            return
-        n = (n + 1) % len(stubs)
-        key = _key(rng.randrange(keys)).encode()
-        try:
-            if point.op == "put":
-                await stubs[n].Put(rpc_pb2.PutRequest(key=key, value=payload), timeout=10)
-            else:
-                await stubs[n].Range(rpc_pb2.RangeRequest(key=key, serializable=stale), timeout=10)
-            ok, status = True, "OK"
-        except grpc.aio.AioRpcError as exc:
-            ok, status = False, exc.code().name
-        done = time.perf_counter()
-        if now >= record_from:
-            if ok:
-                point.latencies.append(done - now)
-            else:
-                point.errors[status] = point.errors.get(status, 0) + 1
-        if not ok:
-            await asyncio.sleep(0.01)
-
-
-async def run_point_grpc(
-    cluster: Cluster,
-    op: str,
-    concurrency: int,
-    *,
-    duration: float,
-    warmup: float,
-    keys: int,
-    payload: bytes,
-    seed: int,
-    stale: bool = False,
-    cpu: bool = False,
-) -> Point:
-    """:func:`run_point` through the etcd v3 gRPC API: the same closed loop, keys
-    and values, sent with one grpc.aio client (a channel per node) to etcd and to
-    raftkv alike, so the two are compared with the very same client."""
+@contextlib.asynccontextmanager
+async def grpc_stubs(cluster: Cluster) -> AsyncIterator[list[Any]]:
+    """etcd v3 KV stubs, a channel per node (in the order of ``cluster.api``),
+    closed on exit: the one grpc.aio client that drives etcd and raftkv alike."""
     import grpc
 
     from raftkv.etcd.pb import rpc_pb2_grpc
 
-    point = Point(op, concurrency)
-    leader = await _leader_once(cluster) if cpu else None
-    channels = [grpc.aio.insecure_channel(addr) for addr in cluster.grpc.values()]
+    channels = [grpc.aio.insecure_channel(cluster.grpc[n]) for n in cluster.api]
     try:
-        stubs = [rpc_pb2_grpc.KVStub(ch) for ch in channels]
-        start = time.perf_counter()
-        record_from = start + warmup
-        stop_at = record_from + duration
-        ticker = asyncio.create_task(_progress(cluster.name, point, start, warmup, duration))
-        cpu_before: dict[str, float] = {}
-
-        async def sample_at_record_from() -> None:
-            await asyncio.sleep(max(0.0, record_from - time.perf_counter()))
-            cpu_before.update(_cpu_snapshot(cluster))
-
-        sampler = asyncio.create_task(sample_at_record_from()) if cpu else None
-        await asyncio.gather(
-            *(
-                _grpc_worker(
-                    stubs, point, keys, payload, random.Random(seed * 1000 + w), stop_at,
-                    record_from, stale,
-                )
-                for w in range(concurrency)
-            )
-        )  # fmt: skip
-        ticker.cancel()
-        point.seconds = time.perf_counter() - record_from
-        if sampler is not None:
-            await sampler
-            ops = len(point.latencies) + sum(point.errors.values())
-            point.cpu_us_per_op = cpu_per_op(cpu_before, _cpu_snapshot(cluster), ops, leader)
+        yield [rpc_pb2_grpc.KVStub(ch) for ch in channels]
     finally:
         for ch in channels:
             await ch.close()
-    sys.stderr.write("\r" + " " * 80 + "\r")
-    return point
 
 
 WRK_SCRIPT = REPO / "bench" / "kv_wrk.lua"
@@ -1053,35 +1004,27 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                                     seed=args.seed,
                                     cpu=args.cpu,
                                 )
-                            elif args.load == "grpc":
-                                point = await run_point_grpc(
-                                    cluster,
-                                    "get" if op == "stale" else op,
-                                    concurrency,
-                                    duration=args.duration,
-                                    warmup=args.warmup,
-                                    keys=args.keys,
-                                    payload=payload,
-                                    seed=args.seed,
-                                    stale=op == "stale",
-                                    cpu=args.cpu,
-                                )
-                                s = point.summary()
-                                s["op"] = op
                             else:
-                                point = await run_point(
-                                    session,
-                                    cluster,
-                                    "get" if op == "stale" else op,
-                                    concurrency,
-                                    duration=args.duration,
-                                    warmup=args.warmup,
-                                    keys=args.keys,
-                                    payload=payload,
-                                    seed=args.seed,
-                                    stale=op == "stale",
-                                    cpu=args.cpu,
-                                )
+                                get_op = "get" if op == "stale" else op
+                                stale = op == "stale"
+                                point_args = {
+                                    "duration": args.duration,
+                                    "warmup": args.warmup,
+                                    "keys": args.keys,
+                                    "seed": args.seed,
+                                    "cpu": args.cpu,
+                                }
+                                if args.load == "grpc":
+                                    async with grpc_stubs(cluster) as stubs:
+                                        send = grpc_sender(stubs, get_op, payload, stale)
+                                        point = await run_point(
+                                            cluster, get_op, concurrency, send, **point_args
+                                        )
+                                else:
+                                    send = http_sender(session, cluster, get_op, payload, stale)
+                                    point = await run_point(
+                                        cluster, get_op, concurrency, send, **point_args
+                                    )
                                 s = point.summary()
                                 s["op"] = op
                             errors = sum(s["errors"].values())
