@@ -964,7 +964,7 @@ class Cluster:
         if self.params.snapshot_every:
             self._maybe_take_snapshot(node, raw)
 
-    # -- watches and leases (issue 17) ----------------------------------------
+    # -- watches and leases --------------------------------------------------
 
     def _applied_extras(
         self,

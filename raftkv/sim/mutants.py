@@ -299,7 +299,7 @@ MUTANTS: dict[str, type[Raft]] = {
 """Mutants by their command-line name."""
 
 
-# -- issue 16: the replicated store (tests/sim/test_mutants_txn.py) ------------
+# -- the replicated store (tests/sim/test_mutants_txn.py) ----------------------
 
 
 class RangeReadsWithoutReadIndex(Cluster):
@@ -418,7 +418,7 @@ CLUSTER_MUTANTS: dict[str, type[Cluster]] = {
 }
 """Driver mutants by their command-line name (they need ``--txn --reads``)."""
 
-# -- issue 17: watches and leases (tests/sim/test_mutants_watch.py) -----------
+# -- watches and leases (tests/sim/test_mutants_watch.py) ----------------------
 
 
 class WatchSkipsOnResume(WatchHub):
