@@ -830,7 +830,8 @@ def serve(
     max_watchers_per_stream: int,
     no_leader_hints: bool,
 ) -> None:
-    """Run one raftkv node (Raft peer transport + HTTP API) until SIGTERM/SIGINT.
+    """Run one raftkv node (Raft peer transport, HTTP API; etcd v3 gRPC with
+    --grpc-addr) until SIGTERM/SIGINT.
 
     Every flag can also come from an environment variable RAFTKV_<FLAG>,
     e.g. RAFTKV_ID=n1, RAFTKV_INITIAL_CLUSTER=...
