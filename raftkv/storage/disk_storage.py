@@ -125,6 +125,7 @@ class DiskStorage:
         voters: Sequence[NodeId] = (),
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
         retain_snapshots: int = DEFAULT_RETAIN,
+        preallocate: bool = True,
     ) -> DiskStorage:
         """Open (creating if needed) the storage in ``data_dir`` and recover it.
 
@@ -134,6 +135,7 @@ class DiskStorage:
             voters: the bootstrap membership reported by :meth:`initial_state`
                 while there is no snapshot.
             segment_bytes: WAL segment size.
+            preallocate: preallocate WAL segments (faster syncs; see raftkv.storage.wal).
             retain_snapshots: how many snapshot files to keep (>= 1).
 
         Raises:
@@ -143,7 +145,10 @@ class DiskStorage:
                 WAL is compacted past every snapshot file.
         """
         wal, recovered = WAL.open(
-            Path(data_dir) / WAL_DIR_NAME, fsync=fsync, segment_bytes=segment_bytes
+            Path(data_dir) / WAL_DIR_NAME,
+            fsync=fsync,
+            segment_bytes=segment_bytes,
+            preallocate=preallocate,
         )
         try:
             snapshots = SnapshotStore(

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["atomic_write", "datasync", "fsync_dir", "write_all"]
+__all__ = ["atomic_write", "datasync", "fsync_dir", "pwrite_all", "write_all"]
 
 
 def datasync(fd: int) -> None:
@@ -39,6 +39,15 @@ def write_all(fd: int, data: bytes | bytearray) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
+    """Write all of ``data`` to ``fd`` at ``offset`` (``os.pwrite`` may write less)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
 
 
 def atomic_write(path: Path, text: str, *, fsync: bool = True) -> None:

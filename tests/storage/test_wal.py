@@ -206,14 +206,15 @@ def test_torn_tail_inside_a_multi_record_ready(tmp_path: Path) -> None:
     assert rec.hard_state == hs(1)
 
 
-def test_zero_filled_tail_is_truncated(tmp_path: Path) -> None:
+def test_zero_filled_tail_ends_the_records_and_is_cut_off(tmp_path: Path) -> None:
+    # Space never written (or preallocated) is not a torn record.
     _, after = _write_log(tmp_path, 4)
     segment = only_segment(tmp_path)
     with segment.open("ab") as f:
         f.write(bytes(4096))
     rec = reopen(tmp_path)
     assert rec.entries == (*ents(1, 4), *ents(4, 5, tag="last entry with some payload "))
-    assert rec.torn_bytes == 4096
+    assert rec.torn_bytes == 0
     assert segment.stat().st_size == after
 
 
@@ -500,13 +501,13 @@ def test_one_fdatasync_per_append_and_sync(tmp_path: Path, monkeypatch: pytest.M
     wal, _ = WAL.open(tmp_path)
     counter = _SyncCounter(monkeypatch)
     writes: list[int] = []
-    real_write = os.write
+    real_pwrite = os.pwrite
 
-    def counting_write(fd: int, data: bytes) -> int:
+    def counting_pwrite(fd: int, data: bytes, offset: int) -> int:
         writes.append(len(data))
-        return real_write(fd, data)
+        return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr(os, "write", counting_write)
+    monkeypatch.setattr(os, "pwrite", counting_pwrite)
     for ready in range(10):
         wal.append(ents(ready * 64 + 1, ready * 64 + 65), hs(1, commit=ready * 64))
         wal.sync()
@@ -584,3 +585,97 @@ def test_directory_is_synced_after_creating_and_deleting_segments(
     assert wal.release_before(7) == 1
     assert dir_syncs == [str(tmp_path)] * 2
     wal.close()
+
+
+# -- preallocated segments --------------------------------------------------------
+
+
+def test_preallocated_segment_keeps_its_size_and_round_trips(tmp_path: Path) -> None:
+    wal, _ = WAL.open(tmp_path, fsync=True, segment_bytes=1 << 20, preallocate=True)
+    assert only_segment(tmp_path).stat().st_size == 1 << 20
+    for i in range(1, 20):
+        wal.append(ents(i, i + 1), hs(1, commit=i - 1))
+        wal.sync()
+    wal.close()
+    assert only_segment(tmp_path).stat().st_size == 1 << 20  # appends do not grow it
+    wal, rec = WAL.open(tmp_path, segment_bytes=1 << 20, preallocate=True)
+    assert rec.entries == tuple(ents(1, 20))
+    assert rec.hard_state == hs(1, commit=18)
+    assert rec.torn_bytes == 0
+    # Appends continue right after the last record, not at the end of the file.
+    wal.append(ents(20, 22, term=2), hs(2, commit=19))
+    wal.close()
+    rec = reopen(tmp_path, preallocate=True, segment_bytes=1 << 20)
+    assert rec.entries == (*ents(1, 20), *ents(20, 22, term=2))
+    assert only_segment(tmp_path).stat().st_size == 1 << 20
+
+
+def test_preallocated_torn_tail_is_cut_and_the_space_preallocated_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    size = 64 * 1024
+    wal, _ = WAL.open(tmp_path, fsync=False, segment_bytes=size, preallocate=True)
+    wal.append(ents(1, 4), hs(1, commit=2))
+    wal.append(ents(4, 5, tag="the torn one "), None)
+    wal.close()
+    segment = only_segment(tmp_path)
+    data = bytearray(segment.read_bytes())
+    last = _record_offsets(bytes(data.rstrip(b"\0")))[-1]
+    end = len(data.rstrip(b"\0"))
+    data[end - 5 : end] = bytes(5)  # the last record's final bytes never reached the disk
+    segment.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="raftkv.storage.wal"):
+        wal, rec = WAL.open(tmp_path, fsync=False, segment_bytes=size, preallocate=True)
+    assert rec.entries == tuple(ents(1, 4))
+    assert 0 < rec.torn_bytes < end - last  # the record's bytes, not the zeros after it
+    assert "truncating torn tail" in caplog.text
+    assert segment.stat().st_size == size
+    wal.append(ents(4, 5, term=2), None)
+    wal.close()
+    assert reopen(tmp_path, preallocate=True).entries == (*ents(1, 4), *ents(4, 5, term=2))
+
+
+def test_rotation_cuts_the_free_tail_of_the_full_segment(tmp_path: Path) -> None:
+    wal, _ = WAL.open(tmp_path, fsync=False, segment_bytes=4096, preallocate=True)
+    for i in range(1, 200):
+        wal.append(ents(i, i + 1, tag="x" * 40), hs(1, commit=i - 1))
+    paths = wal.segment_paths
+    wal.close()
+    assert len(paths) > 2
+    # Full segments hold only records (no zero tail: a strict reader accepts them);
+    # the last one is preallocated.
+    for p in paths[:-1]:
+        data = p.read_bytes()
+        last = _record_offsets(data)[-1]
+        (length,) = struct.unpack_from("<I", data, last)
+        assert last + HEADER_SIZE + length == len(data) < 4096 + 200
+    assert paths[-1].stat().st_size == 4096
+    # A zero tail in any but the last segment would be corruption to the reader.
+    assert reopen(tmp_path).entries == tuple(ents(1, 200, tag="x" * 40))
+
+
+def test_an_older_unpreallocated_log_is_preallocated_on_open(tmp_path: Path) -> None:
+    _, after = _write_log(tmp_path, 4)
+    wal, rec = WAL.open(tmp_path, fsync=False, segment_bytes=1 << 16, preallocate=True)
+    assert len(rec.entries) == 4 and rec.torn_bytes == 0
+    assert only_segment(tmp_path).stat().st_size == 1 << 16
+    wal.append(ents(5, 6), None)
+    wal.close()
+    assert len(reopen(tmp_path).entries) == 5  # and read back without preallocation too
+    assert only_segment(tmp_path).stat().st_size > after
+
+
+def test_a_file_system_that_cannot_preallocate_falls_back_to_appending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(fd: int, offset: int, length: int) -> None:
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", refuse)
+    with caplog.at_level("WARNING", logger="raftkv.storage.wal"):
+        wal, _ = WAL.open(tmp_path, fsync=False, segment_bytes=1 << 16, preallocate=True)
+    assert "cannot preallocate" in caplog.text
+    wal.append(ents(1, 3), hs(1))
+    wal.close()
+    assert only_segment(tmp_path).stat().st_size < 1 << 16
+    assert reopen(tmp_path).entries == tuple(ents(1, 3))
