@@ -9,6 +9,7 @@ the peer link, HTTP with client tokens, and HTTP when the peer link is down.
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -106,5 +107,41 @@ def test_awkward_keys_through_a_follower(tmp_path: Path, mode: str) -> None:
                 await c.nodes[leader].read_barrier()
                 data = _data(c, leader)
                 assert set(data) == {"victim", "multi/?#%"}, data
+
+    run(main())
+
+
+def test_the_leaders_answer_leads_the_commit_notice_in_one_frame(tmp_path: Path) -> None:
+    # A follower answers its client as soon as the leader's answer arrives; if the
+    # commit notice came first (or in an earlier frame), the follower would apply
+    # the entry before it could answer.
+    from raftkv.core.messages import AppendEntries
+    from raftkv.transport.forward import ForwardResponse
+
+    async def main() -> None:
+        async with HubCluster(tmp_path) as c:
+            leader = await c.leader()
+            follower = next(n for n in c.nodes if n != leader)
+            frames: list[list[object]] = []
+            deliver = c.hub._deliver
+
+            def recording(src: NodeId, dst: NodeId, msgs: list[Any]) -> None:
+                if (src, dst) == (leader, follower):
+                    frames.append(list(msgs))
+                deliver(src, dst, msgs)
+
+            c.hub._deliver = recording  # type: ignore[method-assign]
+            async with aiohttp.ClientSession() as s:
+                for i in range(5):
+                    await asyncio.sleep(0.05)  # one write at a time, as a lone client
+                    status, body = await _call(s, "PUT", c.url(follower) + f"/v1/kv/k{i}", {}, i)
+                    assert status == 200, body
+            answers = [f for f in frames if any(isinstance(m, ForwardResponse) for m in f)]
+            assert len(answers) == 5
+            for frame in answers:
+                kinds = [type(m) for m in frame]
+                assert kinds[0] is ForwardResponse, kinds
+                notices = [m for m in frame if isinstance(m, AppendEntries)]
+                assert notices and not notices[0].entries, kinds
 
     run(main())

@@ -9,7 +9,10 @@ not be applied).
 Rule 2: forward requests and answers made in one loop turn go out together at
 the start of the next: the forwards of many client requests, and the leader's
 answers to them (which resolve together when a Ready applies their entries),
-share one frame and one write per peer.
+share one frame and one write per peer. The drive loop may take them sooner
+(:meth:`Forwarding.take_outbox`): the leader's answers then lead the commit
+notices of the Ready that applied them, in the same frame, so a follower
+answers its client before it applies the entries itself.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ class Forwarding:
         # it went to, future of (HTTP status, body)).
         self._pending: dict[int, tuple[NodeId, asyncio.Future[tuple[int, bytes]]]] = {}
         self._seq = itertools.count(1)
-        # Invariant: non-empty only while a flush is scheduled (Rule 2).
+        # Invariant: a flush is scheduled while it is non-empty (Rule 2).
         self._outbox: list[PeerMessage] = []
 
     # ------------------------------------------------------------------ this node forwards
@@ -188,6 +191,11 @@ class Forwarding:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outbox.append(msg)
 
-    def _flush(self) -> None:
+    def take_outbox(self) -> list[PeerMessage]:
+        """The messages waiting for the next loop turn, to be sent by the caller
+        now (the flush scheduled for them then finds nothing to send)."""
         msgs, self._outbox = self._outbox, []
-        self._send(msgs)
+        return msgs
+
+    def _flush(self) -> None:
+        self._send(self.take_outbox())

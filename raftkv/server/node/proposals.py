@@ -53,6 +53,10 @@ class Proposals:
         """Whether any proposal is pending."""
         return bool(self._pending)
 
+    def __len__(self) -> int:
+        """How many proposals are pending: clients waiting for a write's outcome."""
+        return len(self._pending)
+
     # ------------------------------------------------------------------ proposing
 
     def submit(self, raw: RawNode, command: bytes) -> tuple[Index, Term]:
