@@ -3,17 +3,29 @@
 Rule: the runtime updates these from its event loop; nothing reads them back
 to make decisions. A per-node :class:`CollectorRegistry` keeps several nodes in
 one process (tests) from colliding.
+
+The metrics updated per message, per request or per Ready are
+:class:`LoopCounter` and :class:`LoopHistogram`: plain numbers that only the
+event loop's thread touches, turned into Prometheus families when scraped.
+prometheus_client's own take a mutex per update, which cost a lone client's
+write about 40 µs of the leader's CPU across the twenty-odd updates it makes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-__all__ = ["NodeMetrics", "CONTENT_TYPE"]
+__all__ = ["NodeMetrics", "LoopCounter", "LoopHistogram", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -45,43 +57,40 @@ class NodeMetrics:
         self.is_leader = Gauge(
             "raftkv_is_leader", "1 if this node is the leader.", ["node"], registry=r
         ).labels(**labels)
-        self.proposals = Counter(
-            "raftkv_proposals", "Proposals made on this node.", ["node"], registry=r
-        ).labels(**labels)
-        self.forwarded = Counter(
+        self.proposals = LoopCounter(
+            "raftkv_proposals", "Proposals made on this node.", node_id, registry=r
+        )
+        self.forwarded = LoopCounter(
             "raftkv_forwarded_writes",
             "Writes this node forwarded to the leader over the peer link.",
-            ["node"],
+            node_id,
             registry=r,
-        ).labels(**labels)
+        )
         self.proposals_failed = Counter(
             "raftkv_proposals_failed",
             "Proposals that failed (lost, dropped or timed out).",
             ["node", "reason"],
             registry=r,
         )
-        self.fsync_seconds = Histogram(
+        self.fsync_seconds = LoopHistogram(
             "raftkv_fsync_seconds",
             "Latency of one WAL sync (one per Ready that must sync).",
-            ["node"],
+            node_id,
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
-        ).labels(**labels)
-        self.ready_entries = Histogram(
+        )
+        self.ready_entries = LoopHistogram(
             "raftkv_ready_entries",
             "Entries persisted per Ready (group commit batch size).",
-            ["node"],
+            node_id,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
             registry=r,
-        ).labels(**labels)
-        self._sent = Counter(
-            "raftkv_messages_sent", "Raft messages sent, by type.", ["node", "type"], registry=r
         )
-        self._received = Counter(
-            "raftkv_messages_received",
-            "Raft messages received, by type.",
-            ["node", "type"],
-            registry=r,
+        self._sent = _MessageCounter(
+            "raftkv_messages_sent", "Raft messages sent, by type.", node_id, registry=r
+        )
+        self._received = _MessageCounter(
+            "raftkv_messages_received", "Raft messages received, by type.", node_id, registry=r
         )
         self.elections = Counter(
             "raftkv_elections",
@@ -101,17 +110,19 @@ class NodeMetrics:
             ["node"],
             registry=r,
         ).labels(**labels)
-        self._reads = Counter(
+        self._reads = LoopCounter(
             "raftkv_reads",
             "Reads served, by how: read_index_leader / read_index_follower "
             "(linearizable, ReadIndex), stale.",
-            ["node", "path"],
+            node_id,
+            ("path",),
             registry=r,
         )
-        self.http_requests = Counter(
+        self._http_requests = LoopCounter(
             "raftkv_http_requests",
             "HTTP requests by route and status.",
-            ["node", "route", "status"],
+            node_id,
+            ("route", "status"),
             registry=r,
         )
         self.http_refused = Counter(
@@ -123,7 +134,6 @@ class NodeMetrics:
         )
         self._node = node_id
         self._http: _HttpCollector | None = None
-        self._children: dict[tuple[object, ...], Counter] = {}
         self.set_role("follower")
 
     def watch_transport(self, stats: Callable[[], Mapping[str, int]]) -> None:
@@ -193,39 +203,24 @@ class NodeMetrics:
             self._role.labels(node=self._node, role=name).set(1 if name == role else 0)
         self.is_leader.set(1 if role == "leader" else 0)
 
-    # The per-message and per-request counters below run on the hot path:
-    # ``labels()`` (a lock and a dict lookup on a tuple built each time) is paid
-    # once per label set, and the child is kept.
+    # The counters below run on the hot path (see the module docstring).
 
-    def sent(self, kind: str, n: int = 1) -> None:
-        child = self._children.get(("sent", kind))
-        if child is None:
-            child = self._children[("sent", kind)] = self._sent.labels(node=self._node, type=kind)
-        child.inc(n)
+    def sent(self, msgs: Iterable[object]) -> None:
+        """Count ``msgs`` as sent, by type."""
+        self._sent.count(msgs)
 
-    def received(self, kind: str, n: int = 1) -> None:
-        child = self._children.get(("received", kind))
-        if child is None:
-            child = self._received.labels(node=self._node, type=kind)
-            self._children[("received", kind)] = child
-        child.inc(n)
+    def received(self, msgs: Iterable[object]) -> None:
+        """Count ``msgs`` as received, by type."""
+        self._received.count(msgs)
 
     def failed(self, reason: str) -> None:
         self.proposals_failed.labels(node=self._node, reason=reason).inc()
 
     def read(self, path: str) -> None:
-        child = self._children.get(("read", path))
-        if child is None:
-            child = self._children[("read", path)] = self._reads.labels(node=self._node, path=path)
-        child.inc()
+        self._reads.inc((path,))
 
     def http(self, route: str, status: int) -> None:
-        key = ("http", route, status)
-        child = self._children.get(key)
-        if child is None:
-            child = self.http_requests.labels(node=self._node, route=route, status=str(status))
-            self._children[key] = child
-        child.inc()
+        self._http_requests.inc((route, status))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -277,3 +272,91 @@ class _HttpCollector(Collector):
         for event, value in sorted(self.events.items()):
             family.add_metric([self._node, event], value)
         yield family
+
+
+class LoopCounter(Collector):
+    """A counter family that only the node's event loop updates: a dict of
+    numbers by label values, no lock; a Prometheus family when scraped.
+
+    ``inc(key)`` takes the values of ``labels`` (after ``node``) as a tuple,
+    ``()`` when there are none; values are shown with ``str()``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        node_id: str,
+        labels: Sequence[str] = (),
+        *,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._doc = doc
+        self._node = node_id
+        self._labels = ["node", *labels]
+        self.values: dict[tuple[object, ...], float] = {}
+        registry.register(self)
+
+    def inc(self, key: tuple[object, ...] = (), n: float = 1) -> None:
+        values = self.values
+        values[key] = values.get(key, 0) + n
+
+    def collect(self) -> list[Metric]:
+        family = CounterMetricFamily(self._name, self._doc, labels=self._labels)
+        for key, value in sorted(self.values.items(), key=lambda kv: tuple(map(str, kv[0]))):
+            family.add_metric([self._node, *map(str, key)], value)
+        return [family]
+
+
+class _MessageCounter(LoopCounter):
+    """Messages by type: counted by class, named when scraped."""
+
+    def __init__(self, name: str, doc: str, node_id: str, *, registry: CollectorRegistry) -> None:
+        self._by_class: dict[type, int] = {}  # first: registering collects
+        super().__init__(name, doc, node_id, ("type",), registry=registry)
+
+    def count(self, msgs: Iterable[object]) -> None:
+        by_class = self._by_class
+        for m in msgs:
+            cls = type(m)
+            by_class[cls] = by_class.get(cls, 0) + 1
+
+    def collect(self) -> list[Metric]:
+        self.values = {(cls.__name__,): n for cls, n in self._by_class.items()}
+        return super().collect()
+
+
+class LoopHistogram(Collector):
+    """A histogram that only the node's event loop updates (see :class:`LoopCounter`)."""
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        node_id: str,
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._doc = doc
+        self._node = node_id
+        self._bounds = tuple(buckets)
+        # counts[i]: observations in (bounds[i-1], bounds[i]]; the last, above every bound.
+        self._counts = [0] * (len(self._bounds) + 1)
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def collect(self) -> list[Metric]:
+        family = HistogramMetricFamily(self._name, self._doc, labels=["node"])
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self._bounds, float("inf")), self._counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+        family.add_metric([self._node], buckets, self._sum)
+        return [family]

@@ -92,7 +92,7 @@ def test_follower_forwards_writes_over_the_peer_link(tmp_path: Path) -> None:
                     assert (await r.json())["current"] == 0
                 async with s.get(f"{c.url(leader)}/v1/kv/f4") as r:
                     assert (await r.json())["value"] == 4
-            forwarded = c.nodes[follower].metrics.forwarded._value.get()
+            forwarded = c.nodes[follower].metrics.forwarded.values[()]
             assert forwarded == 6  # over the peer link, not HTTP
 
     run(main())

@@ -85,7 +85,10 @@ logger = logging.getLogger(__name__)
 
 INLINE_SYNC_MAX_WAITING = 1
 """A leader with at most this many clients waiting for writes syncs its WAL on
-the event loop's thread; with more, in the WAL thread (see ``_handle_ready``)."""
+the event loop's thread; with more, in the WAL thread (see ``_handle_ready``)..."""
+INLINE_SYNC_MAX_SECONDS = 0.002
+"""... provided its recent syncs took less than this on average: a slow disk
+never holds up the event loop."""
 
 
 def default_state_machine() -> StateMachine:
@@ -141,6 +144,8 @@ class RaftNode:
         # The WAL sync running in _wal_thread, if any (a failed node's stop()
         # must not wait for a sync that hangs).
         self._syncing: concurrent.futures.Future[None] | None = None
+        # A moving average of this node's WAL sync times (seconds).
+        self._sync_seconds = 0.0
         self._stopping = False  # the loops stop: stop() was called, or the node failed
         self._started = False
         self._closed = False  # stop() ran (or runs)
@@ -416,10 +421,8 @@ class RaftNode:
         raw = self._raw
         if raw is None or self._stopping:
             return
-        kinds: dict[str, int] = {}
+        self.metrics.received(msgs)
         for msg in msgs:
-            kind = type(msg).__name__
-            kinds[kind] = kinds.get(kind, 0) + 1
             if isinstance(msg, ForwardRequest):
                 self._forwarding.serve(msg)
                 continue
@@ -429,14 +432,12 @@ class RaftNode:
             try:
                 raw.step(msg)
             except RaftError as exc:
-                logger.debug("dropped %s: %s", kind, exc)
+                logger.debug("dropped %s: %s", type(msg).__name__, exc)
             except Exception as exc:
                 # A broken invariant in the core: crash-stop, as in the drive
                 # loop (the transport would only close the peer link).
-                self._fail(f"stepping {kind}", exc)
+                self._fail(f"stepping {type(msg).__name__}", exc)
                 return
-        for kind, n in kinds.items():
-            self.metrics.received(kind, n)
         self._wake.set()
 
     def _on_unreachable(self, peer: NodeId) -> None:
@@ -542,7 +543,10 @@ class RaftNode:
             self._send([*self._forwarding.take_outbox(), *rd.messages])
         if sync:
             start = time.perf_counter()
-            if raw.role is Role.LEADER and len(self._proposals) > INLINE_SYNC_MAX_WAITING:
+            if raw.role is Role.LEADER and (
+                len(self._proposals) > INLINE_SYNC_MAX_WAITING
+                or self._sync_seconds > INLINE_SYNC_MAX_SECONDS
+            ):
                 # Under load the leader keeps stepping acknowledgements and
                 # taking requests while its sync runs, so the next batch gathers
                 # meanwhile. (What commits meanwhile is applied only in the
@@ -558,7 +562,9 @@ class RaftNode:
                 if answered and replicate_first:
                     await asyncio.sleep(0)  # answer the applied entries' clients first
                 storage.wal.sync()
-            self.metrics.fsync_seconds.observe(time.perf_counter() - start)
+            took = time.perf_counter() - start
+            self.metrics.fsync_seconds.observe(took)
+            self._sync_seconds += (took - self._sync_seconds) / 8
         self._send(rd.messages_after_persist)
         raw.advance(rd)
         # After the sync: a snapshot may not get ahead of the durable log.
@@ -567,12 +573,7 @@ class RaftNode:
     def _send(self, msgs: Sequence[PeerMessage]) -> None:
         if not msgs or self._transport is None:
             return
-        kinds: dict[str, int] = {}
-        for m in msgs:
-            kind = type(m).__name__
-            kinds[kind] = kinds.get(kind, 0) + 1
-        for kind, n in kinds.items():
-            self.metrics.sent(kind, n)
+        self.metrics.sent(msgs)
         try:
             self._transport.send(msgs)
         except Exception as exc:  # a closed transport during shutdown
