@@ -677,14 +677,16 @@ class _Api:
                 reply(503, _dumps({"error": "not the leader", "leader": node.leader}))
                 return
             node.admit_write(command)
-            proposed = node.propose_nowait(encode_command(command, time_ms=_now_ms()))
+            node.propose_nowait(
+                encode_command(command, time_ms=_now_ms()),
+                on_done=functools.partial(self._forwarded_applied, command, reply),
+            )
         except ServerError as exc:
             reply(*_server_error_answer(exc)[:2])
             return
         except InvalidCommand as exc:
             reply(400, _dumps({"error": str(exc)}))
             return
-        proposed.add_done_callback(functools.partial(self._forwarded_applied, command, reply))
 
     def _forwarded_applied(
         self, command: Command, reply: ForwardReply, proposed: asyncio.Future[object]

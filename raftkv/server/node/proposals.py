@@ -12,6 +12,7 @@ is still applied (once) if it commits.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from raftkv.core.errors import NotLeader, ProposalDropped
@@ -20,15 +21,33 @@ from raftkv.core.types import Entry, Index, Term
 from raftkv.server.errors import NoLeader, OutcomeUnknown, ProposalLost, ServerError
 from raftkv.server.metrics import NodeMetrics
 
-__all__ = ["Proposals"]
+__all__ = ["OnDone", "Proposals"]
+
+logger = logging.getLogger(__name__)
+
+
+OnDone = Callable[[asyncio.Future[object]], None]
+"""Called with a proposal's future the moment it is resolved (not a loop turn later)."""
 
 
 class _Proposal:
-    __slots__ = ("term", "future")
+    __slots__ = ("term", "future", "on_done")
 
-    def __init__(self, term: Term, future: asyncio.Future[object]) -> None:
+    def __init__(self, term: Term, future: asyncio.Future[object], on_done: OnDone | None) -> None:
         self.term = term
         self.future = future
+        self.on_done = on_done
+
+    def resolve(self, result: object = None, exc: BaseException | None = None) -> None:
+        if exc is not None:
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result(result)
+        if self.on_done is not None:
+            try:
+                self.on_done(self.future)
+            except Exception:  # an answer that cannot be built must not stop the apply loop
+                logger.exception("answering a proposal failed")
 
 
 class Proposals:
@@ -84,38 +103,44 @@ class Proposals:
             ProposalLost: a new leader overwrote the entry; it was not applied.
             OutcomeUnknown: no answer within ``timeout`` (default: ``timeout_s``).
         """
-        fut, timer = self._register(index, term, timeout)
+        fut, timer = self._register(index, term, timeout, None)
         try:
             return await fut
         finally:
             timer.cancel()
 
-    def future(self, index: Index, term: Term, timeout: float | None) -> asyncio.Future[object]:
-        """:meth:`wait` without a coroutine: the future of the result."""
-        fut, timer = self._register(index, term, timeout)
+    def future(
+        self, index: Index, term: Term, timeout: float | None, on_done: OnDone | None = None
+    ) -> asyncio.Future[object]:
+        """:meth:`wait` without a coroutine: the future of the result. ``on_done``
+        is called with it as it is resolved, within the same loop turn (a done
+        callback would run a turn later): the leader's answers to forwarded
+        writes then leave with the commit notices of the Ready that applied them."""
+        fut, timer = self._register(index, term, timeout, on_done)
         fut.add_done_callback(lambda _: timer.cancel())
         return fut
 
     def _register(
-        self, index: Index, term: Term, timeout: float | None
+        self, index: Index, term: Term, timeout: float | None, on_done: OnDone | None
     ) -> tuple[asyncio.Future[object], asyncio.TimerHandle]:
         self._metrics.proposals.inc()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[object] = loop.create_future()
-        self._pending[index] = _Proposal(term, fut)
+        proposal = _Proposal(term, fut, on_done)
+        self._pending[index] = proposal
         self._wake()
         # A plain timer rather than wait_for(shield(...)): no extra task or
         # future per request. A proposal that times out stays registered, and
         # its entry is still applied (once) if it commits.
         timer = loop.call_later(
-            timeout if timeout is not None else self._timeout_s, self._timed_out, fut
+            timeout if timeout is not None else self._timeout_s, self._timed_out, proposal
         )
         return fut, timer
 
-    def _timed_out(self, fut: asyncio.Future[object]) -> None:
-        if not fut.done():
+    def _timed_out(self, proposal: _Proposal) -> None:
+        if not proposal.future.done():
             self._metrics.failed("timeout")
-            fut.set_exception(OutcomeUnknown("timed out waiting for the write to commit"))
+            proposal.resolve(exc=OutcomeUnknown("timed out waiting for the write to commit"))
 
     # ------------------------------------------------------------------ resolving
 
@@ -131,13 +156,11 @@ class Proposals:
             return False
         if p.term != entry.term:
             self._metrics.failed("lost")
-            p.future.set_exception(
-                ProposalLost("the proposal was overwritten by a new leader; retry")
-            )
+            p.resolve(exc=ProposalLost("the proposal was overwritten by a new leader; retry"))
         elif isinstance(result, ServerError):
-            p.future.set_exception(result)
+            p.resolve(exc=result)
         else:
-            p.future.set_result(result)
+            p.resolve(result)
         return True
 
     def lost_up_to(self, applied: Index) -> None:
@@ -145,11 +168,11 @@ class Proposals:
         for idx in [i for i in self._pending if i <= applied]:
             p = self._pending.pop(idx)
             if not p.future.done():
-                p.future.set_exception(ProposalLost("the proposal was not applied; retry"))
+                p.resolve(exc=ProposalLost("the proposal was not applied; retry"))
 
     def fail_all(self, unknown: OutcomeUnknown) -> None:
         """The node stops: every pending proposal may still commit elsewhere."""
         for p in self._pending.values():
             if not p.future.done():
-                p.future.set_exception(unknown)
+                p.resolve(exc=unknown)
         self._pending.clear()

@@ -67,7 +67,7 @@ from raftkv.server.node.admin import Admin, refusal_error
 from raftkv.server.node.datadir import MembersFile, is_empty, open_storage
 from raftkv.server.node.forwarding import ForwardHandler, Forwarding
 from raftkv.server.node.leases import Leases, LeaseView
-from raftkv.server.node.proposals import Proposals
+from raftkv.server.node.proposals import OnDone, Proposals
 from raftkv.server.node.quota import SpaceQuota
 from raftkv.server.node.reads import Reads
 from raftkv.server.node.snapshots import Snapshots
@@ -536,11 +536,16 @@ class RaftNode:
         answered = self._reads.answered(raw, rd.read_states) or answered
         answered = self._reads.wake_appliers() or answered
         if not replicate_first:
+            # The answers to writes forwarded here were made as they applied:
+            # they lead the commit notices, in one frame per follower, before
+            # anything else (a lone client's put waits on nothing else).
+            forwarded = self._forwarding.take_outbox()
+            if forwarded:
+                self._send([*forwarded, *rd.messages])
             if answered:
-                await asyncio.sleep(0)  # one loop turn: the answers are written now
-            # In that turn the answers to writes forwarded here were made too:
-            # they lead the commit notices, in one frame per follower.
-            self._send([*self._forwarding.take_outbox(), *rd.messages])
+                await asyncio.sleep(0)  # one loop turn: the HTTP answers are written now
+            if not forwarded:
+                self._send([*self._forwarding.take_outbox(), *rd.messages])
         if sync:
             start = time.perf_counter()
             if raw.role is Role.LEADER and (
@@ -780,16 +785,21 @@ class RaftNode:
         self._wake.set()
 
     def propose_nowait(
-        self, command: bytes, *, timeout: float | None = None
+        self,
+        command: bytes,
+        *,
+        timeout: float | None = None,
+        on_done: OnDone | None = None,
     ) -> asyncio.Future[object]:
         """:meth:`propose` without a coroutine: the future of the state machine's
-        result (or of the errors :meth:`propose` raises once proposed).
+        result (or of the errors :meth:`propose` raises once proposed), passed
+        to ``on_done`` as soon as it is resolved (see :meth:`Proposals.future`).
 
         Raises:
             NoLeader: as :meth:`propose` (before anything is proposed).
         """
         index, term = self._proposals.submit(self._check_accepting(), command)
-        return self._proposals.future(index, term, timeout)
+        return self._proposals.future(index, term, timeout, on_done)
 
     async def read_barrier(self, *, timeout: float | None = None) -> Index:
         """Wait until a linearizable read may be served locally; return the read index.
