@@ -135,7 +135,8 @@ class DiskStorage:
             voters: the bootstrap membership reported by :meth:`initial_state`
                 while there is no snapshot.
             segment_bytes: WAL segment size.
-            preallocate: preallocate WAL segments (faster syncs; see raftkv.storage.wal).
+            preallocate: preallocate WAL segments (faster syncs; see raftkv.storage.wal),
+                when ``fsync`` is on: without syncs it saves nothing.
             retain_snapshots: how many snapshot files to keep (>= 1).
 
         Raises:
@@ -148,7 +149,7 @@ class DiskStorage:
             Path(data_dir) / WAL_DIR_NAME,
             fsync=fsync,
             segment_bytes=segment_bytes,
-            preallocate=preallocate,
+            preallocate=preallocate and fsync,
         )
         try:
             snapshots = SnapshotStore(

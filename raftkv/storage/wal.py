@@ -51,16 +51,17 @@ below the last index written replaces that suffix (a follower overwriting a
 conflicting tail): the new records are simply appended, and replay honours the
 later ones.
 
-Preallocation (``preallocate=True``, what a node uses): a segment is extended to
-``segment_bytes`` when it is created (``posix_fallocate``), and records are
-written into that space at the end of the previous one. Appending then no longer
-changes the file's size, so ``fdatasync`` flushes the data without a journal
-commit for the size (measured on ext4: 180 -> 125 µs per sync alone, 250 -> 160
-µs with three nodes syncing at once). Unwritten space reads as zeros, and type 0
-is never valid, so a zero-filled rest of the last segment simply ends its records.
-When a segment is full its unused tail is cut off (and synced) before the next
-segment is created, so only the last segment ever has one. If the file system
-cannot preallocate, the WAL logs it once and appends as without preallocation.
+Preallocation (``preallocate=True``, what a node with fsync on uses): the last
+segment is kept :data:`PREALLOCATE_BYTES` (up to ``segment_bytes``) longer than
+its records (``posix_fallocate``), and records are written into that space at
+the end of the previous one. Appending then changes the file's size only once
+per chunk, so ``fdatasync`` mostly flushes data without a journal commit for the
+size (measured on ext4: 180 -> 125 µs per sync alone, 250 -> 160 µs with three
+nodes syncing at once). Unwritten space reads as zeros, and type 0 is never
+valid, so a zero-filled rest of the last segment simply ends its records. When a
+segment is full its unused tail is cut off (and synced) before the next segment
+is created, so only the last segment ever has one. If the file system cannot
+preallocate, the WAL logs it once and appends as without preallocation.
 
 When a segment reaches ``segment_bytes`` the next append starts a new one. The
 new segment begins with a copy of the current hard state and snapshot marker, is
@@ -142,6 +143,8 @@ HEADER_SIZE = _HEADER.size
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 """Largest payload accepted; a larger length field on disk is corruption."""
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+PREALLOCATE_BYTES = 4 * 1024 * 1024
+"""How far past its records the last segment is preallocated (``preallocate=True``)."""
 
 _SEGMENT_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 _TMP_SUFFIX = ".tmp"
@@ -441,6 +444,7 @@ class WAL:
         "_fsync",
         "_segment_bytes",
         "_preallocate",
+        "_allocated",
         "_lock_fd",
         "_segments",
         "_fd",
@@ -461,6 +465,7 @@ class WAL:
         self._fsync = fsync
         self._segment_bytes = segment_bytes
         self._preallocate = preallocate  # turned off if the file system refuses
+        self._allocated = 0  # the last segment's file size (>= _size once preallocated)
         self._lock_fd = lock_fd
         # Invariant: non-empty once open; seqs consecutive; the last is open as _fd.
         self._segments: list[_Segment] = []
@@ -491,10 +496,10 @@ class WAL:
             directory: the WAL directory; created if missing.
             fsync: sync writes to disk. ``False`` is UNSAFE (tests/benchmarks only).
             segment_bytes: start a new segment once the current one reaches this size.
-            preallocate: extend each segment to ``segment_bytes`` up front, so
-                that a sync need not record a new file size (see the module
-                docstring). The node does; the default keeps files at their
-                records' size.
+            preallocate: keep the last segment preallocated past its records,
+                so that a sync rarely records a new file size (see the module
+                docstring). A node with fsync on does; the default keeps files
+                at their records' size.
 
         Returns:
             The open WAL, positioned to append, and what was recovered.
@@ -583,11 +588,12 @@ class WAL:
         if self._segments:
             last = self._segments[-1]
             self._fd = os.open(last.path, os.O_WRONLY)
-            allocated = os.fstat(self._fd).st_size
+            self._allocated = os.fstat(self._fd).st_size
             if self._preallocate:
-                self._allocate(self._fd, allocated)
-            elif allocated > self._size:
+                self._reserve(self._fd, self._size)
+            elif self._allocated > self._size:
                 os.ftruncate(self._fd, self._size)  # a zero-filled tail
+                self._allocated = self._size
                 if self._fsync:
                     datasync(self._fd)
         else:
@@ -615,12 +621,17 @@ class WAL:
         self._truncate_torn(path, bad.offset, torn_bytes, bad.reason)
         return torn_bytes
 
-    def _allocate(self, fd: int, allocated: int) -> None:
-        """Extend the open segment ``fd`` (now ``allocated`` bytes) to ``segment_bytes``."""
-        if allocated >= self._segment_bytes:
+    def _reserve(self, fd: int, end: int) -> None:
+        """Have the last segment ``fd`` preallocated past ``end`` (the end of
+        its records after the next write), if it is not already."""
+        if not self._preallocate or end < self._allocated:
+            return
+        target = max(end, min(end + PREALLOCATE_BYTES, self._segment_bytes))
+        if target <= self._allocated:
             return
         try:
-            os.posix_fallocate(fd, 0, self._segment_bytes)
+            os.posix_fallocate(fd, self._allocated, target - self._allocated)
+            self._allocated = target
         except OSError as exc:
             self._preallocate = False
             logger.warning(
@@ -650,8 +661,8 @@ class WAL:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             write_all(fd, header)
-            if self._preallocate:
-                self._allocate(fd, len(header))
+            self._allocated = len(header)
+            self._reserve(fd, len(header))
             if self._fsync:
                 datasync(fd)
             os.rename(tmp, final)
@@ -667,7 +678,7 @@ class WAL:
         self._dirty = False
 
     def _rotate(self) -> None:
-        if os.fstat(self._fd).st_size > self._size:
+        if self._allocated > self._size:
             os.ftruncate(self._fd, self._size)  # only the last segment has a free tail
             self._dirty = True
         if self._fsync and self._dirty:
@@ -730,10 +741,12 @@ class WAL:
         try:
             if self._size >= self._segment_bytes and self._size > self._header_size:
                 self._rotate()
+            self._reserve(self._fd, self._size + len(buf))
             pwrite_all(self._fd, buf, self._size)
         except OSError as exc:
             self._fail(exc)
         self._size += len(buf)
+        self._allocated = max(self._allocated, self._size)
         self._dirty = True
         segment = self._segments[-1]
         segment.max_entry_index = max(segment.max_entry_index, max_entry)

@@ -11,6 +11,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+import raftkv.storage.wal as wal_module
 from raftkv.core.types import Entry, EntryType, HardState, NodeId
 from raftkv.storage import CorruptLogError, StorageError
 from raftkv.storage.wal import (
@@ -679,3 +680,20 @@ def test_a_file_system_that_cannot_preallocate_falls_back_to_appending(
     wal.close()
     assert only_segment(tmp_path).stat().st_size < 1 << 16
     assert reopen(tmp_path).entries == tuple(ents(1, 3))
+
+
+def test_preallocation_runs_a_chunk_ahead_of_the_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A node does not reserve a whole segment: disk use stays records + one chunk.
+    monkeypatch.setattr(wal_module, "PREALLOCATE_BYTES", 8192)
+    wal, _ = WAL.open(tmp_path, fsync=False, segment_bytes=1 << 20, preallocate=True)
+    assert only_segment(tmp_path).stat().st_size == 8192
+    for i in range(1, 400):
+        wal.append(ents(i, i + 1, tag="y" * 100), None)
+        size = only_segment(tmp_path).stat().st_size
+        records = len(only_segment(tmp_path).read_bytes().rstrip(b"\0"))
+        assert records <= size <= records + 8192 + 200, (i, records, size)
+    assert size > 8192  # it grew, a chunk at a time
+    wal.close()
+    assert reopen(tmp_path, preallocate=True).entries == tuple(ents(1, 400, tag="y" * 100))
