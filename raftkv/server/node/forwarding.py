@@ -82,8 +82,8 @@ class Forwarding:
         self._term = term
         self._send = send
         # Writes this node forwarded to the leader, by request id: (the leader
-        # it went to, future of (HTTP status, body)).
-        self._pending: dict[int, tuple[NodeId, asyncio.Future[tuple[int, bytes]]]] = {}
+        # it went to, future of (HTTP status, body), deadline on the loop's clock).
+        self._pending: dict[int, tuple[NodeId, asyncio.Future[tuple[int, bytes]], float]] = {}
         self._seq = itertools.count(1)
         # Invariant: a flush is scheduled while it is non-empty (Rule 2).
         self._outbox: list[PeerMessage] = []
@@ -105,7 +105,9 @@ class Forwarding:
         request_id = next(self._seq)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
-        self._pending[request_id] = (leader, fut)
+        # The leader's own proposal times out after timeout_s; wait a little longer.
+        limit = timeout if timeout is not None else self._timeout_s + 1.0
+        self._pending[request_id] = (leader, fut, loop.time() + limit)
         self._send_soon(
             ForwardRequest(
                 term=raw.term,
@@ -116,19 +118,20 @@ class Forwarding:
             )
         )
         self._metrics.forwarded.inc()
-        # The leader's own proposal times out after timeout_s; wait a little longer.
-        limit = timeout if timeout is not None else self._timeout_s + 1.0
-        timer = loop.call_later(limit, self._timed_out, fut)
         try:
             return await fut
         finally:
-            timer.cancel()
             self._pending.pop(request_id, None)
 
-    def _timed_out(self, fut: asyncio.Future[tuple[int, bytes]]) -> None:
-        if not fut.done():
-            self._metrics.failed("timeout")
-            fut.set_exception(OutcomeUnknown("the leader did not answer a forwarded write in time"))
+    def expire(self, now: float) -> None:
+        """Fail the forwards whose deadline is at or before ``now`` (the loop's
+        clock) with OutcomeUnknown; called every tick, as Proposals.expire."""
+        for _, fut, deadline in self._pending.values():
+            if deadline <= now and not fut.done():
+                self._metrics.failed("timeout")
+                fut.set_exception(
+                    OutcomeUnknown("the leader did not answer a forwarded write in time")
+                )
 
     def answered(self, msg: ForwardResponse) -> None:
         """The leader's answer to a write this node forwarded."""
@@ -139,7 +142,7 @@ class Forwarding:
 
     def leader_changed(self, leader: NodeId | None) -> None:
         """Writes forwarded to another node than ``leader`` have an unknown outcome."""
-        for to, fut in self._pending.values():
+        for to, fut, _ in self._pending.values():
             if to != leader and not fut.done():
                 fut.set_exception(
                     OutcomeUnknown("the leader changed; the write may or may not be applied")
@@ -147,7 +150,7 @@ class Forwarding:
 
     def fail_all(self, unknown: OutcomeUnknown) -> None:
         """The node stops: every forwarded write's outcome is unknown."""
-        for _, forward in self._pending.values():
+        for _, forward, _ in self._pending.values():
             if not forward.done():
                 forward.set_exception(unknown)
         self._pending.clear()

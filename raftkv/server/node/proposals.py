@@ -31,12 +31,15 @@ OnDone = Callable[[asyncio.Future[object]], None]
 
 
 class _Proposal:
-    __slots__ = ("term", "future", "on_done")
+    __slots__ = ("term", "future", "on_done", "deadline")
 
-    def __init__(self, term: Term, future: asyncio.Future[object], on_done: OnDone | None) -> None:
+    def __init__(
+        self, term: Term, future: asyncio.Future[object], on_done: OnDone | None, deadline: float
+    ) -> None:
         self.term = term
         self.future = future
         self.on_done = on_done
+        self.deadline = deadline  # on the loop's clock
 
     def resolve(self, result: object = None, exc: BaseException | None = None) -> None:
         if exc is not None:
@@ -103,11 +106,7 @@ class Proposals:
             ProposalLost: a new leader overwrote the entry; it was not applied.
             OutcomeUnknown: no answer within ``timeout`` (default: ``timeout_s``).
         """
-        fut, timer = self._register(index, term, timeout, None)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
+        return await self._register(index, term, timeout, None)
 
     def future(
         self, index: Index, term: Term, timeout: float | None, on_done: OnDone | None = None
@@ -116,31 +115,31 @@ class Proposals:
         is called with it as it is resolved, within the same loop turn (a done
         callback would run a turn later): the leader's answers to forwarded
         writes then leave with the commit notices of the Ready that applied them."""
-        fut, timer = self._register(index, term, timeout, on_done)
-        fut.add_done_callback(lambda _: timer.cancel())
-        return fut
+        return self._register(index, term, timeout, on_done)
 
     def _register(
         self, index: Index, term: Term, timeout: float | None, on_done: OnDone | None
-    ) -> tuple[asyncio.Future[object], asyncio.TimerHandle]:
+    ) -> asyncio.Future[object]:
         self._metrics.proposals.inc()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[object] = loop.create_future()
-        proposal = _Proposal(term, fut, on_done)
-        self._pending[index] = proposal
+        # A deadline that expire() checks every tick, rather than a timer (or
+        # wait_for) per request: no timer handle made and cancelled per write.
+        # A proposal that times out stays registered, and its entry is still
+        # applied (once) if it commits.
+        deadline = loop.time() + (timeout if timeout is not None else self._timeout_s)
+        self._pending[index] = _Proposal(term, fut, on_done, deadline)
         self._wake()
-        # A plain timer rather than wait_for(shield(...)): no extra task or
-        # future per request. A proposal that times out stays registered, and
-        # its entry is still applied (once) if it commits.
-        timer = loop.call_later(
-            timeout if timeout is not None else self._timeout_s, self._timed_out, proposal
-        )
-        return fut, timer
+        return fut
 
-    def _timed_out(self, proposal: _Proposal) -> None:
-        if not proposal.future.done():
-            self._metrics.failed("timeout")
-            proposal.resolve(exc=OutcomeUnknown("timed out waiting for the write to commit"))
+    def expire(self, now: float) -> None:
+        """Fail the proposals whose deadline is at or before ``now`` (the loop's
+        clock) with OutcomeUnknown. The node calls it every tick, so a time-out
+        fires within a heartbeat interval after its deadline."""
+        for proposal in self._pending.values():
+            if proposal.deadline <= now and not proposal.future.done():
+                self._metrics.failed("timeout")
+                proposal.resolve(exc=OutcomeUnknown("timed out waiting for the write to commit"))
 
     # ------------------------------------------------------------------ resolving
 

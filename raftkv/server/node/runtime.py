@@ -472,6 +472,9 @@ class RaftNode:
                 return
             assert self._raw is not None
             self._raw.tick()
+            now = loop.time()
+            self._proposals.expire(now)
+            self._forwarding.expire(now)
             self._reads.tick(self._raw)
             self._leases.tick(self._raw)
             self._watches.tick(loop.time(), self._raw.leader is not None)
