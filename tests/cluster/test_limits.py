@@ -97,17 +97,23 @@ def _fill(directory: Path) -> None:
 
 
 def test_a_full_disk_makes_the_node_exit_within_a_second(tmp_path: Path) -> None:
-    """The data dir on a small tmpfs, filled up: the next WAL write fails with
-    ENOSPC, and the process logs why and exits 70 at once (it used to stay up,
-    answering as leader from frozen state)."""
+    """The data dir on a small tmpfs, filled up: once the WAL's preallocated
+    space is used, the next WAL write fails with ENOSPC, and the process logs
+    why and exits 70 at once (it used to stay up, answering as leader from
+    frozen state). Writes into the preallocated space still succeed: those
+    blocks are the WAL's already."""
     c = ProcCluster(tmp_path, n=1)
     [node] = list(c.members)
     with tmpfs(tmp_path / node, "16m"), running(c):
         c.wait_leader()
         assert http("PUT", c.url(node) + "/v1/kv/a", 1)[0] == 200
         _fill(tmp_path / node)
-        start = time.monotonic()
-        code, _ = http("PUT", c.url(node) + "/v1/kv/b", "x" * 10_000, timeout=5)
+        value = "x" * 100_000
+        for i in range(60):  # 6 MB: past the 4 MiB preallocated
+            start = time.monotonic()
+            code, _ = http("PUT", c.url(node) + f"/v1/kv/b{i}", value, timeout=5)
+            if code != 200:
+                break
         assert code in (0, 503, 504), code
         proc = c.procs[node]
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -52,7 +52,11 @@ class GrpcCluster(ProcCluster):
 
     def command(self, node_id: NodeId, state: str = "new") -> list[str]:
         if self.grpc_ports is None:
-            self.grpc_ports = dict(zip(self.members, free_ports(len(self.members)), strict=True))
+            # Free now, but the members' ports are free too until their nodes
+            # bind them: never hand one out twice.
+            taken = {port for m in self.members.values() for _, port in (m.raft, m.api)}
+            ports = [p for p in free_ports(3 * len(self.members)) if p not in taken]
+            self.grpc_ports = dict(zip(self.members, ports[: len(self.members)], strict=True))
         port = self.grpc_ports[node_id]
         return [*super().command(node_id, state), "--grpc-addr", f"127.0.0.1:{port}"]
 
