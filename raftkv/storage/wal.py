@@ -113,7 +113,7 @@ import msgpack
 from raftkv.core.errors import bug
 from raftkv.core.types import Entry, EntryType, HardState, Index, NodeId, Term
 from raftkv.storage.errors import CorruptLogError, StorageError
-from raftkv.storage.files import datasync, fsync_dir, pwrite_all, write_all
+from raftkv.storage.files import datasync, fsync_dir, pwrite_all
 
 __all__ = [
     "WAL",
@@ -660,7 +660,7 @@ class WAL:
         tmp = final.with_name(final.name + _TMP_SUFFIX)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            write_all(fd, header)
+            pwrite_all(fd, header, 0)
             self._allocated = len(header)
             self._reserve(fd, len(header))
             if self._fsync:

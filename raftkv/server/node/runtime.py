@@ -477,7 +477,7 @@ class RaftNode:
             self._forwarding.expire(now)
             self._reads.tick(self._raw)
             self._leases.tick(self._raw)
-            self._watches.tick(loop.time(), self._raw.leader is not None)
+            self._watches.tick(now, self._raw.leader is not None)
             if self._quota is not None and self._accepting:
                 self._quota.tick(self._raw, self._replica.applied_index)
             self._wake.set()
@@ -548,7 +548,7 @@ class RaftNode:
             if answered:
                 await asyncio.sleep(0)  # one loop turn: the HTTP answers are written now
             if not forwarded:
-                self._send([*self._forwarding.take_outbox(), *rd.messages])
+                self._send(rd.messages)
         if sync:
             start = time.perf_counter()
             if raw.role is Role.LEADER and (
