@@ -141,6 +141,11 @@ when writes are refused."""
 WIRE_FORMAT: Final = 1
 """First element of :meth:`MVCCStore.to_wire`; :meth:`MVCCStore.from_wire` refuses others."""
 
+_PACK_CHUNK_KEYS: Final = 512
+_PACK_CHUNK_BYTES: Final = 256 * 1024
+"""A snapshot packs a chunk of keys per msgpack call (:meth:`MVCCStore.capture`):
+at most this many keys, or about this many bytes of values (~0.3 ms each)."""
+
 
 # --------------------------------------------------------------------------- errors
 
@@ -1510,40 +1515,70 @@ class MVCCStore:
             append([key, list(entry) if isinstance(entry, list) else [entry]])
         return [WIRE_FORMAT, self._revision, self._compact_revision, keys]
 
-    def capture(self) -> Callable[[], list[object]]:
-        """Capture the store now; the returned function builds :meth:`to_wire`'s
-        result as of the capture, and may run in another thread while the store
-        goes on changing (a replica encoding a snapshot off its event loop).
+    def capture(self) -> Callable[[], bytes]:
+        """Capture the store now; the returned function packs :meth:`to_wire`'s
+        result as of the capture (``msgpack.packb(to_wire(), use_bin_type=True)``,
+        byte for byte), and may run in another thread while the store goes on
+        changing (a replica encoding a snapshot off its event loop).
 
         The capture copies only the key order and the entry map (~0.2 ms for
         10,000 keys): a key's list of versions is shared, which is safe because
         the store only ever appends to a list (versions above the captured
-        revision, which the build leaves out) or replaces it (compaction makes
+        revision, which the packing leaves out) or replaces it (compaction makes
         a new list); versions themselves are immutable tuples.
+
+        The packing takes a chunk of keys per msgpack call (:data:`_PACK_CHUNK_KEYS`
+        keys, or :data:`_PACK_CHUNK_BYTES` of values): one call for the whole
+        store would hold the GIL, and stall the node's event loop, for the whole
+        encoding (~80 ms for 63 MB), and one call per key costs 40 % more CPU.
         """
         keys = list(self._index)
         entries = self._entries.copy()
         revision, compact_revision = self._revision, self._compact_revision
         compacting = self.compacting
 
-        def build() -> list[object]:
-            wire: list[object] = []
-            append = wire.append
+        def pack() -> bytes:
+            packer = msgpack.Packer(use_bin_type=True)
+            parts: list[bytes | memoryview] = []
+            count = 0
+            chunk: list[tuple[bytes, Sequence[_Version]]] = []
+            chunk_bytes = 0
+
+            def flush() -> None:
+                # The chunk packed as an array, less that array's header.
+                nonlocal count, chunk, chunk_bytes
+                header = len(packer.pack_array_header(len(chunk)))
+                parts.append(memoryview(packer.pack(chunk))[header:])
+                count += len(chunk)
+                chunk, chunk_bytes = [], 0
+
             for key in keys:
-                entry: _Entry | list[_Version] | None = entries[key]
-                if entry.__class__ is list:
+                entry: _Entry | None = entries[key]
+                if isinstance(entry, list):
                     versions: list[_Version] = entry[:]  # one atomic copy
                     if versions[-1][0] > revision:  # appended since the capture
                         versions = [v for v in versions if v[0] <= revision]
                     entry = versions
                 if compacting:
                     entry = _compacted(entry, compact_revision)  # type: ignore[arg-type]
-                    if entry is None:
-                        continue
-                append([key, entry if isinstance(entry, list) else [entry]])
-            return [WIRE_FORMAT, revision, compact_revision, wire]
+                if entry is None:
+                    continue
+                if isinstance(entry, list):
+                    chunk.append((key, entry))
+                    chunk_bytes += len(entry) * len(entry[-1][4])  # about: the last value's
+                else:
+                    chunk.append((key, (entry,)))
+                    chunk_bytes += len(entry[4])
+                if len(chunk) >= _PACK_CHUNK_KEYS or chunk_bytes >= _PACK_CHUNK_BYTES:
+                    flush()
+            if chunk:
+                flush()
+            head = [packer.pack_array_header(4), packer.pack(WIRE_FORMAT)]
+            head += [packer.pack(revision), packer.pack(compact_revision)]
+            head.append(packer.pack_array_header(count))
+            return b"".join(head + parts)
 
-        return build
+        return pack
 
     @classmethod
     def from_wire(cls, wire: object) -> MVCCStore:

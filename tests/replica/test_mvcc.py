@@ -137,15 +137,36 @@ def test_a_capture_builds_the_store_as_it_was_whatever_changes_after() -> None:
         store.put(b"k%d" % (i % 4), b"v%d" % i)
     store.delete_range(b"k3")
     store.compact(store.revision - 5)  # a pass under way at capture time
-    expected = store.to_wire()
-    build = store.capture()
+    expected = msgpack.packb(store.to_wire(), use_bin_type=True)
+    pack = store.capture()
     for i in range(20):
         store.put(b"k%d" % (i % 6), b"w%d" % i)  # appends to shared lists, new keys
     store.delete_range(b"k0", b"k2")
     while store.compact_step(1):
         pass
     compact_now(store, store.revision - 1)  # replaces the lists the capture holds
-    assert build() == expected
+    assert pack() == expected
+
+
+def test_a_capture_packs_in_chunks_exactly_as_one_packb_would() -> None:
+    """Chunks of every size (a full 512 keys, a few keys of large values, 1 and
+    more than 15 keys: the array headers differ) join to the bytes of one
+    ``packb`` of :meth:`MVCCStore.to_wire`, also while a compaction is under way."""
+    store = MVCCStore()
+    for i in range(1300):
+        store.put(b"a%05d" % i, b"v%d" % i)
+    for i in range(7):
+        store.put(b"b%d" % i, bytes(100_000))  # ~3 keys per chunk of 256 KB
+    store.put(b"c", bytes(300_000))  # alone in its chunk
+    for i in range(20):
+        store.put(b"d%02d" % i, b"x")  # 20 keys: an array16 header
+    for i in range(0, 1300, 3):
+        store.put(b"a%05d" % i, b"w%d" % i)
+    store.delete_range(b"a00100", b"a00200")
+    assert msgpack.packb(store.to_wire(), use_bin_type=True) == store.capture()()
+    store.compact(store.revision - 10)  # a compaction's physical pass under way
+    assert store.compacting
+    assert msgpack.packb(store.to_wire(), use_bin_type=True) == store.capture()()
 
 
 def kv(key: bytes, value: bytes, create: int, mod: int, version: int, lease: int = 0) -> KeyValue:
