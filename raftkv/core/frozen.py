@@ -42,14 +42,13 @@ def fast_init(cls: type[_T]) -> type[_T]:
 
     Raises:
         TypeError: ``cls`` is not a frozen slotted dataclass, or uses a feature
-            the replacement does not reproduce (``__post_init__``, ``InitVar``,
-            ``init=False`` fields, default factories).
+            the replacement does not reproduce (``InitVar``, ``init=False``
+            fields, default factories). A ``__post_init__`` is called last, as
+            the dataclass's own ``__init__`` would.
     """
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen or "__slots__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__} is not a frozen, slotted dataclass")
-    if hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__} has a __post_init__")
     namespace: dict[str, object] = {}
     positional: list[str] = []
     keyword: list[str] = []
@@ -66,6 +65,8 @@ def fast_init(cls: type[_T]) -> type[_T]:
         body.append(f"    self.{f.name} = {f.name}\n")
     if len(body) != len(cls.__dict__["__slots__"]):
         raise TypeError(f"{cls.__name__} has slots that are not fields")
+    if hasattr(cls, "__post_init__"):
+        body.append("    self.__post_init__()\n")
     signature = ", ".join(["self", *positional, *(["*", *keyword] if keyword else [])])
     exec(f"def __init__({signature}):\n{''.join(body) or '    pass'}\n", namespace)
     init = cast(Callable[..., None], namespace["__init__"])

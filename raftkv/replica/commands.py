@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Final, TypeAlias
 import msgpack
 
 from raftkv.core.errors import RaftKVError
+from raftkv.core.frozen import fast_init
 from raftkv.replica.leases import MAX_LEASE_ID, MAX_LEASE_TTL_S
 from raftkv.replica.mvcc import (
     Compare as StoreCompare,
@@ -257,6 +258,7 @@ def json_text(value: JSONValue) -> bytes:
 # ----------------------------------------------------------------------------- sessions
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Session:
     """A client's identity and the sequence number of one logical write.
@@ -311,6 +313,7 @@ def format_idempotency_key(client_id: str, seq: int) -> str:
 # ----------------------------------------------------------------------------- ranges
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyRange:
     """A key, a key range or a prefix, in etcd's conventions on the keys' UTF-8.
@@ -397,6 +400,7 @@ def _check_lease_id(lease_id: object, *, allow_zero: bool = False) -> None:
         raise InvalidCommand(f"lease id must be an integer from {low} to 2**63-1, not {lease_id!r}")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Put:
     """Set ``key`` to ``value``."""
@@ -416,6 +420,7 @@ class Put:
         _check_lease_id(self.lease, allow_zero=True)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Delete:
     """Remove ``key``; fails with ``"not found"`` if it is absent."""
@@ -430,6 +435,7 @@ class Delete:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Cas:
     """Set ``key`` to ``value`` if its current value is ``expect``.
@@ -453,6 +459,7 @@ class Cas:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MultiPut:
     """Set every key of ``pairs`` at once (one entry, one revision: all or nothing)."""
@@ -471,6 +478,7 @@ class MultiPut:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Get:
     """Read ``key`` through the log (the fallback when ReadIndex is unavailable)."""
@@ -485,6 +493,7 @@ class Get:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Range:
     """Read a key range through the log; the fields mean what
@@ -513,6 +522,7 @@ class Range:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteRange:
     """Remove every key of ``range`` (one revision if it removed any)."""
@@ -530,6 +540,7 @@ class DeleteRange:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Compare:
     """A transaction guard: ``<target of the key(s)> <op> <value>``.
@@ -559,6 +570,7 @@ class Compare:
             raise InvalidCommand(f"a {self.target} compare takes a non-negative integer")
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxnPut:
     """A put inside a transaction."""
@@ -575,6 +587,7 @@ class TxnPut:
         _check_lease_id(self.lease, allow_zero=True)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxnDelete:
     """A delete (of a key or a range) inside a transaction."""
@@ -589,6 +602,7 @@ class TxnDelete:
         _check_flag("prev_kv", self.prev_kv)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxnRange:
     """A range read inside a transaction (it sees the transaction's earlier writes)."""
@@ -610,6 +624,7 @@ class TxnRange:
 TxnOp: TypeAlias = TxnPut | TxnDelete | TxnRange
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Txn:
     """If every compare holds, run ``success``, else ``failure``: atomically, as
@@ -672,6 +687,7 @@ def _check_no_duplicate_writes(ops: tuple[TxnOp, ...]) -> None:
                 )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Compact:
     """Drop the history below ``revision`` (reads below it fail as compacted)."""
@@ -687,6 +703,7 @@ class Compact:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Alarm:
     """Raise or clear the NOSPACE alarm (proposed by the leader, never by clients):
@@ -702,6 +719,7 @@ class Alarm:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseGrant:
     """Create a lease of ``ttl_s`` seconds.
@@ -728,6 +746,7 @@ class LeaseGrant:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseRevoke:
     """Remove a lease and delete every key attached to it, in one revision.
@@ -748,6 +767,7 @@ class LeaseRevoke:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseCheckpoint:
     """Record the remaining time of leases, as the leader measured it:
@@ -775,6 +795,7 @@ class LeaseCheckpoint:
         _check_time(self.time_ms)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EtcdTxn:
     """An etcd v3 API write on raw bytes: a ``Txn``, or a ``Put`` or a

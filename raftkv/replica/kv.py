@@ -73,6 +73,7 @@ from typing import Any, Final, TypeAlias, cast
 
 import msgpack
 
+from raftkv.core.frozen import fast_init
 from raftkv.replica.commands import (
     ABSENT,
     MAX_CLIENT_ID_CHARS,
@@ -348,6 +349,7 @@ def is_json_text(raw: bytes) -> bool:
     return stored_json(raw) is not NOT_JSON
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Item:
     """One key as the store holds it at some revision.
@@ -406,6 +408,7 @@ class Item:
         )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KVResult:
     """The outcome of a single-key command (or local read), or any command's error.
@@ -452,6 +455,7 @@ class KVResult:
         return not self.replayed and (self.error is None or self.error not in _REFUSALS)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listing:
     """The answer to a range read.
@@ -480,6 +484,7 @@ class Listing:
         return not self.replayed
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deleted:
     """The answer to a delete of a range (or, inside a transaction, of a key).
@@ -504,6 +509,7 @@ class Deleted:
         return not self.replayed
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PutDone:
     """A put's answer inside a transaction: the revision it wrote."""
@@ -511,6 +517,7 @@ class PutDone:
     revision: int
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxnAnswer:
     """The answer to a transaction.
@@ -536,6 +543,7 @@ class TxnAnswer:
         return not self.replayed
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseGranted:
     """The answer to a lease grant.
@@ -561,6 +569,7 @@ class LeaseGranted:
         return not self.replayed
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseRevoked:
     """The answer to a lease revoke (a client's or an expiry).
@@ -584,6 +593,7 @@ class LeaseRevoked:
         return not self.replayed
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EtcdAnswer:
     """The answer to an :class:`EtcdTxn` (an etcd v3 API write).

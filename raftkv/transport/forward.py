@@ -17,12 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from raftkv.core.frozen import fast_init
 from raftkv.core.messages import Message
 from raftkv.core.types import NodeId, Term
 
 __all__ = ["ForwardRequest", "ForwardResponse", "PeerMessage"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ForwardRequest:
     """A follower asks the leader to serve ``payload`` (a write) on its behalf."""
@@ -35,6 +37,7 @@ class ForwardRequest:
     payload: bytes
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ForwardResponse:
     """The leader's answer to the :class:`ForwardRequest` with ``request_id``."""

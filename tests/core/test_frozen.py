@@ -88,19 +88,31 @@ def test_rejects_what_it_cannot_reproduce() -> None:
         a: int
 
     @dataclasses.dataclass(frozen=True, slots=True)
-    class WithPostInit:
-        a: int
-
-        def __post_init__(self) -> None:
-            pass
-
-    @dataclasses.dataclass(frozen=True, slots=True)
     class WithFactory:
         a: tuple[int, ...] = dataclasses.field(default_factory=tuple)
 
-    for cls in (Mutable, WithPostInit, WithFactory):
+    for cls in (Mutable, WithFactory):
         with pytest.raises(TypeError):
             fast_init(cls)
+
+
+def test_post_init_runs_last_as_in_the_dataclass_init() -> None:
+    seen: list[tuple[int, int]] = []
+
+    @fast_init
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class Checked:
+        a: int
+        b: int = 2
+
+        def __post_init__(self) -> None:
+            seen.append((self.a, self.b))  # every field is set by now
+            if self.a < 0:
+                raise ValueError("a must not be negative")
+
+    assert Checked(a=1) == Checked(a=1, b=2) and seen == [(1, 2), (1, 2)]
+    with pytest.raises(ValueError, match="negative"):
+        Checked(a=-1)
 
 
 def test_core_values_are_built_by_fast_init() -> None:
