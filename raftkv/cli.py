@@ -600,7 +600,7 @@ def _fail(message: str) -> NoReturn:
 @click.option(
     "--snapshot-entries",
     type=click.IntRange(1),
-    default=10000,
+    default=100_000,
     show_default=True,
     envvar="RAFTKV_SNAPSHOT_ENTRIES",
     help="Snapshot the state machine every this many applied entries.",

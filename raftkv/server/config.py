@@ -128,7 +128,7 @@ class ServerConfig:
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
     fsync: bool = True
-    snapshot_entries: int = 10000
+    snapshot_entries: int = 100_000
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 5.0
     log_format: str = "text"
