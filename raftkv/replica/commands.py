@@ -196,6 +196,8 @@ def check_value(value: object) -> JSONValue:
             object keys, integers outside 64 bits, NaN/infinity, or nesting deeper
             than :data:`MAX_VALUE_DEPTH`.
     """
+    if value.__class__ is str or value is None:
+        return value  # the common case, without the walk
     stack: list[tuple[object, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()

@@ -376,11 +376,20 @@ async def _read_json(request: web.Request, max_bytes: int) -> Any:
     return _parse_json(await _read_body(request, max_bytes))
 
 
+_NOT_PLAIN_UTF8_FIRST = frozenset((0x00, 0xEF, 0xFE, 0xFF))
+"""First bytes after which :func:`json.detect_encoding` may answer other than UTF-8."""
+
+
 def _parse_json(raw: bytes) -> Any:
     if not raw.strip():
         raise BadRequest("request body must be JSON")
     try:
-        # What json.loads does with bytes: detect UTF-8/16/32, then decode.
+        # What json.loads does with bytes: detect UTF-8/16/32, then decode. A
+        # body whose first two bytes are neither zero nor the start of a byte
+        # order mark is UTF-8 by json.detect_encoding's rules; most are.
+        first = raw[0]
+        if first not in _NOT_PLAIN_UTF8_FIRST and raw[1:2] not in (b"\0", b""):
+            return _DECODER.decode(raw.decode("utf-8", "surrogatepass"))
         return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"bad JSON: {exc}") from None
