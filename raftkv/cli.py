@@ -1616,7 +1616,7 @@ def status(endpoints: str | None, timeout: float) -> None:
 
 @main.group()
 def members() -> None:
-    """List, add or remove cluster members."""
+    """List, add, update or remove cluster members."""
 
 
 @members.command("list")
@@ -1660,6 +1660,26 @@ def members_add(
 def members_promote(node_id: str, endpoints: str | None, timeout: float) -> None:
     """Make the learner NODE_ID a voter (refused until it has caught up)."""
     _show(*_Http(endpoints, timeout).request("POST", f"/v1/members/{_quote(node_id)}/promote"))
+
+
+@members.command("update")
+@click.argument("node_id")
+@click.option("--raft-addr", required=True, help="HOST:PORT of the member's peer transport.")
+@click.option("--api-addr", required=True, help="HOST:PORT of the member's HTTP API.")
+@_endpoints_option
+@_timeout_option
+def members_update(
+    node_id: str, raft_addr: str, api_addr: str, endpoints: str | None, timeout: float
+) -> None:
+    """Give the member NODE_ID new addresses (moving it to another host or port).
+
+    Every member updates its address book and peer links once the change
+    commits; then restart NODE_ID with the same --raft-addr and --api-addr.
+    Until it restarts there, the others cannot reach it: update one member at
+    a time, and only while the rest still form a quorum.
+    """
+    body = {"raft_addr": raft_addr, "api_addr": api_addr}
+    _show(*_Http(endpoints, timeout).request("PUT", f"/v1/members/{_quote(node_id)}", body))
 
 
 @members.command("remove")

@@ -244,6 +244,7 @@ def add_routes(
         "/cluster/member/add": (rpc_pb2.MemberAddRequest, s.member_add),
         "/cluster/member/remove": (rpc_pb2.MemberRemoveRequest, s.member_remove),
         "/cluster/member/promote": (rpc_pb2.MemberPromoteRequest, s.member_promote),
+        "/cluster/member/update": (rpc_pb2.MemberUpdateRequest, s.member_update),
     }
     for prefix in PREFIXES:
         for path, (request_type, call) in routes.items():

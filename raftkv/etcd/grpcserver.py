@@ -55,14 +55,11 @@ _WRITES: Final = frozenset(
         "/etcdserverpb.Cluster/MemberAdd",
         "/etcdserverpb.Cluster/MemberRemove",
         "/etcdserverpb.Cluster/MemberPromote",
+        "/etcdserverpb.Cluster/MemberUpdate",
     }
 )
 # Every method of etcd's services that raftkv does not serve yet, with why.
 _UNSERVED: Final = {
-    "Cluster": dict.fromkeys(
-        ("MemberUpdate",),
-        "remove the member and add it under a new id (docs/etcd.md)",
-    ),
     "Maintenance": dict.fromkeys(
         ("Defragment", "Hash", "HashKV", "Snapshot", "MoveLeader", "Downgrade"), ""
     ),
@@ -266,6 +263,7 @@ class EtcdGrpcServer:
                 "MemberAdd": (rpc_pb2.MemberAddRequest, s.member_add),
                 "MemberRemove": (rpc_pb2.MemberRemoveRequest, s.member_remove),
                 "MemberPromote": (rpc_pb2.MemberPromoteRequest, s.member_promote),
+                "MemberUpdate": (rpc_pb2.MemberUpdateRequest, s.member_update),
             },
             "Auth": {"Authenticate": (rpc_pb2.AuthenticateRequest, self._authenticate)},
         }

@@ -67,6 +67,7 @@ from raftkv.server.config import ServerConfig
 from raftkv.server.errors import (
     BadRequest,
     LearnerNotReady,
+    MemberNotFound,
     MemberRemoved,
     NodeFailed,
     NodeStopped,
@@ -561,7 +562,7 @@ class EtcdService:
             await call()
         except LearnerNotReady:
             raise errors.LEARNER_NOT_READY from None
-        except MemberRemoved:
+        except (MemberRemoved, MemberNotFound):
             raise errors.MEMBER_NOT_FOUND from None
         except BadRequest as exc:
             raise errors.invalid_argument(exc.message) from None
@@ -647,6 +648,22 @@ class EtcdService:
         await self._on_leader(lambda: self.node.promote_member(node_id))
         return rpc_pb2.MemberPromoteResponse(header=self.header(), members=self._member_pbs())
 
+    async def member_update(
+        self, req: rpc_pb2.MemberUpdateRequest, authorization: str | None
+    ) -> rpc_pb2.MemberUpdateResponse:
+        """``MemberUpdate``: new addresses for a member (:func:`parse_update_urls`),
+        as ``PUT /v1/members/{id}``."""
+        if not self.node.is_leader:
+            answer = rpc_pb2.MemberUpdateResponse()
+            return await self._by_leader("/cluster/member/update", req, answer, authorization)
+        node_id = self._member_named(req.ID)
+        members = self.node.members
+        member = parse_update_urls(list(req.peerURLs), node_id, members[node_id])
+        if any(m.raft == member.raft for n, m in members.items() if n != node_id):
+            raise errors.PEER_URL_EXIST
+        await self._on_leader(lambda: self.node.update_member(node_id, member))
+        return rpc_pb2.MemberUpdateResponse(header=self.header(), members=self._member_pbs())
+
 
 @functools.lru_cache(maxsize=4)
 def cluster_id(founders: tuple[NodeId, ...] | None) -> int:
@@ -669,16 +686,7 @@ def parse_peer_urls(urls: list[str]) -> tuple[NodeId, Member]:
         EtcdError: ``given member URLs are invalid`` (a URL etcd would refuse),
             or INVALID_ARGUMENT naming the convention.
     """
-    parsed = []
-    for text in urls:
-        try:
-            u = urllib.parse.urlsplit(text.strip())
-            port = u.port
-        except ValueError:
-            raise errors.MEMBER_BAD_URLS from None
-        if u.scheme not in ("http", "https") or not u.hostname or port is None or u.path:
-            raise errors.MEMBER_BAD_URLS
-        parsed.append((u, (u.hostname, port)))
+    parsed = _parse_urls(urls)
     if len(parsed) != 2 or not parsed[0][0].username:
         raise errors.invalid_argument(
             "raftkv takes two peer URLs: the Raft address with the new member's id as "
@@ -689,6 +697,43 @@ def parse_peer_urls(urls: list[str]) -> tuple[NodeId, Member]:
     if not is_node_id(name):
         raise errors.invalid_argument(f"bad member id {name[:80]!r}: must be {NODE_ID_RULE}")
     return NodeId(name), Member(parsed[0][1], parsed[1][1])
+
+
+def parse_update_urls(urls: list[str], node_id: NodeId, current: Member) -> Member:
+    """A member's new addresses from ``MemberUpdate``'s peer URLs: the Raft
+    address, then optionally the HTTP API's (kept as it is when left out); the
+    Raft URL may name the member as its user, as ``MemberAdd``'s does.
+
+    Raises:
+        EtcdError: ``given member URLs are invalid``, or INVALID_ARGUMENT
+            naming the convention.
+    """
+    parsed = _parse_urls(urls)
+    if len(parsed) not in (1, 2):
+        raise errors.invalid_argument(
+            "raftkv takes one or two peer URLs: the Raft address, then optionally the HTTP "
+            "API's address (e.g. http://127.0.0.1:7014,http://127.0.0.1:8014)"
+        )
+    user = parsed[0][0].username
+    if user is not None and user != node_id:
+        raise errors.invalid_argument(f"the Raft URL names {user[:80]!r}, not {node_id}")
+    return Member(parsed[0][1], parsed[1][1] if len(parsed) == 2 else current.api)
+
+
+def _parse_urls(urls: list[str]) -> list[tuple[urllib.parse.SplitResult, tuple[str, int]]]:
+    """Each URL and its ``(host, port)``; ``given member URLs are invalid``
+    (etcd's error) for one that is not ``http(s)://host:port``."""
+    parsed = []
+    for text in urls:
+        try:
+            u = urllib.parse.urlsplit(text.strip())
+            port = u.port
+        except ValueError:
+            raise errors.MEMBER_BAD_URLS from None
+        if u.scheme not in ("http", "https") or not u.hostname or port is None or u.path:
+            raise errors.MEMBER_BAD_URLS
+        parsed.append((u, (u.hostname, port)))
+    return parsed
 
 
 def _member_pb(node_id: str, member: Member, scheme: str, learner: bool) -> rpc_pb2.Member:

@@ -1296,6 +1296,24 @@ class _Api:
         result = await node.promote_member(NodeId(node_id))
         return _json(200, {"ok": True, "result": result})
 
+    async def update_member(self, request: web.Request) -> web.Response:
+        """``PUT /v1/members/{id}``: new addresses for a member (etcd's ``MemberUpdate``)."""
+        node_id = _member_id(request.match_info["node_id"])
+        obj = await _read_json(request, self.config.max_body_bytes)
+        if not isinstance(obj, dict):
+            raise BadRequest('body must be {"raft_addr", "api_addr"}')
+        try:
+            member = Member.from_json(obj)
+        except InvalidMember as exc:
+            raise BadRequest(str(exc)) from None
+        node = self.node
+        if not node.is_leader:
+            body = _dumps(member.to_json())
+            path = f"/v1/members/{node_id}"
+            return _web(await self._forward(_Origin.of(request), node.leader, "PUT", path, body))
+        result = await node.update_member(NodeId(node_id), member)
+        return _json(200, {"ok": True, "result": result})
+
     async def remove_member(self, request: web.Request) -> web.Response:
         node_id = _member_id(request.match_info["node_id"])
         node = self.node
@@ -1370,6 +1388,7 @@ def _build(node: RaftNode, config: ServerConfig) -> tuple[web.Application, _Api]
     r.add_get("/v1/members", api.members, allow_head=False)
     r.add_post("/v1/members", api.add_member)
     r.add_delete("/v1/members/{node_id}", api.remove_member)
+    r.add_put("/v1/members/{node_id}", api.update_member)
     r.add_post("/v1/members/{node_id}/promote", api.promote_member)
     r.add_post("/v1/leader/transfer", api.transfer)
     r.add_post(FORWARD_ROUTE, api.forwarded)

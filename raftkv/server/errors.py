@@ -21,6 +21,7 @@ __all__ = [
     "Unsupported",
     "BadRequest",
     "LearnerNotReady",
+    "MemberNotFound",
     "MemberRemoved",
     "TooLarge",
     "TooManyWatchers",
@@ -123,6 +124,16 @@ class MemberRemoved(ServerError):
             f"(a node that comes back under an old id may have forgotten its vote): "
             f"add the node under a new id"
         )
+        self.node_id = node_id
+
+
+class MemberNotFound(ServerError):
+    """The node id is not a member (voter or learner) of the cluster."""
+
+    status = 404
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"{node_id} is not a member of the cluster")
         self.node_id = node_id
 
 

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from raftkv.core.types import NodeId
-from tests.cluster.harness import ProcCluster, http, proc_cluster
+from raftkv.replica.membership import Member
+from tests.cluster.harness import ProcCluster, free_ports, http, proc_cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -135,6 +136,50 @@ def test_removed_id_cannot_be_added_again(tmp_path: Path) -> None:
         # Nothing was proposed (unless a new leader appended its empty entry).
         st = c.status(leader)
         assert st is not None and (st["last_index"] == last or st["term"] != term), st
+
+
+def test_a_member_moves_to_new_addresses(tmp_path: Path) -> None:
+    """docs/operations.md "Moving a member": ``raftkv members update`` while it is
+    down, then a restart on the new addresses; it catches up over TCP there."""
+    with proc_cluster(tmp_path, election_ms=500, heartbeat_ms=50) as c:
+        leader = c.wait_leader()
+        mover = next(n for n in c.members if n != leader)
+        other = next(n for n in c.members if n not in (leader, mover))
+        assert put(c, leader, "before", 1)[0] == 200
+        wait_caught_up(c, mover, leader)
+        c.terminate(mover)
+        raft_port, api_port = free_ports(2)
+        new = Member(("127.0.0.1", raft_port), ("127.0.0.1", api_port))
+        addrs = ("--raft-addr", f"127.0.0.1:{raft_port}", "--api-addr", f"127.0.0.1:{api_port}")
+        c.members[mover], old = new, c.members[mover]
+        # Another member's Raft address is refused; an unknown id is not found.
+        taken = c.members[leader].raft
+        r = c.cli("members", "update", mover, "--raft-addr", f"{taken[0]}:{taken[1]}", *addrs[2:])
+        assert r.returncode == 1 and f"{leader} has the Raft address" in r.stderr, r.stderr
+        r = c.cli("members", "update", "n9", *addrs)
+        assert r.returncode == 1 and "(HTTP 404)" in r.stderr, r.stderr
+        # Through a follower: forwarded to the leader.
+        code, body = http("PUT", f"{c.url(other)}/v1/members/{mover}", new.to_json())
+        assert code == 200 and sorted(body["result"]["voters"]) == sorted(c.members), body
+        for node in (leader, other):
+            code, body = http("GET", f"{c.url(node)}/v1/members")
+            assert code == 200 and body["members"][mover] == new.to_json(), (node, body)
+        assert put(c, other, "while-down", 2)[0] == 200
+        c.start_node(mover)  # on the new addresses, with its old data dir
+        wait_caught_up(c, mover, c.wait_leader())
+        for key, value in (("before", 1), ("while-down", 2)):
+            code, body = get(c, mover, key, stale=True)
+            assert code == 200 and body["value"] == value, (key, code, body)
+        assert put(c, mover, "after", 3)[0] == 200  # forwarded to the leader from there
+        code, body = http("GET", f"{c.url(mover)}/v1/members")
+        assert code == 200 and body["members"][mover] == new.to_json(), body
+        members_file = json.loads((tmp_path / mover / "members.json").read_text())
+        assert members_file["members"][mover] == new.to_json(), members_file
+        assert old != new
+        # It votes from there: the cluster survives losing the leader.
+        c.kill(leader)
+        c.wait_leader(among=[mover, other])
+        assert put(c, mover, "no-old-leader", 4, timeout=10)[0] == 200
 
 
 def _writer(

@@ -110,14 +110,51 @@ def test_member_add_promote_remove_through_a_follower_and_the_leader(tmp_path: P
                     with pytest.raises(grpc.aio.AioRpcError) as info:
                         await stub.cluster.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=member_id))
                     assert _error(info.value) == _status(want)
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await f.cluster.MemberUpdate(
-                        rpc_pb2.MemberUpdateRequest(ID=name_id("n4"), peerURLs=urls)
+                # n4 moves to new ports before it ever ran (through the follower).
+                raft2, api2 = free_ports(2)
+                moved = Member(("127.0.0.1", raft2), ("127.0.0.1", api2))
+                new_urls = [f"http://127.0.0.1:{raft2}", f"http://127.0.0.1:{api2}"]
+                updated = await f.cluster.MemberUpdate(
+                    rpc_pb2.MemberUpdateRequest(ID=name_id("n4"), peerURLs=new_urls)
+                )
+                assert updated.header.member_id == name_id(other)
+                (n4,) = (m for m in updated.members if m.name == "n4")
+                assert (list(n4.peerURLs), list(n4.clientURLs)) == ([new_urls[0]], [new_urls[1]])
+                assert n4.isLearner
+                await eventually(
+                    lambda: all(n.members.get("n4") == moved for n in c.nodes.values()),
+                    "every member has n4's new addresses",
+                )
+                # One URL (it may name the member): the API address stays.
+                same = await lead.cluster.MemberUpdate(
+                    rpc_pb2.MemberUpdateRequest(
+                        ID=name_id("n4"), peerURLs=[f"http://n4@127.0.0.1:{raft2}"]
                     )
-                assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
-                assert "MemberUpdate is not implemented by raftkv" in info.value.details()
-                # n4 starts, catches up, and is promoted (through the follower).
-                c.members[NodeId("n4")] = Member(("127.0.0.1", raft_port), ("127.0.0.1", api_port))
+                )
+                (n4,) = (m for m in same.members if m.name == "n4")
+                assert list(n4.clientURLs) == [new_urls[1]]
+                taken = c.members[leader].raft
+                for stub, member_id, peer_urls, want in (
+                    (f, 12345, new_urls, errors.MEMBER_NOT_FOUND),
+                    (lead, name_id("n4"), [f"http://{taken[0]}:{taken[1]}"], errors.PEER_URL_EXIST),
+                    (f, name_id("n4"), [f"http://{taken[0]}:{taken[1]}"], errors.PEER_URL_EXIST),
+                    (f, name_id("n4"), ["ftp://x"], errors.MEMBER_BAD_URLS),
+                ):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await stub.cluster.MemberUpdate(
+                            rpc_pb2.MemberUpdateRequest(ID=member_id, peerURLs=peer_urls)
+                        )
+                    assert _error(info.value) == _status(want)
+                for peer_urls in ([f"http://n5@127.0.0.1:{raft2}"], [*new_urls, new_urls[0]]):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await f.cluster.MemberUpdate(
+                            rpc_pb2.MemberUpdateRequest(ID=name_id("n4"), peerURLs=peer_urls)
+                        )
+                    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+                assert all(n.members.get("n4") == moved for n in c.nodes.values())
+                # n4 starts where it moved, catches up, and is promoted (through
+                # the follower). (Moving a member over TCP: tests/cluster/test_operations.py.)
+                c.members[NodeId("n4")] = moved
                 await c.start_node(NodeId("n4"), "existing")
                 await eventually(
                     lambda: c.nodes[NodeId("n4")].applied_index >= c.nodes[leader].applied_index,

@@ -34,6 +34,7 @@ from raftkv.replica.replica import Replica
 from raftkv.server.errors import (
     BadRequest,
     LearnerNotReady,
+    MemberNotFound,
     MemberRemoved,
     NoLeader,
     OutcomeUnknown,
@@ -152,6 +153,40 @@ class Admin:
             ConfChange(
                 changes=(ConfChangeSingle(ConfChangeType.ADD_VOTER, node_id),), context=context
             )
+        )
+
+    async def update_member(self, node_id: NodeId, member: Member) -> object:
+        """Propose new addresses for the member ``node_id`` (etcd's ``MemberUpdate``).
+
+        The change re-adds the member in the role it has (a no-op for the
+        configuration) with the new addresses in its context, so every replica
+        updates its address book, ``members.json`` and peer links at the same
+        log index. The member itself goes on listening where it did until it
+        is restarted with the new addresses.
+
+        Raises:
+            NoLeader: this node is not the leader.
+            MemberRemoved: ``node_id`` was removed from the cluster.
+            MemberNotFound: ``node_id`` is not a member.
+            BadRequest: another member has that Raft address.
+        """
+        raw = self._core()
+        if raw.role is not Role.LEADER:
+            raise NoLeader("not the leader", leader=raw.leader)
+        self._refuse_removed(node_id)
+        conf = self._replica.conf_state
+        if node_id in conf.voters or node_id in conf.voters_outgoing:
+            kind = ConfChangeType.ADD_VOTER
+        elif node_id in conf.learners or node_id in conf.learners_next:
+            kind = ConfChangeType.ADD_LEARNER
+        else:
+            raise MemberNotFound(node_id)
+        for other, known in self._replica.book.members.items():
+            if other != node_id and known.raft == member.raft:
+                raise BadRequest(f"{other} has the Raft address {member.to_json()['raft_addr']}")
+        context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
+        return await self.propose_conf_change(
+            ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
         )
 
     def _refuse_removed(self, node_id: NodeId) -> None:

@@ -965,6 +965,17 @@ class RaftNode:
     async def remove_member(self, node_id: NodeId) -> object:
         return await self._admin.remove_member(node_id)
 
+    async def update_member(self, node_id: NodeId, member: Member) -> object:
+        """Propose new addresses for the member ``node_id``.
+
+        Raises:
+            NoLeader: this node is not the leader.
+            MemberRemoved: ``node_id`` was removed from the cluster.
+            MemberNotFound: ``node_id`` is not a member.
+            BadRequest: another member has that Raft address.
+        """
+        return await self._admin.update_member(node_id, member)
+
     def removal_keeps_quorum(self, node_id: NodeId) -> bool:
         """Whether removing ``node_id`` leaves a quorum of recently active voters
         (on the leader; True on a follower)."""
