@@ -2,7 +2,7 @@
 
 Starts a 3-node raftkv cluster (default settings, fsync on), loads KEYS keys
 with multi-puts of BATCH pairs, then writes single puts until every node has
-taken a snapshot (``--snapshot-entries``, default the server's 10,000), so the
+taken a snapshot (``--snapshot-entries``, default the server's 100,000), so the
 state machine image holds every key and the log is short. It then records each
 node's resident memory, kills one follower with SIGKILL, restarts it from its
 data dir, and measures how long until its ``/v1/health/ready`` answers 200 (it
