@@ -121,7 +121,8 @@ class LeaseView:
 
     Attributes:
         lease_id: the lease.
-        ttl_s: seconds left, as the leader's clock counts (rounded up).
+        ttl_s: whole seconds left, as the leader's clock counts (etcd's
+            rounding: a lease has at least that long).
         granted_ttl_s: the TTL it was granted with.
         keys: the attached keys, sorted (when asked for).
     """
@@ -252,7 +253,7 @@ class Leases:
         remaining = lessor.remaining_ms(lease_id, self._clock_ms()) or 0
         return LeaseView(
             lease_id=lease_id,
-            ttl_s=max(0, math.ceil(remaining / 1000)),
+            ttl_s=max(0, remaining // 1000),  # whole seconds left, as etcd's
             granted_ttl_s=lease.ttl_s,
             keys=tuple(self._table().keys_of(lease_id)) if keys else (),
         )
