@@ -38,6 +38,7 @@ and heartbeats carrying a ReadIndex round show it as ``round=N``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ from raftkv.core import (
     ConfChangeTransition,
     ConfChangeType,
     ConfState,
+    Entry,
     EntryType,
     Heartbeat,
     HeartbeatResponse,
@@ -77,7 +79,23 @@ def _describe(m: Message) -> str:
     return text
 
 
+def _shown(e: Entry) -> Entry:
+    """``e`` with a configuration change's data made readable for the output."""
+    if e.type is not EntryType.CONF_CHANGE:
+        return e
+    cc = ConfChange.decode(e.data)
+    text = " ".join(f"{c.type.value}={c.node_id}" for c in cc.changes) or "leave-joint"
+    if cc.transition is not ConfChangeTransition.AUTO and cc.changes:
+        text += f" {cc.transition.value}"
+    return dataclasses.replace(e, data=f"conf({text})".encode())
+
+
 def _describe_ready(rd: Ready) -> str:
+    rd = dataclasses.replace(
+        rd,
+        entries=tuple(map(_shown, rd.entries)),
+        committed_entries=tuple(map(_shown, rd.committed_entries)),
+    )
     lines = describe_ready(rd).split("\n")
     sent = iter((*rd.messages, *rd.messages_after_persist))
     for i, line in enumerate(lines):
@@ -310,7 +328,7 @@ class InteractionEnv:
 
     def cmd_log(self, cmd: Command) -> str:
         r = self.harness.raft(int(cmd.args[0]))
-        ents = r.log.slice(1, r.log.last_index() + 1)
+        ents = [_shown(e) for e in r.log.slice(r.log.first_index(), r.log.last_index() + 1)]
         text = " ".join(
             f"{e.term}/{e.index}" + (f":{e.data.decode()}" if e.data else "") for e in ents
         )
