@@ -6,6 +6,7 @@ and was checked by hand against the paper (see the comments in each script).
 
 Commands:
     add-nodes N [pre-vote=true] [check-quorum=true] [heartbeat-tick=1] [seed=0]
+              [snapshot-chunk-size=1048576] [snapshot-chunks-inflight=4]
     campaign I            start an election on node I
     elect I               campaign on node I and stabilize, quietly
     propose I DATA        propose DATA on node I
@@ -146,6 +147,8 @@ class InteractionEnv:
             pre_vote=_bool(cmd, "pre-vote", True),
             check_quorum=_bool(cmd, "check-quorum", True),
             heartbeat_tick=cmd.get_int("heartbeat-tick", 1),
+            snapshot_chunk_size=cmd.get_int("snapshot-chunk-size", 1 << 20),
+            max_snapshot_chunks_inflight=cmd.get_int("snapshot-chunks-inflight", 4),
         )
         return self.status_lines(self.harness.ids)
 
