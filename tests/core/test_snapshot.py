@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from raftkv.core import (
     Config,
     ConfState,
@@ -306,12 +304,6 @@ def test_installed_snapshot_appears_once_in_ready_and_later_entries_apply():
     assert_converged(h)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a probe answered at the already-known match stays paused; the one-line "
-    "fix in handle_append_response shifts the sim schedule so that the commits-previous-term "
-    "mutant survives the seed sweep in tests/sim/test_mutants.py (left to the lead)",
-)
 def test_after_a_snapshot_of_the_whole_log_the_next_entry_goes_out_at_once():
     """§7: replication continues after the snapshot. When the snapshot covers the
     leader's whole log, the follower's answer to the empty probe that follows only
