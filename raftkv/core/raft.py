@@ -738,7 +738,10 @@ class Raft:
                 self.send_append(msg.sender, pr)
             return
         was_paused = pr.is_paused()
-        if not pr.maybe_update(msg.index):
+        if not pr.maybe_update(msg.index) and not (pr.state is _PROBE and pr.match == msg.index):
+            # Old news -- unless it answers a probe at the match we already knew
+            # (the empty append after a snapshot of our whole log): that ends
+            # the probe too, or replication would wait for a heartbeat reply.
             return
         if pr.state is _PROBE:
             pr.become_replicate()

@@ -6,7 +6,9 @@ and was checked by hand against the paper (see the comments in each script).
 
 Commands:
     add-nodes N [pre-vote=true] [check-quorum=true] [heartbeat-tick=1] [seed=0]
+              [snapshot-chunk-size=1048576] [snapshot-chunks-inflight=4]
     campaign I            start an election on node I
+    elect I               campaign on node I and stabilize, quietly
     propose I DATA        propose DATA on node I
     tick-heartbeat I      tick node I heartbeat_tick times
     tick-election I       tick node I until its (randomized) election timer fires;
@@ -20,15 +22,45 @@ Commands:
     isolate I / heal      cut node I off / restore every link
     status [I...]         role, term, leader, commit (and progress on a leader)
     log I                 node I's log and commit index
+    transfer-leader I T   ask leader I to hand leadership to T (dissertation §3.10)
+    read-index I CTX      request a read index on node I for context CTX (§6.4)
+    add-node I            start an empty node I that is in no configuration yet
+    propose-conf-change I [add-voter=(..)] [add-learner=(..)] [remove=(..)]
+                          [transition=auto|joint-implicit|joint-explicit]
+                          propose a membership change on leader I; no change at
+                          all proposes leaving the joint configuration
+    compact I INDEX       snapshot node I's state at INDEX and drop its log up to it
+    conf I                node I's configuration
+
+A Ready's committed CONF_CHANGE entries are applied as they are handled (the new
+configuration shows as a ``ConfState`` line), its snapshot is written to storage,
+and heartbeats carrying a ReadIndex round show it as ``round=N``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from raftkv.core import NotLeader, Role, describe_message, describe_ready
+from raftkv.core import (
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeTransition,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    NodeId,
+    RaftError,
+    Role,
+    describe_message,
+    describe_ready,
+)
 from raftkv.core.ready import Ready
 from tests.core.harness import Harness, nid
 from tests.datadriven import Command, run_script, scripts
@@ -38,6 +70,53 @@ TESTDATA = Path(__file__).parent / "testdata"
 
 def _bool(cmd: Command, key: str, default: bool) -> bool:
     return cmd.get(key, "true" if default else "false").lower() in ("1", "true", "yes")
+
+
+def _describe(m: Message) -> str:
+    """describe_message, plus the ReadIndex round a heartbeat carries."""
+    text = describe_message(m)
+    if isinstance(m, Heartbeat | HeartbeatResponse) and m.context:
+        text += f" round={int.from_bytes(m.context, 'big')}"
+    return text
+
+
+def _shown(e: Entry) -> Entry:
+    """``e`` with a configuration change's data made readable for the output."""
+    if e.type is not EntryType.CONF_CHANGE:
+        return e
+    cc = ConfChange.decode(e.data)
+    text = " ".join(f"{c.type.value}={c.node_id}" for c in cc.changes) or "leave-joint"
+    if cc.transition is not ConfChangeTransition.AUTO and cc.changes:
+        text += f" {cc.transition.value}"
+    return dataclasses.replace(e, data=f"conf({text})".encode())
+
+
+def _describe_ready(rd: Ready) -> str:
+    rd = dataclasses.replace(
+        rd,
+        entries=tuple(map(_shown, rd.entries)),
+        committed_entries=tuple(map(_shown, rd.committed_entries)),
+    )
+    lines = describe_ready(rd).split("\n")
+    sent = iter((*rd.messages, *rd.messages_after_persist))
+    for i, line in enumerate(lines):
+        if line.startswith(("Send: ", "SendAfterPersist: ")):
+            head = line.split(" ", 1)[0]
+            lines[i] = f"{head} {_describe(next(sent))}"
+    return "\n".join(lines)
+
+
+def _conf(cs: ConfState) -> str:
+    text = "voters=(" + ",".join(cs.voters) + ")"
+    if cs.voters_outgoing:
+        text += "&&(" + ",".join(cs.voters_outgoing) + ")"
+    if cs.learners:
+        text += " learners=(" + ",".join(cs.learners) + ")"
+    if cs.learners_next:
+        text += " learners_next=(" + ",".join(cs.learners_next) + ")"
+    if cs.auto_leave:
+        text += " autoleave"
+    return text
 
 
 class InteractionEnv:
@@ -56,7 +135,7 @@ class InteractionEnv:
         out = fn(cmd)
         return out if out else "ok"
 
-    def _nodes(self, cmd: Command) -> list:
+    def _nodes(self, cmd: Command) -> list[NodeId]:
         return [nid(int(a)) for a in cmd.args] or list(self.harness.ids)
 
     # -- commands -----------------------------------------------------------
@@ -68,6 +147,8 @@ class InteractionEnv:
             pre_vote=_bool(cmd, "pre-vote", True),
             check_quorum=_bool(cmd, "check-quorum", True),
             heartbeat_tick=cmd.get_int("heartbeat-tick", 1),
+            snapshot_chunk_size=cmd.get_int("snapshot-chunk-size", 1 << 20),
+            max_snapshot_chunks_inflight=cmd.get_int("snapshot-chunks-inflight", 4),
         )
         return self.status_lines(self.harness.ids)
 
@@ -76,12 +157,65 @@ class InteractionEnv:
         node.campaign()
         return self.status_lines([node.node_id])
 
+    def cmd_elect(self, cmd: Command) -> str:
+        self.harness.elect(int(cmd.args[0]))
+        return self.status_lines(self.harness.ids)
+
     def cmd_propose(self, cmd: Command) -> str:
         try:
             idx = self.harness.node(int(cmd.args[0])).propose(cmd.args[1].encode())
-        except NotLeader as exc:
+        except RaftError as exc:
             return f"error: {exc}"
         return f"index {idx}"
+
+    def cmd_transfer_leader(self, cmd: Command) -> str:
+        node = self.harness.node(int(cmd.args[0]))
+        try:
+            node.transfer_leadership(nid(int(cmd.args[1])))
+        except RaftError as exc:
+            return f"error: {type(exc).__name__}: {exc}"
+        return f"lead_transferee={node.status().lead_transferee}"
+
+    def cmd_read_index(self, cmd: Command) -> str:
+        try:
+            self.harness.node(int(cmd.args[0])).read_index(cmd.args[1].encode())
+        except RaftError as exc:
+            return f"error: {type(exc).__name__}: {exc}"
+        return ""
+
+    def cmd_add_node(self, cmd: Command) -> str:
+        node = self.harness.add_node(int(cmd.args[0]))
+        return self.status_lines([node.node_id])
+
+    def cmd_propose_conf_change(self, cmd: Command) -> str:
+        changes = [
+            ConfChangeSingle(kind, nid(int(x)))
+            for key, kind in (
+                ("add-voter", ConfChangeType.ADD_VOTER),
+                ("add-learner", ConfChangeType.ADD_LEARNER),
+                ("remove", ConfChangeType.REMOVE_NODE),
+            )
+            for x in cmd.get_list(key)
+        ]
+        cc = ConfChange(
+            changes=tuple(changes), transition=ConfChangeTransition(cmd.get("transition", "auto"))
+        )
+        try:
+            idx = self.harness.node(int(cmd.args[0])).propose_conf_change(cc)
+        except RaftError as exc:
+            return f"error: {type(exc).__name__}: {exc}"
+        return f"index {idx}"
+
+    def cmd_compact(self, cmd: Command) -> str:
+        i, index = int(cmd.args[0]), int(cmd.args[1])
+        self.harness.compact(i, index)
+        st = self.harness.storage[nid(i)]
+        return f"{nid(i)} storage first={st.first_index()} last={st.last_index()}"
+
+    def cmd_conf(self, cmd: Command) -> str:
+        return "\n".join(
+            f"{n} {_conf(self.harness.nodes[n].status().conf_state)}" for n in self._nodes(cmd)
+        )
 
     def cmd_tick_heartbeat(self, cmd: Command) -> str:
         i = int(cmd.args[0])
@@ -116,16 +250,25 @@ class InteractionEnv:
         h = self.harness
         node = h.nodes[node_id]
         rd: Ready = node.ready()
+        st = h.storage[node_id]
         h.queue.extend(rd.messages)
+        if rd.snapshot is not None:
+            st.apply_snapshot(rd.snapshot)
         if rd.entries:
-            h.storage[node_id].append(list(rd.entries))
+            st.append(list(rd.entries))
         if rd.hard_state is not None:
-            h.storage[node_id].set_hard_state(rd.hard_state)
+            st.set_hard_state(rd.hard_state)
         h.queue.extend(rd.messages_after_persist)
         h.applied[node_id].extend(rd.committed_entries)
+        applied: list[str] = []
+        for e in rd.committed_entries:
+            if e.type is EntryType.CONF_CHANGE:
+                cs = node.apply_conf_change(ConfChange.decode(e.data))
+                st.set_conf_state(cs)
+                applied.append(f"ConfState {_conf(cs)}")
         before = node.soft_state()
         node.advance(rd)
-        body = describe_ready(rd)
+        body = "\n".join([_describe_ready(rd), *applied])
         after = node.soft_state()
         if after != before:
             # advance() stepped in what waited for this Ready's persistence
@@ -151,11 +294,11 @@ class InteractionEnv:
             lines.append(f"> {node_id} receiving messages")
             for m in msgs:
                 if node_id in drop:
-                    lines.append(f"  {describe_message(m)} DROPPED")
+                    lines.append(f"  {_describe(m)} DROPPED")
                 elif h._blocked(m):
-                    lines.append(f"  {describe_message(m)} LOST (partition)")
+                    lines.append(f"  {_describe(m)} LOST (partition)")
                 else:
-                    lines.append(f"  {describe_message(m)}")
+                    lines.append(f"  {_describe(m)}")
                     h.nodes[node_id].step(m)
         return "\n".join(lines)
 
@@ -188,7 +331,7 @@ class InteractionEnv:
 
     def cmd_log(self, cmd: Command) -> str:
         r = self.harness.raft(int(cmd.args[0]))
-        ents = r.log.slice(1, r.log.last_index() + 1)
+        ents = [_shown(e) for e in r.log.slice(r.log.first_index(), r.log.last_index() + 1)]
         text = " ".join(
             f"{e.term}/{e.index}" + (f":{e.data.decode()}" if e.data else "") for e in ents
         )
@@ -202,6 +345,8 @@ class InteractionEnv:
                 f"{node_id} {r.role.value} term={r.term} vote={r.vote} leader={r.leader} "
                 f"commit={r.log.committed} last={r.log.last_index()}"
             )
+            if progress and r.lead_transferee is not None:
+                lines.append(f"  transferring leadership to {r.lead_transferee}")
             if progress and r.role is Role.LEADER:
                 for p, pr in sorted(r.prs.items()):
                     if p != node_id:

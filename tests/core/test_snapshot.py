@@ -304,6 +304,31 @@ def test_installed_snapshot_appears_once_in_ready_and_later_entries_apply():
     assert_converged(h)
 
 
+def test_after_a_snapshot_of_the_whole_log_the_next_entry_goes_out_at_once():
+    """§7: replication continues after the snapshot. When the snapshot covers the
+    leader's whole log, the follower's answer to the empty probe that follows only
+    confirms the match the leader already knew; that answer must still end the
+    probe (etcd: ``pr.Match == m.Index && pr.State == StateProbe``), or the next
+    entry waits for a heartbeat reply."""
+    h = Harness(3)
+    h.elect(1)
+    h.isolate(3)
+    for k in range(3):
+        h.propose(1, b"v%d" % k)
+    h.stabilize()
+    last = h.raft(1).log.last_index()
+    h.compact(1, last)
+    h.heal()
+    h.tick(1)  # a heartbeat: n3's reply starts the catch-up
+    h.stabilize()
+    assert [s.metadata.index for s in h.snapshots_installed[N3]] == [last]
+
+    h.propose(1, b"next")  # no tick: nothing but the proposal moves
+    h.stabilize()
+    assert h.raft(3).log.last_index() == last + 1
+    assert h.raft(1).prs[N3].state is ProgressState.REPLICATE
+
+
 # ------------------------------------------------- snapshot during an apply in flight
 
 

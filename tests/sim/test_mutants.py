@@ -12,6 +12,8 @@ sweep prefix, so a "catch" cannot come from the simulator itself being broken.
 
 from __future__ import annotations
 
+import pytest
+
 from raftkv.core import AppendEntries, Entry, Raft
 from raftkv.sim.faults import parse_faults
 from raftkv.sim.invariants import CHECKERS, Invariants, InvariantViolation, Violation
@@ -121,6 +123,7 @@ def test_mutant_commits_past_match_is_caught() -> None:
     )
 
 
+@pytest.mark.slow
 def test_mutant_commits_previous_term_is_caught() -> None:
     """§5.4.2, Figure 8: committing a previous-term entry by counting replicas.
 
@@ -128,11 +131,18 @@ def test_mutant_commits_previous_term_is_caught() -> None:
     Figure 8's schedule: leaders cut off with entries nobody else has, one of
     them back in office replicating its old entries, crashed before its own
     entry reaches a majority, and the other back to win the next election.
+    That takes luck: the first catching seed is 321 (about 90 s of sweeping),
+    so this runs with the slow tests; the default suite replays the figure
+    exactly (the next test but one).
     """
-    assert_caught(
-        "commits-previous-term",
-        {"leader-completeness", "state-machine-safety", "durability", "log-matching"},
-    )
+    violation = first_violation(MUTANTS["commits-previous-term"], range(1, 501))
+    assert violation is not None, "mutant commits-previous-term survived seeds 1-500"
+    assert violation.checker in {
+        "leader-completeness",
+        "state-machine-safety",
+        "durability",
+        "log-matching",
+    }, violation.describe()
 
 
 def test_mutant_commits_past_match_via_append_entries_in_a_constructed_scenario() -> None:
