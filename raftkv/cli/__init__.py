@@ -1098,7 +1098,8 @@ def cluster(
         else {n: f"{host}:{_etcd_port(i, base_port)}" for i, n in enumerate(ids, 1) if i <= 6}
     )
     spec = ",".join(f"{n}={raft[n]}/{api[n]}" for n in ids)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # The directory that holds the raftkv package (this file is raftkv/cli/...).
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -2119,7 +2120,3 @@ def elect(
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
