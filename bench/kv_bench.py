@@ -1090,8 +1090,9 @@ def _csv(text: str) -> list[str]:
 def _variant(text: str) -> tuple[str, Path]:
     name, sep, src = text.partition("=")
     path = Path(src).resolve()
-    if not sep or not name or not (path / "raftkv" / "cli.py").is_file():
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR with DIR/raftkv/cli.py, got {text!r}")
+    cli = path / "raftkv" / "cli"  # a package now, a module in older trees
+    if not sep or not name or not (cli.with_suffix(".py").is_file() or cli.is_dir()):
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR with DIR/raftkv/cli, got {text!r}")
     return name, path
 
 

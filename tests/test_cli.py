@@ -150,7 +150,7 @@ def test_help_texts_name_the_new_options() -> None:
 
 
 def test_cluster_grpc_ports_are_etcds_local_cluster_ports() -> None:
-    from raftkv.cli import _etcd_port
+    from raftkv.cli.local_cluster import _etcd_port
 
     assert [_etcd_port(i, 7000) for i in (1, 2, 3)] == [2379, 22379, 32379]
     # Another --base-port moves them too (parallel clusters on one machine).
