@@ -81,7 +81,7 @@ import enum
 import hashlib
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, ClassVar, Final, TypeAlias, cast
@@ -717,6 +717,37 @@ def _compacted(entry: _Entry, revision: int) -> _Entry | list[_Version] | None:
     if not entry[2] and entry[0] < revision:
         return None  # a lone tombstone below the compaction point: the key is gone
     return entry
+
+
+def _kept_versions(
+    keys: Iterable[bytes],
+    entries: dict[bytes, _Entry],
+    revision: int,
+    compact_revision: int,
+    compacting: bool,
+) -> Iterator[tuple[bytes, Sequence[_Version]]]:
+    """Each of ``keys`` with the versions a snapshot at ``revision`` holds: at
+    or below ``revision`` (a list may have grown since it was captured), less
+    what a compaction at ``compact_revision`` still under way drops (rule 6)."""
+    for key in keys:
+        entry: _Entry | None = entries[key]
+        if isinstance(entry, list):
+            versions: list[_Version] = entry[:]  # one atomic copy
+            if versions[-1][0] > revision:
+                versions = [v for v in versions if v[0] <= revision]
+            entry = versions
+        if compacting:
+            entry = _compacted(entry, compact_revision)  # type: ignore[arg-type]
+        if entry is not None:
+            yield key, entry if isinstance(entry, list) else (entry,)
+
+
+def _packed_items(
+    packer: msgpack.Packer, items: list[tuple[bytes, Sequence[_Version]]]
+) -> memoryview:
+    """``items`` packed as msgpack array elements: the array less its header."""
+    header = len(packer.pack_array_header(len(items)))
+    return memoryview(packer.pack(items))[header:]
 
 
 class MVCCStore:
@@ -1501,18 +1532,12 @@ class MVCCStore:
         tuples shared with the store (immutable); msgpack writes them as arrays.
         Equal stores give equal results.
         """
-        keys: list[object] = []
-        append = keys.append
-        entries = self._entries
-        compacting = self.compacting
-        revision = self._compact_revision
-        for key in self._index:
-            entry: _Entry | list[_Version] | None = entries[key]
-            if compacting:
-                entry = _compacted(entry, revision)  # type: ignore[arg-type]
-                if entry is None:
-                    continue
-            append([key, list(entry) if isinstance(entry, list) else [entry]])
+        keys = [
+            [key, list(versions)]
+            for key, versions in _kept_versions(
+                self._index, self._entries, self._revision, self._compact_revision, self.compacting
+            )
+        ]
         return [WIRE_FORMAT, self._revision, self._compact_revision, keys]
 
     def capture(self) -> Callable[[], bytes]:
@@ -1543,36 +1568,18 @@ class MVCCStore:
             count = 0
             chunk: list[tuple[bytes, Sequence[_Version]]] = []
             chunk_bytes = 0
-
-            def flush() -> None:
-                # The chunk packed as an array, less that array's header.
-                nonlocal count, chunk, chunk_bytes
-                header = len(packer.pack_array_header(len(chunk)))
-                parts.append(memoryview(packer.pack(chunk))[header:])
-                count += len(chunk)
-                chunk, chunk_bytes = [], 0
-
-            for key in keys:
-                entry: _Entry | None = entries[key]
-                if isinstance(entry, list):
-                    versions: list[_Version] = entry[:]  # one atomic copy
-                    if versions[-1][0] > revision:  # appended since the capture
-                        versions = [v for v in versions if v[0] <= revision]
-                    entry = versions
-                if compacting:
-                    entry = _compacted(entry, compact_revision)  # type: ignore[arg-type]
-                if entry is None:
-                    continue
-                if isinstance(entry, list):
-                    chunk.append((key, entry))
-                    chunk_bytes += len(entry) * len(entry[-1][4])  # about: the last value's
-                else:
-                    chunk.append((key, (entry,)))
-                    chunk_bytes += len(entry[4])
+            items = _kept_versions(keys, entries, revision, compact_revision, compacting)
+            for item in items:
+                chunk.append(item)
+                versions = item[1]
+                chunk_bytes += len(versions) * len(versions[-1][4])  # about: the last value's
                 if len(chunk) >= _PACK_CHUNK_KEYS or chunk_bytes >= _PACK_CHUNK_BYTES:
-                    flush()
+                    parts.append(_packed_items(packer, chunk))
+                    count += len(chunk)
+                    chunk, chunk_bytes = [], 0
             if chunk:
-                flush()
+                parts.append(_packed_items(packer, chunk))
+                count += len(chunk)
             head = [packer.pack_array_header(4), packer.pack(WIRE_FORMAT)]
             head += [packer.pack(revision), packer.pack(compact_revision)]
             head.append(packer.pack_array_header(count))
