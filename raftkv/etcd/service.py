@@ -75,6 +75,7 @@ from raftkv.server.errors import (
     NoSpace,
     OutcomeUnknown,
     ProposalLost,
+    RaftAddressTaken,
     ReadTimeout,
     ServerError,
 )
@@ -564,6 +565,8 @@ class EtcdService:
             raise errors.LEARNER_NOT_READY from None
         except (MemberRemoved, MemberNotFound):
             raise errors.MEMBER_NOT_FOUND from None
+        except RaftAddressTaken:
+            raise errors.PEER_URL_EXIST from None
         except BadRequest as exc:
             raise errors.invalid_argument(exc.message) from None
         except ServerError as exc:
@@ -657,10 +660,7 @@ class EtcdService:
             answer = rpc_pb2.MemberUpdateResponse()
             return await self._by_leader("/cluster/member/update", req, answer, authorization)
         node_id = self._member_named(req.ID)
-        members = self.node.members
-        member = parse_update_urls(list(req.peerURLs), node_id, members[node_id])
-        if any(m.raft == member.raft for n, m in members.items() if n != node_id):
-            raise errors.PEER_URL_EXIST
+        member = parse_update_urls(list(req.peerURLs), node_id, self.node.members[node_id])
         await self._on_leader(lambda: self.node.update_member(node_id, member))
         return rpc_pb2.MemberUpdateResponse(header=self.header(), members=self._member_pbs())
 

@@ -23,6 +23,7 @@ __all__ = [
     "LearnerNotReady",
     "MemberNotFound",
     "MemberRemoved",
+    "RaftAddressTaken",
     "TooLarge",
     "TooManyWatchers",
     "NoSpace",
@@ -135,6 +136,13 @@ class MemberNotFound(ServerError):
     def __init__(self, node_id: str) -> None:
         super().__init__(f"{node_id} is not a member of the cluster")
         self.node_id = node_id
+
+
+class RaftAddressTaken(BadRequest):
+    """Another member already listens on the Raft address a change gives a member."""
+
+    def __init__(self, holder: str, address: str) -> None:
+        super().__init__(f"{holder} has the Raft address {address}")
 
 
 class TooManyWatchers(ServerError):

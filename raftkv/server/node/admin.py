@@ -38,6 +38,7 @@ from raftkv.server.errors import (
     MemberRemoved,
     NoLeader,
     OutcomeUnknown,
+    RaftAddressTaken,
     ServerError,
 )
 from raftkv.server.node.proposals import Proposals
@@ -168,7 +169,7 @@ class Admin:
             NoLeader: this node is not the leader.
             MemberRemoved: ``node_id`` was removed from the cluster.
             MemberNotFound: ``node_id`` is not a member.
-            BadRequest: another member has that Raft address.
+            RaftAddressTaken: another member has that Raft address.
         """
         raw = self._core()
         if raw.role is not Role.LEADER:
@@ -183,7 +184,7 @@ class Admin:
             raise MemberNotFound(node_id)
         for other, known in self._replica.book.members.items():
             if other != node_id and known.raft == member.raft:
-                raise BadRequest(f"{other} has the Raft address {member.to_json()['raft_addr']}")
+                raise RaftAddressTaken(other, member.to_json()["raft_addr"])
         context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
         return await self.propose_conf_change(
             ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)

@@ -972,7 +972,7 @@ class RaftNode:
             NoLeader: this node is not the leader.
             MemberRemoved: ``node_id`` was removed from the cluster.
             MemberNotFound: ``node_id`` is not a member.
-            BadRequest: another member has that Raft address.
+            RaftAddressTaken: another member has that Raft address.
         """
         return await self._admin.update_member(node_id, member)
 
