@@ -1,9 +1,12 @@
 """The CLI's KV commands for the MVCC store (get --prefix / --rev, delete --prefix,
-txn, compact) against scripted fake nodes: what they send and what they print."""
+txn, compact) against scripted fake nodes: what they send and what they print;
+and that a command loads only its own module."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -155,3 +158,20 @@ def test_cluster_grpc_ports_are_etcds_local_cluster_ports() -> None:
     assert [_etcd_port(i, 7000) for i in (1, 2, 3)] == [2379, 22379, 32379]
     # Another --base-port moves them too (parallel clusters on one machine).
     assert [_etcd_port(i, 20000) for i in (1, 2, 3)] == [22001, 22002, 22003]
+
+
+def test_a_client_command_does_not_import_the_simulator() -> None:
+    """Commands load their module when they run: ``raftkv get`` starts without
+    the simulator's imports (about 0.3 s)."""
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from raftkv.cli import main\n"
+        "assert CliRunner().invoke(main, ['get', '--help']).exit_code == 0\n"
+        "print(sorted(m for m in sys.modules if m.startswith('raftkv.sim')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]", out
+    assert "sim" in CliRunner().invoke(main, ["--help"]).output.split()
