@@ -477,3 +477,22 @@ def test_control_rejects_malformed(payload: bytes) -> None:
 def test_control_random_bytes_is_total(payload: bytes) -> None:
     with contextlib.suppress(CodecError):
         decode_control(payload)
+
+
+def test_node_ids_seen_before_are_still_checked_by_type_and_the_cache_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(codec, "_SEEN_NODE_IDS", set())
+    hb = Heartbeat(term=1, sender=NodeId("n1"), to=NodeId("n2"), commit=0)
+    for _ in range(2):  # the second decode takes the seen-ids path
+        assert decode_batch(encode_batch([hb])) == [hb]
+    assert sorted(codec._SEEN_NODE_IDS) == ["n1", "n2"]
+    # A valid id as bytes, or an invalid string, is refused after its text was seen.
+    for sender in (b"n1", "n1/x", ""):
+        bad = msgpack.packb([[codec.message_codes()[Heartbeat], 1, sender, "n2", 0]])
+        with pytest.raises(CodecError):
+            decode_batch(bad)
+    # A peer sending ever new ids does not grow the set past its bound.
+    for i in range(codec._MAX_SEEN_NODE_IDS + 50):
+        decode_batch(encode_batch([Heartbeat(term=1, sender=NodeId(f"x{i}"), to=hb.to, commit=0)]))
+    assert len(codec._SEEN_NODE_IDS) == codec._MAX_SEEN_NODE_IDS

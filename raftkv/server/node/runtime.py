@@ -34,7 +34,6 @@ docstring lists them).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import random
@@ -72,6 +71,7 @@ from raftkv.server.node.quota import SpaceQuota
 from raftkv.server.node.reads import Reads
 from raftkv.server.node.snapshots import Snapshots
 from raftkv.server.node.status import NodeStatus
+from raftkv.server.node.syncer import SyncThread
 from raftkv.server.node.watches import REASON_FAILED, Watches, WatchStream
 from raftkv.server.security import peer_ssl_contexts
 from raftkv.storage.disk_storage import DiskStorage
@@ -137,13 +137,8 @@ class RaftNode:
         self._wake = asyncio.Event()
         # WAL syncs run here, off the event loop, one at a time (its own thread:
         # nothing else queued in the loop's default executor can delay a sync).
-        self._wal_thread = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"raftkv-wal-{config.node_id}"
-        )
+        self._wal_thread = SyncThread(f"raftkv-wal-{config.node_id}")
         self._tasks: list[asyncio.Task[None]] = []
-        # The WAL sync running in _wal_thread, if any (a failed node's stop()
-        # must not wait for a sync that hangs).
-        self._syncing: concurrent.futures.Future[None] | None = None
         # A moving average of this node's WAL sync times (seconds).
         self._sync_seconds = 0.0
         self._stopping = False  # the loops stop: stop() was called, or the node failed
@@ -348,16 +343,15 @@ class RaftNode:
         if self._transport is not None:
             await self._transport.stop()
         self._fail_all(NodeStopped("node is shutting down"))
-        syncing = self._syncing
-        if self._failure is not None and syncing is not None and not syncing.done():
+        if self._failure is not None and self._wal_thread.running:
             # A failed node's sync that still runs may never return (a dead
             # disk): do not wait for it, and leave the files to the process exit.
-            self._wal_thread.shutdown(wait=False)
+            self._wal_thread.close(wait=False)
             logger.warning("node stopped with a WAL sync still running; files left open")
             return
         # A sync still running in the WAL thread (its Ready was cancelled) must
         # finish before the files close under it.
-        self._wal_thread.shutdown(wait=True)
+        self._wal_thread.close(wait=True)
         self._snapshots.shutdown()  # a snapshot file being written
         if self._storage is not None:
             self._storage.close()
@@ -559,8 +553,7 @@ class RaftNode:
                 # taking requests while its sync runs, so the next batch gathers
                 # meanwhile. (What commits meanwhile is applied only in the
                 # next Ready, after advance(): the core has one Ready at a time.)
-                self._syncing = self._wal_thread.submit(storage.wal.sync)
-                await asyncio.wrap_future(self._syncing)
+                await self._wal_thread.run(storage.wal.sync)
             else:
                 # A follower has nothing to commit before its own sync, and a
                 # leader with few clients waiting has little to do meanwhile:
