@@ -613,8 +613,6 @@ class EtcdService:
             raise errors.MEMBER_EXIST
         if node_id in self.node.removed:
             raise errors.invalid_argument(MemberRemoved(node_id).message)
-        if any(m.raft == member.raft for m in members.values()):
-            raise errors.PEER_URL_EXIST
         await self._on_leader(lambda: self.node.add_member(node_id, member, learner=req.isLearner))
         scheme = "https" if self.config.tls else "http"
         return rpc_pb2.MemberAddResponse(

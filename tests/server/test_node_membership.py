@@ -75,6 +75,13 @@ def test_add_learner_then_promote(tmp_path: Path) -> None:
             }
             follower = next(n for n in c.nodes if n != leader)
             async with aiohttp.ClientSession() as s:
+                # Another member's Raft address: refused before anything is proposed.
+                taken = {**body, "raft_addr": c.members[leader].to_json()["raft_addr"]}
+                async with s.post(f"{c.url(follower)}/v1/members", json=taken) as r:
+                    assert r.status == 400, await r.text()
+                    assert (await r.json())["error"] == (
+                        f"{leader} has the Raft address {taken['raft_addr']}"
+                    )
                 # Sent to a follower: forwarded to the leader.
                 async with s.post(f"{c.url(follower)}/v1/members", json=body) as r:
                     assert r.status == 200, await r.text()

@@ -106,6 +106,7 @@ class Admin:
 
         Raises:
             MemberRemoved: ``node_id`` was a member once and was removed.
+            RaftAddressTaken: another member has that Raft address.
             BadRequest: ``node_id`` is not a valid id (:mod:`raftkv.limits`), the
                 cluster has :data:`~raftkv.limits.MAX_MEMBERS` members, or it is a
                 learner being added as a voter (promote it instead).
@@ -118,6 +119,7 @@ class Admin:
                 f"{node_id} is a learner: promote it (POST /v1/members/{node_id}/promote)"
                 " once it has caught up"
             )
+        self._refuse_taken_address(node_id, member)
         kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
         context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
         cc = ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
@@ -182,13 +184,18 @@ class Admin:
             kind = ConfChangeType.ADD_LEARNER
         else:
             raise MemberNotFound(node_id)
-        for other, known in self._replica.book.members.items():
-            if other != node_id and known.raft == member.raft:
-                raise RaftAddressTaken(other, member.to_json()["raft_addr"])
+        self._refuse_taken_address(node_id, member)
         context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
         return await self.propose_conf_change(
             ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
         )
+
+    def _refuse_taken_address(self, node_id: NodeId, member: Member) -> None:
+        """Refuse a Raft address another member has: its peers would dial the
+        wrong node (etcd: "Peer URLs already exists")."""
+        for other, known in self._replica.book.members.items():
+            if other != node_id and known.raft == member.raft:
+                raise RaftAddressTaken(other, member.to_json()["raft_addr"])
 
     def _refuse_removed(self, node_id: NodeId) -> None:
         """Refuse an id that was removed once, before anything is proposed."""
