@@ -509,19 +509,17 @@ def test_a_corrupted_chunk_is_caught_by_the_checksum_and_the_snapshot_resent():
 def test_the_leader_computes_the_checksum_once_per_snapshot(monkeypatch):
     """The checksum covers the whole snapshot; the leader computes it once, not
     per chunk or per follower, and every chunk carries it."""
-    import raftkv.core.raft as raft_module
+    import raftkv.core.snapshot_transfer as transfer_module
 
     calls = []
-    real = raft_module.snapshot_checksum
+    real = transfer_module.snapshot_checksum
 
     def counting(data: bytes) -> int:
         calls.append(len(data))
         return real(data)
 
-    import raftkv.core.snapshot_transfer as transfer_module
-
-    monkeypatch.setattr(raft_module, "snapshot_checksum", counting)  # the leader's
-    monkeypatch.setattr(transfer_module, "snapshot_checksum", counting)  # the follower's
+    # Both sides': the leader's when sending, the follower's on assembly.
+    monkeypatch.setattr(transfer_module, "snapshot_checksum", counting)
     h = lagging_follower()
     data = leader_snapshot(h)
     since = len(h.delivered)
