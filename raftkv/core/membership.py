@@ -1,10 +1,11 @@
 """Membership changes on a running node (dissertation §4).
 
-Rule: the guards on proposing a configuration change, making a committed one
-effective, and what a node does when its membership switches (a removed
-leader steps down, the leader tracks new members and forgets old ones) are
-functions here over one node's :class:`~raftkv.core.raft.Raft` state. Which
-membership a change leads to is pure maths in :mod:`raftkv.core.confchange`.
+Rule: a new cluster's founding membership, the guards on proposing a
+configuration change, making a committed one effective, and what a node does
+when its membership switches (a removed leader steps down, the leader tracks
+new members and forgets old ones) are functions here over one node's
+:class:`~raftkv.core.raft.Raft` state. Which membership a change leads to is
+pure maths in :mod:`raftkv.core.confchange`.
 
 A configuration takes effect when its entry is applied (the driver calls
 :func:`apply_conf_change`), not when it is appended, as in etcd.
@@ -19,19 +20,48 @@ from raftkv.core.confchange import ConfChangeError, Membership
 from raftkv.core.confchange import apply_conf_change as next_membership
 from raftkv.core.errors import LogCompacted, NotLeader, ProposalDropped
 from raftkv.core.progress import Progress
-from raftkv.core.types import ConfChange, ConfState, Entry, EntryType, Index, Role
+from raftkv.core.types import (
+    ConfChange,
+    ConfChangeSingle,
+    ConfChangeType,
+    ConfState,
+    Entry,
+    EntryType,
+    Index,
+    NodeId,
+    Role,
+)
 
 if TYPE_CHECKING:
     from raftkv.core.raft import Raft
 
 __all__ = [
     "apply_conf_change",
+    "bootstrap",
     "has_unapplied_conf_change",
     "propose_conf_change",
     "switch_membership",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def bootstrap(r: Raft, peers: tuple[NodeId, ...]) -> None:
+    """Start a brand-new cluster: the initial membership is entry 1 of the log.
+
+    Every founding member writes the same committed entry (term 1, index 1),
+    so a node that joins later learns the founding membership by replaying
+    the log, exactly as it learns every later change (etcd does the same).
+    """
+    cc = ConfChange(
+        changes=tuple(ConfChangeSingle(ConfChangeType.ADD_VOTER, p) for p in sorted(set(peers)))
+    )
+    r.term = 1
+    r.log.append([Entry(term=1, index=1, data=cc.encode(), type=EntryType.CONF_CHANGE)])
+    r.log.commit_to(1)
+    # Already in force (the membership came from the same peers): it does
+    # not block campaigning while it waits to be applied.
+    r.bootstrap_index = 1
 
 
 def propose_conf_change(r: Raft, cc: ConfChange) -> Index:

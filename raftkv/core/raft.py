@@ -35,6 +35,7 @@ from typing import Protocol
 
 import raftkv.core.election as election
 import raftkv.core.membership as membership
+import raftkv.core.read_only as read_only
 import raftkv.core.snapshot_transfer as snapshot_transfer
 import raftkv.core.transfer as leadership
 from raftkv.core.confchange import Membership
@@ -62,11 +63,8 @@ from raftkv.core.snapshot_transfer import SnapshotAssembler
 from raftkv.core.storage import Storage
 from raftkv.core.types import (
     ConfChange,
-    ConfChangeSingle,
-    ConfChangeType,
     ConfState,
     Entry,
-    EntryType,
     HardState,
     Index,
     NodeId,
@@ -189,7 +187,7 @@ class Raft:
             and storage.last_index() == 0
             and storage.snapshot().is_empty()
         ):
-            self._bootstrap(config.peers)
+            membership.bootstrap(self, config.peers)
         elif not hard_state.is_empty():
             self.term = hard_state.term
             self.vote = hard_state.vote
@@ -198,23 +196,6 @@ class Raft:
                 bug(f"{self.node_id}: stored commit {hard_state.commit} beyond last index {last}")
             self.log.commit_to(hard_state.commit)
         self.become_follower(self.term, None)
-
-    def _bootstrap(self, peers: tuple[NodeId, ...]) -> None:
-        """Start a brand-new cluster: the initial membership is entry 1 of the log.
-
-        Every founding member writes the same committed entry (term 1, index 1),
-        so a node that joins later learns the founding membership by replaying
-        the log, exactly as it learns every later change (etcd does the same).
-        """
-        cc = ConfChange(
-            changes=tuple(ConfChangeSingle(ConfChangeType.ADD_VOTER, p) for p in sorted(set(peers)))
-        )
-        self.term = 1
-        self.log.append([Entry(term=1, index=1, data=cc.encode(), type=EntryType.CONF_CHANGE)])
-        self.log.commit_to(1)
-        # Already in force (the membership came from the same peers): it does
-        # not block campaigning while it waits to be applied.
-        self.bootstrap_index = 1
 
     # -- state snapshots ---------------------------------------------------
 
@@ -508,7 +489,7 @@ class Raft:
             elif pr.match < self.log.last_index():
                 self.send_append(msg.sender, pr)
             if msg.context:
-                self.handle_read_ack(msg.context, msg.sender)
+                read_only.handle_read_ack(self, msg.context, msg.sender)
         elif isinstance(msg, InstallSnapshotResponse):
             pr.mark_recent_active()
             snapshot_transfer.handle_snapshot_response(self, msg, pr)
@@ -697,7 +678,7 @@ class Raft:
         ):
             self.pending_broadcast = True
 
-    # -- ReadIndex (dissertation §6.4) --------------------------------------
+    # -- ReadIndex (dissertation §6.4; the procedure is in read_only.py) -------
 
     def read_index(self, context: bytes) -> None:
         """Ask for a read index for ``context``; the answer is a ReadState.
@@ -705,64 +686,12 @@ class Raft:
         Raises:
             ProposalDropped: no leader is known to forward the request to.
         """
-        if self.role is Role.LEADER:
-            self.handle_read_index(context, self.node_id)
-        elif self.leader is not None:
-            self.send(
-                ReadIndex(term=self.term, sender=self.node_id, to=self.leader, context=context)
-            )
-        else:
-            raise ProposalDropped("no leader to serve a read index")
+        read_only.read_index(self, context)
 
     def handle_read_index(self, context: bytes, sender: NodeId) -> None:
-        """Leader side: register a read at the current commit index."""
-        if not self.may_serve_reads():
-            # Until an entry of our term commits we may not know the full
-            # committed prefix (§6.4 step 1) -- a single voter neither: after a
-            # restart its stored commit index may be below what it acknowledged.
-            # Answer after the first commit.
-            self.reads.wait_for_commit(context, sender)
-            return
-        if self.voters.has_quorum({self.node_id}):
-            # A single voter is its own quorum: no heartbeat round (step 3).
-            self._release_read(self.log.committed, context, sender)
-            return
-        if (
-            self.config.read_only == "lease"
-            and self.lead_transferee is None
-            and self.leader_ticks < self.reads.lease_until
-        ):
-            # Lease-based read (§6.4.1): a quorum acknowledged a heartbeat sent
-            # less than an election timeout ago, and each of those voters ignores
-            # candidates for an election timeout after hearing from us.
-            self._release_read(self.log.committed, context, sender)
-            return
-        self.reads.add(self.log.committed, context, sender)
-
-    def flush_reads(self) -> None:
-        """Send the heartbeat round that confirms leadership for queued reads.
-
-        Every read registered since the last round rides on one round (batched
-        ReadIndex): one broadcast, however many reads arrived.
-        """
-        if self.role is _LEADER and self.reads.unsent:
-            self.broadcast_heartbeat(self.reads.take_round(self.node_id, self.leader_ticks))
-
-    def handle_read_ack(self, context: bytes, sender: NodeId) -> None:
-        # Once a quorum still accepted us as leader after these reads arrived.
-        lease_ticks = self.election_timeout - self.config.lease_drift_ticks
-        for req in self.reads.ack(context, sender, self.voters.has_quorum, lease_ticks):
-            self._release_read(req.index, req.context, req.sender)
-
-    def _release_read(self, index: Index, context: bytes, sender: NodeId) -> None:
-        if sender == self.node_id:
-            self.read_states.append(ReadState(index, context))
-        else:
-            self.send(
-                ReadIndexResponse(
-                    term=self.term, sender=self.node_id, to=sender, index=index, context=context
-                )
-            )
+        """Leader side: register a read at the current commit index
+        (:func:`raftkv.core.read_only.handle_read_index`)."""
+        read_only.handle_read_index(self, context, sender)
 
     # -- leadership transfer and membership (transfer.py, membership.py) -------
 

@@ -13,6 +13,7 @@ from raftkv.core.config import Config
 from raftkv.core.errors import RaftError
 from raftkv.core.messages import Message
 from raftkv.core.raft import Raft, RandomSource
+from raftkv.core.read_only import flush_reads
 from raftkv.core.ready import Ready
 from raftkv.core.storage import Storage
 from raftkv.core.types import (
@@ -248,7 +249,7 @@ class RawNode:
             r.broadcast_append()
         r.pending_broadcast = False
         if r.reads.unsent:
-            r.flush_reads()
+            flush_reads(r)
         log = r.log
         unstable = log.unstable
         # New SoftState/HardState objects only when a field changed.
