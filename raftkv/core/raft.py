@@ -1,24 +1,25 @@
-"""The Raft protocol: term rules, elections and replication for one node.
+"""The Raft protocol for one node: its state, the term rules, roles and replication.
 
-Rule: :class:`Raft` makes every Raft decision and performs no I/O. Inputs arrive
-as method calls (``tick``, ``step``, ``propose``, ``campaign``); outputs are
-appended to ``msgs`` / ``msgs_after_persist`` and to the log's unstable part, and
-are collected by :class:`raftkv.core.rawnode.RawNode` into a Ready.
+Rule: :class:`Raft` holds one node's protocol state, and every Raft decision is
+made on it -- here or in the modules below -- without I/O. Inputs arrive as
+method calls (``tick``, ``step``, ``propose``, ``hup``...); outputs are
+appended to ``msgs`` / ``msgs_after_persist`` and to the log's unstable part,
+and are collected by :class:`raftkv.core.rawnode.RawNode` into a Ready.
 
 Role dispatch swaps handlers (as etcd does): ``become_*`` sets ``_step_role`` and
 ``_tick_role``. Method boundaries follow the paper's rules so that tests can
 subclass :class:`Raft` with one rule broken and check that the simulator's
-checkers notice.
+checkers notice; such methods stay here even where their procedure lives in
+another module.
 
-This module holds the node's state, the term rules, role changes, ticks and
-log replication (with ReadIndex, which rides on heartbeats). The other parts
-of the protocol are functions over the same state in their own modules:
-:mod:`~raftkv.core.election` (campaigns, PreVote, votes, CheckQuorum),
-:mod:`~raftkv.core.membership` (configuration changes on a running node),
-:mod:`~raftkv.core.transfer` (leadership transfer) and
-:mod:`~raftkv.core.snapshot_transfer` (InstallSnapshot, both sides). Each
-replication-state change of a follower is a method of
-:class:`~raftkv.core.progress.Progress`.
+This module holds the term rules, role changes, ticks, message dispatch and
+log replication. The other parts of the protocol are functions over the same
+state in their own modules: :mod:`~raftkv.core.election` (campaigns, PreVote,
+votes, CheckQuorum), :mod:`~raftkv.core.membership` (configuration changes on
+a running node), :mod:`~raftkv.core.transfer` (leadership transfer),
+:mod:`~raftkv.core.snapshot_transfer` (InstallSnapshot, both sides) and
+:mod:`~raftkv.core.read_only` (ReadIndex). Each replication-state change of a
+follower is a method of :class:`~raftkv.core.progress.Progress`.
 
 Paper references: Figure 2 (the rules), §5.2 elections, §5.3 replication,
 §5.4.1 election restriction, §5.4.2 committing only current-term entries, §7 log

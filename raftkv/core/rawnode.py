@@ -147,7 +147,7 @@ class RawNode:
 
         A follower whose leader is ``peer`` campaigns after a tick or a few
         instead of a whole election timeout (see
-        :meth:`raftkv.core.raft.Raft.report_unreachable` for the conditions).
+        :func:`raftkv.core.election.report_unreachable` for the conditions).
         Returns ``True`` if the hint was acted on.
         """
         return self._raft.report_unreachable(peer)
