@@ -88,7 +88,9 @@ class Progress:
         "snap_done_sent",
     )
 
-    def __init__(self, next_index: Index, max_inflight: int) -> None:
+    def __init__(
+        self, next_index: Index, max_inflight: int, *, recent_active: bool = False
+    ) -> None:
         # Invariant: 0 <= match < next.
         self.match: Index = 0
         self.next: Index = next_index
@@ -97,8 +99,9 @@ class Progress:
         # a reply (or a heartbeat reply) arrives.
         self.probe_sent = False
         # Set on any message from the follower; cleared every election timeout
-        # by CheckQuorum (dissertation §9.6).
-        self.recent_active = False
+        # by CheckQuorum (dissertation §9.6). A leader starts out counting
+        # every member as active.
+        self.recent_active = recent_active
         self.inflights = Inflights(max_inflight)
         # SNAPSHOT state: the snapshot being sent and how far it got.
         # Invariant: snap_acked <= snap_sent <= len(pending_snapshot.data).
@@ -136,6 +139,73 @@ class Progress:
         self.next = self.match + 1
         self.inflights.reset()
         self.pending_snapshot = None
+
+    def become_own(self, durable: Index, last: Index) -> None:
+        """This is a new leader's own progress: it matches what is ``durable``
+        (only that counts toward commitment) and has appended up to ``last``."""
+        self.maybe_update(durable)
+        self.become_replicate()
+        self.next = last + 1
+
+    def own_appended(self, last: Index) -> None:
+        """The leader appended to its own log up to ``last`` (not yet durable)."""
+        self.next = last + 1
+
+    # -- what the follower said ----------------------------------------------
+
+    def mark_recent_active(self) -> None:
+        """The follower answered (CheckQuorum counts it as active)."""
+        self.recent_active = True
+
+    def take_recent_active(self) -> bool:
+        """Whether the follower answered since the last call (CheckQuorum's
+        check, once per election timeout); clears the mark."""
+        active = self.recent_active
+        self.recent_active = False
+        return active
+
+    def heartbeat_acked(self) -> None:
+        """The follower answered a heartbeat: it is alive, so a probe may go out
+        again."""
+        self.recent_active = True
+        self.probe_sent = False
+        if self.state is _REPLICATE and self.inflights.full():
+            # Appends in a full window may all have been lost; free a slot so
+            # the next append goes out and, if the follower lacks its
+            # predecessor, its rejection drops us back to probing (§5.3: the
+            # leader retries indefinitely).
+            self.inflights.free_first_one()
+
+    def append_acked(self, index: Index) -> bool:
+        """The follower accepted an AppendEntries up to ``index``; False if that
+        is old news (nothing changed). A first acceptance ends probing."""
+        if not self.maybe_update(index) and not (self.state is _PROBE and self.match == index):
+            # Old news -- unless it answers a probe at the match we already knew
+            # (the empty append after a snapshot of our whole log): that ends
+            # the probe too, or replication would wait for a heartbeat reply.
+            return False
+        if self.state is _PROBE:
+            self.become_replicate()
+        elif self.state is _REPLICATE:
+            self.inflights.free_le(index)
+        return True
+
+    def append_rejected(self, rejected: Index, match_hint: Index) -> bool:
+        """The follower rejected the append after ``rejected``; False if the
+        rejection is stale. Otherwise ``next`` steps back (see
+        :meth:`maybe_decr_to`) and a replicating follower is probed again."""
+        if not self.maybe_decr_to(rejected, match_hint):
+            return False
+        if self.state is _REPLICATE:
+            self.become_probe()
+        return True
+
+    def snapshot_installed(self, index: Index) -> None:
+        """The follower installed (or already held) a snapshot up to ``index``:
+        replication resumes by probing after it."""
+        self.maybe_update(index)
+        if self.state is _SNAPSHOT:
+            self.become_probe()
 
     # -- SNAPSHOT: chunked transfer (flow control by acknowledged offset) ------
 

@@ -1,14 +1,25 @@
-"""The Raft protocol: term rules, elections and replication for one node.
+"""The Raft protocol for one node: its state, the term rules, roles and replication.
 
-Rule: :class:`Raft` makes every Raft decision and performs no I/O. Inputs arrive
-as method calls (``tick``, ``step``, ``propose``, ``campaign``); outputs are
-appended to ``msgs`` / ``msgs_after_persist`` and to the log's unstable part, and
-are collected by :class:`raftkv.core.rawnode.RawNode` into a Ready.
+Rule: :class:`Raft` holds one node's protocol state, and every Raft decision is
+made on it -- here or in the modules below -- without I/O. Inputs arrive as
+method calls (``tick``, ``step``, ``propose``, ``hup``...); outputs are
+appended to ``msgs`` / ``msgs_after_persist`` and to the log's unstable part,
+and are collected by :class:`raftkv.core.rawnode.RawNode` into a Ready.
 
 Role dispatch swaps handlers (as etcd does): ``become_*`` sets ``_step_role`` and
 ``_tick_role``. Method boundaries follow the paper's rules so that tests can
 subclass :class:`Raft` with one rule broken and check that the simulator's
-checkers notice.
+checkers notice; such methods stay here even where their procedure lives in
+another module.
+
+This module holds the term rules, role changes, ticks, message dispatch and
+log replication. The other parts of the protocol are functions over the same
+state in their own modules: :mod:`~raftkv.core.election` (campaigns, PreVote,
+votes, CheckQuorum), :mod:`~raftkv.core.membership` (configuration changes on
+a running node), :mod:`~raftkv.core.transfer` (leadership transfer),
+:mod:`~raftkv.core.snapshot_transfer` (InstallSnapshot, both sides) and
+:mod:`~raftkv.core.read_only` (ReadIndex). Each replication-state change of a
+follower is a method of :class:`~raftkv.core.progress.Progress`.
 
 Paper references: Figure 2 (the rules), §5.2 elections, §5.3 replication,
 §5.4.1 election restriction, §5.4.2 committing only current-term entries, §7 log
@@ -23,9 +34,14 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from raftkv.core.confchange import ConfChangeError, Membership, apply_conf_change
+import raftkv.core.election as election
+import raftkv.core.membership as membership
+import raftkv.core.read_only as read_only
+import raftkv.core.snapshot_transfer as snapshot_transfer
+import raftkv.core.transfer as leadership
+from raftkv.core.confchange import Membership
 from raftkv.core.config import Config
-from raftkv.core.errors import LogCompacted, NotLeader, ProposalDropped, RaftError, bug
+from raftkv.core.errors import LogCompacted, NotLeader, ProposalDropped, bug
 from raftkv.core.log import RaftLog
 from raftkv.core.messages import (
     AppendEntries,
@@ -42,17 +58,14 @@ from raftkv.core.messages import (
     TimeoutNow,
 )
 from raftkv.core.progress import Progress, ProgressState
-from raftkv.core.quorum import JointConfig, VoteResult
+from raftkv.core.quorum import JointConfig
 from raftkv.core.read_only import ReadOnly
-from raftkv.core.snapshot_transfer import Ack, Corrupt, SnapshotAssembler
+from raftkv.core.snapshot_transfer import SnapshotAssembler
 from raftkv.core.storage import Storage
 from raftkv.core.types import (
     ConfChange,
-    ConfChangeSingle,
-    ConfChangeType,
     ConfState,
     Entry,
-    EntryType,
     HardState,
     Index,
     NodeId,
@@ -61,7 +74,6 @@ from raftkv.core.types import (
     Snapshot,
     SoftState,
     Term,
-    snapshot_checksum,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,9 +90,6 @@ _LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
 # Enum members read on every message, as module constants: in CPython 3.11 an
 # attribute of an Enum class costs several times a global lookup.
 _LEADER = Role.LEADER
-_PRE_CANDIDATE = Role.PRE_CANDIDATE
-_PROBE = ProgressState.PROBE
-_REPLICATE = ProgressState.REPLICATE
 _SNAPSHOT = ProgressState.SNAPSHOT
 
 
@@ -162,7 +171,7 @@ class Raft:
         self.snapshot_in = SnapshotAssembler()
         # The snapshot last sent and its checksum: computed once per snapshot,
         # not per chunk or per follower.
-        self._sent_snapshot_checksum: tuple[Snapshot, int] | None = None
+        self.sent_snapshot_checksum: tuple[Snapshot, int] | None = None
         self.bootstrap_index: Index = 0
 
         # Output, drained by RawNode.ready().
@@ -179,7 +188,7 @@ class Raft:
             and storage.last_index() == 0
             and storage.snapshot().is_empty()
         ):
-            self._bootstrap(config.peers)
+            membership.bootstrap(self, config.peers)
         elif not hard_state.is_empty():
             self.term = hard_state.term
             self.vote = hard_state.vote
@@ -188,23 +197,6 @@ class Raft:
                 bug(f"{self.node_id}: stored commit {hard_state.commit} beyond last index {last}")
             self.log.commit_to(hard_state.commit)
         self.become_follower(self.term, None)
-
-    def _bootstrap(self, peers: tuple[NodeId, ...]) -> None:
-        """Start a brand-new cluster: the initial membership is entry 1 of the log.
-
-        Every founding member writes the same committed entry (term 1, index 1),
-        so a node that joins later learns the founding membership by replaying
-        the log, exactly as it learns every later change (etcd does the same).
-        """
-        cc = ConfChange(
-            changes=tuple(ConfChangeSingle(ConfChangeType.ADD_VOTER, p) for p in sorted(set(peers)))
-        )
-        self.term = 1
-        self.log.append([Entry(term=1, index=1, data=cc.encode(), type=EntryType.CONF_CHANGE)])
-        self.log.commit_to(1)
-        # Already in force (the membership came from the same peers): it does
-        # not block campaigning while it waits to be applied.
-        self.bootstrap_index = 1
 
     # -- state snapshots ---------------------------------------------------
 
@@ -306,84 +298,22 @@ class Raft:
         self._tick_role = self._tick_heartbeat
         last = self.log.last_index()
         for node_id in sorted(self.membership.members() | {self.node_id}):
-            pr = Progress(last + 1, self.config.max_inflight)
-            pr.recent_active = True
-            self.prs[node_id] = pr
+            self.prs[node_id] = Progress(last + 1, self.config.max_inflight, recent_active=True)
         # Uncommitted configuration changes may sit in our log; allow no new
         # one until everything up to here is applied.
         self.pending_conf_index = last
-        me = self.prs[self.node_id]
         # Only entries known durable count toward our own acknowledgement.
-        me.maybe_update(self.log.stable_last_index())
-        me.become_replicate()
-        me.next = last + 1
+        self.prs[self.node_id].become_own(self.log.stable_last_index(), last)
         logger.debug("%s became leader at term %d", self.node_id, self.term)
         self.append_entries([Entry(term=self.term, index=0)])
 
-    # -- elections ---------------------------------------------------------
+    # -- elections (the procedure is in election.py) ---------------------------
 
     def hup(self, *, transfer: bool = False) -> None:
-        """The election timer fired, a campaign was requested, or (``transfer``)
-        the leader handed leadership over with TimeoutNow.
-
-        The one guard for every campaign: a leader, a non-voter, or a node with
-        a committed configuration change not yet applied does not campaign. A
-        transfer skips PreVote: the leader asked for this election (§3.10).
-        """
-        if self.role is Role.LEADER:
-            return
-        if not self.is_voter(self.node_id):
-            return
-        if self._has_unapplied_conf_change():
-            # Our configuration may be about to change; campaigning with the old
-            # one could count the wrong voters.
-            logger.debug("%s does not campaign: a configuration change is unapplied", self.node_id)
-            return
-        if transfer:
-            self.campaign(pre_vote=False, transfer=True)
-        elif self.config.pre_vote:
-            self.campaign(pre_vote=True)
-        else:
-            self.campaign(pre_vote=False)
-
-    def _has_unapplied_conf_change(self) -> bool:
-        log = self.log
-        if log.committed <= log.applied:
-            return False
-        lo = max(log.applied + 1, log.first_index(), self.bootstrap_index + 1)
-        if lo > log.committed:
-            return False
-        try:
-            entries = log.slice(lo, log.committed + 1)
-        except LogCompacted:
-            return False
-        return any(e.type is EntryType.CONF_CHANGE for e in entries)
-
-    def campaign(self, *, pre_vote: bool, transfer: bool = False) -> None:
-        if pre_vote:
-            self.become_pre_candidate()
-            vote_term = self.term + 1
-            # A PreVote promises nothing durable: our own counts at once.
-            if self._record_vote(self.node_id, True, pre_vote=True):
-                return
-        else:
-            self.become_candidate()
-            vote_term = self.term
-            if self.vote_for_self():
-                return
-        last_index = self.log.last_index()
-        last_term = self.log.last_term()
-        for peer in self.peers():
-            msg = RequestVote(
-                term=vote_term,
-                sender=self.node_id,
-                to=peer,
-                last_log_index=last_index,
-                last_log_term=last_term,
-                pre_vote=pre_vote,
-                transfer=transfer,
-            )
-            self.send(msg)
+        """Campaign if allowed: the election timer fired, a campaign was
+        requested, or (``transfer``) the leader handed leadership over
+        (:func:`raftkv.core.election.hup`)."""
+        election.hup(self, transfer=transfer)
 
     def vote_for_self(self) -> bool:
         """Cast a candidate's own vote; True if that ended the election.
@@ -400,22 +330,6 @@ class Raft:
         )
         return False
 
-    def _record_vote(self, voter: NodeId, granted: bool, *, pre_vote: bool) -> bool:
-        """Count a vote; act on the result. True if the election ended."""
-        self.votes.setdefault(voter, granted)
-        result = self.voters.vote_result(self.votes)
-        if result is VoteResult.WON:
-            if pre_vote:
-                self.campaign(pre_vote=False)
-            else:
-                self.become_leader()
-                self.broadcast_append()
-            return True
-        if result is VoteResult.LOST:
-            self.become_follower(self.term, None)
-            return True
-        return False
-
     def can_vote_for(self, msg: RequestVote) -> bool:
         """Whether this node may grant ``msg`` without breaking one vote per term."""
         return (
@@ -428,68 +342,10 @@ class Raft:
         """The election restriction (paper §5.4.1)."""
         return self.log.is_up_to_date(msg.last_log_index, msg.last_log_term)
 
-    def _handle_request_vote(self, msg: RequestVote) -> None:
-        if self.can_vote_for(msg) and self.log_is_up_to_date(msg):
-            self.send(
-                RequestVoteResponse(
-                    term=msg.term,
-                    sender=self.node_id,
-                    to=msg.sender,
-                    granted=True,
-                    pre_vote=msg.pre_vote,
-                )
-            )
-            if not msg.pre_vote:
-                self.election_elapsed = 0
-                self.vote = msg.sender
-        else:
-            self.send(
-                RequestVoteResponse(
-                    term=self.term,
-                    sender=self.node_id,
-                    to=msg.sender,
-                    granted=False,
-                    pre_vote=msg.pre_vote,
-                )
-            )
-
-    # -- hints -------------------------------------------------------------
-
     def report_unreachable(self, peer: NodeId) -> bool:
-        """A hint from outside the protocol: ``peer``'s process is gone.
-
-        A transport reports it when ``peer``'s address refuses connections (its
-        process died; the host and network still answer). Only a voting
-        follower whose leader is ``peer`` acts on it, and only with PreVote and
-        CheckQuorum on and lease reads off: it forgets the leader, so it no
-        longer turns candidates away as within the leader's lease, and lets its
-        election timer fire after ``1 + rank`` ticks, ``rank`` being its place
-        among the other voters in id order, so that the survivors do not all
-        campaign at once. Safety never rests on timing: a false hint costs one
-        PreVote round, refused by every node that still hears from the leader,
-        and the leader's next heartbeat restores the follower. Lease reads do
-        rest on followers not voting within the lease, so they disable this.
-
-        Returns ``True`` if the hint was acted on.
-        """
-        cfg = self.config
-        if (
-            self.role is not Role.FOLLOWER
-            or peer != self.leader
-            or peer == self.node_id
-            or not (cfg.pre_vote and cfg.check_quorum)
-            or cfg.read_only != "safe"
-            or not self.is_voter(self.node_id)
-        ):
-            return False
-        others = sorted(v for v in self.voters.ids() if v != peer)
-        delay = 1 + others.index(self.node_id)
-        self.leader = None
-        self.election_elapsed = max(self.election_elapsed, self.randomized_election_timeout - delay)
-        logger.debug(
-            "%s: leader %s unreachable, campaigning in %d ticks", self.node_id, peer, delay
-        )
-        return True
+        """A hint that ``peer``'s process is gone; True if it was acted on
+        (:func:`raftkv.core.election.report_unreachable` has the conditions)."""
+        return election.report_unreachable(self, peer)
 
     # -- ticks -------------------------------------------------------------
 
@@ -505,7 +361,7 @@ class Raft:
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
-            self.hup()
+            election.hup(self)
             return True
         return False
 
@@ -517,10 +373,8 @@ class Raft:
         if self.election_elapsed >= self.election_timeout:
             acted = True
             self.election_elapsed = 0
-            if self.lead_transferee is not None:
-                logger.debug("%s aborts transfer to %s", self.node_id, self.lead_transferee)
-                self.lead_transferee = None
-            if self.config.check_quorum and not self.check_quorum_active():
+            leadership.abort_transfer(self)
+            if self.config.check_quorum and not election.check_quorum_active(self):
                 logger.debug("%s steps down at term %d: quorum inactive", self.node_id, self.term)
                 self.become_follower(self.term, None)
                 return True
@@ -533,29 +387,18 @@ class Raft:
             return True
         return acted
 
-    def check_quorum_active(self) -> bool:
-        """CheckQuorum: did a quorum talk to us this election timeout? Resets the marks."""
-        active = {self.node_id}
-        for node_id, pr in self.prs.items():
-            if node_id == self.node_id:
-                continue
-            if pr.recent_active:
-                active.add(node_id)
-            pr.recent_active = False
-        return self.voters.has_quorum(active)
-
     # -- step --------------------------------------------------------------
 
     def step(self, msg: Message) -> None:
         """Process one message from a peer (term rules of Figure 2 first)."""
         if msg.term > self.term:
             if isinstance(msg, RequestVote):
-                if not msg.transfer and self._in_lease():
+                if not msg.transfer and election.in_lease(self):
                     # CheckQuorum: we heard from a leader within the minimum
                     # election timeout; a disruptive candidate is ignored.
                     return
                 if msg.pre_vote:
-                    self._handle_request_vote(msg)
+                    election.handle_request_vote(self, msg)
                     return
                 self.become_follower(msg.term, None)
             elif isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.granted:
@@ -570,16 +413,9 @@ class Raft:
             return
 
         if isinstance(msg, RequestVote):
-            self._handle_request_vote(msg)
+            election.handle_request_vote(self, msg)
             return
         self._step_role(msg)
-
-    def _in_lease(self) -> bool:
-        return (
-            self.config.check_quorum
-            and self.leader is not None
-            and self.election_elapsed < self.election_timeout
-        )
 
     def _step_stale(self, msg: Message) -> None:
         """A message from an older term."""
@@ -616,9 +452,9 @@ class Raft:
         elif isinstance(msg, InstallSnapshot):
             self.election_elapsed = 0
             self.leader = msg.sender
-            self.handle_install_snapshot(msg)
+            snapshot_transfer.handle_install_snapshot(self, msg)
         elif isinstance(msg, TimeoutNow):
-            self.handle_timeout_now(msg)
+            leadership.handle_timeout_now(self, msg)
         elif isinstance(msg, ReadIndexResponse):
             self.read_states.append(ReadState(msg.index, msg.context))
 
@@ -631,12 +467,9 @@ class Raft:
             self.handle_heartbeat(msg)
         elif isinstance(msg, InstallSnapshot):
             self.become_follower(msg.term, msg.sender)
-            self.handle_install_snapshot(msg)
+            snapshot_transfer.handle_install_snapshot(self, msg)
         elif isinstance(msg, RequestVoteResponse):
-            expecting_pre = self.role is _PRE_CANDIDATE
-            if msg.pre_vote != expecting_pre:
-                return
-            self._record_vote(msg.sender, msg.granted, pre_vote=expecting_pre)
+            election.handle_vote_response(self, msg)
 
     def _step_leader(self, msg: Message) -> None:
         if isinstance(msg, ReadIndex):
@@ -646,28 +479,21 @@ class Raft:
         if pr is None:
             return
         if isinstance(msg, AppendEntriesResponse):
-            pr.recent_active = True
+            pr.mark_recent_active()
             self.handle_append_response(msg, pr)
         elif isinstance(msg, HeartbeatResponse):
-            pr.recent_active = True
-            pr.probe_sent = False
-            if pr.state is _REPLICATE and pr.inflights.full():
-                # Appends in a full window may all have been lost; free a slot so
-                # the next append goes out and, if the follower lacks its
-                # predecessor, its rejection drops us back to probing (§5.3:
-                # the leader retries indefinitely).
-                pr.inflights.free_first_one()
+            pr.heartbeat_acked()
             if pr.state is _SNAPSHOT:
                 # Chunks (or the final acknowledgement) may have been lost:
                 # resume from what the follower confirmed.
-                self.resend_snapshot(msg.sender, pr)
+                snapshot_transfer.resend_snapshot(self, msg.sender, pr)
             elif pr.match < self.log.last_index():
                 self.send_append(msg.sender, pr)
             if msg.context:
-                self.handle_read_ack(msg.context, msg.sender)
+                read_only.handle_read_ack(self, msg.context, msg.sender)
         elif isinstance(msg, InstallSnapshotResponse):
-            pr.recent_active = True
-            self.handle_snapshot_response(msg, pr)
+            pr.mark_recent_active()
+            snapshot_transfer.handle_snapshot_response(self, msg, pr)
         elif isinstance(msg, _LEADER_MESSAGES):
             logger.warning(
                 "%s: leader at term %d got %s from %s in the same term",
@@ -732,23 +558,13 @@ class Raft:
             match_hint = msg.hint_index
             if msg.hint_term > 0:
                 match_hint, _ = self.log.find_conflict_by_term(msg.hint_index, msg.hint_term)
-            if pr.maybe_decr_to(msg.index, match_hint):
-                if pr.state is _REPLICATE:
-                    pr.become_probe()
+            if pr.append_rejected(msg.index, match_hint):
                 self.send_append(msg.sender, pr)
             return
         was_paused = pr.is_paused()
-        if not pr.maybe_update(msg.index) and not (pr.state is _PROBE and pr.match == msg.index):
-            # Old news -- unless it answers a probe at the match we already knew
-            # (the empty append after a snapshot of our whole log): that ends
-            # the probe too, or replication would wait for a heartbeat reply.
+        if not pr.append_acked(msg.index):
             return
-        if pr.state is _PROBE:
-            pr.become_replicate()
-        elif pr.state is _REPLICATE:
-            pr.inflights.free_le(msg.index)
-        if msg.sender == self.lead_transferee and pr.match == self.log.last_index():
-            self.send_timeout_now(msg.sender)
+        leadership.maybe_send_timeout_now(self, msg.sender, pr)
         if self.maybe_commit():
             # Flushed once per Ready: tells every follower the new commit index.
             self.pending_broadcast = True
@@ -783,7 +599,7 @@ class Raft:
             prev_term = log.term(prev_index)
         except LogCompacted:
             # The follower is behind our first index: send a snapshot (§7).
-            return self.start_snapshot(to, pr)
+            return snapshot_transfer.start_snapshot(self, to, pr)
         entries: list[Entry] = []
         last = log.last_index()
         if next_index <= last:
@@ -834,7 +650,7 @@ class Raft:
             for i, e in enumerate(entries)
         ]
         last = self.log.append(stamped)
-        self.prs[self.node_id].next = last + 1
+        self.prs[self.node_id].own_appended(last)
         self.pending_broadcast = True
         return last
 
@@ -863,7 +679,7 @@ class Raft:
         ):
             self.pending_broadcast = True
 
-    # -- ReadIndex (dissertation §6.4) --------------------------------------
+    # -- ReadIndex (dissertation §6.4; the procedure is in read_only.py) -------
 
     def read_index(self, context: bytes) -> None:
         """Ask for a read index for ``context``; the answer is a ReadState.
@@ -871,319 +687,42 @@ class Raft:
         Raises:
             ProposalDropped: no leader is known to forward the request to.
         """
-        if self.role is Role.LEADER:
-            self.handle_read_index(context, self.node_id)
-        elif self.leader is not None:
-            self.send(
-                ReadIndex(term=self.term, sender=self.node_id, to=self.leader, context=context)
-            )
-        else:
-            raise ProposalDropped("no leader to serve a read index")
+        read_only.read_index(self, context)
 
     def handle_read_index(self, context: bytes, sender: NodeId) -> None:
-        """Leader side: register a read at the current commit index."""
-        if not self.may_serve_reads():
-            # Until an entry of our term commits we may not know the full
-            # committed prefix (§6.4 step 1) -- a single voter neither: after a
-            # restart its stored commit index may be below what it acknowledged.
-            # Answer after the first commit.
-            self.reads.wait_for_commit(context, sender)
-            return
-        if self.voters.has_quorum({self.node_id}):
-            # A single voter is its own quorum: no heartbeat round (step 3).
-            self._release_read(self.log.committed, context, sender)
-            return
-        if (
-            self.config.read_only == "lease"
-            and self.lead_transferee is None
-            and self.leader_ticks < self.reads.lease_until
-        ):
-            # Lease-based read (§6.4.1): a quorum acknowledged a heartbeat sent
-            # less than an election timeout ago, and each of those voters ignores
-            # candidates for an election timeout after hearing from us.
-            self._release_read(self.log.committed, context, sender)
-            return
-        self.reads.add(self.log.committed, context, sender)
+        """Leader side: register a read at the current commit index
+        (:func:`raftkv.core.read_only.handle_read_index`)."""
+        read_only.handle_read_index(self, context, sender)
 
-    def flush_reads(self) -> None:
-        """Send the heartbeat round that confirms leadership for queued reads.
-
-        Every read registered since the last round rides on one round (batched
-        ReadIndex): one broadcast, however many reads arrived.
-        """
-        if self.role is _LEADER and self.reads.unsent:
-            self.broadcast_heartbeat(self.reads.take_round(self.node_id, self.leader_ticks))
-
-    def handle_read_ack(self, context: bytes, sender: NodeId) -> None:
-        # Once a quorum still accepted us as leader after these reads arrived.
-        lease_ticks = self.election_timeout - self.config.lease_drift_ticks
-        for req in self.reads.ack(context, sender, self.voters.has_quorum, lease_ticks):
-            self._release_read(req.index, req.context, req.sender)
-
-    def _release_read(self, index: Index, context: bytes, sender: NodeId) -> None:
-        if sender == self.node_id:
-            self.read_states.append(ReadState(index, context))
-        else:
-            self.send(
-                ReadIndexResponse(
-                    term=self.term, sender=self.node_id, to=sender, index=index, context=context
-                )
-            )
-
-    # -- snapshots (§7) -------------------------------------------------------
-
-    def start_snapshot(self, to: NodeId, pr: Progress) -> bool:
-        """Switch ``to`` to snapshot replication; False if no snapshot is available."""
-        snapshot = self.log.snapshot()
-        if snapshot.is_empty():
-            logger.debug("%s: no snapshot available for %s yet", self.node_id, to)
-            return False
-        pr.become_snapshot(snapshot)
-        self.send_snapshot_chunks(to, pr)
-        return True
-
-    def send_snapshot_chunks(self, to: NodeId, pr: Progress) -> None:
-        """Send chunks of the pending snapshot within the flow-control window."""
-        snapshot = pr.pending_snapshot
-        if snapshot is None:
-            return
-        chunk = self.config.snapshot_chunk_size
-        window = chunk * self.config.max_snapshot_chunks_inflight
-        md = snapshot.metadata
-        checksum = self._snapshot_checksum(snapshot)
-        while (piece := pr.next_snapshot_chunk(chunk, window)) is not None:
-            offset, end, done = piece
-            self.send(
-                InstallSnapshot(
-                    term=self.term,
-                    sender=self.node_id,
-                    to=to,
-                    snapshot_index=md.index,
-                    snapshot_term=md.term,
-                    conf_state=md.conf_state,
-                    offset=offset,
-                    data=snapshot.data[offset:end],
-                    done=done,
-                    total=len(snapshot.data),
-                    checksum=checksum,
-                )
-            )
-
-    def _snapshot_checksum(self, snapshot: Snapshot) -> int:
-        cached = self._sent_snapshot_checksum
-        if cached is not None and cached[0] is snapshot:
-            return cached[1]
-        checksum = snapshot_checksum(snapshot.data)
-        self._sent_snapshot_checksum = (snapshot, checksum)
-        return checksum
-
-    def resend_snapshot(self, to: NodeId, pr: Progress) -> None:
-        """Restart sending from the last acknowledged chunk (lost chunks, §7)."""
-        if pr.pending_snapshot is None:
-            return
-        pr.rewind_snapshot(self.config.snapshot_chunk_size)
-        self.send_snapshot_chunks(to, pr)
-
-    def handle_snapshot_response(self, msg: InstallSnapshotResponse, pr: Progress) -> None:
-        if msg.done:
-            pr.maybe_update(msg.snapshot_index)
-            if pr.state is _SNAPSHOT:
-                pr.become_probe()
-            if msg.sender == self.lead_transferee and pr.match == self.log.last_index():
-                self.send_timeout_now(msg.sender)
-            self.send_append(msg.sender, pr)
-            return
-        snapshot = pr.pending_snapshot
-        if pr.state is not ProgressState.SNAPSHOT or snapshot is None:
-            return
-        if msg.snapshot_index != snapshot.metadata.index:
-            return
-        pr.snapshot_acked(msg.offset, reject=msg.reject)
-        self.send_snapshot_chunks(msg.sender, pr)
-
-    def handle_install_snapshot(self, msg: InstallSnapshot) -> None:
-        """Follower side of InstallSnapshot: collect chunks, then restore (§7, Figure 13)."""
-        if msg.snapshot_index <= self.log.committed:
-            # We already hold (and committed) everything the snapshot covers.
-            self.snapshot_in.drop()
-            self._reply_snapshot(msg, self.log.committed, done=True)
-            return
-        # While the driver still applies committed entries we handed out (a
-        # Ready is in flight), the last chunk waits: restoring now would switch
-        # the state and membership under them.
-        got = self.snapshot_in.add(msg, may_finish=self.log.applying <= self.log.applied)
-        if isinstance(got, Ack):
-            self._reply_snapshot(msg, got.offset, reject=got.reject)
-            return
-        if isinstance(got, Corrupt):
-            # Corrupted in transit or assembled wrongly: never hand it to the
-            # driver. Discarded; ask for the whole snapshot again.
-            logger.warning(
-                "%s: snapshot %d/%d from %s fails its checksum; asking for it again",
-                self.node_id,
-                got.term,
-                got.index,
-                msg.sender,
-            )
-            self._reply_snapshot(msg, 0, reject=True)
-            return
-        md = got.metadata
-        if self.restore(got):
-            logger.debug("%s restored snapshot at %d/%d", self.node_id, md.term, md.index)
-            self._reply_snapshot(msg, md.index, done=True)
-        else:
-            self._reply_snapshot(msg, self.log.committed, done=True)
-
-    def _reply_snapshot(
-        self,
-        msg: InstallSnapshot,
-        offset_or_index: int,
-        *,
-        done: bool = False,
-        reject: bool = False,
-    ) -> None:
-        reply = InstallSnapshotResponse(
-            term=self.term,
-            sender=self.node_id,
-            to=msg.sender,
-            snapshot_index=offset_or_index if done else msg.snapshot_index,
-            offset=0 if done else offset_or_index,
-            done=done,
-            reject=reject,
-        )
-        self.send(reply)
-
-    def restore(self, snapshot: Snapshot) -> bool:
-        """Install a leader's snapshot; False if our log already covers it."""
-        md = snapshot.metadata
-        if md.index <= self.log.committed:
-            return False
-        if self.log.match_term(md.index, md.term):
-            # Our log already matches up to the snapshot: just commit (§7:
-            # "retain log entries following it").
-            self.log.commit_to(md.index)
-            return False
-        self.log.restore(snapshot)
-        self._switch_membership(Membership.from_conf_state(md.conf_state))
-        return True
-
-    # -- leadership transfer (dissertation §3.10) -----------------------------
+    # -- leadership transfer and membership (transfer.py, membership.py) -------
 
     def transfer_leadership(self, to: NodeId) -> None:
-        """Hand leadership to ``to``: catch it up, then tell it to campaign.
-
-        Proposals are refused until the transfer completes or is aborted after
-        an election timeout.
+        """Hand leadership to ``to`` (:func:`raftkv.core.transfer.transfer_leadership`).
 
         Raises:
             NotLeader: this node is not the leader.
             RaftError: ``to`` is not a voter.
         """
-        if self.role is not Role.LEADER:
-            raise NotLeader(self.leader)
-        if to == self.node_id:
-            return
-        if not self.is_voter(to) or to not in self.prs:
-            raise RaftError(f"cannot transfer leadership to {to}: not a voter")
-        if self.lead_transferee == to:
-            return
-        self.lead_transferee = to
-        self.election_elapsed = 0
-        pr = self.prs[to]
-        if pr.match == self.log.last_index():
-            self.send_timeout_now(to)
-        else:
-            self.send_append(to, pr)
-
-    def send_timeout_now(self, to: NodeId) -> None:
-        self.send(TimeoutNow(term=self.term, sender=self.node_id, to=to))
-
-    def handle_timeout_now(self, msg: TimeoutNow) -> None:
-        logger.debug("%s asked to campaign by %s (leadership transfer)", self.node_id, msg.sender)
-        self.hup(transfer=True)
-
-    # -- membership (dissertation §4) -----------------------------------------
+        leadership.transfer_leadership(self, to)
 
     def propose_conf_change(self, cc: ConfChange) -> Index:
-        """Append a configuration change; it takes effect when the driver applies it.
+        """Append a configuration change (:func:`raftkv.core.membership.propose_conf_change`).
 
         Raises:
             NotLeader: this node is not the leader.
-            ProposalDropped: another change is still pending, a transfer is under
-                way, or no entry of this term is committed yet (a new leader must
-                commit one first: the single-server change bug, Ongaro 2015).
+            ProposalDropped: another change is pending, a transfer is under way,
+                or no entry of this term is committed yet.
             ConfChangeError: the change does not apply to the current membership.
         """
-        if self.role is not Role.LEADER:
-            raise NotLeader(self.leader)
-        if self.lead_transferee is not None:
-            raise ProposalDropped("leadership transfer in progress")
-        if not self.may_change_membership():
-            raise ProposalDropped("no entry of the current term is committed yet")
-        if self.pending_conf_index > self.log.applied:
-            raise ProposalDropped(
-                f"configuration change at {self.pending_conf_index} is not applied yet"
-            )
-        apply_conf_change(self.membership, cc)  # validate now; raises ConfChangeError
-        index = self.append_entries(
-            [Entry(term=0, index=0, data=cc.encode(), type=EntryType.CONF_CHANGE)]
-        )
-        self.pending_conf_index = index
-        return index
+        return membership.propose_conf_change(self, cc)
 
     def apply_conf_change(self, cc: ConfChange, *, strict: bool = False) -> ConfState:
-        """Make a committed configuration change effective (called while applying).
-
-        A change that does not apply to the current membership changes nothing
-        -- the same on every replica, since all apply the same log -- and the
-        configuration is returned as it was; with ``strict`` that is reported
-        by raising instead, so a driver can answer the change's proposer.
+        """Make a committed change effective (:func:`raftkv.core.membership.apply_conf_change`).
 
         Raises:
             ConfChangeError: with ``strict``, the change does not apply (nothing changed).
         """
-        try:
-            membership = apply_conf_change(self.membership, cc)
-        except ConfChangeError as exc:
-            if strict:
-                raise
-            logger.warning("%s: ignoring committed configuration change: %s", self.node_id, exc)
-            return self.conf_state()
-        self._switch_membership(membership)
-        if self.role is Role.LEADER and membership.auto_leave and membership.is_joint():
-            # Leave the joint configuration as soon as it is in force (§4.3).
-            index = self.append_entries(
-                [Entry(term=0, index=0, data=ConfChange().encode(), type=EntryType.CONF_CHANGE)]
-            )
-            self.pending_conf_index = index
-        return self.conf_state()
-
-    def _switch_membership(self, membership: Membership) -> None:
-        self.membership = membership
-        self.voters = membership.voters
-        if self.role is not Role.LEADER:
-            return
-        if not self.is_voter(self.node_id):
-            # Removed (or demoted) leader: step down now that the change is
-            # committed; the remaining voters elect a new leader (§4.2.2).
-            logger.debug("%s steps down: no longer a voter", self.node_id)
-            self.become_follower(self.term, None)
-            return
-        members = membership.members() | {self.node_id}
-        last = self.log.last_index()
-        for node_id in sorted(members):
-            if node_id not in self.prs:
-                pr = Progress(last + 1, self.config.max_inflight)
-                pr.recent_active = True
-                self.prs[node_id] = pr
-        for node_id in [n for n in self.prs if n not in members]:
-            del self.prs[node_id]
-        if self.lead_transferee is not None and not self.is_voter(self.lead_transferee):
-            self.lead_transferee = None
-        # The quorum changed: commit what the new configuration allows, and tell
-        # every member (new ones included) the leader's log and commit index.
-        self.maybe_commit()
-        self.pending_broadcast = True
+        return membership.apply_conf_change(self, cc, strict=strict)
 
     # -- output ------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from raftkv.core.config import Config
 from raftkv.core.errors import RaftError
 from raftkv.core.messages import Message
 from raftkv.core.raft import Raft, RandomSource
+from raftkv.core.read_only import flush_reads
 from raftkv.core.ready import Ready
 from raftkv.core.storage import Storage
 from raftkv.core.types import (
@@ -71,10 +72,15 @@ class RawNode:
             reproducible run.
         raft_class: the protocol implementation; tests pass a subclass with one
             rule deliberately broken to show that the checkers catch it.
+
+    The :class:`~raftkv.core.raft.Raft` inside is private: drivers and the
+    simulator read a node through the views at the end of this class
+    (``term``, ``role``, ``commit_index``, ``conf_state()``, ``progress()``,
+    ``entries()``...), and change it only through the inputs.
     """
 
     __slots__ = (
-        "raft",
+        "_raft",
         "_prev_hard_state",
         "_prev_soft_state",
         "_ready_in_flight",
@@ -89,10 +95,10 @@ class RawNode:
         *,
         raft_class: type[Raft] = Raft,
     ) -> None:
-        self.raft = raft_class(config, storage, rng)
+        self._raft = raft_class(config, storage, rng)
         # What storage holds; a bootstrapped node's first Ready persists more.
         self._prev_hard_state = storage.initial_state()[0]
-        self._prev_soft_state = self.raft.soft_state()
+        self._prev_soft_state = self._raft.soft_state()
         self._ready_in_flight = False
         # Messages this node addressed to itself that wait for the persistence
         # of the Ready in flight (a candidate's own vote); stepped in by advance().
@@ -108,13 +114,13 @@ class RawNode:
         :meth:`has_ready`). ``True`` means an election, heartbeat or step-down
         may have produced work.
         """
-        return self.raft.tick()
+        return self._raft.tick()
 
     def step(self, msg: Message) -> None:
         """Deliver a message from a peer. Messages for another node are ignored."""
-        if msg.to != self.raft.node_id:
+        if msg.to != self._raft.node_id:
             return
-        self.raft.step(msg)
+        self._raft.step(msg)
 
     def propose(self, data: bytes) -> Index:
         """Append a command to the log; returns its index (not yet committed).
@@ -122,29 +128,29 @@ class RawNode:
         Raises:
             NotLeader: this node is not the leader (``.leader`` says who is).
         """
-        return self.raft.propose([Entry(term=0, index=0, data=data)])
+        return self._raft.propose([Entry(term=0, index=0, data=data)])
 
     def propose_batch(self, commands: list[bytes]) -> Index:
         """Append several commands at once; returns the index of the last one."""
         if not commands:
             raise RaftError("propose_batch needs at least one command")
-        return self.raft.propose(
+        return self._raft.propose(
             [Entry(term=0, index=0, data=d, type=EntryType.NORMAL) for d in commands]
         )
 
     def campaign(self) -> None:
         """Start an election now (with PreVote first if configured)."""
-        self.raft.hup()
+        self._raft.hup()
 
     def report_unreachable(self, peer: NodeId) -> bool:
         """Hint that ``peer``'s process is gone (its address refuses connections).
 
         A follower whose leader is ``peer`` campaigns after a tick or a few
         instead of a whole election timeout (see
-        :meth:`raftkv.core.raft.Raft.report_unreachable` for the conditions).
+        :func:`raftkv.core.election.report_unreachable` for the conditions).
         Returns ``True`` if the hint was acted on.
         """
-        return self.raft.report_unreachable(peer)
+        return self._raft.report_unreachable(peer)
 
     def read_index(self, context: bytes) -> None:
         """Request a linearizable read point (dissertation §6.4).
@@ -157,7 +163,7 @@ class RawNode:
         Raises:
             ProposalDropped: no leader is known.
         """
-        self.raft.read_index(context)
+        self._raft.read_index(context)
 
     def propose_conf_change(self, cc: ConfChange) -> Index:
         """Propose a membership change; returns its log index.
@@ -168,7 +174,7 @@ class RawNode:
                 entry of this term is committed yet.
             ConfChangeError: the change does not apply to the membership.
         """
-        return self.raft.propose_conf_change(cc)
+        return self._raft.propose_conf_change(cc)
 
     def apply_conf_change(self, cc: ConfChange, *, strict: bool = False) -> ConfState:
         """Make a committed change effective; call it when applying its entry.
@@ -182,9 +188,9 @@ class RawNode:
             ConfChangeError: with ``strict``, the change does not apply.
         """
         if strict:
-            return self.raft.apply_conf_change(cc, strict=True)
+            return self._raft.apply_conf_change(cc, strict=True)
         # Without the keyword: a subclass of Raft (a test's mutant) may override it so.
-        return self.raft.apply_conf_change(cc)
+        return self._raft.apply_conf_change(cc)
 
     def transfer_leadership(self, to: NodeId) -> None:
         """Hand leadership to ``to`` (dissertation §3.10).
@@ -193,16 +199,10 @@ class RawNode:
             NotLeader: not the leader.
             RaftError: ``to`` is not a voter.
         """
-        self.raft.transfer_leadership(to)
+        self._raft.transfer_leadership(to)
 
     def status(self) -> Status:
-        r = self.raft
-        progress = {
-            node_id: ProgressStatus(
-                match=pr.match, next=pr.next, state=pr.state.value, recent_active=pr.recent_active
-            )
-            for node_id, pr in sorted(r.prs.items())
-        }
+        r = self._raft
         return Status(
             node_id=r.node_id,
             term=r.term,
@@ -215,7 +215,7 @@ class RawNode:
             last_index=r.log.last_index(),
             conf_state=r.conf_state(),
             lead_transferee=r.lead_transferee,
-            progress=progress,
+            progress=self.progress(),
         )
 
     # -- outputs -----------------------------------------------------------
@@ -224,7 +224,7 @@ class RawNode:
         """Whether :meth:`ready` would return a non-empty batch."""
         if self._ready_in_flight:
             return False
-        r = self.raft
+        r = self._raft
         if r.msgs or r.msgs_after_persist or r.pending_broadcast or r.read_states or r.reads.unsent:
             return True
         log = r.log
@@ -243,12 +243,12 @@ class RawNode:
         """Collect the pending work. Call :meth:`advance` before the next ``ready``."""
         if self._ready_in_flight:
             raise RaftError("ready() called again before advance()")
-        r = self.raft
+        r = self._raft
         if r.pending_broadcast and r.role is _LEADER:
             r.broadcast_append()
         r.pending_broadcast = False
         if r.reads.unsent:
-            r.flush_reads()
+            flush_reads(r)
         log = r.log
         unstable = log.unstable
         # New SoftState/HardState objects only when a field changed.
@@ -317,49 +317,91 @@ class RawNode:
             raise RaftError("advance() called without a ready() in flight")
         self._ready_in_flight = False
         if rd.snapshot is not None:
-            self.raft.log.applied_snapshot(rd.snapshot.metadata.index)
+            self._raft.log.applied_snapshot(rd.snapshot.metadata.index)
         if rd.entries:
             last = rd.entries[-1]
-            self.raft.on_persisted(last.index, last.term)
+            self._raft.on_persisted(last.index, last.term)
         if rd.committed_entries:
-            self.raft.log.applied_to(rd.committed_entries[-1].index)
+            self._raft.log.applied_to(rd.committed_entries[-1].index)
         if self._steps_on_advance:
             steps, self._steps_on_advance = self._steps_on_advance, []
             for m in steps:
-                self.raft.step(m)
+                self._raft.step(m)
 
     # -- read-only views ---------------------------------------------------
 
     @property
     def node_id(self) -> NodeId:
-        return self.raft.node_id
+        return self._raft.node_id
 
     @property
     def term(self) -> Term:
-        return self.raft.term
+        return self._raft.term
 
     @property
     def role(self) -> Role:
-        return self.raft.role
+        return self._raft.role
 
     @property
     def leader(self) -> NodeId | None:
-        return self.raft.leader
+        return self._raft.leader
 
     @property
     def commit_index(self) -> Index:
-        return self.raft.log.committed
+        return self._raft.log.committed
 
     @property
     def applied_index(self) -> Index:
-        return self.raft.log.applied
+        return self._raft.log.applied
 
     @property
     def last_index(self) -> Index:
-        return self.raft.log.last_index()
+        return self._raft.log.last_index()
 
     def hard_state(self) -> HardState:
-        return self.raft.hard_state()
+        return self._raft.hard_state()
 
     def soft_state(self) -> SoftState:
-        return self.raft.soft_state()
+        return self._raft.soft_state()
+
+    @property
+    def vote(self) -> NodeId | None:
+        return self._raft.vote
+
+    @property
+    def first_index(self) -> Index:
+        return self._raft.log.first_index()
+
+    @property
+    def pending_conf_index(self) -> Index:
+        """The index of the last configuration change this node proposed as
+        leader (or its last index when it took office); no new change is
+        accepted until the node has applied it."""
+        return self._raft.pending_conf_index
+
+    @property
+    def lead_transferee(self) -> NodeId | None:
+        """The target of the leadership transfer under way, if any (leader only)."""
+        return self._raft.lead_transferee
+
+    def conf_state(self) -> ConfState:
+        """The membership in force (changes count once applied)."""
+        return self._raft.conf_state()
+
+    def progress(self) -> dict[NodeId, ProgressStatus]:
+        """The leader's view of each member's replication, by node id (empty
+        unless this node is the leader)."""
+        return {
+            node_id: ProgressStatus(
+                match=pr.match, next=pr.next, state=pr.state.value, recent_active=pr.recent_active
+            )
+            for node_id, pr in sorted(self._raft.prs.items())
+        }
+
+    def entries(self, lo: Index, hi: Index) -> list[Entry]:
+        """The log's entries in ``[lo, hi)``, stable and unstable alike.
+
+        Raises:
+            LogCompacted: ``lo`` is below the first index.
+        """
+        return self._raft.log.slice(lo, hi)

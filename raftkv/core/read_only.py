@@ -1,10 +1,13 @@
-"""The leader's ReadIndex bookkeeping (dissertation §6.4; etcd's ``read_only.go``).
+"""ReadIndex: linearizable reads without a log entry (dissertation §6.4;
+etcd's ``read_only.go``).
 
-Rule: :class:`ReadOnly` only keeps track -- of the reads waiting for a heartbeat
-round, the rounds sent and who acknowledged them, and the lease a quorum's
-acknowledgement grants (§6.4.1). What to do with a read (serve it at once,
-queue it, answer a remote reader) and every message stay in
-:class:`~raftkv.core.raft.Raft`.
+Rule: what the leader does with a read -- wait for an entry of its term to
+commit (step 1), serve it at once as a single voter or within a lease
+(§6.4.1), or queue it for the next heartbeat round (step 3) -- and how a
+released read is answered are functions here over one node's
+:class:`~raftkv.core.raft.Raft` state. :class:`ReadOnly` only keeps track: of
+the reads waiting for a heartbeat round, the rounds sent and who acknowledged
+them, and the lease a quorum's acknowledgement grants.
 
 Reads are batched: every read registered while a round is unsent rides on that
 round, so one heartbeat broadcast confirms leadership for all of them. A round
@@ -17,10 +20,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from raftkv.core.types import Index, NodeId
+from raftkv.core.errors import ProposalDropped
+from raftkv.core.messages import ReadIndex, ReadIndexResponse
+from raftkv.core.types import Index, NodeId, ReadState, Role
 
-__all__ = ["ReadOnly", "ReadRequest"]
+if TYPE_CHECKING:
+    from raftkv.core.raft import Raft
+
+__all__ = [
+    "ReadOnly",
+    "ReadRequest",
+    "flush_reads",
+    "handle_read_ack",
+    "handle_read_index",
+    "read_index",
+]
+
+# In CPython 3.11 an attribute of an Enum class costs several times a global lookup.
+_LEADER = Role.LEADER
 
 
 @dataclass(slots=True)
@@ -122,3 +141,73 @@ class ReadOnly:
         ready = [req for req in self.queue if req.round <= round_]
         self.queue = [req for req in self.queue if req.round > round_]
         return ready
+
+
+def read_index(r: Raft, context: bytes) -> None:
+    """Ask for a read index for ``context``: the leader handles it, a follower
+    forwards it to the leader; the answer is a ReadState.
+
+    Raises:
+        ProposalDropped: no leader is known to forward the request to.
+    """
+    if r.role is Role.LEADER:
+        r.handle_read_index(context, r.node_id)
+    elif r.leader is not None:
+        r.send(ReadIndex(term=r.term, sender=r.node_id, to=r.leader, context=context))
+    else:
+        raise ProposalDropped("no leader to serve a read index")
+
+
+def handle_read_index(r: Raft, context: bytes, sender: NodeId) -> None:
+    """Leader side: register a read at the current commit index."""
+    if not r.may_serve_reads():
+        # Until an entry of our term commits we may not know the full
+        # committed prefix (§6.4 step 1) -- a single voter neither: after a
+        # restart its stored commit index may be below what it acknowledged.
+        # Answer after the first commit.
+        r.reads.wait_for_commit(context, sender)
+        return
+    if r.voters.has_quorum({r.node_id}):
+        # A single voter is its own quorum: no heartbeat round (step 3).
+        _release(r, r.log.committed, context, sender)
+        return
+    if (
+        r.config.read_only == "lease"
+        and r.lead_transferee is None
+        and r.leader_ticks < r.reads.lease_until
+    ):
+        # Lease-based read (§6.4.1): a quorum acknowledged a heartbeat sent
+        # less than an election timeout ago, and each of those voters ignores
+        # candidates for an election timeout after hearing from us.
+        _release(r, r.log.committed, context, sender)
+        return
+    r.reads.add(r.log.committed, context, sender)
+
+
+def flush_reads(r: Raft) -> None:
+    """Send the heartbeat round that confirms leadership for queued reads.
+
+    Every read registered since the last round rides on one round (batched
+    ReadIndex): one broadcast, however many reads arrived.
+    """
+    if r.role is _LEADER and r.reads.unsent:
+        r.broadcast_heartbeat(r.reads.take_round(r.node_id, r.leader_ticks))
+
+
+def handle_read_ack(r: Raft, context: bytes, sender: NodeId) -> None:
+    """A heartbeat answer carried a round's context: release the reads a
+    quorum has now confirmed (it still accepted us as leader after they arrived)."""
+    lease_ticks = r.election_timeout - r.config.lease_drift_ticks
+    for req in r.reads.ack(context, sender, r.voters.has_quorum, lease_ticks):
+        _release(r, req.index, req.context, req.sender)
+
+
+def _release(r: Raft, index: Index, context: bytes, sender: NodeId) -> None:
+    if sender == r.node_id:
+        r.read_states.append(ReadState(index, context))
+    else:
+        r.send(
+            ReadIndexResponse(
+                term=r.term, sender=r.node_id, to=sender, index=index, context=context
+            )
+        )

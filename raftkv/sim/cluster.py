@@ -430,7 +430,7 @@ class Cluster:
             node.replica.restore(snapshot.data, md.index, md.conf_state)
             self.invariants.on_config_at(node.node_id, md.index, md.conf_state)
         else:
-            node.replica.conf_state = node.raw.raft.conf_state()
+            node.replica.conf_state = node.raw.conf_state()
         node.inflight = None
         node.pending = {}
         node.reads = {}
@@ -535,9 +535,8 @@ class Cluster:
             # still nothing to do.
             return
         # _after_input inlined: a third of all events are ticks.
-        r = raw.raft
-        role = r.role
-        if role is not node.role or r.term != node.term:
+        role = raw.role
+        if role is not node.role or raw.term != node.term:
             self._role_changed(node, raw, role)
         if self._extras:
             self._tick_extras(node, raw)
@@ -562,9 +561,8 @@ class Cluster:
                 side[kind](node, raw, src, payload)
             else:
                 raw.step(payload)  # type: ignore[arg-type]
-            r = raw.raft
-            role = r.role
-            if role is not node.role or r.term != node.term:
+            role = raw.role
+            if role is not node.role or raw.term != node.term:
                 role_changed(node, raw, role)
             if node.inflight is None and raw.has_ready():
                 pump(node, raw)
@@ -701,9 +699,8 @@ class Cluster:
     def _after_input(self, node: SimNode) -> None:
         raw = node.raw
         assert raw is not None
-        r = raw.raft
-        role = r.role
-        if role is not node.role or r.term != node.term:
+        role = raw.role
+        if role is not node.role or raw.term != node.term:
             self._role_changed(node, raw, role)
         if node.inflight is None and raw.has_ready():
             self._pump(node, raw)
@@ -755,13 +752,14 @@ class Cluster:
         send = self.network.send
         kinds = _KINDS
         invariants = self.invariants
-        r = raw.raft
         while True:
             rd = raw.ready()
             if rd.snapshot is not None:
                 self._install_snapshot(node, rd)
             hs = rd.hard_state
-            invariants.on_ready(nid, r.term, r.role, rd.entries, None if hs is None else hs.commit)
+            invariants.on_ready(
+                nid, raw.term, raw.role, rd.entries, None if hs is None else hs.commit
+            )
             if hs is not None and hs.commit > self.max_commit:
                 self.max_commit = hs.commit
             if self.tracer is not None:
@@ -870,9 +868,8 @@ class Cluster:
         self._finish(node, raw, rd)
         node.inflight = None
         # _after_input inlined.
-        r = raw.raft
-        role = r.role
-        if role is not node.role or r.term != node.term:
+        role = raw.role
+        if role is not node.role or raw.term != node.term:
             self._role_changed(node, raw, role)
         if raw.has_ready():
             self._pump(node, raw)

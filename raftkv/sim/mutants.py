@@ -46,6 +46,7 @@ from raftkv.core import (
     RequestVote,
     Role,
 )
+from raftkv.core.election import record_vote
 from raftkv.core.raft import needs_persist
 from raftkv.replica.kv import Command, Compare, KeyRange, KVStateMachine, Range
 from raftkv.replica.lessor import Lessor
@@ -121,7 +122,7 @@ class CountsOwnVoteEarly(Raft):
     candidate's own vote): a single voter leads on a vote a crash can lose."""
 
     def vote_for_self(self) -> bool:
-        return self._record_vote(self.node_id, True, pre_vote=False)
+        return record_vote(self, self.node_id, True, pre_vote=False)
 
 
 class TruncatesMatchingSuffix(Raft):

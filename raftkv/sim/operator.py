@@ -102,7 +102,7 @@ class Operator:
         raw = cluster.nodes[leader_id].raw
         assert raw is not None
         self._abandon_orphans()
-        conf = raw.raft.conf_state()
+        conf = raw.conf_state()
         if conf.voters_outgoing:
             self.counts["joint"] += 1  # the leader leaves it by itself
             return
@@ -191,9 +191,9 @@ class Operator:
             return
         raw = cluster.nodes[leader_id].raw
         assert raw is not None
-        conf = raw.raft.conf_state()
+        conf = raw.conf_state()
         members = {*conf.voters, *conf.learners, *conf.voters_outgoing, *conf.learners_next}
-        in_flight = raw.raft.pending_conf_index > raw.applied_index
+        in_flight = raw.pending_conf_index > raw.applied_index
         now = cluster.clock.now
         for nid, started in sorted(self._joining.items()):
             if nid in members:

@@ -105,7 +105,9 @@ class Harness:
         return self.start(node_id)
 
     def raft(self, i: int | str) -> Raft:
-        return self.nodes[nid(i)].raft
+        """White-box escape hatch: node i's private Raft state, for tests that
+        set up or inspect what no RawNode view shows (prefer :meth:`node`)."""
+        return self.nodes[nid(i)]._raft
 
     def node(self, i: int | str) -> RawNode:
         return self.nodes[nid(i)]
@@ -180,7 +182,7 @@ class Harness:
         """Snapshot node i's applied state at ``index`` and drop its log up to there."""
         node_id = nid(i)
         st = self.storage[node_id]
-        cs = self.nodes[node_id].raft.conf_state()
+        cs = self.nodes[node_id].conf_state()
         data = b"|".join(e.data for e in self.applied[node_id] if e.index <= index)
         st.create_snapshot(index, cs, data)
         st.compact(index)

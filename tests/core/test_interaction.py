@@ -340,7 +340,7 @@ class InteractionEnv:
     def status_lines(self, ids, progress: bool = False) -> str:
         lines = []
         for node_id in ids:
-            r = self.harness.nodes[node_id].raft
+            r = self.harness.raft(node_id)
             lines.append(
                 f"{node_id} {r.role.value} term={r.term} vote={r.vote} leader={r.leader} "
                 f"commit={r.log.committed} last={r.log.last_index()}"

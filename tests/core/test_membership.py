@@ -59,7 +59,7 @@ def join(h: Harness, i: int, leader: int = 1) -> None:
     ConfState carries the full membership, and replays only later changes.
     """
     st = h.storage[nid(leader)]
-    applied = h.raft(leader).log.applied
+    applied = h.node(leader).applied_index
     if st.first_index() <= applied:
         h.compact(leader, applied)
     h.add_node(i)
@@ -69,7 +69,7 @@ def change(h: Harness, leader: int, conf: ConfChange) -> int:
     """Propose ``conf`` at ``leader`` and run until every node applied everything."""
     index = h.node(leader).propose_conf_change(conf)
     h.stabilize()
-    assert h.raft(leader).log.applied >= index
+    assert h.node(leader).applied_index >= index
     return index
 
 
@@ -88,7 +88,7 @@ def elect_one_of(h: Harness, candidates: list[int], ticks: int = 100) -> int:
         h.tick_all()
         h.stabilize()
         for c in candidates:
-            if h.raft(c).role is Role.LEADER:
+            if h.node(c).role is Role.LEADER:
                 return c
     raise AssertionError(f"none of {candidates} became leader")
 
@@ -107,30 +107,30 @@ def test_learner_replicates_but_never_votes_campaigns_or_counts():
     assert h.node(4).status().conf_state == cs  # n4 learned its own role from the log
     h.propose(1, b"x")
     h.stabilize()
-    assert h.raft(4).log.committed == h.raft(1).log.committed == h.raft(4).log.last_index()
+    assert h.node(4).commit_index == h.node(1).commit_index == h.node(4).last_index
 
     # Never campaigns, however long it waits.
     for _ in range(5 * h.raft(4).election_timeout):
         h.tick(4)
     h.stabilize()
-    assert h.raft(4).role is Role.FOLLOWER
+    assert h.node(4).role is Role.FOLLOWER
     assert not any(isinstance(m, RequestVote) and m.sender == N4 for m in h.delivered)
 
     # Not counted: with n2 and n3 gone, n1 + n4 hold the entry but it does not commit.
     h.isolate(2)
     h.isolate(3)
-    before = h.raft(1).log.committed
+    before = h.node(1).commit_index
     idx = h.propose(1, b"y")
     h.stabilize()
-    assert h.raft(4).log.last_index() == idx
-    assert h.raft(1).prs[N4].match == idx
-    assert h.raft(1).log.committed == before
+    assert h.node(4).last_index == idx
+    assert h.node(1).progress()[N4].match == idx
+    assert h.node(1).commit_index == before
 
     # Never asked for a vote.
     h.heal()
     h.node(2).campaign()
     h.stabilize()
-    assert h.raft(2).role is Role.LEADER
+    assert h.node(2).role is Role.LEADER
     assert not any(isinstance(m, RequestVote) and m.to == N4 for m in h.delivered)
 
 
@@ -147,16 +147,16 @@ def test_promote_learner_to_voter():
     h.isolate(3)
     idx = h.propose(1, b"z")
     h.stabilize()
-    assert h.raft(1).log.committed == idx
+    assert h.node(1).commit_index == idx
     h.isolate(2)
     idx = h.propose(1, b"w")
     h.stabilize()
-    assert h.raft(1).log.committed < idx
+    assert h.node(1).commit_index < idx
     h.heal()
     h.stabilize()
     h.node(4).campaign()
     h.stabilize()
-    assert h.raft(4).role is Role.LEADER
+    assert h.node(4).role is Role.LEADER
 
 
 # --------------------------------------------------------------------------- §4.1
@@ -177,22 +177,22 @@ def test_grow_three_to_five_and_shrink_back_one_server_at_a_time():
     h.isolate(3)
     idx = h.propose(1, b"five")
     h.stabilize()
-    assert h.raft(1).log.committed == idx
-    assert h.raft(5).log.committed == idx  # n5 applies it too
+    assert h.node(1).commit_index == idx
+    assert h.node(5).commit_index == idx  # n5 applies it too
     h.heal()
     h.stabilize()
 
     for i in (5, 4):
         change(h, 1, cc((REMOVE, i)))
     assert all(voters(h, i) == (N1, N2, N3) for i in range(1, 4))
-    assert set(h.raft(1).prs) == {N1, N2, N3}
+    assert set(h.node(1).progress()) == {N1, N2, N3}
     # Three voters again: n4 and n5 are irrelevant, n1 + n2 is a quorum.
     h.isolate(3)
     h.isolate(4)
     h.isolate(5)
     idx = h.propose(1, b"three")
     h.stabilize()
-    assert h.raft(1).log.committed == idx
+    assert h.node(1).commit_index == idx
 
 
 # --------------------------------------------------------------------------- §4.3
@@ -261,7 +261,7 @@ def replace_two_voters_jointly(raft_class: type[Raft]) -> tuple[Harness, int]:
     idx = h.propose(1, b"x")
     h.stabilize()
     # Every member of C_new holds the entry: C_new alone has a majority (3 of 3).
-    assert all(h.raft(1).prs[n].match >= idx for n in (N1, N4, N5))
+    assert all(h.node(1).progress()[n].match >= idx for n in (N1, N4, N5))
     return h, idx
 
 
@@ -269,11 +269,11 @@ def test_joint_commit_needs_majorities_of_both_configurations():
     """§4.3: "agreement (for elections and entry commitment) requires separate
     majorities from both the old and new configurations"."""
     h, idx = replace_two_voters_jointly(Raft)
-    assert h.raft(1).log.committed < idx
+    assert h.node(1).commit_index < idx
     h.heal()
     h.tick(1)
     h.stabilize()
-    assert h.raft(1).log.committed >= idx  # n2/n3 back: C_old has its majority
+    assert h.node(1).commit_index >= idx  # n2/n3 back: C_old has its majority
 
 
 def test_commit_with_incoming_majority_only_is_caught():
@@ -283,7 +283,7 @@ def test_commit_with_incoming_majority_only_is_caught():
     tests/sim/test_mutants_membership_reads_sessions.py::
     test_mutant_incoming_half_only_commit_is_caught_by_leader_completeness."""
     h, idx = replace_two_voters_jointly(IncomingHalfOnlyCommit)
-    assert h.raft(1).log.committed >= idx
+    assert h.node(1).commit_index >= idx
 
 
 # --------------------------------------------------------------------------- §4.2.2
@@ -295,23 +295,23 @@ def test_removed_leader_steps_down_after_applying_and_the_rest_elect():
     h = cluster()
     idx = h.node(1).propose_conf_change(cc((REMOVE, 1)))
     # Still leading while the change is in flight.
-    assert h.raft(1).role is Role.LEADER
+    assert h.node(1).role is Role.LEADER
     h.stabilize()
-    assert h.raft(1).log.applied >= idx
-    assert h.raft(1).role is Role.FOLLOWER
+    assert h.node(1).applied_index >= idx
+    assert h.node(1).role is Role.FOLLOWER
     assert voters(h, 1) == voters(h, 2) == voters(h, 3) == (N2, N3)
     # The others learned the change is committed before the leader left.
-    assert h.raft(2).log.committed >= idx and h.raft(3).log.committed >= idx
+    assert h.node(2).commit_index >= idx and h.node(3).commit_index >= idx
 
     new = elect_one_of(h, [2, 3])
-    assert h.raft(1).role is Role.FOLLOWER  # n1 never campaigns
+    assert h.node(1).role is Role.FOLLOWER  # n1 never campaigns
     assert not any(
         isinstance(m, RequestVote) and m.sender == N1 and m.term > 1 for m in h.delivered
     )
     h.isolate(1)
     idx = h.propose(new, b"after")
     h.stabilize()
-    assert h.raft(new).log.committed == idx
+    assert h.node(new).commit_index == idx
 
 
 # --------------------------------------------------------------------------- guards
@@ -323,7 +323,7 @@ def new_leader_without_own_commit() -> Harness:
     h.drop_if = lambda m: isinstance(m, AppendEntries) and m.sender == N2
     h.node(2).campaign()
     h.stabilize()
-    assert h.raft(2).role is Role.LEADER and h.raft(2).term == 2
+    assert h.node(2).role is Role.LEADER and h.node(2).term == 2
     assert not h.raft(2).committed_in_current_term()
     return h
 
@@ -362,7 +362,7 @@ def test_node_without_configuration_never_campaigns():
     h = cluster()
     node = h.add_node(4)
     assert node.status().conf_state.voters == ()
-    for _ in range(10 * node.raft.election_timeout):
+    for _ in range(10 * h.raft(4).election_timeout):
         node.tick()
     h.stabilize()
     assert node.role is Role.FOLLOWER and node.term == 0
@@ -404,5 +404,5 @@ def test_promoted_node_that_joined_by_log_replay_cannot_win_alone():
     h.isolate(4)
     h.node(4).campaign()
     h.stabilize()
-    assert h.raft(4).role is not Role.LEADER
-    assert h.raft(4).log.committed <= h.raft(1).log.committed
+    assert h.node(4).role is not Role.LEADER
+    assert h.node(4).commit_index <= h.node(1).commit_index

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from raftkv.core.progress import Inflights, Progress, ProgressState
+from raftkv.core.types import Snapshot, SnapshotMetadata
 
 
 def test_new_progress_probes_from_leader_last_plus_one():
@@ -86,3 +87,77 @@ def test_inflights_fifo():
     infl.add(7)
     infl.reset()
     assert infl.count() == 0
+
+
+# -- the transitions the leader asks for (raft.py writes no Progress field) ----
+
+
+def test_a_new_leaders_own_progress_counts_only_what_is_durable():
+    """§10.2.1: the leader's own entry matches its durable log, not its last index."""
+    pr = Progress(11, max_inflight=4, recent_active=True)
+    pr.become_own(durable=8, last=10)
+    assert (pr.match, pr.next, pr.state) == (8, 11, ProgressState.REPLICATE)
+    pr.own_appended(12)
+    assert (pr.match, pr.next) == (8, 13)
+
+
+def test_check_quorum_takes_the_activity_mark_once():
+    pr = Progress(1, max_inflight=4)
+    assert not pr.take_recent_active()
+    pr.mark_recent_active()
+    assert pr.take_recent_active()
+    assert not pr.take_recent_active()  # cleared for the next election timeout
+
+
+def test_an_accepted_append_ends_probing_and_frees_the_window():
+    pr = Progress(5, max_inflight=2)
+    pr.sent_entries(6)
+    assert pr.append_acked(6)
+    assert (pr.state, pr.match, pr.next) == (ProgressState.REPLICATE, 6, 7)
+    pr.sent_entries(8)
+    pr.sent_entries(9)
+    assert pr.is_paused()
+    assert pr.append_acked(8)
+    assert pr.inflights.count() == 1 and not pr.is_paused()
+    assert not pr.append_acked(7)  # old news
+
+
+def test_an_accepted_empty_probe_at_the_known_match_ends_probing():
+    """The empty append after a snapshot of the whole log answers at ``match``."""
+    pr = Progress(1, max_inflight=2)
+    pr.snapshot_installed(10)
+    pr.become_probe()
+    assert pr.append_acked(10)
+    assert pr.state is ProgressState.REPLICATE
+
+
+def test_a_rejected_append_sends_a_replicating_follower_back_to_probing():
+    pr = Progress(1, max_inflight=4)
+    pr.maybe_update(5)
+    pr.become_replicate()
+    pr.sent_entries(8)
+    assert not pr.append_rejected(5, match_hint=5)  # at or below match: stale
+    assert pr.state is ProgressState.REPLICATE
+    assert pr.append_rejected(7, match_hint=3)
+    assert (pr.state, pr.next, pr.inflights.count()) == (ProgressState.PROBE, 6, 0)
+
+
+def test_a_heartbeat_answer_unpauses_a_probe_and_frees_a_full_window():
+    probe = Progress(5, max_inflight=2)
+    probe.sent_entries(6)
+    probe.heartbeat_acked()
+    assert not probe.is_paused() and probe.recent_active
+    full = Progress(1, max_inflight=2)
+    full.become_replicate()
+    full.sent_entries(2)
+    full.sent_entries(3)
+    full.heartbeat_acked()
+    assert full.inflights.count() == 1 and not full.is_paused()
+
+
+def test_an_installed_snapshot_resumes_by_probing_after_it():
+    pr = Progress(1, max_inflight=2)
+    pr.become_snapshot(Snapshot(metadata=SnapshotMetadata(index=10, term=2), data=b"x"))
+    pr.snapshot_installed(10)
+    assert (pr.state, pr.match, pr.next) == (ProgressState.PROBE, 10, 11)
+    assert pr.pending_snapshot is None

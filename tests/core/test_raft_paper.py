@@ -27,7 +27,6 @@ from raftkv.core import (
     RequestVoteResponse,
     Role,
 )
-from raftkv.core.progress import ProgressState
 from tests.core.harness import Harness, nid
 
 N1, N2, N3, N4, N5 = (nid(i) for i in range(1, 6))
@@ -614,7 +613,7 @@ def test_figure7_followers_brought_in_line(follower):
     h.isolate(6)
     h.isolate(7)
     h.elect(1)
-    assert h.raft(1).term == 8
+    assert h.node(1).term == 8
     h.stabilize()
     assert h.log_terms(2) == [*FIG7_LEADER, 8]
     assert h.stored_terms(2) == [*FIG7_LEADER, 8]
@@ -673,13 +672,13 @@ def _figure8_c(raft_class: type[Raft] = Raft) -> Harness:
             or (
                 m.to in (nid(2), nid(3))
                 and any(e.index >= 3 for e in m.entries)
-                and h.raft(m.to).log.last_index() >= 2
+                and h.node(m.to).last_index >= 2
             )
         )
     )
     h.elect(1)
     h.stabilize()
-    assert h.raft(1).term == 4
+    assert h.node(1).term == 4
     assert h.log_terms(1) == [1, 2, 4]
     assert h.log_terms(2) == [1, 2]
     assert h.log_terms(3) == [1, 2]
@@ -693,7 +692,7 @@ def test_figure8_leader_does_not_commit_previous_term_entry_by_counting():
     S2, S3) but must not be committed: only entries of the leader's current term
     are committed by counting replicas."""
     h = _figure8_c()
-    prs = h.raft(1).prs
+    prs = h.node(1).progress()
     # The leader knows index 2 is stored on a majority: itself, S2 and S3.
     assert (prs[N1].match, prs[N2].match, prs[nid(3)].match) == (3, 2, 2)
     assert all(h.node(i).commit_index == 0 for i in range(1, 6))
@@ -726,10 +725,10 @@ def test_figure8_d_uncommitted_entry_is_overwritten():
     h.isolated.discard(nid(5))
     h.node(5).campaign()
     h.stabilize()
-    if h.raft(5).role is not Role.LEADER:  # term 4 was taken; try again in term 5
+    if h.node(5).role is not Role.LEADER:  # term 4 was taken; try again in term 5
         h.node(5).campaign()
         h.stabilize()
-    assert h.raft(5).role is Role.LEADER and h.raft(5).term == 5
+    assert h.node(5).role is Role.LEADER and h.node(5).term == 5
     for i in (2, 3, 4, 5):
         assert h.log_terms(i)[:2] == [1, 3]
         assert h.node(i).commit_index == 3
@@ -753,10 +752,10 @@ def test_figure8_e_current_term_entry_commits_and_s5_cannot_win():
     for _ in range(3):
         h.node(5).campaign()
         h.stabilize()
-        assert h.raft(5).role is not Role.LEADER
+        assert h.node(5).role is not Role.LEADER
     h.node(2).campaign()
     h.stabilize()
-    assert h.raft(2).role is Role.LEADER
+    assert h.node(2).role is Role.LEADER
     for i in (2, 3, 4, 5):
         assert h.log_terms(i)[:3] == [1, 2, 4]
 
@@ -792,7 +791,7 @@ def test_leader_own_entry_counts_only_once_persisted():
     leader copy is 1 of 3: not committed; after the leader's advance(): committed."""
     h, leader, rd, idx = _leader_with_proposal(3)
     _ack_from(h, 2)
-    assert leader.raft.prs[N2].match == idx
+    assert leader.progress()[N2].match == idx
     assert leader.commit_index == idx - 1
     h.storage[N1].append(list(rd.entries))
     leader.advance(rd)
@@ -847,16 +846,16 @@ def test_prevote_partitioned_node_does_not_raise_its_term_nor_disrupt():
     deposed and nobody's term changes."""
     h = Harness(3, pre_vote=True, check_quorum=True)
     h.elect(1)
-    term = h.raft(1).term
+    term = h.node(1).term
     h.isolate(3)
     _run(h, 100)
-    assert h.raft(3).term == term
-    assert h.raft(3).role is Role.PRE_CANDIDATE
+    assert h.node(3).term == term
+    assert h.node(3).role is Role.PRE_CANDIDATE
     h.heal()
     _run(h, 30)
     assert h.leaders() == [N1]
-    assert [h.raft(i).term for i in (1, 2, 3)] == [term] * 3
-    assert h.raft(3).leader == N1
+    assert [h.node(i).term for i in (1, 2, 3)] == [term] * 3
+    assert h.node(3).leader == N1
 
 
 def test_without_prevote_rejoining_node_disrupts_the_leader():
@@ -865,14 +864,14 @@ def test_without_prevote_rejoining_node_disrupts_the_leader():
     leader."""
     h = Harness(3, pre_vote=False, check_quorum=False)
     h.elect(1)
-    term = h.raft(1).term
+    term = h.node(1).term
     h.isolate(3)
     _run(h, 100)
-    assert h.raft(3).term > term + 3
+    assert h.node(3).term > term + 3
     h.heal()
     _run(h, 60)
-    assert h.raft(1).term > term
-    assert len(h.leaders()) == 1 and h.raft(h.leaders()[0]).term > term
+    assert h.node(1).term > term
+    assert len(h.leaders()) == 1 and h.node(h.leaders()[0]).term > term
 
 
 def test_checkquorum_leader_steps_down_without_quorum():
@@ -885,10 +884,10 @@ def test_checkquorum_leader_steps_down_without_quorum():
     h.isolate(1)
     et = h.raft(1).config.election_tick
     h.tick(1, et - 1)
-    assert h.raft(1).role is Role.LEADER
+    assert h.node(1).role is Role.LEADER
     h.tick(1, et + 1)
-    assert h.raft(1).role is Role.FOLLOWER
-    assert h.raft(1).term == 1 and h.raft(1).leader is None
+    assert h.node(1).role is Role.FOLLOWER
+    assert h.node(1).term == 1 and h.node(1).leader is None
 
 
 def test_without_checkquorum_isolated_leader_stays_leader():
@@ -897,7 +896,7 @@ def test_without_checkquorum_isolated_leader_stays_leader():
     h.elect(1)
     h.isolate(1)
     h.tick(1, 100)
-    assert h.raft(1).role is Role.LEADER
+    assert h.node(1).role is Role.LEADER
 
 
 def test_lease_ignores_higher_term_request_vote():
@@ -946,7 +945,7 @@ def _replicating(n: int = 3, **kw) -> Harness:
     h.elect(1)
     h.stabilize()
     for i in range(2, n + 1):
-        assert h.raft(1).prs[nid(i)].state is ProgressState.REPLICATE
+        assert h.node(1).progress()[nid(i)].state == "replicate"
     return h
 
 
@@ -987,8 +986,8 @@ def test_probe_sends_one_append_at_a_time():
         h.deliver(lambda m: not isinstance(m, AppendEntries))
         for i in (2, 3):
             h.process_ready(nid(i))
-    assert h.raft(1).role is Role.LEADER
-    assert h.raft(1).prs[N2].state is ProgressState.PROBE
+    assert h.node(1).role is Role.LEADER
+    assert h.node(1).progress()[N2].state == "probe"
     for k in range(5):
         h.propose(1, f"p{k}".encode())
         h.process_ready(N1)

@@ -327,3 +327,27 @@ def test_peer_votes_arriving_before_advance_still_elect_once():
     assert node.role is Role.LEADER and node.term == 1
     h.stabilize()
     assert h.leaders() == [N1]
+
+
+def test_views_show_a_leader_without_reaching_into_raft():
+    """Drivers, the simulator and tests read a node through RawNode's views."""
+    h = Harness(3)
+    h.elect(1)
+    leader, follower = h.node(1), h.node(2)
+    assert not hasattr(leader, "raft")  # the Raft inside is private
+    idx = h.propose(1, b"x")
+    h.stabilize()
+    assert (leader.term, leader.vote, follower.vote) == (1, N1, N1)
+    assert leader.conf_state().voters == IDS
+    assert [e.data for e in follower.entries(idx, idx + 1)] == [b"x"]
+    assert follower.first_index == 1
+    progress = leader.progress()
+    assert sorted(progress) == list(IDS)
+    assert all(p.match == idx and p.state == "replicate" for p in progress.values())
+    assert follower.progress() == {}  # only a leader tracks progress
+    assert leader.status().progress == progress
+    # Set to the last index on taking office (the log was empty then).
+    assert leader.pending_conf_index == 0
+    assert leader.lead_transferee is None
+    leader.transfer_leadership(N3)
+    assert leader.lead_transferee == N3

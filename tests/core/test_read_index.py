@@ -51,7 +51,7 @@ def test_leader_read_returns_commit_index_after_quorum_heartbeat_round():
     """§6.4 steps 2-3: the read index is the commit index, released only after a
     quorum acknowledged the heartbeat round sent after the request."""
     h = cluster_with_writes()
-    commit = h.raft(1).log.committed
+    commit = h.node(1).commit_index
     assert commit == 4  # no-op + 3 writes
 
     h.node(1).read_index(b"r1")
@@ -78,7 +78,7 @@ def test_leader_read_returns_commit_index_after_quorum_heartbeat_round():
 def test_follower_read_is_forwarded_to_the_leader():
     """§6.4: a follower asks the leader for a read index and serves the read itself."""
     h = cluster_with_writes()
-    commit = h.raft(1).log.committed
+    commit = h.node(1).commit_index
     h.node(2).read_index(b"f")
     h.stabilize()
     assert h.read_states[N2] == [ReadState(commit, b"f")]
@@ -102,7 +102,7 @@ def test_reads_between_two_readys_share_one_heartbeat_round():
     """§6.4 (batching): every read registered between two Readys rides on one
     heartbeat broadcast carrying one context."""
     h = cluster_with_writes()
-    commit = h.raft(1).log.committed
+    commit = h.node(1).commit_index
     # A forwarded follower read arrives at the leader between the same two Readys.
     h.node(2).read_index(b"from-n2")
     h.process_ready(N2)
@@ -138,16 +138,16 @@ def new_leader_with_stale_commit(raft_class: type[Raft]) -> tuple[Harness, int]:
     h.deliver(lambda m: m.to == N2)  # w reaches n2 only
     h.process_ready(N2)
     h.deliver(lambda m: m.sender == N2)  # n2's ack reaches n1
-    assert h.raft(1).log.committed == w  # the write is acknowledged to the client
-    assert h.raft(2).log.committed < w
+    assert h.node(1).commit_index == w  # the write is acknowledged to the client
+    assert h.node(2).commit_index < w
     h.isolate(1)
     h.queue.clear()
     # n2 wins (n3 votes: n2's log is longer); its no-op does not reach n3.
     h.drop_if = lambda m: isinstance(m, AppendEntries) and m.sender == N2
     h.node(2).campaign()
     h.stabilize()
-    assert h.raft(2).role is Role.LEADER and h.raft(2).term == 2
-    assert h.raft(2).log.committed < w
+    assert h.node(2).role is Role.LEADER and h.node(2).term == 2
+    assert h.node(2).commit_index < w
     return h, w
 
 
@@ -162,7 +162,7 @@ def test_new_leader_defers_reads_until_its_noop_commits():
     h.drop_if = None
     h.tick(2)  # a heartbeat; n3's reply makes n2 resend the no-op
     h.stabilize()
-    assert h.raft(2).log.committed == w + 1
+    assert h.node(2).commit_index == w + 1
     [rs] = h.read_states[N2]
     assert rs.context == b"r" and rs.index >= w
 
@@ -193,18 +193,18 @@ def test_single_voter_leader_defers_reads_until_its_noop_commits():
     h.load(1, [1] * acknowledged, term=1, vote=1, commit=2)
     h.node(1).campaign()
     for _ in range(10):
-        if h.raft(1).role is Role.LEADER:
+        if h.node(1).role is Role.LEADER:
             break
         assert h.process_ready(N1)
-    assert h.raft(1).role is Role.LEADER and h.raft(1).term == 2
-    assert h.raft(1).log.committed == 2
+    assert h.node(1).role is Role.LEADER and h.node(1).term == 2
+    assert h.node(1).commit_index == 2
 
     h.node(1).read_index(b"r")
     assert h.raft(1).read_states == []  # not at the stale commit index
     h.stabilize()
     [rs] = h.read_states[N1]
     assert rs.context == b"r" and rs.index >= acknowledged
-    assert rs.index == h.raft(1).log.committed == acknowledged + 1  # the no-op
+    assert rs.index == h.node(1).commit_index == acknowledged + 1  # the no-op
 
 
 # --------------------------------------------------------------------------- §6.4 step 3
@@ -231,7 +231,7 @@ def test_partitioned_stale_leader_never_releases_a_read():
     for _ in range(3):
         h.tick(1)
         h.stabilize()
-    assert h.raft(1).role is Role.FOLLOWER and h.raft(1).term == 2
+    assert h.node(1).role is Role.FOLLOWER and h.node(1).term == 2
     assert all(rs.context != b"stale" for rs in h.read_states.get(N1, []))
     assert not any(
         isinstance(m, HeartbeatResponse) and m.to == N1 and m.term == 1 and m.context
@@ -253,7 +253,7 @@ def test_lease_read_is_answered_without_a_heartbeat_round():
     assert [rs.context for rs in h.read_states[N1]] == [b"early"]
     h.read_states[N1].clear()
     # That round established the lease; the next read needs no round.
-    commit = h.raft(1).log.committed
+    commit = h.node(1).commit_index
     start = len(h.delivered)
     h.node(1).read_index(b"l")
     assert h.raft(1).read_states == [ReadState(commit, b"l")]
@@ -291,12 +291,12 @@ def test_lease_leader_serves_no_read_after_a_newer_leader_committed():
             h.nodes[new_leaders[0]].propose(b"newer")
             h.stabilize()
             newer_commit = h.nodes[new_leaders[0]].commit_index
-        if h.raft(1).role is not Role.LEADER:
+        if h.node(1).role is not Role.LEADER:
             break
         h.node(1).read_index(b"t%d" % t)
         stale += [(t, rs, newer_commit) for rs in h.raft(1).read_states if rs.index < newer_commit]
     assert newer_commit, "the majority side never elected a leader"
-    assert h.raft(1).role is Role.FOLLOWER
+    assert h.node(1).role is Role.FOLLOWER
     assert stale == [], f"stale lease reads (tick, read, newer commit): {stale}"
 
 

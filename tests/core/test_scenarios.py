@@ -44,7 +44,7 @@ def test_initial_election(n):
     leader = run_until_leader(h)
     run(h, 5)
     assert h.leaders() == [leader]
-    term = h.raft(leader).term
+    term = h.node(leader).term
     for node_id in h.ids:
         assert h.nodes[node_id].leader == leader
         assert h.nodes[node_id].term == term
@@ -75,12 +75,12 @@ def test_reelection_after_leader_loss():
     in a higher term; commands keep committing."""
     h = Harness(5, seed=1)
     old = run_until_leader(h)
-    old_term = h.raft(old).term
+    old_term = h.node(old).term
     h.propose(old, b"before")
     h.stabilize()
     h.isolate(old)
     new = run_until_leader(h, among=set(h.ids) - {old})
-    assert new != old and h.raft(new).term > old_term
+    assert new != old and h.node(new).term > old_term
     h.propose(new, b"after")
     h.stabilize()
     assert [e.data for e in h.applied[new] if e.data] == [b"before", b"after"]
@@ -120,7 +120,7 @@ def test_partitioned_old_leader_steps_down_and_uncommitted_entries_replaced():
     h.heal()
     run(h, 30)
     assert h.leaders() == [new]
-    assert h.raft(old).role is Role.FOLLOWER and h.raft(old).term == h.raft(new).term
+    assert h.node(old).role is Role.FOLLOWER and h.node(old).term == h.node(new).term
     assert h.log_terms(old) == h.log_terms(new)
     for x in h.ids:
         datas = [e.data for e in h.applied[x]]
@@ -143,7 +143,7 @@ def test_lagging_follower_with_conflicting_suffix_caught_up_quickly():
         h.propose(new, f"new{k}".encode())
     h.stabilize()
     assert h.log_terms(1) == [1] * 51
-    assert h.log_terms(new)[51:] == [h.raft(new).term] * 11
+    assert h.log_terms(new)[51:] == [h.node(new).term] * 11
     before = h.rejections(new)
     h.heal()
     run(h, 5)

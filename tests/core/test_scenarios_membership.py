@@ -154,7 +154,7 @@ class Load:
             leader = self.leader()
             if leader is not None:
                 last = self.h.nodes[leader].last_index
-                if all(self.h.raft(i).log.applied >= last for i in members):
+                if all(self.h.node(i).applied_index >= last for i in members):
                     break
             self.round(propose=False)
         else:
@@ -179,8 +179,8 @@ def assert_converged(h: Harness, load: Load, members: list[int], voters: tuple[i
     members' logs and applied sequences agree; the configuration is ``voters``."""
     load.drain(members)
     ids = [nid(i) for i in members]
-    first = max(h.nodes[n].raft.log.first_index() for n in ids)
-    logs = {n: h.nodes[n].raft.log.slice(first, h.nodes[n].last_index + 1) for n in ids}
+    first = max(h.nodes[n].first_index for n in ids)
+    logs = {n: h.nodes[n].entries(first, h.nodes[n].last_index + 1) for n in ids}
     reference = logs[ids[0]]
     assert reference, "empty logs"
     for n in ids:
@@ -235,7 +235,7 @@ def test_grow_three_to_five_under_load():
     h.isolate(3)
     index = h.propose(1, b"five")
     h.stabilize()
-    assert h.raft(1).log.committed >= index
+    assert h.node(1).commit_index >= index
     h.heal()
     assert_converged(h, load, [1, 2, 3, 4, 5], voters=(1, 2, 3, 4, 5))
     assert load.lost == 0 and len(load.acked) == load.sent >= 25
@@ -251,7 +251,7 @@ def test_shrink_five_to_three_under_load_with_one_joint_change():
     joint, final = h.conf_history[N1][-2:]
     assert joint.voters_outgoing == (N1, N2, N3, N4, N5) and joint.voters == (N1, N2, N3)
     assert final.voters == (N1, N2, N3) and not final.is_joint()
-    assert set(h.raft(1).prs) == {N1, N2, N3}
+    assert set(h.node(1).progress()) == {N1, N2, N3}
     sent_before = load.sent
     for _ in range(20):
         load.round()
@@ -261,7 +261,7 @@ def test_shrink_five_to_three_under_load_with_one_joint_change():
         load.crash(i)
     mark = h.propose(1, b"three")
     h.stabilize()
-    assert h.raft(1).log.committed >= mark > index
+    assert h.node(1).commit_index >= mark > index
     h.heal()
     load.dead.clear()
     assert_converged(h, load, [1, 2, 3], voters=(1, 2, 3))
@@ -273,7 +273,7 @@ def test_shrink_five_to_three_under_load_one_server_at_a_time():
     h, load = loaded_cluster(5)
     for i in (5, 4):
         load.change(cc((REMOVE, i)), applied_on=[2, 3])
-    assert set(h.raft(1).prs) == {N1, N2, N3}
+    assert set(h.node(1).progress()) == {N1, N2, N3}
     for _ in range(20):
         load.round()
     assert_converged(h, load, [1, 2, 3], voters=(1, 2, 3))
@@ -301,7 +301,7 @@ def test_replace_a_failed_node_then_survive_another_failure():
     for _ in range(10):
         load.round()
 
-    old_term = h.raft(1).term
+    old_term = h.node(1).term
     load.crash(1)
     load.until(lambda: load.leader() in (N2, N4), "a new leader among n2, n4")
     new = load.leader()
@@ -312,7 +312,7 @@ def test_replace_a_failed_node_then_survive_another_failure():
     assert len(load.acked) > sent  # n2 + n4 commit on their own
     assert_converged(h, load, [2, 4], voters=(1, 2, 4))
     # n3, the failed node, never came back and holds nothing written after it failed.
-    assert h.raft(3).log.last_index() < h.raft(4).log.last_index()
+    assert h.node(3).last_index < h.node(4).last_index
 
 
 # ------------------------------------------------------------------ §4.2.2 remove the leader
@@ -325,10 +325,10 @@ def test_remove_the_leader_under_load():
     campaigns again, and every command it acknowledged survives."""
     h, load = loaded_cluster(3)
     index = load.change(cc((REMOVE, 1)))
-    assert h.raft(1).role is Role.FOLLOWER  # stepped down on applying it
+    assert h.node(1).role is Role.FOLLOWER  # stepped down on applying it
     # The others learned the change is committed before the leader left.
     load.until(
-        lambda: h.raft(2).log.committed >= index and h.raft(3).log.committed >= index,
+        lambda: h.node(2).commit_index >= index and h.node(3).commit_index >= index,
         "n2 and n3 know the removal committed",
     )
     load.until(lambda: load.leader() in (N2, N3), "a new leader among n2, n3")
@@ -358,9 +358,9 @@ def test_learner_catches_up_from_a_snapshot_then_the_log():
     for _ in range(20):
         load.round()
     load.drain([1, 2, 3])
-    snap_index = h.raft(1).log.applied
+    snap_index = h.node(1).applied_index
     h.compact(1, snap_index)
-    assert h.raft(1).log.first_index() == snap_index + 1
+    assert h.node(1).first_index == snap_index + 1
     snapshot = h.storage[N1].snapshot()
     assert len(snapshot.data) > 3 * 16  # several chunks
 
@@ -382,10 +382,10 @@ def test_learner_catches_up_from_a_snapshot_then_the_log():
     # A learner does not count: with n2 and n3 gone nothing commits.
     h.isolate(2)
     h.isolate(3)
-    before = h.raft(1).log.committed
+    before = h.node(1).commit_index
     stuck = h.propose(1, b"not committed")
     h.stabilize()
-    assert h.raft(4).log.last_index() >= stuck and h.raft(1).log.committed == before
+    assert h.node(4).last_index >= stuck and h.node(1).commit_index == before
     h.heal()
     assert_converged(h, load, [1, 2, 3, 4], voters=(1, 2, 3))
 
@@ -404,11 +404,11 @@ def test_transfer_to_a_node_behind_the_snapshot():
     for k in range(10):
         h.propose(1, b"m%d" % k)
     h.stabilize()
-    h.compact(1, h.raft(1).log.applied - 2)
+    h.compact(1, h.node(1).applied_index - 2)
     h.propose(1, b"after-snapshot")
     h.stabilize()
-    last = h.raft(1).log.last_index()
-    assert h.raft(3).log.last_index() < h.raft(1).log.first_index() - 1
+    last = h.node(1).last_index
+    assert h.node(3).last_index < h.node(1).first_index - 1
     h.heal()
     mark = len(h.delivered)
     h.node(1).transfer_leadership(N3)
@@ -425,11 +425,11 @@ def test_transfer_to_a_node_behind_the_snapshot():
     timeout_now = next(i for i, m in enumerate(after) if isinstance(m, TimeoutNow))
     assert first_chunk < timeout_now
     assert len(h.snapshots_installed[N3]) == 1
-    assert h.raft(3).role is Role.LEADER and h.leaders() == [N3]
-    assert h.raft(3).log.slice(last, last + 1) == h.raft(1).log.slice(last, last + 1)
+    assert h.node(3).role is Role.LEADER and h.leaders() == [N3]
+    assert h.node(3).entries(last, last + 1) == h.node(1).entries(last, last + 1)
     index = h.propose(3, b"new leader")
     h.stabilize()
-    assert all(h.raft(i).log.committed >= index for i in (1, 2, 3))
+    assert all(h.node(i).commit_index >= index for i in (1, 2, 3))
 
 
 def test_change_refused_while_the_leader_has_an_unapplied_inherited_change():
@@ -450,8 +450,8 @@ def test_change_refused_while_the_leader_has_an_unapplied_inherited_change():
         for node_id in h.ids:
             h.process_ready(node_id)
         h.deliver(lambda m: isinstance(m, RequestVote | RequestVoteResponse))
-    assert h.raft(2).role is Role.LEADER
-    assert h.raft(2).log.applied < h.raft(2).pending_conf_index
+    assert h.node(2).role is Role.LEADER
+    assert h.node(2).applied_index < h.node(2).pending_conf_index
     try:
         h.node(2).propose_conf_change(cc((ADD_LEARNER, 5)))
     except ProposalDropped:

@@ -44,9 +44,9 @@ def lagging_follower() -> Harness:
     for k in range(10):
         h.propose(1, b"v%02d" % k)
     h.stabilize()
-    assert h.raft(1).log.committed == 11
+    assert h.node(1).commit_index == 11
     h.compact(1, SNAP_INDEX)
-    assert h.raft(1).log.first_index() == SNAP_INDEX + 1
+    assert h.node(1).first_index == SNAP_INDEX + 1
     h.heal()
     return h
 
@@ -110,7 +110,7 @@ def test_first_burst_is_exactly_the_window():
         h.deliver()
     burst = [m for m in h.queue if isinstance(m, InstallSnapshot)]
     assert [(m.offset, len(m.data)) for m in burst] == [(0, CHUNK), (CHUNK, CHUNK)]
-    assert h.raft(1).prs[N3].state is ProgressState.SNAPSHOT
+    assert h.node(1).progress()[N3].state == "snapshot"
 
 
 def test_lost_chunks_are_resent_from_the_acknowledged_offset_after_a_heartbeat():
@@ -300,7 +300,7 @@ def test_installed_snapshot_appears_once_in_ready_and_later_entries_apply():
     assert len(h.snapshots_installed[N3]) == 1
     assert [e.index for e in h.applied[N3]][-3:] == [12, 13, 14]
     assert [e.data for e in h.applied[N3]][-3:] == [b"after0", b"after1", b"after2"]
-    assert h.raft(1).prs[N3].state is ProgressState.REPLICATE
+    assert h.node(1).progress()[N3].state == "replicate"
     assert_converged(h)
 
 
@@ -316,7 +316,7 @@ def test_after_a_snapshot_of_the_whole_log_the_next_entry_goes_out_at_once():
     for k in range(3):
         h.propose(1, b"v%d" % k)
     h.stabilize()
-    last = h.raft(1).log.last_index()
+    last = h.node(1).last_index
     h.compact(1, last)
     h.heal()
     h.tick(1)  # a heartbeat: n3's reply starts the catch-up
@@ -325,8 +325,8 @@ def test_after_a_snapshot_of_the_whole_log_the_next_entry_goes_out_at_once():
 
     h.propose(1, b"next")  # no tick: nothing but the proposal moves
     h.stabilize()
-    assert h.raft(3).log.last_index() == last + 1
-    assert h.raft(1).prs[N3].state is ProgressState.REPLICATE
+    assert h.node(3).last_index == last + 1
+    assert h.node(1).progress()[N3].state == "replicate"
 
 
 # ------------------------------------------------- snapshot during an apply in flight
@@ -391,7 +391,7 @@ def test_snapshot_waits_for_committed_entries_the_driver_is_still_applying() -> 
         checksum=snapshot_checksum(b"state@10"),
     )
     raw.step(last_chunk)
-    assert raw.raft.conf_state().learners == ()  # still the membership before entry 2
+    assert raw.conf_state().learners == ()  # still the membership before entry 2
     conf = raw.apply_conf_change(add_n4)  # the driver applies entry 2...
     assert conf.learners == (n4,)
     raw.advance(rd)  # ...and finishes the Ready
@@ -406,7 +406,7 @@ def test_snapshot_waits_for_committed_entries_the_driver_is_still_applying() -> 
     assert rd.snapshot == Snapshot(
         metadata=SnapshotMetadata(index=10, term=1, conf_state=snap_conf), data=b"state@10"
     )
-    assert raw.raft.conf_state() == snap_conf
+    assert raw.conf_state() == snap_conf
 
 
 # ------------------------------------------------- chunks from two leaders, checksums
@@ -509,19 +509,17 @@ def test_a_corrupted_chunk_is_caught_by_the_checksum_and_the_snapshot_resent():
 def test_the_leader_computes_the_checksum_once_per_snapshot(monkeypatch):
     """The checksum covers the whole snapshot; the leader computes it once, not
     per chunk or per follower, and every chunk carries it."""
-    import raftkv.core.raft as raft_module
+    import raftkv.core.snapshot_transfer as transfer_module
 
     calls = []
-    real = raft_module.snapshot_checksum
+    real = transfer_module.snapshot_checksum
 
     def counting(data: bytes) -> int:
         calls.append(len(data))
         return real(data)
 
-    import raftkv.core.snapshot_transfer as transfer_module
-
-    monkeypatch.setattr(raft_module, "snapshot_checksum", counting)  # the leader's
-    monkeypatch.setattr(transfer_module, "snapshot_checksum", counting)  # the follower's
+    # Both sides': the leader's when sending, the follower's on assembly.
+    monkeypatch.setattr(transfer_module, "snapshot_checksum", counting)
     h = lagging_follower()
     data = leader_snapshot(h)
     since = len(h.delivered)

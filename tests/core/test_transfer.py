@@ -45,7 +45,7 @@ def test_transfer_to_up_to_date_follower():
     and the old leader becomes its follower -- even though CheckQuorum's lease
     would make the voters ignore an ordinary candidate."""
     h = cluster()
-    term = h.raft(1).term
+    term = h.node(1).term
     mark = len(h.delivered)
     h.node(1).transfer_leadership(N2)
     h.stabilize()
@@ -53,14 +53,14 @@ def test_transfer_to_up_to_date_follower():
     assert isinstance(after[0], TimeoutNow) and (after[0].sender, after[0].to) == (N1, N2)
     votes = [m for m in after if isinstance(m, RequestVote)]
     assert votes and all(m.transfer and not m.pre_vote for m in votes)
-    assert h.raft(2).role is Role.LEADER and h.raft(2).term == term + 1
-    assert h.raft(1).role is Role.FOLLOWER and h.raft(1).leader == N2
-    assert h.raft(3).leader == N2
+    assert h.node(2).role is Role.LEADER and h.node(2).term == term + 1
+    assert h.node(1).role is Role.FOLLOWER and h.node(1).leader == N2
+    assert h.node(3).leader == N2
     assert h.leaders() == [N2]
     assert h.node(1).status().lead_transferee is None
     idx = h.propose(2, b"b")
     h.stabilize()
-    assert h.raft(1).log.committed == idx
+    assert h.node(1).commit_index == idx
 
 
 def test_transfer_to_lagging_follower_catches_it_up_first():
@@ -71,8 +71,8 @@ def test_transfer_to_lagging_follower_catches_it_up_first():
     for k in range(5):
         h.propose(1, b"m%d" % k)
     h.stabilize()
-    last = h.raft(1).log.last_index()
-    assert h.raft(3).log.last_index() < last
+    last = h.node(1).last_index
+    assert h.node(3).last_index < last
     h.heal()
     mark = len(h.delivered)
     h.node(1).transfer_leadership(N3)
@@ -86,8 +86,8 @@ def test_transfer_to_lagging_follower_catches_it_up_first():
         if isinstance(m, AppendEntriesResponse) and m.sender == N3 and m.index == last
     )
     assert caught_up < timeout_at
-    assert h.raft(3).role is Role.LEADER
-    assert h.raft(3).log.slice(1, last + 1) == h.raft(1).log.slice(1, last + 1)
+    assert h.node(3).role is Role.LEADER
+    assert h.node(3).entries(1, last + 1) == h.node(1).entries(1, last + 1)
 
 
 def test_proposals_are_refused_during_the_transfer():
@@ -97,7 +97,7 @@ def test_proposals_are_refused_during_the_transfer():
     h.isolate(3)  # TimeoutNow cannot arrive: the transfer stays pending
     h.node(1).transfer_leadership(N3)
     h.stabilize()
-    assert h.raft(1).role is Role.LEADER
+    assert h.node(1).role is Role.LEADER
     with pytest.raises(ProposalDropped):
         h.propose(1, b"x")
     with pytest.raises(ProposalDropped):
@@ -122,21 +122,21 @@ def test_transfer_aborts_after_an_election_timeout_if_target_unreachable():
         h.propose(1, b"early")
     h.tick(1)
     h.stabilize()
-    assert h.raft(1).role is Role.LEADER
+    assert h.node(1).role is Role.LEADER
     assert h.node(1).status().lead_transferee is None
     idx = h.propose(1, b"late")
     h.stabilize()
-    assert h.raft(1).log.committed == idx
+    assert h.node(1).commit_index == idx
     h.heal()
     h.stabilize()
-    assert h.leaders() == [N1] and h.raft(3).role is Role.FOLLOWER
+    assert h.leaders() == [N1] and h.node(3).role is Role.FOLLOWER
 
 
 def test_transfer_to_a_non_voter_raises():
     """§3.10: only a voter can be handed leadership (a learner cannot win)."""
     h = cluster()
     # n4 joins as a learner via a snapshot carrying the configuration.
-    h.compact(1, h.raft(1).log.applied)
+    h.compact(1, h.node(1).applied_index)
     h.add_node(4)
     h.node(1).propose_conf_change(
         ConfChange(changes=(ConfChangeSingle(ConfChangeType.ADD_LEARNER, N4),))
@@ -176,12 +176,12 @@ def test_timeout_now_waits_for_a_committed_conf_change_to_be_applied():
     st.set_hard_state(HardState(term=1, vote=N1, commit=2))
     h.storage[N2] = st
     h.restart(N2)  # applied=0: entries 1 and 2 are committed, not yet applied
-    assert h.raft(2).log.committed == 2 and h.raft(2).log.applied == 0
+    assert h.node(2).commit_index == 2 and h.node(2).applied_index == 0
 
     h.node(2).step(TimeoutNow(term=1, sender=N1, to=N2))
-    assert h.raft(2).role is Role.FOLLOWER and h.raft(2).term == 1
+    assert h.node(2).role is Role.FOLLOWER and h.node(2).term == 1
 
     assert h.process_ready(N2)  # applies both entries, the change among them
-    assert h.raft(2).log.applied == 2 and h.raft(2).conf_state().learners == (N4,)
+    assert h.node(2).applied_index == 2 and h.node(2).conf_state().learners == (N4,)
     h.node(2).step(TimeoutNow(term=1, sender=N1, to=N2))
-    assert h.raft(2).role is Role.CANDIDATE and h.raft(2).term == 2
+    assert h.node(2).role is Role.CANDIDATE and h.node(2).term == 2

@@ -55,7 +55,7 @@ def test_without_hint_failover_takes_an_election_timeout() -> None:
 
 def test_false_hint_does_not_disrupt_a_live_leader() -> None:
     h, leader = _steady(3)
-    term = h.raft(leader).term
+    term = h.node(leader).term
     hinted = sorted(x for x in h.ids if x != leader)[0]
     assert h.nodes[hinted].report_unreachable(leader)
     for _ in range(30):
@@ -64,7 +64,7 @@ def test_false_hint_does_not_disrupt_a_live_leader() -> None:
     # The other follower still heard from the leader and refused the PreVote;
     # the leader's heartbeats restored the hinted follower.
     assert h.leaders() == [leader]
-    assert h.raft(leader).term == term
+    assert h.node(leader).term == term
     assert h.nodes[hinted].leader == leader and h.nodes[hinted].role is Role.FOLLOWER
     h.propose(leader, b"after")
     h.stabilize()
@@ -74,7 +74,7 @@ def test_false_hint_does_not_disrupt_a_live_leader() -> None:
 def test_false_hint_on_every_follower_costs_one_election_at_most() -> None:
     """If every follower is fooled, they elect one of them: safe, one term more."""
     h, leader = _steady(3)
-    term = h.raft(leader).term
+    term = h.node(leader).term
     for x in h.ids:
         if x != leader:
             h.nodes[x].report_unreachable(leader)
@@ -82,7 +82,7 @@ def test_false_hint_on_every_follower_costs_one_election_at_most() -> None:
         h.tick_all()
         h.stabilize()
     assert len(h.leaders()) == 1
-    assert h.raft(h.leaders()[0]).term <= term + 1
+    assert h.node(h.leaders()[0]).term <= term + 1
 
 
 def test_hint_ignored_unless_it_names_the_followers_leader() -> None:
@@ -114,7 +114,7 @@ def test_five_nodes_rank_spreads_the_campaigns() -> None:
         h.nodes[x].report_unreachable(old)
     # Rank r campaigns after 1 + r ticks: after one tick only the first has.
     h.tick_all()
-    candidates = [x for x in survivors if h.raft(x).role is not Role.FOLLOWER]
+    candidates = [x for x in survivors if h.node(x).role is not Role.FOLLOWER]
     assert candidates == [survivors[0]], candidates
     h.stabilize()
     assert [x for x in h.leaders() if x != old] == [survivors[0]]

@@ -165,7 +165,7 @@ def test_mutant_commits_past_match_via_append_entries_in_a_constructed_scenario(
         h.load(1, [1, 1, 3, 3], term=3, commit=4)
         h.load(3, [1, 1, 2], term=3)
         inv = Invariants(h.ids, seed=0, now=lambda: 0)
-        leader_log = h.raft(1).log.slice(1, 5)
+        leader_log = h.node(1).entries(1, 5)
         msg = AppendEntries(
             term=3,
             sender=nid(1),

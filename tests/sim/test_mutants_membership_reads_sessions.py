@@ -136,11 +136,10 @@ class Driven(Harness):
         if not node.has_ready():
             return False
         rd = node.ready()
-        r = node.raft
         if self.inv is not None:
             hs = rd.hard_state
             self.inv.on_ready(
-                node_id, r.term, r.role, rd.entries, None if hs is None else hs.commit
+                node_id, node.term, node.role, rd.entries, None if hs is None else hs.commit
             )
         self.queue.extend(rd.messages)
         st = self.storage[node_id]
@@ -190,7 +189,7 @@ class Driven(Harness):
         kv = self.kvs[node_id]
         index = kv.applied_index
         st = self.storage[node_id]
-        st.create_snapshot(index, self.nodes[node_id].raft.conf_state(), kv.snapshot())
+        st.create_snapshot(index, self.nodes[node_id].conf_state(), kv.snapshot())
         st.compact(index)
         return index
 
@@ -263,7 +262,7 @@ def write(h: Driven, hist: History, node: int, client: int, key: str, value: obj
     call = hist.call()
     index = h.propose(node, put_cmd(key, value))
     h.stabilize()
-    assert h.raft(node).log.applied >= index
+    assert h.node(node).applied_index >= index
     hist.put(client, key, value, call)
     return index
 
@@ -279,7 +278,7 @@ def linearizable_read(h: Driven, hist: History, node: int, client: int, key: str
     if state is None:
         hist.get(client, key, call, None)
         return
-    assert h.raft(node).log.applied >= state.index
+    assert h.node(node).applied_index >= state.index
     hist.get(client, key, call, h.kvs[nid(node)].read(key))
 
 
@@ -335,7 +334,7 @@ def overlapping_single_server_changes(raft_class: type[Raft]) -> tuple[Driven, d
 
     h.node(3).campaign()
     h.settle(lambda m: isinstance(m, RequestVote | RequestVoteResponse))
-    assert h.raft(3).role is Role.LEADER and h.raft(3).term == 3
+    assert h.node(3).role is Role.LEADER and h.node(3).term == 3
     marks["refusals"] = 0
     for _ in range(100):  # the operator retries, one round apart, until n3 accepts
         try:
@@ -348,19 +347,19 @@ def overlapping_single_server_changes(raft_class: type[Raft]) -> tuple[Driven, d
             h.deliver()
     assert "C2" in marks, "n3 never accepted C2"
     for _ in range(100):
-        if h.raft(3).log.committed >= marks["C2"]:
+        if h.node(3).commit_index >= marks["C2"]:
             break
         for node_id in h.ids:
             h.process_ready(node_id)
         h.deliver()
-    assert h.raft(3).log.committed >= marks["C2"]
+    assert h.node(3).commit_index >= marks["C2"]
     h.cut(3, 2)  # every message n3 sends n2 from now on is lost
     h.stabilize()
     assert h.node(3).status().conf_state.voters == (N2, N3, N4)
 
     marks["Y"] = h.propose(3, b"Y")
     h.stabilize()
-    assert h.raft(3).log.committed >= marks["Y"]  # committed by n3 + n4
+    assert h.node(3).commit_index >= marks["Y"]  # committed by n3 + n4
 
     h.heal()
     h.isolate(3)
@@ -382,7 +381,7 @@ def test_mutant_conf_change_before_own_commit_is_caught_by_leader_completeness()
     assert result is not None
     h, marks = result
     assert marks["refusals"] > 0  # the guard held the change back
-    assert h.raft(2).role is not Role.LEADER  # C0's minority cannot elect
+    assert h.node(2).role is not Role.LEADER  # C0's minority cannot elect
     assert h.node(2).status().conf_state.voters == (N1, N2, N3, N4)
 
     _, violation = checked(lambda: overlapping_single_server_changes(ConfChangeBeforeOwnCommit))
@@ -414,7 +413,7 @@ def test_either_half_of_the_new_leader_guard_suffices_here():
         assert result is not None
         h, marks = result
         assert marks["refusals"] > 0, half.__name__
-        assert h.raft(2).role is not Role.LEADER
+        assert h.node(2).role is not Role.LEADER
 
 
 # --------------------------------------------------------------------------- 2. §6.4 step 3
@@ -436,7 +435,7 @@ def partitioned_leader_reads(raft_class: type[Raft]) -> History:
     h.isolate(1)
     h.elect(2)
     write(h, hist, 2, client=2, key="x", value=2)
-    assert h.raft(1).role is Role.LEADER  # deposed, but has not heard of it
+    assert h.node(1).role is Role.LEADER  # deposed, but has not heard of it
     linearizable_read(h, hist, 1, client=3, key="x")
     linearizable_read(h, hist, 2, client=4, key="x")
     return hist
@@ -479,7 +478,7 @@ def new_leader_reads(raft_class: type[Raft]) -> History:
     h.process_ready(N2)
     h.deliver(lambda m: m.sender == N2)  # n2's acknowledgement reaches n1
     h.process_ready(N1)  # n1 commits and applies x=1: the client hears "ok"
-    assert h.raft(1).log.applied >= w > h.raft(2).log.committed
+    assert h.node(1).applied_index >= w > h.node(2).commit_index
     hist.put(1, "x", 1, call)
     h.isolate(1)
     h.queue.clear()
@@ -487,7 +486,7 @@ def new_leader_reads(raft_class: type[Raft]) -> History:
     h.drop_if = lambda m: isinstance(m, AppendEntries) and m.sender == N2
     h.node(2).campaign()
     h.stabilize()
-    assert h.raft(2).role is Role.LEADER and h.raft(2).log.committed < w
+    assert h.node(2).role is Role.LEADER and h.node(2).commit_index < w
     context = b"read-at-n2"
     call = hist.call()
     h.node(2).read_index(context)
@@ -496,7 +495,7 @@ def new_leader_reads(raft_class: type[Raft]) -> History:
     for _ in range(4):  # heartbeats: n3's replies make n2 resend its no-op
         states = [rs for rs in h.read_states.get(N2, []) if rs.context == context]
         if states:  # served as soon as the read index is applied
-            assert h.raft(2).log.applied >= states[0].index
+            assert h.node(2).applied_index >= states[0].index
             hist.get(2, "x", call, h.kvs[N2].read("x"))
             return hist
         h.tick(2)
@@ -541,7 +540,7 @@ def ticks_to_elect_after_leader_crash(raft_class: type[Raft], seed: int) -> int 
         h.tick(2)
         h.tick(3)
         h.stabilize()
-        if h.raft(2).role is Role.LEADER or h.raft(3).role is Role.LEADER:
+        if h.node(2).role is Role.LEADER or h.node(3).role is Role.LEADER:
             return t
     return None
 
@@ -694,12 +693,12 @@ def joint_commit_then_old_majority_elects(raft_class: type[Raft]) -> tuple[Drive
     h.cut(1, 2)
     h.cut(1, 3)
     h.stabilize()
-    assert h.raft(1).log.applied >= joint > h.raft(2).log.committed
+    assert h.node(1).applied_index >= joint > h.node(2).commit_index
     cs = h.node(1).status().conf_state
     assert cs.voters == (N1, N4, N5) and cs.voters_outgoing == (N1, N2, N3)
     x = h.propose(1, b"x")
     h.stabilize()
-    assert h.raft(4).log.last_index() >= x and h.raft(5).log.last_index() >= x
+    assert h.node(4).last_index >= x and h.node(5).last_index >= x
 
     h.heal()
     for i in (1, 4, 5):
@@ -720,8 +719,8 @@ def test_mutant_incoming_half_only_commit_is_caught_by_leader_completeness():
     assert violation is None, violation.describe()
     assert result is not None
     h, x = result
-    assert h.raft(1).log.committed < x
-    assert h.raft(2).role is Role.LEADER  # the schedule did run to the election
+    assert h.node(1).commit_index < x
+    assert h.node(2).role is Role.LEADER  # the schedule did run to the election
 
     _, violation = checked(lambda: joint_commit_then_old_majority_elects(IncomingHalfOnlyCommit))
     assert violation is not None, "a commit by C_new alone went unnoticed"
