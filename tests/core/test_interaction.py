@@ -7,6 +7,11 @@ and was checked by hand against the paper (see the comments in each script).
 Commands:
     add-nodes N [pre-vote=true] [check-quorum=true] [heartbeat-tick=1] [seed=0]
               [snapshot-chunk-size=1048576] [snapshot-chunks-inflight=4]
+              [max-inflight=256] [max-entries-per-msg=256]
+    load-log I terms=(T1,T2,..) term=T [vote=J] [commit=C]
+                          replace node I's stable state with a log whose entry
+                          k has term Tk (and no data), and restart it: to set up
+                          the paper's divergent logs (Figures 7 and 8)
     campaign I            start an election on node I
     elect I               campaign on node I and stabilize, quietly
     propose I DATA        propose DATA on node I
@@ -52,8 +57,10 @@ from raftkv.core import (
     ConfState,
     Entry,
     EntryType,
+    HardState,
     Heartbeat,
     HeartbeatResponse,
+    MemoryStorage,
     Message,
     NodeId,
     RaftError,
@@ -149,8 +156,27 @@ class InteractionEnv:
             heartbeat_tick=cmd.get_int("heartbeat-tick", 1),
             snapshot_chunk_size=cmd.get_int("snapshot-chunk-size", 1 << 20),
             max_snapshot_chunks_inflight=cmd.get_int("snapshot-chunks-inflight", 4),
+            max_inflight=cmd.get_int("max-inflight", 256),
+            max_entries_per_msg=cmd.get_int("max-entries-per-msg", 256),
         )
         return self.status_lines(self.harness.ids)
+
+    def cmd_load_log(self, cmd: Command) -> str:
+        h = self.harness
+        node_id = nid(int(cmd.args[0]))
+        st = MemoryStorage(voters=tuple(h.ids))
+        st.append([Entry(term=int(t), index=k + 1) for k, t in enumerate(cmd.get_list("terms"))])
+        vote = cmd.get("vote", "")
+        st.set_hard_state(
+            HardState(
+                term=cmd.get_int("term"),
+                vote=nid(int(vote)) if vote else None,
+                commit=cmd.get_int("commit", 0),
+            )
+        )
+        h.storage[node_id] = st
+        h.restart(node_id)
+        return self._log_line(node_id) + "\n" + self.status_lines([node_id])
 
     def cmd_campaign(self, cmd: Command) -> str:
         node = self.harness.node(int(cmd.args[0]))
@@ -330,7 +356,10 @@ class InteractionEnv:
         return self.status_lines(self._nodes(cmd), progress=True)
 
     def cmd_log(self, cmd: Command) -> str:
-        r = self.harness.raft(int(cmd.args[0]))
+        return self._log_line(nid(int(cmd.args[0])))
+
+    def _log_line(self, node_id: NodeId) -> str:
+        r = self.harness.raft(node_id)
         ents = [_shown(e) for e in r.log.slice(r.log.first_index(), r.log.last_index() + 1)]
         text = " ".join(
             f"{e.term}/{e.index}" + (f":{e.data.decode()}" if e.data else "") for e in ents
@@ -361,3 +390,35 @@ class InteractionEnv:
 def test_interaction(path, rewrite):
     env = InteractionEnv()
     run_script(path, env.handle, rewrite)
+
+
+def test_load_log_restarts_the_node_with_the_given_log_and_hard_state():
+    env = InteractionEnv()
+    env.handle(Command(name="add-nodes", args=("3",), kwargs={"pre-vote": "false"}))
+    out = env.handle(
+        Command(
+            name="load-log",
+            args=("2",),
+            kwargs={"terms": ("1", "1", "4"), "term": "5", "vote": "3", "commit": "2"},
+        )
+    )
+    assert out == (
+        "n2 log=[1/1 1/2 4/3] commit=2 applied=0\n"
+        "n2 follower term=5 vote=n3 leader=None commit=2 last=3"
+    )
+    # Restarted from the new storage: its first Ready hands out the committed prefix.
+    rd = env.harness.node(2).ready()
+    assert [(e.term, e.index) for e in rd.committed_entries] == [(1, 1), (1, 2)]
+
+
+def test_add_nodes_passes_the_flow_control_limits():
+    env = InteractionEnv()
+    env.handle(
+        Command(
+            name="add-nodes",
+            args=("3",),
+            kwargs={"max-inflight": "2", "max-entries-per-msg": "1"},
+        )
+    )
+    cfg = env.harness.raft(1).config
+    assert (cfg.max_inflight, cfg.max_entries_per_msg) == (2, 1)
