@@ -25,6 +25,7 @@ Commands:
     stabilize             process-ready + deliver-msgs until nothing moves
     run ticks=N           N times: tick every node once, then stabilize (quietly)
     isolate I / heal      cut node I off / restore every link
+    cut I J               lose every message between nodes I and J (until heal)
     status [I...]         role, term, leader, commit (and progress on a leader)
     log I                 node I's log and commit index
     transfer-leader I T   ask leader I to hand leadership to T (dissertation §3.10)
@@ -348,6 +349,10 @@ class InteractionEnv:
         self.harness.isolate(int(cmd.args[0]))
         return ""
 
+    def cmd_cut(self, cmd: Command) -> str:
+        self.harness.cut(int(cmd.args[0]), int(cmd.args[1]))
+        return ""
+
     def cmd_heal(self, cmd: Command) -> str:
         self.harness.heal()
         return ""
@@ -422,3 +427,16 @@ def test_add_nodes_passes_the_flow_control_limits():
     )
     cfg = env.harness.raft(1).config
     assert (cfg.max_inflight, cfg.max_entries_per_msg) == (2, 1)
+
+
+def test_cut_loses_the_messages_of_one_link_both_ways():
+    env = InteractionEnv()
+    env.handle(Command(name="add-nodes", args=("3",), kwargs={"pre-vote": "false"}))
+    env.handle(Command(name="cut", args=("1", "2")))
+    env.handle(Command(name="campaign", args=("1",)))
+    env.handle(Command(name="process-ready", args=("1",)))
+    out = env.handle(Command(name="deliver-msgs"))
+    assert "n1->n2 RequestVote term=1 last=0/0 LOST (partition)" in out
+    assert "n1->n3 RequestVote term=1 last=0/0\n" in out
+    env.handle(Command(name="heal"))
+    assert not env.harness.dropped_links
