@@ -7,6 +7,11 @@ and was checked by hand against the paper (see the comments in each script).
 Commands:
     add-nodes N [pre-vote=true] [check-quorum=true] [heartbeat-tick=1] [seed=0]
               [snapshot-chunk-size=1048576] [snapshot-chunks-inflight=4]
+              [max-inflight=256] [max-entries-per-msg=256]
+    load-log I terms=(T1,T2,..) term=T [vote=J] [commit=C]
+                          replace node I's stable state with a log whose entry
+                          k has term Tk (and no data), and restart it: to set up
+                          the paper's divergent logs (Figures 7 and 8)
     campaign I            start an election on node I
     elect I               campaign on node I and stabilize, quietly
     propose I DATA        propose DATA on node I
@@ -20,6 +25,7 @@ Commands:
     stabilize             process-ready + deliver-msgs until nothing moves
     run ticks=N           N times: tick every node once, then stabilize (quietly)
     isolate I / heal      cut node I off / restore every link
+    cut I J               lose every message between nodes I and J (until heal)
     status [I...]         role, term, leader, commit (and progress on a leader)
     log I                 node I's log and commit index
     transfer-leader I T   ask leader I to hand leadership to T (dissertation §3.10)
@@ -52,8 +58,10 @@ from raftkv.core import (
     ConfState,
     Entry,
     EntryType,
+    HardState,
     Heartbeat,
     HeartbeatResponse,
+    MemoryStorage,
     Message,
     NodeId,
     RaftError,
@@ -149,8 +157,27 @@ class InteractionEnv:
             heartbeat_tick=cmd.get_int("heartbeat-tick", 1),
             snapshot_chunk_size=cmd.get_int("snapshot-chunk-size", 1 << 20),
             max_snapshot_chunks_inflight=cmd.get_int("snapshot-chunks-inflight", 4),
+            max_inflight=cmd.get_int("max-inflight", 256),
+            max_entries_per_msg=cmd.get_int("max-entries-per-msg", 256),
         )
         return self.status_lines(self.harness.ids)
+
+    def cmd_load_log(self, cmd: Command) -> str:
+        h = self.harness
+        node_id = nid(int(cmd.args[0]))
+        st = MemoryStorage(voters=tuple(h.ids))
+        st.append([Entry(term=int(t), index=k + 1) for k, t in enumerate(cmd.get_list("terms"))])
+        vote = cmd.get("vote", "")
+        st.set_hard_state(
+            HardState(
+                term=cmd.get_int("term"),
+                vote=nid(int(vote)) if vote else None,
+                commit=cmd.get_int("commit", 0),
+            )
+        )
+        h.storage[node_id] = st
+        h.restart(node_id)
+        return self._log_line(node_id) + "\n" + self.status_lines([node_id])
 
     def cmd_campaign(self, cmd: Command) -> str:
         node = self.harness.node(int(cmd.args[0]))
@@ -322,6 +349,10 @@ class InteractionEnv:
         self.harness.isolate(int(cmd.args[0]))
         return ""
 
+    def cmd_cut(self, cmd: Command) -> str:
+        self.harness.cut(int(cmd.args[0]), int(cmd.args[1]))
+        return ""
+
     def cmd_heal(self, cmd: Command) -> str:
         self.harness.heal()
         return ""
@@ -330,7 +361,10 @@ class InteractionEnv:
         return self.status_lines(self._nodes(cmd), progress=True)
 
     def cmd_log(self, cmd: Command) -> str:
-        r = self.harness.raft(int(cmd.args[0]))
+        return self._log_line(nid(int(cmd.args[0])))
+
+    def _log_line(self, node_id: NodeId) -> str:
+        r = self.harness.raft(node_id)
         ents = [_shown(e) for e in r.log.slice(r.log.first_index(), r.log.last_index() + 1)]
         text = " ".join(
             f"{e.term}/{e.index}" + (f":{e.data.decode()}" if e.data else "") for e in ents
@@ -361,3 +395,48 @@ class InteractionEnv:
 def test_interaction(path, rewrite):
     env = InteractionEnv()
     run_script(path, env.handle, rewrite)
+
+
+def test_load_log_restarts_the_node_with_the_given_log_and_hard_state():
+    env = InteractionEnv()
+    env.handle(Command(name="add-nodes", args=("3",), kwargs={"pre-vote": "false"}))
+    out = env.handle(
+        Command(
+            name="load-log",
+            args=("2",),
+            kwargs={"terms": ("1", "1", "4"), "term": "5", "vote": "3", "commit": "2"},
+        )
+    )
+    assert out == (
+        "n2 log=[1/1 1/2 4/3] commit=2 applied=0\n"
+        "n2 follower term=5 vote=n3 leader=None commit=2 last=3"
+    )
+    # Restarted from the new storage: its first Ready hands out the committed prefix.
+    rd = env.harness.node(2).ready()
+    assert [(e.term, e.index) for e in rd.committed_entries] == [(1, 1), (1, 2)]
+
+
+def test_add_nodes_passes_the_flow_control_limits():
+    env = InteractionEnv()
+    env.handle(
+        Command(
+            name="add-nodes",
+            args=("3",),
+            kwargs={"max-inflight": "2", "max-entries-per-msg": "1"},
+        )
+    )
+    cfg = env.harness.raft(1).config
+    assert (cfg.max_inflight, cfg.max_entries_per_msg) == (2, 1)
+
+
+def test_cut_loses_the_messages_of_one_link_both_ways():
+    env = InteractionEnv()
+    env.handle(Command(name="add-nodes", args=("3",), kwargs={"pre-vote": "false"}))
+    env.handle(Command(name="cut", args=("1", "2")))
+    env.handle(Command(name="campaign", args=("1",)))
+    env.handle(Command(name="process-ready", args=("1",)))
+    out = env.handle(Command(name="deliver-msgs"))
+    assert "n1->n2 RequestVote term=1 last=0/0 LOST (partition)" in out
+    assert out.endswith("n1->n3 RequestVote term=1 last=0/0")
+    env.handle(Command(name="heal"))
+    assert not env.harness.dropped_links
