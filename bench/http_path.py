@@ -52,7 +52,9 @@ class FakeNode:
         return 7
 
 
-def _fast_handler(node: Any, config: ServerConfig) -> Callable[[FastRequest, str], Awaitable[Answer]]:
+def _fast_handler(
+    node: Any, config: ServerConfig
+) -> Callable[[FastRequest, str], Awaitable[Answer]]:
     try:
         from raftkv.server.http.server import fast_handler
     except ImportError:  # before raftkv.server.http

@@ -23,7 +23,7 @@ and the next request waits while the transport's write buffer is full.
 Rule 3: the parser (:func:`parse_request`) is sans-I/O: bytes in, a
 :class:`FastRequest`, :data:`NEED_DATA` or :data:`HANDOFF` out. The server's
 request logic (guard, errors, metrics) is the ``handler`` given to
-:class:`FastHttpServer` (``raftkv.server.api``), so the checks are the same
+:class:`FastHttpServer` (:mod:`raftkv.server.http.fast`), so the checks are the same
 whichever path a request takes.
 
 Rule 4: every connection to the port is accepted here and stays accounted for
@@ -154,6 +154,20 @@ class FastRequest:
     headers: Mapping[str, str]
     body: bytes
     keep_alive: bool
+
+    def param(self, name: str) -> str | None:
+        """A query parameter (only ``consistency`` is ever given)."""
+        return self.consistency if name == "consistency" else None
+
+    def params(self) -> tuple[tuple[str, str], ...]:
+        """Every query parameter, in order."""
+        return () if self.consistency is None else (("consistency", self.consistency),)
+
+    def path_param(self, name: str) -> str:
+        """A parameter of the path (only ``key``, on :data:`KV_ROUTE`)."""
+        if name != "key" or self.route != KV_ROUTE:
+            raise KeyError(name)
+        return self.key
 
     @property
     def path_qs(self) -> str:
@@ -576,7 +590,7 @@ class HandedOff(asyncio.Protocol):
     the fast path: aiohttp has no head deadline, and its keep-alive timer
     does not run while a request's head is arriving. aiohttp's application
     reports each request through :meth:`request_started` and
-    :meth:`request_finished` (a middleware, ``raftkv.server.api``); between
+    :meth:`request_finished` (a middleware, :mod:`raftkv.server.http.aio`); between
     them the connection is busy -- no deadline, but the body's while its
     ``content`` is not at EOF.
     """

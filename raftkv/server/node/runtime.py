@@ -912,7 +912,8 @@ class RaftNode:
     def forward_handler(self) -> ForwardHandler | None:
         """Serves a write forwarded to this node (the leader): called with the
         payload and a reply function, which it calls once with (HTTP status,
-        body), now or later. Set by the API; without it forwarded writes get 503."""
+        body), now or later. Set by the API before the node starts (the API alone
+        decides statuses and bodies); without it forwarded writes are dropped."""
         return self._forwarding.handler
 
     @forward_handler.setter
