@@ -25,11 +25,11 @@ from raftkv.server.fasthttp import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     NEED_DATA,
-    FastHttpServer,
     FastRequest,
     encode_response,
     parse_request,
 )
+from raftkv.server.http.connections import FastHttpServer
 from raftkv.server.security import parse_tokens
 from tests.cluster.harness import InProcCluster
 from tests.security.conftest import RO_TOKEN, RW_TOKEN, TOKENS_TEXT, HubCluster

@@ -13,6 +13,7 @@ Modules, each with its rule in its docstring:
 - :mod:`.routes`: the one route table both front ends are built from.
 - :mod:`.aio`: the aiohttp front end (every route); :mod:`.fast`: the fast
   path's (the hot routes, parsed by :mod:`raftkv.server.fasthttp`).
+- :mod:`.connections`: every connection to the port (cap, deadlines, hand-off).
 - :mod:`.server`: :class:`.server.ApiServer` and :func:`.server.serve`.
 
 This file imports none of them: the node imports :mod:`.answers`, and the

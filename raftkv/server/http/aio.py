@@ -28,9 +28,10 @@ from aiohttp import web
 
 from raftkv.etcd.gateway import add_routes as add_gateway_routes
 from raftkv.etcd.service import EtcdService
-from raftkv.server.fasthttp import Answer, HandedOff
+from raftkv.server.fasthttp import Answer
 from raftkv.server.fdlimit import FORWARD_CONNECTIONS
 from raftkv.server.http.answers import FAILED, answer, answer_for
+from raftkv.server.http.connections import HandedOff
 from raftkv.server.http.guard import UNGUARDED, Slot
 from raftkv.server.http.handlers import DASHBOARD, Handlers
 from raftkv.server.http.request import FORWARDED_HEADER
@@ -165,7 +166,7 @@ def _errors_middleware(handlers: Handlers) -> Any:
             response = _web(answer(exc.status, {"error": message}, headers))
         except ConnectionResetError:
             # The client left, or its connection was closed at a deadline while
-            # its body was read (fasthttp Rule 4): nobody reads this answer.
+            # its body was read (connections.py Rule 2): nobody reads this answer.
             logger.debug("connection lost serving %s %s", request.method, request.path)
             response = _web(answer(400, {"error": "connection lost while reading the request"}))
         except Exception as exc:

@@ -1,8 +1,8 @@
 """One node's API server: the port, both front ends, the etcd gRPC API; :func:`serve`.
 
-Rule: the port is served by :class:`~raftkv.server.fasthttp.FastHttpServer`:
+Rule: the port is served by :class:`~raftkv.server.http.connections.FastHttpServer`:
 every connection is accepted, capped (``--max-connections``) and held to the
-HTTP deadlines there (its Rule 4). With the fast path on (the default unless
+HTTP deadlines there (its Rule 2). With the fast path on (the default unless
 ``RAFTKV_NO_FAST_HTTP=1``) it answers the hot KV routes itself
 (:mod:`.fast`) and hands every other connection to the aiohttp application
 (:mod:`.aio`); without it, it hands every connection to aiohttp as soon as
@@ -22,10 +22,11 @@ from aiohttp import web
 from raftkv.etcd.grpcserver import EtcdGrpcServer
 from raftkv.etcd.service import EtcdService
 from raftkv.server.config import ServerConfig
-from raftkv.server.fasthttp import MAX_CONNECTIONS, Answer, FastHttpServer, FastRequest
+from raftkv.server.fasthttp import Answer, FastRequest
 from raftkv.server.fdlimit import apply_fd_budget
 from raftkv.server.http.aio import CONNECTION
 from raftkv.server.http.aio import build_app as _build_app
+from raftkv.server.http.connections import MAX_CONNECTIONS, FastHttpServer
 from raftkv.server.http.fast import FastFrontEnd
 from raftkv.server.http.handlers import Handlers
 from raftkv.server.node import RaftNode
