@@ -8,7 +8,7 @@ connections get what is left, at most ``--max-connections``. A value that does
 not fit is refused at start with the numbers, rather than failing later at the
 first ``open()`` that finds no descriptor (which would stop the node).
 
-Only ``raftkv serve`` (:func:`raftkv.server.api.serve`) calls
+Only ``raftkv serve`` (:func:`raftkv.server.http.server.serve`) calls
 :func:`apply_fd_budget`; it changes the process's limit, which an embedder may
 not want.
 """

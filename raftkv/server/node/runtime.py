@@ -374,7 +374,7 @@ class RaftNode:
         its ticker does. It then refuses every request (:attr:`failure`), stops
         stepping and ticking, and fails what was pending; it cannot recover in
         place: the process should exit and restart from the data dir
-        (:func:`raftkv.server.api.serve` re-raises the failure).
+        (:func:`raftkv.server.http.server.serve` re-raises the failure).
         """
         if self._failed is None:
             self._failed = asyncio.get_running_loop().create_future()
