@@ -55,11 +55,11 @@ _T = "from raftkv._trace_hops import t as _t; "
 # (file, anchor, text inserted before the anchor's first line, indented alike)
 _POINTS: list[tuple[str, str, str]] = [
     (
-        "raftkv/server/fasthttp.py",
+        "raftkv/server/http/connections.py",
         "status, body, headers = await server.handler(request, self.remote)",
         "_t('http in')",
     ),
-    ("raftkv/server/fasthttp.py", "transport.write(\n", "_t('http out')"),
+    ("raftkv/server/http/connections.py", "transport.write(\n", "_t('http out')"),
     ("raftkv/server/node/runtime.py", "if rd.soft_state is not None:", "_t(_rd_label(rd))"),
     ("raftkv/server/node/runtime.py", "sync = False\n", "_t('sent') if replicate_first else None"),
     ("raftkv/server/node/runtime.py", "answered = False\n        if rd.committed", "_t('written')"),

@@ -9,7 +9,7 @@ either way (``range_end`` or ``rangeEnd``). Errors answer
 ``{"error", "message", "code"}`` with the gRPC code's HTTP status.
 
 Rule 2: the HTTP API's guard runs first (tokens, the concurrency limit;
-``api.py``); the gateway passes the client's ``Authorization`` on with a
+:mod:`raftkv.server.http.guard`); the gateway passes the client's ``Authorization`` on with a
 write, for the leader to check again when it is forwarded. ``GET /version``
 and ``GET /health`` are etcd's probes, unauthenticated as etcd's are.
 

@@ -1,15 +1,21 @@
-"""Errors of the node runtime, each mapped to one HTTP answer at the API boundary.
+"""Errors of the node runtime and its HTTP API, each of one kind (:class:`ErrorCode`).
 
-Rule: the runtime raises these; ``api.py`` translates them to status codes
-(DESIGN.md "Black-box contract"): 503 = nothing happened, safe to retry;
-504 = the outcome is unknown. Nothing else in the server decides status codes.
+Rule: the runtime and the API's handlers raise these; each class names its
+kind in ``code``, and :func:`raftkv.server.http.answers.answer_for` turns a
+kind into a status code and a JSON body (DESIGN.md "Black-box contract": 503 =
+nothing happened, safe to retry; 504 = the outcome is unknown). Nothing else
+in the server decides status codes, and nothing matches an error's message.
 """
 
 from __future__ import annotations
 
+import enum
+from typing import ClassVar
+
 from raftkv.core.errors import RaftKVError
 
 __all__ = [
+    "ErrorCode",
     "ServerError",
     "ConfigError",
     "NoLeader",
@@ -28,13 +34,39 @@ __all__ = [
     "TooManyWatchers",
     "NoSpace",
     "SnapshotUndecodable",
+    "Unauthenticated",
+    "Forbidden",
+    "Overloaded",
 ]
 
 
-class ServerError(RaftKVError):
-    """Root of the runtime's errors; ``status`` is the HTTP status it maps to."""
+class ErrorCode(enum.Enum):
+    """The kinds of error an API answer can report (one status code each)."""
 
-    status = 500
+    BAD_REQUEST = "bad_request"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    MEMBER_NOT_FOUND = "member_not_found"
+    LEARNER_NOT_READY = "learner_not_ready"
+    MEMBER_REMOVED = "member_removed"
+    TOO_LARGE = "too_large"
+    TOO_MANY_WATCHERS = "too_many_watchers"
+    INTERNAL = "internal"
+    UNSUPPORTED = "unsupported"
+    NO_LEADER = "no_leader"
+    PROPOSAL_LOST = "proposal_lost"
+    READ_TIMEOUT = "read_timeout"
+    NODE_STOPPED = "node_stopped"
+    NODE_FAILED = "node_failed"
+    OVERLOADED = "overloaded"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    NO_SPACE = "no_space"
+
+
+class ServerError(RaftKVError):
+    """Root of the runtime's errors; ``code`` is its kind (by default: a bug, 500)."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
 
     def __init__(self, message: str, *, leader: str | None = None) -> None:
         super().__init__(message)
@@ -45,19 +77,19 @@ class ServerError(RaftKVError):
 class ConfigError(ServerError):
     """A bad flag or ``--initial-cluster`` value (a user mistake, shown in one line)."""
 
-    status = 400
+    code = ErrorCode.BAD_REQUEST
 
 
 class BadRequest(ServerError):
     """The request is malformed (bad JSON, bad key, bad body shape)."""
 
-    status = 400
+    code = ErrorCode.BAD_REQUEST
 
 
 class NoLeader(ServerError):
     """No leader is known right now; nothing was proposed. Safe to retry."""
 
-    status = 503
+    code = ErrorCode.NO_LEADER
 
 
 class ProposalLost(ServerError):
@@ -66,25 +98,25 @@ class ProposalLost(ServerError):
     Safe to retry (and with an Idempotency-Key it is safe regardless).
     """
 
-    status = 503
+    code = ErrorCode.PROPOSAL_LOST
 
 
 class OutcomeUnknown(ServerError):
     """A write timed out: it may or may not be applied."""
 
-    status = 504
+    code = ErrorCode.OUTCOME_UNKNOWN
 
 
 class ReadTimeout(ServerError):
     """A linearizable read could not be confirmed in time (nothing changed)."""
 
-    status = 503
+    code = ErrorCode.READ_TIMEOUT
 
 
 class NodeStopped(ServerError):
     """The node is shutting down."""
 
-    status = 503
+    code = ErrorCode.NODE_STOPPED
 
 
 class NodeFailed(ServerError):
@@ -94,19 +126,19 @@ class NodeFailed(ServerError):
     node fails, so that a supervisor restarts it from the data dir.
     """
 
-    status = 503
+    code = ErrorCode.NODE_FAILED
 
 
 class Unsupported(ServerError):
     """The core does not offer this operation yet."""
 
-    status = 501
+    code = ErrorCode.UNSUPPORTED
 
 
 class LearnerNotReady(ServerError):
     """A learner cannot be promoted yet: its log is too far behind (retry later)."""
 
-    status = 409
+    code = ErrorCode.LEARNER_NOT_READY
 
 
 class MemberRemoved(ServerError):
@@ -117,7 +149,7 @@ class MemberRemoved(ServerError):
     Add the replacement under a new id. Not retryable.
     """
 
-    status = 409
+    code = ErrorCode.MEMBER_REMOVED
 
     def __init__(self, node_id: str) -> None:
         super().__init__(
@@ -131,7 +163,7 @@ class MemberRemoved(ServerError):
 class MemberNotFound(ServerError):
     """The node id is not a member (voter or learner) of the cluster."""
 
-    status = 404
+    code = ErrorCode.MEMBER_NOT_FOUND
 
     def __init__(self, node_id: str) -> None:
         super().__init__(f"{node_id} is not a member of the cluster")
@@ -148,13 +180,13 @@ class RaftAddressTaken(BadRequest):
 class TooManyWatchers(ServerError):
     """The node serves ``--max-watchers`` watchers already (retry later, or elsewhere)."""
 
-    status = 429
+    code = ErrorCode.TOO_MANY_WATCHERS
 
 
 class TooLarge(ServerError):
     """A request over a configured limit (body, key, value, multi-put pairs)."""
 
-    status = 413
+    code = ErrorCode.TOO_LARGE
 
 
 class NoSpace(ServerError):
@@ -162,7 +194,7 @@ class NoSpace(ServerError):
     that may add data was refused before it was proposed. Not retryable until
     an operator frees space (docs/operations.md)."""
 
-    status = 507
+    code = ErrorCode.NO_SPACE
 
 
 class SnapshotUndecodable(ServerError):
@@ -170,3 +202,21 @@ class SnapshotUndecodable(ServerError):
     not decode as a snapshot of this state machine: a bug on the sender's side.
     Fatal: it is not persisted and the node's drive loop stops, so the node
     restarts from what it had (never from an image it cannot read)."""
+
+
+class Unauthenticated(ServerError):
+    """A request without a bearer token, or with one the node does not know."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class Forbidden(ServerError):
+    """A read-only token on a write route."""
+
+    code = ErrorCode.FORBIDDEN
+
+
+class Overloaded(ServerError):
+    """More requests in flight than ``--max-concurrent-requests`` (nothing was done)."""
+
+    code = ErrorCode.OVERLOADED

@@ -8,7 +8,7 @@ connections get what is left, at most ``--max-connections``. A value that does
 not fit is refused at start with the numbers, rather than failing later at the
 first ``open()`` that finds no descriptor (which would stop the node).
 
-Only ``raftkv serve`` (:func:`raftkv.server.api.serve`) calls
+Only ``raftkv serve`` (:func:`raftkv.server.http.server.serve`) calls
 :func:`apply_fd_budget`; it changes the process's limit, which an embedder may
 not want.
 """
@@ -21,7 +21,7 @@ import resource
 
 from raftkv.server.config import ServerConfig
 from raftkv.server.errors import ConfigError
-from raftkv.server.fasthttp import MAX_CONNECTIONS, MAX_REFUSING
+from raftkv.server.http.connections import MAX_CONNECTIONS, MAX_REFUSING
 from raftkv.transport.tcp import MAX_PENDING_HANDSHAKES
 
 __all__ = [
@@ -82,7 +82,7 @@ def connection_budget(config: ServerConfig, soft_limit: int) -> int:
     """The ``max_connections`` to run with under ``soft_limit`` open files.
 
     A value given (``config.max_connections``) must fit; the default
-    (:data:`~raftkv.server.fasthttp.MAX_CONNECTIONS`) is lowered to fit.
+    (:data:`~raftkv.server.http.connections.MAX_CONNECTIONS`) is lowered to fit.
 
     Raises:
         ConfigError: the value given does not fit, or the limit leaves fewer

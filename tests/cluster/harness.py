@@ -25,8 +25,8 @@ from typing import Any
 
 from raftkv.core.types import NodeId
 from raftkv.replica.kv import Put, encode_command
-from raftkv.server.api import ApiServer
 from raftkv.server.config import Member, ServerConfig, format_initial_cluster
+from raftkv.server.http.server import ApiServer
 from raftkv.server.node import RaftNode
 from raftkv.transport.base import InMemoryHub
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from raftkv.core.types import NodeId
-from raftkv.server.api import ApiServer
 from raftkv.server.config import ServerConfig
+from raftkv.server.http.server import ApiServer
 from raftkv.server.node import RaftNode
 from tests.cluster.harness import InProcCluster
 

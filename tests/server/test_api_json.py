@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from raftkv.server.api import _NOT_PLAIN_UTF8_FIRST, _parse_json
 from raftkv.server.errors import BadRequest
+from raftkv.server.http.request import NOT_PLAIN_UTF8_FIRST, parse_json
 
 VALUE = {"k": "vålue ✓", "n": [1, 2.5, None, True]}
 
@@ -20,18 +20,18 @@ VALUE = {"k": "vålue ✓", "n": [1, 2.5, None, True]}
 def test_every_encoding_json_accepts_decodes_alike(encoding: str) -> None:
     for text in (json.dumps(VALUE), '"x"', "7", "[]"):
         raw = text.encode(encoding)
-        assert _parse_json(raw) == json.loads(raw)
+        assert parse_json(raw) == json.loads(raw)
 
 
 def test_the_fast_path_is_taken_only_where_detect_encoding_says_utf8() -> None:
     for a, b in itertools.product(range(256), repeat=2):
         for tail in (b"", b"\0", b"ab", b"\0\0"):
             raw = bytes((a, b)) + tail
-            if a not in _NOT_PLAIN_UTF8_FIRST and raw[1:2] not in (b"\0", b""):
+            if a not in NOT_PLAIN_UTF8_FIRST and raw[1:2] not in (b"\0", b""):
                 assert json.detect_encoding(raw) == "utf-8", raw
 
 
 @pytest.mark.parametrize("raw", [b"", b"  ", b"{", b"\xff\xfe{", b"7 7", b"\x80\x81"])
 def test_bad_bodies_are_a_bad_request(raw: bytes) -> None:
     with pytest.raises(BadRequest):
-        _parse_json(raw)
+        parse_json(raw)

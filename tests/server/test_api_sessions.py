@@ -120,7 +120,8 @@ def test_a_forged_owner_in_a_forwarded_command_is_replaced(tmp_path: Path) -> No
     """``POST /v1/forward`` takes an encoded command from anyone with a write
     token; the owner in it is replaced by the one of the token the leader checked."""
     from raftkv.replica.kv import Put, Session, encode_command
-    from raftkv.server.api import COMMAND_CONTENT_TYPE, FORWARD_ROUTE, FORWARDED_HEADER
+    from raftkv.server.http.forwarding import COMMAND_CONTENT_TYPE, FORWARD_ROUTE
+    from raftkv.server.http.request import FORWARDED_HEADER
 
     tokens = parse_tokens(f"rw {TOKEN_A}\nrw {TOKEN_B}\n")
     owner_a = tokens.lookup(TOKEN_A).owner  # type: ignore[union-attr]

@@ -20,7 +20,8 @@ from raftkv.replica.kv import (
     Range,
     encode_command,
 )
-from raftkv.server.api import COMMAND_CONTENT_TYPE, FORWARD_ROUTE, FORWARDED_HEADER
+from raftkv.server.http.forwarding import COMMAND_CONTENT_TYPE, FORWARD_ROUTE
+from raftkv.server.http.request import FORWARDED_HEADER
 from raftkv.server.security import parse_tokens
 from tests.security.conftest import RW_TOKEN, TOKENS_TEXT, HubCluster, run
 

@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 
 from raftkv.core.rawnode import RawNode
-from raftkv.server import api as api_module
 from raftkv.server.config import ServerConfig
 from raftkv.server.errors import NodeFailed
+from raftkv.server.http import server as api_module
 from raftkv.storage import wal as wal_module
 from raftkv.storage.disk_storage import DiskStorage
 from raftkv.storage.errors import StorageError

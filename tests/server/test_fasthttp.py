@@ -25,11 +25,11 @@ from raftkv.server.fasthttp import (
     MAX_HEAD_BYTES,
     MAX_HEADERS,
     NEED_DATA,
-    FastHttpServer,
     FastRequest,
     encode_response,
     parse_request,
 )
+from raftkv.server.http.connections import FastHttpServer
 from raftkv.server.security import parse_tokens
 from tests.cluster.harness import InProcCluster
 from tests.security.conftest import RO_TOKEN, RW_TOKEN, TOKENS_TEXT, HubCluster
@@ -357,7 +357,7 @@ def test_probes_need_no_token_on_the_fast_path(
             assert [a[0] for a in answers] == [200, 200, 401, 200, 401, 403, 404], answers
             fast = c.apis[node].fast
             assert fast is not None and fast.handed_off == 0
-            api = fast.handler.__self__  # type: ignore[attr-defined]
+            api = c.apis[node].handlers
             assert api.guard.served == 2  # the status and the DELETE let through; not the probes
 
     run(main())
@@ -469,7 +469,7 @@ def test_guard_on_the_fast_path(
             assert answers[5][2]["value"] == 1
             fast = c.apis[node].fast
             assert fast is not None and fast.handed_off == 0
-            api = fast.handler.__self__  # type: ignore[attr-defined]
+            api = c.apis[node].handlers
             assert api.guard.served == 3 and api.guard.inflight == 0
             api.guard.inflight = 4  # as if four requests were in flight
             [(status, _, body)] = await exchange(port, put % rw, 1)

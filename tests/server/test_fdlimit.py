@@ -12,8 +12,8 @@ import pytest
 from raftkv.core.types import NodeId
 from raftkv.server.config import Member, ServerConfig
 from raftkv.server.errors import ConfigError
-from raftkv.server.fasthttp import MAX_CONNECTIONS
 from raftkv.server.fdlimit import MIN_CONNECTIONS, connection_budget, reserved_fds
+from raftkv.server.http.connections import MAX_CONNECTIONS
 
 
 def config(max_connections: int | None = None, members: int = 3) -> ServerConfig:

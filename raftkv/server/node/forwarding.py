@@ -34,7 +34,8 @@ ForwardReply = Callable[[int, bytes], None]
 """Answers a forwarded write: (HTTP status, JSON body)."""
 ForwardHandler = Callable[[bytes, ForwardReply], None]
 """Serves a forwarded write's payload; calls the reply exactly once, now or later
-(a callback rather than a coroutine: no task per forwarded write)."""
+(a callback rather than a coroutine: no task per forwarded write), and never
+raises: it answers its own errors."""
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ class Forwarding:
     ) -> None:
         # Serves a write forwarded to this node (the leader): called with the
         # payload and a reply function, which it calls once with (HTTP status,
-        # body), now or later. Set by the API; without it forwarded writes get 503.
+        # body), now or later. Set by the API (which alone decides statuses and
+        # bodies); without it a forwarded write is dropped (serve).
         self.handler: ForwardHandler | None = None
         self._node_id = node_id
         self._metrics = metrics
@@ -161,7 +163,9 @@ class Forwarding:
         """Serve a write another node forwarded here (see :attr:`handler`)."""
         handler = self.handler
         if handler is None:
-            self._answer(msg, 503, b'{"error": "this node does not serve forwarded writes"}')
+            # No API serves this node (the API attaches its handler before the
+            # node starts): nothing can answer, the sender's forward times out.
+            logger.warning("dropped a forwarded write from %s: this node has no API", msg.sender)
             return
 
         def reply(status: int, body: bytes) -> None:
@@ -170,8 +174,9 @@ class Forwarding:
         try:
             handler(msg.payload, reply)
         except Exception:
+            # A bug: the handler answers its own errors. Whether it proposed the
+            # write is unknown, as is for the sender once its forward times out.
             logger.exception("serving a forwarded write failed")
-            reply(500, b'{"error": "internal error"}')
 
     def _answer(self, msg: ForwardRequest, status: int, body: bytes) -> None:
         self._send_soon(

@@ -368,7 +368,7 @@ class RaftNode:
         its ticker does. It then refuses every request (:attr:`failure`), stops
         stepping and ticking, and fails what was pending; it cannot recover in
         place: the process should exit and restart from the data dir
-        (:func:`raftkv.server.api.serve` re-raises the failure).
+        (:func:`raftkv.server.http.server.serve` re-raises the failure).
         """
         if self._failed is None:
             self._failed = asyncio.get_running_loop().create_future()
@@ -905,7 +905,8 @@ class RaftNode:
     def forward_handler(self) -> ForwardHandler | None:
         """Serves a write forwarded to this node (the leader): called with the
         payload and a reply function, which it calls once with (HTTP status,
-        body), now or later. Set by the API; without it forwarded writes get 503."""
+        body), now or later. Set by the API before the node starts (the API alone
+        decides statuses and bodies); without it forwarded writes are dropped."""
         return self._forwarding.handler
 
     @forward_handler.setter
