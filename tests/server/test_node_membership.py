@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from raftkv.core import raft as raft_module
+from raftkv.core import membership as core_membership
 from raftkv.core.confchange import Membership
 from raftkv.core.types import ConfChange, ConfChangeSingle, ConfChangeType, NodeId
 from raftkv.replica.kv import Put, encode_command
@@ -165,14 +165,14 @@ def _lenient_once(monkeypatch: pytest.MonkeyPatch) -> None:
     older version) or a membership that changed in between; here the first
     check is skipped once, and every later call (the applying ones) is real.
     """
-    real = raft_module.apply_conf_change
+    real = core_membership.next_membership
     calls: list[ConfChange] = []
 
     def check(membership: Membership, cc: ConfChange) -> Membership:
         calls.append(cc)
         return membership if len(calls) == 1 else real(membership, cc)
 
-    monkeypatch.setattr(raft_module, "apply_conf_change", check)
+    monkeypatch.setattr(core_membership, "next_membership", check)
 
 
 def test_change_refused_when_applied_is_an_error_and_changes_nothing(
