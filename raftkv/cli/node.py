@@ -489,7 +489,7 @@ def serve(
         )
 
     async def run() -> None:
-        from raftkv.server.api import serve as serve_node
+        from raftkv.server.http.server import serve as serve_node
         from raftkv.server.identity import resolve_pod_identity
 
         stop = asyncio.Event()
@@ -509,7 +509,7 @@ def serve(
                 setup_logging(cfg.node_id, log_format, log_level)
         await serve_node(cfg, stop)
 
-    from raftkv.server.api import run_event_loop
+    from raftkv.server.http.server import run_event_loop
     from raftkv.server.errors import NodeFailed
 
     try:

@@ -3,7 +3,7 @@
 Rule: these travel beside the core's messages in the same frames, with the same
 envelope (``term``, ``sender``, ``to``) and the same checks, but the core never
 sees them. The transport treats ``payload`` and ``body`` as opaque bytes; the
-server gives them meaning (raftkv.server.api: a KV command in, an HTTP status
+server gives them meaning (raftkv.server.http.forwarding: a KV command in, an HTTP status
 and JSON body out).
 
 Forwarding a write this way instead of over HTTP saves the follower an HTTP
