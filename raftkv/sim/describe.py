@@ -16,8 +16,8 @@ from raftkv.core import (
     RequestVoteResponse,
     describe_message,
 )
-from raftkv.history.revisions import describe_answer
-from raftkv.history.revisions import describe_command as _describe_command
+from raftkv.history.revhistory import describe_answer
+from raftkv.history.revhistory import describe_command as _describe_command
 from raftkv.replica.kv import (
     ABSENT,
     Cas,

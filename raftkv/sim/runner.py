@@ -19,7 +19,8 @@ from typing import IO
 
 from raftkv.core import NodeId, Raft, Role
 from raftkv.history.linearizability import Operation, check_history
-from raftkv.history.revisions import RevOp, check_revisions
+from raftkv.history.revhistory import RevOp
+from raftkv.history.revisions import check_revisions
 from raftkv.replica.kv import Command, KVStateMachine
 from raftkv.replica.lessor import Lessor
 from raftkv.replica.watch import WatchHub
