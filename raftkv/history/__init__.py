@@ -6,7 +6,8 @@ commands and results, never on how the history was produced.
 
 - :mod:`~raftkv.history.linearizability`: per-key WGL linearizability.
 - :mod:`~raftkv.history.revisions` (with the model :mod:`~raftkv.history.storemodel`):
-  multi-key operations checked by the revisions they report.
+  multi-key operations checked by the revisions they report; their history
+  format (operations, the JSON-lines file) is :mod:`~raftkv.history.revhistory`.
 - :mod:`~raftkv.history.watchcheck`: every watcher's events against the committed history.
 - :mod:`~raftkv.history.leasecheck`: lease expiries and revokes against renewals.
 """

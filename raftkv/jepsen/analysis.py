@@ -46,7 +46,8 @@ from typing import Any
 
 from raftkv.core.types import Entry, EntryType, NodeId
 from raftkv.history.linearizability import FAIL, INFO, OK, CheckResult, check_history
-from raftkv.history.revisions import RevisionCheck, RevOp, check_revisions
+from raftkv.history.revhistory import RevOp
+from raftkv.history.revisions import RevisionCheck, check_revisions
 from raftkv.history.watchcheck import RevisionLog
 from raftkv.jepsen.workload import (
     MULTI_KEY_KINDS,

@@ -16,7 +16,7 @@ the results directory::
       summary.txt     what was printed, ending with the verdict line
       verdict.json    every count and every problem found
       history.jsonl   the per-key checker's input (raftkv.history.linearizability format)
-      revisions.jsonl the revision checker's input (raftkv.history.revisions format)
+      revisions.jsonl the revision checker's input (raftkv.history.revhistory format)
       ops.jsonl       every operation with its attempts, nodes and settlement
       watches.jsonl   (--watches) what each watcher received
       leases.jsonl    (--leases) every lease request
@@ -58,7 +58,7 @@ from typing import Any
 
 from raftkv.core.types import NodeId
 from raftkv.history.linearizability import FAIL, INFO, OK, write_history
-from raftkv.history.revisions import write_rev_history
+from raftkv.history.revhistory import write_rev_history
 from raftkv.jepsen.analysis import NodeLog, Verdict, analyze, read_node_log, revision_history
 from raftkv.jepsen.feeds import (
     FeedVerdict,

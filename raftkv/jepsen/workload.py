@@ -45,7 +45,7 @@ import aiohttp
 
 from raftkv.core.types import NodeId
 from raftkv.history.linearizability import FAIL, INFO, OK, Operation
-from raftkv.history.revisions import command_from_json, command_to_json
+from raftkv.history.revhistory import command_from_json, command_to_json
 from raftkv.jepsen.nodes import Cluster
 from raftkv.replica.kv import (
     ERR_COMPACTED,

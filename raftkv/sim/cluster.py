@@ -17,266 +17,71 @@ re-delivered and the replica is rebuilt from its snapshot and the log.
 Every node applies committed entries with :class:`~raftkv.replica.Replica` and
 the server's KV state machine (:mod:`raftkv.replica.kv`): the code a real node
 runs, configuration changes and snapshot images included.
+
+The node's state and the options live in :mod:`raftkv.sim.node`; what a node
+answers its clients (proposals, reads, watch streams, keep-alives) in
+:mod:`raftkv.sim.serving`, whose classes :class:`Cluster` inherits; the trace
+vocabulary in :mod:`raftkv.sim.describe`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from heapq import heappush as _heappush
 
 from raftkv.core import (
-    AppendEntries,
-    AppendEntriesResponse,
     ConfChange,
     Config,
     ConfState,
     EntryType,
-    Heartbeat,
-    HeartbeatResponse,
-    Message,
     NodeId,
-    NotLeader,
-    ProposalDropped,
     Raft,
     RawNode,
     Ready,
-    RequestVote,
-    RequestVoteResponse,
     Role,
     describe_message,
 )
-from raftkv.history.revisions import describe_answer
-from raftkv.history.revisions import describe_command as _describe_command
 from raftkv.replica import ConfApplied, Refusal, Replica
 from raftkv.replica.kv import (
-    ABSENT,
-    ERR_COMPACTED,
-    ERR_FUTURE_REVISION,
     Answer,
-    Cas,
     Command,
-    Delete,
     Deleted,
-    Get,
     KVResult,
     KVStateMachine,
-    LeaseCheckpoint,
     LeaseGranted,
-    LeaseRevoke,
     LeaseRevoked,
     Listing,
-    MultiPut,
-    Put,
-    Range,
-    Session,
     TxnAnswer,
-    decode_command,
-    encode_command,
 )
 from raftkv.replica.lessor import Lessor
-from raftkv.replica.mvcc import CompactedError, FutureRevisionError
-from raftkv.replica.watch import Watcher, WatchHub
+from raftkv.replica.watch import WatchHub
 from raftkv.sim.clock import Clock, Micros
+from raftkv.sim.describe import _KINDS, message_kind
 from raftkv.sim.disk import SimDisk
 from raftkv.sim.invariants import Invariants, InvariantViolation, Violation
 from raftkv.sim.leases import KeepAliveRequest, LeaseLog, LessorForward
 from raftkv.sim.network import Handler, Network
+from raftkv.sim.node import ClusterParams, SimNode
+from raftkv.sim.serving import WatchLeaseServing, _client_outcome, _ClientNumbers
 from raftkv.sim.trace import Tracer
-from raftkv.sim.watches import RevisionLog, WatchClose, WatchOpen, WatchPush
-from raftkv.sim.workload import ClientReply, ClientRequest, Outcome, session_id
-
-_KINDS: dict[type, str] = {
-    AppendEntries: "AppendEntries",
-    AppendEntriesResponse: "AppendEntriesResponse",
-    Heartbeat: "Heartbeat",
-    HeartbeatResponse: "HeartbeatResponse",
-}
-"""Counter names of the payloads whose name does not depend on their fields."""
-
-_VOTE_KINDS: dict[type, tuple[str, str]] = {
-    RequestVote: ("RequestVote", "PreVote"),
-    RequestVoteResponse: ("RequestVoteResponse", "PreVoteResponse"),
-}
-"""Counter names of vote messages: ``[msg.pre_vote]`` picks the PreVote name."""
+from raftkv.sim.watches import RevisionLog, WatchClose, WatchOpen
+from raftkv.sim.workload import ClientReply, ClientRequest, Outcome
 
 _CONF_CHANGE = EntryType.CONF_CHANGE
 _ANSWERS = (KVResult, Listing, Deleted, TxnAnswer, LeaseGranted, LeaseRevoked)
-_KEEPALIVE_PUSH_US = 500_000
-"""A node sends an empty push on a watch stream that was silent this long (as a
-TCP keep-alive would): a watcher that hears nothing for longer gives up."""
-_PROGRESS_EVERY_TICKS = 5
-_WATCH_STEP_BUDGET = 8
-"""Revisions of history a node's watchers catch up per tick: few, so catching
-up takes a while and overlaps progress notifications and new revisions."""
-
-
-class _ClientNumbers(dict[str, int | None]):
-    """Session client id (``c<n>``, :func:`~raftkv.sim.workload.session_id`) ->
-    the simulated client's number, or None for another id; computed once each."""
-
-    def __missing__(self, sid: str) -> int | None:
-        number = int(sid[1:]) if sid[:1] == "c" and sid[1:].isdigit() else None
-        if number is not None and session_id(number) != sid:
-            number = None  # c01 is not client 1's id
-        self[sid] = number
-        return number
 
 
 def _kv_state_machine(decode_cache: dict[bytes, Command]) -> KVStateMachine:
     return KVStateMachine(decode_cache=decode_cache)
 
 
-def _client_outcome(command: Command, result: Answer) -> Outcome:
-    """What the simulated client of a single-key ``command`` is told:
-    ``(output, found)`` (multi-key commands: the whole answer, in the reply's
-    ``result``)."""
-    op = command.op
-    if op == "put":
-        return None, True
-    if op == "get":
-        assert isinstance(result, KVResult)
-        return (result.value, True) if result.ok else (None, False)
-    if op in ("cas", "delete"):
-        return result.ok, True  # cas: it took effect; delete: the key existed
-    return None, True
-
-
 def _members(conf: ConfState) -> set[NodeId]:
     return {*conf.voters, *conf.learners, *conf.voters_outgoing, *conf.learners_next}
 
 
-def message_kind(msg: object) -> str:
-    """The counter name of a payload: its class, with PreVote split from RequestVote."""
-    kind = _KINDS.get(type(msg))
-    if kind is not None:
-        return kind
-    names = _VOTE_KINDS.get(type(msg))
-    if names is not None:
-        return names[1] if msg.pre_vote else names[0]  # type: ignore[attr-defined]
-    return type(msg).__name__
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ClusterParams:
-    """Timing and protocol options of a simulated cluster.
-
-    Attributes:
-        tick_us: virtual time between two ticks of a node (each node gets a
-            random phase offset).
-        election_tick: ``Config.election_tick``.
-        heartbeat_tick: ``Config.heartbeat_tick``.
-        pre_vote: ``Config.pre_vote``.
-        check_quorum: ``Config.check_quorum``.
-        fsync_min_us: shortest fsync.
-        fsync_max_us: longest fsync (uniform in between).
-        max_entries_per_msg: ``Config.max_entries_per_msg``.
-        max_inflight: ``Config.max_inflight``.
-        snapshot_every: a node snapshots its state machine and compacts its log
-            once it has applied this many entries past its last snapshot (0:
-            never, and a leader never needs InstallSnapshot).
-        snapshot_chunk_size: ``Config.snapshot_chunk_size``.
-        watches: every node runs a watch hub and serves watch streams.
-        leases: every node runs a lessor on the virtual clock and answers
-            keep-alives.
-        lease_checkpoint_ms: the lessors' checkpoint interval.
-        bootstrap_in_log: founding members start with empty disks and write the
-            founding membership as log entry 1 (as real nodes do), so nodes
-            that join later learn it by replaying the log. Otherwise each
-            founding disk starts out holding the membership.
-    """
-
-    tick_us: Micros = 100_000
-    election_tick: int = 10
-    heartbeat_tick: int = 1
-    pre_vote: bool = True
-    check_quorum: bool = True
-    fsync_min_us: Micros = 200
-    fsync_max_us: Micros = 2_000
-    max_entries_per_msg: int = 256
-    max_inflight: int = 256
-    snapshot_every: int = 0
-    snapshot_chunk_size: int = 1 << 20
-    bootstrap_in_log: bool = False
-    watches: bool = False
-    leases: bool = False
-    lease_checkpoint_ms: int = 2_000
-
-
-class SimNode:
-    """One node's volatile state plus its disk. ``raw is None`` while crashed."""
-
-    __slots__ = (
-        "node_id",
-        "disk",
-        "rng",
-        "raw",
-        "replica",
-        "inflight",
-        "pending",
-        "generation",
-        "role",
-        "term",
-        "reads",
-        "ready_reads",
-        "retired",
-        "tick_args",
-        "hub",
-        "streams",
-        "lessor",
-        "lead_from",
-        "promoted_at",
-        "leaderless_since",
-        "ka_reads",
-        "ticks",
-    )
-
-    def __init__(self, node_id: NodeId, disk: SimDisk, rng: random.Random) -> None:
-        self.node_id = node_id
-        self.disk = disk
-        self.rng = rng
-        self.raw: RawNode | None = None
-        self.replica = Replica(KVStateMachine())
-        self.inflight: Ready | None = None
-        # (client_id, request_id) -> client endpoint, for requests this node proposed.
-        self.pending: dict[tuple[int, int], str] = {}
-        # Incremented at every crash; callbacks from an older incarnation are ignored.
-        self.generation = 0
-        self.role: Role | None = None
-        self.term = 0
-        # ReadIndex context -> (client endpoint, client id, the get), for reads
-        # asked of this node.
-        self.reads: dict[bytes, tuple[str, int, Command]] = {}
-        # (read index, context) of reads the core released, waiting for the apply.
-        self.ready_reads: list[tuple[int, bytes]] = []
-        # Removed from the cluster and shut down for good (never restarted).
-        self.retired = False
-        # The arguments of this node's tick event, built once.
-        self.tick_args = (self,)
-        # With watches: the hub, and (client, stream) -> [watcher, next seq,
-        # time of the last push].
-        self.hub: WatchHub | None = None
-        self.streams: dict[tuple[str, int], list[object]] = {}
-        # With leases: the lessor; the index of this leader's first entry of its
-        # term (promote once applied); when it was promoted.
-        self.lessor: Lessor | None = None
-        self.lead_from: int | None = None
-        self.promoted_at: Micros | None = None
-        self.leaderless_since: Micros | None = None
-        # Keep-alives waiting for their ReadIndex: context -> (endpoint, client,
-        # request id, ttl).
-        self.ka_reads: dict[bytes, tuple[str, int, int, int]] = {}
-        self.ticks = 0
-
-    @property
-    def up(self) -> bool:
-        return self.raw is not None
-
-
-class Cluster:
+class Cluster(WatchLeaseServing):
     """Drives N nodes; see the module docstring.
 
     Args:
@@ -569,131 +374,6 @@ class Cluster:
 
         return handle
 
-    def _on_client_request(self, node: SimNode, raw: RawNode, src: str, req: ClientRequest) -> None:
-        if req.read:
-            context = f"{req.client_id}/{req.request_id}".encode()
-            try:
-                raw.read_index(context)
-            except ProposalDropped:
-                self._reply(
-                    node,
-                    src,
-                    ClientReply(
-                        client_id=req.client_id,
-                        request_id=req.request_id,
-                        ok=False,
-                        leader=raw.leader,
-                    ),
-                )
-                return
-            node.reads[context] = (src, req.client_id, self._decode(req.data))
-            self.stats["read_index"] += 1
-            return
-        try:
-            raw.propose(req.data)
-        except NotLeader as exc:
-            self._reply(
-                node,
-                src,
-                ClientReply(
-                    client_id=req.client_id, request_id=req.request_id, ok=False, leader=exc.leader
-                ),
-            )
-            return
-        except ProposalDropped:
-            self._reply(
-                node,
-                src,
-                ClientReply(
-                    client_id=req.client_id, request_id=req.request_id, ok=False, leader=raw.leader
-                ),
-            )
-            return
-        node.pending[(req.client_id, req.request_id)] = src
-        self.stats["proposals"] += 1
-
-    def _decode(self, data: bytes) -> Command:
-        cmd = self._decode_cache.get(data)
-        if cmd is None:
-            cmd = self._decode_cache[data] = decode_command(data)
-        return cmd
-
-    def _serve_reads(self, node: SimNode) -> None:
-        """Answer the released reads whose read index the state machine has applied."""
-        applied = node.replica.applied_index
-        waiting: list[tuple[int, bytes]] = []
-        for index, context in node.ready_reads:
-            if index > applied:
-                waiting.append((index, context))
-                continue
-            asked = node.reads.pop(context, None)
-            if asked is None:
-                ka = node.ka_reads.pop(context, None) if node.ka_reads else None
-                if ka is not None:
-                    # Leadership confirmed: the keep-alive stands.
-                    self._reply(
-                        node,
-                        ka[0],
-                        ClientReply(client_id=ka[1], request_id=ka[2], ok=True, output=ka[3]),
-                    )
-                continue
-            dst, client_id, cmd = asked
-            self._answer_read(node, dst, client_id, cmd)
-        node.ready_reads = waiting
-
-    def _answer_read(self, node: SimNode, dst: str, client_id: int, cmd: Command) -> None:
-        """Answer a get or a range from ``node``'s applied state."""
-        sm = node.replica.state_machine
-        assert isinstance(sm, KVStateMachine) and cmd.session is not None
-        result: KVResult | Listing
-        if isinstance(cmd, Get):
-            result = sm.read(cmd.key)
-            output, found = result.value, result.found
-        else:
-            assert isinstance(cmd, Range)
-            output, found = None, True
-            try:
-                result = sm.range(
-                    cmd.range,
-                    revision=cmd.revision,
-                    limit=cmd.limit,
-                    keys_only=cmd.keys_only,
-                    count_only=cmd.count_only,
-                    sort_order=cmd.sort_order,
-                    sort_target=cmd.sort_target,
-                )
-            except CompactedError:
-                result = KVResult(
-                    ok=False,
-                    index=sm.applied_index,
-                    revision=sm.revision,
-                    error=ERR_COMPACTED,
-                    compact_revision=sm.compact_revision,
-                )
-            except FutureRevisionError:
-                result = KVResult(
-                    ok=False,
-                    index=sm.applied_index,
-                    revision=sm.revision,
-                    error=ERR_FUTURE_REVISION,
-                )
-        self.stats["reads_served"] += 1
-        self._reply(
-            node,
-            dst,
-            ClientReply(
-                client_id=client_id,
-                request_id=cmd.session.seq,
-                ok=True,
-                output=output,
-                found=found,
-                result=result,
-            ),
-        )
-
-    def _reply(self, node: SimNode, dst: str, reply: ClientReply) -> None:
-        self.network.send(node.node_id, dst, reply, "ClientReply", duplicate=False)
-
     # -- the Ready loop ------------------------------------------------------
 
     def _after_input(self, node: SimNode) -> None:
@@ -961,190 +641,6 @@ class Cluster:
         if self.params.snapshot_every:
             self._maybe_take_snapshot(node, raw)
 
-    # -- watches and leases --------------------------------------------------
-
-    def _applied_extras(
-        self,
-        node: SimNode,
-        sm: object,
-        hub: WatchHub | None,
-        before: int,
-        data: bytes,
-        result: object,
-    ) -> None:
-        """After one entry: record a new revision, tell the hub, note revokes."""
-        assert isinstance(sm, KVStateMachine)
-        if sm.revision != before:
-            got = sm.last_events()
-            if got is not None and got[0] == sm.revision:
-                self.revision_log.record(got[0], got[1], self._decode_cache.get(data))
-        if hub is not None:
-            hub.applied()
-        if type(result) is LeaseRevoked and data:
-            cmd = self._decode_cache.get(data)
-            if isinstance(cmd, LeaseRevoke):
-                self.lease_log.revoked(cmd.id, result.revision, result.deleted)
-
-    def _after_apply_extras(self, node: SimNode) -> None:
-        """After a Ready's entries: promote a new leader once it applied its
-        term's first entry; push what the watchers have."""
-        lessor = node.lessor
-        if (
-            lessor is not None
-            and node.lead_from is not None
-            and node.promoted_at is None
-            and node.role is Role.LEADER
-            and node.replica.applied_index >= node.lead_from
-        ):
-            now = self.clock.now
-            lessor.promote(now // 1000, self._election_us // 1000)
-            node.promoted_at = now
-            self.stats["lessor_promotions"] += 1
-        if node.streams:
-            self._flush_streams(node)
-
-    def _tick_extras(self, node: SimNode, raw: RawNode) -> None:
-        now = self.clock.now
-        node.ticks += 1
-        lessor = node.lessor
-        if lessor is not None:
-            for cmd in lessor.tick(now // 1000, time_ms=now // 1000):
-                if isinstance(cmd, LeaseRevoke):
-                    self.lease_log.expiry(
-                        cmd.id, now, node.node_id, node.role is Role.LEADER, node.promoted_at
-                    )
-                    self.stats["lease_expiries"] += 1
-                elif isinstance(cmd, LeaseCheckpoint):
-                    self.stats["lease_checkpoints"] += 1
-                self._propose_lessor(node, raw, encode_command(cmd))
-        hub = node.hub
-        if hub is not None:
-            if raw.leader is None and node.role is not Role.LEADER:
-                if node.leaderless_since is None:
-                    node.leaderless_since = now
-                elif now - node.leaderless_since >= self._election_us and hub.leader_lost():
-                    self.stats["watch_leader_lost"] += 1
-            else:
-                node.leaderless_since = None
-            if node.ticks % _PROGRESS_EVERY_TICKS == 0:
-                hub.progress()  # before catching up: watchers opened since are behind
-            hub.step(_WATCH_STEP_BUDGET)
-            if node.streams:
-                self._flush_streams(node, keepalive=True)
-
-    def _propose_lessor(self, node: SimNode, raw: RawNode, data: bytes) -> None:
-        """Propose a lessor's command; a node that does not lead forwards it to
-        the leader it knows (as it would any proposal)."""
-        try:
-            raw.propose(data)
-        except NotLeader as exc:
-            if exc.leader is not None:
-                self.network.send(
-                    node.node_id, exc.leader, LessorForward(data=data), "LessorForward"
-                )
-        except ProposalDropped:
-            pass
-
-    def _on_lessor_forward(self, node: SimNode, raw: RawNode, src: str, msg: LessorForward) -> None:
-        with contextlib.suppress(NotLeader, ProposalDropped):
-            raw.propose(msg.data)
-
-    def _on_keepalive(self, node: SimNode, raw: RawNode, src: str, req: KeepAliveRequest) -> None:
-        lessor = node.lessor
-        if lessor is None or node.role is not Role.LEADER or not lessor.is_leader:
-            self._reply(
-                node,
-                src,
-                ClientReply(
-                    client_id=req.client_id, request_id=req.request_id, ok=False, leader=raw.leader
-                ),
-            )
-            return
-        now_ms = self.clock.now // 1000
-        ttl = lessor.keepalive(req.lease_id, now_ms)
-        if ttl is None:
-            self._reply(
-                node,
-                src,
-                ClientReply(
-                    client_id=req.client_id, request_id=req.request_id, ok=False, found=False
-                ),
-            )
-            return
-        reset = lessor.keepalive_checkpoint(req.lease_id, now_ms)
-        if reset is not None:
-            # Confirmed by committing the reset of its replicated remaining time.
-            cmd = LeaseCheckpoint(
-                checkpoints=reset.checkpoints,
-                time_ms=now_ms,
-                session=Session(client_id=session_id(req.client_id), seq=req.request_id),
-            )
-            try:
-                raw.propose(encode_command(cmd))
-            except (NotLeader, ProposalDropped):
-                return
-            node.pending[(req.client_id, req.request_id)] = src
-            self.stats["keepalive_checkpoints"] += 1
-            return
-        context = f"ka/{req.client_id}/{req.request_id}".encode()
-        try:
-            raw.read_index(context)
-        except ProposalDropped:
-            return
-        node.ka_reads[context] = (src, req.client_id, req.request_id, ttl)
-        self.stats["keepalive_reads"] += 1
-
-    def _on_watch_open(self, node: SimNode, raw: RawNode, src: str, req: WatchOpen) -> None:
-        hub = node.hub
-        assert hub is not None
-        watcher = hub.create(
-            req.key,
-            req.range_end,
-            start_revision=req.start_revision,
-            prev_kv=req.prev_kv,
-            require_leader=req.require_leader,
-        )
-        opened = req.start_revision or hub.revision + 1
-        node.streams[(src, req.stream)] = [watcher, 0, self.clock.now]
-        self._push(node, src, req.stream, node.streams[(src, req.stream)], opened)
-
-    def _on_watch_close(self, node: SimNode, raw: RawNode, src: str, req: WatchClose) -> None:
-        entry = node.streams.pop((src, req.stream), None)
-        if entry is not None and node.hub is not None:
-            watcher = entry[0]
-            assert isinstance(watcher, Watcher)
-            node.hub.close(watcher.id)
-
-    def _flush_streams(self, node: SimNode, *, keepalive: bool = False) -> None:
-        now = self.clock.now
-        for (client, stream), entry in list(node.streams.items()):
-            watcher = entry[0]
-            assert isinstance(watcher, Watcher)
-            if watcher.pending or (
-                keepalive and now - entry[2] >= _KEEPALIVE_PUSH_US  # type: ignore[operator]
-            ):
-                self._push(node, client, stream, entry)
-
-    def _push(
-        self, node: SimNode, client: str, stream: int, entry: list[object], opened: int = 0
-    ) -> None:
-        watcher = entry[0]
-        assert isinstance(watcher, Watcher)
-        responses = tuple(watcher.take())
-        seq = entry[1]
-        assert isinstance(seq, int)
-        entry[1] = seq + 1
-        entry[2] = self.clock.now
-        self.network.send(
-            node.node_id,
-            client,
-            WatchPush(stream=stream, seq=seq, responses=responses, opened=opened),
-            "WatchPush",
-            duplicate=False,
-        )
-        if watcher.canceled:
-            node.streams.pop((client, stream), None)
-
     def violation(self, checker: str, message: str) -> None:
         """Stop the run with a violation of ``checker``."""
         raise InvariantViolation(
@@ -1168,52 +664,3 @@ class Cluster:
         details["send"] = [describe_message(m) for m in rd.messages]
         details["send_after_persist"] = [describe_message(m) for m in rd.messages_after_persist]
         self.tracer.emit(now, "ready", nid, **details)
-
-
-def describe_command(cmd: Command) -> str:
-    """A stable one-line description of a KV command (for traces)."""
-    if isinstance(cmd, MultiPut):
-        return "multi_put " + ",".join(f"{k}={v!r}" for k, v in sorted(cmd.pairs.items()))
-    if isinstance(cmd, Put):
-        return f"put {cmd.key}={cmd.value!r}"
-    if isinstance(cmd, Cas):
-        expect = "absent" if cmd.expect is ABSENT else repr(cmd.expect)
-        return f"cas {cmd.key} {expect}->{cmd.value!r}"
-    if isinstance(cmd, Delete | Get):
-        return f"{cmd.op} {cmd.key}"
-    return _describe_command(cmd)  # ranges, transactions, compaction
-
-
-def describe_payload(payload: object, *, results: bool = False) -> str:
-    """A stable one-line description of anything the network carries (for traces).
-
-    With ``results``, a client reply also shows the state machine's whole answer.
-    """
-    if isinstance(
-        payload,
-        (
-            AppendEntries,
-            AppendEntriesResponse,
-            Heartbeat,
-            HeartbeatResponse,
-            RequestVote,
-            RequestVoteResponse,
-        ),
-    ):
-        msg: Message = payload
-        return describe_message(msg)
-    if isinstance(payload, ClientRequest):
-        head = f"c{payload.client_id} request {payload.request_id}"
-        try:
-            return f"{head} {describe_command(decode_command(payload.data))}"
-        except ValueError:
-            return f"{head} {payload.data!r}"
-    if isinstance(payload, ClientReply):
-        text = (
-            f"reply c{payload.client_id}/{payload.request_id} ok={payload.ok} "
-            f"output={payload.output!r} found={payload.found} leader={payload.leader}"
-        )
-        if results and payload.result is not None:
-            text += f" answer={describe_answer(payload.result)}"
-        return text
-    return repr(payload)

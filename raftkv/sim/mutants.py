@@ -53,7 +53,8 @@ from raftkv.replica.lessor import Lessor
 from raftkv.replica.mvcc import VERSION_OVERHEAD_BYTES, MVCCStore, Op, RangeOp, TxnResult
 from raftkv.replica.mvcc import Compare as StoreCompare
 from raftkv.replica.watch import Watcher, WatchHub, WatchResponse
-from raftkv.sim.cluster import Cluster, SimNode
+from raftkv.sim.cluster import Cluster
+from raftkv.sim.node import SimNode
 from raftkv.sim.runner import SimConfig
 from raftkv.sim.workload import ClientRequest
 

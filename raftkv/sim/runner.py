@@ -19,16 +19,19 @@ from typing import IO
 
 from raftkv.core import NodeId, Raft, Role
 from raftkv.history.linearizability import Operation, check_history
-from raftkv.history.revisions import RevOp, check_revisions
+from raftkv.history.revhistory import RevOp
+from raftkv.history.revisions import check_revisions
 from raftkv.replica.kv import Command, KVStateMachine
 from raftkv.replica.lessor import Lessor
 from raftkv.replica.watch import WatchHub
 from raftkv.sim.clock import Clock, seconds
-from raftkv.sim.cluster import Cluster, ClusterParams, describe_payload
+from raftkv.sim.cluster import Cluster
+from raftkv.sim.describe import describe_payload
 from raftkv.sim.faults import FaultInjector, generate_schedule
 from raftkv.sim.invariants import CHECKERS, Invariants, InvariantViolation, Violation
 from raftkv.sim.leases import LeaseWorkload, check_leases
 from raftkv.sim.network import LinkParams, Network
+from raftkv.sim.node import ClusterParams
 from raftkv.sim.operator import Operator
 from raftkv.sim.trace import Tracer
 from raftkv.sim.watches import WatchWorkload, check_watches

@@ -32,7 +32,7 @@ from typing import Any
 
 from raftkv.core.frozen import fast_init
 from raftkv.history.linearizability import FAIL, INFO, OK, Operation
-from raftkv.history.revisions import RevOp
+from raftkv.history.revhistory import RevOp
 from raftkv.replica.kv import (
     ABSENT,
     Answer,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from raftkv.storage.disk_storage import DiskStorage
 from raftkv.storage.errors import CorruptLogError, CorruptSnapshotError, StorageError
 from raftkv.storage.snapshot import SnapshotFile, SnapshotStore
-from raftkv.storage.wal import WAL, Recovered, SnapshotMarker
+from raftkv.storage.wal import WAL, Recovered
+from raftkv.storage.walrecords import SnapshotMarker
 
 __all__ = [
     "DiskStorage",

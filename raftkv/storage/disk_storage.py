@@ -69,7 +69,8 @@ from raftkv.core.types import (
 )
 from raftkv.storage.errors import StorageError
 from raftkv.storage.snapshot import DEFAULT_RETAIN, SnapshotStore, snapshot_name
-from raftkv.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, Recovered, SnapshotMarker
+from raftkv.storage.wal import DEFAULT_SEGMENT_BYTES, WAL, Recovered
+from raftkv.storage.walrecords import SnapshotMarker
 
 __all__ = ["DiskStorage", "WAL_DIR_NAME", "SNAP_DIR_NAME"]
 

@@ -31,61 +31,25 @@ peer map or the address a peer last completed a handshake from. With TLS the
 handshake starts once TLS is up; TLS has a deadline of the same length before
 it, and connections still in TLS are not counted (asyncio holds them).
 
-Handshake (each step one frame; any deviation closes the connection)::
-
-    client -> server  Hello(version, cluster_id, node_id, to, client_nonce)
-    server -> client  Challenge(node_id, server_nonce)  |  Reject(reason)
-    client -> server  Auth(proof_c)
-    server -> client  Welcome(proof_s)                  |  Reject(reason)
-
-    proof_x = HMAC-SHA256(cluster_secret, label_x | cluster_id | client id |
-                          server id | client_nonce | server_nonce)
-
-with distinct labels for the two directions, each part length-prefixed, and
-both sides comparing with :func:`hmac.compare_digest`. The authentication is
-mutual: the server only proves itself to a client that has proved itself.
-Without ``cluster_secret`` proofs are empty and any node that claims a member
-id is accepted. The handshake authenticates the peer at connect time only: it
-neither encrypts nor MACs later frames, so on a hostile network also give the
-transport TLS contexts (``ssl_server``/``ssl_client``, mutual TLS: see
-docs/security.md). With TLS the handshake above runs inside the TLS session,
-and a connection without a certificate the server trusts never reaches it.
+The handshake itself (its frames and proofs) is :mod:`raftkv.transport.handshake`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import hmac
 import logging
 import random
-import secrets
-import socket
 import ssl
-import struct
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
-from raftkv.core.messages import AppendEntries, Heartbeat, HeartbeatResponse
 from raftkv.core.types import NodeId
 from raftkv.transport.admission import Limit, PendingHandshakes, canonical_ip, source_of
 from raftkv.transport.base import Address, OnMessages, TransportStats
 from raftkv.transport.codec import (
     DEFAULT_MAX_FRAME_SIZE,
     HEADER_SIZE,
-    NONCE_LEN,
-    PROTOCOL_VERSION,
-    Auth,
-    Challenge,
-    ControlFrame,
-    Hello,
-    Reject,
-    Welcome,
     decode_batch,
-    decode_control,
     encode_batch,
-    encode_control,
     encode_frame,
     frame_length,
 )
@@ -96,7 +60,9 @@ from raftkv.transport.errors import (
     TransportClosed,
     TransportError,
 )
-from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
+from raftkv.transport.forward import PeerMessage
+from raftkv.transport.handshake import client_handshake, server_handshake
+from raftkv.transport.link import Outbound, approx_size, close_writer, set_nodelay, wait_eof
 
 __all__ = [
     "HANDSHAKE_DEADLINE",
@@ -107,7 +73,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_MAX_CONTROL_FRAME = 4096
 _MAX_LOG_KEYS = 1024
 # Pending (unauthenticated) inbound handshakes, in all: a member needs one at a
 # time, so this is room for every peer of a large cluster to reconnect at once,
@@ -120,86 +85,6 @@ MAX_PENDING_PER_SOURCE = 8
 # soon: a few round trips on any network that carries Raft, and the longest a
 # socket that sends nothing (or a byte at a time) holds a pending slot.
 HANDSHAKE_DEADLINE = 2.0
-_CLIENT_LABEL = b"raftkv client proof"
-_SERVER_LABEL = b"raftkv server proof"
-
-
-def _approx_size(msg: PeerMessage) -> int:
-    """A cheap upper-ish estimate of a message's encoded size, for queue and batch limits."""
-    if isinstance(msg, AppendEntries):
-        return 64 + sum(len(e.data) + 24 for e in msg.entries)
-    if isinstance(msg, Heartbeat | HeartbeatResponse):
-        return 64 + len(msg.context)
-    if isinstance(msg, ForwardRequest):
-        return 64 + len(msg.payload)
-    if isinstance(msg, ForwardResponse):
-        return 64 + len(msg.body)
-    return 64
-
-
-def _session_proof(
-    secret: bytes | None,
-    label: bytes,
-    cluster_id: str,
-    client_id: str,
-    server_id: str,
-    client_nonce: bytes,
-    server_nonce: bytes,
-) -> bytes:
-    """HMAC-SHA256 over the length-prefixed session parts; empty without a secret."""
-    if secret is None:
-        return b""
-    parts = (
-        label,
-        cluster_id.encode(),
-        client_id.encode(),
-        server_id.encode(),
-        client_nonce,
-        server_nonce,
-    )
-    message = b"".join(struct.pack(">I", len(p)) + p for p in parts)
-    return hmac.new(secret, message, hashlib.sha256).digest()
-
-
-def _set_nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-async def _close_writer(writer: asyncio.StreamWriter) -> None:
-    """Close a stream, giving up on unflushed data after a short grace period."""
-    writer.close()
-    try:
-        async with asyncio.timeout(1.0):
-            await writer.wait_closed()
-    except (OSError, TimeoutError):
-        writer.transport.abort()
-
-
-async def _wait_eof(reader: asyncio.StreamReader) -> None:
-    """Return when the accepting side sends anything or closes (it never should send)."""
-    with contextlib.suppress(OSError):
-        await reader.read(1)
-
-
-class _Outbound:
-    """One peer's send side: a bounded queue and the task that drains it."""
-
-    __slots__ = ("node_id", "address", "queue", "queued_bytes", "wake", "task", "writer")
-
-    def __init__(self, node_id: NodeId, address: Address) -> None:
-        self.node_id = node_id
-        self.address = address
-        # Invariant: queued_bytes == sum of the sizes in queue.
-        self.queue: deque[tuple[PeerMessage, int]] = deque()
-        self.queued_bytes = 0
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-        # The handshaken connection being pumped, while it is up: send() writes
-        # to it directly when nothing is waiting to drain.
-        self.writer: asyncio.StreamWriter | None = None
 
 
 class TcpTransport:
@@ -297,7 +182,7 @@ class TcpTransport:
 
         self._stats = TransportStats()
         self._peers: dict[NodeId, Address] = {}
-        self._outbound: dict[NodeId, _Outbound] = {}
+        self._outbound: dict[NodeId, Outbound] = {}
         # Invariant: at most one live inbound stream per authenticated peer.
         self._inbound: dict[NodeId, asyncio.StreamWriter] = {}
         self._inbound_tasks: set[asyncio.Task[None]] = set()
@@ -420,7 +305,7 @@ class TcpTransport:
                     self._spawn(out)
         for node_id, address in new.items():
             if node_id not in self._outbound:
-                out = _Outbound(node_id, address)
+                out = Outbound(node_id, address)
                 self._outbound[node_id] = out
                 if self._started and not self._closed:
                     self._spawn(out)
@@ -446,14 +331,14 @@ class TcpTransport:
         """
         if self._closed:
             raise TransportClosed(f"transport {self._node_id} was stopped")
-        touched: list[_Outbound] = []
+        touched: list[Outbound] = []
         for msg in msgs:
             out = self._outbound.get(msg.to)
             if out is None:
                 self._stats.dropped_unroutable += 1
                 self._log_once("unroutable", msg.to, "no peer %s; dropping messages to it", msg.to)
                 continue
-            size = _approx_size(msg)
+            size = approx_size(msg)
             out.queue.append((msg, size))
             out.queued_bytes += size
             while len(out.queue) > self._max_queue or (
@@ -486,7 +371,7 @@ class TcpTransport:
                         continue
             out.wake.set()  # the writer task connects, drains, or retries
 
-    def _spawn(self, out: _Outbound) -> None:
+    def _spawn(self, out: Outbound) -> None:
         out.task = asyncio.get_running_loop().create_task(
             self._run_outbound(out), name=f"raftkv-transport {self._node_id}->{out.node_id}"
         )
@@ -503,7 +388,7 @@ class TcpTransport:
         ceiling = min(self._reconnect_cap, self._reconnect_base * (1 << min(attempt, 32)))
         return ceiling / 2 + self._rng.uniform(0.0, ceiling / 2)
 
-    async def _run_outbound(self, out: _Outbound) -> None:
+    async def _run_outbound(self, out: Outbound) -> None:
         """Connect, pump the queue until the connection breaks, back off, repeat."""
         attempt = 0
         while True:
@@ -549,10 +434,10 @@ class TcpTransport:
             except (OSError, TimeoutError) as exc:
                 self._log_once("lost", out.node_id, "connection to %s lost: %r", out.node_id, exc)
             finally:
-                await _close_writer(writer)
+                await close_writer(writer)
             await asyncio.sleep(self._backoff(0))
 
-    async def _dial(self, out: _Outbound) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _dial(self, out: Outbound) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         host, port = out.address
         async with asyncio.timeout(self._connect_timeout):
             if self._ssl_client is None:
@@ -566,19 +451,26 @@ class TcpTransport:
                     ssl_handshake_timeout=self._handshake_timeout,
                 )
         try:
-            _set_nodelay(writer)
+            set_nodelay(writer)
             async with asyncio.timeout(self._handshake_timeout):
-                await self._client_handshake(out.node_id, reader, writer)
+                await client_handshake(
+                    reader,
+                    writer,
+                    secret=self._secret,
+                    cluster_id=self._cluster_id,
+                    node_id=self._node_id,
+                    peer=out.node_id,
+                )
         except BaseException:
             writer.transport.abort()
             raise
         return reader, writer
 
     async def _pump(
-        self, out: _Outbound, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, out: Outbound, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         """Write everything queued for ``out`` in batches until the stream breaks."""
-        eof = asyncio.get_running_loop().create_task(_wait_eof(reader))
+        eof = asyncio.get_running_loop().create_task(wait_eof(reader))
 
         def closed(_: object) -> None:
             out.writer = None  # send() no longer writes to this stream
@@ -608,7 +500,7 @@ class TcpTransport:
             eof.cancel()
             await asyncio.wait([eof])
 
-    def _write_queued(self, out: _Outbound, writer: asyncio.StreamWriter) -> None:
+    def _write_queued(self, out: Outbound, writer: asyncio.StreamWriter) -> None:
         """Write everything queued for ``out`` to ``writer``, in frames of at most a batch."""
         while out.queue:
             batch = self._take_batch(out)
@@ -617,7 +509,7 @@ class TcpTransport:
                 self._stats.frames_out += 1
                 self._stats.msgs_out += count
 
-    def _take_batch(self, out: _Outbound) -> list[PeerMessage]:
+    def _take_batch(self, out: Outbound) -> list[PeerMessage]:
         batch: list[PeerMessage] = []
         size = 0
         while out.queue and len(batch) < self._max_batch_messages:
@@ -651,50 +543,6 @@ class TcpTransport:
         half = len(batch) // 2
         return self._encode_frames(peer, batch[:half]) + self._encode_frames(peer, batch[half:])
 
-    async def _client_handshake(
-        self, peer: NodeId, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        client_nonce = secrets.token_bytes(NONCE_LEN)
-        hello = Hello(
-            version=PROTOCOL_VERSION,
-            cluster_id=self._cluster_id,
-            node_id=self._node_id,
-            to=peer,
-            nonce=client_nonce,
-        )
-        await _write_control(writer, hello)
-        reply = await _read_control(reader)
-        if isinstance(reply, Reject):
-            raise AuthenticationError(f"refused by {peer}: {reply.reason}")
-        if not isinstance(reply, Challenge) or reply.node_id != peer:
-            raise HandshakeError(f"expected a challenge from {peer}, got {reply!r}")
-        proof = _session_proof(
-            self._secret,
-            _CLIENT_LABEL,
-            self._cluster_id,
-            self._node_id,
-            peer,
-            client_nonce,
-            reply.nonce,
-        )
-        await _write_control(writer, Auth(proof=proof))
-        welcome = await _read_control(reader)
-        if isinstance(welcome, Reject):
-            raise AuthenticationError(f"refused by {peer}: {welcome.reason}")
-        if not isinstance(welcome, Welcome):
-            raise HandshakeError(f"expected a welcome from {peer}, got {welcome!r}")
-        expected = _session_proof(
-            self._secret,
-            _SERVER_LABEL,
-            self._cluster_id,
-            self._node_id,
-            peer,
-            client_nonce,
-            reply.nonce,
-        )
-        if self._secret is not None and not hmac.compare_digest(welcome.proof, expected):
-            raise AuthenticationError(f"{peer} failed to prove the cluster secret")
-
     # ----------------------------------------------------------------- receiving
 
     async def _handle_inbound(
@@ -709,7 +557,7 @@ class TcpTransport:
         try:
             if self._closed or not self._admit(task, remote):
                 return
-            _set_nodelay(writer)
+            set_nodelay(writer)
             try:
                 peer = await self._accept(remote, reader, writer)
             finally:
@@ -735,7 +583,7 @@ class TcpTransport:
         finally:
             if peer is not None and self._inbound.get(peer) is writer:
                 del self._inbound[peer]
-            await _close_writer(writer)
+            await close_writer(writer)
             self._inbound_tasks.discard(task)
 
     def _admit(self, task: asyncio.Task[None], remote: str) -> bool:
@@ -777,7 +625,14 @@ class TcpTransport:
         id, or None if refused."""
         try:
             async with asyncio.timeout(self._handshake_timeout):
-                return await self._server_handshake(reader, writer)
+                return await server_handshake(
+                    reader,
+                    writer,
+                    secret=self._secret,
+                    cluster_id=self._cluster_id,
+                    node_id=self._node_id,
+                    is_peer=lambda peer: peer in self._peers,
+                )
         except AuthenticationError as exc:
             self._stats.auth_failures += 1
             self._log_once("auth-in", remote, "refused a connection from %s: %s", remote, exc)
@@ -791,39 +646,6 @@ class TcpTransport:
             self._stats.handshakes_incomplete += 1
             logger.debug("%s: handshake with %s did not complete: %r", self._node_id, remote, exc)
         return None
-
-    async def _server_handshake(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> NodeId:
-        hello = await _read_control(reader, server=True)
-        if not isinstance(hello, Hello):
-            raise HandshakeError(f"expected a hello, got {type(hello).__name__}")
-        reason = ""
-        if hello.version != PROTOCOL_VERSION:
-            reason = f"protocol version {hello.version} is not {PROTOCOL_VERSION}"
-        elif hello.cluster_id != self._cluster_id:
-            reason = f"cluster id {hello.cluster_id!r} is not {self._cluster_id!r}"
-        elif hello.to != self._node_id:
-            reason = f"this is {self._node_id}, not {hello.to}"
-        elif hello.node_id not in self._peers:
-            reason = f"{hello.node_id} is not a peer of {self._node_id}"
-        if reason:
-            await _refuse(writer, reason)
-            raise AuthenticationError(f"{hello.node_id}: {reason}")
-        server_nonce = secrets.token_bytes(NONCE_LEN)
-        await _write_control(writer, Challenge(node_id=self._node_id, nonce=server_nonce))
-        auth = await _read_control(reader, server=True)
-        if not isinstance(auth, Auth):
-            raise HandshakeError(f"expected auth, got {type(auth).__name__}")
-        args = (self._cluster_id, hello.node_id, self._node_id, hello.nonce, server_nonce)
-        expected = _session_proof(self._secret, _CLIENT_LABEL, *args)
-        if self._secret is not None and not hmac.compare_digest(auth.proof, expected):
-            await _refuse(writer, "authentication failed")
-            raise AuthenticationError(f"{hello.node_id} failed to prove the cluster secret")
-        await _write_control(
-            writer, Welcome(proof=_session_proof(self._secret, _SERVER_LABEL, *args))
-        )
-        return hello.node_id
 
     async def _read_loop(self, peer: NodeId, reader: asyncio.StreamReader) -> None:
         """Deliver frames from an authenticated peer until EOF or a bad frame."""
@@ -884,28 +706,3 @@ class TcpTransport:
 
     def _forget_logged(self, subject: str) -> None:
         self._logged = {key for key in self._logged if key[1] != subject}
-
-
-async def _write_control(writer: asyncio.StreamWriter, frame: ControlFrame) -> None:
-    writer.write(encode_frame(encode_control(frame)))
-    await writer.drain()
-
-
-async def _read_control(reader: asyncio.StreamReader, *, server: bool = False) -> ControlFrame:
-    """One handshake frame. On the accepting side, a Raft message batch in its place
-    is an unauthenticated peer (HandshakeError), not merely a bad frame."""
-    length = frame_length(await reader.readexactly(HEADER_SIZE), max_frame_size=_MAX_CONTROL_FRAME)
-    payload = await reader.readexactly(length)
-    try:
-        return decode_control(payload)
-    except CodecError:
-        if server:
-            with contextlib.suppress(CodecError):
-                decode_batch(payload)
-                raise HandshakeError("a Raft message before the handshake completed") from None
-        raise
-
-
-async def _refuse(writer: asyncio.StreamWriter, reason: str) -> None:
-    with contextlib.suppress(OSError, CodecError):
-        await _write_control(writer, Reject(reason=reason[:200]))

@@ -16,12 +16,8 @@ from dataclasses import replace
 import pytest
 
 from raftkv.history.linearizability import FAIL, INFO
-from raftkv.history.revisions import (
-    RevOp,
-    check_revisions,
-    read_rev_history,
-    write_rev_history,
-)
+from raftkv.history.revhistory import RevOp, read_rev_history, write_rev_history
+from raftkv.history.revisions import check_revisions
 from raftkv.replica.kv import (
     ABSENT,
     ERR_COMPACTED,

@@ -1,4 +1,5 @@
-"""WAL format, recovery, torn tails, corruption, rotation and release (raftkv.storage.wal)."""
+"""WAL format, recovery, torn tails, corruption, rotation and release
+(raftkv.storage.wal, raftkv.storage.walrecords)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,8 @@ import pytest
 import raftkv.storage.wal as wal_module
 from raftkv.core.types import Entry, EntryType, HardState, NodeId
 from raftkv.storage import CorruptLogError, StorageError
-from raftkv.storage.wal import (
-    HEADER_SIZE,
-    RECORD_ENTRY,
-    WAL,
-    Recovered,
-    SnapshotMarker,
-    segment_name,
-)
+from raftkv.storage.wal import WAL, Recovered, segment_name
+from raftkv.storage.walrecords import HEADER_SIZE, RECORD_ENTRY, SnapshotMarker
 
 
 def ents(lo: int, hi: int, term: int = 1, tag: str = "") -> list[Entry]:

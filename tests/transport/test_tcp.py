@@ -15,8 +15,7 @@ import pytest
 
 from raftkv.core.messages import AppendEntries, Heartbeat, Message, RequestVote
 from raftkv.core.types import Entry, NodeId
-from raftkv.transport import TcpTransport, TransportClosed
-from raftkv.transport import tcp as tcp_module
+from raftkv.transport import TcpTransport, TransportClosed, handshake
 from raftkv.transport.codec import (
     PROTOCOL_VERSION,
     Auth,
@@ -488,8 +487,8 @@ async def _raw_handshake(
     writer.write(encode_frame(encode_control(hello)))
     challenge = await read()
     assert isinstance(challenge, Challenge)
-    proof = tcp_module._session_proof(
-        secret, tcp_module._CLIENT_LABEL, "raftkv", me, server.node_id, cn, challenge.nonce
+    proof = handshake.session_proof(
+        secret, handshake.CLIENT_LABEL, "raftkv", me, server.node_id, cn, challenge.nonce
     )
     writer.write(encode_frame(encode_control(Auth(proof=proof))))
     return await read()
