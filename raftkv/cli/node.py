@@ -509,8 +509,8 @@ def serve(
                 setup_logging(cfg.node_id, log_format, log_level)
         await serve_node(cfg, stop)
 
-    from raftkv.server.http.server import run_event_loop
     from raftkv.server.errors import NodeFailed
+    from raftkv.server.http.server import run_event_loop
 
     try:
         run_event_loop(run())
