@@ -64,8 +64,6 @@ import platform
 import random
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -79,6 +77,11 @@ from typing import Any
 import aiohttp
 from context import cpu_model, git_commit
 
+from raftkv.core.types import NodeId
+from raftkv.launch import ServeOptions, child_env, free_ports, serve_argv, spawn, stop_processes
+from raftkv.limits import HostPort, format_host_port
+from raftkv.replica.membership import Member
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "kv_bench.jsonl"
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -87,17 +90,8 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 # --------------------------------------------------------------------------- clusters
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+def _local(port: int) -> HostPort:
+    return ("127.0.0.1", port)
 
 
 def _key(i: int) -> str:
@@ -129,39 +123,41 @@ class Cluster:
     # -- processes
 
     def start(self) -> None:
-        ports = _free_ports(3 * self.nodes)
-        ids = [f"n{i + 1}" for i in range(self.nodes)]
-        raft = {n: f"127.0.0.1:{ports[3 * i]}" for i, n in enumerate(ids)}
-        self.api = {n: f"127.0.0.1:{ports[3 * i + 1]}" for i, n in enumerate(ids)}
+        ports = free_ports(3 * self.nodes)
+        ids = [NodeId(f"n{i + 1}") for i in range(self.nodes)]
+        members = {
+            n: Member(_local(ports[3 * i]), _local(ports[3 * i + 1])) for i, n in enumerate(ids)
+        }
+        self.api = {n: format_host_port(members[n].api) for n in ids}
         if self.serve_grpc:
             self.grpc = {n: f"127.0.0.1:{ports[3 * i + 2]}" for i, n in enumerate(ids)}
-        spec = ",".join(f"{n}={raft[n]}/{self.api[n]}" for n in ids)
-        for n in ids:
-            cmd = [
-                sys.executable, "-m", "raftkv.cli", "serve",
-                "--id", n,
-                "--data-dir", str(self.root / n),
-                "--raft-addr", raft[n],
-                "--api-addr", self.api[n],
-                "--initial-cluster", spec,
-                "--heartbeat-interval-ms", str(self.heartbeat_ms),
-                "--election-timeout-ms", str(self.election_ms),
-                "--log-level", "WARNING",
-            ]  # fmt: skip
-            if not self.fsync:
-                cmd.append("--no-fsync")
-            if self.serve_grpc:
-                cmd += ["--grpc-addr", self.grpc[n]]
-            self.cmds[n] = cmd + self.extra_args
+        options = ServeOptions(
+            heartbeat_interval_ms=self.heartbeat_ms,
+            election_timeout_ms=self.election_ms,
+            fsync=self.fsync,
+            log_level="WARNING",
+            extra_args=tuple(self.extra_args),
+        )
+        for i, n in enumerate(ids):
+            self.cmds[n] = serve_argv(
+                n,
+                data_dir=self.root / n,
+                raft_addr=members[n].raft,
+                api_addr=members[n].api,
+                grpc_addr=_local(ports[3 * i + 2]) if self.serve_grpc else None,
+                initial_cluster=members,
+                options=options,
+            )
             self.spawn(n)
 
     def spawn(self, n: str) -> None:
-        self._popen(n, env=dict(os.environ, PYTHONPATH=str(self.src)), cwd=self.src)
+        self._popen(n, env=child_env(self.src), cwd=self.src)
 
     def _popen(self, n: str, *, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
         """Start node ``n``'s command, its output appended to ``ROOT/n.log``."""
-        with open(self.root / f"{n}.log", "ab") as log:
-            self.procs[n] = subprocess.Popen(self.cmds[n], env=env, stdout=log, stderr=log, cwd=cwd)
+        self.procs[n] = spawn(
+            self.cmds[n], log_path=self.root / f"{n}.log", env=env or dict(os.environ), cwd=cwd
+        )
 
     def urls(self) -> list[str]:
         return [f"http://{a}" for a in self.api.values()]
@@ -170,15 +166,7 @@ class Cluster:
         return f"http://{self.api[n]}"
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.procs.values(), grace=15)
 
     def kill(self, n: str) -> None:
         self.procs[n].kill()  # SIGKILL: no handover, no flush
@@ -249,7 +237,7 @@ class EtcdCluster(Cluster):
     binary: str = "etcd"
 
     def start(self) -> None:
-        ports = _free_ports(2 * self.nodes)
+        ports = free_ports(2 * self.nodes)
         ids = [f"e{i + 1}" for i in range(self.nodes)]
         peer = {n: f"http://127.0.0.1:{ports[2 * i]}" for i, n in enumerate(ids)}
         self.api = {n: f"127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(ids)}
@@ -350,7 +338,7 @@ class PySyncObjCluster(Cluster):
     python: str = sys.executable
 
     def start(self) -> None:
-        ports = _free_ports(2 * self.nodes)
+        ports = free_ports(2 * self.nodes)
         ids = [f"p{i + 1}" for i in range(self.nodes)]
         raft = {n: f"127.0.0.1:{ports[2 * i]}" for i, n in enumerate(ids)}
         self.api = {n: f"127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(ids)}
@@ -388,7 +376,7 @@ class NoopCluster(Cluster):
     name: str = "noop"
 
     def start(self) -> None:
-        ports = _free_ports(self.nodes)
+        ports = free_ports(self.nodes)
         ids = [f"z{i + 1}" for i in range(self.nodes)]
         self.api = {n: f"127.0.0.1:{ports[i]}" for i, n in enumerate(ids)}
         for i, n in enumerate(ids):
