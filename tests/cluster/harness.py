@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -24,11 +23,11 @@ from typing import Any
 from raftkv.core.types import NodeId
 from raftkv.launch import (
     InitialClusterState,
+    LocalCluster,
     ServeOptions,
     child_env,
     loopback_members,
     raftkv_argv,
-    serve_argv,
     spawn,
     stop_processes,
 )
@@ -206,17 +205,13 @@ class ProcCluster:
         if not self.members:
             self.members = member_map(self.n)
 
-    def command(self, node_id: NodeId, state: InitialClusterState = "new") -> list[str]:
-        m = self.members[node_id]
-        return serve_argv(
-            node_id,
-            data_dir=self.data_dir / node_id,
-            raft_addr=m.raft,
-            api_addr=m.api,
-            grpc_addr=self.grpc.get(node_id),
-            initial_cluster=self.members,
-            initial_cluster_state=state,
-            options=ServeOptions(
+    @property
+    def launch(self) -> LocalCluster:
+        """These nodes as the launcher runs them (sharing members, grpc and procs)."""
+        return LocalCluster(
+            self.members,
+            self.data_dir,
+            ServeOptions(
                 heartbeat_interval_ms=self.heartbeat_ms,
                 election_timeout_ms=self.election_ms,
                 snapshot_entries=self.snapshot_entries,
@@ -224,12 +219,21 @@ class ProcCluster:
                 log_level="WARNING",
                 extra_args=tuple(self.extra_args),
             ),
+            grpc=self.grpc,
+            log_dir=self.data_dir,
+            src=REPO_ROOT,
+            cwd=REPO_ROOT,
+            procs=self.procs,
         )
 
+    def command(self, node_id: NodeId, state: InitialClusterState = "new") -> list[str]:
+        return self.launch.argv(node_id, state)
+
     def start_node(self, node_id: NodeId, state: InitialClusterState = "new") -> None:
+        launch = self.launch
         self.procs[node_id] = spawn(
-            self.command(node_id, state),
-            log_path=self.data_dir / f"{node_id}.log",
+            self.command(node_id, state),  # subclasses add flags (tests/etcd)
+            log_path=launch.log_path(node_id),
             env=child_env(REPO_ROOT),
             cwd=REPO_ROOT,
         )
@@ -240,19 +244,10 @@ class ProcCluster:
             self.start_node(node_id)
 
     def kill(self, node_id: NodeId) -> None:
-        p = self.procs.pop(node_id)
-        p.kill()
-        p.wait()
+        self.launch.kill(node_id)
 
     def terminate(self, node_id: NodeId, timeout: float = 10.0) -> int:
-        p = self.procs.pop(node_id)
-        p.send_signal(signal.SIGTERM)
-        try:
-            return p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            raise
+        return self.launch.terminate(node_id, timeout)
 
     def stop(self) -> None:
         for node_id in list(self.procs):
