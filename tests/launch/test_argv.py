@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,14 @@ MEMBERS = {
     NodeId("n1"): Member(("127.0.0.1", 7001), ("127.0.0.1", 8001)),
     NodeId("n2"): Member(("::1", 7002), ("::1", 8002)),
 }
+
+
+@pytest.fixture(autouse=True)
+def _no_serve_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """serve reads $RAFTKV_<FLAG>: none of ours may stand in for a missing flag."""
+    for name in list(os.environ):
+        if name.startswith("RAFTKV_"):
+            monkeypatch.delenv(name)
 
 
 def parse(argv: list[str]) -> dict[str, Any]:
