@@ -32,10 +32,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import kv_bench
 from context import git_commit
+from kvbench.record import REPO, machine_info
+from kvbench.systems import Cluster, key_name, wait_ready
 
-RESULTS = kv_bench.REPO / "bench" / "results" / "kv_restart.jsonl"
+RESULTS = REPO / "bench" / "results" / "kv_restart.jsonl"
 
 
 def _rss_mib(pid: int) -> float:
@@ -59,19 +60,19 @@ async def _metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="raftkv-restart-", dir=args.data_dir))
-    cluster = kv_bench.Cluster(root, 3, True, 100, 1000)
+    cluster = Cluster(root, 3, True, 100, 1000)
     started = time.perf_counter()
     cluster.start()
     row: dict[str, Any] = {}
     try:
         timeout = aiohttp.ClientTimeout(total=60)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            await kv_bench._wait_ready(session, cluster, 60)
+            await wait_ready(session, cluster, 60)
             value = "x" * max(0, args.value_size - 2)
             t0 = time.perf_counter()
             urls = cluster.urls()
             for lo in range(0, args.keys, args.batch):
-                body = {kv_bench._key(i): value for i in range(lo, min(args.keys, lo + args.batch))}
+                body = {key_name(i): value for i in range(lo, min(args.keys, lo + args.batch))}
                 for attempt in range(100):
                     async with session.post(urls[attempt % 3] + "/v1/kv", json=body) as r:
                         await r.read()
@@ -93,7 +94,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                 if all(c >= 1 for c in counts):
                     break
                 batch = [
-                    session.put(f"{urls[j % 3]}/v1/kv/{kv_bench._key(j % args.keys)}", json=value)
+                    session.put(f"{urls[j % 3]}/v1/kv/{key_name(j % args.keys)}", json=value)
                     for j in range(i, i + 64)
                 ]
                 for resp in await asyncio.gather(*batch):
@@ -121,7 +122,7 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
                 "bench": "kv_restart",
                 "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "commit": git_commit(),
-                "machine": kv_bench._machine(root),
+                "machine": machine_info(root),
                 "loadavg_1m": round(os.getloadavg()[0], 2),
                 "keys": args.keys,
                 "value_bytes": args.value_size,

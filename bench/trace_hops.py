@@ -22,17 +22,16 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import random
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from raftkv.core.types import NodeId
+from raftkv.launch import LocalCluster, ServeOptions, loopback_members
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,18 +107,6 @@ def instrument(tree: Path) -> None:
         path.write_text(text)
     runtime = tree / "raftkv/server/node/runtime.py"
     runtime.write_text(runtime.read_text() + _RD_LABEL)
-
-
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _get_json(url: str) -> dict[str, object]:
@@ -208,25 +195,23 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="parent of the temp dir (fsync on it)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="raftkv-trace-", dir=args.data_dir))
-    procs: list[subprocess.Popen[bytes]] = []
+    launch: LocalCluster | None = None
     try:
         tree = work / "src"
         shutil.copytree(ROOT / "raftkv", tree / "raftkv")
         instrument(tree)
-        ports = _free_ports(6)
-        ids = ["n1", "n2", "n3"]
-        cluster = ",".join(
-            f"{n}=127.0.0.1:{ports[i]}/127.0.0.1:{ports[3 + i]}" for i, n in enumerate(ids)
+        launch = LocalCluster(
+            loopback_members(3),
+            work,
+            ServeOptions(log_level="WARNING"),
+            log_dir=work,
+            src=tree,
+            cwd=tree,
+            env={"RAFTKV_TRACE": str(work / "trace")},
         )
-        env = {**os.environ, "PYTHONPATH": str(tree), "RAFTKV_TRACE": str(work / "trace")}
-        for i, n in enumerate(ids):
-            argv = [sys.executable, "-m", "raftkv.cli", "serve", "--id", n]
-            argv += ["--data-dir", str(work / n), "--raft-addr", f"127.0.0.1:{ports[i]}"]
-            argv += ["--api-addr", f"127.0.0.1:{ports[3 + i]}", "--initial-cluster", cluster]
-            argv += ["--log-level", "WARNING"]
-            log = (work / f"{n}.log").open("wb")
-            procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=tree))
-        urls = [f"http://127.0.0.1:{ports[3 + i]}" for i in range(3)]
+        launch.start()
+        ids = list(launch.members)
+        urls = launch.urls()
         leader = None
         for _ in range(100):
             try:
@@ -238,22 +223,18 @@ def main() -> None:
             time.sleep(0.1)
         if not leader:
             raise SystemExit(f"no leader; logs in {work}")
-        targets = [urls[ids.index(str(leader))]] if args.leader_only else urls
+        targets = [urls[ids.index(NodeId(str(leader)))]] if args.leader_only else urls
         ops = asyncio.run(_load(targets, args.seconds))
         print(f"{ops} puts in {args.seconds:g} s, one at a time, leader {leader}")
-        leader_pid = procs[ids.index(str(leader))].pid
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=30)
+        leader_pid = launch.procs[NodeId(str(leader))].pid
+        launch.stop(grace=30)
         for kind, rows in timelines(str(work / "trace"), leader_pid).items():
             print(f"\nA put {kind} (µs from arrival):")
             for t, what in rows:
                 print(f"  {t:8.1f}  {what}")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
+        if launch is not None:
+            launch.stop(grace=0)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import os
 import random
 import re
 import signal
@@ -55,6 +54,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import check  # deploy/check.py, beside this file
+
+from raftkv.launch import child_env, raftkv_argv, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "default"
@@ -109,13 +110,10 @@ class Node:
         return f"http://{self.ip}:{self.api_port}"
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAFTKV_")}
+        # Only the container's RAFTKV_* variables: none of ours leak in.
+        env = {k: v for k, v in child_env(ROOT).items() if not k.startswith("RAFTKV_")}
         env.update(self.env)
-        env["PYTHONPATH"] = str(ROOT)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, env=env, stdout=log, stderr=log, cwd=ROOT, start_new_session=True
-            )
+        self.proc = spawn(self.argv, log_path=self.log_path, env=env, cwd=ROOT, new_session=True)
 
     def terminate(self, timeout: float = 30.0) -> tuple[int, float]:
         """SIGTERM, wait; (exit status, seconds). SIGKILL after ``timeout`` (status -9)."""
@@ -158,7 +156,7 @@ def _local_argv(container_argv: list[str]) -> list[str]:
     """The container's argv with ``raftkv`` run from this checkout's Python."""
     if not container_argv or container_argv[0] != "raftkv":
         raise ValueError(f"expected a raftkv command, got {container_argv}")
-    return [sys.executable, "-m", "raftkv.cli", *container_argv[1:]]
+    return raftkv_argv(*container_argv[1:])
 
 
 def _bindable(ip: str, ports: list[int]) -> bool:

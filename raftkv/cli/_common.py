@@ -1,7 +1,6 @@
 """What the client commands share: the ``--endpoints``, credential and
-``--timeout`` options, the calls through :class:`raftkv.client.Client` (and the
-small :class:`_Http` client that ``status``, ``members`` and
-``transfer-leader`` use), JSON arguments and output, and :func:`_fail`.
+``--timeout`` options, the calls through :class:`raftkv.client.Client`, JSON
+arguments and output, and :func:`_fail`.
 
 Rule: user mistakes and unreachable clusters print one line (no traceback) and
 exit 1. The commands that run or talk to real processes import raftkv.server
@@ -12,7 +11,6 @@ aiohttp.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -26,95 +24,41 @@ def _fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
-class _Http:
-    """A tiny blocking HTTP client over the cluster's endpoints (stdlib only)."""
-
-    def __init__(self, endpoints: str | None, timeout: float) -> None:
-        from raftkv.client import make_ssl_context
-
-        endpoints = endpoints or DEFAULT_ENDPOINTS
-        auth = _auth()
-        self.ssl = None
-        if auth["ca_file"] or auth["cert_file"] or "https://" in endpoints:
-            try:
-                self.ssl = make_ssl_context(auth["ca_file"], auth["cert_file"], auth["key_file"])
-            except ValueError as exc:
-                _fail(str(exc))
-        scheme = "https://" if self.ssl is not None else "http://"
-        self.endpoints = [e.strip().rstrip("/") for e in endpoints.split(",") if e.strip()]
-        self.endpoints = [e if "://" in e else scheme + e for e in self.endpoints]
-        if not self.endpoints:
-            _fail("no endpoints given")
-        self.timeout = timeout
-        self.headers = {"Authorization": f"Bearer {auth['token']}"} if auth["token"] else {}
-
-    def request(
-        self, method: str, path: str, body: object = None, *, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any]:
-        """Try each endpoint until one answers with something other than 503."""
-        import json as _json
-        import urllib.error
-        import urllib.request
-
-        data = None if body is None else _json.dumps(body).encode()
-        last: tuple[int, Any] | None = None
-        errors: list[str] = []
-        for _attempt in range(3):
-            for base in self.endpoints:
-                req = urllib.request.Request(base + path, data=data, method=method)
-                req.add_header("Content-Type", "application/json")
-                for k, v in {**self.headers, **(headers or {})}.items():
-                    req.add_header(k, v)
-                try:
-                    with urllib.request.urlopen(
-                        req, timeout=self.timeout, context=self.ssl
-                    ) as resp:
-                        return resp.status, _decode(resp.read())
-                except urllib.error.HTTPError as exc:
-                    status, payload = exc.code, _decode(exc.read())
-                    if status != 503:
-                        return status, payload
-                    last = (status, payload)
-                except (urllib.error.URLError, OSError) as exc:
-                    reason = getattr(exc, "reason", exc)
-                    errors.append(f"{base}: {reason}")
-            time.sleep(0.3)
-        if last is not None:
-            return last
-        _fail("cluster unreachable (" + "; ".join(errors[: len(self.endpoints)]) + ")")
-
-    def request_one(self, method: str, path: str) -> tuple[int, Any]:
-        """One request to the first endpoint; status 0 when it is unreachable."""
-        import urllib.error
-        import urllib.request
-
-        req = urllib.request.Request(self.endpoints[0] + path, method=method, headers=self.headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as resp:
-                return resp.status, _decode(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, _decode(exc.read())
-        except (urllib.error.URLError, OSError) as exc:
-            return 0, str(getattr(exc, "reason", exc))
-
-
-def _decode(raw: bytes) -> Any:
+def _show(payload: Any) -> None:
+    """Print an admin answer's JSON."""
     import json as _json
 
+    click.echo(_json.dumps(payload, indent=2, sort_keys=True))
+
+
+def _scheme(endpoints: str | None) -> str:
+    """``https://`` with a CA or client certificate or an https:// endpoint, else ``http://``."""
+    auth = _auth()
+    https = auth["ca_file"] or auth["cert_file"] or "https://" in (endpoints or "")
+    return "https://" if https else "http://"
+
+
+def _admin_call(endpoints: str | None, timeout: float, call: Callable[[Any], Any]) -> Any:
+    """Run ``call(client)`` for an admin command: a refusal prints the node's
+    own message and the HTTP status, a cluster that does not answer each
+    endpoint's failure."""
+    from raftkv.client import Client, ClientError, Unavailable
+
+    auth = _auth()
     try:
-        return _json.loads(raw) if raw else None
-    except ValueError:
-        return raw.decode("utf-8", "replace")
-
-
-def _show(status: int, payload: Any) -> None:
-    import json as _json
-
-    if 200 <= status < 300:
-        click.echo(_json.dumps(payload, indent=2, sort_keys=True))
-        return
-    message = payload.get("error") if isinstance(payload, dict) else payload
-    _fail(f"{message} (HTTP {status})")
+        client = Client(endpoints, deadline=timeout, timeout=timeout, **auth)
+    except ValueError as exc:
+        _fail(str(exc))
+    scheme = _scheme(endpoints)
+    try:
+        return call(client)
+    except ClientError as exc:
+        if exc.status:  # the node's refusal, or the last 503/504 before the deadline
+            _fail(f"{exc.reason} (HTTP {exc.status})")
+        if isinstance(exc, Unavailable) and exc.failures:
+            failures = "; ".join(f"{scheme}{endpoint}: {error}" for endpoint, error in exc.failures)
+            _fail(f"cluster unreachable ({failures})")
+        _fail(str(exc))
 
 
 def _json_arg(text: str, what: str) -> Any:
@@ -200,12 +144,6 @@ def _auth() -> dict[str, Any]:
     return {
         name: meta.get(f"raftkv.{name}") for name in ("token", "ca_file", "cert_file", "key_file")
     }
-
-
-def _quote(key: str) -> str:
-    from urllib.parse import quote
-
-    return quote(key, safe="")
 
 
 def _client_call(endpoints: str | None, timeout: float, call: Callable[[Any], Any]) -> Any:

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import click
 
-from raftkv.cli._common import _endpoints_option, _fail, _Http, _quote, _show, _timeout_option
+from raftkv.cli._common import (
+    _admin_call,
+    _endpoints_option,
+    _fail,
+    _scheme,
+    _show,
+    _timeout_option,
+)
 
 
 @click.command()
@@ -17,10 +24,13 @@ def status(endpoints: str | None, timeout: float) -> None:
     """Show every node's status (role, term, leader, indexes)."""
     import json as _json
 
+    answers = _admin_call(endpoints, timeout, lambda client: client.statuses())
+    scheme = _scheme(endpoints)
     ok = False
-    for base in _Http(endpoints, timeout).endpoints:
-        code, payload = _Http(base, timeout).request_one("GET", "/v1/status")
-        if code == 200 and isinstance(payload, dict):
+    for answer in answers:
+        base = scheme + answer.endpoint
+        payload = answer.status
+        if payload is not None:
             ok = True
             store = f" revision={payload['revision']}" if "revision" in payload else ""
             if payload.get("alarm"):
@@ -31,7 +41,7 @@ def status(endpoints: str | None, timeout: float) -> None:
                 f"applied={payload['applied_index']}{store}"
             )
         else:
-            click.echo(f"{'?':<6} {base:<26} unreachable: {_json.dumps(payload)}")
+            click.echo(f"{'?':<6} {base:<26} unreachable: {_json.dumps(answer.body)}")
     if not ok:
         _fail("cluster unreachable")
 
@@ -46,7 +56,7 @@ def members() -> None:
 @_timeout_option
 def members_list(endpoints: str | None, timeout: float) -> None:
     """Show the replicated address book, the voters/learners and the removed ids."""
-    _show(*_Http(endpoints, timeout).request("GET", "/v1/members"))
+    _show(_admin_call(endpoints, timeout, lambda client: client.members()))
 
 
 @members.command("add")
@@ -71,8 +81,15 @@ def members_add(
     An id that was removed from the cluster is refused (HTTP 409): a node that
     replaces one, even on the same machine, joins under a new id.
     """
-    body = {"id": node_id, "raft_addr": raft_addr, "api_addr": api_addr, "learner": learner}
-    _show(*_Http(endpoints, timeout).request("POST", "/v1/members", body))
+    _show(
+        _admin_call(
+            endpoints,
+            timeout,
+            lambda client: client.member_add(
+                node_id, raft_addr=raft_addr, api_addr=api_addr, learner=learner
+            ),
+        )
+    )
 
 
 @members.command("promote")
@@ -81,7 +98,7 @@ def members_add(
 @_timeout_option
 def members_promote(node_id: str, endpoints: str | None, timeout: float) -> None:
     """Make the learner NODE_ID a voter (refused until it has caught up)."""
-    _show(*_Http(endpoints, timeout).request("POST", f"/v1/members/{_quote(node_id)}/promote"))
+    _show(_admin_call(endpoints, timeout, lambda client: client.member_promote(node_id)))
 
 
 @members.command("update")
@@ -100,8 +117,13 @@ def members_update(
     Until it restarts there, the others cannot reach it: update one member at
     a time, and only while the rest still form a quorum.
     """
-    body = {"raft_addr": raft_addr, "api_addr": api_addr}
-    _show(*_Http(endpoints, timeout).request("PUT", f"/v1/members/{_quote(node_id)}", body))
+    _show(
+        _admin_call(
+            endpoints,
+            timeout,
+            lambda client: client.member_update(node_id, raft_addr=raft_addr, api_addr=api_addr),
+        )
+    )
 
 
 @members.command("remove")
@@ -110,7 +132,7 @@ def members_update(
 @_timeout_option
 def members_remove(node_id: str, endpoints: str | None, timeout: float) -> None:
     """Remove NODE_ID from the cluster; the id can never be added again."""
-    _show(*_Http(endpoints, timeout).request("DELETE", f"/v1/members/{_quote(node_id)}"))
+    _show(_admin_call(endpoints, timeout, lambda client: client.member_remove(node_id)))
 
 
 @click.command("transfer-leader")
@@ -119,4 +141,4 @@ def members_remove(node_id: str, endpoints: str | None, timeout: float) -> None:
 @_timeout_option
 def transfer_leader(node_id: str, endpoints: str | None, timeout: float) -> None:
     """Hand leadership to NODE_ID."""
-    _show(*_Http(endpoints, timeout).request("POST", "/v1/leader/transfer", {"to": node_id}))
+    _show(_admin_call(endpoints, timeout, lambda client: client.transfer_leader(node_id)))

@@ -5,12 +5,12 @@ derived from ``--base-port``; Ctrl-C stops them all.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import click
 
 from raftkv.cli._common import _fail
+from raftkv.limits import format_host_port
 
 
 @click.command()
@@ -60,22 +60,33 @@ def cluster(
     ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:2379 put foo bar
     """
     import signal
-    import subprocess
 
-    ids = [f"n{i}" for i in range(1, nodes + 1)]
-    raft = {n: f"{host}:{base_port + i}" for i, n in enumerate(ids, 1)}
-    api = {n: f"{host}:{base_port + 1000 + i}" for i, n in enumerate(ids, 1)}
+    from raftkv.core.types import NodeId
+    from raftkv.launch import LocalCluster, ServeOptions
+    from raftkv.replica.membership import Member
+
+    ids = [NodeId(f"n{i}") for i in range(1, nodes + 1)]
+    members = {
+        n: Member((host, base_port + i), (host, base_port + 1000 + i)) for i, n in enumerate(ids, 1)
+    }
     grpc = (
         {}
         if no_grpc
-        else {n: f"{host}:{_etcd_port(i, base_port)}" for i, n in enumerate(ids, 1) if i <= 6}
+        else {n: (host, _etcd_port(i, base_port)) for i, n in enumerate(ids, 1) if i <= 6}
     )
-    spec = ",".join(f"{n}={raft[n]}/{api[n]}" for n in ids)
-    # The directory that holds the raftkv package (this file is raftkv/cli/...).
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    launch = LocalCluster(
+        members,
+        data_dir,
+        ServeOptions(
+            heartbeat_interval_ms=heartbeat_interval_ms,
+            election_timeout_ms=election_timeout_ms,
+            fsync=not no_fsync,
+            log_format="json" if log_format == "json" else "text",
+        ),
+        grpc=grpc,
+        # Own process groups: a terminal's Ctrl-C reaches us, and we stop the nodes.
+        new_session=True,
+    )
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -84,66 +95,33 @@ def cluster(
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    api = {n: format_host_port(m.api) for n, m in members.items()}
     for n in ids:
-        cmd = [
-            sys.executable,
-            "-m",
-            "raftkv.cli",
-            "serve",
-            "--id",
-            n,
-            "--data-dir",
-            os.path.join(data_dir, n),
-            "--raft-addr",
-            raft[n],
-            "--api-addr",
-            api[n],
-            "--initial-cluster",
-            spec,
-            "--heartbeat-interval-ms",
-            str(heartbeat_interval_ms),
-            "--election-timeout-ms",
-            str(election_timeout_ms),
-            "--log-format",
-            log_format,
-        ]
-        if no_fsync:
-            cmd.append("--no-fsync")
-        if n in grpc:
-            cmd += ["--grpc-addr", grpc[n]]
-        # Own process group: a terminal's Ctrl-C reaches us, and we stop the nodes.
-        procs[n] = subprocess.Popen(cmd, env=env, start_new_session=True)
-        etcd = f"  etcd grpc {grpc[n]}" if n in grpc else ""
+        launch.start_node(n)
+        etcd = f"  etcd grpc {format_host_port(grpc[n])}" if n in grpc else ""
         click.echo(
-            f"{n}: api http://{api[n]}{etcd}  raft {raft[n]}  data {os.path.join(data_dir, n)}"
+            f"{n}: api http://{api[n]}{etcd}  raft {format_host_port(members[n].raft)}  "
+            f"data {os.path.join(data_dir, n)}"
         )
     click.echo(f"endpoints: {','.join('http://' + api[n] for n in ids)}")
     if grpc:
         click.echo(
-            f"etcd endpoints: {','.join(grpc.values())} (ETCDCTL_API=3 etcdctl --endpoints ...)"
+            f"etcd endpoints: {','.join(format_host_port(a) for a in grpc.values())} "
+            "(ETCDCTL_API=3 etcdctl --endpoints ...)"
         )
     click.echo(f"dashboard: http://{api[ids[0]]}/ (any node's API serves it)")
     click.echo("Ctrl-C stops the cluster.")
     try:
         while not stopping:
             time.sleep(0.2)
-            for n, p in procs.items():
+            for n, p in launch.procs.items():
                 if p.returncode is None and p.poll() is not None:
                     click.echo(f"{n} exited with status {p.returncode}", err=True)
-            if all(p.returncode is not None for p in procs.values()):
+            if all(p.returncode is not None for p in launch.procs.values()):
                 _fail("every node exited")
     finally:
         click.echo("stopping the cluster...", err=True)
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for p in procs.values():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        launch.stop(grace=10)
     click.echo("cluster stopped", err=True)
 
 

@@ -58,6 +58,7 @@ from raftkv.client.errors import (
 from raftkv.client.results import (
     CompactResult,
     DeleteResult,
+    EndpointStatus,
     KeyValue,
     Lease,
     LeaseInfo,
@@ -80,6 +81,7 @@ __all__ = [
     "KeyValue",
     "RangeResult",
     "DeleteResult",
+    "EndpointStatus",
     "TxnResult",
     "CompactResult",
     "Watch",

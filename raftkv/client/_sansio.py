@@ -553,6 +553,57 @@ def status_request() -> Request:
     return Request(op="status", method="GET", path="/v1/status")
 
 
+def _member_path(node_id: str, suffix: str = "") -> str:
+    if not isinstance(node_id, str) or not node_id:
+        raise BadRequest(f"node id must be a non-empty string, not {node_id!r}")
+    return "/v1/members/" + quote(node_id, safe="") + suffix
+
+
+def members_request() -> Request:
+    return Request(op="members list", method="GET", path="/v1/members")
+
+
+def member_add_request(node_id: str, raft_addr: str, api_addr: str, learner: bool) -> Request:
+    body = {"id": node_id, "raft_addr": raft_addr, "api_addr": api_addr, "learner": learner}
+    return Request(
+        op=f"members add {node_id}",
+        method="POST",
+        path="/v1/members",
+        body=json_body(body, "members add"),
+        write=True,
+    )
+
+
+def member_promote_request(node_id: str) -> Request:
+    path = _member_path(node_id, "/promote")
+    return Request(op=f"members promote {node_id}", method="POST", path=path, write=True)
+
+
+def member_update_request(node_id: str, raft_addr: str, api_addr: str) -> Request:
+    return Request(
+        op=f"members update {node_id}",
+        method="PUT",
+        path=_member_path(node_id),
+        body=json_body({"raft_addr": raft_addr, "api_addr": api_addr}, "members update"),
+        write=True,
+    )
+
+
+def member_remove_request(node_id: str) -> Request:
+    path = _member_path(node_id)
+    return Request(op=f"members remove {node_id}", method="DELETE", path=path, write=True)
+
+
+def transfer_leader_request(to: str) -> Request:
+    return Request(
+        op=f"transfer-leader {to}",
+        method="POST",
+        path="/v1/leader/transfer",
+        body=json_body({"to": to}, "transfer-leader"),
+        write=True,
+    )
+
+
 # ----------------------------------------------------------------------------- answers
 
 
@@ -563,6 +614,20 @@ class Retry:
     reason: str
     leader: str | None = None
     unknown: bool = False
+    status: int = 503
+    message: str = ""
+    """The answer's own error text."""
+
+
+def decode_body(raw: bytes) -> JSONValue:
+    """An answer's JSON; its text if it is not JSON; None if it is empty."""
+    if not raw:
+        return None
+    try:
+        value: JSONValue = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+    return value
 
 
 def _parse_body(raw: bytes) -> tuple[dict[str, JSONValue], str]:
@@ -583,9 +648,20 @@ def interpret(request: Request, status: int, raw: bytes) -> dict[str, JSONValue]
 
     Raises:
         BadRequest, NotFound, Conflict, TooManySessions, Compacted, NoSpace,
-            AuthError, ServerError: final answers.
+            AuthError, ServerError: final answers, with the answer's ``status``
+            and ``reason``.
     """
     body, message = _parse_body(raw)
+    try:
+        return _verdict(request, status, body, message)
+    except ClientError as exc:
+        exc.status, exc.reason = status, message
+        raise
+
+
+def _verdict(
+    request: Request, status: int, body: dict[str, JSONValue], message: str
+) -> dict[str, JSONValue] | Retry:
     what = request.describe()
     leader = body.get("leader")
     hint = leader if isinstance(leader, str) and leader else None
@@ -594,9 +670,15 @@ def interpret(request: Request, status: int, raw: bytes) -> dict[str, JSONValue]
     if status in (401, 403):
         raise AuthError(f"{what}: HTTP {status} {message}".rstrip(), status=status)
     if status == 503:
-        return Retry(f"503 {message or 'unavailable'}", hint)
+        return Retry(f"503 {message or 'unavailable'}", hint, status=status, message=message)
     if status in (502, 504):
-        return Retry(f"{status} {message or 'outcome unknown'}", hint, unknown=request.write)
+        return Retry(
+            f"{status} {message or 'outcome unknown'}",
+            hint,
+            unknown=request.write,
+            status=status,
+            message=message,
+        )
     if status == 404 and request.lease is not None:
         raise LeaseNotFound(f"{what}: lease {request.lease} not found", lease_id=request.lease)
     if status == 404 and request.key is not None:
@@ -676,6 +758,10 @@ class RetryState:
     deadline_at: float = 0.0
     unknown: bool = False
     last_error: str = "no attempt made"
+    last_answer: Retry | None = None
+    """The last answer that was retried."""
+    failures: dict[str, str] = field(default_factory=dict)
+    """Each endpoint that did not answer: its first failure, in the order tried."""
     rounds: int = 0
     tried: set[str] = field(default_factory=set)
 
@@ -694,10 +780,12 @@ class RetryState:
 
     def not_sent(self, endpoint: str, exc: BaseException) -> None:
         self.last_error = f"{endpoint}: {_describe(exc)}"
+        self.failures.setdefault(endpoint, str(exc) or type(exc).__name__)
         self.router.failed(endpoint)
 
     def maybe_sent(self, endpoint: str, exc: BaseException) -> None:
         self.last_error = f"{endpoint}: {_describe(exc)}"
+        self.failures.setdefault(endpoint, str(exc) or type(exc).__name__)
         self.unknown |= self.request.write
         self.router.failed(endpoint)
 
@@ -707,6 +795,7 @@ class RetryState:
         if not isinstance(verdict, Retry):
             return verdict
         self.last_error = f"{endpoint}: {verdict.reason}"
+        self.last_answer = verdict
         self.unknown |= verdict.unknown
         self.router.hint(verdict.leader, endpoint)
         return None
@@ -733,16 +822,26 @@ class RetryState:
         self.rounds += 1
         return min(delay, remaining)
 
-    def give_up(self) -> ClientError:
+    def give_up(self) -> Unavailable:
         what = self.request.describe()
         seconds = f"{self.policy.deadline:g}s"
+        last = self.last_answer
+        status = last.status if last is not None else None
+        reason = last.message if last is not None else ""
+        failures = tuple(self.failures.items())
         if self.unknown:
             return OutcomeUnknown(
                 f"{what}: outcome unknown after {seconds} (it may have been applied, "
-                f"at most once); last error: {self.last_error}"
+                f"at most once); last error: {self.last_error}",
+                status=status,
+                reason=reason,
+                failures=failures,
             )
         return Unavailable(
-            f"{what}: no node answered within {seconds}; last error: {self.last_error}"
+            f"{what}: no node answered within {seconds}; last error: {self.last_error}",
+            status=status,
+            reason=reason,
+            failures=failures,
         )
 
 

@@ -41,6 +41,7 @@ from raftkv.client._sansio import (
     SessionLanes,
     cas_request,
     compact_request,
+    decode_body,
     delete_range_request,
     delete_request,
     get_request,
@@ -50,6 +51,11 @@ from raftkv.client._sansio import (
     lease_revoke_request,
     lease_ttl_request,
     make_ssl_context,
+    member_add_request,
+    member_promote_request,
+    member_remove_request,
+    member_update_request,
+    members_request,
     multi_put_request,
     new_client_id,
     parse_endpoints,
@@ -57,6 +63,7 @@ from raftkv.client._sansio import (
     range_request,
     split_host_port,
     status_request,
+    transfer_leader_request,
     txn_request,
     wants_https,
 )
@@ -65,6 +72,7 @@ from raftkv.client.errors import AuthError, ClientError, JSONValue, LeaseNotFoun
 from raftkv.client.results import (
     CompactResult,
     DeleteResult,
+    EndpointStatus,
     Lease,
     LeaseInfo,
     RangeResult,
@@ -313,6 +321,58 @@ class Client:
         with self._lock:
             self._router.learn(body, answered)
         return body
+
+    def statuses(self) -> tuple[EndpointStatus, ...]:
+        """``GET /v1/status`` from every endpoint, once each (no retries, no
+        redirection): each node's own view, or why it did not answer."""
+        request = self._authorized(status_request())
+        answers = []
+        for endpoint in self.endpoints:
+            try:
+                status, raw = self._send(endpoint, request, self._policy.timeout)
+            except (_NotSent, _MaybeSent, AuthError) as exc:
+                cause = exc.__cause__ or exc
+                answers.append(EndpointStatus(endpoint=endpoint, http_status=0, body=str(cause)))
+                continue
+            answers.append(
+                EndpointStatus(endpoint=endpoint, http_status=status, body=decode_body(raw))
+            )
+        return tuple(answers)
+
+    # ------------------------------------------------------------------ cluster admin
+
+    def members(self) -> dict[str, JSONValue]:
+        """``GET /v1/members``: the address book, the voters and learners, the removed ids."""
+        return self._call(members_request(), self._router)[0]
+
+    def member_add(
+        self, node_id: str, *, raft_addr: str, api_addr: str, learner: bool = False
+    ) -> dict[str, JSONValue]:
+        """Add ``node_id`` at ``raft_addr``/``api_addr`` (as a non-voting
+        ``learner``); then start it with ``--initial-cluster-state existing``.
+
+        Raises:
+            BadRequest: refused, e.g. a removed id (HTTP 409) or a taken address.
+        """
+        request = member_add_request(node_id, raft_addr, api_addr, learner)
+        return self._call(request, self._router)[0]
+
+    def member_promote(self, node_id: str) -> dict[str, JSONValue]:
+        """Make the learner ``node_id`` a voter (refused until it has caught up)."""
+        return self._call(member_promote_request(node_id), self._router)[0]
+
+    def member_update(self, node_id: str, *, raft_addr: str, api_addr: str) -> dict[str, JSONValue]:
+        """Give the member ``node_id`` new addresses."""
+        request = member_update_request(node_id, raft_addr, api_addr)
+        return self._call(request, self._router)[0]
+
+    def member_remove(self, node_id: str) -> dict[str, JSONValue]:
+        """Remove ``node_id``; the id can never be added again."""
+        return self._call(member_remove_request(node_id), self._router)[0]
+
+    def transfer_leader(self, to: str) -> dict[str, JSONValue]:
+        """Hand leadership to the member ``to``."""
+        return self._call(transfer_leader_request(to), self._router)[0]
 
     # ------------------------------------------------------------------ watch
 

@@ -32,7 +32,16 @@ JSONValue: TypeAlias = bool | int | float | str | list["JSONValue"] | dict[str, 
 
 
 class ClientError(Exception):
-    """Root of the errors raised by :mod:`raftkv.client`."""
+    """Root of the errors raised by :mod:`raftkv.client`.
+
+    Attributes:
+        status: the HTTP status of the answer this error reports; ``None`` when
+            no node answered (or the request was refused before it was sent).
+        reason: that answer's own error text (its JSON ``error``), or ``""``.
+    """
+
+    status: int | None = None
+    reason: str = ""
 
 
 class BadRequest(ClientError):
@@ -133,7 +142,27 @@ class Unavailable(ClientError):
     """No node answered successfully before the deadline (no leader, unreachable).
 
     The request had no effect, unless it is an :class:`OutcomeUnknown`.
+
+    Attributes:
+        status, reason: the last answer that was retried (503, or 502/504),
+            if any node answered at all.
+        failures: ``(endpoint, error)`` for each endpoint that did not answer,
+            its first failure (e.g. ``[Errno 111] Connection refused``), in the
+            order they were tried.
     """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        reason: str = "",
+        failures: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.failures = failures
 
 
 class OutcomeUnknown(Unavailable):

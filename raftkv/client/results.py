@@ -23,6 +23,7 @@ __all__ = [
     "WatchResponse",
     "Lease",
     "LeaseInfo",
+    "EndpointStatus",
 ]
 
 Body = dict[str, JSONValue]
@@ -354,3 +355,26 @@ class LeaseInfo:
             granted_ttl=_int(body, "granted_ttl") or 0,
             keys=tuple(k for k in keys if isinstance(k, str)) if isinstance(keys, list) else (),
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointStatus:
+    """One endpoint's answer to ``GET /v1/status`` (:meth:`Client.statuses`).
+
+    Attributes:
+        endpoint: ``host:port``.
+        http_status: the answer's HTTP status; 0 when the node did not answer.
+        body: the answer's JSON (text if it was not JSON); with no answer, the
+            connection error (e.g. ``[Errno 111] Connection refused``).
+    """
+
+    endpoint: str
+    http_status: int
+    body: JSONValue
+
+    @property
+    def status(self) -> Body | None:
+        """The node's status (role, term, leader, indexes), if it answered 200."""
+        if self.http_status == 200 and isinstance(self.body, dict):
+            return self.body
+        return None

@@ -44,6 +44,7 @@ from typing import Any
 from raftkv.core.types import NodeId
 from raftkv.jepsen.net import HostId
 from raftkv.jepsen.nodes import Cluster
+from raftkv.launch import InitialClusterState
 
 __all__ = ["FAULT_KINDS", "Fault", "Nemesis", "make_schedule", "parse_faults"]
 
@@ -208,7 +209,7 @@ class Nemesis:
         self.joined: set[NodeId] = set()  # nodes that must restart as 'existing'
         self._rng = random.Random(f"{seed}/nemesis-runtime")
 
-    def state_for(self, node_id: NodeId) -> str:
+    def state_for(self, node_id: NodeId) -> InitialClusterState:
         return "existing" if node_id in self.joined else "new"
 
     async def run(self, schedule: Sequence[Fault], t0: float, end: float) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -31,14 +30,19 @@ from typing import Any
 
 import aiohttp
 
-import raftkv
 from raftkv.core.types import NodeId
 from raftkv.jepsen.net import HostId, Network
-from raftkv.server.config import Member, format_initial_cluster
+from raftkv.launch import (
+    PACKAGE_ROOT,
+    InitialClusterState,
+    ServeOptions,
+    child_env,
+    serve_argv,
+    spawn,
+)
+from raftkv.replica.membership import Member
 
 __all__ = ["Cluster"]
-
-_PACKAGE_ROOT = str(Path(raftkv.__file__).resolve().parents[1])
 
 
 def _die_with_parent() -> None:
@@ -48,10 +52,6 @@ def _die_with_parent() -> None:
 
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _fmt(addr: tuple[str, int]) -> str:
-    return f"{addr[0]}:{addr[1]}"
 
 
 class Cluster:
@@ -142,39 +142,25 @@ class Cluster:
 
     # ------------------------------------------------------------------ processes
 
-    def command(self, node_id: NodeId, state: str) -> list[str]:
+    def command(self, node_id: NodeId, state: InitialClusterState) -> list[str]:
         host = self.host_of[node_id]
-        argv = [
-            sys.executable,
-            "-m",
-            "raftkv.cli",
-            "serve",
-            "--id",
+        argv = serve_argv(
             node_id,
-            "--data-dir",
-            str(self.data_dir(node_id)),
-            "--raft-addr",
-            _fmt(self.net.raft_listen(host)),
-            "--api-addr",
-            _fmt(self.net.api_addr(host)),
-            "--initial-cluster",
-            format_initial_cluster(self.members()),
-            "--initial-cluster-state",
-            state,
-            "--heartbeat-interval-ms",
-            str(self.heartbeat_ms),
-            "--election-timeout-ms",
-            str(self.election_ms),
-            # Keep every entry in the WAL: the checker replays the whole log.
-            "--snapshot-entries",
-            "100000000",
-            "--log-level",
-            "INFO",
-        ]
-        if not self.fsync:
-            argv.append("--no-fsync")
-        if self.watch_progress_s is not None:
-            argv += ["--watch-progress-interval-s", f"{self.watch_progress_s:g}"]
+            data_dir=self.data_dir(node_id),
+            raft_addr=self.net.raft_listen(host),
+            api_addr=self.net.api_addr(host),
+            initial_cluster=self.members(),
+            initial_cluster_state=state,
+            options=ServeOptions(
+                heartbeat_interval_ms=self.heartbeat_ms,
+                election_timeout_ms=self.election_ms,
+                # Keep every entry in the WAL: the checker replays the whole log.
+                snapshot_entries=100_000_000,
+                fsync=self.fsync,
+                log_level="INFO",
+                watch_progress_interval_s=self.watch_progress_s,
+            ),
+        )
         return self.net.wrap(host, argv)
 
     def note(self, node_id: NodeId, text: str) -> None:
@@ -182,24 +168,20 @@ class Cluster:
         with open(self.log_path(node_id), "a", encoding="utf-8") as f:
             f.write(f"=== jepsen t={self.clock():.3f}: {text}\n")
 
-    def start(self, node_id: NodeId, state: str = "new") -> None:
+    def start(self, node_id: NodeId, state: InitialClusterState = "new") -> None:
         if self.running(node_id):
             return
         self.data_root.mkdir(parents=True, exist_ok=True)
         self.log_root.mkdir(parents=True, exist_ok=True)
         self.note(node_id, f"start (initial-cluster-state={state})")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-        with open(self.log_path(node_id), "ab") as log:
-            self.procs[node_id] = subprocess.Popen(
-                self.command(node_id, state),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,  # a Ctrl-C on the terminal reaches only the harness
-                preexec_fn=_die_with_parent,
-            )
+        self.procs[node_id] = spawn(
+            self.command(node_id, state),
+            log_path=self.log_path(node_id),
+            env=child_env(PACKAGE_ROOT),
+            new_session=True,  # a Ctrl-C on the terminal reaches only the harness
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
         self.paused.discard(node_id)
         self.starts += 1
 

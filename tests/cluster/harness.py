@@ -11,10 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,8 +21,22 @@ from pathlib import Path
 from typing import Any
 
 from raftkv.core.types import NodeId
+from raftkv.launch import (
+    InitialClusterState,
+    LocalCluster,
+    ServeOptions,
+    child_env,
+    loopback_members,
+    raftkv_argv,
+    spawn,
+    stop_processes,
+)
+from raftkv.launch import (
+    free_ports as free_ports,  # re-exported: the tests import it from here
+)
+from raftkv.limits import HostPort
 from raftkv.replica.kv import Put, encode_command
-from raftkv.server.config import Member, ServerConfig, format_initial_cluster
+from raftkv.server.config import Member, ServerConfig
 from raftkv.server.http.server import ApiServer
 from raftkv.server.node import RaftNode
 from raftkv.transport.base import InMemoryHub
@@ -33,26 +44,9 @@ from raftkv.transport.base import InMemoryHub
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (held open until all are picked)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def member_map(n: int) -> dict[NodeId, Member]:
-    ports = free_ports(2 * n)
-    return {
-        NodeId(f"n{i + 1}"): Member(("127.0.0.1", ports[2 * i]), ("127.0.0.1", ports[2 * i + 1]))
-        for i in range(n)
-    }
+    """``n1`` .. ``nN`` on free loopback ports."""
+    return loopback_members(n)
 
 
 # --------------------------------------------------------------------------- in-process
@@ -203,52 +197,46 @@ class ProcCluster:
     snapshot_entries: int | None = None
     extra_args: list[str] = field(default_factory=list)
     members: dict[NodeId, Member] = field(default_factory=dict)
+    grpc: dict[NodeId, HostPort] = field(default_factory=dict)
+    """Nodes that serve the etcd gRPC API, and where."""
     procs: dict[NodeId, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.members:
             self.members = member_map(self.n)
 
-    def command(self, node_id: NodeId, state: str = "new") -> list[str]:
-        m = self.members[node_id]
-        cmd = [
-            sys.executable,
-            "-m",
-            "raftkv.cli",
-            "serve",
-            "--id",
-            node_id,
-            "--data-dir",
-            str(self.data_dir / node_id),
-            "--raft-addr",
-            f"{m.raft[0]}:{m.raft[1]}",
-            "--api-addr",
-            f"{m.api[0]}:{m.api[1]}",
-            "--initial-cluster",
-            format_initial_cluster(self.members),
-            "--heartbeat-interval-ms",
-            str(self.heartbeat_ms),
-            "--election-timeout-ms",
-            str(self.election_ms),
-            "--initial-cluster-state",
-            state,
-            "--log-level",
-            "WARNING",
-        ]
-        if self.snapshot_entries is not None:
-            cmd += ["--snapshot-entries", str(self.snapshot_entries)]
-        if not self.fsync:
-            cmd.append("--no-fsync")
-        return cmd + self.extra_args
-
-    def start_node(self, node_id: NodeId, state: str = "new") -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT)
-        log = open(self.data_dir / f"{node_id}.log", "ab")  # noqa: SIM115
-        self.procs[node_id] = subprocess.Popen(
-            self.command(node_id, state), env=env, stdout=log, stderr=log, cwd=REPO_ROOT
+    @property
+    def launch(self) -> LocalCluster:
+        """These nodes as the launcher runs them (sharing members, grpc and procs)."""
+        return LocalCluster(
+            self.members,
+            self.data_dir,
+            ServeOptions(
+                heartbeat_interval_ms=self.heartbeat_ms,
+                election_timeout_ms=self.election_ms,
+                snapshot_entries=self.snapshot_entries,
+                fsync=self.fsync,
+                log_level="WARNING",
+                extra_args=tuple(self.extra_args),
+            ),
+            grpc=self.grpc,
+            log_dir=self.data_dir,
+            src=REPO_ROOT,
+            cwd=REPO_ROOT,
+            procs=self.procs,
         )
-        log.close()
+
+    def command(self, node_id: NodeId, state: InitialClusterState = "new") -> list[str]:
+        return self.launch.argv(node_id, state)
+
+    def start_node(self, node_id: NodeId, state: InitialClusterState = "new") -> None:
+        launch = self.launch
+        self.procs[node_id] = spawn(
+            self.command(node_id, state),  # subclasses add flags (tests/etcd)
+            log_path=launch.log_path(node_id),
+            env=child_env(REPO_ROOT),
+            cwd=REPO_ROOT,
+        )
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -256,19 +244,10 @@ class ProcCluster:
             self.start_node(node_id)
 
     def kill(self, node_id: NodeId) -> None:
-        p = self.procs.pop(node_id)
-        p.kill()
-        p.wait()
+        self.launch.kill(node_id)
 
     def terminate(self, node_id: NodeId, timeout: float = 10.0) -> int:
-        p = self.procs.pop(node_id)
-        p.send_signal(signal.SIGTERM)
-        try:
-            return p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-            raise
+        return self.launch.terminate(node_id, timeout)
 
     def stop(self) -> None:
         for node_id in list(self.procs):
@@ -318,7 +297,7 @@ class ProcCluster:
         endpoints = ",".join(f"{m.api[0]}:{m.api[1]}" for m in self.members.values())
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
         return subprocess.run(
-            [sys.executable, "-m", "raftkv.cli", *args, "--endpoints", endpoints],
+            raftkv_argv(*args, "--endpoints", endpoints),
             env=env,
             capture_output=True,
             text=True,
@@ -342,12 +321,4 @@ def proc_cluster(data_dir: Path, **kwargs: Any) -> Iterator[ProcCluster]:
     try:
         yield c
     finally:
-        for p in c.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in c.procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(c.procs.values(), grace=10)

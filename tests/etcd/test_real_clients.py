@@ -35,6 +35,8 @@ from typing import Any
 import pytest
 
 from raftkv.core.types import NodeId
+from raftkv.launch import InitialClusterState
+from raftkv.limits import format_host_port
 from tests.cluster.harness import ProcCluster, free_ports
 
 pytestmark = pytest.mark.cluster
@@ -48,22 +50,22 @@ _NEEDS = "needs Debian's etcd-client (etcdctl): `make etcd-tools` installs it as
 class GrpcCluster(ProcCluster):
     """:class:`ProcCluster` whose nodes serve the etcd gRPC API too."""
 
-    grpc_ports: dict[NodeId, int] | None = None
-
-    def command(self, node_id: NodeId, state: str = "new") -> list[str]:
-        if self.grpc_ports is None:
+    def command(self, node_id: NodeId, state: InitialClusterState = "new") -> list[str]:
+        if not self.grpc:
             # Free now, but the members' ports are free too until their nodes
             # bind them: never hand one out twice.
             taken = {port for m in self.members.values() for _, port in (m.raft, m.api)}
             ports = [p for p in free_ports(3 * len(self.members)) if p not in taken]
-            self.grpc_ports = dict(zip(self.members, ports[: len(self.members)], strict=True))
-        port = self.grpc_ports[node_id]
-        return [*super().command(node_id, state), "--grpc-addr", f"127.0.0.1:{port}"]
+            self.grpc = {
+                n: ("127.0.0.1", p)
+                for n, p in zip(self.members, ports[: len(self.members)], strict=True)
+            }
+        return super().command(node_id, state)
 
     @property
     def endpoints(self) -> str:
-        assert self.grpc_ports is not None
-        return ",".join(f"127.0.0.1:{p}" for p in self.grpc_ports.values())
+        assert self.grpc
+        return ",".join(format_host_port(a) for a in self.grpc.values())
 
 
 def etcdctl(endpoints: str, *args: str, stdin: str | None = None) -> tuple[int, str]:
