@@ -72,6 +72,59 @@ def test_group_commit_one_sync_for_all_proposals_that_arrive_during_a_sync(
     run(main())
 
 
+def test_wal_syncs_on_the_loop_thread_unless_the_disk_is_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fast disk is synced by the event loop's own thread, at any load; once
+    the recent syncs average over INLINE_SYNC_MAX_SECONDS, by the WAL thread,
+    and the loop goes on serving meanwhile."""
+    where: list[str] = []
+    delay = 0.0
+    real_sync = WAL.sync
+
+    def recorded_sync(self: WAL) -> None:
+        where.append(threading.current_thread().name)
+        if delay:
+            time.sleep(delay)  # a slow disk
+        real_sync(self)
+
+    async def main() -> None:
+        nonlocal delay
+        c = FsyncCluster(tmp_path, n=1, heartbeat_ms=50, election_ms=1000)
+        await c.start()
+        try:
+            leader = await c.leader()
+            node = c.nodes[leader]
+            loop_thread = threading.current_thread().name
+            monkeypatch.setattr(WAL, "sync", recorded_sync)
+            # Fast: 32 clients at once, every sync on the loop's thread.
+            await asyncio.gather(*(node.propose(put_cmd(f"a{i}", i)) for i in range(32)))
+            assert where and set(where) == {loop_thread}, where
+            where.clear()
+            delay = 0.02
+            for i in range(6):  # the average rises past the limit within a few syncs
+                await node.propose(put_cmd(f"b{i}", i))
+            assert where[0] == loop_thread and where[-1] == f"raftkv-wal-{leader}", where
+            # While a slow sync runs in the thread, the event loop keeps turning.
+            ticks = 0
+
+            async def count() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0)
+                    ticks += 1
+
+            counter = asyncio.create_task(count())
+            await node.propose(put_cmd("c", 1))
+            counter.cancel()
+            assert ticks > 100, ticks
+        finally:
+            monkeypatch.undo()
+            await c.stop()
+
+    run(main())
+
+
 def test_follower_forwards_writes_over_the_peer_link(tmp_path: Path) -> None:
     async def main() -> None:
         async with InProcCluster(tmp_path) as c:

@@ -2,11 +2,11 @@
 
 Rule 1: the core is a field pumped by the runtime (STYLE.md, encode/httpcore).
 Every call into the core -- ``tick``, ``step``, ``propose``, ``read_index``,
-``ready``, ``advance`` -- happens synchronously on the event loop's thread. On
-the leader the WAL sync runs in a thread of its own, so the loop keeps stepping
-acknowledgements and taking requests meanwhile (the core allows
-step/tick/propose between ``ready()`` and ``advance()``); a follower syncs on
-the loop's thread. Besides that sync, only the snapshot thread touches storage
+``ready``, ``advance`` -- happens synchronously on the event loop's thread.
+The WAL sync runs on that thread too, unless the disk is slow: then in a thread
+of its own, so the loop keeps stepping messages and taking requests meanwhile
+(the core allows step/tick/propose between ``ready()`` and ``advance()``).
+Besides that sync, only the snapshot thread touches storage
 off the loop: it writes a snapshot file, which the loop then adopts
 (:mod:`~raftkv.server.node.snapshots`).
 
@@ -83,12 +83,10 @@ __all__ = ["RaftNode", "default_state_machine"]
 
 logger = logging.getLogger(__name__)
 
-INLINE_SYNC_MAX_WAITING = 1
-"""A leader with at most this many clients waiting for writes syncs its WAL on
-the event loop's thread; with more, in the WAL thread (see ``_handle_ready``)..."""
 INLINE_SYNC_MAX_SECONDS = 0.002
-"""... provided its recent syncs took less than this on average: a slow disk
-never holds up the event loop."""
+"""A node whose recent WAL syncs took less than this on average syncs on the
+event loop's thread; with a slower disk, in the WAL thread, so that a slow disk
+never holds up the event loop (see ``_handle_ready``)."""
 
 
 def default_state_machine() -> StateMachine:
@@ -545,21 +543,19 @@ class RaftNode:
                 self._send(rd.messages)
         if sync:
             start = time.perf_counter()
-            if raw.role is Role.LEADER and (
-                len(self._proposals) > INLINE_SYNC_MAX_WAITING
-                or self._sync_seconds > INLINE_SYNC_MAX_SECONDS
-            ):
-                # Under load the leader keeps stepping acknowledgements and
-                # taking requests while its sync runs, so the next batch gathers
-                # meanwhile. (What commits meanwhile is applied only in the
-                # next Ready, after advance(): the core has one Ready at a time.)
+            if self._sync_seconds > INLINE_SYNC_MAX_SECONDS:
+                # A slow disk: the loop keeps stepping messages and taking
+                # requests while the sync runs (what commits meanwhile is
+                # applied in the next Ready, after advance(): one Ready at a time).
                 await self._wal_thread.run(storage.wal.sync)
             else:
-                # A follower has nothing to commit before its own sync, and a
-                # leader with few clients waiting has little to do meanwhile:
-                # syncing on the loop's thread saves two thread hand-offs, and
-                # the wait for a busy CPU to run the woken thread (measured:
-                # less CPU per write and lower latency).
+                # A fast disk: the loop syncs itself, at any load. Nothing that
+                # commits meanwhile could be applied before advance() anyway,
+                # and a hand-off to the WAL thread costs a thread wake-up, which
+                # on a busy machine preempts the loop, and then the GIL twice:
+                # the woken thread waits for it before its fdatasync starts and
+                # again after (measured: as many writes per second or more,
+                # at every concurrency, with less machinery; docs/benchmarks.md).
                 if answered and replicate_first:
                     await asyncio.sleep(0)  # answer the applied entries' clients first
                 storage.wal.sync()

@@ -1,7 +1,7 @@
 """The WAL's syncs off the event loop: one thread of the node's own, one sync at a time.
 
-Under load the leader syncs its WAL in this thread so that its event loop keeps
-stepping acknowledgements and taking requests meanwhile (``RaftNode._handle_ready``).
+A node on a slow disk syncs its WAL in this thread so that its event loop keeps
+stepping messages and taking requests meanwhile (``RaftNode._handle_ready``).
 A sync is handed over on a :class:`queue.SimpleQueue` and its end comes back
 through ``loop.call_soon_threadsafe``: about a third of the event loop's CPU
 that a ``ThreadPoolExecutor.submit`` plus ``asyncio.wrap_future`` round trip
