@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from raftkv.client._sansio import Request, _query, _range_params
+from raftkv.client._requests import Request, _query, _range_params
 from raftkv.client.errors import BadRequest, Compacted, JSONValue
 from raftkv.client.results import WatchEvent, WatchResponse
 

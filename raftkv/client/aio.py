@@ -27,12 +27,8 @@ import aiohttp
 from yarl import URL
 
 from raftkv.client._keepalive import RenewalSchedule
-from raftkv.client._sansio import (
+from raftkv.client._requests import (
     Request,
-    RetryPolicy,
-    RetryState,
-    Router,
-    SessionLanes,
     cas_request,
     compact_request,
     delete_range_request,
@@ -43,14 +39,20 @@ from raftkv.client._sansio import (
     lease_list_request,
     lease_revoke_request,
     lease_ttl_request,
-    make_ssl_context,
     multi_put_request,
-    new_client_id,
-    parse_endpoints,
     put_request,
     range_request,
     status_request,
     txn_request,
+)
+from raftkv.client._sansio import (
+    RetryPolicy,
+    RetryState,
+    Router,
+    SessionLanes,
+    make_ssl_context,
+    new_client_id,
+    parse_endpoints,
     wants_https,
 )
 from raftkv.client._watch import IDLE_TIMEOUT_S, StreamLost, WatchCursor

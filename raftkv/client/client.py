@@ -33,15 +33,10 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 
 from raftkv.client._keepalive import RenewalSchedule
-from raftkv.client._sansio import (
+from raftkv.client._requests import (
     Request,
-    RetryPolicy,
-    RetryState,
-    Router,
-    SessionLanes,
     cas_request,
     compact_request,
-    decode_body,
     delete_range_request,
     delete_request,
     get_request,
@@ -50,21 +45,28 @@ from raftkv.client._sansio import (
     lease_list_request,
     lease_revoke_request,
     lease_ttl_request,
-    make_ssl_context,
     member_add_request,
     member_promote_request,
     member_remove_request,
     member_update_request,
     members_request,
     multi_put_request,
-    new_client_id,
-    parse_endpoints,
     put_request,
     range_request,
-    split_host_port,
     status_request,
     transfer_leader_request,
     txn_request,
+)
+from raftkv.client._sansio import (
+    RetryPolicy,
+    RetryState,
+    Router,
+    SessionLanes,
+    decode_body,
+    make_ssl_context,
+    new_client_id,
+    parse_endpoints,
+    split_host_port,
     wants_https,
 )
 from raftkv.client._watch import IDLE_TIMEOUT_S, StreamLost, WatchCursor

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from raftkv.client import AuthError, Client
-from raftkv.client._sansio import get_request, interpret, parse_endpoints, wants_https
+from raftkv.client._requests import get_request
+from raftkv.client._sansio import interpret, parse_endpoints, wants_https
 
 
 def test_token_goes_in_the_authorization_header() -> None:
