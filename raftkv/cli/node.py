@@ -386,78 +386,38 @@ def serve(
     import signal
 
     from raftkv.core.errors import RaftKVError
-    from raftkv.core.types import NodeId
-    from raftkv.server.config import (
-        ServerConfig,
-        parse_host_port,
-        parse_initial_cluster,
-        statefulset_initial_cluster,
-    )
+    from raftkv.server.config import ServerConfig
     from raftkv.server.errors import ConfigError
     from raftkv.server.logging import setup_logging
-    from raftkv.server.security import (
-        read_request_token,
-        read_secret_file,
-        read_token_file,
-        secret_file_is_exposed,
-    )
+    from raftkv.server.security import read_request_token, secret_file_is_exposed
 
-    if not node_id:
-        _fail("missing --id (or $RAFTKV_ID)")
     try:
-        raft = parse_host_port(raft_addr, what="--raft-addr")
-        api = parse_host_port(api_addr, what="--api-addr")
-        grpc = parse_host_port(grpc_addr, what="--grpc-addr") if grpc_addr else None
-        if peers_from_statefulset:
-            if initial_cluster:
-                raise ConfigError(
-                    "give either --initial-cluster or --peers-from-statefulset, not both"
-                )
-            members, derived_state = statefulset_initial_cluster(
-                node_id,
-                peer_host=peer_host,
-                initial_cluster_size=initial_cluster_size,
-                raft_port=raft[1],
-                api_port=api[1],
-            )
-            initial_cluster_state = initial_cluster_state or derived_state
-        elif not initial_cluster:
-            raise ConfigError("missing --initial-cluster (or $RAFTKV_INITIAL_CLUSTER)")
-        else:
-            members = parse_initial_cluster(initial_cluster)
-        if cluster_secret and cluster_secret_file:
-            raise ConfigError("give either --cluster-secret or --cluster-secret-file, not both")
-        secret = cluster_secret.encode() if cluster_secret else None
-        if cluster_secret_file:
-            secret = read_secret_file(cluster_secret_file)
-        tokens = read_token_file(client_token_file) if client_token_file else None
-        # A pod that asks its peers which member id to run as needs a token too.
-        own_token = (
-            read_request_token(client_token_file)
-            if peers_from_statefulset and client_token_file
-            else None
-        )
-        config = ServerConfig(
-            node_id=NodeId(node_id),
+        config = ServerConfig.from_flags(
+            node_id=node_id,
             data_dir=data_dir,
-            raft_addr=raft,
-            api_addr=api,
-            grpc_addr=grpc,
-            initial_cluster=members,
-            initial_cluster_state=initial_cluster_state or "new",
+            raft_addr=raft_addr,
+            api_addr=api_addr,
+            grpc_addr=grpc_addr,
+            initial_cluster=initial_cluster,
+            initial_cluster_state=initial_cluster_state,
+            peers_from_statefulset=peers_from_statefulset,
+            peer_host=peer_host,
+            initial_cluster_size=initial_cluster_size,
+            no_fsync=no_fsync,
+            cluster_secret=cluster_secret,
+            cluster_secret_file=cluster_secret_file,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_ca=tls_ca,
+            client_token_file=client_token_file,
+            no_leader_hints=no_leader_hints,
+            log_level=log_level,
             heartbeat_interval_ms=heartbeat_interval_ms,
             election_timeout_ms=election_timeout_ms,
-            fsync=not no_fsync,
             snapshot_entries=snapshot_entries,
             max_body_bytes=max_body_bytes,
             log_format=log_format,
-            log_level=log_level.upper(),
-            cluster_secret=secret,
-            tls_cert_file=tls_cert,
-            tls_key_file=tls_key,
-            tls_ca_file=tls_ca,
             tls_api_client_auth=tls_api_client_auth,
-            client_tokens=tokens,
             max_key_bytes=max_key_bytes,
             max_value_bytes=max_value_bytes,
             max_multi_put_pairs=max_multi_put_pairs,
@@ -470,18 +430,16 @@ def serve(
             watch_buffer_bytes=watch_buffer_bytes,
             max_watchers=max_watchers,
             max_watchers_per_stream=max_watchers_per_stream,
-            leader_hints=not no_leader_hints,
         )
-        config.validate()
-        if config.tls:
-            # Load the certificates now: a mistake is one line, not a traceback at start.
-            from raftkv.server.security import api_ssl_contexts, peer_ssl_contexts
-
-            peer_ssl_contexts(config)
-            api_ssl_contexts(config)
+        # A pod that asks its peers which member id to run as needs a token too.
+        own_token = (
+            read_request_token(client_token_file)
+            if peers_from_statefulset and client_token_file
+            else None
+        )
     except ConfigError as exc:
         _fail(exc.message)
-    setup_logging(node_id, log_format, log_level)
+    setup_logging(config.node_id, log_format, log_level)
     _warn_exposed(config, cluster_secret_file, client_token_file, secret_file_is_exposed)
     if no_fsync:
         logging.getLogger("raftkv.server").warning(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from raftkv import limits
 from raftkv.core.types import NodeId
@@ -16,7 +17,13 @@ from raftkv.limits import NODE_ID_RULE, HostPort, format_host_port, is_node_id
 from raftkv.replica.kv import MAX_KEY_BYTES
 from raftkv.replica.membership import Member
 from raftkv.server.errors import ConfigError
-from raftkv.server.security import TokenTable
+from raftkv.server.security import (
+    TokenTable,
+    api_ssl_contexts,
+    peer_ssl_contexts,
+    read_secret_file,
+    read_token_file,
+)
 from raftkv.transport.codec import DEFAULT_MAX_FRAME_SIZE
 
 __all__ = [
@@ -165,6 +172,94 @@ class ServerConfig:
     @property
     def election_tick(self) -> int:
         return max(2, self.election_timeout_ms // self.heartbeat_interval_ms)
+
+    @classmethod
+    def from_flags(
+        cls,
+        *,
+        node_id: str | None,
+        data_dir: str,
+        raft_addr: str,
+        api_addr: str,
+        grpc_addr: str | None = None,
+        initial_cluster: str | None = None,
+        initial_cluster_state: str | None = None,
+        peers_from_statefulset: bool = False,
+        peer_host: str = "",
+        initial_cluster_size: int = 3,
+        no_fsync: bool = False,
+        cluster_secret: str | None = None,
+        cluster_secret_file: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
+        client_token_file: str | None = None,
+        no_leader_hints: bool = False,
+        log_level: str = "INFO",
+        **settings: Any,
+    ) -> ServerConfig:
+        """The configuration ``raftkv serve``'s flags describe, checked
+        (:meth:`validate`), its secret and token files read and, with TLS, its
+        certificates loaded: a mistake is one :class:`ConfigError` line, not a
+        traceback at start.
+
+        The arguments are the flags' values as the CLI parsed them, named as the
+        flags are (``--no-fsync`` is ``no_fsync``); ``settings`` are the flags
+        that are a field of the same name (``snapshot_entries``, ``quota_bytes``, ...).
+
+        Raises:
+            ConfigError: a flag is missing, malformed or contradicts another.
+        """
+        if not node_id:
+            raise ConfigError("missing --id (or $RAFTKV_ID)")
+        raft = parse_host_port(raft_addr, what="--raft-addr")
+        api = parse_host_port(api_addr, what="--api-addr")
+        grpc = parse_host_port(grpc_addr, what="--grpc-addr") if grpc_addr else None
+        if peers_from_statefulset:
+            if initial_cluster:
+                raise ConfigError(
+                    "give either --initial-cluster or --peers-from-statefulset, not both"
+                )
+            members, derived_state = statefulset_initial_cluster(
+                node_id,
+                peer_host=peer_host,
+                initial_cluster_size=initial_cluster_size,
+                raft_port=raft[1],
+                api_port=api[1],
+            )
+            initial_cluster_state = initial_cluster_state or derived_state
+        elif not initial_cluster:
+            raise ConfigError("missing --initial-cluster (or $RAFTKV_INITIAL_CLUSTER)")
+        else:
+            members = parse_initial_cluster(initial_cluster)
+        if cluster_secret and cluster_secret_file:
+            raise ConfigError("give either --cluster-secret or --cluster-secret-file, not both")
+        secret = cluster_secret.encode() if cluster_secret else None
+        if cluster_secret_file:
+            secret = read_secret_file(cluster_secret_file)
+        config = cls(
+            node_id=NodeId(node_id),
+            data_dir=data_dir,
+            raft_addr=raft,
+            api_addr=api,
+            grpc_addr=grpc,
+            initial_cluster=members,
+            initial_cluster_state=initial_cluster_state or "new",
+            fsync=not no_fsync,
+            log_level=log_level.upper(),
+            cluster_secret=secret,
+            tls_cert_file=tls_cert,
+            tls_key_file=tls_key,
+            tls_ca_file=tls_ca,
+            client_tokens=read_token_file(client_token_file) if client_token_file else None,
+            leader_hints=not no_leader_hints,
+            **settings,
+        )
+        config.validate()
+        if config.tls:
+            peer_ssl_contexts(config)
+            api_ssl_contexts(config)
+        return config
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` if the configuration cannot work."""

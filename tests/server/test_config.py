@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+from typing import Any
+
 import pytest
 from click.testing import CliRunner
 
@@ -133,3 +137,49 @@ def test_serve_prints_one_line_errors(tmp_path: object) -> None:
         main, [*args, "--initial-cluster", SPEC], env={"RAFTKV_INITIAL_CLUSTER_STATE": "bogus"}
     )
     assert result.exit_code == 2 and "'bogus' is not one of" in result.output
+
+
+def test_from_flags_builds_what_serve_runs_and_names_the_flag_that_is_wrong(
+    tmp_path: Path,
+) -> None:
+    """raftkv serve's flags -> ServerConfig in one place: parsed, defaults of
+    the dataclass for what is not given, every field flag passed through."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 32)
+    secret.chmod(0o600)
+    flags: dict[str, Any] = {
+        "node_id": "n1",
+        "data_dir": str(tmp_path / "n1"),
+        "raft_addr": "127.0.0.1:7001",
+        "api_addr": "127.0.0.1:8001",
+        "initial_cluster": "n1=127.0.0.1:7001/127.0.0.1:8001,n2=127.0.0.1:7002/127.0.0.1:8002",
+    }
+    config = ServerConfig.from_flags(
+        **flags,
+        grpc_addr="127.0.0.1:2379",
+        no_fsync=True,
+        cluster_secret_file=str(secret),
+        no_leader_hints=True,
+        log_level="debug",
+        snapshot_entries=123,
+        quota_bytes=4096,
+    )
+    assert config.node_id == "n1" and config.raft_addr == ("127.0.0.1", 7001)
+    assert config.grpc_addr == ("127.0.0.1", 2379)
+    assert sorted(config.initial_cluster) == ["n1", "n2"]
+    assert config.initial_cluster_state == "new"
+    assert (config.fsync, config.leader_hints, config.log_level) == (False, False, "DEBUG")
+    assert config.cluster_secret == b"s" * 32
+    assert (config.snapshot_entries, config.quota_bytes) == (123, 4096)
+    defaults = {f.name: f.default for f in dataclasses.fields(ServerConfig)}
+    assert config.max_watchers == defaults["max_watchers"]  # not given: the default
+    for change, message in [
+        ({"node_id": None}, "missing --id"),
+        ({"initial_cluster": None}, "missing --initial-cluster"),
+        ({"raft_addr": "nowhere"}, "--raft-addr"),
+        ({"cluster_secret": "x" * 32, "cluster_secret_file": str(secret)}, "not both"),
+        ({"peers_from_statefulset": True}, "not both"),
+        ({"election_timeout_ms": 100}, "--election-timeout-ms"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            ServerConfig.from_flags(**{**flags, **change})
