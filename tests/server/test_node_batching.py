@@ -77,7 +77,8 @@ def test_wal_syncs_on_the_loop_thread_unless_the_disk_is_slow(
 ) -> None:
     """A fast disk is synced by the event loop's own thread, at any load; once
     the recent syncs average over INLINE_SYNC_MAX_SECONDS, by the WAL thread,
-    and the loop goes on serving meanwhile."""
+    and the loop goes on serving meanwhile; back on the loop's thread once the
+    disk is fast again."""
     where: list[str] = []
     delay = 0.0
     real_sync = WAL.sync
@@ -118,6 +119,13 @@ def test_wal_syncs_on_the_loop_thread_unless_the_disk_is_slow(
             await node.propose(put_cmd("c", 1))
             counter.cancel()
             assert ticks > 100, ticks
+            # The disk is fast again: the average of the syncs themselves falls,
+            # and the loop syncs on its own thread again.
+            delay = 0.0
+            where.clear()
+            for i in range(40):
+                await node.propose(put_cmd(f"d{i}", i))
+            assert where[0] == f"raftkv-wal-{leader}" and where[-1] == loop_thread, where
         finally:
             monkeypatch.undo()
             await c.stop()

@@ -75,6 +75,7 @@ from raftkv.server.node.syncer import SyncThread
 from raftkv.server.node.watches import REASON_FAILED, Watches, WatchStream
 from raftkv.server.security import peer_ssl_contexts
 from raftkv.storage.disk_storage import DiskStorage
+from raftkv.storage.wal import WAL
 from raftkv.transport.base import InMemoryHub, Transport
 from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
 from raftkv.transport.tcp import TcpTransport
@@ -133,11 +134,12 @@ class RaftNode:
         self._transport: Transport | None = None
 
         self._wake = asyncio.Event()
-        # WAL syncs run here, off the event loop, one at a time (its own thread:
+        # A slow disk's WAL syncs run here, off the event loop (its own thread:
         # nothing else queued in the loop's default executor can delay a sync).
         self._wal_thread = SyncThread(f"raftkv-wal-{config.node_id}")
         self._tasks: list[asyncio.Task[None]] = []
-        # A moving average of this node's WAL sync times (seconds).
+        # This node's last WAL sync time and their moving average (seconds).
+        self._last_sync_seconds = 0.0
         self._sync_seconds = 0.0
         self._stopping = False  # the loops stop: stop() was called, or the node failed
         self._started = False
@@ -542,30 +544,37 @@ class RaftNode:
             if not forwarded:
                 self._send(rd.messages)
         if sync:
-            start = time.perf_counter()
+            wal = storage.wal
             if self._sync_seconds > INLINE_SYNC_MAX_SECONDS:
                 # A slow disk: the loop keeps stepping messages and taking
                 # requests while the sync runs (what commits meanwhile is
                 # applied in the next Ready, after advance(): one Ready at a time).
-                await self._wal_thread.run(storage.wal.sync)
+                await self._wal_thread.run(lambda: self._timed_sync(wal))
             else:
                 # A fast disk: the loop syncs itself, at any load. Nothing that
                 # commits meanwhile could be applied before advance() anyway,
                 # and a hand-off to the WAL thread costs a thread wake-up, which
                 # on a busy machine preempts the loop, and then the GIL twice:
                 # the woken thread waits for it before its fdatasync starts and
-                # again after (measured: as many writes per second or more,
-                # at every concurrency, with less machinery; docs/benchmarks.md).
+                # again after (measured: writes per second within noise of the
+                # thread's, less leader CPU per write; docs/benchmarks.md).
                 if answered and replicate_first:
                     await asyncio.sleep(0)  # answer the applied entries' clients first
-                storage.wal.sync()
-            took = time.perf_counter() - start
+                self._timed_sync(wal)
+            took = self._last_sync_seconds
             self.metrics.fsync_seconds.observe(took)
             self._sync_seconds += (took - self._sync_seconds) / 8
         self._send(rd.messages_after_persist)
         raw.advance(rd)
         # After the sync: a snapshot may not get ahead of the durable log.
         self._snapshots.maybe_take(storage)
+
+    def _timed_sync(self, wal: WAL) -> None:
+        """``wal.sync()``, timing the sync alone (not a hand-off or a loop turn
+        around it: the inline/thread choice must follow the disk, not the load)."""
+        start = time.perf_counter()
+        wal.sync()
+        self._last_sync_seconds = time.perf_counter() - start
 
     def _send(self, msgs: Sequence[PeerMessage]) -> None:
         if not msgs or self._transport is None:
