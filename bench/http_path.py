@@ -56,14 +56,15 @@ def _fast_handler(
     node: Any, config: ServerConfig
 ) -> Callable[[FastRequest, str], Awaitable[Answer]]:
     try:
-        from raftkv.server.http.server import fast_handler
+        from raftkv.server.http.fast import FastFrontEnd
+        from raftkv.server.http.handlers import Handlers
     except ImportError:  # before raftkv.server.http
         from raftkv.server import api
 
         old = api._Api(node, config)
         old.guard = api._Guard(node, config)
         return old.serve_fast
-    return fast_handler(node, config)
+    return FastFrontEnd(Handlers(node, config)).serve
 
 
 _REQUESTS = {

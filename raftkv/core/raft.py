@@ -361,7 +361,7 @@ class Raft:
         self.election_elapsed += 1
         if self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
-            election.hup(self)
+            self.hup()
             return True
         return False
 
@@ -564,7 +564,8 @@ class Raft:
         was_paused = pr.is_paused()
         if not pr.append_acked(msg.index):
             return
-        leadership.maybe_send_timeout_now(self, msg.sender, pr)
+        if self.lead_transferee is not None:
+            leadership.maybe_send_timeout_now(self, msg.sender, pr)
         if self.maybe_commit():
             # Flushed once per Ready: tells every follower the new commit index.
             self.pending_broadcast = True

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import IO, Any, Final, TypeAlias
+from typing import IO, Any, Final
 
 import msgpack
 
@@ -60,11 +60,8 @@ __all__ = [
     "read_rev_history",
 ]
 
-_DEFAULT_MAX_STEPS: Final = 200_000
 _STATUSES: Final = (OK, FAIL, INFO)
 _SUPPORTED: Final = (Put, Delete, Cas, MultiPut, Get, Range, DeleteRange, Txn, Compact)
-
-Response: TypeAlias = PutDone | Deleted | Listing
 
 
 # ----------------------------------------------------------------------------- history

@@ -33,10 +33,8 @@ import aiohttp
 from raftkv.core.types import NodeId
 from raftkv.jepsen.net import HostId, Network
 from raftkv.launch import (
-    PACKAGE_ROOT,
     InitialClusterState,
     ServeOptions,
-    child_env,
     serve_argv,
     spawn,
 )
@@ -177,7 +175,6 @@ class Cluster:
         self.procs[node_id] = spawn(
             self.command(node_id, state),
             log_path=self.log_path(node_id),
-            env=child_env(PACKAGE_ROOT),
             new_session=True,  # a Ctrl-C on the terminal reaches only the harness
             stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent,

@@ -52,7 +52,14 @@ __all__ = [
     "MembershipBook",
     "Refusal",
     "RefusalKind",
+    "member_context",
 ]
+
+
+def member_context(node_id: NodeId, member: Member) -> bytes:
+    """The context of a configuration change that gives ``node_id`` the
+    addresses ``member``: what :meth:`MembershipBook.applied` reads back."""
+    return json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
 
 
 class InvalidMember(ValueError):

@@ -117,7 +117,7 @@ def test_only_503s_print_the_last_one() -> None:
 
 
 def test_an_unreachable_cluster_names_each_endpoint() -> None:
-    a, b = dead(), dead()
+    a, b = (f"127.0.0.1:{port}" for port in free_ports(2))  # two distinct dead endpoints
     result = invoke(f"{a},{b}", "members", "list")
     assert result.exit_code == 1
     assert result.output == (

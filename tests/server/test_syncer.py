@@ -67,6 +67,33 @@ def test_close_waits_for_a_running_sync_unless_told_not_to() -> None:
     asyncio.run(main())
 
 
+def test_a_sync_whose_awaiter_was_cancelled_still_counts_as_running() -> None:
+    """A stopping node cancels the Ready that awaited a sync; a sync stuck on a
+    dead disk must still count as running, or stop() would wait for it forever."""
+    release = threading.Event()
+
+    async def main() -> None:
+        syncer = SyncThread("test-wal")
+        fut = syncer.run(lambda: release.wait(5))
+        fut.cancel()
+        await asyncio.sleep(0)
+        assert syncer.running
+        release.set()
+        syncer.close(wait=True)
+        assert not syncer.running
+
+    asyncio.run(main())
+
+
+def test_the_future_carries_what_the_callable_returned() -> None:
+    async def main() -> None:
+        syncer = SyncThread("test-wal")
+        assert await syncer.run(lambda: 0.25) == 0.25
+        syncer.close(wait=True)
+
+    asyncio.run(main())
+
+
 def test_close_without_a_sync_starts_no_thread() -> None:
     before = threading.active_count()
     SyncThread("test-wal").close(wait=True)

@@ -487,11 +487,15 @@ def test_node_ids_seen_before_are_still_checked_by_type_and_the_cache_is_bounded
     for _ in range(2):  # the second decode takes the seen-ids path
         assert decode_batch(encode_batch([hb])) == [hb]
     assert sorted(codec._SEEN_NODE_IDS) == ["n1", "n2"]
+
     # A valid id as bytes, or an invalid string, is refused after its text was seen.
-    for sender in (b"n1", "n1/x", ""):
-        bad = msgpack.packb([[codec.message_codes()[Heartbeat], 1, sender, "n2", 0]])
-        with pytest.raises(CodecError):
-            decode_batch(bad)
+    def frame(sender: object) -> bytes:
+        return msgpack.packb([[codec.message_codes()[Heartbeat], 1, sender, "n2", 0, b""]])
+
+    assert decode_batch(frame("n1")) == [hb]  # the frame is right: only the sender varies
+    for sender in (b"n1", "n1/x", "", ["n1"]):
+        with pytest.raises(CodecError, match="sender"):
+            decode_batch(frame(sender))
     # A peer sending ever new ids does not grow the set past its bound.
     for i in range(codec._MAX_SEEN_NODE_IDS + 50):
         decode_batch(encode_batch([Heartbeat(term=1, sender=NodeId(f"x{i}"), to=hb.to, commit=0)]))

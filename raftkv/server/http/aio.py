@@ -33,7 +33,7 @@ from raftkv.server.fdlimit import FORWARD_CONNECTIONS
 from raftkv.server.http.answers import FAILED, answer, answer_for
 from raftkv.server.http.connections import HandedOff
 from raftkv.server.http.guard import UNGUARDED, Slot
-from raftkv.server.http.handlers import DASHBOARD, Handlers
+from raftkv.server.http.handlers import Handlers, dashboard
 from raftkv.server.http.request import FORWARDED_HEADER
 from raftkv.server.http.routes import ROUTES, Route
 from raftkv.server.metrics import CONTENT_TYPE
@@ -222,7 +222,7 @@ class _Streams:
 
     async def dashboard(self, request: web.Request) -> web.StreamResponse:
         """The live dashboard: a static page that polls ``/v1/cluster``."""
-        return web.Response(text=DASHBOARD, content_type="text/html")
+        return web.Response(text=dashboard(), content_type="text/html")
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         resp = web.Response(body=self.handlers.node.metrics.render())

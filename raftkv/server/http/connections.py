@@ -99,7 +99,6 @@ class BodyReader(Protocol):
 _HEAD: Final = "head"
 _BODY: Final = "body"
 _IDLE: Final = "idle"
-_WRITE: Final = "write"
 _TIMEOUT_ANSWER: Final = b'{"error": "request not received in time"}'
 _REFUSAL: Final = encode_response(503, b'{"error": "too many connections"}', close=True)
 

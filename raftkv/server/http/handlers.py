@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -58,7 +59,14 @@ from raftkv.server.fasthttp import Answer
 from raftkv.server.http.answers import answer
 from raftkv.server.http.forwarding import FORWARD_ROUTE, Forwarder, now_ms
 from raftkv.server.http.guard import STATUS_ROUTE, Guard
-from raftkv.server.http.request import Request, member_id, owner, parse_json, session
+from raftkv.server.http.request import (
+    FORWARDED_HEADER,
+    Request,
+    member_id,
+    owner,
+    parse_json,
+    session,
+)
 from raftkv.server.kvjson import (
     CONSISTENCY_LEVELS,
     check_command_limits,
@@ -79,14 +87,21 @@ from raftkv.server.kvjson import (
 from raftkv.server.node import RaftNode
 from raftkv.server.node.leases import REQUEST_KEEPALIVE, REQUEST_TTL, LeaseRequest
 
-__all__ = ["DASHBOARD", "Handlers"]
+__all__ = ["Handlers", "dashboard"]
 
 # How long /v1/health/ready waits for the ReadIndex round and the catch-up
 # (probes time out after 1 s by default in Kubernetes).
 _READY_TIMEOUT_S: Final = 0.8
 _CLUSTER_STATUS_TIMEOUT_S: Final = 0.5
-DASHBOARD: Final = (resources.files("raftkv.viz") / "dashboard.html").read_text(encoding="utf-8")
-"""The dashboard page (static; it holds no data and fetches ``/v1/cluster``)."""
+
+
+@functools.cache
+def dashboard() -> str:
+    """The dashboard page, read from the package on its first request (not at
+    import: the fast path and the benchmarks never serve it).
+
+    The page is static: it holds no data and fetches ``/v1/cluster``."""
+    return (resources.files("raftkv.viz") / "dashboard.html").read_text(encoding="utf-8")
 
 
 def _new_lease_id(session: Session | None) -> int:
@@ -102,7 +117,7 @@ def _new_lease_id(session: Session | None) -> int:
 
 def _forwarded(request: Request) -> bool:
     """Whether a member forwarded ``request`` (it is not forwarded again)."""
-    return bool(request.headers.get("x-raftkv-forwarded"))
+    return bool(request.headers.get(FORWARDED_HEADER))
 
 
 class Handlers:
@@ -320,7 +335,7 @@ class Handlers:
         encoded command. The guard checked the client's token; the limits are
         checked again here (Rule 2): anyone with a write token can send a
         command to this route, not only members."""
-        if request.headers.get("x-raftkv-forwarded") is None:
+        if request.headers.get(FORWARDED_HEADER) is None:
             raise BadRequest(f"{FORWARD_ROUTE} takes only writes forwarded by members")
         command = decode_command(request.body)
         config = self.config

@@ -34,8 +34,9 @@ __all__ = [
     "session",
 ]
 
-FORWARDED_HEADER: Final = "X-Raftkv-Forwarded"
-"""Set on a request a member forwarded to the leader: it is never forwarded again."""
+FORWARDED_HEADER: Final = "x-raftkv-forwarded"
+"""Set on a request a member forwarded to the leader: it is never forwarded again.
+Lower case: the fast path's parser keys its headers so (aiohttp's ignore case)."""
 
 
 class Request(Protocol):

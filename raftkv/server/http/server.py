@@ -22,33 +22,19 @@ from aiohttp import web
 from raftkv.etcd.grpcserver import EtcdGrpcServer
 from raftkv.etcd.service import EtcdService
 from raftkv.server.config import ServerConfig
-from raftkv.server.fasthttp import Answer, FastRequest
 from raftkv.server.fdlimit import apply_fd_budget
-from raftkv.server.http.aio import CONNECTION
-from raftkv.server.http.aio import build_app as _build_app
+from raftkv.server.http.aio import CONNECTION, build_app
 from raftkv.server.http.connections import MAX_CONNECTIONS, FastHttpServer
 from raftkv.server.http.fast import FastFrontEnd
 from raftkv.server.http.handlers import Handlers
 from raftkv.server.node import RaftNode
 from raftkv.server.security import api_ssl_contexts
 
-__all__ = ["ApiServer", "build_app", "fast_handler", "run_event_loop", "serve"]
+__all__ = ["ApiServer", "run_event_loop", "serve"]
 
 logger = logging.getLogger(__name__)
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def build_app(node: RaftNode, config: ServerConfig) -> web.Application:
-    """The aiohttp application serving ``node`` (every route, no fast path)."""
-    return _build_app(Handlers(node, config))[0]
-
-
-def fast_handler(
-    node: RaftNode, config: ServerConfig
-) -> Callable[[FastRequest, str], Awaitable[Answer]]:
-    """The fast path's handler serving ``node`` (``bench/http_path.py``)."""
-    return FastFrontEnd(Handlers(node, config)).serve
 
 
 class ApiServer:
@@ -77,7 +63,7 @@ class ApiServer:
     async def start(self) -> None:
         config = self.config
         handlers = self.handlers
-        app, etcd = _build_app(handlers)
+        app, etcd = build_app(handlers)
         # Outermost: it sees every request aiohttp serves, refused ones too.
         app.middlewares.insert(0, self._track_request)
         self._runner = web.AppRunner(

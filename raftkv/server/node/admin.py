@@ -21,7 +21,6 @@ cluster does not sit out an election timeout.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -29,7 +28,14 @@ from collections.abc import Callable
 from raftkv.core.errors import NotLeader, ProposalDropped, RaftError
 from raftkv.core.rawnode import RawNode
 from raftkv.core.types import ConfChange, ConfChangeSingle, ConfChangeType, NodeId, Role
-from raftkv.replica.membership import Member, Refusal, RefusalKind, refuse_members
+from raftkv.limits import format_host_port
+from raftkv.replica.membership import (
+    Member,
+    Refusal,
+    RefusalKind,
+    member_context,
+    refuse_members,
+)
 from raftkv.replica.replica import Replica
 from raftkv.server.errors import (
     BadRequest,
@@ -121,7 +127,7 @@ class Admin:
             )
         self._refuse_taken_address(node_id, member)
         kind = ConfChangeType.ADD_LEARNER if learner else ConfChangeType.ADD_VOTER
-        context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
+        context = member_context(node_id, member)
         cc = ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
         refusal = refuse_members(cc, self._replica.conf_state.members())
         if refusal is not None:
@@ -149,9 +155,7 @@ class Admin:
                 f"learner {node_id} is not caught up yet (match {match} of {raw.last_index})"
             )
         member = self._replica.book.members.get(node_id)
-        context = (
-            json.dumps({node_id: member.to_json()}, sort_keys=True).encode() if member else b""
-        )
+        context = member_context(node_id, member) if member else b""
         return await self.propose_conf_change(
             ConfChange(
                 changes=(ConfChangeSingle(ConfChangeType.ADD_VOTER, node_id),), context=context
@@ -185,7 +189,7 @@ class Admin:
         else:
             raise MemberNotFound(node_id)
         self._refuse_taken_address(node_id, member)
-        context = json.dumps({node_id: member.to_json()}, sort_keys=True).encode()
+        context = member_context(node_id, member)
         return await self.propose_conf_change(
             ConfChange(changes=(ConfChangeSingle(kind, node_id),), context=context)
         )
@@ -195,7 +199,7 @@ class Admin:
         wrong node (etcd: "Peer URLs already exists")."""
         for other, known in self._replica.book.members.items():
             if other != node_id and known.raft == member.raft:
-                raise RaftAddressTaken(other, member.to_json()["raft_addr"])
+                raise RaftAddressTaken(other, format_host_port(member.raft))
 
     def _refuse_removed(self, node_id: NodeId) -> None:
         """Refuse an id that was removed once, before anything is proposed."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -90,6 +91,14 @@ event loop's thread; with a slower disk, in the WAL thread, so that a slow disk
 never holds up the event loop (see ``_handle_ready``)."""
 
 
+def _timed_sync(wal: WAL) -> float:
+    """``wal.sync()``; the seconds the sync alone took (not a hand-off or a loop
+    turn around it: the inline/thread choice must follow the disk, not the load)."""
+    start = time.perf_counter()
+    wal.sync()
+    return time.perf_counter() - start
+
+
 def default_state_machine() -> StateMachine:
     """The KV state machine of :mod:`raftkv.replica.kv`."""
     from raftkv.replica.kv import KVStateMachine
@@ -138,8 +147,7 @@ class RaftNode:
         # nothing else queued in the loop's default executor can delay a sync).
         self._wal_thread = SyncThread(f"raftkv-wal-{config.node_id}")
         self._tasks: list[asyncio.Task[None]] = []
-        # This node's last WAL sync time and their moving average (seconds).
-        self._last_sync_seconds = 0.0
+        # A moving average of this node's WAL sync times (seconds).
         self._sync_seconds = 0.0
         self._stopping = False  # the loops stop: stop() was called, or the node failed
         self._started = False
@@ -549,7 +557,7 @@ class RaftNode:
                 # A slow disk: the loop keeps stepping messages and taking
                 # requests while the sync runs (what commits meanwhile is
                 # applied in the next Ready, after advance(): one Ready at a time).
-                await self._wal_thread.run(lambda: self._timed_sync(wal))
+                took = await self._wal_thread.run(functools.partial(_timed_sync, wal))
             else:
                 # A fast disk: the loop syncs itself, at any load. Nothing that
                 # commits meanwhile could be applied before advance() anyway,
@@ -560,21 +568,13 @@ class RaftNode:
                 # thread's, less leader CPU per write; docs/benchmarks.md).
                 if answered and replicate_first:
                     await asyncio.sleep(0)  # answer the applied entries' clients first
-                self._timed_sync(wal)
-            took = self._last_sync_seconds
+                took = _timed_sync(wal)
             self.metrics.fsync_seconds.observe(took)
             self._sync_seconds += (took - self._sync_seconds) / 8
         self._send(rd.messages_after_persist)
         raw.advance(rd)
         # After the sync: a snapshot may not get ahead of the durable log.
         self._snapshots.maybe_take(storage)
-
-    def _timed_sync(self, wal: WAL) -> None:
-        """``wal.sync()``, timing the sync alone (not a hand-off or a loop turn
-        around it: the inline/thread choice must follow the disk, not the load)."""
-        start = time.perf_counter()
-        wal.sync()
-        self._last_sync_seconds = time.perf_counter() - start
 
     def _send(self, msgs: Sequence[PeerMessage]) -> None:
         if not msgs or self._transport is None:
