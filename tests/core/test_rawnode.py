@@ -19,6 +19,7 @@ from raftkv.core import (
     RequestVote,
     Role,
 )
+from raftkv.core.types import ConfChange, ConfChangeSingle, ConfChangeType
 from tests.core.harness import Harness, nid
 
 N1, N2, N3 = nid(1), nid(2), nid(3)
@@ -346,8 +347,14 @@ def test_views_show_a_leader_without_reaching_into_raft():
     assert all(p.match == idx and p.state == "replicate" for p in progress.values())
     assert follower.progress() == {}  # only a leader tracks progress
     assert leader.status().progress == progress
-    # Set to the last index on taking office (the log was empty then).
+    # Set to the last index on taking office (the log was empty then), then to
+    # the index of the change proposed.
     assert leader.pending_conf_index == 0
+    cc_index = leader.propose_conf_change(
+        ConfChange(changes=(ConfChangeSingle(ConfChangeType.ADD_LEARNER, nid(9)),))
+    )
+    assert cc_index > idx and leader.pending_conf_index == cc_index
+    h.stabilize()
     assert leader.lead_transferee is None
     leader.transfer_leadership(N3)
     assert leader.lead_transferee == N3
