@@ -38,13 +38,15 @@ opinion; see :func:`run_point_wrk`). ``--load grpc`` drives both etcd and
 raftkv through the etcd v3 API (``Put``, ``Range``) with one grpc.aio client,
 so the comparison uses the very same client code (raftkv nodes then get
 ``--grpc-addr``). ``--plot PNG`` draws the run with
-bench/plot_kv.py.
+bench/plot_kv.py. ``--to leader`` sends every request to the node that leads
+when a point starts, not to every node in turn: for writes, no follower
+forwards, which bounds what forwarding costs.
 
 Usage: python bench/kv_bench.py [--systems raftkv,etcd] [--duration 10]
        [--concurrency 1,16,64] [--ops put,get] [--keys 10000] [--value-size 100]
        [--nodes 3] [--data-dir DIR] [--no-fsync] [--failover N] [--cpu]
        [--variant NAME=DIR ...] [--flavor NAME=FLAGS ...] [--load asyncio|wrk|grpc]
-       [--plot PNG]
+       [--to all|leader] [--plot PNG]
 
 The data dir must be on the disk you care about (tmpfs makes fsync free); the
 client runs in this one process, so on a small machine it shares the CPUs with
@@ -110,6 +112,7 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
         "election_ms": args.election_ms,
         "warmup_s": args.warmup,
         "load": args.load,
+        **({"to": "leader"} if args.to == "leader" else {}),
     }
     try:
         timeout = aiohttp.ClientTimeout(total=30)
@@ -163,6 +166,7 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                                     "keys": args.keys,
                                     "seed": args.seed,
                                     "cpu": args.cpu,
+                                    "to_leader": args.to == "leader",
                                 }
                                 if args.load == "grpc":
                                     async with grpc_stubs(cluster) as stubs:
@@ -283,6 +287,13 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="parent of the temp dir")
     parser.add_argument("--no-fsync", action="store_true", help="UNSAFE mode, for comparison")
+    parser.add_argument(
+        "--to",
+        choices=["all", "leader"],
+        default="all",
+        help="send requests to every node in turn (default), or all to the leader: with"
+        " writes, the ceiling of what forwarding costs (asyncio and grpc loads only)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data dir and node logs")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON lines appended here")
     parser.add_argument("--no-record", action="store_true", help="do not append results")
@@ -321,6 +332,8 @@ def main() -> None:
     args = parser.parse_args()
     if any(op not in ("put", "get", "stale") for op in args.ops):
         parser.error("--ops takes put, get and/or stale")
+    if args.load == "wrk" and args.to == "leader":
+        parser.error("--to leader needs --load asyncio or grpc")
     if args.load == "wrk" and shutil.which("wrk") is None:
         parser.error("--load wrk needs wrk on PATH (apt-get install wrk)")
     rows = asyncio.run(amain(args))

@@ -106,21 +106,21 @@ def grpc_sender(stubs: list[Any], op: str, payload: bytes, stale: bool) -> Send:
 
 async def _worker(
     send: Send,
-    nodes: int,
+    nodes: list[int],
     point: Point,
     keys: int,
     rng: random.Random,
     stop_at: float,
     record_from: float,
 ) -> None:
-    """A closed loop: one request at a time, to the nodes in turn, until ``stop_at``."""
-    n = rng.randrange(nodes)
+    """A closed loop: one request at a time, to ``nodes`` in turn, until ``stop_at``."""
+    i = rng.randrange(len(nodes))
     while True:
         now = time.perf_counter()
         if now >= stop_at:
             return
-        n = (n + 1) % nodes
-        ok, status = await send(n, key_name(rng.randrange(keys)))
+        i = (i + 1) % len(nodes)
+        ok, status = await send(nodes[i], key_name(rng.randrange(keys)))
         done = time.perf_counter()
         if now >= record_from:
             if ok:
@@ -154,17 +154,25 @@ async def run_point(
     keys: int,
     seed: int,
     cpu: bool = False,
+    to_leader: bool = False,
 ) -> Point:
     """``concurrency`` closed loops sending ``send`` requests for ``warmup`` +
     ``duration`` seconds; latencies, errors and (``cpu``) CPU per request of
-    the recorded window."""
+    the recorded window. Requests go to every node in turn, or (``to_leader``)
+    all to the node that leads when the point starts."""
     point = Point(op, concurrency)
-    leader = await leader_once(cluster) if cpu else None
+    leader = await leader_once(cluster) if cpu or to_leader else None
+    names = list(cluster.api)
+    if to_leader:
+        if leader is None:
+            raise SystemExit(f"{cluster.name}: no leader to send every request to")
+        nodes = [names.index(leader)]
+    else:
+        nodes = list(range(len(names)))
     start = time.perf_counter()
     record_from = start + warmup
     stop_at = record_from + duration
     ticker = asyncio.create_task(_progress(cluster.name, point, start, warmup, duration))
-    nodes = len(cluster.api)
     workers = [
         _worker(send, nodes, point, keys, random.Random(seed * 1000 + w), stop_at, record_from)
         for w in range(concurrency)
