@@ -7,6 +7,7 @@ threads; the caller ticks it and drives the Ready loop (see ``ready.py``).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from raftkv.core.config import Config
@@ -84,7 +85,7 @@ class RawNode:
         "_prev_hard_state",
         "_prev_soft_state",
         "_ready_in_flight",
-        "_steps_on_advance",
+        "_unpersisted",
     )
 
     def __init__(
@@ -99,10 +100,11 @@ class RawNode:
         # What storage holds; a bootstrapped node's first Ready persists more.
         self._prev_hard_state = storage.initial_state()[0]
         self._prev_soft_state = self._raft.soft_state()
-        self._ready_in_flight = False
-        # Messages this node addressed to itself that wait for the persistence
-        # of the Ready in flight (a candidate's own vote); stepped in by advance().
-        self._steps_on_advance: list[Message] = []
+        self._ready_in_flight: Ready | None = None
+        # The Readys accepted but not yet persisted, oldest first, each with the
+        # messages this node addressed to itself after its persist (a
+        # candidate's own vote): stepped in by persisted().
+        self._unpersisted: deque[tuple[Ready, list[Message]]] = deque()
 
     # -- inputs ------------------------------------------------------------
 
@@ -222,14 +224,14 @@ class RawNode:
 
     def has_ready(self) -> bool:
         """Whether :meth:`ready` would return a non-empty batch."""
-        if self._ready_in_flight:
+        if self._ready_in_flight is not None:
             return False
         r = self._raft
         if r.msgs or r.msgs_after_persist or r.pending_broadcast or r.read_states or r.reads.unsent:
             return True
         log = r.log
         unstable = log.unstable
-        if unstable.entries or unstable.snapshot is not None or log.committed > log.applied:
+        if unstable.has_unsent() or unstable.snapshot is not None or log.committed > log.applied:
             return True
         # Compare the fields of SoftState/HardState rather than building both
         # after every input: this runs once per input, ready() far less often.
@@ -240,9 +242,10 @@ class RawNode:
         return r.term != hs.term or r.vote != hs.vote or log.committed != hs.commit
 
     def ready(self) -> Ready:
-        """Collect the pending work. Call :meth:`advance` before the next ``ready``."""
-        if self._ready_in_flight:
-            raise RaftError("ready() called again before advance()")
+        """Collect the pending work. Call :meth:`advance` (or :meth:`accept`)
+        before the next ``ready``."""
+        if self._ready_in_flight is not None:
+            raise RaftError("ready() called again before advance() or accept()")
         r = self._raft
         if r.pending_broadcast and r.role is _LEADER:
             r.broadcast_append()
@@ -264,7 +267,10 @@ class RawNode:
             must_sync = True
         elif log.committed != prev_hs.commit:
             hard_state = self._prev_hard_state = r.hard_state()
-        entries = tuple(unstable.entries) if unstable.entries else ()
+        entries: tuple[Entry, ...] = ()
+        if unstable.has_unsent():
+            entries = tuple(unstable.unsent())
+            unstable.in_progress = entries[-1].index
         if log.committed > log.applied:
             committed = tuple(log.next_committed_entries(r.config.max_committed_size_per_ready))
             if committed:
@@ -277,6 +283,7 @@ class RawNode:
             messages = tuple(r.msgs)
             r.msgs = []
         after_persist: tuple[Message, ...] = ()
+        to_self: list[Message] = []
         if r.msgs_after_persist:
             pending = r.msgs_after_persist
             r.msgs_after_persist = []
@@ -284,8 +291,7 @@ class RawNode:
             to_self = [m for m in pending if m.to == node_id]
             if to_self:
                 # Not for the driver to send: they count once this Ready is
-                # persisted, when advance() steps them back in.
-                self._steps_on_advance = to_self
+                # persisted, when persisted() steps them back in.
                 pending = [m for m in pending if m.to != node_id]
             after_persist = tuple(pending)
         read_states: tuple[ReadState, ...] = ()
@@ -303,30 +309,67 @@ class RawNode:
             snapshot=snapshot,
             read_states=read_states,
         )
-        self._ready_in_flight = True
+        self._ready_in_flight = rd
+        self._unpersisted.append((rd, to_self))
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """Tell the core that ``rd`` was fully handled (persisted, sent, applied).
+        """Tell the core that ``rd`` was fully handled (persisted, sent, applied):
+        :meth:`accept` and :meth:`persisted` at once.
 
         This is also how the core learns that ``rd`` is durable: its own log
         entries count toward commitment, and what it addressed to itself after
         the persist (a candidate's own vote) is stepped back in, here.
         """
-        if not self._ready_in_flight:
-            raise RaftError("advance() called without a ready() in flight")
-        self._ready_in_flight = False
+        self.accept(rd)
+        self.persisted(rd)
+
+    def accept(self, rd: Ready) -> None:
+        """Tell the core that ``rd`` was handed to storage but may not be durable
+        yet: its messages sent, its entries and hard state written, its
+        committed entries applied (steps 1, 2 without the sync, and 4). The next
+        :meth:`ready` may follow at once; :meth:`persisted` reports ``rd``
+        durable later (asynchronous storage writes, ``ready.py``).
+
+        Raises:
+            RaftError: ``rd`` is not the Ready in flight, or it holds a
+                snapshot while earlier Readys are not persisted (install a
+                snapshot after they are, and report it persisted at once).
+        """
+        if self._ready_in_flight is not rd:
+            raise RaftError("accept() or advance() called without that Ready in flight")
         if rd.snapshot is not None:
+            if self._unpersisted[0][0] is not rd:
+                raise RaftError("a snapshot's Ready is handled after the Readys before it persist")
             self._raft.log.applied_snapshot(rd.snapshot.metadata.index)
-        if rd.entries:
-            last = rd.entries[-1]
-            self._raft.on_persisted(last.index, last.term)
+        self._ready_in_flight = None
         if rd.committed_entries:
             self._raft.log.applied_to(rd.committed_entries[-1].index)
-        if self._steps_on_advance:
-            steps, self._steps_on_advance = self._steps_on_advance, []
-            for m in steps:
-                self._raft.step(m)
+
+    def persisted(self, rd: Ready) -> None:
+        """Tell the core that ``rd``'s entries and hard state are durable (step
+        2 done): its own entries now count toward commitment, and what it
+        addressed to itself after the persist is stepped back in. Readys are
+        persisted in the order :meth:`ready` made them, each after its
+        :meth:`accept`.
+
+        Raises:
+            RaftError: ``rd`` is not the oldest accepted Ready not yet persisted.
+        """
+        q = self._unpersisted
+        if not q or q[0][0] is not rd or self._ready_in_flight is rd:
+            raise RaftError("persisted() called out of order or before accept()")
+        _, steps = q.popleft()
+        raft = self._raft
+        if rd.entries:
+            last = rd.entries[-1]
+            raft.on_persisted(last.index, last.term)
+        for m in steps:
+            raft.step(m)
+
+    def unpersisted(self) -> int:
+        """How many accepted Readys are not yet persisted."""
+        return len(self._unpersisted) - (self._ready_in_flight is not None)
 
     # -- read-only views ---------------------------------------------------
 

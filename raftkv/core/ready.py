@@ -25,6 +25,18 @@ Rule: a driver handles one :class:`Ready` at a time, in this order:
 
 Calls to ``step``/``tick``/``propose`` between ``ready()`` and ``advance()`` are
 allowed; ``ready()`` may not be called again until ``advance()``.
+
+Asynchronous storage writes (etcd-io/raft's AsyncStorageWrites, in spirit): a
+driver may split step 5 in two -- ``accept(ready)`` once steps 1, 4 and the
+writes of step 2 are done (the sync may still be running), and
+``persisted(ready)`` once the sync is done and ``messages_after_persist`` are
+sent. ``ready()`` may be called again right after ``accept``: the next Ready
+holds only what is new (an entry is handed out once, unless a new leader
+replaced it meanwhile), so the disk and the processing overlap. Readys are
+persisted in the order they were made (one sync covers every write before it),
+and a Ready's ``messages_after_persist`` go out only once it and every Ready
+before it are durable. A Ready that holds a ``snapshot`` is accepted only after
+the Readys before it persisted, and is persisted at once (``advance``).
 """
 
 from __future__ import annotations

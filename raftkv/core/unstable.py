@@ -1,7 +1,9 @@
 """Entries accepted by the core but not yet persisted by the driver.
 
-Rule: the unstable part always sits at the end of the log; it is handed to the
-driver in a Ready and forgotten (``stable_to``) once the driver says it is durable.
+Rule: the unstable part always sits at the end of the log; each entry is handed
+to the driver in one Ready (``in_progress`` marks how far), and forgotten
+(``stable_to``) once the driver says it is durable. An entry replaced before
+that is handed out again, as the replacement.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from raftkv.core.types import Entry, Index, Snapshot, Term
 
 
 class Unstable:
-    __slots__ = ("offset", "entries", "snapshot")
+    __slots__ = ("offset", "entries", "snapshot", "in_progress")
 
     def __init__(self, offset: Index) -> None:
         # Invariant: entries[i].index == offset + i.
         self.offset: Index = offset
         self.entries: list[Entry] = []
+        # The last index handed to the driver in a Ready (being written, not
+        # known durable). Invariant: offset - 1 <= in_progress <= last index.
+        self.in_progress: Index = offset - 1
         # A snapshot from the leader not yet persisted by the driver.
         # Invariant: if set, offset == snapshot.metadata.index + 1.
         self.snapshot: Snapshot | None = None
@@ -42,10 +47,18 @@ class Unstable:
             return self.snapshot.metadata.term
         return None
 
+    def unsent(self) -> list[Entry]:
+        """The entries not handed to the driver yet."""
+        return self.entries[self.in_progress + 1 - self.offset :]
+
+    def has_unsent(self) -> bool:
+        return self.offset + len(self.entries) - 1 > self.in_progress
+
     def restore(self, snapshot: Snapshot) -> None:
         """Replace everything with a snapshot from the leader."""
         self.offset = snapshot.metadata.index + 1
         self.entries = []
+        self.in_progress = snapshot.metadata.index
         self.snapshot = snapshot
 
     def stable_snap_to(self, index: Index) -> None:
@@ -63,11 +76,15 @@ class Unstable:
             return
         del self.entries[: index + 1 - self.offset]
         self.offset = index + 1
+        if self.in_progress < index:
+            self.in_progress = index
 
     def truncate_and_append(self, entries: list[Entry]) -> None:
         """Append ``entries``, dropping any unstable entries they replace."""
         first = entries[0].index
         end = self.offset + len(self.entries)
+        if first <= self.in_progress:
+            self.in_progress = first - 1  # the replacements go out in the next Ready
         if first == end:
             self.entries.extend(entries)
         elif first <= self.offset:

@@ -236,7 +236,9 @@ class Cluster(WatchLeaseServing):
             self.invariants.on_config_at(node.node_id, md.index, md.conf_state)
         else:
             node.replica.conf_state = node.raw.conf_state()
-        node.inflight = None
+        node.held = None
+        node.unpersisted.clear()
+        node.syncing = False
         node.pending = {}
         node.reads = {}
         node.ready_reads = []
@@ -266,7 +268,9 @@ class Cluster(WatchLeaseServing):
             self._leader_lost_at = self.clock.now
         node.generation += 1
         node.raw = None
-        node.inflight = None
+        node.held = None
+        node.unpersisted.clear()
+        node.syncing = False
         node.pending = {}
         node.reads = {}
         node.ready_reads = []
@@ -345,7 +349,7 @@ class Cluster(WatchLeaseServing):
             self._role_changed(node, raw, role)
         if self._extras:
             self._tick_extras(node, raw)
-        if node.inflight is None and raw.has_ready():
+        if node.held is None and raw.has_ready():
             self._pump(node, raw)
 
     def _make_handler(self, nid: NodeId) -> Handler:
@@ -369,7 +373,7 @@ class Cluster(WatchLeaseServing):
             role = raw.role
             if role is not node.role or raw.term != node.term:
                 role_changed(node, raw, role)
-            if node.inflight is None and raw.has_ready():
+            if node.held is None and raw.has_ready():
                 pump(node, raw)
 
         return handle
@@ -382,7 +386,7 @@ class Cluster(WatchLeaseServing):
         role = raw.role
         if role is not node.role or raw.term != node.term:
             self._role_changed(node, raw, role)
-        if node.inflight is None and raw.has_ready():
+        if node.held is None and raw.has_ready():
             self._pump(node, raw)
 
     def _role_changed(self, node: SimNode, raw: RawNode, role: Role) -> None:
@@ -424,43 +428,73 @@ class Cluster(WatchLeaseServing):
             self.on_leader(node.node_id, raw.term)
 
     def _pump(self, node: SimNode, raw: RawNode) -> None:
-        """Handle Readys until one must wait for an fsync or none is left.
+        """Handle Readys until none is left, or one holding a snapshot must wait
+        for the Readys before it to persist (it is then ``node.held``).
 
-        The caller has checked ``raw.has_ready()`` (and that no Ready is in flight).
+        Storage writes are asynchronous (``ready.py``): a Ready is accepted once
+        written and applied, and the next one handled at once; fsyncs run in the
+        background, one at a time, each covering every write before it, and
+        the Readys they cover are persisted in order (:meth:`_persist_upto`).
+        The caller has checked ``raw.has_ready()`` (and that no Ready is held).
         """
+        while True:
+            rd = raw.ready()
+            if rd.snapshot is not None and node.unpersisted:
+                node.held = rd
+                return
+            self._handle(node, raw, rd)
+            if not raw.has_ready():
+                return
+
+    def _handle(self, node: SimNode, raw: RawNode, rd: Ready) -> None:
+        """Steps 1, 2 (write, no sync) and 4 of a Ready, then accept it."""
         nid = node.node_id
         send = self.network.send
         kinds = _KINDS
         invariants = self.invariants
-        while True:
-            rd = raw.ready()
-            if rd.snapshot is not None:
-                self._install_snapshot(node, rd)
-            hs = rd.hard_state
-            invariants.on_ready(
-                nid, raw.term, raw.role, rd.entries, None if hs is None else hs.commit
-            )
-            if hs is not None and hs.commit > self.max_commit:
-                self.max_commit = hs.commit
-            if self.tracer is not None:
-                self._trace_ready(nid, rd)
-            for m in rd.messages:
+        if rd.snapshot is not None:
+            self._install_snapshot(node, rd)
+        hs = rd.hard_state
+        invariants.on_ready(nid, raw.term, raw.role, rd.entries, None if hs is None else hs.commit)
+        if hs is not None and hs.commit > self.max_commit:
+            self.max_commit = hs.commit
+        if self.tracer is not None:
+            self._trace_ready(nid, rd)
+        for m in rd.messages:
+            send(nid, m.to, m, kinds.get(type(m)) or message_kind(m))
+        if rd.entries or hs is not None:
+            node.disk.write(hs, rd.entries)
+        self._apply_ready(node, raw, rd)
+        raw.accept(rd)
+        node.unpersisted.append((rd, node.disk.write_seq if rd.must_sync else 0))
+        if rd.must_sync:
+            if not node.syncing:
+                self._start_fsync(node)
+        elif len(node.unpersisted) == 1:
+            self._persist_upto(node, raw, 0)  # nothing before it to wait for
+
+    def _start_fsync(self, node: SimNode) -> None:
+        node.syncing = True
+        p = self.params
+        delay = p.fsync_min_us + self._fsync_rng.randrange(p.fsync_max_us - p.fsync_min_us + 1)
+        self.clock.call_later(
+            delay, self._fsync_done, node, node.generation, node.disk.begin_fsync()
+        )
+
+    def _persist_upto(self, node: SimNode, raw: RawNode, durable_seq: int) -> None:
+        """Persist, in order, the accepted Readys whose writes are durable (a
+        Ready that needs no sync, once the Readys before it are)."""
+        nid = node.node_id
+        send = self.network.send
+        kinds = _KINDS
+        q = node.unpersisted
+        while q and q[0][1] <= durable_seq:
+            rd, _ = q.popleft()
+            for m in rd.messages_after_persist:
                 send(nid, m.to, m, kinds.get(type(m)) or message_kind(m))
-            if rd.entries or hs is not None:
-                node.disk.write(hs, rd.entries)
-            if rd.must_sync:
-                node.inflight = rd
-                p = self.params
-                delay = p.fsync_min_us + self._fsync_rng.randrange(
-                    p.fsync_max_us - p.fsync_min_us + 1
-                )
-                self.clock.call_later(
-                    delay, self._fsync_done, node, node.generation, node.disk.begin_fsync(), rd
-                )
-                return
-            self._finish(node, raw, rd)
-            if not raw.has_ready():
-                return
+            raw.persisted(rd)
+        if self.params.snapshot_every:
+            self._maybe_take_snapshot(node, raw)
 
     def _conf_change_applied(
         self, node: SimNode, index: int, result: ConfApplied | Refusal
@@ -534,35 +568,36 @@ class Cluster(WatchLeaseServing):
         if self.tracer is not None:
             self.tracer.emit(self.clock.now, "snapshot", node.node_id, index=index)
 
-    def _fsync_done(
-        self, node: SimNode, generation: int, token: tuple[int, int], rd: Ready
-    ) -> None:
+    def _fsync_done(self, node: SimNode, generation: int, token: tuple[int, int]) -> None:
         if node.generation != generation or node.raw is None:
             return
         node.disk.complete_fsync(token)
+        node.syncing = False
         self.stats["fsyncs"] += 1
         if node.disk.overwrote_durable:
             node.disk.overwrote_durable = False
             self.invariants.on_durable_overwrite(node.node_id, self._disks())
         raw = node.raw
-        self._finish(node, raw, rd)
-        node.inflight = None
+        self._persist_upto(node, raw, token[1])
+        if node.unpersisted:
+            self._start_fsync(node)  # writes made while this fsync ran
+        elif node.held is not None:
+            rd, node.held = node.held, None
+            self._handle(node, raw, rd)
         # _after_input inlined.
         role = raw.role
         if role is not node.role or raw.term != node.term:
             self._role_changed(node, raw, role)
-        if raw.has_ready():
+        if node.held is None and raw.has_ready():
             self._pump(node, raw)
 
     def _disks(self) -> dict[NodeId, SimDisk]:
         return {n: self.nodes[n].disk for n in self.node_ids}
 
-    def _finish(self, node: SimNode, raw: RawNode, rd: Ready) -> None:
+    def _apply_ready(self, node: SimNode, raw: RawNode, rd: Ready) -> None:
+        """Step 4 of a Ready: restore a snapshot, apply the committed entries,
+        answer clients, serve the reads that became safe."""
         nid = node.node_id
-        send = self.network.send
-        kinds = _KINDS
-        for m in rd.messages_after_persist:
-            send(nid, m.to, m, kinds.get(type(m)) or message_kind(m))
         if rd.read_states:
             node.ready_reads.extend((rs.index, rs.context) for rs in rd.read_states)
         if rd.snapshot is not None:
@@ -637,9 +672,6 @@ class Cluster(WatchLeaseServing):
             self._after_apply_extras(node)
         if node.ready_reads:
             self._serve_reads(node)
-        raw.advance(rd)
-        if self.params.snapshot_every:
-            self._maybe_take_snapshot(node, raw)
 
     def violation(self, checker: str, message: str) -> None:
         """Stop the run with a violation of ``checker``."""

@@ -118,6 +118,11 @@ class SimDisk:
     def has_unsynced(self) -> bool:
         return bool(self._unsynced)
 
+    @property
+    def write_seq(self) -> int:
+        """The number of the last write (what an fsync begun now covers)."""
+        return self._write_seq
+
     def begin_fsync(self) -> tuple[int, int]:
         """Start an fsync covering every write so far; pass the token to :meth:`complete_fsync`."""
         return (self._epoch, self._write_seq)

@@ -7,6 +7,7 @@ volatile state that does not; :class:`~raftkv.sim.cluster.Cluster` alone changes
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass
 
 from raftkv.core import (
@@ -81,7 +82,9 @@ class SimNode:
         "rng",
         "raw",
         "replica",
-        "inflight",
+        "held",
+        "unpersisted",
+        "syncing",
         "pending",
         "generation",
         "role",
@@ -106,7 +109,13 @@ class SimNode:
         self.rng = rng
         self.raw: RawNode | None = None
         self.replica = Replica(KVStateMachine())
-        self.inflight: Ready | None = None
+        # A Ready holding a snapshot, made while earlier Readys were not yet
+        # persisted: handled once they are (no Ready is made meanwhile).
+        self.held: Ready | None = None
+        # Accepted Readys not yet persisted, oldest first, each with the disk
+        # write an fsync must cover before it persists (0: none of its own).
+        self.unpersisted: deque[tuple[Ready, int]] = deque()
+        self.syncing = False  # an fsync is running
         # (client_id, request_id) -> client endpoint, for requests this node proposed.
         self.pending: dict[tuple[int, int], str] = {}
         # Incremented at every crash; callbacks from an older incarnation are ignored.

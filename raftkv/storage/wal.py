@@ -105,7 +105,7 @@ from raftkv.storage.walrecords import (
     _zero_from,
 )
 
-__all__ = ["WAL", "Recovered", "DEFAULT_SEGMENT_BYTES", "segment_name"]
+__all__ = ["WAL", "Recovered", "DEFAULT_SEGMENT_BYTES", "segment_name", "sync_duplicate"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,7 @@ class WAL:
         "_size",
         "_header_size",
         "_dirty",
+        "_writes",
         "_failed",
         "_hard_state",
         "_snapshot",
@@ -194,6 +195,7 @@ class WAL:
         self._size = 0  # bytes of records in the last segment: where the next one goes
         self._header_size = 0  # of those, bytes of the header copied in by rotation
         self._dirty = False  # written since the last sync
+        self._writes = 0  # writes so far (appends, truncations): what a sync covers
         self._failed: BaseException | None = None  # an I/O error leaves the WAL unusable
         self._hard_state = HardState()
         self._snapshot: SnapshotMarker | None = None
@@ -402,6 +404,7 @@ class WAL:
         if self._allocated > self._size:
             os.ftruncate(self._fd, self._size)  # only the last segment has a free tail
             self._dirty = True
+            self._writes += 1
         if self._fsync and self._dirty:
             datasync(self._fd)
         os.close(self._fd)
@@ -469,6 +472,7 @@ class WAL:
         self._size += len(buf)
         self._allocated = max(self._allocated, self._size)
         self._dirty = True
+        self._writes += 1
         segment = self._segments[-1]
         segment.max_entry_index = max(segment.max_entry_index, max_entry)
         self._last_index = last
@@ -494,6 +498,47 @@ class WAL:
             except OSError as exc:
                 self._fail(exc)
         self._dirty = False
+
+    @property
+    def writes(self) -> int:
+        """How many writes were made so far (a sync begun now covers them all)."""
+        return self._writes
+
+    def begin_sync(self) -> tuple[int, int] | None:
+        """Start a sync to run on another thread while this one appends more.
+
+        Returns:
+            A duplicate of the open segment's file descriptor, for the other
+            thread to :func:`~raftkv.storage.files.datasync` and then close,
+            and the count of writes that sync covers, for :meth:`end_sync`;
+            ``None`` if every write is durable already. (A segment rotated
+            meanwhile was synced by the rotation; the duplicate stays valid
+            after the rotation closes its original.)
+        """
+        self._check_usable()
+        if not self._dirty:
+            return None
+        if not self._fsync:
+            self._dirty = False
+            return None
+        try:
+            fd = os.dup(self._fd)
+        except OSError as exc:
+            self._fail(exc)
+        return fd, self._writes
+
+    def end_sync(self, covered: int, error: OSError | None = None) -> None:
+        """A sync from :meth:`begin_sync` ended: the first ``covered`` writes
+        are durable.
+
+        Raises:
+            StorageError: the sync failed (``error``); the WAL is then unusable,
+                as after a failed :meth:`sync`.
+        """
+        if error is not None:
+            self._fail(error)
+        if covered == self._writes:
+            self._dirty = False
 
     def release_before(self, index: Index) -> int:
         """Delete the oldest segments whose entries are all below ``index``.
@@ -572,3 +617,16 @@ class WAL:
     def _fail(self, exc: OSError) -> NoReturn:
         self._failed = exc
         raise StorageError(f"WAL I/O error in {self._dir}: {exc}") from exc
+
+
+def sync_duplicate(fd: int) -> None:
+    """On the thread that runs a sync from :meth:`WAL.begin_sync`: ``datasync``
+    the duplicate descriptor, then close it.
+
+    Raises:
+        OSError: the sync failed (hand it to :meth:`WAL.end_sync`).
+    """
+    try:
+        datasync(fd)
+    finally:
+        os.close(fd)

@@ -12,12 +12,14 @@ from raftkv.core import (
     Entry,
     HardState,
     Heartbeat,
+    InstallSnapshot,
     MemoryStorage,
     NotLeader,
     RaftError,
     RawNode,
     RequestVote,
     Role,
+    snapshot_checksum,
 )
 from raftkv.core.types import ConfChange, ConfChangeSingle, ConfChangeType
 from tests.core.harness import Harness, nid
@@ -358,3 +360,142 @@ def test_views_show_a_leader_without_reaching_into_raft():
     assert leader.lead_transferee is None
     leader.transfer_leadership(N3)
     assert leader.lead_transferee == N3
+
+
+# -- asynchronous storage writes: accept() now, persisted() later ------------------
+
+
+def leader_alone() -> tuple[RawNode, MemoryStorage]:
+    """A single voter that leads term 1 with its no-op committed."""
+    node, st = single_voter(pre_vote=False)
+    node.campaign()
+    handle(node, st)
+    handle(node, st)
+    assert node.role is Role.LEADER and node.commit_index == 1
+    return node, st
+
+
+def write(st: MemoryStorage, rd) -> None:
+    if rd.entries:
+        st.append(list(rd.entries))
+    if rd.hard_state is not None:
+        st.set_hard_state(rd.hard_state)
+
+
+def test_accept_lets_the_next_ready_come_before_the_persist():
+    """A Ready accepted but not persisted: the next Ready may be made at once, and
+    holds only the entries proposed since (each entry is handed out once)."""
+    node, st = leader_alone()
+    node.propose(b"a")
+    rd1 = node.ready()
+    assert [e.data for e in rd1.entries] == [b"a"] and rd1.must_sync
+    write(st, rd1)
+    node.accept(rd1)
+    assert not node.has_ready()  # nothing new: entry 2 is being written
+    node.propose(b"b")
+    assert node.has_ready()
+    rd2 = node.ready()
+    assert [e.data for e in rd2.entries] == [b"b"]
+    write(st, rd2)
+    node.accept(rd2)
+    assert node.unpersisted() == 2
+
+
+def test_own_entries_count_toward_commit_only_once_persisted():
+    """Figure 2 / dissertation §10.2.1: the leader's own copy counts once durable.
+    A single voter commits an accepted entry only when persisted() says so."""
+    node, st = leader_alone()
+    node.propose(b"a")
+    rd = node.ready()
+    write(st, rd)
+    node.accept(rd)
+    assert node.commit_index == 1
+    node.persisted(rd)
+    assert node.commit_index == 2
+    rd = node.ready()
+    assert [e.index for e in rd.committed_entries] == [2]
+
+
+def test_persisted_must_follow_accept_and_keep_the_order():
+    node, st = leader_alone()
+    node.propose(b"a")
+    rd1 = node.ready()
+    with pytest.raises(RaftError, match="out of order or before accept"):
+        node.persisted(rd1)
+    write(st, rd1)
+    node.accept(rd1)
+    node.propose(b"b")
+    rd2 = node.ready()
+    write(st, rd2)
+    node.accept(rd2)
+    with pytest.raises(RaftError, match="out of order"):
+        node.persisted(rd2)
+    node.persisted(rd1)
+    node.persisted(rd2)
+    assert node.commit_index == 3 and node.unpersisted() == 0
+    with pytest.raises(RaftError, match="without that Ready in flight"):
+        node.accept(rd2)
+
+
+def test_entries_replaced_while_being_written_are_handed_out_again():
+    """A follower's entries replaced by a new leader before they persisted: the
+    replacements go out in the next Ready, and persisting the old Ready does not
+    make the replacements count as stable."""
+    node, st = fresh()
+    node.step(append(1, 0, 0, [(1, 1), (1, 2)], 0))
+    rd1 = node.ready()
+    assert [(e.term, e.index) for e in rd1.entries] == [(1, 1), (1, 2)]
+    write(st, rd1)
+    node.accept(rd1)
+    # A leader of term 2 overwrites index 2 while rd1 is being synced.
+    node.step(append(2, 1, 1, [(2, 2)], 0))
+    rd2 = node.ready()
+    assert [(e.term, e.index) for e in rd2.entries] == [(2, 2)]
+    # rd1's acknowledgement waits for its persist; rd2 acknowledges index 2.
+    assert not rd1.messages and not rd2.messages
+    write(st, rd2)
+    node.accept(rd2)
+    node.persisted(rd1)
+    assert node.entries(2, 3)[0].term == 2
+    node.persisted(rd2)
+    assert not node.has_ready()
+
+
+def test_a_snapshot_ready_waits_for_the_readys_before_it():
+    """A snapshot is installed whole (advance), after the Readys before it persist."""
+
+    h = Harness(3)
+    h.elect(N1)
+    leader = h.node(1)
+    for i in range(5):
+        leader.propose(b"%d" % i)
+    h.stabilize()
+    snap = h.storage[N1].create_snapshot(leader.commit_index, leader.conf_state(), b"state")
+    node, st = fresh()
+    node.step(append(1, 0, 0, [(1, 1)], 0))
+    rd1 = node.ready()
+    write(st, rd1)
+    node.accept(rd1)
+    md = snap.metadata
+    node.step(
+        InstallSnapshot(
+            term=1,
+            sender=N1,
+            to=N2,
+            snapshot_index=md.index,
+            snapshot_term=md.term,
+            conf_state=md.conf_state,
+            offset=0,
+            data=snap.data,
+            done=True,
+            total=len(snap.data),
+            checksum=snapshot_checksum(snap.data),
+        )
+    )
+    rd2 = node.ready()
+    assert rd2.snapshot is not None
+    with pytest.raises(RaftError, match="before it persist"):
+        node.accept(rd2)
+    node.persisted(rd1)
+    node.advance(rd2)
+    assert node.unpersisted() == 0

@@ -40,8 +40,9 @@ def test_a_crash_before_the_vote_is_durable_leaves_no_leader() -> None:
     node = cluster.nodes[N1]
     while not (node.raw is not None and node.raw.role is Role.CANDIDATE):
         assert clock.step()
-    rd = node.inflight
-    assert rd is not None and rd.hard_state is not None and rd.hard_state.vote == N1
+    assert node.unpersisted, "the candidate's Ready waits for its fsync"
+    rd = node.unpersisted[-1][0]
+    assert rd.hard_state is not None and rd.hard_state.vote == N1
     term = rd.hard_state.term
     assert node.disk.durable_hard_state.term < term  # the fsync is still running
     cluster.crash(N1)

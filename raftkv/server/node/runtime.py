@@ -39,6 +39,7 @@ import functools
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,7 +77,7 @@ from raftkv.server.node.syncer import SyncThread
 from raftkv.server.node.watches import REASON_FAILED, Watches, WatchStream
 from raftkv.server.security import peer_ssl_contexts
 from raftkv.storage.disk_storage import DiskStorage
-from raftkv.storage.wal import WAL
+from raftkv.storage.wal import WAL, sync_duplicate
 from raftkv.transport.base import InMemoryHub, Transport
 from raftkv.transport.forward import ForwardRequest, ForwardResponse, PeerMessage
 from raftkv.transport.tcp import TcpTransport
@@ -85,17 +86,25 @@ __all__ = ["RaftNode", "default_state_machine"]
 
 logger = logging.getLogger(__name__)
 
+
 INLINE_SYNC_MAX_SECONDS = 0.002
 """A node whose recent WAL syncs took less than this on average syncs on the
-event loop's thread; with a slower disk, in the WAL thread, so that a slow disk
-never holds up the event loop (see ``_handle_ready``)."""
+event loop's thread, one Ready at a time; with a slower disk, in the WAL
+thread, while the loop handles the next Readys (see ``_handle_ready``)."""
 
 
 def _timed_sync(wal: WAL) -> float:
-    """``wal.sync()``; the seconds the sync alone took (not a hand-off or a loop
-    turn around it: the inline/thread choice must follow the disk, not the load)."""
+    """``wal.sync()`` on the loop's thread; the seconds the sync alone took."""
     start = time.perf_counter()
     wal.sync()
+    return time.perf_counter() - start
+
+
+def _timed_thread_sync(fd: int) -> float:
+    """In the WAL thread: sync the descriptor :meth:`WAL.begin_sync` duplicated
+    (and close it); the seconds that took."""
+    start = time.perf_counter()
+    sync_duplicate(fd)
     return time.perf_counter() - start
 
 
@@ -144,11 +153,18 @@ class RaftNode:
 
         self._wake = asyncio.Event()
         # A slow disk's WAL syncs run here, off the event loop (its own thread:
-        # nothing else queued in the loop's default executor can delay a sync).
+        # nothing else queued in the loop's default executor can delay a sync),
+        # while the loop handles the next Readys (asynchronous storage writes).
         self._wal_thread = SyncThread(f"raftkv-wal-{config.node_id}")
+        # Readys accepted but not yet persisted, oldest first, each with the
+        # WAL write count a sync must cover before it persists (0: none of its
+        # own). Invariant: a sync runs (_syncing) while one needs a sync.
+        self._unpersisted: deque[tuple[Ready, int]] = deque()
+        self._syncing = False
+        self._drained: asyncio.Future[None] | None = None  # set when a sync ends
+        self._sync_seconds = 0.0  # a moving average of this node's WAL sync times
+        self._durable_index = 0  # the last entry index the WAL holds durably
         self._tasks: list[asyncio.Task[None]] = []
-        # A moving average of this node's WAL sync times (seconds).
-        self._sync_seconds = 0.0
         self._stopping = False  # the loops stop: stop() was called, or the node failed
         self._started = False
         self._closed = False  # stop() ran (or runs)
@@ -254,6 +270,7 @@ class RaftNode:
             members=self.members or self.config.initial_cluster,
         )
         fresh = is_empty(self._storage)
+        self._durable_index = self._storage.last_index()  # what is on disk at start is durable
         peers: tuple[NodeId, ...] = ()
         if fresh and self.config.initial_cluster_state == "new":
             peers = tuple(sorted(self.config.initial_cluster))
@@ -495,7 +512,11 @@ class RaftNode:
                 if not raw.has_ready():
                     await self._wake.wait()
                     continue
-                await self._handle_ready(raw.ready())
+                rd = raw.ready()
+                if rd.snapshot is not None:
+                    await self._install(raw, rd)
+                else:
+                    await self._handle_ready(raw, rd)
         except Exception as exc:
             # Storage errors land here (WAL writes and syncs, snapshots), and
             # so do broken invariants: crash-stop, never serve frozen state.
@@ -504,37 +525,29 @@ class RaftNode:
             if not self._driver_done.done():
                 self._driver_done.set_result(None)
 
-    async def _handle_ready(self, rd: Ready) -> None:
-        raw = self._raw
+    async def _handle_ready(self, raw: RawNode, rd: Ready) -> None:
+        """Steps 1, 2 (the writes) and 4 of ``rd``, then accept it; its sync runs
+        in the WAL thread while the loop goes on (``ready.py``)."""
         storage = self._storage
-        assert raw is not None and storage is not None
+        assert storage is not None
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
         # New entries go to the followers first, so that they write them while
         # this node does (dissertation §10.2.1). A Ready without new entries
         # carries only commit notices, heartbeats and the like, which no
         # client waits on: its committed entries' clients are answered first.
-        replicate_first = bool(rd.entries) or rd.snapshot is not None
+        replicate_first = bool(rd.entries)
         if replicate_first:
             self._send(rd.messages)
-        if rd.snapshot is not None and not rd.snapshot.is_empty():
-            self._snapshots.install(storage, rd.snapshot)
-            self._members_changed()
-            self.metrics.snapshots_installed.inc()
-            logger.info(
-                "installed snapshot", extra={"fields": {"index": rd.snapshot.metadata.index}}
-            )
-        sync = False
         if rd.entries or rd.hard_state is not None:
             storage.save(rd.entries, rd.hard_state, sync=False)
             if rd.entries:
                 self.metrics.ready_entries.observe(len(rd.entries))
-            sync = rd.must_sync and self.config.fsync
         # Committed entries are durable on a quorum already (the core counts
         # this node's own copy only once it is synced, and a follower's only
         # once the follower synced it), so they are applied -- and their
-        # clients answered -- while this Ready's own write is being synced, as
-        # etcd does: a client never waits for a sync its write does not need.
+        # clients answered -- while this node's own writes are being synced,
+        # as etcd does: a client never waits for a sync its write does not need.
         answered = False
         if rd.committed_entries:
             answered = self._apply(rd.committed_entries)
@@ -551,30 +564,130 @@ class RaftNode:
                 await asyncio.sleep(0)  # one loop turn: the HTTP answers are written now
             if not forwarded:
                 self._send(rd.messages)
-        if sync:
-            wal = storage.wal
-            if self._sync_seconds > INLINE_SYNC_MAX_SECONDS:
-                # A slow disk: the loop keeps stepping messages and taking
-                # requests while the sync runs (what commits meanwhile is
-                # applied in the next Ready, after advance(): one Ready at a time).
-                took = await self._wal_thread.run(functools.partial(_timed_sync, wal))
+        raw.accept(rd)
+        if not (rd.must_sync and self.config.fsync):
+            if self._unpersisted:
+                self._unpersisted.append((rd, 0))  # after the Readys before it
             else:
-                # A fast disk: the loop syncs itself, at any load. Nothing that
-                # commits meanwhile could be applied before advance() anyway,
-                # and a hand-off to the WAL thread costs a thread wake-up, which
-                # on a busy machine preempts the loop, and then the GIL twice:
-                # the woken thread waits for it before its fdatasync starts and
-                # again after (measured: writes per second within noise of the
-                # thread's, less leader CPU per write; docs/benchmarks.md).
-                if answered and replicate_first:
-                    await asyncio.sleep(0)  # answer the applied entries' clients first
-                took = _timed_sync(wal)
-            self.metrics.fsync_seconds.observe(took)
-            self._sync_seconds += (took - self._sync_seconds) / 8
+                self._persisted(raw, rd)
+        elif self._sync_seconds > INLINE_SYNC_MAX_SECONDS:
+            # A slow disk: the sync runs in the WAL thread, and the loop goes on
+            # with the next Readys meanwhile -- sending new entries, applying
+            # what commits, answering clients (asynchronous storage writes).
+            self._unpersisted.append((rd, storage.wal.writes))
+            if not self._syncing:
+                self._start_sync()
+        else:
+            # A fast disk: the loop syncs itself, one Ready at a time. A hand-off
+            # to a thread costs a thread wake-up, which on a busy machine
+            # preempts the loop, and then the GIL twice: the woken thread waits
+            # for it before its fdatasync starts and again after (measured:
+            # more CPU per write at every load, no more writes per second, even
+            # with the loop handling the next Readys meanwhile; docs/benchmarks.md).
+            if answered and replicate_first:
+                await asyncio.sleep(0)  # answer the applied entries' clients first
+            self._observe_sync(_timed_sync(storage.wal))
+            # That sync covered every write, also those of the Readys still
+            # waiting for the WAL thread's (the disk just got faster).
+            while self._unpersisted:
+                self._persisted(raw, self._unpersisted.popleft()[0])
+            self._persisted(raw, rd)
+
+    async def _install(self, raw: RawNode, rd: Ready) -> None:
+        """A Ready with a snapshot from the leader, whole: once the Readys before
+        it persisted, install the snapshot, write and sync, apply, advance."""
+        while self._unpersisted and not self._stopping:
+            if self._drained is None or self._drained.done():
+                self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        if self._stopping:
+            return
+        storage = self._storage
+        assert storage is not None and rd.snapshot is not None
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state.leader, rd.soft_state.role)
+        self._send(rd.messages)
+        if not rd.snapshot.is_empty():
+            self._snapshots.install(storage, rd.snapshot)
+            self._members_changed()
+            self.metrics.snapshots_installed.inc()
+            logger.info(
+                "installed snapshot", extra={"fields": {"index": rd.snapshot.metadata.index}}
+            )
+        storage.save(rd.entries, rd.hard_state, sync=self.config.fsync)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        self._reads.answered(raw, rd.read_states)
+        self._reads.wake_appliers()
         self._send(rd.messages_after_persist)
         raw.advance(rd)
-        # After the sync: a snapshot may not get ahead of the durable log.
-        self._snapshots.maybe_take(storage)
+        self._durable_index = max(storage.last_index(), rd.snapshot.metadata.index)
+        self._maybe_snapshot()
+
+    def _start_sync(self) -> None:
+        """Hand a sync of every WAL write so far to the WAL thread."""
+        assert self._storage is not None
+        wal = self._storage.wal
+        started = wal.begin_sync()
+        if started is None:  # everything is durable already
+            self._sync_done(wal.writes, None)
+            return
+        fd, covered = started
+        self._syncing = True
+        self._wal_thread.run(functools.partial(_timed_thread_sync, fd)).add_done_callback(
+            functools.partial(self._sync_done, covered)
+        )
+
+    def _sync_done(self, covered: int, fut: asyncio.Future[float] | None) -> None:
+        """The WAL's first ``covered`` writes are durable: persist the Readys they
+        hold, in order, and start the next sync if a Ready still needs one."""
+        self._syncing = False
+        raw = self._raw
+        storage = self._storage
+        try:
+            if self._stopping or raw is None or storage is None:
+                return
+            if fut is not None:
+                if fut.cancelled():
+                    return
+                error = fut.exception()
+                if error is not None and not isinstance(error, OSError):
+                    raise error
+                storage.wal.end_sync(covered, error)
+                self._observe_sync(fut.result())
+            q = self._unpersisted
+            while q and q[0][1] <= covered:
+                rd, _ = q.popleft()
+                self._persisted(raw, rd)
+            if q:
+                self._start_sync()  # writes made while this sync ran
+        except Exception as exc:
+            self._fail("WAL sync", exc)
+        finally:
+            drained = self._drained
+            if drained is not None and not drained.done() and not self._syncing:
+                drained.set_result(None)  # _install looks again
+        self._wake.set()
+
+    def _observe_sync(self, took: float) -> None:
+        self.metrics.fsync_seconds.observe(took)
+        self._sync_seconds += (took - self._sync_seconds) / 8
+
+    def _persisted(self, raw: RawNode, rd: Ready) -> None:
+        """Step 3 and the end of step 5 of ``rd``: it is durable."""
+        self._send(rd.messages_after_persist)
+        raw.persisted(rd)
+        if rd.entries:
+            self._durable_index = rd.entries[-1].index
+        self._maybe_snapshot()
+
+    def _maybe_snapshot(self) -> None:
+        """Take a snapshot if one is due and the applied state is in the durable
+        log: a snapshot may not get ahead of the WAL (a restart would find the
+        log ending before the snapshot)."""
+        if self._replica.applied_index <= self._durable_index:
+            assert self._storage is not None
+            self._snapshots.maybe_take(self._storage)
 
     def _send(self, msgs: Sequence[PeerMessage]) -> None:
         if not msgs or self._transport is None:
