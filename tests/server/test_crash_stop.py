@@ -19,6 +19,7 @@ from raftkv.core.rawnode import RawNode
 from raftkv.server.config import ServerConfig
 from raftkv.server.errors import NodeFailed
 from raftkv.server.http import server as api_module
+from raftkv.server.node import runtime as runtime_module
 from raftkv.storage import wal as wal_module
 from raftkv.storage.disk_storage import DiskStorage
 from raftkv.storage.errors import StorageError
@@ -118,11 +119,15 @@ def _config(tmp_path: Path) -> ServerConfig:
     )
 
 
+@pytest.mark.parametrize("where", ["loop", "wal-thread"])
 def test_serve_raises_when_a_wal_sync_fails(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    """A sync that raises in the WAL thread fails the node; serve() re-raises it
-    at once, with the listener closed."""
+    """A sync that raises fails the node, whether the loop ran it (a fast disk)
+    or the WAL thread (a slow one, with asynchronous storage writes); serve()
+    re-raises it at once, with the listener closed."""
+    if where == "wal-thread":
+        monkeypatch.setattr(runtime_module, "INLINE_SYNC_MAX_SECONDS", -1.0)
     config = _config(tmp_path)
     url = f"http://127.0.0.1:{config.api_addr[1]}"
     real_datasync = wal_module.datasync

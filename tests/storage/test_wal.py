@@ -692,3 +692,68 @@ def test_preallocation_runs_a_chunk_ahead_of_the_records(
     assert size > 8192  # it grew, a chunk at a time
     wal.close()
     assert reopen(tmp_path, preallocate=True).entries == tuple(ents(1, 400, tag="y" * 100))
+
+
+# -- syncs on another thread (asynchronous storage writes) -------------------------
+
+
+def test_a_sync_begun_elsewhere_covers_the_writes_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """begin_sync() hands out a duplicate descriptor and the write count it
+    covers; writes made before end_sync() stay unsynced, so the next
+    begin_sync() covers them; nothing to sync gives None."""
+    synced: list[int] = []
+    real = wal_module.datasync
+    monkeypatch.setattr(wal_module, "datasync", lambda fd: (synced.append(fd), real(fd)))
+    wal, _ = WAL.open(tmp_path / "wal")
+    synced.clear()  # the new segment's own sync
+    assert wal.begin_sync() is None  # nothing written yet
+    wal.append(ents(1, 3), hs(1, "n1", 0))
+    started = wal.begin_sync()
+    assert started is not None
+    fd, covered = started
+    assert covered == wal.writes == 1
+    wal.append(ents(3, 4), None)  # written while the sync runs
+    wal_module.sync_duplicate(fd)
+    assert synced == [fd]
+    with pytest.raises(OSError):
+        os.fstat(fd)  # sync_duplicate closed the duplicate
+    wal.end_sync(covered)
+    again = wal.begin_sync()
+    assert again is not None and again[1] == 2  # the later write still needs a sync
+    wal_module.sync_duplicate(again[0])
+    wal.end_sync(again[1])
+    assert wal.begin_sync() is None
+    wal.close()
+    assert reopen(tmp_path / "wal").entries == tuple(ents(1, 4))
+
+
+def test_a_failed_sync_begun_elsewhere_makes_the_wal_unusable(tmp_path: Path) -> None:
+    wal, _ = WAL.open(tmp_path / "wal")
+    wal.append(ents(1, 2), None)
+    started = wal.begin_sync()
+    assert started is not None
+    os.close(started[0])
+    with pytest.raises(StorageError, match="No space left"):
+        wal.end_sync(started[1], OSError(28, "No space left on device"))
+    with pytest.raises(StorageError, match="unusable"):
+        wal.append(ents(2, 3), None)
+    wal.close()
+
+
+def test_the_duplicate_outlives_a_rotation(tmp_path: Path) -> None:
+    """A segment rotated while its sync runs elsewhere: the duplicate still
+    refers to the old segment (the rotation synced it), not to a reused number."""
+    wal, _ = WAL.open(tmp_path / "wal", segment_bytes=64)
+    wal.append(ents(1, 2, tag="x" * 80), None)
+    started = wal.begin_sync()
+    assert started is not None
+    fd, covered = started
+    old = os.readlink(f"/proc/self/fd/{fd}")
+    wal.append(ents(2, 3, tag="y" * 80), None)  # over 64 bytes: rotates
+    assert len(list((tmp_path / "wal").glob("*.wal"))) == 2
+    assert os.readlink(f"/proc/self/fd/{fd}") == old
+    wal_module.sync_duplicate(fd)
+    wal.end_sync(covered)
+    wal.close()
