@@ -38,9 +38,11 @@ opinion; see :func:`run_point_wrk`). ``--load grpc`` drives both etcd and
 raftkv through the etcd v3 API (``Put``, ``Range``) with one grpc.aio client,
 so the comparison uses the very same client code (raftkv nodes then get
 ``--grpc-addr``). ``--plot PNG`` draws the run with
-bench/plot_kv.py. ``--to leader`` sends every request to the node that leads
-when a point starts, not to every node in turn: for writes, no follower
-forwards, which bounds what forwarding costs.
+bench/plot_kv.py. With ``bench/slowdisk`` on PYTHONPATH (absolute) and
+``RAFTKV_BENCH_FDATASYNC_DELAY_MS`` set, every raftkv ``fdatasync`` waits that
+long first (a slow disk; recorded in each row). ``--to leader`` sends every
+request to the node that leads when a point starts, not to every node in
+turn: for writes, no follower forwards, which bounds what forwarding costs.
 
 Usage: python bench/kv_bench.py [--systems raftkv,etcd] [--duration 10]
        [--concurrency 1,16,64] [--ops put,get] [--keys 10000] [--value-size 100]
@@ -113,6 +115,8 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
         "warmup_s": args.warmup,
         "load": args.load,
         **({"to": "leader"} if args.to == "leader" else {}),
+        # bench/slowdisk: every raftkv fdatasync waits this long first
+        **({"fdatasync_delay_ms": float(delay)} if (delay := os.environ.get(_DELAY_ENV)) else {}),
     }
     try:
         timeout = aiohttp.ClientTimeout(total=30)
@@ -218,6 +222,9 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     return rows
+
+
+_DELAY_ENV = "RAFTKV_BENCH_FDATASYNC_DELAY_MS"
 
 
 def _csv_ints(text: str) -> list[int]:
