@@ -334,7 +334,7 @@ class RawNode:
         Raises:
             RaftError: ``rd`` is not the Ready in flight, or it holds a
                 snapshot while earlier Readys are not persisted (install a
-                snapshot after they are, and report it persisted at once).
+                snapshot only after they are).
         """
         if self._ready_in_flight is not rd:
             raise RaftError("accept() or advance() called without that Ready in flight")

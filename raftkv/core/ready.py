@@ -36,7 +36,8 @@ replaced it meanwhile), so the disk and the processing overlap. Readys are
 persisted in the order they were made (one sync covers every write before it),
 and a Ready's ``messages_after_persist`` go out only once it and every Ready
 before it are durable. A Ready that holds a ``snapshot`` is accepted only after
-the Readys before it persisted, and is persisted at once (``advance``).
+the Readys before it persisted (the server then syncs it at once; the
+simulator persists it in order like any other).
 """
 
 from __future__ import annotations

@@ -462,7 +462,7 @@ def test_entries_replaced_while_being_written_are_handed_out_again():
 
 
 def test_a_snapshot_ready_waits_for_the_readys_before_it():
-    """A snapshot is installed whole (advance), after the Readys before it persist."""
+    """A snapshot's Ready is accepted only after the Readys before it persisted."""
 
     h = Harness(3)
     h.elect(N1)
