@@ -21,7 +21,8 @@ help:
 	@echo "make format     ruff format + ruff check --fix"
 	@echo "make test-all   all tests, including those marked slow"
 	@echo "make sim-long   simulate seeds 1-5000 with all faults, 1-1000 with all,hints, then"
-	@echo "                1-1000 with --txn, with and without membership/snapshots/reads,"
+	@echo "                1-1000 with --txn (also one Ready at a time: --serial-storage),"
+	@echo "                with and without membership/snapshots/reads,"
 	@echo "                1-1000 with --watches --leases, with and without membership/snapshots"
 	@echo "make bench      both benchmarks below, one after the other"
 	@echo "make bench-sim  simulator throughput (BENCH_PY=... runs it on another CPython)"
@@ -70,6 +71,7 @@ sim-long: $(STAMP)
 	$(BIN)/raftkv sim --seeds 1-5000 --nodes 5 --faults all
 	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all,hints
 	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all --txn
+	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all --txn --serial-storage
 	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all --membership --snapshots 20 --reads --txn
 	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all --watches --leases
 	$(BIN)/raftkv sim --seeds 1-1000 --nodes 5 --faults all --watches --leases --membership --snapshots 20

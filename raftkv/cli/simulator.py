@@ -97,6 +97,8 @@ def _replay_command(config: SimConfig, extra: str | None) -> str:
         parts.append("--watches")
     if config.leases:
         parts.append("--leases")
+    if config.serial_storage:
+        parts.append("--serial-storage")
     if not config.check_linearizability:
         parts.append("--no-linearizability")
     if extra is not None:
@@ -269,6 +271,13 @@ def _sweep_worker(args: tuple[SimConfig, str | None]) -> tuple[SimResult, float]
     "renewing or revoke, while every node's lessor runs on the virtual clock; the lease "
     "checker holds the cluster to the lease contract (docs/testing.md).",
 )
+@click.option(
+    "--serial-storage",
+    is_flag=True,
+    help="Nodes handle one Ready at a time, each waiting for the last one's fsync, as a "
+    "server on a fast disk does; by default they go on while fsyncs run (asynchronous "
+    "storage writes, as a server on a slow disk does).",
+)
 def sim(
     seed: int | None,
     seeds_spec: str | None,
@@ -294,6 +303,7 @@ def sim(
     txn: bool,
     watches: bool,
     leases: bool,
+    serial_storage: bool,
 ) -> None:
     """Run the deterministic cluster simulator and check Raft's safety properties.
 
@@ -354,6 +364,7 @@ def sim(
         txn=txn,
         watches=watches,
         leases=leases,
+        serial_storage=serial_storage,
     )
     if mutant is not None and mutant not in MUTANTS:
         base = plant(mutant, base)  # a replica or read-path mutant: turns on what it needs

@@ -237,6 +237,7 @@ class Cluster(WatchLeaseServing):
         else:
             node.replica.conf_state = node.raw.conf_state()
         node.held = None
+        node.blocked = False
         node.unpersisted.clear()
         node.syncing = False
         node.pending = {}
@@ -269,6 +270,7 @@ class Cluster(WatchLeaseServing):
         node.generation += 1
         node.raw = None
         node.held = None
+        node.blocked = False
         node.unpersisted.clear()
         node.syncing = False
         node.pending = {}
@@ -349,7 +351,7 @@ class Cluster(WatchLeaseServing):
             self._role_changed(node, raw, role)
         if self._extras:
             self._tick_extras(node, raw)
-        if node.held is None and raw.has_ready():
+        if not node.blocked and raw.has_ready():
             self._pump(node, raw)
 
     def _make_handler(self, nid: NodeId) -> Handler:
@@ -373,7 +375,7 @@ class Cluster(WatchLeaseServing):
             role = raw.role
             if role is not node.role or raw.term != node.term:
                 role_changed(node, raw, role)
-            if node.held is None and raw.has_ready():
+            if not node.blocked and raw.has_ready():
                 pump(node, raw)
 
         return handle
@@ -386,7 +388,7 @@ class Cluster(WatchLeaseServing):
         role = raw.role
         if role is not node.role or raw.term != node.term:
             self._role_changed(node, raw, role)
-        if node.held is None and raw.has_ready():
+        if not node.blocked and raw.has_ready():
             self._pump(node, raw)
 
     def _role_changed(self, node: SimNode, raw: RawNode, role: Role) -> None:
@@ -428,21 +430,27 @@ class Cluster(WatchLeaseServing):
             self.on_leader(node.node_id, raw.term)
 
     def _pump(self, node: SimNode, raw: RawNode) -> None:
-        """Handle Readys until none is left, or one holding a snapshot must wait
-        for the Readys before it to persist (it is then ``node.held``).
+        """Handle Readys until none is left, or the node must wait for an fsync
+        (``node.blocked``): a Ready holding a snapshot waits for the Readys
+        before it to persist (it is then ``node.held``), and with
+        ``serial_storage`` every Ready waits for the one before it.
 
         Storage writes are asynchronous (``ready.py``): a Ready is accepted once
         written and applied, and the next one handled at once; fsyncs run in the
         background, one at a time, each covering every write before it, and
         the Readys they cover are persisted in order (:meth:`_persist_upto`).
-        The caller has checked ``raw.has_ready()`` (and that no Ready is held).
+        The caller has checked ``raw.has_ready()`` and that the node is not blocked.
         """
         while True:
             rd = raw.ready()
             if rd.snapshot is not None and node.unpersisted:
                 node.held = rd
+                node.blocked = True
                 return
             self._handle(node, raw, rd)
+            if self.params.serial_storage and node.unpersisted:
+                node.blocked = True  # one Ready at a time: wait for its fsync
+                return
             if not raw.has_ready():
                 return
 
@@ -584,11 +592,14 @@ class Cluster(WatchLeaseServing):
         elif node.held is not None:
             rd, node.held = node.held, None
             self._handle(node, raw, rd)
+        node.blocked = node.held is not None or (
+            self.params.serial_storage and bool(node.unpersisted)
+        )
         # _after_input inlined.
         role = raw.role
         if role is not node.role or raw.term != node.term:
             self._role_changed(node, raw, role)
-        if node.held is None and raw.has_ready():
+        if not node.blocked and raw.has_ready():
             self._pump(node, raw)
 
     def _disks(self) -> dict[NodeId, SimDisk]:

@@ -50,6 +50,10 @@ class ClusterParams:
         leases: every node runs a lessor on the virtual clock and answers
             keep-alives.
         lease_checkpoint_ms: the lessors' checkpoint interval.
+        serial_storage: a node handles one Ready at a time, the next only once
+            the last one's fsync completed (as a server on a fast disk does);
+            otherwise it goes on while fsyncs run (asynchronous storage writes,
+            as a server on a slow disk does).
         bootstrap_in_log: founding members start with empty disks and write the
             founding membership as log entry 1 (as real nodes do), so nodes
             that join later learn it by replaying the log. Otherwise each
@@ -71,6 +75,7 @@ class ClusterParams:
     watches: bool = False
     leases: bool = False
     lease_checkpoint_ms: int = 2_000
+    serial_storage: bool = False
 
 
 class SimNode:
@@ -83,6 +88,7 @@ class SimNode:
         "raw",
         "replica",
         "held",
+        "blocked",
         "unpersisted",
         "syncing",
         "pending",
@@ -112,6 +118,9 @@ class SimNode:
         # A Ready holding a snapshot, made while earlier Readys were not yet
         # persisted: handled once they are (no Ready is made meanwhile).
         self.held: Ready | None = None
+        # No Ready may be made now: one is held, or (serial storage) the last
+        # one waits for its fsync.
+        self.blocked = False
         # Accepted Readys not yet persisted, oldest first, each with the disk
         # write an fsync must cover before it persists (0: none of its own).
         self.unpersisted: deque[tuple[Ready, int]] = deque()

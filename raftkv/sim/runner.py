@@ -78,6 +78,9 @@ class SimConfig:
             log each time it has applied this many more entries (0: never).
         snapshot_chunk_size: bytes per InstallSnapshot chunk (small, so a
             transfer takes several chunks and exercises resumption).
+        serial_storage: nodes handle one Ready at a time, each waiting for the
+            last one's fsync (a server on a fast disk); otherwise asynchronous
+            storage writes (a server on a slow disk).
         membership: a simulated operator adds learners, promotes them, removes
             voters (the leader too), replaces voters in one joint change and
             transfers leadership, while the faults go on
@@ -129,6 +132,7 @@ class SimConfig:
     retries: int = 0
     snapshot_every: int = 0
     snapshot_chunk_size: int = 256
+    serial_storage: bool = False
     membership: bool = False
     operator_interval: float = 1.5
     txn: bool = False
@@ -320,6 +324,7 @@ def run_simulation(config: SimConfig, *, trace_sink: IO[str] | None = None) -> S
             # Often (half an election timeout), so that leader changes meet
             # checkpointed remaining times of every size.
             lease_checkpoint_ms=max(1, config.election_tick * int(profile.tick_ms) // 2),
+            serial_storage=config.serial_storage,
         ),
         raft_class=config.raft_class,
         tracer=tracer,
@@ -591,7 +596,8 @@ def format_summary(result: SimResult, *, wall_seconds: float | None = None) -> s
         + (f" retries={c.retries}" if c.retries and not c.reads else "")
         + (" txn" if c.txn else "")
         + (" watches" if c.watches else "")
-        + (" leases" if c.leases else ""),
+        + (" leases" if c.leases else "")
+        + (" serial-storage" if c.serial_storage else ""),
         _row("virtual time", f"{result.end_time_us / 1e6:.3f}s, {result.events} events"),
         _row("profile", result.profile),
         _row(

@@ -219,3 +219,22 @@ def test_the_simulated_disk_exercises_asynchronous_storage_writes(
     assert_ok(result)
     assert result.verdicts["linearizability"] == "ok"
     assert most >= 3, most
+
+
+def test_serial_storage_handles_one_ready_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--serial-storage: no Ready is made while the last one waits for its fsync
+    (a server on a fast disk), and the run is as safe; its summary says so."""
+    most = 0
+    accept = RawNode.accept
+
+    def counted(self: RawNode, rd: object) -> None:
+        nonlocal most
+        accept(self, rd)  # type: ignore[arg-type]
+        most = max(most, self.unpersisted())
+
+    monkeypatch.setattr(RawNode, "accept", counted)
+    result = run(3, duration=10, faults=ALL, serial_storage=True)
+    assert_ok(result)
+    assert result.verdicts["linearizability"] == "ok"
+    assert most == 1, most
+    assert "serial-storage" in format_summary(result).splitlines()[0]
