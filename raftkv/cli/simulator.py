@@ -465,7 +465,7 @@ def _sweep(
     click.echo(
         f"swept {len(seeds)} seeds (nodes={base.nodes} time={base.duration:g}s faults={faults}"
         f"{' txn' if base.txn else ''}{' watches' if base.watches else ''}"
-        f"{' leases' if base.leases else ''}): "
+        f"{' leases' if base.leases else ''}{' serial-storage' if base.serial_storage else ''}): "
         f"{len(seeds) - len(failures)} ok, {len(failures)} failed, {deliveries} deliveries"
     )
     if timing:
