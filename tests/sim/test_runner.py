@@ -200,41 +200,37 @@ def test_randomized_sweep_300_seeds(chunk: int) -> None:
         assert_ok(run(seed, duration=5, faults=SWEEP_FAULTS))
 
 
+def most_unpersisted(monkeypatch: pytest.MonkeyPatch, **kw: object) -> tuple[SimResult, int]:
+    """Run seed 3 under every fault; the result and the most Readys any node had
+    accepted but not yet persisted at once."""
+    most = 0
+    accept = RawNode.accept
+
+    def counted(self: RawNode, rd: object) -> None:
+        nonlocal most
+        accept(self, rd)  # type: ignore[arg-type]
+        most = max(most, self.unpersisted())
+
+    monkeypatch.setattr(RawNode, "accept", counted)
+    result = run(3, duration=10, faults=ALL, **kw)
+    assert_ok(result)
+    assert result.verdicts["linearizability"] == "ok"
+    return result, most
+
+
 def test_the_simulated_disk_exercises_asynchronous_storage_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Nodes accept Readys while earlier ones wait for their fsync (core/ready.py),
     persisted in order, and the run stays safe and linearizable: the contract
     the server uses on a slow disk, under every fault."""
-    most = 0
-    accept = RawNode.accept
-
-    def counted(self: RawNode, rd: object) -> None:
-        nonlocal most
-        accept(self, rd)  # type: ignore[arg-type]
-        most = max(most, self.unpersisted())
-
-    monkeypatch.setattr(RawNode, "accept", counted)
-    result = run(3, duration=10, faults=ALL)
-    assert_ok(result)
-    assert result.verdicts["linearizability"] == "ok"
+    _, most = most_unpersisted(monkeypatch)
     assert most >= 3, most
 
 
 def test_serial_storage_handles_one_ready_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """--serial-storage: no Ready is made while the last one waits for its fsync
     (a server on a fast disk), and the run is as safe; its summary says so."""
-    most = 0
-    accept = RawNode.accept
-
-    def counted(self: RawNode, rd: object) -> None:
-        nonlocal most
-        accept(self, rd)  # type: ignore[arg-type]
-        most = max(most, self.unpersisted())
-
-    monkeypatch.setattr(RawNode, "accept", counted)
-    result = run(3, duration=10, faults=ALL, serial_storage=True)
-    assert_ok(result)
-    assert result.verdicts["linearizability"] == "ok"
+    result, most = most_unpersisted(monkeypatch, serial_storage=True)
     assert most == 1, most
     assert "serial-storage" in format_summary(result).splitlines()[0]
