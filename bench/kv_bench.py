@@ -145,8 +145,7 @@ async def amain(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for concurrency in args.concurrency:
                     for rep in range(args.repeat):
                         # Each repeat starts with the next system, so that none
-                        # always runs first: in A/A runs of one tree, the first
-                        # of a round was 3-5 % slower than the others.
+                        # always runs first (right after another system's load).
                         first = rep % len(clusters)
                         for cluster in clusters[first:] + clusters[:first]:
                             if not cluster.supports(op) or (
