@@ -589,9 +589,8 @@ class RaftNode:
             self._observe_sync(_timed_sync(storage.wal))
             # That sync covered every write, also those of the Readys still
             # waiting for the WAL thread's (the disk just got faster).
-            while self._unpersisted:
-                self._persisted(raw, self._unpersisted.popleft()[0])
-            self._persisted(raw, rd)
+            self._unpersisted.append((rd, 0))
+            self._persist_upto(raw, storage.wal.writes)
 
     async def _install(self, raw: RawNode, rd: Ready) -> None:
         """A Ready with a snapshot from the leader, whole: once the Readys before
@@ -655,11 +654,8 @@ class RaftNode:
                     raise error
                 storage.wal.end_sync(covered, error)
                 self._observe_sync(fut.result())
-            q = self._unpersisted
-            while q and q[0][1] <= covered:
-                rd, _ = q.popleft()
-                self._persisted(raw, rd)
-            if q:
+            self._persist_upto(raw, covered)
+            if self._unpersisted:
                 self._start_sync()  # writes made while this sync ran
         except Exception as exc:
             self._fail("WAL sync", exc)
@@ -679,6 +675,21 @@ class RaftNode:
         raw.persisted(rd)
         if rd.entries:
             self._durable_index = rd.entries[-1].index
+        self._maybe_snapshot()
+
+    def _persist_upto(self, raw: RawNode, covered: int) -> None:
+        """:meth:`_persisted` for the waiting Readys, in order, whose writes are
+        among the WAL's first ``covered``; their acknowledgements leave together
+        (one frame per peer, not one per Ready)."""
+        q = self._unpersisted
+        msgs: list[PeerMessage] = []
+        while q and q[0][1] <= covered:
+            rd, _ = q.popleft()
+            msgs.extend(rd.messages_after_persist)
+            raw.persisted(rd)
+            if rd.entries:
+                self._durable_index = rd.entries[-1].index
+        self._send(msgs)
         self._maybe_snapshot()
 
     def _maybe_snapshot(self) -> None:
