@@ -95,16 +95,7 @@ class ClientServing:
             try:
                 raw.read_index(context)
             except ProposalDropped:
-                self._reply(
-                    node,
-                    src,
-                    ClientReply(
-                        client_id=req.client_id,
-                        request_id=req.request_id,
-                        ok=False,
-                        leader=raw.leader,
-                    ),
-                )
+                self._refuse(node, src, req, raw.leader)
                 return
             node.reads[context] = (src, req.client_id, self._decode(req.data))
             self.stats["read_index"] += 1
@@ -112,25 +103,29 @@ class ClientServing:
         try:
             raw.propose(req.data)
         except NotLeader as exc:
-            self._reply(
-                node,
-                src,
-                ClientReply(
-                    client_id=req.client_id, request_id=req.request_id, ok=False, leader=exc.leader
-                ),
-            )
+            self._refuse(node, src, req, exc.leader)
             return
         except ProposalDropped:
-            self._reply(
-                node,
-                src,
-                ClientReply(
-                    client_id=req.client_id, request_id=req.request_id, ok=False, leader=raw.leader
-                ),
-            )
+            self._refuse(node, src, req, raw.leader)
             return
         node.pending[(req.client_id, req.request_id)] = src
         self.stats["proposals"] += 1
+
+    def _refuse(
+        self,
+        node: SimNode,
+        src: str,
+        req: ClientRequest | KeepAliveRequest,
+        leader: str | None,
+    ) -> None:
+        """Tell ``req``'s client this node cannot serve it, and who leads if it knows."""
+        self._reply(
+            node,
+            src,
+            ClientReply(
+                client_id=req.client_id, request_id=req.request_id, ok=False, leader=leader
+            ),
+        )
 
     def _decode(self, data: bytes) -> Command:
         cmd = self._decode_cache.get(data)
@@ -313,13 +308,7 @@ class WatchLeaseServing(ClientServing):
     def _on_keepalive(self, node: SimNode, raw: RawNode, src: str, req: KeepAliveRequest) -> None:
         lessor = node.lessor
         if lessor is None or node.role is not Role.LEADER or not lessor.is_leader:
-            self._reply(
-                node,
-                src,
-                ClientReply(
-                    client_id=req.client_id, request_id=req.request_id, ok=False, leader=raw.leader
-                ),
-            )
+            self._refuse(node, src, req, raw.leader)
             return
         now_ms = self.clock.now // 1000
         ttl = lessor.keepalive(req.lease_id, now_ms)
