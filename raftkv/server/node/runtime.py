@@ -566,10 +566,9 @@ class RaftNode:
                 self._send(rd.messages)
         raw.accept(rd)
         if not (rd.must_sync and self.config.fsync):
-            if self._unpersisted:
-                self._unpersisted.append((rd, 0))  # after the Readys before it
-            else:
-                self._persisted(raw, rd)
+            # Nothing of its own to sync: persisted now, or after the Readys before it.
+            self._unpersisted.append((rd, 0))
+            self._persist_upto(raw, 0)
         elif self._sync_seconds > INLINE_SYNC_MAX_SECONDS:
             # A slow disk: the sync runs in the WAL thread, and the loop goes on
             # with the next Readys meanwhile -- sending new entries, applying
@@ -669,18 +668,11 @@ class RaftNode:
         self.metrics.fsync_seconds.observe(took)
         self._sync_seconds += (took - self._sync_seconds) / 8
 
-    def _persisted(self, raw: RawNode, rd: Ready) -> None:
-        """Step 3 and the end of step 5 of ``rd``: it is durable."""
-        self._send(rd.messages_after_persist)
-        raw.persisted(rd)
-        if rd.entries:
-            self._durable_index = rd.entries[-1].index
-        self._maybe_snapshot()
-
     def _persist_upto(self, raw: RawNode, covered: int) -> None:
-        """:meth:`_persisted` for the waiting Readys, in order, whose writes are
-        among the WAL's first ``covered``; their acknowledgements leave together
-        (one frame per peer, not one per Ready)."""
+        """Step 3 and the end of step 5 for the waiting Readys, in order, whose
+        writes are among the WAL's first ``covered`` (0: those with no writes of
+        their own to wait for); their acknowledgements leave together (one frame
+        per peer, not one per Ready)."""
         q = self._unpersisted
         msgs: list[PeerMessage] = []
         while q and q[0][1] <= covered:
